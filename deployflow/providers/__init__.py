@@ -1,0 +1,1 @@
+"""Backends behind small Protocols: one module per backend, one factory (``factory.py``)."""

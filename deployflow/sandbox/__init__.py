@@ -1,0 +1,1 @@
+"""The local sandbox: real HAProxy, Prometheus, PostgreSQL and app processes on loopback."""
