@@ -60,4 +60,6 @@ def _argv(value: Any) -> Any:
 
 
 # A command line as a list of arguments, run without a shell.
-Argv = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_argv), Field(min_length=1)]
+Argv = Annotated[
+    list[Annotated[str, Field(min_length=1)]], BeforeValidator(_argv), Field(min_length=1)
+]

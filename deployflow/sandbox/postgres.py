@@ -7,6 +7,7 @@ the ``postgres`` system user that the Debian package creates.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -95,10 +96,8 @@ class LocalPostgres:
 
     def stop(self) -> None:
         if self._started:
-            try:
+            with contextlib.suppress(subprocess.CalledProcessError):
                 self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
-            except subprocess.CalledProcessError:
-                pass
             self._started = False
         shutil.rmtree(self._tmp, ignore_errors=True)
 
