@@ -1,0 +1,1 @@
+"""Notifications to people (Slack). Delivery failures are returned as data, never raised."""

@@ -1,0 +1,225 @@
+"""Post deploy announcements and rollback alerts to Slack through ``slack_sdk.WebClient``.
+
+A notification is best effort: ``SlackNotifier.post`` never raises for a delivery failure, because a
+Slack outage must never stop a rollback. Failures come back as ``NotificationResult(ok=False)`` with
+an error message meant for logs, which never contains the token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.client import HTTPException
+from typing import Any
+
+from pydantic import SecretStr
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry import (
+    ConnectionErrorRetryHandler,
+    HttpRequest,
+    HttpResponse,
+    RateLimitErrorRetryHandler,
+    RetryHandler,
+    RetryState,
+)
+
+logger = logging.getLogger(__name__)
+
+# What Slack's error codes mean for the person reading the deploy log.
+_SLACK_ERROR_HINTS = {
+    "invalid_auth": "Slack rejected the bot token (invalid_auth): check the configured token",
+    "not_authed": "no Slack token was sent (not_authed): configure a bot token",
+    "token_revoked": "the Slack bot token was revoked (token_revoked)",
+    "account_inactive": "the Slack bot's account is inactive (account_inactive)",
+    "channel_not_found": "Slack channel {channel!r} not found (channel_not_found): "
+    "check the name and invite the bot",
+    "not_in_channel": "the bot is not in Slack channel {channel!r} (not_in_channel): invite it",
+    "is_archived": "Slack channel {channel!r} is archived (is_archived)",
+    "missing_scope": "the Slack bot lacks the chat:write scope (missing_scope)",
+}
+
+
+@dataclass(frozen=True)
+class NotificationResult:
+    """Outcome of one notification.
+
+    Attributes:
+        ok: True when Slack accepted the message.
+        channel: The channel it was sent to.
+        error: Why delivery failed (None when ok); never contains the token.
+        ts: Slack's timestamp id of the posted message, for threading replies.
+    """
+
+    ok: bool
+    channel: str
+    error: str | None = None
+    ts: str | None = None
+
+
+def _retry_after_seconds(response: HttpResponse) -> float | None:
+    for name, values in response.headers.items():
+        if name.lower() == "retry-after" and values:
+            try:
+                return float(values[0])
+            except ValueError:
+                return None
+    return None
+
+
+class _BoundedRateLimitRetry(RateLimitErrorRetryHandler):
+    """Retry a 429 once, only if Slack asks us to wait no longer than ``max_wait`` seconds.
+
+    slack_sdk's handler sleeps for whatever ``Retry-After`` says; during a rollback a long sleep is
+    worse than a missed message, so a long wait becomes a failure result instead.
+    """
+
+    def __init__(self, max_wait: float) -> None:
+        super().__init__(max_retry_count=1)
+        self.max_wait = max_wait
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = _retry_after_seconds(response)
+        return wait is not None and wait <= self.max_wait
+
+
+class SlackNotifier:
+    """Posts messages to one Slack channel.
+
+    Args:
+        token: Bot token (``xoxb-...``).
+        channel: Channel name (``#deploys``) or id.
+        base_url: Web API base URL; None for Slack itself. Tests and the sandbox pass the URL of
+            ``deployflow.fakes.slack_api.FakeSlackAPI``.
+        timeout: Seconds to wait for Slack per attempt.
+        max_rate_limit_wait: Longest ``Retry-After`` (seconds) honoured with one retry; longer
+            waits fail at once.
+        connection_retries: Retries after a connection error (refused, reset). Server errors
+            (HTTP 5xx) are not retried: Slack may have posted the message already, and a duplicate
+            alert is worse than a missing one.
+    """
+
+    def __init__(
+        self,
+        token: SecretStr,
+        channel: str,
+        base_url: str | None = None,
+        *,
+        timeout: int = 10,
+        max_rate_limit_wait: float = 5.0,
+        connection_retries: int = 1,
+    ) -> None:
+        if not channel.strip():
+            raise ValueError("channel: must be a Slack channel name like '#deploys' or an id")
+        if timeout < 1:
+            raise ValueError(f"timeout: must be at least 1 second, got {timeout}")
+        self.channel = channel.strip()
+        self._token = token
+        handlers: list[RetryHandler] = [_BoundedRateLimitRetry(max_rate_limit_wait)]
+        if connection_retries > 0:
+            handlers.append(ConnectionErrorRetryHandler(max_retry_count=connection_retries))
+        options: dict[str, Any] = {}
+        if base_url is not None:
+            options["base_url"] = base_url
+        self._client = WebClient(
+            token=token.get_secret_value(), timeout=timeout, retry_handlers=handlers, **options
+        )
+
+    def __repr__(self) -> str:
+        return f"SlackNotifier(channel={self.channel!r}, base_url={self._client.base_url!r})"
+
+    def _scrub(self, message: str) -> str:
+        secret = self._token.get_secret_value()
+        return message.replace(secret, "***") if secret else message
+
+    def _describe_api_error(self, exc: SlackApiError) -> str:
+        response = exc.response
+        status = response.status_code
+        code = response.get("error") if isinstance(response.data, dict) else None
+        if status == 429:
+            wait = response.headers.get("Retry-After") or response.headers.get("retry-after")
+            return f"Slack rate limited the request (retry after {wait}s)"
+        if code in _SLACK_ERROR_HINTS:
+            return _SLACK_ERROR_HINTS[code].format(channel=self.channel)
+        if status >= 400:
+            return f"Slack API answered HTTP {status} ({code or 'no error code'})"
+        return f"Slack API refused the message ({code or 'no error code'})"
+
+    def post(self, text: str, blocks: list[dict[str, Any]] | None = None) -> NotificationResult:
+        """Send a message; never raises for a delivery failure.
+
+        Args:
+            text: Message text (Slack mrkdwn); also the notification fallback when blocks are sent.
+            blocks: Optional Block Kit blocks.
+
+        Returns:
+            ``ok=True`` with Slack's ``ts``, or ``ok=False`` with a token-free error message.
+        """
+        try:
+            response = self._client.chat_postMessage(channel=self.channel, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            error = self._describe_api_error(exc)
+        except TimeoutError:
+            error = f"Slack API did not answer within {self._client.timeout}s"
+        except (SlackClientError, OSError, HTTPException, ValueError) as exc:
+            # URLError (refused, DNS, timeouts wrapped by urllib) is an OSError.
+            reason = getattr(exc, "reason", exc)
+            error = f"cannot reach Slack API at {self._client.base_url}: {reason}"
+        else:
+            return NotificationResult(ok=True, channel=self.channel, ts=response.get("ts"))
+        error = self._scrub(error)
+        logger.warning("Slack notification to %s not delivered: %s", self.channel, error)
+        return NotificationResult(ok=False, channel=self.channel, error=error)
+
+
+def _escape(text: str) -> str:
+    # Slack's mrkdwn treats &, < and > as control characters (links, mentions).
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def format_deploy_announcement(
+    service: str,
+    version: str,
+    environment: str,
+    strategy: str,
+    stages: Sequence[int] = (),
+    on_call: str | None = None,
+    dashboard_url: str | None = None,
+) -> str:
+    """The text announcing a deploy that is about to start.
+
+    Args:
+        service: Service name.
+        version: Version being deployed.
+        environment: Target environment.
+        strategy: Rollout strategy, e.g. ``canary``.
+        stages: Traffic percentages of the rollout stages, e.g. ``[5, 25, 100]``.
+        on_call: Who to contact (a Slack handle like ``@alice`` or ``<@U123>``), if known.
+        dashboard_url: Link to the service dashboard, if any.
+
+    Returns:
+        Slack mrkdwn text, one fact per line.
+    """
+    lines = [
+        f":rocket: Deploying *{_escape(service)}* `{_escape(version)}` "
+        f"to *{_escape(environment)}* ({_escape(strategy)})"
+    ]
+    if stages:
+        lines.append("Stages: " + " → ".join(f"{weight}%" for weight in stages))
+    if on_call:
+        # A raw "<@U123>" mention must stay unescaped to notify the person.
+        shown = on_call if on_call.startswith("<@") and on_call.endswith(">") else _escape(on_call)
+        lines.append(f"On-call: {shown}")
+    if dashboard_url:
+        lines.append(f"Dashboard: <{dashboard_url}|open>")
+    return "\n".join(lines)

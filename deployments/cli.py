@@ -1,0 +1,210 @@
+"""The ``deployflow`` command line.
+
+Exit codes: 0 succeeded, 3 rolled back, 1 failed or aborted, 2 bad input (nothing was started).
+
+The CLI lives with the deployments because it is one more way the flows are offered to people:
+``deploy`` runs the same Prefect flow the UI, schedules and API trigger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from deployflow.spec import SpecError, load_spec, validate_version
+from deployflow.strategy import STRATEGY_CHOICES
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
+
+
+class BadInput(Exception):
+    """A command-line value that is not allowed; the message names it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 too; keep one message format
+        self.print_usage(sys.stderr)
+        print(f"deployflow: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _print_problems(error: SpecError) -> None:
+    print(f"invalid: {error.source}", file=sys.stderr)
+    for path, message in error.problems:
+        print(f"  {path}: {message}", file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        _print_problems(exc)
+        return EXIT_BAD_INPUT
+    print(f"ok: {args.spec} (service {spec.service}, strategy {spec.strategy.kind})")
+    return EXIT_OK
+
+
+def ui_url(flow_run_id: str | None) -> str | None:
+    """Where the run is shown in the Prefect UI, when a server with a UI is configured."""
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    if not base or not flow_run_id:
+        return None
+    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def run_deploy(
+    spec_path: str, version: str, environment: str, strategy: str, dry_run: bool
+) -> dict[str, Any]:
+    """Run the deploy flow in this process and return its outcome as a dict."""
+    from flows.deploy import deploy
+
+    state = deploy(
+        spec_path=spec_path,
+        version=version,
+        environment=environment,
+        strategy=strategy,
+        dry_run=dry_run,
+        return_state=True,
+    )
+    data = state.result(raise_on_failure=False)
+    result: dict[str, Any]
+    if isinstance(data, dict):
+        result = data
+    else:
+        result = {
+            "status": "failed",
+            "strategy": None,
+            "stages": [],
+            "rollback": None,
+            "message": f"the deploy flow crashed: {data}",
+            "flow_run_id": str(state.state_details.flow_run_id),
+        }
+    run_id = result.get("flow_run_id")
+    result["ui_url"] = ui_url(str(run_id) if run_id else None)
+    return result
+
+
+def _exit_for(status: str) -> int:
+    return {"succeeded": EXIT_OK, "rolled_back": EXIT_ROLLED_BACK}.get(status, EXIT_FAILED)
+
+
+def print_outcome(result: dict[str, Any]) -> None:
+    print(f"{result.get('version', '?')}: {result['status']} ({result.get('strategy')})")
+    for stage in result.get("stages", []):
+        values = stage["values"]
+        er = values.get("error_rate")
+        p95 = values.get("p95_seconds")
+        print(
+            f"  stage {stage['index'] + 1} {stage['weight']:>3}%: {stage['verdict']:<9} "
+            f"error rate {'n/a' if er is None else f'{er:.2%}'}, "
+            f"P95 {'n/a' if p95 is None else f'{p95 * 1000:.1f} ms'}"
+        )
+    if result.get("rollback"):
+        print(f"  rollback: {result['rollback']['reason']}")
+    if result.get("message"):
+        print(f"  {result['message']}")
+    if result.get("ui_url"):
+        print(f"  Prefect UI: {result['ui_url']}")
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    try:
+        validate_version(args.version, "--version")
+        load_spec(args.spec)
+    except SpecError as exc:
+        _print_problems(exc)
+        return EXIT_BAD_INPUT
+    result = run_deploy(
+        str(Path(args.spec).resolve()), args.version, args.environment, args.strategy, args.dry_run
+    )
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print_outcome(result)
+    return _exit_for(result["status"])
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from deployflow.tracking import db, repository
+
+    engine = db.make_engine(db.database_url())
+    db.upgrade(engine)
+    with db.session_factory(engine)() as session:
+        rows = repository.history(
+            session, service=args.service, environment=args.environment, limit=args.limit
+        )
+        items = [repository.deployment_to_dict(r, include_children=args.json) for r in rows]
+    engine.dispose()
+    if args.json:
+        print(json.dumps(items, default=str))
+        return EXIT_OK
+    for item in items:
+        print(
+            f"{item['started_at']}  {item['service']:<12} {item['version']:<12} "
+            f"{item['environment']:<10} {item['strategy']:<8} {item['status']}"
+        )
+    if not items:
+        print("no deployments recorded yet")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from deployments.demo import run_demo
+
+    return run_demo(json_output=args.json, state_dir=Path(args.state_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="deployflow", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("validate", help="check a service spec and list every problem")
+    p.add_argument("spec", help="path of the service spec YAML")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("deploy", help="release a version through the deploy flow")
+    p.add_argument("spec", help="path of the service spec YAML")
+    p.add_argument("--version", required=True, help="version to release")
+    p.add_argument("--environment", default="sandbox", help="target environment (recorded)")
+    p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
+    p.add_argument("--dry-run", action="store_true", help="check and plan only")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("history", help="deployments recorded in the tracking database")
+    p.add_argument("--service")
+    p.add_argument("--environment")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("demo", help="sandbox demo: v2 succeeds, v3 rolls back")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--state-dir",
+        default=os.environ.get("DEPLOYFLOW_SANDBOX_DIR", ".deployflow/sandbox"),
+        help="where the sandbox keeps its state",
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except BadInput as exc:
+        print(f"deployflow: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""``deployflow demo``: the whole story on one machine.
+
+Brings up the sandbox (HAProxy, Prometheus, the demo service v1 with traffic), deploys v2 (healthy)
+through 5/25/50/100 to success, then v3 (20% errors) which rolls back at the first stage. Exits 0
+only when both outcomes happened. Everything the sandbox started is stopped on the way out, also on
+Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from deployflow.polling import wait_for
+from deployflow.providers.factory import build_metrics
+from deployflow.sandbox.supervisor import Sandbox
+from deployflow.spec import load_spec
+
+EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
+FAULTS = {"v3": {"error_rate": 0.2}}
+EXPECTED = {"v2": "succeeded", "v3": "rolled_back"}
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_demo(*, json_output: bool = False, state_dir: Path, spec_path: Path = EXAMPLE_SPEC) -> int:
+    """Run the demo; return 0 when v2 succeeded and v3 rolled back."""
+    from deployments.cli import print_outcome, run_deploy
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    results: dict[str, dict[str, Any]] = {}
+    say = (lambda *_: None) if json_output else print
+    try:
+        say(f"starting the sandbox in {state_dir} ...")
+        faults = {"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}
+        with Sandbox(state_dir, env=faults) as sandbox:
+            os.environ.update(sandbox.env_vars())
+            os.environ.update(faults)  # the spec passes it on to the versions it starts
+            spec = load_spec(spec_path)
+            sandbox.wait_for_metrics("v1", timeout=60)
+            metrics = build_metrics(spec)
+            # The canary is judged against v1's P95, so wait until Prometheus can compute it.
+            wait_for(
+                lambda: metrics.p95("v1", spec.analysis.baseline_window)[0],
+                timeout=60,
+                interval=0.5,
+                what="a P95 baseline for v1",
+            )
+            say(
+                f"sandbox up: traffic through {sandbox.frontend_url}, "
+                f"Prometheus at {sandbox.prometheus_url}"
+            )
+            for version in EXPECTED:
+                say(f"\ndeploying {version} ...")
+                results[version] = run_deploy(str(spec_path), version, "sandbox", "auto", False)
+                if not json_output:
+                    print_outcome(results[version])
+    except KeyboardInterrupt:
+        print("\ninterrupted: the sandbox was stopped", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    ok = all(results.get(v, {}).get("status") == s for v, s in EXPECTED.items())
+    if json_output:
+        print(json.dumps({"ok": ok, "deploys": results}, default=str))
+    else:
+        print("\nsummary:")
+        for version, expected in EXPECTED.items():
+            got = results.get(version, {}).get("status", "not run")
+            mark = "ok" if got == expected else "UNEXPECTED"
+            print(f"  {version}: {got} (expected {expected}) {mark}")
+            if results.get(version, {}).get("ui_url"):
+                print(f"      {results[version]['ui_url']}")
+        print("sandbox stopped; nothing is left running." if ok else "demo FAILED")
+    return 0 if ok else 1

@@ -1,0 +1,231 @@
+"""The deploy flow: one release of one service through the nine steps.
+
+1 pre-deployment checks and 2 migration checks (concurrently), 3 strategy, 4 notify and prepare,
+5 execute, 6 progressive rollout, 7 post-deploy verification, 8 rollback (only when a verdict asks
+for it), 9 complete. Decisions come from the core; this module only sequences steps and reacts to
+their verdicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import State, flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+from deployflow.analysis import Verdict
+from deployflow.providers.base import Instance
+from deployflow.providers.factory import build_router, build_target
+from deployflow.release import ReleaseOutcome, RollbackInfo
+from deployflow.spec import ServiceSpec, load_spec, validate_version
+from deployflow.strategy import StrategyName
+from deployflow.tracking import repository
+from flows.rollback import rollback
+from flows.rollout import progressive_rollout
+from tasks.complete import complete
+from tasks.execute import discover_stable, execute, measure_baseline
+from tasks.migrations import migration_checks
+from tasks.notify import notify_and_prepare
+from tasks.prechecks import run_check_command
+from tasks.strategy import choose_strategy_task
+from tasks.tracking import session
+from tasks.verify import post_deploy_verification
+
+
+@task(name="load-spec", cache_policy=NO_CACHE)
+def load_service_spec(spec_path: str, version: str) -> ServiceSpec:
+    """Read and validate the service spec and the version; every problem is named."""
+    validate_version(version)
+    spec = load_spec(spec_path)
+    get_run_logger().info("spec %s: service %s", spec_path, spec.service)
+    return spec
+
+
+@task(name="record-start", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_start(
+    spec: ServiceSpec, version: str, environment: str, previous: str | None, dry_run: bool
+) -> int:
+    """Create the deployment row before anything is touched."""
+    run_id = flow_run.get_id()
+    with session() as s:
+        row = repository.create_deployment(
+            s,
+            service=spec.service,
+            environment=environment,
+            version=version,
+            strategy="pending",
+            previous_version=previous,
+            dry_run=dry_run,
+            flow_run_id=str(run_id) if run_id else None,
+            status="running",
+        )
+        return row.id
+
+
+@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def promote(spec: ServiceSpec, deployment_id: int, canary: Instance) -> None:
+    """The canary becomes the stable server with all the traffic."""
+    with session() as s:
+        repository.update_deployment(s, deployment_id, canary_weight=100)
+    build_router(spec).promote(canary)
+    get_run_logger().info("promoted %s to stable", canary.version)
+
+
+@task(name="retire-previous", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def retire_previous(spec: ServiceSpec, previous: Instance) -> None:
+    """Stop the old version once the new one is verified."""
+    build_target(spec).stop(previous.version)
+    get_run_logger().info("stopped previous version %s", previous.version)
+
+
+def _finish(outcome: ReleaseOutcome) -> State[dict[str, Any]]:
+    complete(outcome)
+    data = outcome.to_dict()
+    if outcome.status == "succeeded":
+        return Completed(message=f"{outcome.version} succeeded", data=data)
+    return Failed(message=f"{outcome.version} {outcome.status}: {outcome.message}", data=data)
+
+
+@flow(
+    name="deploy",
+    flow_run_name="deploy {version} to {environment}",
+    validate_parameters=True,
+)
+def deploy(
+    spec_path: str,
+    version: str,
+    environment: str = "sandbox",
+    strategy: StrategyName = "auto",
+    dry_run: bool = False,
+) -> State[dict[str, Any]]:
+    """Release one version of a service, rolling back automatically when it misbehaves.
+
+    Args:
+        spec_path: Path of the service spec YAML file on the machine that runs the flow.
+        version: The version to release (letters, digits, '.', '_', '+', '-').
+        environment: Where it goes (sandbox, staging, production...); recorded with the run.
+        strategy: 'auto' uses the spec's strategy; 'canary' or 'direct' override it.
+        dry_run: Run the checks and plan the release without starting anything or moving traffic.
+    """
+    logger = get_run_logger()
+    spec = load_service_spec(spec_path, version)
+    stable = discover_stable(spec)
+    outcome = ReleaseOutcome(
+        service=spec.service,
+        environment=environment,
+        version=version,
+        status="aborted",
+        strategy="pending",
+        previous_version=stable.version if stable else None,
+        dry_run=dry_run,
+    )
+    run_id = flow_run.get_id()
+    outcome.flow_run_id = str(run_id) if run_id else None
+    outcome.deployment_id = record_start(
+        spec, version, environment, outcome.previous_version, dry_run
+    )
+    if stable is not None and stable.version == version:
+        outcome.message = f"{version} already serves all the traffic: nothing to deploy"
+        return _finish(outcome)
+
+    # Steps 1 and 2 run concurrently: neither touches traffic.
+    check_futures = [run_check_command.submit(c) for c in spec.checks]
+    migration_future = migration_checks.submit(spec)
+    outcome.checks = [f.result() for f in check_futures] + migration_future.result()
+    failed = [c for c in outcome.checks if c["status"] in ("failed", "error")]
+    if failed:
+        outcome.message = "blocked before any traffic moved: " + "; ".join(
+            f"{c['name']} {c['status']} ({c['detail']})" for c in failed
+        )
+        logger.error(outcome.message)
+        return _finish(outcome)
+
+    plan = choose_strategy_task(spec, strategy, stable is not None)
+    outcome.strategy, outcome.strategy_rationale = plan.kind, plan.rationale
+    with session() as s:
+        repository.update_deployment(s, outcome.deployment_id, strategy=plan.kind)
+    plan_text = f"{plan.kind} {'/'.join(f'{w}%' for w in plan.steps)} ({plan.rationale})"
+    outcome.notifications = notify_and_prepare(spec, version, environment, plan_text)
+
+    if dry_run:
+        outcome.status = "succeeded"
+        outcome.message = f"dry run: checks passed, plan {plan_text}; nothing was started"
+        return _finish(outcome)
+
+    try:
+        outcome.baseline_p95_seconds = measure_baseline(spec, stable) if stable else None
+    except Exception as exc:
+        outcome.message = f"blocked before any traffic moved: {exc}"
+        return _finish(outcome)
+
+    try:
+        canary: Instance = execute(spec, version)["instance"]
+    except Exception as exc:
+        outcome.status = "failed"
+        outcome.message = f"{version} did not start: {exc}"
+        return _finish(outcome)
+
+    trigger: RollbackInfo | None = None
+    last_measurements: list[dict[str, Any]] = []
+    try:
+        stages = progressive_rollout(
+            spec, outcome.deployment_id, plan, stable, canary, outcome.baseline_p95_seconds
+        )
+        outcome.stages = [s.to_dict() for s in stages]
+        last = stages[-1]
+        last_measurements = [m.to_dict() for m in last.measurements]
+        if last.verdict is not Verdict.PROMOTE:
+            reason = last.reason
+            trigger = RollbackInfo(
+                stage=last.index,
+                weight=last.weight,
+                metric=reason.metric if reason else "analysis",
+                value=reason.value if reason else None,
+                threshold=reason.threshold if reason else None,
+                reason=reason.reason if reason else f"stage verdict {last.verdict.value}",
+            )
+        else:
+            promote(spec, outcome.deployment_id, canary)
+            report = post_deploy_verification(spec, canary, outcome.baseline_p95_seconds)
+            outcome.verification = [c.to_dict() for c in report.checks]
+            failure = report.first_failure
+            if failure is not None:
+                trigger = RollbackInfo(
+                    stage=None,
+                    weight=100,
+                    metric=failure.metric or failure.name,
+                    value=failure.value,
+                    threshold=failure.threshold,
+                    reason=f"post-deploy verification failed: {failure.name}: {failure.detail}",
+                )
+    except Exception as exc:  # a broken step must still leave traffic on a healthy version
+        logger.exception("rollout step failed")
+        trigger = RollbackInfo(None, None, "error", None, None, f"rollout step failed: {exc}")
+
+    if trigger is None:
+        if stable is not None:
+            retire_previous(spec, stable)
+        outcome.status = "succeeded"
+        outcome.message = f"{version} serves all the traffic and passed verification"
+        return _finish(outcome)
+
+    if stable is None:
+        outcome.status = "failed"
+        outcome.message = f"{trigger.reason}; no previous version to roll back to"
+        return _finish(outcome)
+
+    try:
+        outcome.rollback = rollback(
+            spec, stable, canary, trigger, outcome.baseline_p95_seconds, last_measurements
+        )
+    except Exception as exc:
+        logger.exception("rollback failed")
+        outcome.rollback = trigger
+        outcome.status = "failed"
+        outcome.message = f"ROLLBACK FAILED ({exc}) after: {trigger.reason}"
+        return _finish(outcome)
+    outcome.status = "rolled_back" if outcome.rollback.verified else "failed"
+    outcome.message = f"rolled back to {stable.version}: {trigger.reason}"
+    return _finish(outcome)
