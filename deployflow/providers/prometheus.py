@@ -89,12 +89,12 @@ class PrometheusMetrics:
         self.timeout = timeout
         # No retries inside the client: the analysis owns retry policy (consecutive_error_limit).
         self._client = PrometheusConnect(
-            url=url, retry=Retry(total=0), session=session, timeout=int(math.ceil(timeout))
+            url=url, retry=Retry(total=0), session=session, timeout=math.ceil(timeout)
         )
 
     def _query(self, template: str, version: str, window_seconds: float) -> float | None:
         query = render_promql(template, version, window_seconds)
-        return _scalar(self._client.custom_query(query, timeout=int(math.ceil(self.timeout))))
+        return _scalar(self._client.custom_query(query, timeout=math.ceil(self.timeout)))
 
     def _guard(self, template: str, version: str, window_seconds: float) -> float | None:
         try:

@@ -1,0 +1,44 @@
+# The two commands of the quick start: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PREFECT_PORT ?= 4200
+PREFECT_HOME ?= $(CURDIR)/.deployflow/prefect
+export PREFECT_HOME
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+UV = $$(cat .deployflow/uv-path)
+
+.PHONY: help bootstrap demo test lint server stop-server fixtures bench
+
+help:
+	@echo "make demo         sandbox demo: v2 promoted through 5/25/50/100, v3 rolled back"
+	@echo "make test         the whole test suite (unit, integration, e2e)"
+	@echo "make lint         ruff and mypy"
+	@echo "make server       start the local Prefect server (UI on http://127.0.0.1:$(PREFECT_PORT))"
+	@echo "make stop-server  stop it"
+
+bootstrap:
+	@mkdir -p .deployflow
+	@scripts/bootstrap.sh
+
+fixtures: bootstrap
+	@scripts/fixtures.sh
+
+server: bootstrap
+	@scripts/prefect-server.sh start $(PREFECT_PORT)
+
+stop-server:
+	@scripts/prefect-server.sh stop $(PREFECT_PORT)
+
+demo: server
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(UV) run deployflow demo
+
+test: fixtures
+	$(UV) run pytest
+
+lint: bootstrap
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+bench: fixtures
+	$(UV) run python bench/bench_prechecks.py

@@ -1,0 +1,301 @@
+"""``check_migrations``: graph, offline capture, rules, reversibility, staging and impact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from deployflow.migrations.capture import Capture, capture, load_module
+from deployflow.migrations.graph import (
+    RevisionGraph,
+    load_graph,
+    resolve,
+)
+from deployflow.migrations.lint import LintState, RawFinding, lint_operations
+from deployflow.migrations.operations import Operation
+from deployflow.migrations.report import (
+    Finding,
+    ImpactResult,
+    MigrationReport,
+    RevisionReport,
+    TableSize,
+)
+from deployflow.migrations.rules import RULES
+from deployflow.migrations.source import RevisionSource
+from deployflow.migrations.spec import MigrationsSpec
+from deployflow.migrations.staging import measure_tables, read_deployed_revision, round_trip
+
+_CONTRACT_RULES = {
+    "drop-column": "drops a column",
+    "drop-table": "drops a table",
+    "rename-column": "renames a column",
+    "rename-table": "renames a table",
+    "add-column-not-null-without-default": "adds a NOT NULL column without default",
+    "set-not-null": "makes a column NOT NULL",
+    "alter-column-type": "changes a column type",
+}
+
+
+def check_migrations(
+    alembic_dir: Path,
+    *,
+    from_rev: str | None,
+    to_rev: str | None = None,
+    settings: MigrationsSpec | None = None,
+    staging_url: str | None = None,
+    now: datetime | None = None,
+) -> MigrationReport:
+    """Check the revisions after ``from_rev`` up to ``to_rev`` (default: the head).
+
+    Args:
+        alembic_dir: the Alembic directory (holding env.py and versions/).
+        from_rev: the deployed revision; None falls back to ``settings.from_revision``, then to
+            the target's alembic_version through ``settings.database_url``, then to the base.
+            ``"base"`` means every revision.
+        to_rev: the revision to deploy; None means ``settings.to_revision`` or the single head.
+        settings: the spec's ``migrations:`` section (rule overrides, sizes, windows).
+        staging_url: overrides ``settings.staging_url``; enables the round trip and the impact.
+        now: the time compared with downtime windows (default: the current time).
+
+    Returns:
+        The report; ``report.blocking`` tells whether the deploy must stop.
+
+    Raises:
+        MigrationInputError: the directory holds no revisions, or a revision is unknown.
+    """
+    spec = settings or MigrationsSpec(path=alembic_dir)
+    graph = load_graph(alembic_dir)
+    if from_rev is None:
+        from_rev = spec.from_revision
+        if from_rev is None and spec.database_url is not None:
+            from_rev = read_deployed_revision(spec.database_url)
+    start = None if from_rev in (None, "base") else resolve(graph, str(from_rev), "--from")
+    requested_to = to_rev or spec.to_revision
+    heads = graph.heads()
+    to_revs = [resolve(graph, requested_to, "--to")] if requested_to else heads
+    graph_findings = _graph_findings(graph, start, to_revs, spec)
+    order = graph.ordered_range(start, to_revs)
+    env_sets_lock_timeout = _env_sets_lock_timeout(alembic_dir)
+    state = LintState()
+    revisions = [
+        _check_revision(graph.revisions[rev], state, spec, env_sets_lock_timeout) for rev in order
+    ]
+    report = MigrationReport(
+        alembic_dir=str(alembic_dir), from_revision=start,
+        to_revision=to_revs[0] if len(to_revs) == 1 else None, heads=heads,
+        graph_findings=graph_findings, revisions=revisions,
+    )  # fmt: skip
+    url = staging_url or (spec.staging_url.get_secret_value() if spec.staging_url else None)
+    if url:
+        impact_ops = _impact_operations(revisions)
+        report.impact = _impact(url, impact_ops, spec, now or datetime.now(UTC))
+        if len(to_revs) == 1 and not any(f.counts for f in graph_findings):
+            report.staging = round_trip(
+                alembic_dir, url, from_rev=start, to_rev=to_revs[0], lock_timeout=spec.lock_timeout
+            )
+    return report
+
+
+def _graph_findings(
+    graph: RevisionGraph, start: str | None, to_revs: list[str], spec: MigrationsSpec
+) -> list[Finding]:
+    found = [_finding(spec, problem.rule_id, problem.message, None) for problem in graph.problems()]
+    if start is not None and not any(start in graph.ancestors(to) for to in to_revs):
+        found.append(
+            _finding(
+                spec, "graph-not-ancestor",
+                f"deployed revision {start} is not an ancestor of {', '.join(to_revs)}", None,
+            )
+        )  # fmt: skip
+    return [f for f in found if f is not None]
+
+
+def _env_sets_lock_timeout(alembic_dir: Path) -> bool:
+    env = alembic_dir / "env.py"
+    try:
+        return "lock_timeout" in env.read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def _finding(
+    spec: MigrationsSpec,
+    rule_id: str,
+    message: str,
+    op: Operation | None,
+    suppressed: str | None = None,
+) -> Finding | None:
+    setting = spec.rules.get(rule_id, RULES[rule_id].severity)
+    if setting == "off":
+        return None
+    return Finding(
+        rule_id, setting, message,
+        operation=op.describe() if op else None, table=op.table if op else None,
+        line=op.line if op else None, sql=(op.sql or None) if op else None,
+        suppressed_reason=suppressed,
+    )  # fmt: skip
+
+
+def _apply_suppressions(
+    source: RevisionSource, raw: list[RawFinding], spec: MigrationsSpec
+) -> list[Finding]:
+    result: list[Finding] = []
+    reasonless_reported: set[int] = set()
+    for item in raw:
+        line = item.operation.line if item.operation else None
+        matching = [s for s in source.suppressions_for(line) if s.rule_id == item.rule_id]
+        with_reason = [s for s in matching if s.reason]
+        reason = with_reason[0].reason if with_reason else None
+        found = _finding(spec, item.rule_id, item.message, item.operation, reason)
+        if found:
+            result.append(found)
+        for sup in matching:
+            if not sup.reason and sup.line not in reasonless_reported:
+                reasonless_reported.add(sup.line)
+                extra = _finding(
+                    spec, "suppression-without-reason",
+                    f"line {sup.line}: allow {sup.rule_id} has no `-- reason`, so it is ignored",
+                    None,
+                )  # fmt: skip
+                if extra:
+                    result.append(extra)
+    for sup in source.suppressions:
+        if sup.rule_id not in RULES:
+            extra = _finding(
+                spec, "suppression-unknown-rule",
+                f"line {sup.line}: unknown rule {sup.rule_id!r}", None,
+            )  # fmt: skip
+            if extra:
+                result.append(extra)
+    return result
+
+
+def _check_revision(
+    source: RevisionSource, state: LintState, spec: MigrationsSpec, env_sets_lock_timeout: bool
+) -> RevisionReport:
+    raw: list[RawFinding] = []
+    needs_review: str | None = None
+    upgrade = Capture()
+    downgrade = Capture()
+    try:
+        module = load_module(source.path)
+    except Exception as exc:  # a revision that cannot even be imported is reviewed by hand
+        needs_review = f"import failed: {type(exc).__name__}: {exc}"
+        module = None
+    if module is not None:
+        upgrade = capture(module, source.path, "upgrade")
+        if upgrade.error:
+            needs_review = f"upgrade() could not run offline ({upgrade.error})"
+        if source.downgrade == "ok":
+            downgrade = capture(module, source.path, "downgrade")
+    if needs_review:
+        raw.append(RawFinding("needs-review", needs_review))
+    raw += lint_operations(
+        upgrade.operations, state=state, env_sets_lock_timeout=env_sets_lock_timeout
+    )
+    reversibility = _reversibility(source, upgrade, downgrade, raw, spec)
+    findings = _apply_suppressions(source, raw, spec)
+    compatibility_reasons = sorted(
+        {_CONTRACT_RULES[f.rule_id] for f in findings if f.rule_id in _CONTRACT_RULES}
+    )
+    if compatibility_reasons:
+        compatibility = "contract"
+        order = (
+            "Deploy code that no longer depends on what this revision removes or tightens "
+            "first; apply this migration in a later deploy (after every old instance is gone)."
+        )
+    else:
+        compatibility = "expand"
+        order = "Apply this migration before the new code; the running code keeps working."
+    return RevisionReport(
+        revision=source.revision, down_revisions=source.down_revisions,
+        path=source.path.name,
+        message=source.message, compatibility=compatibility,
+        compatibility_reasons=compatibility_reasons, deploy_order=order,
+        reversibility=reversibility, needs_review=needs_review,
+        operations=[
+            {"kind": op.kind, "table": op.table, "column": op.column, "line": op.line,
+             "in_transaction": op.in_transaction, "sql": op.sql}
+            for op in upgrade.operations
+        ],
+        findings=findings,
+    )  # fmt: skip
+
+
+def _reversibility(
+    source: RevisionSource,
+    upgrade: Capture,
+    downgrade: Capture,
+    raw: list[RawFinding],
+    spec: MigrationsSpec,
+) -> str:
+    shape = source.downgrade
+    if shape in ("empty", "ok") and not upgrade.operations and not upgrade.error:
+        # A merge revision (or any revision that changes nothing) has nothing to undo.
+        return "reversible (nothing to undo)"
+    if shape == "missing":
+        raw.append(RawFinding("downgrade-missing", "the revision defines no downgrade()"))
+        return "missing"
+    if shape == "empty":
+        raw.append(RawFinding("downgrade-empty", "downgrade() only contains pass/docstring/..."))
+        return "empty"
+    if shape == "irreversible" or (downgrade.error or "").startswith("NotImplementedError"):
+        if spec.allow_irreversible:
+            return "irreversible (allowed by the spec)"
+        raw.append(RawFinding("downgrade-irreversible", "downgrade() raises NotImplementedError"))
+        return "irreversible"
+    if downgrade.error:
+        return f"needs review (downgrade could not run offline: {downgrade.error})"
+    if not downgrade.operations and upgrade.operations:
+        raw.append(RawFinding("downgrade-records-nothing", "downgrade() emitted no operation"))
+        return "records nothing"
+    return "reversible"
+
+
+def _impact_operations(revisions: list[RevisionReport]) -> list[tuple[Finding, str]]:
+    """(finding, table) for every finding whose rule blocks, scans or rewrites a table."""
+    result = []
+    for rev in revisions:
+        for finding in rev.findings:
+            if RULES[finding.rule_id].effect and finding.table:
+                result.append((finding, finding.table))
+    return result
+
+
+def _impact(
+    url: str, items: list[tuple[Finding, str]], spec: MigrationsSpec, now: datetime
+) -> ImpactResult:
+    sizes = measure_tables(url, [table for _, table in items], row_limit=spec.large_table_rows)
+    tables = []
+    for table, (rows, size) in sorted(sizes.items()):
+        large = (rows is not None and rows >= spec.large_table_rows) or (
+            size is not None and size >= spec.large_table_bytes
+        )
+        tables.append(TableSize(table, rows, size, large))
+    large_tables = {t.table: t for t in tables if t.large}
+    reasons = []
+    for finding, table in items:
+        if table in large_tables:
+            t = large_tables[table]
+            reasons.append(
+                f"{finding.rule_id} on {table} ({_size_text(t)}): {RULES[finding.rule_id].effect}"
+            )
+    window = None
+    if reasons:
+        for candidate in spec.downtime_windows:
+            if candidate.start <= now <= candidate.end:
+                window = {
+                    "start": candidate.start.isoformat(), "end": candidate.end.isoformat(),
+                    "reason": candidate.reason, "approved_by": candidate.approved_by,
+                }  # fmt: skip
+                break
+    return ImpactResult(tables, bool(reasons), reasons, window)
+
+
+def _size_text(table: TableSize) -> str:
+    parts = []
+    if table.rows is not None:
+        parts.append(f"~{table.rows:,} rows")
+    if table.bytes is not None:
+        parts.append(f"{table.bytes:,} bytes")
+    return ", ".join(parts) or "size unknown"

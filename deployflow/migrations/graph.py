@@ -1,0 +1,167 @@
+"""The revision graph of an Alembic directory: heads, branch points, gaps, the range to check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deployflow.migrations.source import RevisionSource, RevisionSourceError, read_revision_source
+
+
+class MigrationInputError(ValueError):
+    """Bad input to the analysis; ``argument`` names what was wrong (for the CLI's message)."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+
+
+@dataclass(frozen=True)
+class GraphProblem:
+    """A structural problem in the revision graph."""
+
+    rule_id: str
+    message: str
+    revision: str | None = None
+
+
+@dataclass
+class RevisionGraph:
+    """Revisions keyed by id, with their parents and children."""
+
+    revisions: dict[str, RevisionSource]
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def children(self) -> dict[str, list[str]]:
+        """Child revision ids of every revision."""
+        result: dict[str, list[str]] = {rev: [] for rev in self.revisions}
+        for rev, source in self.revisions.items():
+            for down in source.down_revisions:
+                if down in result:
+                    result[down].append(rev)
+        return result
+
+    def heads(self) -> list[str]:
+        """Revisions nothing descends from."""
+        return sorted(rev for rev, kids in self.children().items() if not kids)
+
+    def ancestors(self, revision: str) -> set[str]:
+        """``revision`` and everything it descends from (present in the directory)."""
+        seen: set[str] = set()
+        stack = [revision]
+        while stack:
+            rev = stack.pop()
+            if rev in seen or rev not in self.revisions:
+                continue
+            seen.add(rev)
+            stack.extend(self.revisions[rev].down_revisions)
+        return seen
+
+    def problems(self) -> list[GraphProblem]:
+        """Several heads, unmerged branch points, gaps and unreadable files."""
+        found = [
+            GraphProblem("needs-review", f"{name}: {why}") for name, why in self.unreadable.items()
+        ]
+        heads = self.heads()
+        if len(heads) > 1:
+            found.append(GraphProblem("graph-multiple-heads", f"heads: {', '.join(heads)}"))
+        head_ancestry = {head: self.ancestors(head) for head in heads}
+        for rev, kids in sorted(self.children().items()):
+            if len(kids) < 2:
+                continue
+            # Merged when one head descends from every child; otherwise the branches diverge.
+            merged = any(all(kid in anc for kid in kids) for anc in head_ancestry.values())
+            if not merged:
+                found.append(
+                    GraphProblem(
+                        "graph-branch-point",
+                        f"{rev} has unmerged children {', '.join(sorted(kids))}",
+                        rev,
+                    )
+                )
+        for rev, source in sorted(self.revisions.items()):
+            for down in source.down_revisions:
+                if down not in self.revisions:
+                    found.append(
+                        GraphProblem(
+                            "graph-gap", f"{rev} names down_revision {down}, which is missing", rev
+                        )
+                    )
+        return found
+
+    def ordered_range(self, from_rev: str | None, to_revs: list[str]) -> list[str]:
+        """Revisions after ``from_rev`` up to ``to_revs``, parents before children."""
+        wanted: set[str] = set()
+        for to_rev in to_revs:
+            wanted |= self.ancestors(to_rev)
+        if from_rev is not None:
+            wanted -= self.ancestors(from_rev)
+        order: list[str] = []
+        done: set[str] = set()
+
+        def visit(rev: str) -> None:
+            if rev in done or rev not in wanted:
+                return
+            done.add(rev)
+            for down in self.revisions[rev].down_revisions:
+                visit(down)
+            order.append(rev)
+
+        for rev in sorted(wanted):
+            visit(rev)
+        return order
+
+
+def versions_dir(alembic_dir: Path) -> Path:
+    """The directory holding the revision files (``versions/`` or the directory itself)."""
+    versions = alembic_dir / "versions"
+    return versions if versions.is_dir() else alembic_dir
+
+
+def load_graph(alembic_dir: Path) -> RevisionGraph:
+    """Read every revision file of ``alembic_dir``.
+
+    Raises:
+        MigrationInputError: the directory does not exist or holds no revision.
+    """
+    if not alembic_dir.is_dir():
+        raise MigrationInputError(
+            "ALEMBIC_DIR", f"{alembic_dir} is not a directory; give the Alembic directory"
+        )
+    revisions: dict[str, RevisionSource] = {}
+    unreadable: dict[str, str] = {}
+    for path in sorted(versions_dir(alembic_dir).glob("*.py")):
+        if path.name in {"env.py", "__init__.py"}:
+            continue
+        try:
+            source = read_revision_source(path)
+        except RevisionSourceError as exc:
+            unreadable[path.name] = str(exc)
+            continue
+        revisions[source.revision] = source
+    if not revisions:
+        raise MigrationInputError(
+            "ALEMBIC_DIR",
+            f"no Alembic revision found in {versions_dir(alembic_dir)}; give the directory "
+            "holding env.py and versions/",
+        )
+    return RevisionGraph(revisions, unreadable)
+
+
+def resolve(graph: RevisionGraph, revision: str, argument: str) -> str:
+    """Resolve a full id, a unique prefix, or ``head``; raise naming ``argument`` otherwise."""
+    if revision == "head":
+        heads = graph.heads()
+        if len(heads) == 1:
+            return heads[0]
+        raise MigrationInputError(argument, f"'head' is ambiguous, heads are {', '.join(heads)}")
+    if revision in graph.revisions:
+        return revision
+    matches = [rev for rev in graph.revisions if rev.startswith(revision)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(sorted(graph.revisions)[:20])
+    raise MigrationInputError(
+        argument,
+        f"revision {revision!r} is not in the Alembic directory; known: {known}, base, head",
+    )

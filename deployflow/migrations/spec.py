@@ -1,0 +1,104 @@
+"""The ``migrations:`` section of the service spec: the Alembic project and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
+
+from deployflow.migrations.rules import RULES
+from deployflow.spec_types import Duration, StrictModel
+
+# "off" disables a rule; the others replace the rule's default severity.
+RuleSetting = Literal["error", "warning", "info", "off"]
+
+
+class DowntimeWindow(StrictModel):
+    """A period in which a migration that needs downtime is allowed to run."""
+
+    start: AwareDatetime = Field(description="When the window opens (ISO 8601 with a timezone).")
+    end: AwareDatetime = Field(description="When the window closes (ISO 8601 with a timezone).")
+    reason: str = Field(min_length=1, description="Why downtime is acceptable in this window.")
+    approved_by: str = Field(min_length=1, description="Who approved the downtime.")
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> DowntimeWindow:
+        if self.end <= self.start:
+            raise ValueError("downtime window 'end' must be later than 'start'")
+        return self
+
+
+class MigrationsSpec(StrictModel):
+    """How deployflow checks the service's Alembic migrations (step 2 of the deploy)."""
+
+    path: Path = Field(
+        description="The Alembic directory (the one holding env.py and versions/).",
+    )
+    from_revision: str | None = Field(
+        default=None,
+        description=(
+            "The revision deployed in the target database. When empty it is read from the "
+            "target's alembic_version table through database_url; without either, every "
+            "revision from the base is checked."
+        ),
+    )
+    to_revision: str | None = Field(
+        default=None,
+        description="The revision to deploy; empty means the single head of the revision graph.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the target database, used only to read alembic_version.",
+    )
+    staging_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of a staging database (PostgreSQL or SQLite) for the "
+            "upgrade/downgrade/upgrade round trip and the table size measurements."
+        ),
+    )
+    lock_timeout: Duration = Field(
+        default=5.0,
+        description="lock_timeout set on the staging session during the round trip, e.g. '5s'.",
+    )
+    large_table_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description=(
+            "A table with at least this many (estimated) rows is large: a write-blocking, "
+            "scanning or rewriting operation on it requires downtime."
+        ),
+    )
+    large_table_bytes: int = Field(
+        default=1024**3,
+        ge=1,
+        description="A table of at least this many bytes (with indexes and TOAST) is large.",
+    )
+    allow_irreversible: bool = Field(
+        default=False,
+        description="Accept revisions whose downgrade raises NotImplementedError.",
+    )
+    downtime_windows: list[DowntimeWindow] = Field(
+        default_factory=list,
+        description=(
+            "Approved downtime windows; a deploy needing downtime proceeds only inside one."
+        ),
+    )
+    rules: dict[str, RuleSetting] = Field(
+        default_factory=dict,
+        description=(
+            "Per rule severity overrides, e.g. {'drop-index-non-concurrent': 'error'}; "
+            "'off' disables a rule."
+        ),
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, RuleSetting]) -> dict[str, RuleSetting]:
+        unknown = sorted(set(value) - set(RULES))
+        if unknown:
+            raise ValueError(
+                f"unknown rule id(s) {', '.join(unknown)}; known rules: {', '.join(sorted(RULES))}"
+            )
+        return value

@@ -1,0 +1,235 @@
+"""The demo HTTP service the sandbox deploys: one process per version, with injectable faults.
+
+Run it as ``python -m deployflow.sandbox.demo_app --version v2 --port 8081``.
+
+App endpoints (``/``, ``/api/items``, ``/api/checkout``) answer after a base latency of about
+15-20 ms, so the P95 of two healthy versions agree closely and the canary analysis (roll back when
+canary P95 > 2x stable P95) does not trip on noise. ``DEPLOYFLOW_DEMO_FAULTS`` makes a version
+misbehave, e.g. ``{"v2": {"error_rate": 0.2, "latency_ms": 300}}``; ``/healthz`` stays healthy under
+faults on purpose, because a bad release often passes its health check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+FAULTS_ENV = "DEPLOYFLOW_DEMO_FAULTS"
+APP_PATHS = ("/", "/api/items", "/api/checkout")
+BASE_LATENCY_SECONDS = 0.016
+JITTER_SECONDS = 0.003
+# Fine around the base latency so histogram_quantile(0.95) resolves 15 ms vs 40 ms, coarse beyond.
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+_FAULT_KEYS = frozenset({"error_rate", "latency_ms"})
+
+
+class FaultConfigError(ValueError):
+    """``DEPLOYFLOW_DEMO_FAULTS`` is not valid."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Misbehaviour injected into one version.
+
+    Attributes:
+        error_rate: Fraction (0..1) of app requests that answer 500.
+        latency_ms: Extra delay in milliseconds added to every app request.
+    """
+
+    error_rate: float = 0.0
+    latency_ms: float = 0.0
+
+
+def parse_faults(raw: str | None) -> dict[str, Fault]:
+    """Parse the ``DEPLOYFLOW_DEMO_FAULTS`` JSON into a fault per version.
+
+    Args:
+        raw: The variable's value; None or blank means no faults.
+
+    Returns:
+        A mapping version -> Fault.
+
+    Raises:
+        FaultConfigError: The text is not a JSON object of objects with ``error_rate`` (0..1)
+            and/or ``latency_ms`` (>= 0); the message names the offending field.
+    """
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FaultConfigError(f"{FAULTS_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise FaultConfigError(
+            f'{FAULTS_ENV} must be a JSON object like {{"v2": {{"error_rate": 0.2}}}}, '
+            f"got {type(data).__name__}"
+        )
+    faults: dict[str, Fault] = {}
+    for version, entry in data.items():
+        where = f"{FAULTS_ENV}[{version!r}]"
+        if not isinstance(entry, dict):
+            raise FaultConfigError(
+                f"{where} must be an object with 'error_rate' and/or 'latency_ms', "
+                f"got {type(entry).__name__}"
+            )
+        unknown = sorted(set(entry) - _FAULT_KEYS)
+        if unknown:
+            raise FaultConfigError(
+                f"{where} has unknown key(s) {unknown}; allowed: 'error_rate', 'latency_ms'"
+            )
+        error_rate = _number(entry.get("error_rate", 0.0), f"{where}.error_rate")
+        latency_ms = _number(entry.get("latency_ms", 0.0), f"{where}.latency_ms")
+        if not 0.0 <= error_rate <= 1.0:
+            raise FaultConfigError(f"{where}.error_rate must be between 0 and 1, got {error_rate}")
+        if latency_ms < 0:
+            raise FaultConfigError(f"{where}.latency_ms must be >= 0, got {latency_ms}")
+        faults[str(version)] = Fault(error_rate=error_rate, latency_ms=latency_ms)
+    return faults
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FaultConfigError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+class DemoMetrics:
+    """The service's Prometheus metrics, in a registry of its own (no process/platform noise)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "deployflow_demo_http_requests",
+            "App requests served, by version, status code and path.",
+            ("version", "code", "path"),
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "deployflow_demo_http_request_duration_seconds",
+            "App request latency in seconds, by version.",
+            ("version",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+
+class DemoApp:
+    """What one version of the service does with a request; the HTTP plumbing is separate."""
+
+    def __init__(
+        self,
+        version: str,
+        fault: Fault,
+        *,
+        rng: random.Random | None = None,
+        base_latency: float = BASE_LATENCY_SECONDS,
+    ) -> None:
+        self.version = version
+        self.fault = fault
+        self.base_latency = base_latency
+        self.metrics = DemoMetrics()
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()  # random.Random is not documented as thread-safe
+
+    def handle_app_request(self, path: str) -> tuple[int, dict[str, Any]]:
+        """Serve an app endpoint: wait the latency, maybe fail, record metrics."""
+        started = time.perf_counter()
+        with self._rng_lock:
+            jitter = self._rng.uniform(0.0, JITTER_SECONDS)
+            failed = self._rng.random() < self.fault.error_rate
+        time.sleep(self.base_latency + jitter + self.fault.latency_ms / 1000.0)
+        if failed:
+            status, body = 500, {"error": "injected fault", "version": self.version}
+        else:
+            status, body = 200, {"version": self.version, "path": path}
+        self.metrics.requests.labels(self.version, str(status), path).inc()
+        self.metrics.duration.labels(self.version).observe(time.perf_counter() - started)
+        return status, body
+
+
+def _handler_class(app: DemoApp) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "deployflow-demo"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                self._send_json(200, {"status": "ok", "version": app.version})
+            elif path == "/metrics":
+                self._send(200, generate_latest(app.metrics.registry), CONTENT_TYPE_LATEST)
+            elif path in APP_PATHS:
+                self._send_json(*app.handle_app_request(path))
+            else:
+                self._send_json(404, {"error": "not found", "version": app.version})
+
+        def _send_json(self, status: int, body: dict[str, Any]) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: int, payload: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # One line per request at 40 rps would drown the log whose tail explains failures.
+            pass
+
+    return Handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo service until SIGTERM or SIGINT; returns the exit code."""
+    parser = argparse.ArgumentParser(description="deployflow demo service (one version)")
+    parser.add_argument("--version", required=True, help="version this process serves")
+    parser.add_argument("--port", required=True, type=int, help="TCP port to listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    args = parser.parse_args(argv)
+    try:
+        faults = parse_faults(os.environ.get(FAULTS_ENV))
+    except FaultConfigError as exc:
+        print(f"demo_app: {exc}", file=sys.stderr, flush=True)
+        return 2
+    fault = faults.get(args.version, Fault())
+    app = DemoApp(args.version, fault)
+    server = ThreadingHTTPServer((args.host, args.port), _handler_class(app))
+    server.daemon_threads = True
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        # shutdown() blocks until serve_forever returns, so it must not run on the serving thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(
+        f"demo_app {args.version} listening on {args.host}:{args.port} "
+        f"(error_rate={fault.error_rate}, latency_ms={fault.latency_ms})",
+        flush=True,
+    )
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""A real HAProxy (Debian package) on a free loopback port, steered through its admin socket.
+
+The backend ``app`` holds two placeholder servers, ``stable`` and ``canary``, both disabled at
+first; ``HAProxyRouter`` re-points and weighs them at runtime, so a traffic shift never reloads.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from deployflow.polling import DeadlineExceeded, wait_for
+from deployflow.providers.haproxy import HAProxyRouter
+from deployflow.sandbox.ports import free_port, port_open
+from deployflow.sandbox.processes import ManagedProcess
+
+# sun_path is 108 bytes on Linux; HAProxy also appends a ".<pid>.tmp" suffix while binding.
+_MAX_SOCKET_PATH = 90
+
+BACKEND = "app"
+STABLE_SERVER = "stable"
+CANARY_SERVER = "canary"
+
+
+class HAProxyError(RuntimeError):
+    """HAProxy is missing, rejected its configuration, or did not come up."""
+
+
+def _binary() -> str:
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    if found is None:
+        raise HAProxyError("haproxy not found: install the Debian package 'haproxy'")
+    return found
+
+
+def render_config(admin_socket: Path, port: int) -> str:
+    """The HAProxy configuration of the sandbox: one frontend, backend ``app`` with two slots."""
+    return f"""\
+global
+    stats socket {admin_socket} mode 600 level admin
+    stats timeout 30s
+    maxconn 512
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # A fresh server connection per request: after "set server addr" no request may ride an
+    # idle connection to the previous address.
+    option http-server-close
+
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend {BACKEND}
+
+backend {BACKEND}
+    balance roundrobin
+    # Placeholders, re-pointed at runtime through the admin socket.
+    server {STABLE_SERVER} 127.0.0.1:1 weight 100 disabled
+    server {CANARY_SERVER} 127.0.0.1:1 weight 0 disabled
+"""
+
+
+class LocalHAProxy:
+    """Run ``haproxy -db`` with the sandbox config in ``state_dir``.
+
+    Example:
+        with LocalHAProxy(Path(".sandbox/haproxy")) as haproxy:
+            router = HAProxyRouter(haproxy.admin_socket)
+    """
+
+    def __init__(self, state_dir: Path, *, start_timeout: float = 10.0) -> None:
+        """Prepare paths and a port; nothing runs yet.
+
+        Args:
+            state_dir: Directory for the config, log, pid record and (if short enough) socket.
+            start_timeout: Seconds HAProxy gets to open its socket and port.
+        """
+        self.state_dir = Path(state_dir).resolve()
+        self.start_timeout = start_timeout
+        self.port = free_port()
+        self.config_file = self.state_dir / "haproxy.cfg"
+        self._short_dir: Path | None = None
+        socket_path = self.state_dir / "haproxy.sock"
+        if len(str(socket_path)) > _MAX_SOCKET_PATH:
+            # A deep state_dir (pytest's tmp_path) would overflow sun_path: use a short directory.
+            self._short_dir = Path(tempfile.mkdtemp(prefix="deployflow-haproxy-"))
+            socket_path = self._short_dir / "haproxy.sock"
+        self.admin_socket = socket_path
+        self._process = ManagedProcess(
+            "haproxy",
+            [_binary(), "-f", str(self.config_file), "-db"],
+            log_path=self.state_dir / "haproxy.log",
+            record_path=self.state_dir / "haproxy.pid.json",
+        )
+
+    @property
+    def frontend_url(self) -> str:
+        """Base URL of the frontend that clients call."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of HAProxy while it runs."""
+        return self._process.proc.pid if self._process.proc is not None else None
+
+    def router(self) -> HAProxyRouter:
+        """A router bound to this HAProxy's admin socket and slot names."""
+        return HAProxyRouter(self.admin_socket, BACKEND, STABLE_SERVER, CANARY_SERVER)
+
+    def start(self) -> LocalHAProxy:
+        """Check the config with ``haproxy -c``, start HAProxy, wait for its socket and port.
+
+        Raises:
+            HAProxyError: The config is rejected, or HAProxy exits or does not come up; the
+                message carries HAProxy's own output.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(render_config(self.admin_socket, self.port))
+        check = subprocess.run(
+            [_binary(), "-c", "-f", str(self.config_file)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if check.returncode != 0:
+            raise HAProxyError(
+                f"haproxy rejected {self.config_file}:\n{(check.stdout + check.stderr).strip()}"
+            )
+        self._process.start()
+        router = self.router()
+        try:
+            wait_for(
+                lambda: self._process.exited() or (port_open(self.port) and router.servers()),
+                timeout=self.start_timeout,
+                what=f"haproxy admin socket {self.admin_socket} and port {self.port}",
+            )
+        except DeadlineExceeded as exc:
+            self.stop()
+            raise HAProxyError(f"{exc}; haproxy output:\n{self._process.log_tail()}") from exc
+        if self._process.exited():
+            output = self._process.log_tail()
+            self.stop()
+            raise HAProxyError(f"haproxy exited at start:\n{output}")
+        return self
+
+    def stop(self) -> None:
+        """Stop HAProxy and remove its socket; safe to call twice."""
+        self._process.stop()
+        self.admin_socket.unlink(missing_ok=True)
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalHAProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

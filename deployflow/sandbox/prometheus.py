@@ -1,0 +1,177 @@
+"""A real Prometheus (Debian package) on a free loopback port, scraping the sandbox's app processes.
+
+Targets come from a file_sd JSON file that ``LocalProcessTarget`` rewrites whenever a version
+starts or stops, so a new canary is scraped within about a second without touching Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from deployflow.polling import DeadlineExceeded, wait_for
+from deployflow.sandbox.ports import free_port
+from deployflow.sandbox.processes import ManagedProcess, write_json_atomic
+
+JOB_NAME = "deployflow-demo"
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus is missing or did not come up."""
+
+
+def _binary() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        raise PrometheusError("prometheus not found: install the Debian package 'prometheus'")
+    return found
+
+
+def render_config(targets_file: Path, scrape_interval: str) -> str:
+    """Prometheus configuration: one job whose targets come from ``targets_file``.
+
+    JSON is valid YAML, so the config is written as JSON and needs no YAML library.
+    """
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": "1s",
+        },
+        "scrape_configs": [
+            {
+                "job_name": JOB_NAME,
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
+            }
+        ],
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+class LocalPrometheus:
+    """Run Prometheus with the sandbox config, its TSDB in ``state_dir``.
+
+    Example:
+        with LocalPrometheus(Path(".sandbox/prometheus"), Path(".sandbox/targets.json")) as prom:
+            httpx.get(f"{prom.url}/api/v1/query", params={"query": "up"})
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        targets_file: Path,
+        scrape_interval: str = "1s",
+        *,
+        start_timeout: float = 30.0,
+    ) -> None:
+        """Prepare paths and a port; nothing runs yet.
+
+        Args:
+            state_dir: Directory for the config, TSDB, log and pid record.
+            targets_file: file_sd JSON file listing the scrape targets (created empty if absent).
+            scrape_interval: Scrape interval as Prometheus writes durations ("1s").
+            start_timeout: Seconds Prometheus gets to report ready.
+        """
+        self.state_dir = Path(state_dir).resolve()
+        self.targets_file = Path(targets_file).resolve()
+        self.scrape_interval = scrape_interval
+        self.start_timeout = start_timeout
+        self.port = free_port()
+        self.config_file = self.state_dir / "prometheus.yml"
+        argv = [
+            _binary(),
+            f"--config.file={self.config_file}",
+            f"--storage.tsdb.path={self.state_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            # A sandbox lives minutes: keep the TSDB, query engine and logs small.
+            "--storage.tsdb.retention.time=2h",
+            "--query.max-concurrency=4",
+            "--log.level=warn",
+        ]
+        # One OS thread for Go code is plenty at this load and leaves the 2 cores to the apps.
+        env = {**os.environ, "GOMAXPROCS": "1"}
+        self._process = ManagedProcess(
+            "prometheus",
+            argv,
+            log_path=self.state_dir / "prometheus.log",
+            record_path=self.state_dir / "prometheus.pid.json",
+            env=env,
+        )
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of Prometheus while it runs."""
+        return self._process.proc.pid if self._process.proc is not None else None
+
+    def start(self) -> LocalPrometheus:
+        """Write the config, start Prometheus and wait for ``/-/ready``.
+
+        Raises:
+            PrometheusError: Prometheus exits or is not ready in time; the message carries its
+                output.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.targets_file.exists():
+            write_json_atomic(self.targets_file, [])
+        self.config_file.write_text(render_config(self.targets_file, self.scrape_interval))
+        self._process.start()
+        try:
+            wait_for(
+                self._ready,
+                timeout=self.start_timeout,
+                interval=0.1,
+                what=f"prometheus ready at {self.url}",
+            )
+        except DeadlineExceeded as exc:
+            self.stop()
+            raise PrometheusError(f"{exc}; prometheus output:\n{self._process.log_tail()}") from exc
+        if self._process.exited():
+            output = self._process.log_tail()
+            self.stop()
+            raise PrometheusError(f"prometheus exited at start:\n{output}")
+        return self
+
+    def _ready(self) -> bool:
+        if self._process.exited():
+            return True  # stop waiting; start() reports the exit
+        return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
+
+    def query(self, promql: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Run an instant query and return its result vector (``data.result``).
+
+        Raises:
+            PrometheusError: The query was rejected.
+            httpx.HTTPError: Prometheus could not be reached.
+        """
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=timeout)
+        body = response.json()
+        if body.get("status") != "success":
+            raise PrometheusError(f"query {promql!r} failed: {body.get('error', body)}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        """Stop Prometheus; safe to call twice. The TSDB stays in ``state_dir`` for inspection."""
+        self._process.stop(timeout=10.0)
+
+    def __enter__(self) -> LocalPrometheus:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

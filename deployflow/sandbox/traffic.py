@@ -1,0 +1,152 @@
+"""Steady synthetic traffic against the sandbox frontend, so the canary analysis has data.
+
+Requests go out on a fixed schedule (``rps`` per second in total) from a few worker threads, so a
+slow canary does not slow the request rate down much (as real clients would not wait for each
+other). The generator always stops on its own after ``max_duration`` seconds: a forgotten one
+cannot load the machine forever.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from types import TracebackType
+
+import httpx
+
+
+class TrafficGenerator:
+    """Send ``rps`` GET requests per second to ``base_url``, cycling through ``paths``.
+
+    Example:
+        with TrafficGenerator("http://127.0.0.1:8080", rps=40) as traffic:
+            ...
+        print(traffic.status_counts())
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        rps: float = 40,
+        paths: Sequence[str] = ("/", "/api/items", "/api/checkout"),
+        *,
+        max_duration: float = 900.0,
+        workers: int = 4,
+        request_timeout: float = 5.0,
+    ) -> None:
+        """Configure the generator; ``start()`` begins sending.
+
+        Args:
+            base_url: Where to send (the HAProxy frontend).
+            rps: Total requests per second across workers.
+            paths: Paths requested in turn.
+            max_duration: Seconds after which the generator stops by itself.
+            workers: Threads sharing the schedule; each one waits for its own responses.
+            request_timeout: Seconds before a request counts as a transport error.
+        """
+        if rps <= 0:
+            raise ValueError(f"rps must be greater than zero, got {rps}")
+        if not paths:
+            raise ValueError("paths must name at least one path")
+        if max_duration <= 0:
+            raise ValueError(f"max_duration must be greater than zero, got {max_duration}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.base_url = base_url.rstrip("/")
+        self.rps = float(rps)
+        self.paths = tuple(paths)
+        self.max_duration = max_duration
+        self.workers = workers
+        self.request_timeout = request_timeout
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._counts: Counter[int] = Counter()
+        self._transport_errors = 0
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> TrafficGenerator:
+        """Start the worker threads (daemon threads: they never keep the interpreter alive)."""
+        if self._threads:
+            raise RuntimeError("traffic generator already started")
+        started = time.monotonic()
+        for index in range(self.workers):
+            thread = threading.Thread(
+                target=self._run,
+                args=(index, started),
+                name=f"deployflow-traffic-{index}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def _run(self, index: int, started: float) -> None:
+        # Worker ``index`` owns the slots index, index + workers, ...: evenly interleaved sends.
+        period = self.workers / self.rps
+        next_send = started + index / self.rps
+        deadline = started + self.max_duration
+        sent = 0
+        with httpx.Client(base_url=self.base_url, timeout=self.request_timeout) as client:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                # Event.wait paces the schedule and still wakes at once on stop().
+                if next_send > now and self._stop.wait(next_send - now):
+                    return
+                path = self.paths[(index + sent * self.workers) % len(self.paths)]
+                sent += 1
+                try:
+                    status: int | None = client.get(path).status_code
+                except httpx.HTTPError:
+                    status = None
+                with self._lock:
+                    if status is None:
+                        self._transport_errors += 1
+                    else:
+                        self._counts[status] += 1
+                next_send += period
+                # After a stall (slow responses), skip missed slots rather than burst to catch up.
+                next_send = max(next_send, time.monotonic() - period)
+
+    def status_counts(self) -> dict[int, int]:
+        """Responses so far by HTTP status code."""
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def transport_errors(self) -> int:
+        """Requests that got no HTTP answer (refused, reset, timed out)."""
+        with self._lock:
+            return self._transport_errors
+
+    @property
+    def total(self) -> int:
+        """Requests that got an HTTP answer."""
+        with self._lock:
+            return sum(self._counts.values())
+
+    @property
+    def running(self) -> bool:
+        """True while at least one worker still sends."""
+        return any(thread.is_alive() for thread in self._threads)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop sending and join the workers (at most one request timeout each by default)."""
+        self._stop.set()
+        join_timeout = self.request_timeout + 1.0 if timeout is None else timeout
+        for thread in self._threads:
+            thread.join(join_timeout)
+
+    def __enter__(self) -> TrafficGenerator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

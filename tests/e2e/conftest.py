@@ -1,0 +1,56 @@
+"""A real Prefect server (prefect_test_harness) and the real sandbox for whole deploys."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployflow.polling import wait_for
+from deployflow.providers.factory import build_metrics
+from deployflow.sandbox.supervisor import Sandbox
+from deployflow.spec import load_spec
+
+EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
+FAULTS = json.dumps({"v3": {"error_rate": 0.2}})
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One real Prefect server (SQLite, temporary) for the whole session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Sandbox]:
+    """The sandbox with v1 live and traffic flowing; env vars set for the spec; torn down after."""
+    state = tmp_path_factory.mktemp("sandbox")
+    data = tmp_path_factory.mktemp("data")
+    saved = dict(os.environ)
+    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}) as sb:
+        os.environ.update(sb.env_vars())
+        os.environ["DEPLOYFLOW_DEMO_FAULTS"] = FAULTS
+        os.environ["DEPLOYFLOW_DATA_DIR"] = str(data)
+        os.environ["DEPLOYFLOW_OBSERVE"] = "4s"
+        os.environ.pop("DEPLOYFLOW_DATABASE_URL", None)
+        try:
+            spec = load_spec(EXAMPLE_SPEC)
+            sb.wait_for_metrics("v1", timeout=60)
+            metrics = build_metrics(spec)
+            wait_for(
+                lambda: metrics.p95("v1", spec.analysis.baseline_window)[0],
+                timeout=60,
+                interval=0.5,
+                what="a P95 baseline for v1",
+            )
+            yield sb
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)

@@ -1,0 +1,127 @@
+"""Whole deploys through the Prefect flow on the sandbox: a promotion, then a rollback.
+
+The tests run in order on one sandbox: v2 is promoted over v1, then v3 (20% errors) is rolled back
+to v2, then the CLI is checked for its exit codes and JSON on the same setup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployflow.providers.factory import build_router, build_target
+from deployflow.sandbox.supervisor import Sandbox
+from deployflow.spec import load_spec
+from deployflow.tracking import db, repository
+from flows.deploy import deploy
+from tests.e2e.conftest import EXAMPLE_SPEC
+
+pytestmark = pytest.mark.e2e
+
+
+def run(version: str) -> dict:
+    state = deploy(spec_path=str(EXAMPLE_SPEC), version=version, return_state=True)
+    data = state.result(raise_on_failure=False)
+    assert isinstance(data, dict), f"the flow crashed: {data!r}"
+    return data
+
+
+def tracked(deployment_id: int) -> dict:
+    engine = db.make_engine(db.database_url())
+    try:
+        with db.session_factory(engine)() as s:
+            return repository.deployment_to_dict(repository.get_deployment(s, deployment_id))
+    finally:
+        engine.dispose()
+
+
+def test_healthy_version_is_promoted_through_every_stage(sandbox: Sandbox) -> None:
+    result = run("v2")
+
+    assert result["status"] == "succeeded", result["message"]
+    assert result["strategy"] == "canary"
+    assert [s["weight"] for s in result["stages"]] == [5, 25, 50, 100]
+    assert all(s["verdict"] == "promote" for s in result["stages"])
+    assert result["rollback"] is None
+    assert result["baseline_p95_seconds"] > 0
+    # The real router now sends everything to v2, and v1 was stopped after verification.
+    spec = load_spec(EXAMPLE_SPEC)
+    versions = {i.version: i for i in build_target(spec).instances()}
+    assert set(versions) == {"v2"}
+    state = build_router(spec).state()
+    assert state.stable == versions["v2"].address
+    assert state.canary_weight == 0
+    served = {httpx.get(sandbox.frontend_url + "/api/items").json()["version"] for _ in range(10)}
+    assert served == {"v2"}
+    row = tracked(result["deployment_id"])
+    assert row["status"] == "succeeded"
+    assert row["previous_version"] == "v1"
+    assert [s["weight"] for s in row["stages"]] == [5, 25, 50, 100]
+    assert row["flow_run_id"] == result["flow_run_id"]
+
+
+def test_bad_version_rolls_back_at_the_first_stage(sandbox: Sandbox) -> None:
+    result = run("v3")
+
+    assert result["status"] == "rolled_back", result["message"]
+    rollback = result["rollback"]
+    assert rollback["stage"] == 0
+    assert rollback["metric"] == "error_rate"
+    assert rollback["value"] > rollback["threshold"] == 0.05
+    assert rollback["verified"] is True
+    assert [s["verdict"] for s in result["stages"]] == ["rollback"]
+    spec = load_spec(EXAMPLE_SPEC)
+    versions = {i.version: i for i in build_target(spec).instances()}
+    assert set(versions) == {"v2"}, "the canary must be stopped and stable kept"
+    state = build_router(spec).state()
+    assert state.stable == versions["v2"].address
+    assert state.canary is None
+    row = tracked(result["deployment_id"])
+    assert row["status"] == "rolled_back"
+    (incident,) = row["incidents"]
+    assert incident["metric"] == "error_rate"
+    assert incident["threshold"] == 0.05
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        cwd=Path(__file__).parents[2],
+    )
+
+
+def test_cli_exit_codes_and_json(sandbox: Sandbox, prefect_server: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    router_before = build_router(load_spec(EXAMPLE_SPEC)).state()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE_SPEC.read_text().replace("steps: [5, 25, 50, 100]", "steps: [50, 5]"))
+    proc = cli("deploy", str(bad), "--version", "v4", "--json", env=env)
+    assert proc.returncode == 2
+    assert "strategy.canary.steps" in proc.stderr
+    proc = cli("deploy", str(EXAMPLE_SPEC), "--version", "v4;rm -rf /", env=env)
+    assert proc.returncode == 2
+    assert "--version" in proc.stderr
+    assert build_router(load_spec(EXAMPLE_SPEC)).state() == router_before, (
+        "bad input touched traffic"
+    )
+    assert "v4" not in {i.version for i in build_target(load_spec(EXAMPLE_SPEC)).instances()}
+
+    proc = cli("deploy", str(EXAMPLE_SPEC), "--version", "v3", "--json", env=env)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"] == "rolled_back"
+    assert out["strategy"] == "canary"
+    assert {"weight", "verdict", "values"} <= set(out["stages"][0])
+    assert {"stage", "metric", "value", "threshold", "reason"} <= set(out["rollback"])
+    assert out["flow_run_id"]

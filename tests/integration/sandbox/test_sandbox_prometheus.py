@@ -1,0 +1,133 @@
+"""A real Prometheus scraping demo app versions found through the file_sd targets file.
+
+All versions start before Prometheus so one service-discovery round (Prometheus throttles target
+updates to every 5 s) covers every test of the module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from deployflow.polling import wait_for
+from deployflow.providers.local_process import LocalProcessTarget
+from deployflow.sandbox.demo_app import FAULTS_ENV
+from deployflow.sandbox.prometheus import LocalPrometheus
+from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
+
+pytestmark = pytest.mark.integration
+
+REQUESTS_PER_VERSION = 40
+FAULTS = {"v3-bad": {"error_rate": 0.5}, "v4-slow": {"latency_ms": 120}}
+
+
+@dataclass
+class Scraped:
+    prometheus: LocalPrometheus
+    target: LocalProcessTarget
+
+
+def _send(base_url: str, count: int) -> None:
+    with httpx.Client(base_url=base_url, timeout=5.0) as client, ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: client.get(("/", "/api/items", "/api/checkout")[i % 3]), range(count)
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
+    state = tmp_path_factory.mktemp("scraped")
+    target = LocalProcessTarget(
+        DEMO_APP_COMMAND,
+        state_dir=state / "apps",
+        env={FAULTS_ENV: json.dumps(FAULTS)},
+        scrape_targets_file=state / "targets.json",
+    )
+    try:
+        instances = [target.start(v) for v in ("v1", "v2", "v3-bad", "v4-slow")]
+        with LocalPrometheus(state / "prometheus", state / "targets.json") as prometheus:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i: _send(i.base_url, REQUESTS_PER_VERSION), instances))
+            yield Scraped(prometheus, target)
+    finally:
+        target.stop_all()
+
+
+def _by(prometheus: LocalPrometheus, promql: str, label: str) -> dict[str, float]:
+    return {row["metric"][label]: float(row["value"][1]) for row in prometheus.query(promql)}
+
+
+def _wait_for_counts(prometheus: LocalPrometheus, promql: str, label: str, expected: set[str]):
+    """Poll until every expected series reports all requests sent (data comes a scrape later)."""
+
+    def probe():
+        counts = _by(prometheus, promql, label)
+        complete = all(counts.get(k) == REQUESTS_PER_VERSION for k in expected)
+        return counts if complete else None
+
+    return wait_for(probe, timeout=25, interval=0.25, what=f"{expected} scraped")
+
+
+def test_instant_query_by_version_returns_each_versions_requests(scraped):
+    counts = _wait_for_counts(
+        scraped.prometheus,
+        "sum by (version) (deployflow_demo_http_requests_total)",
+        "version",
+        {"v1", "v2"},
+    )
+    assert counts["v1"] == counts["v2"] == REQUESTS_PER_VERSION
+    # The file_sd label the target writes is attached to the scraped series too.
+    labelled = _by(
+        scraped.prometheus,
+        'sum by (deployflow_version) (deployflow_demo_http_requests_total{version="v2"})',
+        "deployflow_version",
+    )
+    assert labelled == {"v2": REQUESTS_PER_VERSION}
+
+
+def test_injected_errors_show_as_5xx(scraped):
+    _wait_for_counts(
+        scraped.prometheus,
+        "sum by (version) (deployflow_demo_http_requests_total)",
+        "version",
+        {"v3-bad"},
+    )
+    by_code = _by(
+        scraped.prometheus,
+        'sum by (code) (deployflow_demo_http_requests_total{version="v3-bad"})',
+        "code",
+    )
+    assert set(by_code) == {"200", "500"}
+    assert 0.2 * REQUESTS_PER_VERSION <= by_code["500"] <= 0.8 * REQUESTS_PER_VERSION
+    healthy = _by(
+        scraped.prometheus,
+        'sum by (code) (deployflow_demo_http_requests_total{version="v1"})',
+        "code",
+    )
+    assert healthy == {"200": REQUESTS_PER_VERSION}
+
+
+def test_p95_of_healthy_versions_agree_and_injected_latency_stands_out(scraped):
+    _wait_for_counts(
+        scraped.prometheus,
+        "sum by (version) (deployflow_demo_http_request_duration_seconds_count)",
+        "version",
+        {"v1", "v2", "v4-slow"},
+    )
+    p95 = _by(
+        scraped.prometheus,
+        "histogram_quantile(0.95, sum by (version, le) "
+        "(deployflow_demo_http_request_duration_seconds_bucket))",
+        "version",
+    )
+    # The deploy rolls back when canary P95 > 2x stable P95: healthy versions stay well below.
+    assert 0.01 < p95["v1"] < 0.05
+    assert 0.5 < p95["v2"] / p95["v1"] < 1.5
+    assert p95["v4-slow"] > 2 * p95["v1"]
