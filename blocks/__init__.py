@@ -1,0 +1,10 @@
+"""Prefect blocks: deployflow's configuration and secrets, each with ``get_client()``.
+
+Register them with a Prefect server (or Cloud) with ``prefect block register -m blocks``.
+"""
+
+from blocks.github import GitHubCredentialsBlock
+from blocks.slack import SlackNotificationBlock
+from blocks.tracking import TrackingDatabaseBlock
+
+__all__ = ["GitHubCredentialsBlock", "SlackNotificationBlock", "TrackingDatabaseBlock"]

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from deployflow.checks.spec import PreChecksSpec
+from deployflow.migrations.spec import MigrationsSpec
 from deployflow.spec_types import Argv, Duration, StrictModel
 
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
@@ -198,14 +200,6 @@ class SmokeRequest(StrictModel):
         return value
 
 
-class CommandCheck(StrictModel):
-    """A pre-deployment check command; a non-zero exit fails the deploy."""
-
-    name: str
-    command: Argv
-    timeout: Duration = 600.0
-
-
 class SlackSpec(StrictModel):
     """Where the announcement is posted. The token comes from a Prefect Secret block or
     ``DEPLOYFLOW_SLACK_TOKEN``; it never lives in the spec."""
@@ -236,23 +230,14 @@ class ServiceSpec(StrictModel):
     metrics: MetricsSpec
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     strategy: StrategySpec = Field(default_factory=lambda: CanaryStrategySpec(kind="canary"))
-    checks: list[CommandCheck] = Field(
-        default_factory=list, description="Pre-deployment check commands (argv lists)."
+    pre_checks: PreChecksSpec | None = Field(
+        None, description="Step 1 gates: tests and coverage, lint, types, build, audit, review."
     )
-    migrations_path: Path | None = Field(
-        None, description="Alembic directory of the service, relative to the spec file."
+    migrations: MigrationsSpec | None = Field(
+        None, description="Step 2: the service's Alembic migrations and how to judge them."
     )
     smoke: list[SmokeRequest] = Field(default_factory=list)
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
-
-    @field_validator("checks")
-    @classmethod
-    def _unique_checks(cls, checks: list[CommandCheck]) -> list[CommandCheck]:
-        names = [c.name for c in checks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"check names must be unique, repeated: {', '.join(dupes)}")
-        return checks
 
 
 def _interpolate(
@@ -344,10 +329,17 @@ def resolve_paths(spec: ServiceSpec, base: Path) -> ServiceSpec:
         }
     )
     router = spec.router.model_copy(update={"admin_socket": resolve(spec.router.admin_socket)})
+    pre_checks = spec.pre_checks
+    if pre_checks is not None:
+        pre_checks = pre_checks.model_copy(update={"checkout": resolve(pre_checks.checkout)})
+    migrations = spec.migrations
+    if migrations is not None:
+        migrations = migrations.model_copy(update={"path": resolve(migrations.path)})
     return spec.model_copy(
         update={
             "target": target,
             "router": router,
-            "migrations_path": resolve(spec.migrations_path),
+            "pre_checks": pre_checks,
+            "migrations": migrations,
         }
     )

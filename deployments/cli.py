@@ -155,6 +155,52 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_checks(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from deployflow.checks import CheckContext, run_all
+
+    try:
+        spec = load_spec(args.spec)
+        if args.version:
+            validate_version(args.version, "--version")
+    except SpecError as exc:
+        _print_problems(exc)
+        return EXIT_BAD_INPUT
+    if spec.pre_checks is None:
+        print(
+            f"invalid: {args.spec}\n  pre_checks: the spec has no pre_checks section",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    token = None
+    if spec.pre_checks.review is not None and spec.pre_checks.review.token_secret_block:
+        from tasks.prechecks import github_token
+
+        token = github_token(spec.pre_checks)
+    elif os.environ.get("GITHUB_TOKEN"):
+        token = SecretStr(os.environ["GITHUB_TOKEN"])
+    ctx = CheckContext(
+        version=args.version or "unreleased",
+        new_ref=args.ref,
+        previous_ref=args.previous_ref,
+        github_token=token,
+    )
+    report = run_all(spec.pre_checks, ctx)
+    if args.json:
+        print(json.dumps(report.to_dict(), default=str))
+    else:
+        print(report.to_markdown())
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def cmd_check_migrations(args: argparse.Namespace) -> int:
+    from deployflow.migrations import command
+
+    code: int = command.run(args)
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from deployments.demo import run_demo
 
@@ -184,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("checks", help="run step 1 (pre-deployment checks) alone")
+    p.add_argument("spec", help="path of the service spec YAML")
+    p.add_argument("--version", help="version the changelog must name")
+    p.add_argument("--ref", default="HEAD", help="commit being released (default HEAD)")
+    p.add_argument("--previous-ref", help="commit deployed now, for the changelog check")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_checks)
+
+    from deployflow.migrations import command as migrations_command
+
+    p = sub.add_parser("check-migrations", help="run step 2 (migration safety) on an Alembic dir")
+    migrations_command.add_arguments(p)
+    p.set_defaults(func=cmd_check_migrations)
 
     p = sub.add_parser("demo", help="sandbox demo: v2 succeeds, v3 rolls back")
     p.add_argument("--json", action="store_true")

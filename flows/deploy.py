@@ -16,6 +16,8 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from deployflow.analysis import Verdict
+from deployflow.checks import CheckContext, PreCheckReport, planned_checks
+from deployflow.checks.runner import resolve_commit
 from deployflow.providers.base import Instance
 from deployflow.providers.factory import build_router, build_target
 from deployflow.release import ReleaseOutcome, RollbackInfo
@@ -28,7 +30,7 @@ from tasks.complete import complete
 from tasks.execute import discover_stable, execute, measure_baseline
 from tasks.migrations import migration_checks
 from tasks.notify import notify_and_prepare
-from tasks.prechecks import run_check_command
+from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks
 from tasks.strategy import choose_strategy_task
 from tasks.tracking import session
 from tasks.verify import post_deploy_verification
@@ -45,7 +47,12 @@ def load_service_spec(spec_path: str, version: str) -> ServiceSpec:
 
 @task(name="record-start", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def record_start(
-    spec: ServiceSpec, version: str, environment: str, previous: str | None, dry_run: bool
+    spec: ServiceSpec,
+    version: str,
+    environment: str,
+    previous: str | None,
+    dry_run: bool,
+    git_ref: str | None,
 ) -> int:
     """Create the deployment row before anything is touched."""
     run_id = flow_run.get_id()
@@ -58,6 +65,7 @@ def record_start(
             strategy="pending",
             previous_version=previous,
             dry_run=dry_run,
+            git_ref=git_ref,
             flow_run_id=str(run_id) if run_id else None,
             status="running",
         )
@@ -80,6 +88,35 @@ def retire_previous(spec: ServiceSpec, previous: Instance) -> None:
     get_run_logger().info("stopped previous version %s", previous.version)
 
 
+def run_pre_checks(
+    spec: ServiceSpec, version: str, environment: str, git_ref: str | None
+) -> list[dict[str, Any]]:
+    """Step 1: every gate as its own task, concurrently; the table becomes an artifact."""
+    if spec.pre_checks is None:
+        reason = "the spec has no pre_checks section"
+        return [{"step": "pre_checks", "name": "pre_checks", "status": "skipped", "detail": reason}]
+    with session() as s:
+        deployed = repository.last_successful(s, spec.service, environment)
+    ctx = CheckContext(
+        version=version,
+        new_ref=git_ref or "HEAD",
+        previous_ref=deployed.git_ref if deployed else None,
+        github_token=github_token(spec.pre_checks),
+    )
+    futures = [
+        pre_deployment_check.submit(kind, spec.pre_checks, ctx)
+        for kind in planned_checks(spec.pre_checks)
+    ]
+    results = [f.result() for f in futures]
+    publish_prechecks(PreCheckReport(results=results), spec.service)
+    rows = []
+    for r in results:
+        record = r.to_record()
+        detail = " ".join(x for x in (r.figure, r.reason) if x) or record["status"]
+        rows.append({"step": "pre_checks", **record, "detail": detail})
+    return rows
+
+
 def _finish(outcome: ReleaseOutcome) -> State[dict[str, Any]]:
     complete(outcome)
     data = outcome.to_dict()
@@ -99,6 +136,7 @@ def deploy(
     environment: str = "sandbox",
     strategy: StrategyName = "auto",
     dry_run: bool = False,
+    git_ref: str | None = None,
 ) -> State[dict[str, Any]]:
     """Release one version of a service, rolling back automatically when it misbehaves.
 
@@ -108,6 +146,8 @@ def deploy(
         environment: Where it goes (sandbox, staging, production...); recorded with the run.
         strategy: 'auto' uses the spec's strategy; 'canary' or 'direct' override it.
         dry_run: Run the checks and plan the release without starting anything or moving traffic.
+        git_ref: Commit or ref being released, in the service checkout (default HEAD); the
+            changelog check compares it with the ref of the version deployed now.
     """
     logger = get_run_logger()
     spec = load_service_spec(spec_path, version)
@@ -123,17 +163,20 @@ def deploy(
     )
     run_id = flow_run.get_id()
     outcome.flow_run_id = str(run_id) if run_id else None
+    if spec.pre_checks is not None:
+        # Record the commit, not a moving name like HEAD: the next deploy compares against it.
+        git_ref = resolve_commit(git_ref or "HEAD", spec.pre_checks.checkout) or git_ref
     outcome.deployment_id = record_start(
-        spec, version, environment, outcome.previous_version, dry_run
+        spec, version, environment, outcome.previous_version, dry_run, git_ref
     )
     if stable is not None and stable.version == version:
         outcome.message = f"{version} already serves all the traffic: nothing to deploy"
         return _finish(outcome)
 
     # Steps 1 and 2 run concurrently: neither touches traffic.
-    check_futures = [run_check_command.submit(c) for c in spec.checks]
     migration_future = migration_checks.submit(spec)
-    outcome.checks = [f.result() for f in check_futures] + migration_future.result()
+    outcome.checks = run_pre_checks(spec, version, environment, git_ref)
+    outcome.checks += migration_future.result()
     failed = [c for c in outcome.checks if c["status"] in ("failed", "error")]
     if failed:
         outcome.message = "blocked before any traffic moved: " + "; ".join(

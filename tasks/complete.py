@@ -12,8 +12,6 @@ from deployflow.release import ReleaseOutcome, incident_markdown, summary_markdo
 from deployflow.tracking import repository
 from tasks.tracking import session
 
-_CHECK_STATUS = {"passed": "passed", "failed": "failed", "error": "error", "skipped": "skipped"}
-
 
 def _key(prefix: str, service: str) -> str:
     # Artifact keys allow lowercase letters, digits and dashes only.
@@ -41,11 +39,11 @@ def complete(outcome: ReleaseOutcome) -> ReleaseOutcome:
                     outcome.deployment_id,
                     step=c["step"],
                     name=c["name"],
-                    status=_CHECK_STATUS.get(c["status"], "error"),
+                    status=c["status"],
                     figure=c.get("figure"),
                     reason=c.get("reason") or (c["detail"] if c["status"] == "skipped" else None),
                     duration_seconds=c.get("duration_seconds"),
-                    details={"detail": c.get("detail"), "output_tail": c.get("output_tail", "")},
+                    details=c.get("details") or {"detail": c.get("detail")},
                 )
             if outcome.rollback is not None:
                 r = outcome.rollback

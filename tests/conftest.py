@@ -14,3 +14,32 @@ def postgres() -> Iterator[LocalPostgres]:
     """A real PostgreSQL server (Debian package) for the whole session; tests create databases."""
     with LocalPostgres() as pg:
         yield pg
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One real Prefect server (SQLite, temporary) for the whole session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield str(PREFECT_API_URL.value())
+
+
+_LAYER_MARKERS = {
+    "unit": pytest.mark.unit,
+    "integration": pytest.mark.integration,
+    "e2e": pytest.mark.e2e,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test carries its layer's marker, so `-m unit` selects exactly the fast tests."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in _LAYER_MARKERS):
+            continue
+        parts = item.path.parts
+        for name, marker in _LAYER_MARKERS.items():
+            if name in parts:
+                item.add_marker(marker)
+                break

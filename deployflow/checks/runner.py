@@ -627,3 +627,11 @@ _RUNNERS: dict[str, Callable[[CheckBase, Path, CheckContext], CheckResult]] = {
     "review": _review,
     "changelog": _changelog,
 }
+
+
+def resolve_commit(ref: str, checkout: Path, timeout: float = 10.0) -> str | None:
+    """The commit SHA ``ref`` names in ``checkout``, or None when it names none (or no git)."""
+    try:
+        return _resolve_sha(ref, checkout, CheckContext(version="-"), timeout)
+    except ValueError:
+        return None

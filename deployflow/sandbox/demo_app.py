@@ -147,13 +147,19 @@ class DemoApp:
         self.metrics = DemoMetrics()
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()  # random.Random is not documented as thread-safe
+        self._served = 0
 
     def handle_app_request(self, path: str) -> tuple[int, dict[str, Any]]:
         """Serve an app endpoint: wait the latency, maybe fail, record metrics."""
         started = time.perf_counter()
         with self._rng_lock:
             jitter = self._rng.uniform(0.0, JITTER_SECONDS)
-            failed = self._rng.random() < self.fault.error_rate
+            # Errors are spread evenly (request n fails when n * rate crosses a whole number), so
+            # "20% errors" is 20% in every window, not only on average: demos and tests that
+            # expect a rollback at the first stage do not depend on luck.
+            n = self._served
+            self._served += 1
+            failed = int((n + 1) * self.fault.error_rate) > int(n * self.fault.error_rate)
         time.sleep(self.base_latency + jitter + self.fault.latency_ms / 1000.0)
         if failed:
             status, body = 500, {"error": "injected fault", "version": self.version}

@@ -18,16 +18,6 @@ EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
 FAULTS = json.dumps({"v3": {"error_rate": 0.2}})
 
 
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[str]:
-    """One real Prefect server (SQLite, temporary) for the whole session; yields its API URL."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield str(PREFECT_API_URL.value())
-
-
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Sandbox]:
     """The sandbox with v1 live and traffic flowing; env vars set for the spec; torn down after."""
