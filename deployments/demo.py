@@ -40,7 +40,7 @@ def run_demo(*, json_output: bool = False, state_dir: Path, spec_path: Path = EX
     try:
         say(f"starting the sandbox in {state_dir} ...")
         faults = {"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}
-        with Sandbox(state_dir, env=faults) as sandbox:
+        with Sandbox(state_dir, env=faults, rps=60) as sandbox:
             os.environ.update(sandbox.env_vars())
             os.environ.update(faults)  # the spec passes it on to the versions it starts
             spec = load_spec(spec_path)

@@ -31,6 +31,7 @@ from tasks.execute import discover_stable, execute, measure_baseline
 from tasks.migrations import migration_checks
 from tasks.notify import notify_and_prepare
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks
+from tasks.reconcile import reconcile_interrupted
 from tasks.strategy import choose_strategy_task
 from tasks.tracking import session
 from tasks.verify import post_deploy_verification
@@ -151,6 +152,8 @@ def deploy(
     """
     logger = get_run_logger()
     spec = load_service_spec(spec_path, version)
+    run_id = flow_run.get_id()
+    reconciled = reconcile_interrupted(spec, environment, str(run_id) if run_id else None)
     stable = discover_stable(spec)
     outcome = ReleaseOutcome(
         service=spec.service,
@@ -161,8 +164,9 @@ def deploy(
         previous_version=stable.version if stable else None,
         dry_run=dry_run,
     )
-    run_id = flow_run.get_id()
     outcome.flow_run_id = str(run_id) if run_id else None
+    if reconciled:
+        outcome.message = "; ".join(reconciled)
     if spec.pre_checks is not None:
         # Record the commit, not a moving name like HEAD: the next deploy compares against it.
         git_ref = resolve_commit(git_ref or "HEAD", spec.pre_checks.checkout) or git_ref

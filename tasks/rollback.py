@@ -11,7 +11,7 @@ from deployflow.providers.base import Instance
 from deployflow.providers.factory import build_router, build_target
 from deployflow.spec import ServiceSpec
 from deployflow.verify import VerificationReport
-from tasks.verify import verify_instance
+from tasks.verify import log_report, verify_instance
 
 
 @task(name="restore-stable-traffic", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
@@ -41,13 +41,7 @@ def verify_rollback(
     spec: ServiceSpec, stable: Instance, baseline_p95_seconds: float | None
 ) -> VerificationReport:
     """The stable version is healthy and under the thresholds after the rollback."""
-    report = verify_instance(spec, stable, baseline_p95_seconds, smoke=True)
-    logger = get_run_logger()
-    for c in report.checks:
-        (logger.info if c.ok else logger.error)(
-            "%s: %s (%s)", c.name, "ok" if c.ok else "FAILED", c.detail
-        )
-    return report
+    return log_report(verify_instance(spec, stable, baseline_p95_seconds, smoke=True))
 
 
 @task(name="router-state", cache_policy=NO_CACHE)

@@ -56,7 +56,11 @@ def post_deploy_verification(
     spec: ServiceSpec, instance: Instance, baseline_p95_seconds: float | None
 ) -> VerificationReport:
     """Verify the new version now that it carries all the traffic."""
-    report = verify_instance(spec, instance, baseline_p95_seconds, smoke=True)
+    return log_report(verify_instance(spec, instance, baseline_p95_seconds, smoke=True))
+
+
+def log_report(report: VerificationReport) -> VerificationReport:
+    """One log line per check: errors for the failed ones."""
     logger = get_run_logger()
     for c in report.checks:
         (logger.info if c.ok else logger.error)(

@@ -145,6 +145,12 @@ class DemoApp:
         self.fault = fault
         self.base_latency = base_latency
         self.metrics = DemoMetrics()
+        # Every series exists from the start at 0: a counter that first appears at 1 hides its
+        # first increment from rate(), which would make the first errors of a bad canary invisible.
+        for path in APP_PATHS:
+            for code in ("200", "500"):
+                self.metrics.requests.labels(version, code, path)
+        self.metrics.duration.labels(version)
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()  # random.Random is not documented as thread-safe
         self._served = 0

@@ -395,6 +395,23 @@ def history(
     return list(session.scalars(query))
 
 
+def unfinished(session: Session, service: str, environment: str) -> list[Deployment]:
+    """Deployments of ``service`` in ``environment`` still marked pending or running, oldest first.
+
+    After a crash these are the deploys whose traffic changes may need reconciling.
+    """
+    query = (
+        select(Deployment)
+        .where(
+            Deployment.service == service,
+            Deployment.environment == environment,
+            Deployment.status.in_([DeploymentStatus.PENDING, DeploymentStatus.RUNNING]),
+        )
+        .order_by(Deployment.started_at, Deployment.id)
+    )
+    return list(session.scalars(query))
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
@@ -125,3 +126,39 @@ def test_cli_exit_codes_and_json(sandbox: Sandbox, prefect_server: str, tmp_path
     assert {"weight", "verdict", "values"} <= set(out["stages"][0])
     assert {"stage", "metric", "value", "threshold", "reason"} <= set(out["rollback"])
     assert out["flow_run_id"]
+
+
+def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> None:
+    """A deploy that died at 25% leaves a canary with traffic; the next run restores stable."""
+    spec = load_spec(EXAMPLE_SPEC)
+    target, router = build_target(spec), build_router(spec)
+    stable = next(i for i in target.instances() if i.address == router.state().stable)
+    orphan = target.start("v4")
+    router.set_split(stable, orphan, 25)
+    engine = db.make_engine(db.database_url())
+    try:
+        with db.session_factory(engine)() as s, s.begin():
+            row = repository.create_deployment(
+                s,
+                service=spec.service,
+                environment="sandbox",
+                version="v4",
+                strategy="canary",
+                status="running",
+                flow_run_id=str(uuid.uuid4()),  # a run no Prefect server knows: nobody drives it
+            )
+            dead_id = row.id
+    finally:
+        engine.dispose()
+
+    state = deploy(spec_path=str(EXAMPLE_SPEC), version="v5", dry_run=True, return_state=True)
+    result = state.result(raise_on_failure=False)
+
+    assert isinstance(result, dict), result
+    assert result["status"] == "succeeded"
+    assert router.state().canary is None
+    assert router.state().stable == stable.address
+    assert "v4" not in {i.version for i in target.instances()}
+    dead = tracked(dead_id)
+    assert dead["status"] == "failed"
+    assert "interrupted" in dead["summary"]

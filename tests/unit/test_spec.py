@@ -35,7 +35,7 @@ def test_example_spec_loads_with_defaults_and_env() -> None:
     assert spec.strategy.kind == "canary"
     assert spec.strategy.steps == [5, 25, 50, 100]
     assert spec.analysis.max_error_rate == 0.05
-    assert spec.analysis.min_requests == 8  # "${DEPLOYFLOW_MIN_REQUESTS:-8}"
+    assert spec.analysis.min_requests == 10  # "${DEPLOYFLOW_MIN_REQUESTS:-10}"
     assert spec.router.admin_socket == Path("/tmp/sandbox/haproxy.sock")
     assert spec.metrics.url == "http://127.0.0.1:9090"
 

@@ -1,0 +1,62 @@
+"""Put traffic back in a known-good shape after a deploy that was interrupted mid-way.
+
+The deploy flow writes its stage and canary weight to the tracking database before it acts, so
+when a run dies (Ctrl-C, a killed worker, a crashed machine) the next run of the same service
+finds an unfinished row and calls ``reconcile`` before doing anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deployflow.providers.base import Router, Target
+from deployflow.release import find_stable
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What was found and done."""
+
+    restored_traffic: bool
+    stopped: tuple[str, ...]
+    message: str
+
+
+def reconcile(router: Router, target: Target, interrupted_version: str) -> ReconcileResult:
+    """Send all traffic to the stable version and stop the interrupted canary.
+
+    If the interrupted version had already been promoted to the stable slot, it keeps serving (it
+    passed every canary stage); only post-deploy verification is missing, which the message says.
+    """
+    stable = find_stable(router, target)
+    if stable is not None and stable.version == interrupted_version:
+        return ReconcileResult(
+            False,
+            (),
+            f"{interrupted_version} had been promoted before the interruption and keeps serving; "
+            "its post-deploy verification never ran",
+        )
+    state = router.state()
+    restored = False
+    if stable is not None and (state.canary is not None or state.canary_weight > 0):
+        router.set_split(stable, None, 0)
+        restored = True
+    stopped: list[str] = []
+    running = {i.version for i in target.instances()}
+    if interrupted_version in running and (stable is None or stable.version != interrupted_version):
+        if stable is None and state.canary_weight > 0:
+            # Nothing else can serve: stopping it would take the service down.
+            return ReconcileResult(
+                False,
+                (),
+                f"{interrupted_version} is the only version serving and was left running",
+            )
+        target.stop(interrupted_version)
+        stopped.append(interrupted_version)
+    where = f"all traffic on {stable.version}" if stable else "no stable version found"
+    return ReconcileResult(
+        restored,
+        tuple(stopped),
+        f"interrupted deploy of {interrupted_version} reconciled: {where}"
+        + (f", stopped {', '.join(stopped)}" if stopped else ""),
+    )
