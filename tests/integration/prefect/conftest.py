@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -13,6 +15,34 @@ import pytest
 REPO_ROOT = Path(__file__).parents[3]
 
 PrefectCLI = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def start_in_own_group(
+    argv: Sequence[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` from the repository root in a new process group, output to ``log``.
+
+    A worker starts each flow run as a child process; its own group lets ``kill_group`` stop the
+    child too when a test fails halfway. Output goes to a file because a process blocked on a full
+    pipe would look like a slow flow.
+    """
+    with log.open("w") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the process group started by ``start_in_own_group`` and reap its leader."""
+    # Even when the leader has exited, children it left behind still carry its group id.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +66,7 @@ def prefect_env(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def prefect_cli(prefect_env: dict[str, str]) -> PrefectCLI:
-    """Run ``python -m prefect <args>`` from the repository root; fail the test on a non-zero exit."""
+    """Run ``python -m prefect <args>`` from the repository root; a non-zero exit fails the test."""
 
     def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         argv: Sequence[str] = [sys.executable, "-m", "prefect", *args]

@@ -7,18 +7,22 @@ read back through the API, and one ``prefect worker start --run-once`` executes 
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Deployment
 
 from deployflow.polling import wait_for
-from tests.integration.prefect.conftest import REPO_ROOT, PrefectCLI
+from tests.integration.prefect.conftest import (
+    REPO_ROOT,
+    PrefectCLI,
+    kill_group,
+    start_in_own_group,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +49,11 @@ def test_deployment_matches_prefect_yaml(deployment: Deployment):
         "dry_run": False,
     }
     assert set(deployment.tags) == {"deployflow", "release"}
-    assert deployment.description and "rollback" in deployment.description
+    assert "rollback" in (deployment.description or "")
     assert deployment.schedules == []
     # The pull step was resolved at deploy time to this checkout (see prefect.yaml).
     assert deployment.pull_steps == [
-        {
-            "prefect.deployments.steps.set_working_directory": {
-                "directory": str(REPO_ROOT.resolve())
-            }
-        }
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT.resolve())}}
     ]
 
 
@@ -88,15 +88,11 @@ def test_process_worker_runs_the_deployment_and_the_flow_fails_naming_the_spec_p
             deployment.id, parameters={"spec_path": str(missing_spec), "version": "v1"}
         )
         worker_log = tmp_path / "worker.log"
-        with worker_log.open("w") as log:
-            # A file, not a pipe: a worker blocked on a full pipe would look like a slow flow.
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--run-once"],
-                cwd=REPO_ROOT,
-                env=prefect_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        worker = start_in_own_group(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--run-once"],
+            prefect_env,
+            worker_log,
+        )
         try:
             final = wait_for(
                 lambda: _final_state(client, run.id),
@@ -107,18 +103,17 @@ def test_process_worker_runs_the_deployment_and_the_flow_fails_naming_the_spec_p
         except Exception:
             pytest.fail(f"flow run did not finish; worker log:\n{worker_log.read_text()}")
         finally:
-            worker.kill()
-            worker.wait(timeout=10)
+            kill_group(worker)
 
         assert final.is_failed(), f"{final.type}: {final.message}\n{worker_log.read_text()}"
         assert str(missing_spec) in (final.message or "")
+        assert "SpecError" in (final.message or "")
         assert "cannot read the spec" in (final.message or "")
         # The run got as far as the load-spec task, which is where the SpecError came from.
-        [task_run] = client.read_task_runs(
-            flow_run_filter=_by_id(run.id), task_run_filter=None
-        )
+        [task_run] = client.read_task_runs(flow_run_filter=_by_id(run.id), task_run_filter=None)
         assert task_run.name.startswith("load-spec")
-        assert task_run.state is not None and task_run.state.is_failed()
+        assert task_run.state is not None
+        assert task_run.state.is_failed()
 
 
 def _final_state(client, run_id):
@@ -127,6 +122,4 @@ def _final_state(client, run_id):
 
 
 def _by_id(run_id):
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     return FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
