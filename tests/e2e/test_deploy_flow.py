@@ -136,6 +136,7 @@ def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> N
     orphan = target.start("v4")
     router.set_split(stable, orphan, 25)
     engine = db.make_engine(db.database_url())
+    db.upgrade(engine)
     try:
         with db.session_factory(engine)() as s, s.begin():
             row = repository.create_deployment(
@@ -162,3 +163,67 @@ def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> N
     dead = tracked(dead_id)
     assert dead["status"] == "failed"
     assert "interrupted" in dead["summary"]
+
+
+def artifact_markdown(flow_run_id: str, key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]),
+            )
+        )
+    assert found, f"no artifact {key} on flow run {flow_run_id}"
+    return str(found[0].data)
+
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("section", "artifact", "evidence"),
+    [
+        (
+            "pre_checks:\n  checkout: ..\n  build:\n"
+            '    command: [".venv/bin/python", "-c", "raise SystemExit(\'build broke\')"]\n',
+            "pre-checks-demo",
+            "build broke",
+        ),
+        (
+            f"migrations:\n  path: {FIXTURES / 'migrations' / 'projects' / 'multiple_heads'}\n",
+            "migrations-demo",
+            "head",
+        ),
+    ],
+    ids=["failing-pre-check", "unsafe-migrations"],
+)
+def test_failing_gate_stops_the_deploy_before_traffic_with_evidence(
+    sandbox: Sandbox, tmp_path: Path, section: str, artifact: str, evidence: str
+) -> None:
+    text = EXAMPLE_SPEC.read_text()
+    start = text.index("pre_checks:")
+    end = text.index("smoke:")
+    spec_file = EXAMPLE_SPEC.parent / f".test-{tmp_path.name}.yaml"  # relative paths as the example
+    spec_file.write_text(text[:start] + section + text[end:])
+    try:
+        spec = load_spec(spec_file)
+        before = build_router(spec).state()
+        state = deploy(spec_path=str(spec_file), version="v6", return_state=True)
+        result = state.result(raise_on_failure=False)
+    finally:
+        spec_file.unlink()
+
+    assert isinstance(result, dict), result
+    assert result["status"] == "aborted"
+    assert "before any traffic moved" in result["message"]
+    assert result["stages"] == []
+    assert build_router(spec).state() == before
+    assert "v6" not in {i.version for i in build_target(spec).instances()}
+    assert evidence in artifact_markdown(result["flow_run_id"], artifact)
