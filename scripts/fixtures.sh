@@ -3,8 +3,8 @@
 # runs only when package-lock.json changed since the last install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for dir in tests/fixtures/checks/*/; do
-  [ -f "$dir/package-lock.json" ] || continue
+# npm_vulnerable/ is only read by `npm audit` (lock file alone): nothing to install there.
+for dir in tests/fixtures/checks/ts_project/; do
   stamp="$dir/node_modules/.deployflow-lock"
   if [ ! -f "$stamp" ] || ! cmp -s "$dir/package-lock.json" "$stamp"; then
     echo "fixtures: npm ci in $dir"

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from deployflow.polling import DeadlineExceeded, wait_for
 from deployflow.providers.haproxy import HAProxyRouter
 from deployflow.sandbox.ports import free_port, port_open
 from deployflow.sandbox.processes import ManagedProcess
@@ -132,21 +131,13 @@ class LocalHAProxy:
             raise HAProxyError(
                 f"haproxy rejected {self.config_file}:\n{(check.stdout + check.stderr).strip()}"
             )
-        self._process.start()
         router = self.router()
-        try:
-            wait_for(
-                lambda: self._process.exited() or (port_open(self.port) and router.servers()),
-                timeout=self.start_timeout,
-                what=f"haproxy admin socket {self.admin_socket} and port {self.port}",
-            )
-        except DeadlineExceeded as exc:
-            self.stop()
-            raise HAProxyError(f"{exc}; haproxy output:\n{self._process.log_tail()}") from exc
-        if self._process.exited():
-            output = self._process.log_tail()
-            self.stop()
-            raise HAProxyError(f"haproxy exited at start:\n{output}")
+        self._process.start_and_wait(
+            lambda: port_open(self.port) and router.servers(),
+            timeout=self.start_timeout,
+            what=f"haproxy admin socket {self.admin_socket} and port {self.port}",
+            error=HAProxyError,
+        )
         return self
 
     def stop(self) -> None:

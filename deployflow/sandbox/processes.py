@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,27 @@ class ManagedProcess:
         if self.proc is not None:
             self.proc.wait(timeout=timeout)  # reap it; terminate() saw it exit
         self.record_path.unlink(missing_ok=True)
+
+    def start_and_wait(
+        self,
+        ready: Callable[[], object],
+        *,
+        timeout: float,
+        what: str,
+        error: type[Exception],
+        interval: float = 0.05,
+    ) -> None:
+        """Start, then poll ``ready`` until it is truthy; stop and raise ``error`` with the
+        server's own output when it exits or is not ready in time."""
+        self.start()
+        try:
+            wait_for(
+                lambda: self.exited() or ready(), timeout=timeout, interval=interval, what=what
+            )
+        except DeadlineExceeded as exc:
+            self.stop()
+            raise error(f"{exc}; {self.name} output:\n{self.log_tail()}") from exc
+        if self.exited():
+            output = self.log_tail()
+            self.stop()
+            raise error(f"{self.name} exited at start:\n{output}")

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from deployflow.polling import DeadlineExceeded, wait_for
 from deployflow.sandbox.ports import free_port
 from deployflow.sandbox.processes import ManagedProcess, write_json_atomic
 
@@ -125,26 +124,16 @@ class LocalPrometheus:
         if not self.targets_file.exists():
             write_json_atomic(self.targets_file, [])
         self.config_file.write_text(render_config(self.targets_file, self.scrape_interval))
-        self._process.start()
-        try:
-            wait_for(
-                self._ready,
-                timeout=self.start_timeout,
-                interval=0.1,
-                what=f"prometheus ready at {self.url}",
-            )
-        except DeadlineExceeded as exc:
-            self.stop()
-            raise PrometheusError(f"{exc}; prometheus output:\n{self._process.log_tail()}") from exc
-        if self._process.exited():
-            output = self._process.log_tail()
-            self.stop()
-            raise PrometheusError(f"prometheus exited at start:\n{output}")
+        self._process.start_and_wait(
+            self._ready,
+            timeout=self.start_timeout,
+            interval=0.1,
+            what=f"prometheus ready at {self.url}",
+            error=PrometheusError,
+        )
         return self
 
     def _ready(self) -> bool:
-        if self._process.exited():
-            return True  # stop waiting; start() reports the exit
         return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
 
     def query(self, promql: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -6,17 +6,21 @@ to v2, then the CLI is checked for its exit codes and JSON on the same setup.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.providers.factory import build_router, build_target
+from deployflow.sandbox.ports import free_port
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
 from deployflow.tracking import db, repository
@@ -31,6 +35,26 @@ def run(version: str) -> dict:
     data = state.result(raise_on_failure=False)
     assert isinstance(data, dict), f"the flow crashed: {data!r}"
     return data
+
+
+@contextlib.contextmanager
+def spec_variant(name: str, old: str, new: str) -> Iterator[Path]:
+    """The example spec with one piece replaced, beside it so its relative paths still hold."""
+    text = EXAMPLE_SPEC.read_text()
+    assert old in text
+    path = EXAMPLE_SPEC.parent / f".test-{name}.yaml"
+    path.write_text(text.replace(old, new))
+    try:
+        yield path
+    finally:
+        path.unlink()
+
+
+SLACK_AT = "notifications:\n"
+
+
+def slack_section(base_url: str) -> str:
+    return f'notifications:\n  slack:\n    channel: "#deploys"\n    base_url: {base_url}\n'
 
 
 def tracked(deployment_id: int) -> dict:
@@ -67,8 +91,16 @@ def test_healthy_version_is_promoted_through_every_stage(sandbox: Sandbox) -> No
     assert row["flow_run_id"] == result["flow_run_id"]
 
 
-def test_bad_version_rolls_back_at_the_first_stage(sandbox: Sandbox) -> None:
-    result = run("v3")
+def test_bad_version_rolls_back_at_the_first_stage(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slack is configured but unreachable: the rollback must go on regardless.
+    monkeypatch.setenv("DEPLOYFLOW_SLACK_TOKEN", "xoxb-unreachable")
+    closed = f"http://127.0.0.1:{free_port()}/api/"
+    with spec_variant("slack-down", SLACK_AT, slack_section(closed)) as spec_file:
+        state = deploy(spec_path=str(spec_file), version="v3", return_state=True)
+    result = state.result(raise_on_failure=False)
+    assert isinstance(result, dict), result
 
     assert result["status"] == "rolled_back", result["message"]
     rollback = result["rollback"]
@@ -118,8 +150,17 @@ def test_cli_exit_codes_and_json(sandbox: Sandbox, prefect_server: str, tmp_path
     )
     assert "v4" not in {i.version for i in build_target(load_spec(EXAMPLE_SPEC)).instances()}
 
-    proc = cli("deploy", str(EXAMPLE_SPEC), "--version", "v3", "--json", env=env)
+    with (
+        FakeSlackAPI(token="xoxb-e2e") as slack,
+        spec_variant("slack", SLACK_AT, slack_section(slack.base_url)) as spec_file,
+    ):
+        env["DEPLOYFLOW_SLACK_TOKEN"] = "xoxb-e2e"
+        proc = cli("deploy", str(spec_file), "--version", "v3", "--json", env=env)
+        texts = [m.text or "" for m in slack.messages]
     assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert any("Deploying demo v3" in t for t in texts), texts
+    assert any("rolled back to v2" in t for t in texts), texts
+    assert "xoxb-e2e" not in proc.stdout + proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == "rolled_back"
     assert out["strategy"] == "canary"

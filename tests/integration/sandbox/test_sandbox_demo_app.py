@@ -52,11 +52,18 @@ def test_app_endpoints_name_the_version_and_only_they_are_counted(apps):
 
     samples = _samples(base)
     counted = {
-        dict(labels)["path"]: value
+        (dict(labels)["path"], dict(labels)["code"]): value
         for (name, labels), value in samples.items()
         if name == "deployflow_demo_http_requests_total"
     }
-    assert counted == {"/": 1, "/api/items": 2, "/api/checkout": 1}
+    ok = {path: n for (path, code), n in counted.items() if code == "200"}
+    assert ok == {"/": 1, "/api/items": 2, "/api/checkout": 1}
+    # The error series exist from the start at 0, so rate() sees a canary's first errors.
+    assert {path: n for (path, code), n in counted.items() if code == "500"} == {
+        "/": 0,
+        "/api/items": 0,
+        "/api/checkout": 0,
+    }
     count = samples[("deployflow_demo_http_request_duration_seconds_count", (("version", "v1"),))]
     assert count == 4
 

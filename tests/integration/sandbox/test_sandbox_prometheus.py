@@ -111,7 +111,7 @@ def test_injected_errors_show_as_5xx(scraped):
         'sum by (code) (deployflow_demo_http_requests_total{version="v1"})',
         "code",
     )
-    assert healthy == {"200": REQUESTS_PER_VERSION}
+    assert healthy == {"200": REQUESTS_PER_VERSION, "500": 0}  # error series start at 0
 
 
 def test_p95_of_healthy_versions_agree_and_injected_latency_stands_out(scraped):
