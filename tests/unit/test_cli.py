@@ -1,0 +1,63 @@
+"""The CLI's bad-input contract, in-process (no flow runs here; e2e covers deploys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployments.cli import main
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
+
+
+@pytest.fixture
+def sandbox_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_STATE_DIR", "/nonexistent/state")
+    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET", "/nonexistent/haproxy.sock")
+    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_FRONTEND_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_PROMETHEUS_URL", "http://127.0.0.1:9")
+
+
+def test_validate_accepts_the_example(
+    sandbox_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_validate_lists_every_problem_and_exits_2(
+    tmp_path: Path, sandbox_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = EXAMPLE.read_text().replace("max_error_rate: 0.05", "max_error_rate: 5")
+    bad.write_text(text.replace("steps: [5, 25, 50, 100]", "steps: [5, 25, 50]"))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "analysis.max_error_rate" in err
+    assert "strategy.canary.steps" in err
+
+
+def test_deploy_with_bad_version_exits_2_before_any_flow(
+    sandbox_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deploy", str(EXAMPLE), "--version", "../../etc"]) == 2
+    assert "--version" in capsys.readouterr().err
+
+
+def test_unknown_strategy_is_a_usage_error(sandbox_env: None) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["deploy", str(EXAMPLE), "--version", "v2", "--strategy", "yolo"])
+    assert info.value.code == 2
+
+
+def test_checks_without_a_pre_checks_section_exits_2(
+    tmp_path: Path, sandbox_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXAMPLE.read_text()
+    spec = tmp_path / "s.yaml"
+    spec.write_text(text[: text.index("pre_checks:")] + text[text.index("smoke:") :])
+    assert main(["checks", str(spec)]) == 2
+    assert "pre_checks" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""The stage loop with a fake clock: no sleeping, no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployflow.analysis import MetricSample, Thresholds, Verdict
+from deployflow.rollout import observe_stage
+
+pytestmark = pytest.mark.unit
+
+HEALTHY = MetricSample(error_rate=0.0, p95_seconds=0.02, requests=100)
+BROKEN = MetricSample(error_rate=0.3, p95_seconds=0.02, requests=100)
+EMPTY = MetricSample(error_rate=None, p95_seconds=None, requests=None)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class Script:
+    """Returns the scripted samples in order, then repeats the last one."""
+
+    def __init__(self, *samples: MetricSample) -> None:
+        self.samples = list(samples)
+        self.calls: list[tuple[str, float]] = []
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        self.calls.append((version, window_seconds))
+        return self.samples.pop(0) if len(self.samples) > 1 else self.samples[0]
+
+
+def observe(source: Script, clock: FakeClock, observe_seconds: float = 60.0):
+    return observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        observe_seconds=observe_seconds,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+
+def test_healthy_stage_promotes_when_the_window_ends() -> None:
+    clock, source = FakeClock(), Script(HEALTHY)
+    result = observe(source, clock)
+    assert result.verdict is Verdict.PROMOTE
+    assert len(result.measurements) == 6  # every 10 s over 60 s
+    assert clock.now == pytest.approx(60.0)
+    assert source.calls[0] == ("v2", 30.0)
+
+
+def test_failure_rolls_back_at_once_without_waiting_for_the_window() -> None:
+    clock, source = FakeClock(), Script(HEALTHY, BROKEN)
+    result = observe(source, clock)
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "error_rate"
+    assert clock.now == pytest.approx(20.0)
+
+
+def test_no_data_holds_past_the_window_then_rolls_back() -> None:
+    clock, source = FakeClock(), Script(EMPTY)
+    result = observe(source, clock, observe_seconds=30.0)
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "inconclusive"
+    assert len(result.measurements) == 3 + 2  # the window, then two held measurements
+
+
+def test_late_data_after_the_window_can_still_promote() -> None:
+    clock, source = FakeClock(), Script(EMPTY, EMPTY, EMPTY, HEALTHY)
+    result = observe(source, clock, observe_seconds=30.0)
+    assert result.verdict is Verdict.PROMOTE
+    assert len(result.measurements) == 4
+
+
+def test_stage_result_reports_the_last_figures() -> None:
+    result = observe(Script(HEALTHY), FakeClock(), observe_seconds=10.0)
+    assert result.to_dict()["values"] == {"error_rate": 0.0, "p95_seconds": 0.02, "requests": 100}

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from deployflow.release import ReleaseOutcome, RollbackInfo, incident_markdown, summary_markdown
+from deployflow.spec import CanaryStrategySpec, DirectStrategySpec, SmokeRequest
+from deployflow.strategy import choose_strategy
+from deployflow.verify import VerificationReport, check_health, check_smoke
+
+pytestmark = pytest.mark.unit
+
+CANARY = CanaryStrategySpec(kind="canary", steps=[10, 100], observe="1m")
+DIRECT = DirectStrategySpec(kind="direct", observe="30s")
+
+
+def test_spec_strategy_is_used_by_default() -> None:
+    choice = choose_strategy(CANARY, "auto", has_stable=True)
+    assert (choice.kind, choice.steps, choice.observe_seconds) == ("canary", (10, 100), 60.0)
+
+
+def test_override_to_canary_from_a_direct_spec_uses_default_steps() -> None:
+    choice = choose_strategy(DIRECT, "canary", has_stable=True)
+    assert choice.steps == (5, 25, 50, 100)
+    assert "overridden" in choice.rationale
+
+
+def test_first_release_goes_direct() -> None:
+    choice = choose_strategy(CANARY, "canary", has_stable=False)
+    assert choice.kind == "direct"
+    assert "first release" in choice.rationale
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        choose_strategy(CANARY, "blue-green", has_stable=True)  # type: ignore[arg-type]
+
+
+def rolled_back() -> ReleaseOutcome:
+    return ReleaseOutcome(
+        service="demo",
+        environment="prod",
+        version="v3",
+        status="rolled_back",
+        strategy="canary",
+        previous_version="v2",
+        stages=[
+            {
+                "index": 0,
+                "weight": 5,
+                "verdict": "rollback",
+                "values": {"error_rate": 0.2, "p95_seconds": 0.02, "requests": 40},
+                "counts": {"failed": 1},
+            }
+        ],
+        rollback=RollbackInfo(
+            0,
+            5,
+            "error_rate",
+            0.2,
+            0.05,
+            "error rate 20.00% above the maximum 5.00%",
+            verified=True,
+            evidence={"canary_log_tail": "Traceback: boom", "last_measurements": []},
+        ),
+    )
+
+
+def test_outcome_json_shape_and_exit_code() -> None:
+    outcome = rolled_back()
+    data = outcome.to_dict()
+    assert outcome.exit_code == 3
+    assert data["rollback"] == {
+        "stage": 0,
+        "weight": 5,
+        "metric": "error_rate",
+        "value": 0.2,
+        "threshold": 0.05,
+        "reason": "error rate 20.00% above the maximum 5.00%",
+        "verified": True,
+    }
+    assert data["stages"][0]["verdict"] == "rollback"
+
+
+def test_summary_and_incident_name_the_trigger_and_evidence() -> None:
+    outcome = rolled_back()
+    summary = summary_markdown(outcome)
+    assert "| 1 | 5% | rollback | 20.00% |" in summary
+    incident = incident_markdown(outcome)
+    assert "**error_rate** = 20.00% against the threshold 5.00%" in incident
+    assert "Traceback: boom" in incident
+
+
+def test_incident_needs_a_rollback() -> None:
+    outcome = rolled_back()
+    outcome.rollback = None
+    with pytest.raises(ValueError, match="no rollback"):
+        incident_markdown(outcome)
+
+
+def client(status: int) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(status)))
+
+
+def test_health_and_smoke_checks() -> None:
+    assert check_health(client(200), "http://svc", "/healthz", name="h").ok
+    assert not check_health(client(503), "http://svc", "/healthz", name="h").ok
+    smoke = SmokeRequest(name="items", path="/api/items")
+    assert check_smoke(client(200), "http://lb", smoke).ok
+    failed = check_smoke(client(500), "http://lb", smoke)
+    assert not failed.ok
+    assert "expected 200" in failed.detail
+
+
+def test_unreachable_endpoint_fails_the_check() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    broken = httpx.Client(transport=httpx.MockTransport(refuse))
+    assert not check_health(broken, "http://svc", "/healthz", name="h").ok
+
+
+def test_non_critical_failures_do_not_fail_the_report() -> None:
+    smoke = SmokeRequest(name="beta page", path="/beta", critical=False)
+    report = VerificationReport((check_smoke(client(404), "http://lb", smoke),))
+    assert report.ok
+    assert report.first_failure is None
