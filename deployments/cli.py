@@ -63,16 +63,31 @@ def run_deploy(
     spec_path: str, version: str, environment: str, strategy: str, dry_run: bool
 ) -> dict[str, Any]:
     """Run the deploy flow in this process and return its outcome as a dict."""
+    # Without PREFECT_API_URL, Prefect starts a temporary local server; its first start migrates a
+    # fresh SQLite database, which takes longer than Prefect's 20 s default on a busy laptop.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.deploy import deploy
 
-    state = deploy(
-        spec_path=spec_path,
-        version=version,
-        environment=environment,
-        strategy=strategy,
-        dry_run=dry_run,
-        return_state=True,
-    )
+    try:
+        state = deploy(
+            spec_path=spec_path,
+            version=version,
+            environment=environment,
+            strategy=strategy,
+            dry_run=dry_run,
+            return_state=True,
+        )
+    except Exception as exc:  # the flow never ran: no Prefect API, for example
+        return {
+            "status": "failed",
+            "version": version,
+            "strategy": None,
+            "stages": [],
+            "rollback": None,
+            "message": f"the deploy flow could not run: {type(exc).__name__}: {exc}"[:2000],
+            "flow_run_id": None,
+            "ui_url": None,
+        }
     data = state.result(raise_on_failure=False)
     result: dict[str, Any]
     if isinstance(data, dict):
