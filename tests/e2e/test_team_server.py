@@ -1,0 +1,304 @@
+"""The team-server path for real: Prefect server on PostgreSQL, two process workers, PG tracking.
+
+Nothing runs a flow in the test process. A ``prefect server start`` subprocess stores its state in a
+PostgreSQL database; the pool and the deployment are created with the Prefect CLI from the
+repository root (``prefect.yaml``); two ``prefect worker start`` processes pick the runs up, and
+the flow runs they start write deployflow's tracking rows to another database on the same
+PostgreSQL server. The tests run in order on one sandbox: v2 is promoted while a dry run for
+another environment runs beside it, then v3 (20% errors) is rolled back.
+
+The fixtures are split into "starting" and "ready" halves so that slow start-ups overlap on this
+2-core machine: the sandbox starts while the server migrates its database, and the workers boot
+and the sandbox gathers its baseline while ``prefect deploy`` imports the flow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import DeploymentResponse
+
+from deployflow.polling import wait_for
+from deployflow.providers.factory import build_metrics, build_router, build_target
+from deployflow.sandbox.postgres import LocalPostgres
+from deployflow.sandbox.supervisor import Sandbox
+from deployflow.spec import ServiceSpec, load_spec
+from tests.e2e.team_conftest_helpers import (
+    POOL,
+    PrefectServer,
+    Workers,
+    api_client,
+    clean_environ,
+    executing_workers,
+    final_states,
+    flow_run_ids_in_database,
+    prefect_cli,
+    prefect_server_on_postgres,
+    process_workers,
+    public_tables,
+    state_types,
+    tracked_by_flow_run,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
+FAULTS = json.dumps({"v3": {"error_rate": 0.2}})
+WORKER_NAMES = ("team-worker-1", "team-worker-2")
+# A flow run process spends ~10 s importing before the flow starts, then a canary takes about
+# 4 stages x 4 s; the deadline leaves room for a loaded machine without hiding a hang.
+RUN_TIMEOUT = 100
+
+
+@dataclass
+class Team:
+    """Everything a test needs: the server, the deployment, running workers, sandbox, tracking."""
+
+    server: PrefectServer
+    deployment: DeploymentResponse
+    workers: Workers
+    sandbox: Sandbox
+    tracking_url: str
+
+    def spec(self) -> ServiceSpec:
+        """The sandbox spec as the flow runs see it (interpolated from the sandbox's variables)."""
+        return load_spec(EXAMPLE_SPEC, env={**clean_environ(), **self.sandbox.env_vars()})
+
+    def run_to_the_end(self, parameters: list[dict[str, object]]) -> dict[UUID, FlowRun]:
+        """Create one run per parameter set at once; return them (same order) once all are final."""
+        with api_client(self.server.api_url) as client:
+            ids = [
+                client.create_flow_run_from_deployment(self.deployment.id, parameters=p).id
+                for p in parameters
+            ]
+            try:
+                return wait_for(
+                    lambda: final_states(client, ids, self.workers),
+                    timeout=RUN_TIMEOUT,
+                    interval=1,
+                    what=f"{len(ids)} flow run(s) to finish",
+                )
+            except Exception as exc:
+                raise AssertionError(f"runs did not finish\n{self.workers.log_text()}") from exc
+
+
+@pytest.fixture(scope="module")
+def team_server_starting(
+    postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrefectServer]:
+    """The Prefect server process, started but maybe not healthy yet (see ``team_server``)."""
+    home = tmp_path_factory.mktemp("team-prefect-home")
+    with prefect_server_on_postgres(
+        postgres, "team_prefect", home, home.parent / "team-prefect-server.log"
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def team_sandbox_starting(
+    team_server_starting: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Sandbox]:
+    """A sandbox of its own with v1 live and traffic flowing; no baseline yet (see ``team``)."""
+    state = tmp_path_factory.mktemp("team-sandbox")
+    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=60) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def team_server(
+    team_server_starting: PrefectServer, team_sandbox_starting: Sandbox
+) -> PrefectServer:
+    """The Prefect server once ``/api/health`` answers."""
+    wait_healthy(team_server_starting)
+    return team_server_starting
+
+
+@pytest.fixture(scope="module")
+def tracking_url(postgres: LocalPostgres) -> str:
+    """deployflow's tracking database on the same PostgreSQL server (psycopg URL)."""
+    return postgres.create_database("team_tracking")
+
+
+@pytest.fixture(scope="module")
+def team_env(
+    team_server: PrefectServer,
+    team_sandbox_starting: Sandbox,
+    tracking_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    """What a worker host on the team server has: the API, the sandbox, the tracking database."""
+    return {
+        **clean_environ(),
+        **team_sandbox_starting.env_vars(),
+        "PREFECT_API_URL": team_server.api_url,
+        # Worker hosts have their own Prefect home, not the server's.
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("team-worker-home")),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Workers poll every 10 s by default; 1 s keeps the test short and costs one small query.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "DEPLOYFLOW_DEMO_FAULTS": FAULTS,
+        "DEPLOYFLOW_DATABASE_URL": tracking_url,
+        "DEPLOYFLOW_OBSERVE": "4s",
+        # Nothing should land here with a database URL set; it keeps stray files off ~/.deployflow.
+        "DEPLOYFLOW_DATA_DIR": str(tmp_path_factory.mktemp("team-data")),
+    }
+
+
+@pytest.fixture(scope="module")
+def team_pool(team_env: dict[str, str]) -> str:
+    """The process work pool, created with the Prefect CLI as the README tells a team to."""
+    prefect_cli(team_env, "work-pool", "create", POOL, "--type", "process")
+    return POOL
+
+
+@pytest.fixture(scope="module")
+def workers_starting(
+    team_pool: str, team_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workers]:
+    """Two ``prefect worker start`` processes, maybe still booting (see ``team``)."""
+    logs = tmp_path_factory.mktemp("team-workers")
+    with process_workers(WORKER_NAMES, team_env, logs) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def team_deployment(
+    team_server: PrefectServer, team_env: dict[str, str], workers_starting: Workers
+) -> DeploymentResponse:
+    """``deploy/deploy`` registered by ``prefect deploy --all`` from the repository root.
+
+    Requested after ``workers_starting`` only for time: the workers boot (a few seconds of
+    imports each) while this CLI imports the flow to build its parameter schema.
+    """
+    prefect_cli(team_env, "--no-prompt", "deploy", "--all")
+    with api_client(team_server.api_url) as client:
+        return client.read_deployment_by_name("deploy/deploy")
+
+
+@pytest.fixture(scope="module")
+def team(
+    team_server: PrefectServer,
+    team_deployment: DeploymentResponse,
+    workers_starting: Workers,
+    team_sandbox_starting: Sandbox,
+    tracking_url: str,
+) -> Team:
+    """Both workers registered with the pool and a P95 baseline for v1: ready for deploys."""
+    with api_client(team_server.api_url) as client:
+        try:
+            wait_for(
+                lambda: (
+                    set(WORKER_NAMES) <= {w.name for w in client.read_workers_for_work_pool(POOL)}
+                ),
+                timeout=60,
+                interval=0.5,
+                what="both workers to register with the pool",
+            )
+        except Exception as exc:
+            raise AssertionError(
+                f"workers did not register\n{workers_starting.log_text()}"
+            ) from exc
+    ready = Team(
+        team_server, team_deployment, workers_starting, team_sandbox_starting, tracking_url
+    )
+    spec = ready.spec()
+    ready.sandbox.wait_for_metrics("v1", timeout=60)
+    metrics = build_metrics(spec)
+    # Without a baseline the first deploy is blocked before any traffic moves.
+    wait_for(
+        lambda: metrics.p95("v1", spec.analysis.baseline_window)[0],
+        timeout=60,
+        interval=0.5,
+        what="a P95 baseline for v1",
+    )
+    return ready
+
+
+def test_prefect_server_stores_its_state_in_postgresql(team_server: PrefectServer) -> None:
+    tables = public_tables(team_server.database_url)
+
+    assert {"flow_run", "deployment", "work_pool", "alembic_version"} <= tables
+
+
+def test_two_workers_share_a_canary_release_and_a_dry_run(team: Team) -> None:
+    runs = team.run_to_the_end(
+        [
+            {"version": "v2"},
+            {"version": "v9", "environment": "team-b", "dry_run": True},
+        ]
+    )
+    release_id, dry_run_id = runs
+    for run in runs.values():
+        assert run.state is not None
+        assert run.state.is_completed(), (
+            f"{run.name}: {run.state.message}\n{team.workers.log_text()}"
+        )
+    with api_client(team.server.api_url) as client:
+        for run_id in runs:
+            assert "RUNNING" in state_types(client, run_id), run_id
+        ran_on = wait_for(
+            lambda: executing_workers(client, list(runs)),
+            timeout=20,
+            interval=0.5,
+            what="the workers' executed-flow-run events",
+        )
+
+    # The runs the API handed out are rows of the server's PostgreSQL database.
+    assert {str(release_id), str(dry_run_id)} <= flow_run_ids_in_database(team.server.database_url)
+    # Each worker runs one deploy at a time (--limit 1), so two concurrent runs use both, and
+    # the two flows really overlapped in time.
+    assert set(ran_on.values()) == set(WORKER_NAMES), ran_on
+    release, dry_run = runs[release_id], runs[dry_run_id]
+    assert release.start_time is not None
+    assert release.end_time is not None
+    assert dry_run.start_time is not None
+    assert dry_run.end_time is not None
+    assert dry_run.start_time < release.end_time
+    assert release.start_time < dry_run.end_time
+
+    row = tracked_by_flow_run(team.tracking_url, release_id)
+    assert row["status"] == "succeeded", row["summary"]
+    assert row["environment"] == "sandbox"
+    assert row["previous_version"] == "v1"
+    assert [s["weight"] for s in row["stages"]] == [5, 25, 50, 100]
+    assert all(s["verdict"] == "promote" for s in row["stages"])
+    spec = team.spec()
+    assert {i.version for i in build_target(spec).instances()} == {"v2"}
+    assert build_router(spec).state().canary is None
+
+    planned = tracked_by_flow_run(team.tracking_url, dry_run_id)
+    assert planned["status"] == "succeeded", planned["summary"]
+    assert planned["environment"] == "team-b"
+    assert planned["version"] == "v9"
+    assert planned["dry_run"] is True
+    assert planned["stages"] == []
+
+
+def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team) -> None:
+    ((bad_id, bad),) = team.run_to_the_end([{"version": "v3"}]).items()
+    with api_client(team.server.api_url) as client:
+        ran_on = wait_for(
+            lambda: executing_workers(client, [bad_id]),
+            timeout=20,
+            interval=0.5,
+            what="the worker's executed-flow-run event",
+        )
+
+    assert bad.state is not None
+    assert bad.state.is_failed(), f"{bad.state.type}: {bad.state.message}"
+    assert "rolled_back" in (bad.state.message or "")
+    assert ran_on[bad_id] in WORKER_NAMES
+    row = tracked_by_flow_run(team.tracking_url, bad_id)
+    assert row["status"] == "rolled_back", row["summary"]
+    assert row["previous_version"] == "v2"
+    (incident,) = row["incidents"]
+    assert incident["metric"] == "error_rate"
+    assert incident["value"] > incident["threshold"] == 0.05
+    assert {i.version for i in build_target(team.spec()).instances()} == {"v2"}
