@@ -13,12 +13,14 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+
+from deployflow.fakes.loopback import LoopbackServer
 
 _PULLS = re.compile(r"^/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<sha>[^/]+)/pulls$")
 _REVIEWS = re.compile(r"^/repos/(?P<repo>[^/]+/[^/]+)/pulls/(?P<number>\d+)/reviews$")
@@ -59,8 +61,7 @@ class FakeGitHub:
         self._failures: list[FakeAnswer] = []
         self._always: FakeAnswer | None = None
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: LoopbackServer | None = None
         self._review_ids = 0
 
     # ----------------------------------------------------------------------------- data setup
@@ -198,10 +199,9 @@ class FakeGitHub:
     @property
     def base_url(self) -> str:
         """API root of the running server (including the Enterprise prefix, if any)."""
-        if self._server is None:
+        if self._loop is None:
             raise RuntimeError("FakeGitHub is not serving; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{self.path_prefix}"
+        return f"{self._loop.base_url}{self.path_prefix}"
 
     def __enter__(self) -> FakeGitHub:
         fake = self
@@ -222,10 +222,7 @@ class FakeGitHub:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # keep test output clean; requests are recorded in fake.requests
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._loop = LoopbackServer.for_handler(Handler, name="fake-github").start()
         return self
 
     def __exit__(
@@ -234,9 +231,6 @@ class FakeGitHub:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
+        if self._loop is not None:
+            self._loop.stop()
+        self._loop = None

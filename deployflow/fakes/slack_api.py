@@ -22,6 +22,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
+from deployflow.fakes.loopback import LoopbackServer
+
 
 @dataclass(frozen=True)
 class ReceivedMessage:
@@ -182,15 +184,14 @@ class FakeSlackAPI:
             known[name.removeprefix("#")] = channel_id
             known[channel_id] = channel_id
         self._state = _State(token=token, channels=known)
-        self._server: _SlackServer | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: LoopbackServer | None = None
 
     @property
     def port(self) -> int:
         """The loopback port the server listens on."""
-        if self._server is None:
+        if self._loop is None:
             raise RuntimeError("FakeSlackAPI is not started")
-        return int(self._server.server_address[1])
+        return self._loop.port
 
     @property
     def base_url(self) -> str:
@@ -233,25 +234,14 @@ class FakeSlackAPI:
 
     def start(self) -> FakeSlackAPI:
         """Bind a free loopback port and serve in a daemon thread."""
-        self._server = _SlackServer(self._state)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-slack-api",
-            daemon=True,
-        )
-        self._thread.start()
+        self._loop = LoopbackServer(_SlackServer(self._state), name="fake-slack-api").start()
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
 
     def __enter__(self) -> FakeSlackAPI:
         return self.start()

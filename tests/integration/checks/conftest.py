@@ -13,14 +13,15 @@ import gzip
 import json
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pytest
+
+from deployflow.fakes.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "checks"
 
@@ -85,14 +86,12 @@ class AdvisoryServer:
 
     def __init__(self) -> None:
         self.requests: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: LoopbackServer | None = None
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        assert self._loop is not None
+        return self._loop.base_url
 
     def _answer(self, path: str, body: bytes, encoding: str | None) -> tuple[int, Any]:
         self.requests.append(path)
@@ -134,10 +133,7 @@ class AdvisoryServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._loop = LoopbackServer.for_handler(Handler, name="advisories").start()
         return self
 
     def __exit__(
@@ -146,11 +142,8 @@ class AdvisoryServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._server is not None
-        assert self._thread is not None
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        assert self._loop is not None
+        self._loop.stop()
 
 
 @pytest.fixture(scope="session")
