@@ -89,6 +89,13 @@ def test_healthy_version_is_promoted_through_every_stage(sandbox: Sandbox) -> No
     assert row["previous_version"] == "v1"
     assert [s["weight"] for s in row["stages"]] == [5, 25, 50, 100]
     assert row["flow_run_id"] == result["flow_run_id"]
+    checks = {(c["step"], c["name"]): c for c in row["checks"]}
+    assert checks[("pre_checks", "build")]["status"] == "passed"
+    assert checks[("pre_checks", "lint")]["status"] == "passed"
+    skipped = checks[("pre_checks", "review")]
+    assert skipped["status"] == "skipped"
+    assert skipped["reason"], "a skip is never silent"
+    assert checks[("migrations", "migrations")]["status"] == "skipped"
 
 
 def test_bad_version_rolls_back_at_the_first_stage(
