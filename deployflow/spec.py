@@ -24,6 +24,7 @@ from deployflow.spec_types import Argv, Duration, StrictModel
 
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 _VERSION_RE = re.compile(VERSION_PATTERN)
+ENVIRONMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -35,6 +36,16 @@ class SpecError(ValueError):
         self.problems = problems
         lines = "\n".join(f"  {path}: {message}" for path, message in problems)
         super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+def validate_environment(environment: str, field: str = "environment") -> str:
+    """Environments name database rows and artifacts: keep them plain."""
+    if not re.match(ENVIRONMENT_PATTERN, environment):
+        raise SpecError(
+            field,
+            [(field, f"{environment!r} is not allowed: use 1-64 letters, digits, '.', '_', '-'")],
+        )
+    return environment
 
 
 def validate_version(version: str, field: str = "version") -> str:

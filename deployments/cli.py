@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deployflow.spec import SpecError, load_spec, validate_version
+from deployflow.spec import SpecError, load_spec, validate_environment, validate_version
 from deployflow.strategy import STRATEGY_CHOICES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
@@ -132,6 +132,7 @@ def print_outcome(result: dict[str, Any]) -> None:
 def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         validate_version(args.version, "--version")
+        validate_environment(args.environment, "--environment")
         load_spec(args.spec)
     except SpecError as exc:
         _print_problems(exc)

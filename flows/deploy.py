@@ -8,12 +8,13 @@ their verdicts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import State, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
+from pydantic import Field
 
 from deployflow.analysis import Verdict
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
@@ -21,7 +22,13 @@ from deployflow.checks.runner import resolve_commit
 from deployflow.providers.base import Instance
 from deployflow.providers.factory import build_router, build_target
 from deployflow.release import ReleaseOutcome, RollbackInfo
-from deployflow.spec import ServiceSpec, load_spec, validate_version
+from deployflow.spec import (
+    ENVIRONMENT_PATTERN,
+    VERSION_PATTERN,
+    ServiceSpec,
+    load_spec,
+    validate_version,
+)
 from deployflow.strategy import StrategyName
 from deployflow.tracking import repository
 from flows.rollback import rollback
@@ -133,8 +140,8 @@ def _finish(outcome: ReleaseOutcome) -> State[dict[str, Any]]:
 )
 def deploy(
     spec_path: str,
-    version: str,
-    environment: str = "sandbox",
+    version: Annotated[str, Field(pattern=VERSION_PATTERN)],
+    environment: Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)] = "sandbox",
     strategy: StrategyName = "auto",
     dry_run: bool = False,
     git_ref: str | None = None,

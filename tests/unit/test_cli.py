@@ -47,6 +47,13 @@ def test_deploy_with_bad_version_exits_2_before_any_flow(
     assert "--version" in capsys.readouterr().err
 
 
+def test_deploy_with_bad_environment_exits_2(
+    sandbox_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deploy", str(EXAMPLE), "--version", "v2", "--environment", "prod; rm"]) == 2
+    assert "--environment" in capsys.readouterr().err
+
+
 def test_unknown_strategy_is_a_usage_error(sandbox_env: None) -> None:
     with pytest.raises(SystemExit) as info:
         main(["deploy", str(EXAMPLE), "--version", "v2", "--strategy", "yolo"])
