@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from pydantic import Field
+from sqlalchemy.exc import IntegrityError
 
 from deployflow.analysis import Verdict
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
@@ -38,7 +39,7 @@ from tasks.execute import discover_stable, execute, measure_baseline
 from tasks.migrations import migration_checks
 from tasks.notify import notify_and_prepare
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks
-from tasks.reconcile import reconcile_interrupted
+from tasks.reconcile import DeployInProgress, reconcile_interrupted
 from tasks.strategy import choose_strategy_task
 from tasks.tracking import session
 from tasks.verify import post_deploy_verification
@@ -64,20 +65,27 @@ def record_start(
 ) -> int:
     """Create the deployment row before anything is touched."""
     run_id = flow_run.get_id()
-    with session() as s:
-        row = repository.create_deployment(
-            s,
-            service=spec.service,
-            environment=environment,
-            version=version,
-            strategy="pending",
-            previous_version=previous,
-            dry_run=dry_run,
-            git_ref=git_ref,
-            flow_run_id=str(run_id) if run_id else None,
-            status="running",
-        )
-        return row.id
+    try:
+        with session() as s:
+            row = repository.create_deployment(
+                s,
+                service=spec.service,
+                environment=environment,
+                version=version,
+                strategy="pending",
+                previous_version=previous,
+                dry_run=dry_run,
+                git_ref=git_ref,
+                flow_run_id=str(run_id) if run_id else None,
+                status="running",
+            )
+            return row.id
+    except IntegrityError:
+        # The partial unique index: another real deploy of this service and environment started
+        # in the same instant and won.
+        raise DeployInProgress(
+            f"another deploy of {spec.service} to {environment} started at the same time"
+        ) from None
 
 
 @task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

@@ -43,13 +43,22 @@ def reconcile_interrupted(
     logger = get_run_logger()
     with session() as s:
         rows = [
-            (r.id, r.version, r.flow_run_id)
+            (r.id, r.version, r.flow_run_id, r.dry_run)
             for r in repository.unfinished(s, spec.service, environment)
             if r.flow_run_id != own_flow_run_id
         ]
     messages: list[str] = []
-    for row_id, version, run_id in rows:
-        if _run_is_alive(run_id):
+    for row_id, version, run_id, dry_run in rows:
+        alive = _run_is_alive(run_id)
+        if dry_run:
+            # A dry run never touches traffic: it neither blocks a deploy nor needs reconciling.
+            if not alive:
+                with session() as s:
+                    repository.update_deployment(
+                        s, row_id, status="aborted", summary="dry run interrupted"
+                    )
+            continue
+        if alive:
             raise DeployInProgress(
                 f"deploy of {spec.service} {version} to {environment} is still running "
                 f"(flow run {run_id}); wait for it, or cancel it if it is dead "

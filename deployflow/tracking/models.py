@@ -113,6 +113,9 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
 
 
+_ACTIVE_DEPLOY = "status IN ('pending', 'running') AND NOT dry_run"
+
+
 class Deployment(Base):
     """One deploy of one version of one service to one environment."""
 
@@ -122,6 +125,15 @@ class Deployment(Base):
             "ix_deployments_service_environment_started_at", "service", "environment", "started_at"
         ),
         CheckConstraint("canary_weight >= 0 AND canary_weight <= 100", name="canary_weight_range"),
+        # One unfinished real deploy per service and environment (revision 0002).
+        Index(
+            "uq_deployments_one_active",
+            "service",
+            "environment",
+            unique=True,
+            sqlite_where=text(_ACTIVE_DEPLOY),
+            postgresql_where=text(_ACTIVE_DEPLOY),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

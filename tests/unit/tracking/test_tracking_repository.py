@@ -166,14 +166,20 @@ def test_last_successful_is_the_newest_real_success_in_that_environment(sessions
 def test_last_successful_orders_by_finish_time_not_start_time(sessions):
     # A slow deploy that started first but finished last is the one running now.
     with sessions.begin() as session:
-        slow = _deploy(session, version="slow", started_at=T0)
-        fast = _deploy(session, version="fast", started_at=T0 + timedelta(minutes=5))
-        repo.update_deployment(
-            session, fast.id, status="succeeded", finished_at=T0 + timedelta(minutes=6)
-        )
-        repo.update_deployment(
-            session, slow.id, status="succeeded", finished_at=T0 + timedelta(minutes=30)
-        )
+        # Recorded as history (two deploys of one service and environment cannot both be
+        # unfinished at once: see test_only_one_unfinished_real_deploy_per_environment).
+        _deploy(
+            session,
+            version="slow",
+            started_at=T0,
+            status="succeeded",
+        ).finished_at = T0 + timedelta(minutes=30)
+        _deploy(
+            session,
+            version="fast",
+            started_at=T0 + timedelta(minutes=5),
+            status="succeeded",
+        ).finished_at = T0 + timedelta(minutes=6)
     with sessions() as session:
         assert repo.last_successful(session, "payments", "production").version == "slow"
 
@@ -189,6 +195,7 @@ def test_history_is_newest_first_filtered_and_limited(sessions):
                 environment=environment,
                 version=f"1.{day}",
                 started_at=T0 + timedelta(days=day),
+                status="succeeded",
             )
     with sessions() as session:
         everything = repo.history(session)
@@ -271,3 +278,14 @@ def test_deleting_a_deployment_deletes_its_records(sessions, tracking_engine):
     with sessions() as session:
         for model in (StageResult, Incident, CheckResult):
             assert session.scalar(select(func.count()).select_from(model)) == 0
+
+
+def test_only_one_unfinished_real_deploy_per_environment(sessions):
+    from sqlalchemy.exc import IntegrityError
+
+    with sessions.begin() as session:
+        _deploy(session, version="2.0.0", status="running")
+        _deploy(session, version="2.0.0", status="running", dry_run=True)  # dry runs are exempt
+        _deploy(session, version="2.0.0", status="running", environment="staging")
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        _deploy(session, version="2.0.1", status="pending")
