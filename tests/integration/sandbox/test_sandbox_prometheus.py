@@ -7,18 +7,25 @@ updates to every 5 s) covers every test of the module.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from deployflow.analysis import MetricSample
 from deployflow.polling import wait_for
 from deployflow.providers.local_process import LocalProcessTarget
+from deployflow.providers.prometheus import PrometheusMetrics
 from deployflow.sandbox.demo_app import FAULTS_ENV
+from deployflow.sandbox.ports import free_port
 from deployflow.sandbox.prometheus import LocalPrometheus
 from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
+from deployflow.spec import MetricQueries
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +138,59 @@ def test_p95_of_healthy_versions_agree_and_injected_latency_stands_out(scraped):
     assert 0.01 < p95["v1"] < 0.05
     assert 0.5 < p95["v2"] / p95["v1"] < 1.5
     assert p95["v4-slow"] > 2 * p95["v1"]
+
+
+# -- deployflow's PrometheusMetrics provider with the queries the example spec ships -------------
+
+EXAMPLE_QUERIES = yaml.safe_load(
+    (Path(__file__).parents[3] / "examples" / "sandbox.yaml").read_text()
+)["metrics"]["queries"]
+
+
+def test_example_queries_measure_error_rate_latency_and_count(scraped):
+    _wait_for_counts(
+        scraped.prometheus,
+        "sum by (version) (deployflow_demo_http_requests_total)",
+        "version",
+        {"v1", "v3-bad"},
+    )
+    # The fixture's requests came before the first scrape; increase() only sees what follows.
+    instances = {i.version: i for i in scraped.target.instances()}
+    _send(instances["v3-bad"].base_url, 40)
+    _send(instances["v1"].base_url, 40)
+    metrics = PrometheusMetrics(scraped.prometheus.url, MetricQueries(**EXAMPLE_QUERIES))
+
+    def settled(version: str) -> MetricSample:
+        def probe() -> MetricSample | None:
+            sample = metrics.sample(version, 300)
+            return sample if sample.requests and sample.requests >= 36 else None
+
+        return wait_for(probe, timeout=15, interval=0.25, what=f"{version}'s requests scraped")
+
+    bad = settled("v3-bad")
+    assert bad.error is None
+    assert bad.error_rate == pytest.approx(0.5, abs=0.05)  # rate() extrapolates per series
+    assert bad.requests >= 36  # at least the 40 just sent (increase() extrapolates)
+    healthy = settled("v1")
+    assert healthy.error_rate == 0.0  # "or vector(0)": no errors is 0, not "no data"
+    assert healthy.p95_seconds is not None
+    assert 0.01 < healthy.p95_seconds < 0.05
+    assert metrics.sample("never-deployed", 300) == MetricSample(None, None, None)
+
+
+def test_unreachable_prometheus_is_an_error_sample_not_an_exception():
+    metrics = PrometheusMetrics(
+        f"http://127.0.0.1:{free_port()}", MetricQueries(**EXAMPLE_QUERIES), timeout=2
+    )
+    started = time.monotonic()
+    sample = metrics.sample("v1", 60)
+    assert sample.error is not None
+    assert "failed" in sample.error
+    assert time.monotonic() - started < 5  # no hidden retries: the analysis owns the policy
+    assert metrics.p95("v1", 60)[0] is None
+
+
+def test_rejected_query_is_an_error_sample(scraped):
+    queries = dict(EXAMPLE_QUERIES, request_count="sum(rate(x{version='{version}'}[{window}])")
+    sample = PrometheusMetrics(scraped.prometheus.url, MetricQueries(**queries)).sample("v1", 60)
+    assert sample.error is not None
