@@ -223,6 +223,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(json_output=args.json, state_dir=Path(args.state_dir))
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from deployments.demo import run_sandbox
+
+    return run_sandbox(state_dir=Path(args.state_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="deployflow", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -269,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the sandbox keeps its state",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sandbox", help="keep the sandbox up for deploys by hand (Ctrl-C stops)")
+    p.add_argument(
+        "--state-dir",
+        default=os.environ.get("DEPLOYFLOW_SANDBOX_DIR", ".deployflow/sandbox"),
+        help="where the sandbox keeps its state",
+    )
+    p.set_defaults(func=cmd_sandbox)
     return parser
 
 

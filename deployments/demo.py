@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -28,6 +29,37 @@ EXPECTED = {"v2": "succeeded", "v3": "rolled_back"}
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_sandbox(*, state_dir: Path, stop_after: float | None = None) -> int:
+    """Keep the sandbox up (v1 live, traffic flowing) until Ctrl-C or SIGTERM.
+
+    Prints the ``export`` lines that make ``examples/sandbox.yaml`` resolve, so deploys can be run
+    by hand from another shell. ``stop_after`` (seconds) bounds the run, for tests.
+    """
+    import time
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    faults = {"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}
+    try:
+        with Sandbox(state_dir, env=faults, rps=60) as sandbox:
+            print("# sandbox up: v1 live; in another shell run these, then deploy, e.g.")
+            print("#   deployflow deploy examples/sandbox.yaml --version v2")
+            for name, value in {**sandbox.env_vars(), **faults}.items():
+                print(f"export {name}={shlex.quote(value)}")
+            print("# Ctrl-C stops everything", flush=True)
+            deadline = None if stop_after is None else time.monotonic() + stop_after
+            while deadline is None or time.monotonic() < deadline:
+                if deadline is None:
+                    signal.pause()  # until a signal: Ctrl-C or SIGTERM raise KeyboardInterrupt
+                else:
+                    time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("# sandbox stopped", flush=True)
+    return 0
 
 
 def run_demo(*, json_output: bool = False, state_dir: Path, spec_path: Path = EXAMPLE_SPEC) -> int:
