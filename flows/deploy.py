@@ -209,7 +209,7 @@ def deploy(
     with session() as s:
         repository.update_deployment(s, outcome.deployment_id, strategy=plan.kind)
     plan_text = f"{plan.kind} {'/'.join(f'{w}%' for w in plan.steps)} ({plan.rationale})"
-    outcome.notifications = notify_and_prepare(spec, version, environment, plan_text)
+    outcome.notifications = notify_and_prepare(spec, version, environment, plan)
 
     if dry_run:
         outcome.status = "succeeded"

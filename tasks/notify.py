@@ -10,8 +10,9 @@ from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
-from deployflow.notify.slack import SlackNotifier
+from deployflow.notify.slack import SlackNotifier, format_deploy_announcement
 from deployflow.spec import ServiceSpec, SlackSpec
+from deployflow.strategy import StrategyChoice
 
 TOKEN_ENV = "DEPLOYFLOW_SLACK_TOKEN"
 
@@ -53,27 +54,25 @@ def post_to_slack(spec: ServiceSpec, text: str) -> dict[str, Any]:
     }
 
 
-def announcement(spec: ServiceSpec, version: str, environment: str, plan: str) -> str:
-    n = spec.notifications
-    return "\n".join(
-        [
-            f":rocket: Deploying {spec.service} {version} to {environment}",
-            f"Plan: {plan}",
-            f"On call: {n.on_call or 'NOBODY NAMED: set notifications.on_call'}",
-            f"Dashboard: {n.dashboard_url or 'none configured'}",
-        ]
-    )
-
-
 @task(name="notify-and-prepare", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def notify_and_prepare(
-    spec: ServiceSpec, version: str, environment: str, plan: str
+    spec: ServiceSpec, version: str, environment: str, plan: StrategyChoice
 ) -> list[dict[str, Any]]:
-    """Write the announcement to the run log and post it to Slack when a token is configured."""
+    """Announce the release in the run log and on Slack (when a token is configured), naming the
+    plan, the on-call engineer and the dashboard."""
     logger = get_run_logger()
-    text = announcement(spec, version, environment, plan)
+    n = spec.notifications
+    text = format_deploy_announcement(
+        spec.service,
+        version,
+        environment,
+        f"{plan.kind}: {plan.rationale}",
+        stages=plan.steps,
+        on_call=n.on_call,
+        dashboard_url=n.dashboard_url,
+    )
     logger.info("announcement:\n%s", text)
-    if not spec.notifications.on_call:
+    if not n.on_call:
         logger.warning("no on-call engineer named in notifications.on_call")
     result = post_to_slack(spec, text)
     (logger.info if result["ok"] else logger.warning)("slack: %s", result["detail"])

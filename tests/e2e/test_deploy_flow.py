@@ -165,7 +165,7 @@ def test_cli_exit_codes_and_json(sandbox: Sandbox, prefect_server: str, tmp_path
         proc = cli("deploy", str(spec_file), "--version", "v3", "--json", env=env)
         texts = [m.text or "" for m in slack.messages]
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert any("Deploying demo v3" in t for t in texts), texts
+    assert any("Deploying *demo* `v3`" in t for t in texts), texts
     assert any("rolled back to v2" in t for t in texts), texts
     assert "xoxb-e2e" not in proc.stdout + proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
