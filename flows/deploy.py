@@ -189,6 +189,8 @@ def deploy(
         spec, version, environment, outcome.previous_version, dry_run, git_ref
     )
     if stable is not None and stable.version == version:
+        # Idempotent: re-running a pipeline for the version that is live is not an error.
+        outcome.status = "succeeded"
         outcome.message = f"{version} already serves all the traffic: nothing to deploy"
         return _finish(outcome)
 
@@ -268,7 +270,10 @@ def deploy(
 
     if trigger is None:
         if stable is not None:
-            retire_previous(spec, stable)
+            try:
+                retire_previous(spec, stable)
+            except Exception:  # the release is done; a leftover old process is only untidy
+                logger.exception("could not stop the previous version %s", stable.version)
         outcome.status = "succeeded"
         outcome.message = f"{version} serves all the traffic and passed verification"
         return _finish(outcome)

@@ -275,3 +275,18 @@ def test_failing_gate_stops_the_deploy_before_traffic_with_evidence(
     assert build_router(spec).state() == before
     assert "v6" not in {i.version for i in build_target(spec).instances()}
     assert evidence in artifact_markdown(result["flow_run_id"], artifact)
+
+
+def test_redeploying_the_live_version_is_a_no_op(sandbox: Sandbox) -> None:
+    spec = load_spec(EXAMPLE_SPEC)
+    live = next(
+        i.version
+        for i in build_target(spec).instances()
+        if i.address == build_router(spec).state().stable
+    )
+    before = build_router(spec).state()
+    result = run(live)
+    assert result["status"] == "succeeded"
+    assert "nothing to deploy" in result["message"]
+    assert result["stages"] == []
+    assert build_router(spec).state() == before
