@@ -8,9 +8,23 @@ finds an unfinished row and calls ``reconcile`` before doing anything else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from deployflow.providers.base import Router, Target
 from deployflow.release import find_stable
+
+Action = Literal["ignore", "close", "block", "reconcile"]
+
+
+def decide_unfinished(*, dry_run: bool, alive: bool) -> Action:
+    """What to do about an unfinished deploy row found by a new run of the same service.
+
+    A live dry run is ignored and a dead one only closed: dry runs never move traffic. A live real
+    deploy blocks the new run; a dead one is reconciled before anything else happens.
+    """
+    if dry_run:
+        return "ignore" if alive else "close"
+    return "block" if alive else "reconcile"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deployflow.analysis import Verdict
 from deployflow.providers.base import Instance, Router, Target
+from deployflow.rollout import StageResult
+from deployflow.verify import VerificationReport
 
 Status = Literal["succeeded", "rolled_back", "failed", "aborted"]
 EXIT_CODES: dict[str, int] = {"succeeded": 0, "rolled_back": 3, "failed": 1, "aborted": 1}
@@ -101,6 +104,41 @@ class ReleaseOutcome:
             "flow_run_id": self.flow_run_id,
             "deployment_id": self.deployment_id,
         }
+
+
+def stage_trigger(last: StageResult) -> RollbackInfo | None:
+    """Why the rollout must roll back after its last stage, or None when that stage promoted."""
+    if last.verdict is Verdict.PROMOTE:
+        return None
+    reason = last.reason
+    return RollbackInfo(
+        stage=last.index,
+        weight=last.weight,
+        metric=reason.metric if reason else "analysis",
+        value=reason.value if reason else None,
+        threshold=reason.threshold if reason else None,
+        reason=reason.reason if reason else f"stage verdict {last.verdict.value}",
+    )
+
+
+def verification_trigger(report: VerificationReport) -> RollbackInfo | None:
+    """Why post-deploy verification rolls the release back, or None when it passed."""
+    failure = report.first_failure
+    if failure is None:
+        return None
+    return RollbackInfo(
+        stage=None,
+        weight=100,
+        metric=failure.metric or failure.name,
+        value=failure.value,
+        threshold=failure.threshold,
+        reason=f"post-deploy verification failed: {failure.name}: {failure.detail}",
+    )
+
+
+def blocking_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Step 1 and 2 results that stop the deploy: failed or errored (advisory ones never do)."""
+    return [c for c in checks if c["status"] in ("failed", "error")]
 
 
 def _fmt(value: float | None, kind: str) -> str:

@@ -17,12 +17,17 @@ from prefect.states import Completed, Failed
 from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 
-from deployflow.analysis import Verdict
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
 from deployflow.providers.base import Instance
 from deployflow.providers.factory import build_router, build_target
-from deployflow.release import ReleaseOutcome, RollbackInfo
+from deployflow.release import (
+    ReleaseOutcome,
+    RollbackInfo,
+    blocking_checks,
+    stage_trigger,
+    verification_trigger,
+)
 from deployflow.spec import (
     ENVIRONMENT_PATTERN,
     VERSION_PATTERN,
@@ -198,7 +203,7 @@ def deploy(
     migration_future = migration_checks.submit(spec)
     outcome.checks = run_pre_checks(spec, version, environment, git_ref)
     outcome.checks += migration_future.result()
-    failed = [c for c in outcome.checks if c["status"] in ("failed", "error")]
+    failed = blocking_checks(outcome.checks)
     if failed:
         outcome.message = "blocked before any traffic moved: " + "; ".join(
             f"{c['name']} {c['status']} ({c['detail']})" for c in failed
@@ -240,30 +245,12 @@ def deploy(
         outcome.stages = [s.to_dict() for s in stages]
         last = stages[-1]
         last_measurements = [m.to_dict() for m in last.measurements]
-        if last.verdict is not Verdict.PROMOTE:
-            reason = last.reason
-            trigger = RollbackInfo(
-                stage=last.index,
-                weight=last.weight,
-                metric=reason.metric if reason else "analysis",
-                value=reason.value if reason else None,
-                threshold=reason.threshold if reason else None,
-                reason=reason.reason if reason else f"stage verdict {last.verdict.value}",
-            )
-        else:
+        trigger = stage_trigger(last)
+        if trigger is None:
             promote(spec, outcome.deployment_id, canary)
             report = post_deploy_verification(spec, canary, outcome.baseline_p95_seconds)
             outcome.verification = [c.to_dict() for c in report.checks]
-            failure = report.first_failure
-            if failure is not None:
-                trigger = RollbackInfo(
-                    stage=None,
-                    weight=100,
-                    metric=failure.metric or failure.name,
-                    value=failure.value,
-                    threshold=failure.threshold,
-                    reason=f"post-deploy verification failed: {failure.name}: {failure.detail}",
-                )
+            trigger = verification_trigger(report)
     except Exception as exc:  # a broken step must still leave traffic on a healthy version
         logger.exception("rollout step failed")
         trigger = RollbackInfo(None, None, "error", None, None, f"rollout step failed: {exc}")

@@ -10,7 +10,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from deployflow.providers.factory import build_router, build_target
-from deployflow.reconcile import reconcile
+from deployflow.reconcile import decide_unfinished, reconcile
 from deployflow.spec import ServiceSpec
 from deployflow.tracking import repository
 from tasks.tracking import session
@@ -49,16 +49,16 @@ def reconcile_interrupted(
         ]
     messages: list[str] = []
     for row_id, version, run_id, dry_run in rows:
-        alive = _run_is_alive(run_id)
-        if dry_run:
-            # A dry run never touches traffic: it neither blocks a deploy nor needs reconciling.
-            if not alive:
-                with session() as s:
-                    repository.update_deployment(
-                        s, row_id, status="aborted", summary="dry run interrupted"
-                    )
+        action = decide_unfinished(dry_run=dry_run, alive=_run_is_alive(run_id))
+        if action == "ignore":
             continue
-        if alive:
+        if action == "close":
+            with session() as s:
+                repository.update_deployment(
+                    s, row_id, status="aborted", summary="dry run interrupted"
+                )
+            continue
+        if action == "block":
             raise DeployInProgress(
                 f"deploy of {spec.service} {version} to {environment} is still running "
                 f"(flow run {run_id}); wait for it, or cancel it if it is dead "

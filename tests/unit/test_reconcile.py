@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from deployflow.fakes.infra import InMemoryRouter, InMemoryTarget
-from deployflow.reconcile import reconcile
+from deployflow.reconcile import decide_unfinished, reconcile
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +49,18 @@ def test_only_serving_version_is_never_stopped() -> None:
     result = reconcile(router, target, "v2")
     assert result.stopped == ()
     assert "v2" in target.running
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "alive", "action"),
+    [
+        (False, True, "block"),
+        (False, False, "reconcile"),
+        (True, True, "ignore"),
+        (True, False, "close"),
+    ],
+)
+def test_what_a_new_run_does_about_an_unfinished_deploy(
+    dry_run: bool, alive: bool, action: str
+) -> None:
+    assert decide_unfinished(dry_run=dry_run, alive=alive) == action

@@ -1,9 +1,21 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
-from deployflow.release import ReleaseOutcome, RollbackInfo, incident_markdown, summary_markdown
+from deployflow.analysis import Breach, Verdict
+from deployflow.release import (
+    ReleaseOutcome,
+    RollbackInfo,
+    blocking_checks,
+    incident_markdown,
+    stage_trigger,
+    summary_markdown,
+    verification_trigger,
+)
+from deployflow.rollout import StageResult
 from deployflow.spec import CanaryStrategySpec, DirectStrategySpec, SmokeRequest
 from deployflow.strategy import choose_strategy
 from deployflow.verify import VerificationReport, check_health, check_smoke
@@ -125,3 +137,49 @@ def test_non_critical_failures_do_not_fail_the_report() -> None:
     report = VerificationReport((check_smoke(client(404), "http://lb", smoke),))
     assert report.ok
     assert report.first_failure is None
+
+
+def stage(verdict: Verdict, reason: Breach | None = None) -> StageResult:
+    now = datetime.now(UTC)
+    return StageResult(2, 50, verdict, [], reason, now, now)
+
+
+def test_a_promoting_stage_triggers_nothing() -> None:
+    assert stage_trigger(stage(Verdict.PROMOTE)) is None
+
+
+def test_a_rolled_back_stage_names_stage_metric_value_threshold() -> None:
+    breach = Breach("p95_latency", 0.09, 0.04, "P95 too high")
+    trigger = stage_trigger(stage(Verdict.ROLLBACK, breach))
+    assert trigger is not None
+    assert trigger.to_dict() == {
+        "stage": 2,
+        "weight": 50,
+        "metric": "p95_latency",
+        "value": 0.09,
+        "threshold": 0.04,
+        "reason": "P95 too high",
+        "verified": False,
+    }
+
+
+def test_failed_critical_path_in_verification_triggers_rollback() -> None:
+    smoke = SmokeRequest(name="checkout", path="/api/checkout")
+    report = VerificationReport((check_smoke(client(502), "http://lb", smoke),))
+    trigger = verification_trigger(report)
+    assert trigger is not None
+    assert trigger.metric == "critical_path"
+    assert "checkout" in trigger.reason
+    ok = VerificationReport((check_smoke(client(200), "http://lb", smoke),))
+    assert verification_trigger(ok) is None
+
+
+def test_only_failed_and_errored_checks_block() -> None:
+    checks = [
+        {"name": "lint", "status": "advisory_failed"},
+        {"name": "review", "status": "skipped"},
+        {"name": "tests", "status": "error"},
+        {"name": "build", "status": "passed"},
+        {"name": "migrations", "status": "failed"},
+    ]
+    assert [c["name"] for c in blocking_checks(checks)] == ["tests", "migrations"]
