@@ -15,7 +15,7 @@ from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
 
 EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
-FAULTS = json.dumps({"v3": {"error_rate": 0.2}})
+FAULTS = json.dumps({"v3": {"error_rate": 0.2}, "v8": {"latency_ms": 120}})
 
 
 @pytest.fixture(scope="module")

@@ -290,3 +290,32 @@ def test_redeploying_the_live_version_is_a_no_op(sandbox: Sandbox) -> None:
     assert "nothing to deploy" in result["message"]
     assert result["stages"] == []
     assert build_router(spec).state() == before
+
+
+def test_metrics_backend_down_never_promotes(sandbox: Sandbox) -> None:
+    """Without a baseline the canary cannot be judged: the deploy stops before any traffic."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    with spec_variant(
+        "prometheus-down", "  url: ${DEPLOYFLOW_SANDBOX_PROMETHEUS_URL}\n", f"  url: {closed}\n"
+    ) as spec_file:
+        spec = load_spec(spec_file)
+        before = build_router(spec).state()
+        state = deploy(spec_path=str(spec_file), version="v7", return_state=True)
+    result = state.result(raise_on_failure=False)
+
+    assert isinstance(result, dict), result
+    assert result["status"] == "aborted"
+    assert "cannot measure the P95 baseline" in result["message"]
+    assert build_router(spec).state() == before
+    assert "v7" not in {i.version for i in build_target(spec).instances()}
+
+
+def test_slow_version_rolls_back_on_p95_against_the_baseline(sandbox: Sandbox) -> None:
+    result = run("v8")  # 120 ms added to every request; the stable P95 is about 20 ms
+
+    assert result["status"] == "rolled_back", result["message"]
+    rollback = result["rollback"]
+    assert rollback["metric"] == "p95_latency"
+    assert rollback["stage"] == 0
+    assert rollback["threshold"] == pytest.approx(2 * result["baseline_p95_seconds"])
+    assert rollback["value"] > rollback["threshold"]
