@@ -105,7 +105,7 @@ class LocalHAProxy:
     @property
     def pid(self) -> int | None:
         """Process id of HAProxy while it runs."""
-        return self._process.proc.pid if self._process.proc is not None else None
+        return self._process.pid
 
     def router(self) -> HAProxyRouter:
         """A router bound to this HAProxy's admin socket and slot names."""

@@ -238,6 +238,11 @@ class ManagedProcess:
             self.proc.wait(timeout=timeout)  # reap it; terminate() saw it exit
         self.record_path.unlink(missing_ok=True)
 
+    @property
+    def pid(self) -> int | None:
+        """Process id while it runs (None before start)."""
+        return self.proc.pid if self.proc is not None else None
+
     def start_and_wait(
         self,
         ready: Callable[[], object],

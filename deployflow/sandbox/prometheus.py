@@ -111,7 +111,7 @@ class LocalPrometheus:
     @property
     def pid(self) -> int | None:
         """Process id of Prometheus while it runs."""
-        return self._process.proc.pid if self._process.proc is not None else None
+        return self._process.pid
 
     def start(self) -> LocalPrometheus:
         """Write the config, start Prometheus and wait for ``/-/ready``.
