@@ -12,7 +12,7 @@ UV = $$(cat .deployflow/uv-path)
 help:
 	@echo "make demo         sandbox demo: v2 promoted through 5/25/50/100, v3 rolled back"
 	@echo "make test         the whole test suite (unit, integration, e2e)"
-	@echo "make lint         ruff and mypy"
+	@echo "make lint         ruff, mypy and the import-layer contracts (lint-imports)"
 	@echo "make server       start the local Prefect server (UI on http://127.0.0.1:$(PREFECT_PORT))"
 	@echo "make stop-server  stop it"
 
@@ -39,6 +39,7 @@ lint: bootstrap
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports
 
 bench: fixtures
 	$(UV) run python bench/bench_prechecks.py

@@ -46,10 +46,18 @@ class SlackNotificationBlock(Block):
             raise ValueError("channel: must be a Slack channel name like '#deploys' or an id")
         return value.strip()
 
-    def get_client(self) -> SlackNotifier:
+    def get_client(
+        self, *, channel: str | None = None, base_url: str | None = None
+    ) -> SlackNotifier:
         """Build the notifier that posts to the configured channel.
+
+        Args:
+            channel: Another channel than the block's (a service spec names its own).
+            base_url: Another Web API base URL than the block's.
 
         Returns:
             A ``SlackNotifier``; its ``post`` never raises for a delivery failure.
         """
-        return SlackNotifier(self.token, self.channel, base_url=self.base_url)
+        return SlackNotifier(
+            self.token, channel or self.channel, base_url=base_url or self.base_url
+        )

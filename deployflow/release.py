@@ -1,20 +1,25 @@
-"""The release record: what a deploy did, as plain data, and the reports written from it.
+"""The release record: what a deploy did, typed end to end, and the reports written from it.
 
-``ReleaseOutcome`` is what the flow returns, what ``deployflow deploy --json`` prints and what the
-markdown summary and incident report are rendered from, so the three never disagree.
+``ReleaseOutcome`` is what the flow returns, what ``deployflow deploy --json`` prints, what the
+tracking database records (``Ledger.record_outcome``) and what the markdown summary and incident
+report are rendered from, so none of them disagree. Dicts appear only at those boundaries
+(``to_dict``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deployflow.analysis import Verdict
-from deployflow.providers.base import Instance, Router, Target
+from deployflow.analysis import Measurement, Verdict
+from deployflow.checks.result import BLOCKING, CheckResult, CheckStatus
+from deployflow.providers.base import Instance, NotificationResult, Router, RouterState, Target
 from deployflow.rollout import StageResult
 from deployflow.verify import VerificationReport
 
 Status = Literal["succeeded", "rolled_back", "failed", "aborted"]
+Step = Literal["pre_checks", "migrations"]
 EXIT_CODES: dict[str, int] = {"succeeded": 0, "rolled_back": 3, "failed": 1, "aborted": 1}
 
 
@@ -26,17 +31,66 @@ def find_stable(router: Router, target: Target) -> Instance | None:
     return next((i for i in target.instances() if i.address == address), None)
 
 
-@dataclass
-class RollbackInfo:
+@dataclass(frozen=True)
+class CheckRecord:
+    """One gate of step 1 or 2 as the release records it."""
+
+    step: Step
+    name: str
+    status: CheckStatus
+    detail: str
+    figure: str = ""
+    reason: str = ""
+    duration_seconds: float | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> bool:
+        """True when this result stops the deploy (failed or error; advisory ones never do)."""
+        return self.status in BLOCKING
+
+    @classmethod
+    def from_check(cls, step: Step, result: CheckResult) -> CheckRecord:
+        details = {**result.details, "required": result.required}
+        details["output_tail"] = result.output_tail
+        return cls(
+            step=step,
+            name=result.name,
+            status=result.status,
+            detail=" ".join(x for x in (result.figure, result.reason) if x) or result.status.value,
+            figure=result.figure,
+            reason=result.reason,
+            duration_seconds=result.duration_seconds,
+            details=details,
+        )
+
+    @classmethod
+    def skipped(cls, step: Step, name: str, reason: str) -> CheckRecord:
+        return cls(step, name, CheckStatus.SKIPPED, reason, reason=reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "name": self.name,
+            "status": self.status.value,
+            "detail": self.detail,
+            "figure": self.figure,
+            "reason": self.reason,
+            "duration_seconds": self.duration_seconds,
+            "details": dict(self.details),
+        }
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a release is rolled back: which stage, which metric, against which threshold."""
+
     stage: int | None
     weight: int | None
     metric: str
     value: float | None
     threshold: float | None
     reason: str
-    verified: bool = False
-    verification: list[dict[str, Any]] = field(default_factory=list)
-    evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,8 +100,48 @@ class RollbackInfo:
             "value": self.value,
             "threshold": self.threshold,
             "reason": self.reason,
-            "verified": self.verified,
         }
+
+
+@dataclass(frozen=True)
+class RollbackEvidence:
+    """What the rollback gathered for the root cause. ``problems`` says what could not be had."""
+
+    router_before: RouterState | None = None
+    router_after: RouterState | None = None
+    canary_log_tail: str = ""
+    last_measurements: tuple[Measurement, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "router_before": str(self.router_before) if self.router_before else None,
+            "router_after": str(self.router_after) if self.router_after else None,
+            "canary_log_tail": self.canary_log_tail,
+            "last_measurements": [m.to_dict() for m in self.last_measurements],
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class RollbackRecord:
+    """A rollback: its trigger, the verification of the restored version, the evidence.
+
+    ``error`` is set when the rollback itself failed (traffic may not be on stable).
+    """
+
+    trigger: Trigger
+    verification: VerificationReport | None = None
+    evidence: RollbackEvidence = field(default_factory=RollbackEvidence)
+    error: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        """The restored version was verified healthy."""
+        return self.error is None and self.verification is not None and self.verification.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.trigger.to_dict(), "verified": self.verified, "error": self.error}
 
 
 @dataclass
@@ -57,17 +151,17 @@ class ReleaseOutcome:
     service: str
     environment: str
     version: str
-    status: Status
-    strategy: str
+    status: Status = "aborted"
+    strategy: str = "pending"
     previous_version: str | None = None
     strategy_rationale: str = ""
     dry_run: bool = False
     baseline_p95_seconds: float | None = None
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)
-    verification: list[dict[str, Any]] = field(default_factory=list)
-    rollback: RollbackInfo | None = None
-    notifications: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[StageResult] = field(default_factory=list)
+    checks: list[CheckRecord] = field(default_factory=list)
+    verification: VerificationReport | None = None
+    rollback: RollbackRecord | None = None
+    notifications: list[NotificationResult] = field(default_factory=list)
     message: str = ""
     flow_run_id: str | None = None
     deployment_id: int | None = None
@@ -89,29 +183,34 @@ class ReleaseOutcome:
             "baseline_p95_seconds": self.baseline_p95_seconds,
             "stages": [
                 {
-                    "index": s["index"],
-                    "weight": s["weight"],
-                    "verdict": s["verdict"],
-                    "values": s["values"],
-                    "counts": s.get("counts", {}),
+                    "index": s.index,
+                    "weight": s.weight,
+                    "verdict": s.verdict.value,
+                    "values": s.last_values(),
+                    "counts": s.counts,
                 }
                 for s in self.stages
             ],
-            "checks": self.checks,
-            "verification": self.verification,
+            "checks": [c.to_dict() for c in self.checks],
+            "verification": (
+                [c.to_dict() for c in self.verification.checks] if self.verification else []
+            ),
             "rollback": self.rollback.to_dict() if self.rollback else None,
+            "notifications": [
+                {"channel": n.channel, "ok": n.ok, "detail": n.detail} for n in self.notifications
+            ],
             "message": self.message,
             "flow_run_id": self.flow_run_id,
             "deployment_id": self.deployment_id,
         }
 
 
-def stage_trigger(last: StageResult) -> RollbackInfo | None:
+def stage_trigger(last: StageResult) -> Trigger | None:
     """Why the rollout must roll back after its last stage, or None when that stage promoted."""
     if last.verdict is Verdict.PROMOTE:
         return None
     reason = last.reason
-    return RollbackInfo(
+    return Trigger(
         stage=last.index,
         weight=last.weight,
         metric=reason.metric if reason else "analysis",
@@ -121,12 +220,12 @@ def stage_trigger(last: StageResult) -> RollbackInfo | None:
     )
 
 
-def verification_trigger(report: VerificationReport) -> RollbackInfo | None:
+def verification_trigger(report: VerificationReport) -> Trigger | None:
     """Why post-deploy verification rolls the release back, or None when it passed."""
     failure = report.first_failure
     if failure is None:
         return None
-    return RollbackInfo(
+    return Trigger(
         stage=None,
         weight=100,
         metric=failure.metric or failure.name,
@@ -136,9 +235,20 @@ def verification_trigger(report: VerificationReport) -> RollbackInfo | None:
     )
 
 
-def blocking_checks(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Step 1 and 2 results that stop the deploy: failed or errored (advisory ones never do)."""
-    return [c for c in checks if c["status"] in ("failed", "error")]
+def step_failed_trigger(what: str, error: BaseException | str) -> Trigger:
+    """A step of the rollout broke (a backend refused, a bug): roll back, the safe side."""
+    return Trigger(None, None, "error", None, None, f"{what} failed: {error}")
+
+
+def blocking_checks(checks: list[CheckRecord]) -> list[CheckRecord]:
+    """Step 1 and 2 results that stop the deploy."""
+    return [c for c in checks if c.blocks]
+
+
+def blocked_message(failed: list[CheckRecord]) -> str:
+    return "blocked before any traffic moved: " + "; ".join(
+        f"{c.name} {c.status.value} ({c.detail})" for c in failed
+    )
 
 
 def _fmt(value: float | None, kind: str) -> str:
@@ -149,6 +259,10 @@ def _fmt(value: float | None, kind: str) -> str:
     if kind in ("p95_seconds", "p95_latency"):
         return f"{value * 1000:.1f} ms"
     return f"{value:g}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:200]
 
 
 def summary_markdown(outcome: ReleaseOutcome) -> str:
@@ -170,8 +284,7 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
     if outcome.checks:
         lines += ["", "## Checks", "", "| step | check | status | detail |", "|---|---|---|---|"]
         for c in outcome.checks:
-            detail = str(c.get("detail", "")).replace("|", "\\|").replace("\n", " ")[:200]
-            lines.append(f"| {c['step']} | {c['name']} | {c['status']} | {detail} |")
+            lines.append(f"| {c.step} | {c.name} | {c.status.value} | {_cell(c.detail)} |")
     if outcome.stages:
         lines += [
             "",
@@ -181,27 +294,31 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for s in outcome.stages:
-            v = s["values"]
-            counts = ", ".join(f"{k} {n}" for k, n in s.get("counts", {}).items() if n)
+            v = s.last_values()
+            counts = ", ".join(f"{k} {n}" for k, n in s.counts.items() if n)
             lines.append(
-                f"| {s['index'] + 1} | {s['weight']}% | {s['verdict']} | "
+                f"| {s.index + 1} | {s.weight}% | {s.verdict.value} | "
                 f"{_fmt(v['error_rate'], 'error_rate')} | {_fmt(v['p95_seconds'], 'p95_seconds')} "
                 f"| {_fmt(v['requests'], 'requests')} | {counts} |"
             )
     if outcome.verification:
         lines += ["", "## Verification", "", "| check | ok | detail |", "|---|---|---|"]
-        for c in outcome.verification:
-            lines.append(f"| {c['name']} | {'yes' if c['ok'] else '**no**'} | {c['detail']} |")
+        for check in outcome.verification.checks:
+            ok = "yes" if check.ok else "**no**"
+            lines.append(f"| {check.name} | {ok} | {_cell(check.detail)} |")
     if outcome.rollback:
         r = outcome.rollback
+        t = r.trigger
         lines += [
             "",
             "## Rollback",
             "",
-            f"Rolled back at stage {'n/a' if r.stage is None else r.stage + 1}"
-            f" ({r.weight if r.weight is not None else 'n/a'}% canary): {r.reason}.",
+            f"Rolled back at stage {'n/a' if t.stage is None else t.stage + 1}"
+            f" ({t.weight if t.weight is not None else 'n/a'}% canary): {t.reason}.",
             f"Stable verified healthy afterwards: {'yes' if r.verified else '**no**'}.",
         ]
+        if r.error:
+            lines.append(f"The rollback itself failed: {r.error}")
     return "\n".join(lines) + "\n"
 
 
@@ -210,41 +327,42 @@ def incident_markdown(outcome: ReleaseOutcome) -> str:
     r = outcome.rollback
     if r is None:
         raise ValueError("no rollback happened, so there is no incident to report")
-    ev = r.evidence
+    t, ev = r.trigger, r.evidence
     lines = [
         f"# Incident: {outcome.service} {outcome.version} rolled back in {outcome.environment}",
         "",
         "## What happened",
         "",
-        f"- Trigger: **{r.metric}** = {_fmt(r.value, r.metric)} against the threshold "
-        f"{_fmt(r.threshold, r.metric)}",
-        f"- Stage: {'n/a' if r.stage is None else r.stage + 1} "
-        f"({r.weight if r.weight is not None else 'n/a'}% of traffic on the canary)",
-        f"- Reason: {r.reason}",
+        f"- Trigger: **{t.metric}** = {_fmt(t.value, t.metric)} against the threshold "
+        f"{_fmt(t.threshold, t.metric)}",
+        f"- Stage: {'n/a' if t.stage is None else t.stage + 1} "
+        f"({t.weight if t.weight is not None else 'n/a'}% of traffic on the canary)",
+        f"- Reason: {t.reason}",
         f"- Traffic restored to: {outcome.previous_version or 'n/a'}",
         f"- Stable verified after rollback: {'yes' if r.verified else '**NO: investigate now**'}",
-        "",
-        "## Verification of the stable version",
-        "",
     ]
-    for c in r.verification:
-        lines.append(f"- {'✅' if c['ok'] else '❌'} {c['name']}: {c['detail']}")
+    if r.error:
+        lines.append(f"- The rollback itself failed: {r.error}")
+    lines += ["", "## Verification of the stable version", ""]
+    for v in r.verification.checks if r.verification else ():
+        lines.append(f"- {'✅' if v.ok else '❌'} {v.name}: {v.detail}")
     lines += ["", "## Evidence for the root cause", ""]
-    measurements = ev.get("last_measurements", [])
-    if measurements:
+    if ev.last_measurements:
         lines += ["| outcome | error rate | P95 | requests | note |", "|---|---|---|---|---|"]
-        for m in measurements:
+        for m in ev.last_measurements:
             lines.append(
-                f"| {m['outcome']} | {_fmt(m['error_rate'], 'error_rate')} | "
-                f"{_fmt(m['p95_seconds'], 'p95_seconds')} | {_fmt(m['requests'], 'requests')} | "
-                f"{m.get('note', '')} |"
+                f"| {m.outcome.value} | {_fmt(m.sample.error_rate, 'error_rate')} | "
+                f"{_fmt(m.sample.p95_seconds, 'p95_seconds')} | "
+                f"{_fmt(m.sample.requests, 'requests')} | {_cell(m.note)} |"
             )
-    if ev.get("router_before"):
-        lines += ["", f"Router before rollback: `{ev['router_before']}`"]
-    if ev.get("router_after"):
-        lines += [f"Router after rollback: `{ev['router_after']}`"]
-    if ev.get("canary_log_tail"):
-        lines += ["", "Canary log tail:", "", "```", ev["canary_log_tail"], "```"]
+    if ev.router_before:
+        lines += ["", f"Router before rollback: {ev.router_before}"]
+    if ev.router_after:
+        lines += [f"Router after rollback: {ev.router_after}"]
+    for problem in ev.problems:
+        lines += [f"Evidence not gathered: {problem}"]
+    if ev.canary_log_tail:
+        lines += ["", "Canary log tail:", "", "```", ev.canary_log_tail, "```"]
     lines += [
         "",
         "## Follow-up",

@@ -10,23 +10,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from deployflow.analysis import (
     Breach,
     Measurement,
-    MetricSample,
     Outcome,
     Thresholds,
     Verdict,
     analyse_stage,
     evaluate,
 )
+from deployflow.providers.base import Metrics
 from deployflow.spec import AnalysisSpec
-
-
-class SampleSource(Protocol):
-    def sample(self, version: str, window_seconds: float) -> MetricSample: ...
 
 
 def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
@@ -80,7 +76,7 @@ class StageResult:
 
 
 def observe_stage(
-    source: SampleSource,
+    source: Metrics,
     *,
     version: str,
     index: int,

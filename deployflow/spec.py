@@ -13,127 +13,51 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from deployflow.checks.spec import PreChecksSpec
 from deployflow.migrations.spec import MigrationsSpec
-from deployflow.spec_types import Argv, Duration, StrictModel
+from deployflow.providers.registry import Role, kinds, spec_union
+from deployflow.spec_types import (
+    ENVIRONMENT_PATTERN,
+    VERSION_PATTERN,
+    Duration,
+    SpecError,
+    StrictModel,
+    validate_environment,
+    validate_version,
+)
 
-VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
-_VERSION_RE = re.compile(VERSION_PATTERN)
-ENVIRONMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+__all__ = [
+    "ENVIRONMENT_PATTERN",
+    "VERSION_PATTERN",
+    "AnalysisSpec",
+    "ServiceSpec",
+    "SpecError",
+    "load_spec",
+    "parse_spec",
+    "validate_environment",
+    "validate_version",
+]
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-
-class SpecError(ValueError):
-    """The spec (or a parameter checked against it) is invalid. ``problems`` lists every one."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  {path}: {message}" for path, message in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
-
-
-def validate_environment(environment: str, field: str = "environment") -> str:
-    """Environments name database rows and artifacts: keep them plain."""
-    if not re.match(ENVIRONMENT_PATTERN, environment):
-        raise SpecError(
-            field,
-            [(field, f"{environment!r} is not allowed: use 1-64 letters, digits, '.', '_', '-'")],
-        )
-    return environment
-
-
-def validate_version(version: str, field: str = "version") -> str:
-    """A version goes into argv lists, PromQL label matchers and file names: keep it plain."""
-    if not _VERSION_RE.match(version):
-        raise SpecError(
-            field,
-            [
-                (
-                    field,
-                    f"{version!r} is not allowed: use 1-128 letters, digits, '.', '_', '+', '-', "
-                    "starting with a letter or digit",
-                )
-            ],
-        )
-    return version
-
-
-class LocalProcessTargetSpec(StrictModel):
-    """Each version runs as a local process on a free loopback port."""
-
-    kind: Literal["local-process"] = Field(description="Run each version as a local process.")
-    command: Argv = Field(
-        description="argv template; {version}, {port}, {host} and {python} are substituted per "
-        "argument. No shell is involved."
-    )
-    state_dir: Path = Field(description="Where pids, ports and logs of running versions live.")
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment for the service processes."
-    )
-    health_path: str = Field("/healthz", description="Path that answers 2xx when healthy.")
-    start_timeout: Duration = Field(
-        30.0, description="How long a new version may take to become healthy, e.g. '30s'."
-    )
-    scrape_targets_file: Path | None = Field(
-        None, description="Prometheus file_sd file the target keeps current (sandbox)."
-    )
-
-
-TargetSpec = LocalProcessTargetSpec
-
-
-class HAProxyRouterSpec(StrictModel):
-    """Traffic is split by HAProxy through its runtime API (no reload)."""
-
-    kind: Literal["haproxy"] = Field(description="HAProxy runtime API on its admin socket.")
-    admin_socket: Path = Field(description="Path of HAProxy's stats socket at level admin.")
-    backend: str = Field("app", description="Backend holding the stable and canary servers.")
-    stable_server: str = Field("stable", description="Server slot of the stable version.")
-    canary_server: str = Field("canary", description="Server slot of the canary version.")
-    frontend_url: str = Field(description="URL users reach; smoke requests go through it.")
-
-
-RouterSpec = HAProxyRouterSpec
-
-
-class MetricQueries(StrictModel):
-    """PromQL templates. ``{version}`` and ``{window}`` are replaced; nothing else is touched."""
-
-    error_rate: str = Field(description="Fraction of requests that failed, 0..1.")
-    p95_latency: str = Field(description="95th percentile latency in seconds.")
-    request_count: str = Field(description="Requests served in the window.")
-
-    @field_validator("error_rate", "p95_latency", "request_count")
-    @classmethod
-    def _has_version(cls, value: str) -> str:
-        if "{version}" not in value:
-            raise ValueError("the query must select the version with the {version} placeholder")
-        return value
-
-
-class PrometheusMetricsSpec(StrictModel):
-    """Metrics come from a Prometheus server's HTTP API."""
-
-    kind: Literal["prometheus"] = Field(description="Prometheus HTTP API.")
-    url: str = Field(description="Base URL of the Prometheus server.")
-    queries: MetricQueries
-    timeout: Duration = Field(5.0, description="Timeout of one query.")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
-
-
-MetricsSpec = PrometheusMetricsSpec
+# Backend sections: one model per registered kind, told apart by ``kind``. The unions are built
+# from the registry at run time; to the type checker a section is a StrictModel, which is all the
+# flow needs (it hands sections to ``registry.build``).
+if TYPE_CHECKING:
+    TargetSpec: TypeAlias = StrictModel
+    RouterSpec: TypeAlias = StrictModel
+    MetricsSpec: TypeAlias = StrictModel
+    NotifierSpec: TypeAlias = StrictModel
+else:
+    TargetSpec = spec_union("target")
+    RouterSpec = spec_union("router")
+    MetricsSpec = spec_union("metrics")
+    NotifierSpec = spec_union("notifier")
 
 
 class AnalysisSpec(StrictModel):
@@ -211,23 +135,13 @@ class SmokeRequest(StrictModel):
         return value
 
 
-class SlackSpec(StrictModel):
-    """Where the announcement is posted. The token comes from a Prefect Secret block or
-    ``DEPLOYFLOW_SLACK_TOKEN``; it never lives in the spec."""
-
-    channel: str = Field(description="Channel name or id, e.g. '#deploys'.")
-    token_secret_block: str | None = Field(
-        None, description="Name of the Prefect Secret block holding the bot token."
-    )
-    base_url: str | None = Field(
-        None, description="Slack Web API base URL (default https://slack.com/api/)."
-    )
-
-
 class NotificationsSpec(StrictModel):
     """Announcements and who is on call."""
 
-    slack: SlackSpec | None = None
+    notifiers: list[NotifierSpec] = Field(
+        default_factory=list,
+        description="Where announcements and rollback alerts go; empty: the run log only.",
+    )
     on_call: str | None = Field(None, description="On-call engineer confirmed for the release.")
     dashboard_url: str | None = Field(None, description="Monitoring dashboard for the release.")
 
@@ -236,9 +150,15 @@ class ServiceSpec(StrictModel):
     """Everything deployflow needs to release one service."""
 
     service: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Service name.")
-    target: TargetSpec
-    router: RouterSpec
-    metrics: MetricsSpec
+    target: TargetSpec = Field(
+        description="Where versions run: " + ", ".join(b.kind for b in kinds("target"))
+    )
+    router: RouterSpec = Field(
+        description="What splits traffic: " + ", ".join(b.kind for b in kinds("router"))
+    )
+    metrics: MetricsSpec = Field(
+        description="Where measurements come from: " + ", ".join(b.kind for b in kinds("metrics"))
+    )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     strategy: StrategySpec = Field(default_factory=lambda: CanaryStrategySpec(kind="canary"))
     pre_checks: PreChecksSpec | None = Field(
@@ -288,6 +208,15 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
+# Top-level keys holding backend sections, and the registry role of each.
+_BACKEND_SECTIONS: dict[str, Role] = {
+    "target": "target",
+    "router": "router",
+    "metrics": "metrics",
+    "notifications": "notifier",
+}
+
+
 def parse_spec(
     data: Any, source: str = "spec", env: Mapping[str, str] | None = None
 ) -> ServiceSpec:
@@ -301,9 +230,17 @@ def parse_spec(
     except ValidationError as exc:
         for error in exc.errors():
             message = error["msg"].removeprefix("Value error, ")
+            loc = tuple(error["loc"])
             if error["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling; see examples/sandbox.yaml)"
-            problems.append((_loc(tuple(error["loc"])), message))
+            role = _BACKEND_SECTIONS.get(str(loc[0])) if loc else None
+            if role and error["type"] in ("literal_error", "union_tag_invalid"):
+                known = ", ".join(repr(b.kind) for b in kinds(role))
+                given = error["input"].get("kind") if isinstance(error["input"], dict) else None
+                given = given if given is not None else error["input"]
+                message = f"unknown {role} kind {given!r}; known kinds: {known}"
+                loc = (*loc[: -1 if loc[-1] == "kind" else None], "kind")
+            problems.append((_loc(loc), message))
         raise SpecError(source, problems) from None
     if problems:
         raise SpecError(source, problems)
@@ -326,31 +263,27 @@ def load_spec(path: Path | str, env: Mapping[str, str] | None = None) -> Service
 
 
 def resolve_paths(spec: ServiceSpec, base: Path) -> ServiceSpec:
-    """Make the spec's relative paths absolute against ``base`` (the spec file's folder)."""
+    """Make the spec's relative paths absolute against ``base`` (the spec file's folder).
 
-    def resolve(p: Path | None) -> Path | None:
-        if p is None or p.is_absolute():
-            return p
-        return (base / p).resolve()
+    Which fields hold such paths is declared by each section's ``spec_relative_paths``, so a new
+    backend's paths are resolved without a change here.
+    """
+    resolved = _resolve_model(spec, base)
+    assert isinstance(resolved, ServiceSpec)
+    return resolved
 
-    target = spec.target.model_copy(
-        update={
-            "state_dir": resolve(spec.target.state_dir),
-            "scrape_targets_file": resolve(spec.target.scrape_targets_file),
-        }
-    )
-    router = spec.router.model_copy(update={"admin_socket": resolve(spec.router.admin_socket)})
-    pre_checks = spec.pre_checks
-    if pre_checks is not None:
-        pre_checks = pre_checks.model_copy(update={"checkout": resolve(pre_checks.checkout)})
-    migrations = spec.migrations
-    if migrations is not None:
-        migrations = migrations.model_copy(update={"path": resolve(migrations.path)})
-    return spec.model_copy(
-        update={
-            "target": target,
-            "router": router,
-            "pre_checks": pre_checks,
-            "migrations": migrations,
-        }
-    )
+
+def _resolve_model(model: StrictModel, base: Path) -> StrictModel:
+    update: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if name in model.spec_relative_paths and isinstance(value, Path):
+            if not value.is_absolute():
+                update[name] = (base / value).resolve()
+        elif isinstance(value, StrictModel):
+            update[name] = _resolve_model(value, base)
+        elif isinstance(value, list) and any(isinstance(v, StrictModel) for v in value):
+            update[name] = [
+                _resolve_model(v, base) if isinstance(v, StrictModel) else v for v in value
+            ]
+    return model.model_copy(update=update) if update else model

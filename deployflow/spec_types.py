@@ -1,23 +1,69 @@
-"""Building blocks of the service spec: strict models, durations, argv lists.
+"""Building blocks of the service spec: strict models, durations, argv lists, URLs, versions.
 
 Every spec model derives from ``StrictModel`` so an unknown key is an error that names its path.
+Backend modules build their own spec sections from these without importing ``deployflow.spec``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+ENVIRONMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+class SpecError(ValueError):
+    """The spec (or a parameter checked against it) is invalid. ``problems`` lists every one."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {message}" for path, message in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+def validate_environment(environment: str, field: str = "environment") -> str:
+    """Environments name database rows and artifacts: keep them plain."""
+    if not re.match(ENVIRONMENT_PATTERN, environment):
+        raise SpecError(
+            field,
+            [(field, f"{environment!r} is not allowed: use 1-64 letters, digits, '.', '_', '-'")],
+        )
+    return environment
+
+
+def validate_version(version: str, field: str = "version") -> str:
+    """A version goes into argv lists, PromQL label matchers and file names: keep it plain."""
+    if not _VERSION_RE.match(version):
+        raise SpecError(
+            field,
+            [
+                (
+                    field,
+                    f"{version!r} is not allowed: use 1-128 letters, digits, '.', '_', '+', '-', "
+                    "starting with a letter or digit",
+                )
+            ],
+        )
+    return version
+
+
 class StrictModel(BaseModel):
-    """Unknown keys are rejected; values are not coerced across types silently."""
+    """Unknown keys are rejected; values are not coerced across types silently.
+
+    ``spec_relative_paths`` names the fields holding paths that are relative to the spec file's
+    folder; ``deployflow.spec.load_spec`` makes them absolute.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    spec_relative_paths: ClassVar[tuple[str, ...]] = ()
 
 
 def parse_duration(value: Any) -> float:
@@ -63,3 +109,15 @@ def _argv(value: Any) -> Any:
 Argv = Annotated[
     list[Annotated[str, Field(min_length=1)]], BeforeValidator(_argv), Field(min_length=1)
 ]
+
+
+def _http_url(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+    return value
+
+
+# An http(s) URL without a trailing slash.
+HttpUrl = Annotated[str, AfterValidator(_http_url)]

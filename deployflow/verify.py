@@ -7,13 +7,14 @@ on missing evidence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 
 from deployflow.analysis import Outcome, Thresholds, evaluate
-from deployflow.rollout import SampleSource
+from deployflow.providers.base import Instance, Metrics, Router, Target
 from deployflow.spec import SmokeRequest
 
 
@@ -47,10 +48,10 @@ class VerificationReport:
         return {"ok": self.ok, "checks": [c.to_dict() for c in self.checks]}
 
 
-def check_health(client: httpx.Client, base_url: str, path: str, *, name: str) -> VerificationCheck:
+def check_health(client: httpx.Client, url: str, *, name: str) -> VerificationCheck:
     """The health endpoint answers 2xx."""
     try:
-        response = client.get(base_url.rstrip("/") + path)
+        response = client.get(url)
     except httpx.HTTPError as exc:
         return VerificationCheck(name, False, True, f"no answer: {type(exc).__name__}: {exc}")
     ok = response.is_success
@@ -77,7 +78,7 @@ def check_smoke(client: httpx.Client, frontend_url: str, smoke: SmokeRequest) ->
 
 
 def check_metrics(
-    source: SampleSource,
+    source: Metrics,
     version: str,
     *,
     window_seconds: float,
@@ -107,3 +108,31 @@ def check_metrics(
         f"cannot be evaluated ({measurement.outcome.value}): {measurement.note}",
         "metrics",
     )
+
+
+def verify_version(
+    instance: Instance,
+    *,
+    target: Target,
+    router: Router,
+    metrics: Metrics,
+    smoke: Sequence[SmokeRequest],
+    thresholds: Thresholds,
+    window_seconds: float,
+    baseline_p95_seconds: float | None,
+    client: httpx.Client,
+) -> VerificationReport:
+    """Step 7 (and the rollback's own check): the health endpoint of ``instance``, the smoke
+    requests and critical paths through the router, and the metrics of its version."""
+    checks = [check_health(client, target.health_url(instance), name=f"health: {instance.version}")]
+    checks.extend(check_smoke(client, router.frontend_url, s) for s in smoke)
+    checks.append(
+        check_metrics(
+            metrics,
+            instance.version,
+            window_seconds=window_seconds,
+            baseline_p95_seconds=baseline_p95_seconds,
+            thresholds=thresholds,
+        )
+    )
+    return VerificationReport(tuple(checks))

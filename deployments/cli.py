@@ -18,8 +18,14 @@ from typing import Any
 
 from deployflow.spec import SpecError, load_spec, validate_environment, validate_version
 from deployflow.strategy import STRATEGY_CHOICES
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
+from deployments.run import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    exit_for,
+    print_outcome,
+    run_deploy,
+)
 
 
 class BadInput(Exception):
@@ -49,86 +55,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def ui_url(flow_run_id: str | None) -> str | None:
-    """Where the run is shown in the Prefect UI, when a server with a UI is configured."""
-    from prefect.settings import PREFECT_UI_URL
-
-    base = PREFECT_UI_URL.value()
-    if not base or not flow_run_id:
-        return None
-    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
-
-
-def run_deploy(
-    spec_path: str, version: str, environment: str, strategy: str, dry_run: bool
-) -> dict[str, Any]:
-    """Run the deploy flow in this process and return its outcome as a dict."""
-    # Without PREFECT_API_URL, Prefect starts a temporary local server; its first start migrates a
-    # fresh SQLite database, which takes longer than Prefect's 20 s default on a busy laptop.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.deploy import deploy
-
-    try:
-        state = deploy(
-            spec_path=spec_path,
-            version=version,
-            environment=environment,
-            strategy=strategy,
-            dry_run=dry_run,
-            return_state=True,
-        )
-    except Exception as exc:  # the flow never ran: no Prefect API, for example
-        return {
-            "status": "failed",
-            "version": version,
-            "strategy": None,
-            "stages": [],
-            "rollback": None,
-            "message": f"the deploy flow could not run: {type(exc).__name__}: {exc}"[:2000],
-            "flow_run_id": None,
-            "ui_url": None,
-        }
-    data = state.result(raise_on_failure=False)
-    result: dict[str, Any]
-    if isinstance(data, dict):
-        result = data
-    else:
-        result = {
-            "status": "failed",
-            "strategy": None,
-            "stages": [],
-            "rollback": None,
-            "message": f"the deploy flow crashed: {data}",
-            "flow_run_id": str(state.state_details.flow_run_id),
-        }
-    run_id = result.get("flow_run_id")
-    result["ui_url"] = ui_url(str(run_id) if run_id else None)
-    return result
-
-
-def _exit_for(status: str) -> int:
-    return {"succeeded": EXIT_OK, "rolled_back": EXIT_ROLLED_BACK}.get(status, EXIT_FAILED)
-
-
-def print_outcome(result: dict[str, Any]) -> None:
-    print(f"{result.get('version', '?')}: {result['status']} ({result.get('strategy')})")
-    for stage in result.get("stages", []):
-        values = stage["values"]
-        er = values.get("error_rate")
-        p95 = values.get("p95_seconds")
-        print(
-            f"  stage {stage['index'] + 1} {stage['weight']:>3}%: {stage['verdict']:<9} "
-            f"error rate {'n/a' if er is None else f'{er:.2%}'}, "
-            f"P95 {'n/a' if p95 is None else f'{p95 * 1000:.1f} ms'}"
-        )
-    if result.get("rollback"):
-        print(f"  rollback: {result['rollback']['reason']}")
-    if result.get("message"):
-        print(f"  {result['message']}")
-    if result.get("ui_url"):
-        print(f"  Prefect UI: {result['ui_url']}")
-
-
 def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         validate_version(args.version, "--version")
@@ -138,13 +64,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         _print_problems(exc)
         return EXIT_BAD_INPUT
     result = run_deploy(
-        str(Path(args.spec).resolve()), args.version, args.environment, args.strategy, args.dry_run
+        str(Path(args.spec).resolve()),
+        args.version,
+        args.environment,
+        args.strategy,
+        args.dry_run,
+        args.tracking_block,
     )
     if args.json:
         print(json.dumps(result, default=str))
     else:
         print_outcome(result)
-    return _exit_for(result["status"])
+    return exit_for(result["status"])
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -172,8 +103,6 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
-    from pydantic import SecretStr
-
     from deployflow.checks import CheckContext, run_all
 
     try:
@@ -189,13 +118,16 @@ def cmd_checks(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    token = None
-    if spec.pre_checks.review is not None and spec.pre_checks.review.token_secret_block:
-        from tasks.prechecks import github_token
+    from deployflow.providers.base import BackendConfigError
+    from tasks.prechecks import github_token
 
+    try:
         token = github_token(spec.pre_checks)
-    elif os.environ.get("GITHUB_TOKEN"):
-        token = SecretStr(os.environ["GITHUB_TOKEN"])
+    except BackendConfigError as exc:
+        print(
+            f"invalid: {args.spec}\n  pre_checks.review.credentials_block: {exc}", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
     ctx = CheckContext(
         version=args.version or "unreleased",
         new_ref=args.ref,
@@ -243,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--environment", default="sandbox", help="target environment (recorded)")
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
     p.add_argument("--dry-run", action="store_true", help="check and plan only")
+    p.add_argument(
+        "--tracking-block",
+        help="name of the deployflow tracking database block (default: DEPLOYFLOW_DATABASE_URL "
+        "or the local SQLite file)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_deploy)
 

@@ -18,9 +18,11 @@ from types import FrameType
 from typing import Any
 
 from deployflow.polling import wait_for
-from deployflow.providers.factory import build_metrics
+from deployflow.providers import registry
+from deployflow.providers.base import BuildContext, Metrics
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
+from deployments.run import print_outcome, run_deploy
 
 EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
 FAULTS = {"v3": {"error_rate": 0.2}}
@@ -64,8 +66,6 @@ def run_sandbox(*, state_dir: Path, stop_after: float | None = None) -> int:
 
 def run_demo(*, json_output: bool = False, state_dir: Path, spec_path: Path = EXAMPLE_SPEC) -> int:
     """Run the demo; return 0 when v2 succeeded and v3 rolled back."""
-    from deployments.cli import print_outcome, run_deploy
-
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     results: dict[str, dict[str, Any]] = {}
     say = (lambda *_: None) if json_output else print
@@ -77,10 +77,10 @@ def run_demo(*, json_output: bool = False, state_dir: Path, spec_path: Path = EX
             os.environ.update(faults)  # the spec passes it on to the versions it starts
             spec = load_spec(spec_path)
             sandbox.wait_for_metrics("v1", timeout=60)
-            metrics = build_metrics(spec)
+            metrics: Metrics = registry.build("metrics", spec.metrics, BuildContext())
             # The canary is judged against v1's P95, so wait until Prometheus can compute it.
             wait_for(
-                lambda: metrics.p95("v1", spec.analysis.baseline_window)[0],
+                lambda: metrics.p95("v1", spec.analysis.baseline_window).value,
                 timeout=60,
                 interval=0.5,
                 what="a P95 baseline for v1",

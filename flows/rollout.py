@@ -5,18 +5,24 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from deployflow.analysis import Verdict
+from deployflow.backends import Backends
 from deployflow.providers.base import Instance
 from deployflow.rollout import StageResult
-from deployflow.spec import ServiceSpec
+from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
 from tasks.rollout import observe_canary_stage, set_traffic
 
 
-@flow(name="progressive-rollout", flow_run_name="rollout {canary.version}")
+@flow(
+    name="progressive-rollout",
+    flow_run_name="rollout {canary.version}",
+    validate_parameters=False,  # typed objects from the deploy flow, passed as they are
+)
 def progressive_rollout(
-    spec: ServiceSpec,
+    backends: Backends,
     deployment_id: int,
     plan: StrategyChoice,
+    analysis: AnalysisSpec,
     stable: Instance | None,
     canary: Instance,
     baseline_p95_seconds: float | None,
@@ -24,9 +30,10 @@ def progressive_rollout(
     """Shift traffic stage by stage; stop at the first stage that does not promote.
 
     Args:
-        spec: The service spec.
+        backends: The run's router, metrics and tracking ledger (shown by description only).
         deployment_id: The tracking database row of this deploy.
         plan: Steps and observe time.
+        analysis: Thresholds, interval and window of the analysis.
         stable: The current stable version (None on a first release).
         canary: The new version.
         baseline_p95_seconds: Stable P95 before the deploy.
@@ -34,15 +41,17 @@ def progressive_rollout(
     logger = get_run_logger()
     results: list[StageResult] = []
     for index, weight in enumerate(plan.steps):
-        set_traffic(spec, deployment_id, stable, canary, weight, index)
+        set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
         result = observe_canary_stage(
-            spec,
+            backends.metrics,
+            backends.ledger,
             deployment_id,
-            canary.version,
-            index,
-            weight,
-            plan.observe_seconds,
-            baseline_p95_seconds,
+            version=canary.version,
+            index=index,
+            weight=weight,
+            observe_seconds=plan.observe_seconds,
+            analysis=analysis,
+            baseline_p95_seconds=baseline_p95_seconds,
         )
         results.append(result)
         if result.verdict is not Verdict.PROMOTE:

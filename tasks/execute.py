@@ -1,22 +1,18 @@
-"""Step 5: measure the baseline, start the new version, watch it come up."""
+"""Step 5: find what serves now, measure its baseline, start the new version, retire the old."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployflow.providers.base import Instance
-from deployflow.providers.factory import build_metrics, build_router, build_target
+from deployflow.providers.base import Instance, Metrics, Router, Target
 from deployflow.release import find_stable
-from deployflow.spec import ServiceSpec
 
 
 @task(name="discover-stable", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def discover_stable(spec: ServiceSpec) -> Instance | None:
+def discover_stable(router: Router, target: Target) -> Instance | None:
     """The version the router sends traffic to now (None on a first release)."""
-    stable = find_stable(build_router(spec), build_target(spec))
+    stable = find_stable(router, target)
     logger = get_run_logger()
     if stable is None:
         logger.info("no stable version serves traffic: this is a first release")
@@ -26,33 +22,39 @@ def discover_stable(spec: ServiceSpec) -> Instance | None:
 
 
 @task(name="measure-baseline", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def measure_baseline(spec: ServiceSpec, stable: Instance) -> float:
+def measure_baseline(metrics: Metrics, stable: Instance, window_seconds: float) -> float:
     """P95 of the stable version before anything changes: the canary is judged against it.
 
     Raises:
         RuntimeError: the baseline cannot be measured; without it the deploy must not go on.
     """
-    p95, error = build_metrics(spec).p95(stable.version, spec.analysis.baseline_window)
-    if p95 is None:
+    reading = metrics.p95(stable.version, window_seconds)
+    if reading.value is None:
         raise RuntimeError(
             f"cannot measure the P95 baseline of {stable.version}: "
-            f"{error or 'no data in the baseline window'}"
+            f"{reading.error or 'no data in the baseline window'}"
         )
-    get_run_logger().info("baseline P95 of %s: %.1f ms", stable.version, p95 * 1000)
-    return p95
+    get_run_logger().info("baseline P95 of %s: %.1f ms", stable.version, reading.value * 1000)
+    return reading.value
 
 
 @task(name="execute", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def execute(spec: ServiceSpec, version: str) -> dict[str, Any]:
-    """Start the new version and return once its health endpoint answers.
+def execute(target: Target, version: str) -> Instance:
+    """Start the new version and return once it is healthy.
 
     Starting is idempotent (a version that already runs is reused), which makes the retry safe.
     """
     logger = get_run_logger()
-    target = build_target(spec)
     instance = target.start(version)
     logger.info("started %s at %s (pid %s)", version, instance.address, instance.pid)
-    tail = target.log_tail(version, lines=10)
-    if tail:
-        logger.info("startup log of %s:\n%s", version, tail)
-    return {"instance": instance}
+    startup = target.logs(version, lines=10)
+    if startup:
+        logger.info("startup log of %s:\n%s", version, startup)
+    return instance
+
+
+@task(name="retire-previous", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def retire_previous(target: Target, previous: Instance) -> None:
+    """Stop the old version once the new one is verified."""
+    target.stop(previous.version)
+    get_run_logger().info("stopped previous version %s", previous.version)

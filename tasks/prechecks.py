@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from typing import cast
+import os
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
+from blocks.github import GitHubCredentialsBlock
+from blocks.loader import PrefectBlocks
 from deployflow.checks import CheckContext, CheckResult, PreCheckReport, PreChecksSpec, run_check
+from deployflow.checks.result import CheckStatus
+from deployflow.release import CheckRecord
+from tasks.artifacts import artifact_key
+
+GITHUB_TOKEN_ENV = "GITHUB_TOKEN"
 
 
 def github_token(spec: PreChecksSpec) -> SecretStr | None:
-    """The review check's token from the Prefect Secret block the spec names."""
-    if spec.review is None or not spec.review.token_secret_block:
+    """The review check's token: the GitHub credentials block the spec names, else
+    ``GITHUB_TOKEN``, else None (public repositories)."""
+    if spec.review is None:
         return None
-    block = cast(Secret[str], Secret.load(spec.review.token_secret_block))
-    return SecretStr(str(block.get()))
+    if spec.review.credentials_block:
+        block = PrefectBlocks().load("github", spec.review.credentials_block)
+        assert isinstance(block, GitHubCredentialsBlock)
+        return block.token
+    env = os.environ.get(GITHUB_TOKEN_ENV, "").strip()
+    return SecretStr(env) if env else None
 
 
 @task(
@@ -47,10 +58,18 @@ def pre_deployment_check(kind: str, spec: PreChecksSpec, ctx: CheckContext) -> C
 
 
 @task(name="pre-deployment-report", cache_policy=NO_CACHE)
-def publish_prechecks(report: PreCheckReport, service: str) -> None:
+def publish_prechecks(report: PreCheckReport, service: str) -> list[CheckRecord]:
     """The checks table, with the evidence of every failure, as an artifact."""
     create_markdown_artifact(
-        key=f"pre-checks-{service}",
+        key=artifact_key("pre-checks", service),
         markdown=report.to_markdown(),
         description=f"Pre-deployment checks of {service}",
+    )
+    return [CheckRecord.from_check("pre_checks", r) for r in report.results]
+
+
+def token_unavailable(spec: PreChecksSpec, error: Exception) -> CheckRecord:
+    """The review check cannot run: its token could not be loaded. That blocks, never passes."""
+    return CheckRecord(
+        "pre_checks", "review", CheckStatus.ERROR, f"GitHub token unavailable: {error}"
     )

@@ -9,14 +9,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
-from deployflow.providers.factory import build_router, build_target
+from deployflow.providers.base import Router, Target
 from deployflow.reconcile import decide_unfinished, reconcile
-from deployflow.spec import ServiceSpec
-from deployflow.tracking import repository
-from tasks.tracking import session
+from deployflow.tracking.ledger import ConcurrentDeploy, Ledger
 
 
-class DeployInProgress(RuntimeError):
+class DeployInProgress(ConcurrentDeploy):
     """Another deploy of the same service and environment is running."""
 
 
@@ -33,7 +31,13 @@ def _run_is_alive(flow_run_id: str | None) -> bool:
 
 @task(name="reconcile-interrupted", cache_policy=NO_CACHE)
 def reconcile_interrupted(
-    spec: ServiceSpec, environment: str, own_flow_run_id: str | None
+    ledger: Ledger,
+    router: Router,
+    target: Target,
+    *,
+    service: str,
+    environment: str,
+    own_flow_run_id: str | None,
 ) -> list[str]:
     """Refuse to start beside a live deploy; reconcile traffic left by a dead one.
 
@@ -41,34 +45,22 @@ def reconcile_interrupted(
         DeployInProgress: a deploy of this service and environment is still running.
     """
     logger = get_run_logger()
-    with session() as s:
-        rows = [
-            (r.id, r.version, r.flow_run_id, r.dry_run)
-            for r in repository.unfinished(s, spec.service, environment)
-            if r.flow_run_id != own_flow_run_id
-        ]
     messages: list[str] = []
-    for row_id, version, run_id, dry_run in rows:
-        action = decide_unfinished(dry_run=dry_run, alive=_run_is_alive(run_id))
+    for row in ledger.unfinished(service, environment, except_flow_run=own_flow_run_id):
+        action = decide_unfinished(dry_run=row.dry_run, alive=_run_is_alive(row.flow_run_id))
         if action == "ignore":
             continue
         if action == "close":
-            with session() as s:
-                repository.update_deployment(
-                    s, row_id, status="aborted", summary="dry run interrupted"
-                )
+            ledger.close(row.deployment_id, "aborted", "dry run interrupted")
             continue
         if action == "block":
             raise DeployInProgress(
-                f"deploy of {spec.service} {version} to {environment} is still running "
-                f"(flow run {run_id}); wait for it, or cancel it if it is dead "
-                f"(prefect flow-run cancel {run_id})"
+                f"deploy of {service} {row.version} to {environment} is still running "
+                f"(flow run {row.flow_run_id}); wait for it, or cancel it if it is dead "
+                f"(prefect flow-run cancel {row.flow_run_id})"
             )
-        result = reconcile(build_router(spec), build_target(spec), version)
+        result = reconcile(router, target, row.version)
         logger.warning(result.message)
-        with session() as s:
-            repository.update_deployment(
-                s, row_id, status="failed", summary=f"interrupted; {result.message}"
-            )
+        ledger.close(row.deployment_id, "failed", f"interrupted; {result.message}")
         messages.append(result.message)
     return messages

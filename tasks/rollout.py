@@ -6,17 +6,16 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Measurement
-from deployflow.providers.base import Instance
-from deployflow.providers.factory import build_metrics, build_router
+from deployflow.providers.base import Instance, Metrics, Router
 from deployflow.rollout import StageResult, observe_stage, thresholds_from
-from deployflow.spec import ServiceSpec
-from deployflow.tracking import repository
-from tasks.tracking import session
+from deployflow.spec import AnalysisSpec
+from deployflow.tracking.ledger import Ledger
 
 
 @task(name="set-traffic", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def set_traffic(
-    spec: ServiceSpec,
+    router: Router,
+    ledger: Ledger,
     deployment_id: int,
     stable: Instance | None,
     canary: Instance,
@@ -28,16 +27,21 @@ def set_traffic(
     The stage and weight are written to the tracking database before the router changes, so a
     restarted run knows where traffic may be.
     """
-    with session() as s:
-        repository.update_deployment(s, deployment_id, current_stage=stage, canary_weight=weight)
-    router = build_router(spec)
-    if stable is None or weight >= 100:
-        router.promote(canary) if stable is None else router.set_split(stable, canary, 100)
+    ledger.traffic_moving(deployment_id, stage=stage, weight=weight)
+    if stable is None:
+        router.promote(canary)
     else:
-        router.set_split(stable, canary, weight)
-    get_run_logger().info(
-        "traffic: %s%% on %s; router now %s", weight, canary.version, router.state()
-    )
+        router.set_split(stable, canary, min(weight, 100))
+    get_run_logger().info("traffic: %s%% on %s; router now: %s", weight, canary.version,
+                          router.state())  # fmt: skip
+
+
+@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def promote(router: Router, ledger: Ledger, deployment_id: int, canary: Instance) -> None:
+    """The canary becomes the stable server with all the traffic."""
+    ledger.traffic_moving(deployment_id, stage=None, weight=100)
+    router.promote(canary)
+    get_run_logger().info("promoted %s to stable", canary.version)
 
 
 @task(
@@ -46,12 +50,15 @@ def set_traffic(
     task_run_name="observe {weight}% on {version}",
 )
 def observe_canary_stage(
-    spec: ServiceSpec,
+    metrics: Metrics,
+    ledger: Ledger,
     deployment_id: int,
+    *,
     version: str,
     index: int,
     weight: int,
     observe_seconds: float,
+    analysis: AnalysisSpec,
     baseline_p95_seconds: float | None,
 ) -> StageResult:
     """Measure the canary every interval until the stage promotes or rolls back."""
@@ -71,29 +78,18 @@ def observe_canary_stage(
         )
 
     result = observe_stage(
-        build_metrics(spec),
+        metrics,
         version=version,
         index=index,
         weight=weight,
         baseline_p95_seconds=baseline_p95_seconds,
-        thresholds=thresholds_from(spec.analysis),
+        thresholds=thresholds_from(analysis),
         observe_seconds=observe_seconds,
-        interval_seconds=spec.analysis.interval,
-        window_seconds=spec.analysis.window,
+        interval_seconds=analysis.interval,
+        window_seconds=analysis.window,
         on_measurement=log,
     )
-    with session() as s:
-        repository.add_stage_result(
-            s,
-            deployment_id,
-            index=index,
-            weight=weight,
-            verdict=result.verdict.value,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            measurements=[m.to_dict() for m in result.measurements],
-            reason=result.reason.reason if result.reason else None,
-        )
+    ledger.stage_observed(deployment_id, result)
     if result.reason:
         logger.warning(
             "stage %d verdict %s: %s", index + 1, result.verdict.value, result.reason.reason

@@ -5,22 +5,22 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployflow.spec import ServiceSpec
+from deployflow.spec import StrategySpec
 from deployflow.strategy import StrategyChoice, StrategyName, choose_strategy
 
 
 @task(name="choose-strategy", cache_policy=NO_CACHE)
 def choose_strategy_task(
-    spec: ServiceSpec, override: StrategyName, has_stable: bool
+    configured: StrategySpec, override: StrategyName, has_stable: bool
 ) -> StrategyChoice:
     """Pick direct or canary for this release and say why.
 
     Args:
-        spec: The service spec.
+        configured: The spec's ``strategy`` section.
         override: ``auto`` keeps the spec's strategy; ``canary`` or ``direct`` overrides it.
         has_stable: Whether a stable version serves traffic now.
     """
-    choice = choose_strategy(spec.strategy, override, has_stable=has_stable)
+    choice = choose_strategy(configured, override, has_stable=has_stable)
     get_run_logger().info(
         "strategy %s, steps %s, observe %.0fs per stage: %s",
         choice.kind,

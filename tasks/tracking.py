@@ -1,34 +1,43 @@
-"""The tracking database as the tasks see it: one engine per process, a session per write."""
+"""Tracking writes that are steps of their own: the row of a deploy, and its plan."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
-
-from deployflow.tracking import db
-
-_lock = threading.Lock()
-_engines: dict[str, Engine] = {}
+from deployflow.strategy import StrategyChoice
+from deployflow.tracking.ledger import Ledger
 
 
-def engine() -> Engine:
-    """The engine for ``DEPLOYFLOW_DATABASE_URL`` (or the local SQLite file), migrated to head."""
-    url = db.database_url()
-    with _lock:
-        if url not in _engines:
-            eng = db.make_engine(url)
-            db.upgrade(eng)
-            _engines[url] = eng
-        return _engines[url]
+@task(name="record-start", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_start(
+    ledger: Ledger,
+    *,
+    service: str,
+    environment: str,
+    version: str,
+    previous_version: str | None,
+    dry_run: bool,
+    git_ref: str | None,
+    flow_run_id: str | None,
+) -> int:
+    """Create the deployment row before anything is touched.
+
+    Raises:
+        ConcurrentDeploy: another real deploy of this service and environment started at once.
+    """
+    return ledger.start(
+        service=service,
+        environment=environment,
+        version=version,
+        previous_version=previous_version,
+        dry_run=dry_run,
+        git_ref=git_ref,
+        flow_run_id=flow_run_id,
+    )
 
 
-@contextmanager
-def session() -> Iterator[Session]:
-    """A session whose transaction commits when the block ends without an error."""
-    factory = db.session_factory(engine())
-    with factory() as s, s.begin():
-        yield s
+@task(name="record-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def record_plan(ledger: Ledger, deployment_id: int, plan: StrategyChoice) -> None:
+    """The chosen strategy goes on the deployment row."""
+    ledger.set_strategy(deployment_id, plan.kind)

@@ -20,7 +20,7 @@ class CheckContext:
         previous_ref: Ref currently deployed (from the tracking database, or given); None when
             nothing is deployed yet.
         checkout: Directory the checks run in; None means the spec's ``checkout``.
-        github_token: Token for the review check, loaded by the flow from the Secret block.
+        github_token: Token for the review check, from the GitHub credentials block.
         github_client: Ready HTTP client for GitHub (tests, proxies); None builds one.
         github_transport: Transport for the client deployflow builds (e.g. ``httpx.MockTransport``).
         environ: Environment the command allowlist is taken from; None means ``os.environ``.

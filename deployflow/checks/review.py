@@ -169,7 +169,7 @@ def _explain(response: httpx.Response, url: str) -> str:
         message = ""
     where = _path(url)
     if status == 401:
-        return "GitHub rejected the token (401 Bad credentials): check the Secret block's token"
+        return "GitHub rejected the token (401 Bad credentials): check the configured token"
     if status in (403, 429) and (
         response.headers.get("x-ratelimit-remaining") == "0" or "retry-after" in response.headers
     ):

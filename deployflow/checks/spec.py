@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -167,12 +167,13 @@ class ReviewCheck(CheckBase):
         ge=1,
         description="Approvals needed from reviewers other than the author.",
     )
-    token_secret_block: str | None = Field(
+    credentials_block: str | None = Field(
         default=None,
         min_length=1,
         description=(
-            "Name of the Prefect Secret block holding the GitHub token; the flow loads it. "
-            "Omit for public repositories (unauthenticated rate limits apply)."
+            "Name of the deployflow GitHub credentials block holding the token; the flow loads "
+            "it (GITHUB_TOKEN is the fallback where no block is named). Omit both for public "
+            "repositories (unauthenticated rate limits apply)."
         ),
     )
     timeout: Duration = Field(
@@ -208,6 +209,8 @@ class ChangelogCheck(CheckBase):
 
 class PreChecksSpec(StrictModel):
     """Step 1 of a deploy: the gates that must pass before the new version is started."""
+
+    spec_relative_paths: ClassVar[tuple[str, ...]] = ("checkout",)
 
     checkout: Path = Field(
         description=(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 
@@ -31,6 +31,8 @@ class DowntimeWindow(StrictModel):
 
 class MigrationsSpec(StrictModel):
     """How deployflow checks the service's Alembic migrations (step 2 of the deploy)."""
+
+    spec_relative_paths: ClassVar[tuple[str, ...]] = ("path",)
 
     path: Path = Field(
         description="The Alembic directory (the one holding env.py and versions/).",

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from http.client import HTTPException
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, model_validator
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry import (
@@ -24,6 +23,14 @@ from slack_sdk.http_retry import (
     RetryHandler,
     RetryState,
 )
+
+from deployflow.providers.base import (
+    BackendConfigError,
+    BuildContext,
+    NotificationResult,
+    Notifier,
+)
+from deployflow.spec_types import HttpUrl, StrictModel
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +48,38 @@ _SLACK_ERROR_HINTS = {
 }
 
 
-@dataclass(frozen=True)
-class NotificationResult:
-    """Outcome of one notification.
+TOKEN_ENV = "DEPLOYFLOW_SLACK_TOKEN"
+SLACK_BLOCK_TYPE = "slack"
 
-    Attributes:
-        ok: True when Slack accepted the message.
-        channel: The channel it was sent to.
-        error: Why delivery failed (None when ok); never contains the token.
-        ts: Slack's timestamp id of the posted message, for threading replies.
+
+class SlackNotifierSpec(StrictModel):
+    """Announcements and rollback alerts in a Slack channel, through slack-sdk.
+
+    The bot token comes from a Slack block saved in Prefect (``block``), or, as the documented
+    fallback for machines without blocks, from ``DEPLOYFLOW_SLACK_TOKEN``; never from the spec.
     """
 
-    ok: bool
-    channel: str
-    error: str | None = None
-    ts: str | None = None
+    kind: Literal["slack"] = Field(description="Slack Web API (chat.postMessage).")
+    block: str | None = Field(
+        None,
+        min_length=1,
+        description="Name of the deployflow Slack block holding the bot token (and a default "
+        "channel and base URL).",
+    )
+    channel: str | None = Field(
+        None,
+        min_length=1,
+        description="Channel name or id, e.g. '#deploys'; overrides the block's channel.",
+    )
+    base_url: HttpUrl | None = Field(
+        None, description="Slack Web API base URL (default https://slack.com/api/)."
+    )
+
+    @model_validator(mode="after")
+    def _channel_known(self) -> SlackNotifierSpec:
+        if self.block is None and self.channel is None:
+            raise ValueError("name a Slack block (block) or a channel (channel), or both")
+        return self
 
 
 def _retry_after_seconds(response: HttpResponse) -> float | None:
@@ -134,6 +158,30 @@ class SlackNotifier:
         self._client = WebClient(
             token=token.get_secret_value(), timeout=timeout, retry_handlers=handlers, **options
         )
+
+    @classmethod
+    def from_spec(cls, spec: SlackNotifierSpec, ctx: BuildContext) -> Notifier:
+        """The notifier a spec's ``kind: slack`` section describes.
+
+        Raises:
+            BackendConfigError: No token: neither a block nor ``DEPLOYFLOW_SLACK_TOKEN``.
+        """
+        if spec.block is not None:
+            block = ctx.load_block(SLACK_BLOCK_TYPE, spec.block, "notifications.notifiers.block")
+            notifier: Notifier = block.get_client(channel=spec.channel, base_url=spec.base_url)
+            return notifier
+        token = ctx.env.get(TOKEN_ENV, "").strip()
+        if not token:
+            raise BackendConfigError(
+                "notifications.notifiers: the slack notifier has no token: save a Slack block "
+                f"and name it in 'block', or set {TOKEN_ENV} where the flow runs"
+            )
+        if spec.channel is None:  # the spec's validator already refuses this
+            raise BackendConfigError("notifications.notifiers: the slack notifier has no channel")
+        return cls(SecretStr(token), spec.channel, base_url=spec.base_url)
+
+    def describe(self) -> str:
+        return f"slack {self.channel}"
 
     def __repr__(self) -> str:
         return f"SlackNotifier(channel={self.channel!r}, base_url={self._client.base_url!r})"

@@ -1,1 +1,1 @@
-"""Backends behind small Protocols: one module per backend, one factory (``factory.py``)."""
+"""Backends behind small Protocols (``base.py``): one module per backend, one registry."""

@@ -1,18 +1,38 @@
 """The contracts every backend meets. The flow only ever talks to these.
 
-A backend failure that is part of normal operation (a metric query that fails, a health check that
-does not answer) is returned as data; exceptions are for misconfiguration and broken invariants.
+Two kinds of call, two styles of failure:
+
+- Observations (a metric query, a notification) return what went wrong as data: a
+  ``MetricSample`` or ``Reading`` with ``error`` set, a ``NotificationResult`` with ``ok=False``.
+  Failing to observe is part of normal operation, and the analysis decides what it means.
+- Actions (start a version, stop it, move traffic) raise a ``BackendError`` whose message names the
+  backend and what it refused, because the caller must react (roll back, stop, tell a person).
+
+Every backend also says what it is (``describe()``), for logs, reports and the Prefect UI; a
+description never contains a secret.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from deployflow.analysis import MetricSample
+
+
+class BackendError(RuntimeError):
+    """A backend refused an action or could not be reached to perform it."""
+
+
+class BackendConfigError(ValueError):
+    """A backend cannot be built from its configuration; the message names the field."""
 
 
 @dataclass(frozen=True)
 class Instance:
-    """One running version of the service."""
+    """One running version of the service, reachable at ``host:port``."""
 
     version: str
     host: str
@@ -30,19 +50,40 @@ class Instance:
 
 @runtime_checkable
 class Target(Protocol):
-    """How a version of the service runs (local processes today; Kubernetes later)."""
+    """Where versions of the service run, and how one is started and stopped."""
 
     def start(self, version: str) -> Instance:
-        """Start ``version`` and return once its health endpoint answers 2xx."""
+        """Start ``version`` and return once it is healthy; a running version is reused.
+
+        Raises:
+            BackendError: It did not start or never became healthy (the message has its log).
+        """
         ...
 
     def stop(self, version: str) -> None:
-        """Stop ``version``; stopping a version that does not run is not an error."""
+        """Stop ``version``; stopping a version that does not run is not an error.
+
+        Raises:
+            BackendError: It could not be stopped.
+        """
         ...
 
     def instances(self) -> list[Instance]:
         """The versions running now."""
         ...
+
+    def logs(self, version: str, lines: int = 40) -> str:
+        """The last ``lines`` lines of the output of ``version``; empty when there is none.
+
+        Evidence only: never raises.
+        """
+        ...
+
+    def health_url(self, instance: Instance) -> str:
+        """The URL that answers 2xx while ``instance`` is healthy."""
+        ...
+
+    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -53,18 +94,129 @@ class RouterState:
     canary: str | None
     canary_weight: int
 
+    def __str__(self) -> str:
+        stable = self.stable or "none"
+        if self.canary is None or self.canary_weight == 0:
+            return f"100% stable ({stable}), canary slot off"
+        return (
+            f"{100 - self.canary_weight}% stable ({stable}), "
+            f"{self.canary_weight}% canary ({self.canary})"
+        )
+
 
 @runtime_checkable
 class Router(Protocol):
-    """Splits traffic between a stable and a canary endpoint (HAProxy today)."""
+    """Splits the traffic users send between a stable and a canary instance."""
 
-    def state(self) -> RouterState: ...
+    @property
+    def frontend_url(self) -> str:
+        """The URL users reach; smoke requests and critical paths go through it."""
+        ...
+
+    def state(self) -> RouterState:
+        """Where traffic goes now, as the router reports it.
+
+        Raises:
+            BackendError: The router cannot be asked.
+        """
+        ...
 
     def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
         """Point the stable slot at ``stable`` and the canary slot at ``canary`` with
-        ``canary_weight`` percent of the traffic (0 disables the canary slot)."""
+        ``canary_weight`` percent of the traffic (0 disables the canary slot).
+
+        Raises:
+            BackendError: The router refused or cannot be reached.
+        """
         ...
 
     def promote(self, instance: Instance) -> None:
-        """Make ``instance`` the stable server with 100% of the traffic; canary slot disabled."""
+        """Make ``instance`` the stable server with 100% of the traffic; canary slot disabled.
+
+        Raises:
+            BackendError: The router refused or cannot be reached.
+        """
         ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One figure read from the metrics backend: ``value`` None means no data; ``error`` is set
+    when the query itself failed."""
+
+    value: float | None
+    error: str | None = None
+
+
+@runtime_checkable
+class Metrics(Protocol):
+    """Measures one version of the service over a trailing window."""
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        """Error rate, P95 latency and request count; a failed query is ``sample.error``."""
+        ...
+
+    def p95(self, version: str, window_seconds: float) -> Reading:
+        """P95 latency in seconds."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class NotificationResult:
+    """Outcome of one notification.
+
+    Attributes:
+        ok: True when the channel accepted the message.
+        channel: Where it went, for example ``slack #deploys``.
+        error: Why delivery failed (None when ok); never contains a secret.
+        ts: The channel's id of the posted message, for threading replies.
+    """
+
+    ok: bool
+    channel: str
+    error: str | None = None
+    ts: str | None = None
+
+    @property
+    def detail(self) -> str:
+        return self.error or f"posted to {self.channel}"
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Tells people about a release. Best effort: ``post`` never raises for a delivery failure,
+    because a chat outage must never stop a rollback."""
+
+    def post(self, text: str) -> NotificationResult: ...
+
+    def describe(self) -> str: ...
+
+
+class BlockLoader(Protocol):
+    """Loads a saved configuration block by type and name (Prefect blocks, in a flow run)."""
+
+    def load(self, block_type: str, name: str) -> Any:
+        """The block; raises ``BackendConfigError`` naming the block when it cannot be loaded."""
+        ...
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a backend builder may read besides its spec section: the environment (for the
+    documented fallbacks like ``DEPLOYFLOW_SLACK_TOKEN``) and saved blocks (the real way to give
+    secrets). ``blocks`` is None where no Prefect API is at hand (``deployflow validate``)."""
+
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    blocks: BlockLoader | None = None
+
+    def load_block(self, block_type: str, name: str, field_path: str) -> Any:
+        """The named block, or a ``BackendConfigError`` that names ``field_path``."""
+        if self.blocks is None:
+            raise BackendConfigError(
+                f"{field_path}: block {name!r} cannot be loaded here (no Prefect API)"
+            )
+        return self.blocks.load(block_type, name)

@@ -12,8 +12,12 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from deployflow.providers.base import Instance, RouterState
+from pydantic import Field
+
+from deployflow.providers.base import BackendError, Instance, RouterState
+from deployflow.spec_types import HttpUrl, StrictModel
 
 # srv_admin_state bits (HAProxy include/haproxy/server-t.h). CMAINT (0x04, "disabled" in the
 # config) is deliberately absent: it stays set after "state ready" and then only records history.
@@ -24,8 +28,21 @@ _OP_STOPPED = 0
 _ADDR_OK_PREFIXES = ("IP changed from", "no need to change the addr")
 
 
-class RouterError(RuntimeError):
+class RouterError(BackendError):
     """HAProxy refused a command, or its admin socket could not be reached."""
+
+
+class HAProxyRouterSpec(StrictModel):
+    """Traffic is split by HAProxy through its runtime API (no reload)."""
+
+    spec_relative_paths: ClassVar[tuple[str, ...]] = ("admin_socket",)
+
+    kind: Literal["haproxy"] = Field(description="HAProxy runtime API on its admin socket.")
+    admin_socket: Path = Field(description="Path of HAProxy's stats socket at level admin.")
+    backend: str = Field("app", description="Backend holding the stable and canary servers.")
+    stable_server: str = Field("stable", description="Server slot of the stable version.")
+    canary_server: str = Field("canary", description="Server slot of the canary version.")
+    frontend_url: HttpUrl = Field(description="URL users reach; smoke requests go through it.")
 
 
 @dataclass(frozen=True)
@@ -103,7 +120,7 @@ class HAProxyRouter:
     """Split traffic between a stable and a canary slot of one HAProxy backend (``Router``).
 
     Example:
-        router = HAProxyRouter(Path(".sandbox/haproxy/haproxy.sock"))
+        router = HAProxyRouter(Path("haproxy.sock"), frontend_url="http://127.0.0.1:8080")
         router.set_split(stable_instance, canary_instance, canary_weight=10)
     """
 
@@ -114,22 +131,44 @@ class HAProxyRouter:
         stable_server: str = "stable",
         canary_server: str = "canary",
         *,
+        frontend_url: str,
         timeout: float = 5.0,
     ) -> None:
         """Configure the router; nothing is sent until a method is called.
 
         Args:
             admin_socket: Path of HAProxy's ``stats socket ... level admin``.
+            frontend_url: The URL users reach through this HAProxy.
             backend: Backend holding the two slots.
             stable_server: Server name of the stable slot.
             canary_server: Server name of the canary slot.
             timeout: Seconds to wait for one answer.
         """
         self.admin_socket = Path(admin_socket)
+        self._frontend_url = frontend_url.rstrip("/")
         self.backend = backend
         self.stable_server = stable_server
         self.canary_server = canary_server
         self.timeout = timeout
+
+    @classmethod
+    def from_spec(cls, spec: HAProxyRouterSpec) -> HAProxyRouter:
+        """The router a spec's ``router`` section of kind ``haproxy`` describes."""
+        return cls(
+            spec.admin_socket,
+            frontend_url=spec.frontend_url,
+            backend=spec.backend,
+            stable_server=spec.stable_server,
+            canary_server=spec.canary_server,
+        )
+
+    @property
+    def frontend_url(self) -> str:
+        """The URL users reach through this HAProxy."""
+        return self._frontend_url
+
+    def describe(self) -> str:
+        return f"haproxy backend {self.backend} via {self.admin_socket}"
 
     def command(self, command: str) -> str:
         """Send one runtime API command and return HAProxy's raw answer.

@@ -15,20 +15,23 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import httpx
+from pydantic import Field, field_validator
 
 from deployflow.polling import DeadlineExceeded, wait_for
-from deployflow.providers.base import Instance
-from deployflow.sandbox.ports import free_port
-from deployflow.sandbox.processes import (
+from deployflow.processes import (
     ProcessRecord,
+    free_port,
     is_running,
     register_child,
     tail,
     terminate,
     write_json_atomic,
 )
+from deployflow.providers.base import BackendError, Instance
+from deployflow.spec_types import Argv, Duration, StrictModel
 
 PLACEHOLDERS = ("version", "port", "host", "python")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -36,8 +39,38 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
-class TargetError(RuntimeError):
+class TargetError(BackendError):
     """A version could not be started (it exited, or never became healthy)."""
+
+
+class LocalProcessTargetSpec(StrictModel):
+    """Each version runs as a local process on a free loopback port."""
+
+    spec_relative_paths: ClassVar[tuple[str, ...]] = ("state_dir", "scrape_targets_file")
+
+    kind: Literal["local-process"] = Field(description="Run each version as a local process.")
+    command: Argv = Field(
+        description="argv template; {version}, {port}, {host} and {python} are substituted per "
+        "argument. No shell is involved."
+    )
+    state_dir: Path = Field(description="Where pids, ports and logs of running versions live.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for the service processes."
+    )
+    health_path: str = Field("/healthz", description="Path that answers 2xx when healthy.")
+    start_timeout: Duration = Field(
+        30.0, description="How long a new version may take to become healthy, e.g. '30s'."
+    )
+    scrape_targets_file: Path | None = Field(
+        None, description="Prometheus file_sd file the target keeps current (sandbox)."
+    )
+
+    @field_validator("health_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
 
 
 def render_command(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
@@ -130,6 +163,25 @@ class LocalProcessTarget:
         self.host = host
         self.scrape_targets_file = scrape_targets_file
 
+    @classmethod
+    def from_spec(cls, spec: LocalProcessTargetSpec) -> LocalProcessTarget:
+        """The target a spec's ``target`` section of kind ``local-process`` describes."""
+        return cls(
+            spec.command,
+            state_dir=spec.state_dir,
+            env=spec.env,
+            health_path=spec.health_path,
+            start_timeout=spec.start_timeout,
+            scrape_targets_file=spec.scrape_targets_file,
+        )
+
+    def describe(self) -> str:
+        return f"local processes in {self.state_dir}"
+
+    def health_url(self, instance: Instance) -> str:
+        """The health endpoint of ``instance``."""
+        return f"{instance.base_url}{self.health_path}"
+
     # -- files -----------------------------------------------------------------------------
 
     def _instance_file(self, version: str) -> Path:
@@ -140,9 +192,12 @@ class LocalProcessTarget:
         _check_version(version)
         return self.state_dir / "logs" / f"{version}.log"
 
-    def log_tail(self, version: str, lines: int = 20) -> str:
+    def logs(self, version: str, lines: int = 40) -> str:
         """The last ``lines`` lines of the log of ``version`` (empty if there is none)."""
-        return tail(self.log_file(version), lines=lines)
+        try:
+            return tail(self.log_file(version), lines=lines)
+        except (OSError, ValueError):
+            return ""
 
     def _read_record(self, path: Path) -> tuple[Instance, ProcessRecord] | None:
         try:
@@ -210,7 +265,7 @@ class LocalProcessTarget:
             outcome = self._wait_healthy(instance, proc)
             if outcome == "healthy":
                 return instance
-            log_tail = self.log_tail(version)
+            log_tail = self.logs(version, lines=20)
             self.stop(version)
             if outcome == "exited" and "Address already in use" in log_tail and attempt == 0:
                 continue
@@ -271,7 +326,7 @@ class LocalProcessTarget:
     def _probe(self, instance: Instance, proc: subprocess.Popen[bytes]) -> str | None:
         if proc.poll() is not None:
             return "exited"
-        response = httpx.get(f"{instance.base_url}{self.health_path}", timeout=1.0)
+        response = httpx.get(self.health_url(instance), timeout=1.0)
         return "healthy" if response.is_success else None
 
     def stop(self, version: str) -> None:

@@ -7,26 +7,40 @@ A query that fails (server down, bad PromQL, timeout) does not raise: it becomes
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util.retry import Retry
+from pydantic import Field, field_validator
 
 from deployflow.analysis import MetricSample
-from deployflow.spec import MetricQueries, validate_version
+from deployflow.providers.base import Reading
+from deployflow.spec_types import Duration, HttpUrl, StrictModel, validate_version
+
+if TYPE_CHECKING:
+    import requests
 
 
-class MetricsProvider(Protocol):
-    """Measures one version of the service over a trailing window."""
+class MetricQueries(StrictModel):
+    """PromQL templates. ``{version}`` and ``{window}`` are replaced; nothing else is touched."""
 
-    def sample(self, version: str, window_seconds: float) -> MetricSample: ...
+    error_rate: str = Field(description="Fraction of requests that failed, 0..1.")
+    p95_latency: str = Field(description="95th percentile latency in seconds.")
+    request_count: str = Field(description="Requests served in the window.")
 
-    def p95(self, version: str, window_seconds: float) -> tuple[float | None, str | None]:
-        """P95 latency in seconds (None when no data) and an error message when the query
-        failed."""
-        ...
+    @field_validator("error_rate", "p95_latency", "request_count")
+    @classmethod
+    def _has_version(cls, value: str) -> str:
+        if "{version}" not in value:
+            raise ValueError("the query must select the version with the {version} placeholder")
+        return value
+
+
+class PrometheusMetricsSpec(StrictModel):
+    """Metrics come from a Prometheus server's HTTP API."""
+
+    kind: Literal["prometheus"] = Field(description="Prometheus HTTP API.")
+    url: HttpUrl = Field(description="Base URL of the Prometheus server.")
+    queries: MetricQueries
+    timeout: Duration = Field(5.0, description="Timeout of one query.")
 
 
 def promql_duration(seconds: float) -> str:
@@ -68,7 +82,7 @@ def _scalar(result: Any) -> float | None:
 
 
 class PrometheusMetrics:
-    """The ``MetricsProvider`` for Prometheus.
+    """The ``Metrics`` backend for Prometheus.
 
     Args:
         url: base URL of the Prometheus server.
@@ -84,13 +98,32 @@ class PrometheusMetrics:
         timeout: float = 5.0,
         session: requests.Session | None = None,
     ) -> None:
+        # Imported here: reading a spec imports every backend module, and only a run needs these.
+        import requests
+        from prometheus_api_client import PrometheusConnect
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+        from urllib3.util.retry import Retry
+
         self.url = url
         self.queries = queries
         self.timeout = timeout
+        self._failures: tuple[type[Exception], ...] = (
+            PrometheusApiClientException,
+            requests.RequestException,
+            ValueError,
+        )
         # No retries inside the client: the analysis owns retry policy (consecutive_error_limit).
         self._client = PrometheusConnect(
             url=url, retry=Retry(total=0), session=session, timeout=math.ceil(timeout)
         )
+
+    @classmethod
+    def from_spec(cls, spec: PrometheusMetricsSpec) -> PrometheusMetrics:
+        """The metrics backend a spec's ``metrics`` section of kind ``prometheus`` describes."""
+        return cls(spec.url, spec.queries, timeout=spec.timeout)
+
+    def describe(self) -> str:
+        return f"prometheus at {self.url}"
 
     def _query(self, template: str, version: str, window_seconds: float) -> float | None:
         query = render_promql(template, version, window_seconds)
@@ -99,7 +132,7 @@ class PrometheusMetrics:
     def _guard(self, template: str, version: str, window_seconds: float) -> float | None:
         try:
             return self._query(template, version, window_seconds)
-        except (PrometheusApiClientException, requests.RequestException, ValueError) as exc:
+        except self._failures as exc:
             raise _QueryFailed(f"query to {self.url} failed: {_short(exc)}") from None
 
     def sample(self, version: str, window_seconds: float) -> MetricSample:
@@ -112,11 +145,12 @@ class PrometheusMetrics:
             return MetricSample(None, None, None, error=str(exc))
         return MetricSample(error_rate=error_rate, p95_seconds=p95, requests=requests_seen)
 
-    def p95(self, version: str, window_seconds: float) -> tuple[float | None, str | None]:
+    def p95(self, version: str, window_seconds: float) -> Reading:
+        """P95 latency of ``version`` in seconds over the trailing window."""
         try:
-            return self._guard(self.queries.p95_latency, version, window_seconds), None
+            return Reading(self._guard(self.queries.p95_latency, version, window_seconds))
         except _QueryFailed as exc:
-            return None, str(exc)
+            return Reading(None, error=str(exc))
 
 
 class _QueryFailed(Exception):

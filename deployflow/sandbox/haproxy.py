@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from deployflow.processes import free_port, port_open
 from deployflow.providers.haproxy import HAProxyRouter
-from deployflow.sandbox.ports import free_port, port_open
 from deployflow.sandbox.processes import ManagedProcess
 
 # sun_path is 108 bytes on Linux; HAProxy also appends a ".<pid>.tmp" suffix while binding.
@@ -69,7 +69,7 @@ class LocalHAProxy:
 
     Example:
         with LocalHAProxy(Path(".sandbox/haproxy")) as haproxy:
-            router = HAProxyRouter(haproxy.admin_socket)
+            router = haproxy.router()
     """
 
     def __init__(self, state_dir: Path, *, start_timeout: float = 10.0) -> None:
@@ -109,7 +109,13 @@ class LocalHAProxy:
 
     def router(self) -> HAProxyRouter:
         """A router bound to this HAProxy's admin socket and slot names."""
-        return HAProxyRouter(self.admin_socket, BACKEND, STABLE_SERVER, CANARY_SERVER)
+        return HAProxyRouter(
+            self.admin_socket,
+            BACKEND,
+            STABLE_SERVER,
+            CANARY_SERVER,
+            frontend_url=self.frontend_url,
+        )
 
     def start(self) -> LocalHAProxy:
         """Check the config with ``haproxy -c``, start HAProxy, wait for its socket and port.

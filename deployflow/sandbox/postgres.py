@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from deployflow.polling import wait_for
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 
 
 class PostgresUnavailable(RuntimeError):

@@ -1,180 +1,23 @@
-"""Child processes of the sandbox: identity, liveness and group termination.
+"""Long-running sandbox servers (HAProxy, Prometheus) as managed child processes.
 
-Every sandbox process (app versions, HAProxy, Prometheus) runs in its own session, so it leads its
-own process group and can be stopped with everything it spawned. A recorded pid is only trusted
-together with the process start time read from ``/proc``: after a crash the pid may belong to an
-unrelated process by now, and we must never signal that one.
+The process primitives (records, liveness, group termination) live in ``deployflow.processes``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 import subprocess
-import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from deployflow.polling import DeadlineExceeded, wait_for
-
-# Popen objects of the children this Python process started, by pid. Several objects (the
-# sandbox's target and the deploy flow's target) may manage the same child; whoever checks it
-# reaps it through its Popen so it does not linger as a zombie that looks alive.
-_children: dict[int, subprocess.Popen[bytes]] = {}
-_children_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ProcessRecord:
-    """A process we started, as written to a state file.
-
-    Attributes:
-        pid: Process id; also the process group id (the child runs in its own session).
-        start_ticks: Start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), used to
-            tell our process from a later one that reuses the pid. None where /proc is missing.
-    """
-
-    pid: int
-    start_ticks: int | None
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessRecord:
-        """Record the process ``pid`` as it runs now."""
-        fields = _stat_fields(pid)
-        return cls(pid=pid, start_ticks=int(fields[19]) if fields else None)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ProcessRecord:
-        """Read what ``to_json`` wrote; raises ValueError on a malformed record."""
-        pid = data.get("pid")
-        ticks = data.get("start_ticks")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-            raise ValueError(f"'pid' must be an integer greater than 1, got {pid!r}")
-        if ticks is not None and not isinstance(ticks, int):
-            raise ValueError(f"'start_ticks' must be an integer or null, got {ticks!r}")
-        return cls(pid=pid, start_ticks=ticks)
-
-
-def register_child(proc: subprocess.Popen[bytes]) -> None:
-    """Remember ``proc`` so liveness checks reap it once it exits."""
-    with _children_lock:
-        _children[proc.pid] = proc
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` from field 3 (state) on; None if the process is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def is_running(record: ProcessRecord) -> bool:
-    """True when the recorded process still runs (not exited, not a zombie, not a reused pid)."""
-    with _children_lock:
-        child = _children.get(record.pid)
-    if child is not None and child.poll() is not None:
-        with _children_lock:
-            _children.pop(record.pid, None)
-        return False
-    fields = _stat_fields(record.pid)
-    if fields is None:
-        if Path("/proc/self/stat").exists():
-            return False
-        try:  # no /proc on this system: fall back to a signal-0 probe
-            os.kill(record.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    if fields[0] in ("Z", "X"):
-        return False
-    return record.start_ticks is None or int(fields[19]) == record.start_ticks
-
-
-def terminate(record: ProcessRecord, *, timeout: float = 5.0) -> None:
-    """Stop the process group of ``record``: SIGTERM, then SIGKILL after ``timeout`` seconds.
-
-    A process that already exited is not an error.
-    """
-    if not is_running(record):
-        return
-    _signal_group(record.pid, signal.SIGTERM)
-    try:
-        wait_for(
-            lambda: not is_running(record),
-            timeout=timeout,
-            what=f"process {record.pid} to exit after SIGTERM",
-        )
-        return
-    except DeadlineExceeded:
-        pass
-    _signal_group(record.pid, signal.SIGKILL)
-    wait_for(
-        lambda: not is_running(record),
-        timeout=5.0,
-        what=f"process {record.pid} to exit after SIGKILL",
-    )
-
-
-def _signal_group(pid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        try:
-            group_leader = os.getpgid(pid) == pid
-        except ProcessLookupError:
-            return
-        if group_leader:
-            os.killpg(pid, signum)
-        else:  # not started by us in its own session: signal only the process itself
-            os.kill(pid, signum)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so readers never see a partial file (temp + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def tail(path: Path, *, lines: int = 20, max_chars: int = 4000) -> str:
-    """The last ``lines`` lines of a text file (at most ``max_chars``); empty if it is missing."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_chars))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def stop_recorded(record_path: Path, *, timeout: float = 5.0) -> None:
-    """Stop the process recorded in ``record_path`` if it still runs, and remove the record.
-
-    This is how a new run cleans up after a crashed one.
-    """
-    try:
-        record = ProcessRecord.from_json(json.loads(record_path.read_text()))
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, TypeError, AttributeError):
-        record_path.unlink(missing_ok=True)  # unreadable: it cannot name a process to stop
-        return
-    terminate(record, timeout=timeout)
-    record_path.unlink(missing_ok=True)
+from deployflow.processes import (
+    ProcessRecord,
+    register_child,
+    stop_recorded,
+    tail,
+    terminate,
+    write_json_atomic,
+)
 
 
 class ManagedProcess:

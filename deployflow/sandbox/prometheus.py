@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from deployflow.sandbox.ports import free_port
-from deployflow.sandbox.processes import ManagedProcess, write_json_atomic
+from deployflow.processes import free_port, write_json_atomic
+from deployflow.sandbox.processes import ManagedProcess
 
 JOB_NAME = "deployflow-demo"
 

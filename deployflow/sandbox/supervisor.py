@@ -22,10 +22,10 @@ from pathlib import Path
 from types import TracebackType
 
 from deployflow.polling import wait_for
+from deployflow.processes import stop_recorded, write_json_atomic
 from deployflow.providers.haproxy import HAProxyRouter
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.sandbox.haproxy import LocalHAProxy
-from deployflow.sandbox.processes import stop_recorded, write_json_atomic
 from deployflow.sandbox.prometheus import LocalPrometheus
 from deployflow.sandbox.traffic import TrafficGenerator
 

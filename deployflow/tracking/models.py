@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from deployflow.checks.result import CheckStatus
+
 # Explicit constraint names make migrations reproducible: SQLite batch mode and PostgreSQL both
 # need a name to drop or alter a constraint, and database-generated names differ per backend.
 NAMING_CONVENTION: dict[str, str] = {
@@ -89,16 +91,6 @@ class DeploymentStatus(StrEnum):
     def is_terminal(self) -> bool:
         """True once the deploy can no longer change state."""
         return self not in (DeploymentStatus.PENDING, DeploymentStatus.RUNNING)
-
-
-class CheckStatus(StrEnum):
-    """Outcome of one pre-deploy check."""
-
-    PASSED = "passed"
-    FAILED = "failed"
-    ERROR = "error"
-    SKIPPED = "skipped"
-    ADVISORY_FAILED = "advisory_failed"
 
 
 def _enum_values(enum_class: type[StrEnum]) -> list[str]:

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from deployflow.checks.result import CheckStatus
 from deployflow.tracking.models import (
     CheckResult,
-    CheckStatus,
     Deployment,
     DeploymentStatus,
     Incident,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from deployflow.polling import wait_for
-from deployflow.providers.factory import build_metrics
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
+from tests.backends import build_metrics
 
 EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
 FAULTS = json.dumps({"v3": {"error_rate": 0.2}, "v8": {"latency_ms": 120}})
@@ -35,7 +35,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
             sb.wait_for_metrics("v1", timeout=60)
             metrics = build_metrics(spec)
             wait_for(
-                lambda: metrics.p95("v1", spec.analysis.baseline_window)[0],
+                lambda: metrics.p95("v1", spec.analysis.baseline_window).value,
                 timeout=60,
                 interval=0.5,
                 what="a P95 baseline for v1",

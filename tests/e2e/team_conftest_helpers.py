@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from deployflow.polling import wait_for
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 from deployflow.sandbox.postgres import LocalPostgres
 from deployflow.tracking import db, repository
 from deployflow.tracking.models import Deployment

@@ -19,12 +19,12 @@ import httpx
 import pytest
 
 from deployflow.fakes.slack_api import FakeSlackAPI
-from deployflow.providers.factory import build_router, build_target
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
 from deployflow.tracking import db, repository
 from flows.deploy import deploy
+from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,10 @@ SLACK_AT = "notifications:\n"
 
 
 def slack_section(base_url: str) -> str:
-    return f'notifications:\n  slack:\n    channel: "#deploys"\n    base_url: {base_url}\n'
+    return (
+        "notifications:\n  notifiers:\n    - kind: slack\n"
+        f'      channel: "#deploys"\n      base_url: {base_url}\n'
+    )
 
 
 def tracked(deployment_id: int) -> dict:

@@ -25,10 +25,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
 
 from deployflow.polling import wait_for
-from deployflow.providers.factory import build_metrics, build_router, build_target
 from deployflow.sandbox.postgres import LocalPostgres
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import ServiceSpec, load_spec
+from tests.backends import build_metrics, build_router, build_target
 from tests.e2e.team_conftest_helpers import (
     POOL,
     PrefectServer,
@@ -213,7 +213,7 @@ def team(
     metrics = build_metrics(spec)
     # Without a baseline the first deploy is blocked before any traffic moves.
     wait_for(
-        lambda: metrics.p95("v1", spec.analysis.baseline_window)[0],
+        lambda: metrics.p95("v1", spec.analysis.baseline_window).value,
         timeout=60,
         interval=0.5,
         what="a P95 baseline for v1",

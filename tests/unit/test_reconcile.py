@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployflow.fakes.infra import InMemoryRouter, InMemoryTarget
+from deployflow.fakes.backends import InMemoryRouter, InMemoryTarget
 from deployflow.reconcile import decide_unfinished, reconcile
 
 pytestmark = pytest.mark.unit

@@ -5,10 +5,14 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from deployflow.analysis import Breach, Verdict
+from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Verdict
+from deployflow.checks.result import CheckStatus
 from deployflow.release import (
+    CheckRecord,
     ReleaseOutcome,
-    RollbackInfo,
+    RollbackEvidence,
+    RollbackRecord,
+    Trigger,
     blocking_checks,
     incident_markdown,
     stage_trigger,
@@ -49,6 +53,9 @@ def test_unknown_override_is_refused() -> None:
 
 
 def rolled_back() -> ReleaseOutcome:
+    now = datetime.now(UTC)
+    failed = Measurement(Outcome.FAILED, MetricSample(0.2, 0.02, 40), 0.01)
+    breach = Breach("error_rate", 0.2, 0.05, "error rate 20.00% above the maximum 5.00%")
     return ReleaseOutcome(
         service="demo",
         environment="prod",
@@ -56,24 +63,11 @@ def rolled_back() -> ReleaseOutcome:
         status="rolled_back",
         strategy="canary",
         previous_version="v2",
-        stages=[
-            {
-                "index": 0,
-                "weight": 5,
-                "verdict": "rollback",
-                "values": {"error_rate": 0.2, "p95_seconds": 0.02, "requests": 40},
-                "counts": {"failed": 1},
-            }
-        ],
-        rollback=RollbackInfo(
-            0,
-            5,
-            "error_rate",
-            0.2,
-            0.05,
-            "error rate 20.00% above the maximum 5.00%",
-            verified=True,
-            evidence={"canary_log_tail": "Traceback: boom", "last_measurements": []},
+        stages=[StageResult(0, 5, Verdict.ROLLBACK, [failed], breach, now, now, {"failed": 1})],
+        rollback=RollbackRecord(
+            Trigger(0, 5, "error_rate", 0.2, 0.05, "error rate 20.00% above the maximum 5.00%"),
+            verification=VerificationReport(()),
+            evidence=RollbackEvidence(canary_log_tail="Traceback: boom"),
         ),
     )
 
@@ -90,6 +84,7 @@ def test_outcome_json_shape_and_exit_code() -> None:
         "threshold": 0.05,
         "reason": "error rate 20.00% above the maximum 5.00%",
         "verified": True,
+        "error": None,
     }
     assert data["stages"][0]["verdict"] == "rollback"
 
@@ -115,8 +110,8 @@ def client(status: int) -> httpx.Client:
 
 
 def test_health_and_smoke_checks() -> None:
-    assert check_health(client(200), "http://svc", "/healthz", name="h").ok
-    assert not check_health(client(503), "http://svc", "/healthz", name="h").ok
+    assert check_health(client(200), "http://svc/healthz", name="h").ok
+    assert not check_health(client(503), "http://svc/healthz", name="h").ok
     smoke = SmokeRequest(name="items", path="/api/items")
     assert check_smoke(client(200), "http://lb", smoke).ok
     failed = check_smoke(client(500), "http://lb", smoke)
@@ -129,7 +124,7 @@ def test_unreachable_endpoint_fails_the_check() -> None:
         raise httpx.ConnectError("refused", request=request)
 
     broken = httpx.Client(transport=httpx.MockTransport(refuse))
-    assert not check_health(broken, "http://svc", "/healthz", name="h").ok
+    assert not check_health(broken, "http://svc/healthz", name="h").ok
 
 
 def test_non_critical_failures_do_not_fail_the_report() -> None:
@@ -159,7 +154,6 @@ def test_a_rolled_back_stage_names_stage_metric_value_threshold() -> None:
         "value": 0.09,
         "threshold": 0.04,
         "reason": "P95 too high",
-        "verified": False,
     }
 
 
@@ -176,10 +170,13 @@ def test_failed_critical_path_in_verification_triggers_rollback() -> None:
 
 def test_only_failed_and_errored_checks_block() -> None:
     checks = [
-        {"name": "lint", "status": "advisory_failed"},
-        {"name": "review", "status": "skipped"},
-        {"name": "tests", "status": "error"},
-        {"name": "build", "status": "passed"},
-        {"name": "migrations", "status": "failed"},
+        CheckRecord("pre_checks", name, CheckStatus(status), status)
+        for name, status in [
+            ("lint", "advisory_failed"),
+            ("review", "skipped"),
+            ("tests", "error"),
+            ("build", "passed"),
+            ("migrations", "failed"),
+        ]
     ]
-    assert [c["name"] for c in blocking_checks(checks)] == ["tests", "migrations"]
+    assert [c.name for c in blocking_checks(checks)] == ["tests", "migrations"]

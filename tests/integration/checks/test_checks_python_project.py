@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from deployflow.checks import CheckContext, CheckStatus, PreChecksSpec, run_all, run_check
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 
 pytestmark = pytest.mark.integration
 

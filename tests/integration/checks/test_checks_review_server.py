@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from deployflow.checks import CheckContext, CheckStatus, PreChecksSpec, run_check
 from deployflow.fakes.github_api import FakeAnswer, FakeGitHub
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 
 pytestmark = pytest.mark.integration
 

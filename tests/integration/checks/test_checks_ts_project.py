@@ -6,7 +6,7 @@ import pytest
 
 from deployflow.checks import CheckContext, CheckStatus, PreChecksSpec, run_check
 from deployflow.checks.spec import ProblemFormat
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError
 
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.notify.slack import SlackNotifier, format_deploy_announcement
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 
 pytestmark = pytest.mark.integration
 

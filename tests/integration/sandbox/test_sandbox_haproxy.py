@@ -82,14 +82,18 @@ def test_promote_makes_the_canary_the_only_stable(haproxy, router, versions, req
 
 def test_unknown_server_name_is_a_router_error(haproxy, versions):
     v1, v2 = versions
-    router = HAProxyRouter(haproxy.admin_socket, canary_server="nope")
+    router = HAProxyRouter(
+        haproxy.admin_socket, canary_server="nope", frontend_url=haproxy.frontend_url
+    )
     with pytest.raises(RouterError, match="no server 'nope'"):
         router.set_split(v1, v2, 10)
 
 
 def test_haproxy_error_answer_names_command_and_answer(haproxy, versions):
     with pytest.raises(RouterError, match=r"'show servers state nope'.*Can't find backend"):
-        HAProxyRouter(haproxy.admin_socket, backend="nope").state()
+        HAProxyRouter(
+            haproxy.admin_socket, backend="nope", frontend_url=haproxy.frontend_url
+        ).state()
     v1, _ = versions
     bad_address = Instance("v9", "999.0.0.1", 8080)
     with pytest.raises(RouterError, match=r"refused 'set server app/canary addr 999\.0\.0\.1"):
@@ -98,4 +102,4 @@ def test_haproxy_error_answer_names_command_and_answer(haproxy, versions):
 
 def test_unreachable_socket_is_a_router_error(tmp_path: Path):
     with pytest.raises(RouterError, match="unreachable"):
-        HAProxyRouter(tmp_path / "no.sock").state()
+        HAProxyRouter(tmp_path / "no.sock", frontend_url="http://127.0.0.1:1").state()

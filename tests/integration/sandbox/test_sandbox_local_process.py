@@ -49,7 +49,7 @@ def test_a_command_that_exits_at_once_raises_with_its_log_tail(tmp_path):
     with pytest.raises(TargetError, match=r"(?s)exited with code 3.*boom: cannot read config"):
         target.start("v1")
     assert target.instances() == []
-    assert "boom" in target.log_tail("v1")
+    assert "boom" in target.logs("v1")
 
 
 def test_malformed_faults_make_the_demo_app_exit_2_with_the_reason(tmp_path):

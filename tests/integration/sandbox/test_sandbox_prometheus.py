@@ -19,13 +19,12 @@ import yaml
 
 from deployflow.analysis import MetricSample
 from deployflow.polling import wait_for
+from deployflow.processes import free_port
 from deployflow.providers.local_process import LocalProcessTarget
-from deployflow.providers.prometheus import PrometheusMetrics
+from deployflow.providers.prometheus import MetricQueries, PrometheusMetrics
 from deployflow.sandbox.demo_app import FAULTS_ENV
-from deployflow.sandbox.ports import free_port
 from deployflow.sandbox.prometheus import LocalPrometheus
 from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
-from deployflow.spec import MetricQueries
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +186,7 @@ def test_unreachable_prometheus_is_an_error_sample_not_an_exception():
     assert sample.error is not None
     assert "failed" in sample.error
     assert time.monotonic() - started < 5  # no hidden retries: the analysis owns the policy
-    assert metrics.p95("v1", 60)[0] is None
+    assert metrics.p95("v1", 60).value is None
 
 
 def test_rejected_query_is_an_error_sample(scraped):

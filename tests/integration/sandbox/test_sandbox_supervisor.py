@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployflow.processes import ProcessRecord
 from deployflow.providers.base import RouterState
-from deployflow.sandbox.processes import ProcessRecord
 from deployflow.sandbox.supervisor import (
     ENV_FRONTEND_URL,
     ENV_HAPROXY_SOCKET,

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from deployflow.sandbox.ports import free_port
+from deployflow.processes import free_port
 from deployflow.tracking import db
 from deployflow.tracking import repository as repo
 from deployflow.tracking.models import Base

@@ -20,7 +20,7 @@ TOKEN = "ghp_secretvalue123"
 
 def review_spec(**review):
     return PreChecksSpec.model_validate(
-        {"checkout": ".", "review": {"repo": REPO, "token_secret_block": "gh", **review}}
+        {"checkout": ".", "review": {"repo": REPO, "credentials_block": "gh", **review}}
     )
 
 

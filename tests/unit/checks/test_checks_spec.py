@@ -22,7 +22,7 @@ def test_a_full_section_parses_durations_and_defaults():
             "coverage": {"path": "coverage.xml", "format": "cobertura"},
         },
         audit={"tool": "npm", "command": ["npm", "audit", "--json"]},
-        review={"repo": "acme/shop", "token_secret_block": "github-token"},
+        review={"repo": "acme/shop", "credentials_block": "github-token"},
     )
     assert parsed.tests is not None
     assert parsed.tests.timeout == 600.0
@@ -86,3 +86,10 @@ def test_bad_input_names_the_field(sections, field, message):
 def test_a_section_with_no_check_is_refused():
     with pytest.raises(ValidationError, match="configure at least one of tests, lint"):
         spec()
+
+
+def test_every_check_kind_has_exactly_one_check_in_report_order():
+    from deployflow.checks.runner import CHECKS_BY_KIND
+    from deployflow.checks.spec import CHECK_KINDS
+
+    assert tuple(CHECKS_BY_KIND) == tuple(CHECK_KINDS)

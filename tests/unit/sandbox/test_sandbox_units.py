@@ -12,7 +12,6 @@ from deployflow.providers.haproxy import HAProxyRouter, parse_servers_state
 from deployflow.providers.local_process import LocalProcessTarget, render_command
 from deployflow.sandbox.demo_app import DemoApp, Fault, FaultConfigError, parse_faults
 from deployflow.sandbox.haproxy import render_config as render_haproxy_config
-from deployflow.sandbox.processes import ProcessRecord
 from deployflow.sandbox.prometheus import render_config as render_prometheus_config
 from deployflow.sandbox.traffic import TrafficGenerator
 
@@ -166,14 +165,14 @@ def test_parse_servers_state_rejects_truncated_lines():
     [(101, "between 0 and 100"), (-1, "between 0 and 100"), (True, "integer"), (2.5, "integer")],
 )
 def test_set_split_validates_the_weight_before_talking_to_haproxy(tmp_path, weight, message):
-    router = HAProxyRouter(tmp_path / "missing.sock")
+    router = HAProxyRouter(tmp_path / "missing.sock", frontend_url="http://127.0.0.1:1")
     stable = Instance("v1", "127.0.0.1", 9001)
     with pytest.raises(ValueError, match=message):
         router.set_split(stable, Instance("v2", "127.0.0.1", 9002), weight)
 
 
 def test_set_split_refuses_canary_weight_without_canary(tmp_path):
-    router = HAProxyRouter(tmp_path / "missing.sock")
+    router = HAProxyRouter(tmp_path / "missing.sock", frontend_url="http://127.0.0.1:1")
     with pytest.raises(ValueError, match="no canary instance"):
         router.set_split(Instance("v1", "127.0.0.1", 9001), None, 10)
 
@@ -196,16 +195,6 @@ def test_prometheus_config_watches_the_targets_file(tmp_path):
 
 
 # -- small pieces ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [({"pid": "12"}, "'pid' must be an integer"), ({"pid": 1}, "greater than 1"),
-     ({"pid": 50, "start_ticks": "x"}, "'start_ticks'")],
-)  # fmt: skip
-def test_process_record_rejects_malformed_records(data, message):
-    with pytest.raises(ValueError, match=message):
-        ProcessRecord.from_json(data)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,41 @@
+"""Load deployflow's blocks by the short type names the core's backend builders ask for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.blocks.core import Block
+
+from blocks.github import GitHubCredentialsBlock
+from blocks.slack import SlackNotificationBlock
+from blocks.tracking import TrackingDatabaseBlock
+from deployflow.providers.base import BackendConfigError
+
+BLOCK_TYPES: dict[str, type[Block]] = {
+    "slack": SlackNotificationBlock,
+    "github": GitHubCredentialsBlock,
+    "tracking": TrackingDatabaseBlock,
+}
+
+
+class PrefectBlocks:
+    """The ``BlockLoader`` of a flow run: blocks saved on the Prefect server it talks to."""
+
+    def load(self, block_type: str, name: str) -> Any:
+        """The saved block ``name`` of ``block_type``.
+
+        Raises:
+            BackendConfigError: No such block is saved (the message says how to save one).
+        """
+        cls = BLOCK_TYPES.get(block_type)
+        if cls is None:
+            known = ", ".join(sorted(BLOCK_TYPES))
+            raise BackendConfigError(f"no block type {block_type!r}; known: {known}")
+        try:
+            return cls.load(name)
+        except ValueError as exc:
+            # Prefect says "Unable to find block document named ..."; the value holds no secret.
+            raise BackendConfigError(
+                f"no {cls.__name__} named {name!r} is saved on this Prefect server ({exc}); "
+                f"save one (see README, 'Blocks') or fix the name"
+            ) from None

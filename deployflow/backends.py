@@ -1,0 +1,62 @@
+"""The collaborators of one run, built once from the spec (and saved blocks) by ``connect``.
+
+The flow hands each task the one collaborator it needs. Subflows receive the whole bundle, and
+Prefect records a subflow's parameters on the server: ``Backends`` therefore serialises to what
+each backend *is* (``describe()``), never to its attributes, so no token or password can leak into
+the API, the UI or a log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, model_serializer
+
+from deployflow.providers import registry
+from deployflow.providers.base import BuildContext, Metrics, Notifier, Router, Target
+from deployflow.spec import ServiceSpec
+from deployflow.tracking.ledger import Ledger
+
+
+class Backends(BaseModel):
+    """Target, router, metrics, notifiers and the tracking ledger of one run."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    target: Target
+    router: Router
+    metrics: Metrics
+    notifiers: tuple[Notifier, ...] = ()
+    ledger: Ledger
+    # Health and smoke requests go through this transport; None is the network. Tests pass
+    # ``FakeService.transport`` (as httpx's own tests pass ``MockTransport``).
+    http_transport: httpx.BaseTransport | None = None
+
+    @model_serializer
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "target": self.target.describe(),
+            "router": self.router.describe(),
+            "metrics": self.metrics.describe(),
+            "notifiers": [n.describe() for n in self.notifiers],
+            "ledger": self.ledger.describe(),
+        }
+
+
+def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
+    """Build every backend the spec names, through the registry.
+
+    Raises:
+        BackendConfigError: A backend cannot be built (a missing token, an unknown block); the
+            message names the spec field.
+    """
+    return Backends(
+        target=registry.build("target", spec.target, ctx),
+        router=registry.build("router", spec.router, ctx),
+        metrics=registry.build("metrics", spec.metrics, ctx),
+        notifiers=tuple(
+            registry.build("notifier", section, ctx) for section in spec.notifications.notifiers
+        ),
+        ledger=ledger,
+    )

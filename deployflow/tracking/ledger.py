@@ -1,0 +1,206 @@
+"""The tracking database as a deploy sees it: every write a release makes, one method each.
+
+The flow's tasks hold a ``Ledger`` (built once per run from the tracking block or
+``DEPLOYFLOW_DATABASE_URL``) instead of opening sessions themselves; each method is one short
+transaction. State that must survive a crash (which stage, which weight) is written *before* the
+router is told, so a restarted run can reconcile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from deployflow.release import ReleaseOutcome
+from deployflow.rollout import StageResult
+from deployflow.tracking import db, repository
+from deployflow.tracking.models import DeploymentStatus
+from deployflow.tracking.repository import DeployedVersion
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+class ConcurrentDeploy(RuntimeError):
+    """Another real deploy of the same service and environment is unfinished."""
+
+
+@dataclass(frozen=True)
+class UnfinishedDeploy:
+    """A deploy row still marked pending or running."""
+
+    deployment_id: int
+    version: str
+    flow_run_id: str | None
+    dry_run: bool
+
+
+class Ledger:
+    """Records deploys in the tracking database.
+
+    Args:
+        engine: An engine at the head revision (``Ledger.for_url`` makes and migrates one).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = db.session_factory(engine)
+
+    @classmethod
+    def for_url(cls, url: str | None = None) -> Ledger:
+        """The ledger of ``url`` (default ``DEPLOYFLOW_DATABASE_URL`` or the local SQLite file),
+        migrated to head once per process."""
+        url = url or db.database_url()
+        with _engines_lock:
+            if url not in _engines:
+                engine = db.make_engine(url)
+                try:
+                    db.upgrade(engine)
+                except BaseException:
+                    engine.dispose()
+                    raise
+                _engines[url] = engine
+            return cls(_engines[url])
+
+    def describe(self) -> str:
+        return f"tracking database {db.mask_url(self.engine.url)}"
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def start(
+        self,
+        *,
+        service: str,
+        environment: str,
+        version: str,
+        previous_version: str | None,
+        dry_run: bool,
+        git_ref: str | None,
+        flow_run_id: str | None,
+    ) -> int:
+        """Create the deployment row before anything is touched.
+
+        Raises:
+            ConcurrentDeploy: Another real deploy of this service and environment is unfinished
+                (the partial unique index decided it, even for two runs started in one instant).
+        """
+        try:
+            with self._session() as s:
+                row = repository.create_deployment(
+                    s,
+                    service=service,
+                    environment=environment,
+                    version=version,
+                    strategy="pending",
+                    previous_version=previous_version,
+                    dry_run=dry_run,
+                    git_ref=git_ref,
+                    flow_run_id=flow_run_id,
+                    status=DeploymentStatus.RUNNING,
+                )
+                return row.id
+        except IntegrityError:
+            raise ConcurrentDeploy(
+                f"another deploy of {service} to {environment} started at the same time"
+            ) from None
+
+    def unfinished(
+        self, service: str, environment: str, *, except_flow_run: str | None = None
+    ) -> list[UnfinishedDeploy]:
+        """Deploys of this service and environment still pending or running, oldest first."""
+        with self._session() as s:
+            return [
+                UnfinishedDeploy(r.id, r.version, r.flow_run_id, r.dry_run)
+                for r in repository.unfinished(s, service, environment)
+                if r.flow_run_id is None or r.flow_run_id != except_flow_run
+            ]
+
+    def close(self, deployment_id: int, status: str, summary: str) -> None:
+        """End a row another run left unfinished."""
+        with self._session() as s:
+            repository.update_deployment(s, deployment_id, status=status, summary=summary)
+
+    def deployed(self, service: str, environment: str) -> DeployedVersion | None:
+        """The version (and git ref) the last successful real deploy left running."""
+        with self._session() as s:
+            return repository.last_successful(s, service, environment)
+
+    def set_strategy(self, deployment_id: int, strategy: str) -> None:
+        with self._session() as s:
+            repository.update_deployment(s, deployment_id, strategy=strategy)
+
+    def traffic_moving(self, deployment_id: int, *, stage: int | None, weight: int) -> None:
+        """Write where traffic is about to be, before the router is told."""
+        fields: dict[str, object] = {"canary_weight": weight}
+        if stage is not None:
+            fields["current_stage"] = stage
+        with self._session() as s:
+            repository.update_deployment(s, deployment_id, **fields)
+
+    def stage_observed(self, deployment_id: int, result: StageResult) -> None:
+        with self._session() as s:
+            repository.add_stage_result(
+                s,
+                deployment_id,
+                index=result.index,
+                weight=result.weight,
+                verdict=result.verdict.value,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                measurements=[m.to_dict() for m in result.measurements],
+                reason=result.reason.reason if result.reason else None,
+            )
+
+    def record_outcome(self, outcome: ReleaseOutcome, summary: str) -> None:
+        """The end of a deploy, in one transaction: status, summary, every check, the incident."""
+        if outcome.deployment_id is None:
+            return
+        with self._session() as s:
+            repository.update_deployment(
+                s,
+                outcome.deployment_id,
+                status=outcome.status,
+                finished_at=datetime.now(UTC),
+                summary=summary,
+            )
+            for c in outcome.checks:
+                repository.add_check_result(
+                    s,
+                    outcome.deployment_id,
+                    step=c.step,
+                    name=c.name,
+                    status=c.status,
+                    figure=c.figure or None,
+                    reason=c.reason or (c.detail if c.status.value == "skipped" else None),
+                    duration_seconds=c.duration_seconds,
+                    details=dict(c.details) or {"detail": c.detail},
+                )
+            if outcome.rollback is not None:
+                r = outcome.rollback
+                repository.add_incident(
+                    s,
+                    outcome.deployment_id,
+                    stage=r.trigger.stage,
+                    metric=r.trigger.metric,
+                    value=r.trigger.value,
+                    threshold=r.trigger.threshold,
+                    reason=r.trigger.reason,
+                    evidence={
+                        **r.evidence.to_dict(),
+                        "verified": r.verified,
+                        "error": r.error,
+                        "verification": (
+                            [c.to_dict() for c in r.verification.checks] if r.verification else []
+                        ),
+                    },
+                )

@@ -1,0 +1,99 @@
+"""Run the deploy flow in this process and report its outcome: shared by the CLI and the demo.
+
+Exit codes: 0 succeeded, 3 rolled back, 1 failed or aborted, 2 bad input (nothing was started).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
+
+
+def ui_url(flow_run_id: str | None) -> str | None:
+    """Where the run is shown in the Prefect UI, when a server with a UI is configured."""
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    if not base or not flow_run_id:
+        return None
+    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def run_deploy(
+    spec_path: str,
+    version: str,
+    environment: str,
+    strategy: str,
+    dry_run: bool,
+    tracking_block: str | None = None,
+) -> dict[str, Any]:
+    """Run the deploy flow in this process and return its outcome as a dict."""
+    # Without PREFECT_API_URL, Prefect starts a temporary local server; its first start migrates a
+    # fresh SQLite database, which takes longer than Prefect's 20 s default on a busy laptop.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from flows.deploy import deploy
+
+    try:
+        state = deploy(
+            spec_path=spec_path,
+            version=version,
+            environment=environment,
+            strategy=strategy,
+            dry_run=dry_run,
+            tracking_block=tracking_block,
+            return_state=True,
+        )
+    except Exception as exc:  # the flow never ran: no Prefect API, for example
+        return {
+            "status": "failed",
+            "version": version,
+            "strategy": None,
+            "stages": [],
+            "rollback": None,
+            "message": f"the deploy flow could not run: {type(exc).__name__}: {exc}"[:2000],
+            "flow_run_id": None,
+            "ui_url": None,
+        }
+    data = state.result(raise_on_failure=False)
+    result: dict[str, Any]
+    if isinstance(data, dict):
+        result = data
+    else:
+        result = {
+            "status": "failed",
+            "strategy": None,
+            "stages": [],
+            "rollback": None,
+            "message": f"the deploy flow crashed: {data}",
+            "flow_run_id": str(state.state_details.flow_run_id),
+        }
+    run_id = result.get("flow_run_id")
+    result["ui_url"] = ui_url(str(run_id) if run_id else None)
+    return result
+
+
+def exit_for(status: str) -> int:
+    """The process exit code for a deploy outcome status."""
+    return {"succeeded": EXIT_OK, "rolled_back": EXIT_ROLLED_BACK}.get(status, EXIT_FAILED)
+
+
+def print_outcome(result: dict[str, Any]) -> None:
+    """Print a deploy outcome (from ``run_deploy``) for people: one line per stage."""
+    print(f"{result.get('version', '?')}: {result['status']} ({result.get('strategy')})")
+    for stage in result.get("stages", []):
+        values = stage["values"]
+        er = values.get("error_rate")
+        p95 = values.get("p95_seconds")
+        print(
+            f"  stage {stage['index'] + 1} {stage['weight']:>3}%: {stage['verdict']:<9} "
+            f"error rate {'n/a' if er is None else f'{er:.2%}'}, "
+            f"P95 {'n/a' if p95 is None else f'{p95 * 1000:.1f} ms'}"
+        )
+    if result.get("rollback"):
+        print(f"  rollback: {result['rollback']['reason']}")
+    if result.get("message"):
+        print(f"  {result['message']}")
+    if result.get("ui_url"):
+        print(f"  Prefect UI: {result['ui_url']}")

@@ -1,0 +1,46 @@
+"""Before the nine steps: read the spec once and build the run's backends once."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.loader import PrefectBlocks
+from blocks.tracking import TrackingDatabaseBlock
+from deployflow.backends import Backends, connect
+from deployflow.providers.base import BuildContext
+from deployflow.spec import ServiceSpec, load_spec, validate_version
+from deployflow.tracking.ledger import Ledger
+
+
+@task(name="load-spec", cache_policy=NO_CACHE)
+def load_service_spec(spec_path: str, version: str) -> ServiceSpec:
+    """Read and validate the service spec and the version; every problem is named."""
+    validate_version(version)
+    spec = load_spec(spec_path)
+    get_run_logger().info("spec %s: service %s", spec_path, spec.service)
+    return spec
+
+
+def tracking_ledger(tracking_block: str | None) -> Ledger:
+    """The tracking database: the named block, else ``DEPLOYFLOW_DATABASE_URL``, else the local
+    SQLite file of the machine running the flow."""
+    if tracking_block:
+        block = PrefectBlocks().load("tracking", tracking_block)
+        assert isinstance(block, TrackingDatabaseBlock)
+        return Ledger.for_url(block.resolved_url())
+    return Ledger.for_url()
+
+
+@task(name="connect", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def connect_backends(spec: ServiceSpec, tracking_block: str | None) -> Backends:
+    """Build the target, router, metrics, notifiers and tracking ledger the spec names.
+
+    Secrets come from saved blocks (or the documented environment fallbacks) and stay inside the
+    backends; what is logged is each backend's description.
+    """
+    backends = connect(spec, tracking_ledger(tracking_block), BuildContext(blocks=PrefectBlocks()))
+    logger = get_run_logger()
+    for role, description in backends.model_dump().items():
+        logger.info("%s: %s", role, description)
+    return backends

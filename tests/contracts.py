@@ -1,0 +1,138 @@
+"""Contract tests every backend passes, the in-memory fakes and the real ones alike.
+
+Like Prefect's block standard tests: a backend's test module subclasses the contract and provides
+the fixtures it names; the next backend (nginx, Kubernetes, another notifier) reuses them as they
+are. Versions named here are free to start and stop; ``instances`` are two endpoints a router may
+point at.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from deployflow.analysis import MetricSample
+from deployflow.providers.base import (
+    Instance,
+    Metrics,
+    NotificationResult,
+    Notifier,
+    Reading,
+    Router,
+    Target,
+)
+
+
+class TargetContract:
+    """Fixture: ``target``."""
+
+    def test_is_a_target(self, target: Target) -> None:
+        assert isinstance(target, Target)
+        assert target.describe()
+
+    def test_start_is_idempotent_and_lists_the_version(self, target: Target) -> None:
+        first = target.start("c1")
+        assert first.version == "c1"
+        assert target.start("c1") == first
+        assert "c1" in {i.version for i in target.instances()}
+        assert target.health_url(first).startswith(("http://", "https://"))
+
+    def test_stop_removes_the_version_and_stopping_twice_is_fine(self, target: Target) -> None:
+        target.start("c2")
+        target.stop("c2")
+        target.stop("c2")
+        assert "c2" not in {i.version for i in target.instances()}
+
+    def test_stopping_a_version_that_never_ran_is_not_an_error(self, target: Target) -> None:
+        target.stop("never-started")
+
+    def test_logs_of_an_unknown_version_are_empty_not_an_error(self, target: Target) -> None:
+        assert target.logs("never-started") == ""
+        assert isinstance(target.logs("never-started", lines=5), str)
+
+
+class RouterContract:
+    """Fixtures: ``router`` and ``instances`` (two endpoints)."""
+
+    def test_is_a_router(self, router: Router) -> None:
+        assert isinstance(router, Router)
+        assert router.frontend_url.startswith(("http://", "https://"))
+        assert router.describe()
+
+    def test_split_is_reported_back(
+        self, router: Router, instances: tuple[Instance, Instance]
+    ) -> None:
+        stable, canary = instances
+        router.set_split(stable, canary, 25)
+        state = router.state()
+        assert (state.stable, state.canary, state.canary_weight) == (
+            stable.address, canary.address, 25,
+        )  # fmt: skip
+
+    def test_weight_zero_takes_the_canary_out(self, router: Router, instances) -> None:
+        stable, canary = instances
+        router.set_split(stable, canary, 50)
+        router.set_split(stable, None, 0)
+        state = router.state()
+        assert (state.stable, state.canary, state.canary_weight) == (stable.address, None, 0)
+
+    def test_promote_gives_the_instance_all_the_traffic(self, router: Router, instances) -> None:
+        stable, canary = instances
+        router.set_split(stable, canary, 50)
+        router.promote(canary)
+        state = router.state()
+        assert (state.stable, state.canary, state.canary_weight) == (canary.address, None, 0)
+
+    @pytest.mark.parametrize("weight", [-1, 101])
+    def test_a_weight_outside_0_100_is_refused(self, router: Router, instances, weight) -> None:
+        stable, canary = instances
+        with pytest.raises(ValueError, match="canary_weight"):
+            router.set_split(stable, canary, weight)
+
+    def test_a_weight_without_a_canary_is_refused(self, router: Router, instances) -> None:
+        with pytest.raises(ValueError, match="no canary"):
+            router.set_split(instances[0], None, 10)
+
+
+class MetricsContract:
+    """Fixtures: ``metrics`` (a backend that answers) and ``unreachable_metrics``."""
+
+    def test_is_metrics(self, metrics: Metrics) -> None:
+        assert isinstance(metrics, Metrics)
+        assert metrics.describe()
+
+    def test_a_version_without_data_is_no_data_not_an_error(self, metrics: Metrics) -> None:
+        sample = metrics.sample("no-such-version", 30)
+        assert isinstance(sample, MetricSample)
+        assert sample.error is None
+        reading = metrics.p95("no-such-version", 30)
+        assert isinstance(reading, Reading)
+        assert (reading.value, reading.error) == (None, None)
+
+    def test_an_unreachable_backend_is_an_error_value_never_an_exception(
+        self, unreachable_metrics: Metrics
+    ) -> None:
+        sample = unreachable_metrics.sample("v1", 30)
+        assert sample.error
+        assert (sample.error_rate, sample.p95_seconds, sample.requests) == (None, None, None)
+        reading = unreachable_metrics.p95("v1", 30)
+        assert reading.value is None
+        assert reading.error
+
+
+class NotifierContract:
+    """Fixtures: ``notifier`` (delivers) and ``failing_notifier`` (cannot deliver)."""
+
+    def test_is_a_notifier(self, notifier: Notifier) -> None:
+        assert isinstance(notifier, Notifier)
+        assert notifier.describe()
+
+    def test_a_delivered_message_is_ok(self, notifier: Notifier) -> None:
+        result = notifier.post("deploying shop v2")
+        assert isinstance(result, NotificationResult)
+        assert result.ok
+        assert result.error is None
+
+    def test_a_failed_delivery_is_data_never_an_exception(self, failing_notifier: Notifier) -> None:
+        result = failing_notifier.post("rolling back shop v3")
+        assert not result.ok
+        assert result.error

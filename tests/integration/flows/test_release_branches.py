@@ -1,0 +1,243 @@
+"""Every branch of the deploy flow, through Prefect (tasks, subflows, artifacts) on the test
+harness, with in-memory backends: what the outcome is, where traffic ended, what was recorded."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from deployflow.backends import Backends
+from deployflow.fakes.backends import FakeService, InMemoryRouter
+from deployflow.providers.base import BackendError, Instance
+from deployflow.release import ReleaseOutcome
+from deployflow.spec import ServiceSpec, parse_spec
+from deployflow.tracking import repository
+from deployflow.tracking.ledger import Ledger
+from flows.deploy import ReleaseRequest, release
+from tasks.complete import complete
+
+_environments = itertools.count()
+
+
+def make_spec(tmp: Path, **extra: object) -> ServiceSpec:
+    data = {
+        "service": "shop",
+        "target": {"kind": "local-process", "command": ["app"], "state_dir": str(tmp)},
+        "router": {
+            "kind": "haproxy",
+            "admin_socket": str(tmp / "sock"),
+            "frontend_url": "http://frontend.test",
+        },
+        "metrics": {
+            "kind": "prometheus",
+            "url": "http://prometheus.test",
+            "queries": {"error_rate": "{version}", "p95_latency": "{version}",
+                        "request_count": "{version}"},
+        },
+        "analysis": {"interval": "5ms", "window": "1s", "baseline_window": "1s",
+                     "min_requests": 10},
+        "strategy": {"kind": "canary", "steps": [5, 25, 50, 100], "observe": "10ms"},
+        "smoke": [{"name": "checkout", "path": "/api/checkout"}],
+        **extra,
+    }  # fmt: skip
+    return parse_spec(data)
+
+
+@flow(name="release-under-test")
+def run_release(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) -> ReleaseOutcome:
+    outcome = release(spec, backends, request)
+    complete(outcome, backends.ledger)
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
+    return Ledger.for_url(f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'tracking.db'}")
+
+
+@pytest.fixture
+def service() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture
+def deploy(prefect_server, ledger, service, tmp_path):
+    """Release a version of the fake service; each test gets its own environment."""
+    environment = f"env{next(_environments)}"
+
+    def run(version: str, spec: ServiceSpec | None = None, **request: object) -> ReleaseOutcome:
+        backends = Backends(
+            target=service.target,
+            router=service.router,
+            metrics=service.metrics,
+            notifiers=(service.notifier,),
+            ledger=ledger,
+            http_transport=service.transport,
+        )
+        req = ReleaseRequest(version, environment, **request)  # type: ignore[arg-type]
+        return run_release(spec or make_spec(tmp_path), backends, req)
+
+    return run
+
+
+def recorded(ledger: Ledger, outcome: ReleaseOutcome):
+    assert outcome.deployment_id is not None
+    with ledger._sessions() as s:
+        return repository.deployment_to_dict(
+            repository.get_deployment(s, outcome.deployment_id), include_children=True
+        )
+
+
+def running(service: FakeService) -> set[str]:
+    return {i.version for i in service.target.instances()}
+
+
+def serving(service: FakeService, version: str) -> bool:
+    state = service.router.state()
+    address = next(i.address for i in service.target.instances() if i.version == version)
+    return state.stable == address and state.canary_weight == 0
+
+
+def test_healthy_canary_is_promoted_through_every_stage(deploy, service, ledger):
+    service.run_stable("v1")
+    outcome = deploy("v2")
+    assert outcome.status == "succeeded", outcome.message
+    assert [s.weight for s in outcome.stages] == [5, 25, 50, 100]
+    assert serving(service, "v2")
+    assert running(service) == {"v2"}
+    row = recorded(ledger, outcome)
+    assert row["status"] == "succeeded"
+    assert [s["weight"] for s in row["stages"]] == [5, 25, 50, 100]
+    assert "Deploying *shop* `v2`" in service.notifier.messages[0]
+
+
+def test_a_failing_check_blocks_before_anything_is_touched(deploy, service, ledger, tmp_path):
+    service.run_stable("v1")
+    spec = make_spec(
+        tmp_path, pre_checks={"checkout": str(tmp_path), "build": {"command": ["false"]}}
+    )
+    outcome = deploy("v2", spec)
+    assert outcome.status == "aborted"
+    assert outcome.message.startswith("blocked before any traffic moved: build failed")
+    assert service.router.changes == []
+    assert running(service) == {"v1"}
+    checks = {c["name"]: c["status"] for c in recorded(ledger, outcome)["checks"]}
+    assert checks["build"] == "failed"
+    assert checks["migrations"] == "skipped"
+
+
+def test_a_canary_that_does_not_start_leaves_traffic_alone(deploy, service, ledger):
+    service.run_stable("v1")
+    service.target.fail_start.add("v2")
+    outcome = deploy("v2")
+    assert outcome.status == "failed"
+    assert "v2 did not start" in outcome.message
+    assert service.router.changes == []
+    assert serving(service, "v1")
+    assert recorded(ledger, outcome)["status"] == "failed"
+
+
+def test_a_bad_stage_rolls_back_to_stable_and_records_the_incident(deploy, service, ledger):
+    service.run_stable("v1")
+    service.behave("v3", error_rate=0.2)
+    outcome = deploy("v3")
+    assert outcome.status == "rolled_back", outcome.message
+    assert len(outcome.stages) == 1
+    assert outcome.stages[0].weight == 5
+    assert outcome.rollback is not None
+    assert outcome.rollback.verified
+    assert outcome.rollback.trigger.metric == "error_rate"
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}
+    row = recorded(ledger, outcome)
+    assert row["status"] == "rolled_back"
+    assert row["incidents"][0]["metric"] == "error_rate"
+    assert row["incidents"][0]["evidence"]["verified"] is True
+    assert any("rolled back to v1" in m for m in service.notifier.messages)
+
+
+def test_a_broken_critical_path_after_promotion_rolls_back(deploy, service, ledger):
+    service.run_stable("v1")
+    service.behave("v4", broken_paths=frozenset({"/api/checkout"}))
+    outcome = deploy("v4")
+    assert outcome.status == "rolled_back", outcome.message
+    assert [s.weight for s in outcome.stages] == [5, 25, 50, 100]
+    assert outcome.rollback is not None
+    assert outcome.rollback.trigger.metric == "critical_path"
+    assert "post-deploy verification failed: smoke: checkout" in outcome.message
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}
+
+
+class RefusesRollback(InMemoryRouter):
+    def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
+        if canary is None:
+            raise BackendError("router refused: backend app is locked")
+        super().set_split(stable, canary, canary_weight)
+
+
+def test_a_failed_rollback_is_loud_and_still_tells_people(deploy, service, ledger):
+    service.router = RefusesRollback()
+    service.run_stable("v1")
+    service.behave("v3", error_rate=0.2)
+    outcome = deploy("v3")
+    assert outcome.status == "failed"
+    assert outcome.message.startswith("ROLLBACK FAILED")
+    assert outcome.rollback is not None
+    assert not outcome.rollback.verified
+    assert "locked" in (outcome.rollback.error or "")
+    assert any("ROLLBACK FAILED" in m for m in service.notifier.messages)
+    row = recorded(ledger, outcome)
+    assert row["status"] == "failed"
+    assert "locked" in row["incidents"][0]["evidence"]["error"]
+
+
+def test_a_bad_first_release_has_nothing_to_roll_back_to(deploy, service, ledger):
+    service.behave("v1", healthy=False)
+    outcome = deploy("v1")
+    assert outcome.status == "failed"
+    assert outcome.strategy == "direct"
+    assert outcome.message.endswith("no previous version to roll back to")
+    assert outcome.rollback is None
+
+
+def test_redeploying_the_live_version_changes_nothing(deploy, service, ledger):
+    service.run_stable("v1")
+    outcome = deploy("v1")
+    assert outcome.status == "succeeded"
+    assert "already serves all the traffic" in outcome.message
+    assert service.router.changes == []
+    assert service.metrics.queries == []
+
+
+def test_a_dry_run_checks_and_plans_but_starts_nothing(deploy, service, ledger):
+    service.run_stable("v1")
+    outcome = deploy("v2", dry_run=True)
+    assert outcome.status == "succeeded"
+    assert outcome.message.startswith("dry run: checks passed, plan canary 5%/25%/50%/100%")
+    assert running(service) == {"v1"}
+    assert service.router.changes == []
+    assert recorded(ledger, outcome)["dry_run"] is True
+
+
+def test_metrics_down_stops_the_deploy_before_any_traffic(deploy, service, ledger):
+    service.run_stable("v1")
+    service.metrics.down = True
+    outcome = deploy("v2")
+    assert outcome.status == "aborted"
+    assert "cannot measure the P95 baseline" in outcome.message
+    assert running(service) == {"v1"}
+    assert service.router.changes == []
+
+
+def test_failing_notifications_never_stop_a_rollback(deploy, service, ledger):
+    service.run_stable("v1")
+    service.notifier.failing = True
+    service.behave("v3", error_rate=0.2)
+    outcome = deploy("v3")
+    assert outcome.status == "rolled_back"
+    assert serving(service, "v1")
+    assert [n.ok for n in outcome.notifications] == [False]

@@ -1,0 +1,87 @@
+"""The real backends pass the contract tests the fakes pass: local processes, HAProxy,
+Prometheus, and Slack through slack-sdk against the local Slack Web API server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from deployflow.fakes.slack_api import FakeSlackAPI
+from deployflow.notify.slack import SlackNotifier
+from deployflow.processes import free_port
+from deployflow.providers.base import Instance
+from deployflow.providers.local_process import LocalProcessTarget
+from deployflow.providers.prometheus import MetricQueries, PrometheusMetrics
+from deployflow.sandbox.haproxy import LocalHAProxy
+from deployflow.sandbox.prometheus import LocalPrometheus
+from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
+from tests.contracts import MetricsContract, NotifierContract, RouterContract, TargetContract
+
+QUERIES = MetricQueries(
+    error_rate='sum(rate(deployflow_demo_http_requests_total{version="{version}",code=~"5.."}'
+    '[{window}])) / sum(rate(deployflow_demo_http_requests_total{version="{version}"}[{window}]))',
+    p95_latency="histogram_quantile(0.95, sum by (le) (rate("
+    'deployflow_demo_http_request_duration_seconds_bucket{version="{version}"}[{window}])))',
+    request_count='sum(increase(deployflow_demo_http_requests_total{version="{version}"}[{window}]))',
+)
+
+
+class TestLocalProcessTarget(TargetContract):
+    @pytest.fixture
+    def target(self, tmp_path: Path) -> Iterator[LocalProcessTarget]:
+        target = LocalProcessTarget(DEMO_APP_COMMAND, state_dir=tmp_path)
+        yield target
+        target.stop_all()
+
+
+@pytest.fixture(scope="module")
+def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHAProxy]:
+    with LocalHAProxy(tmp_path_factory.mktemp("contract-haproxy")) as proxy:
+        yield proxy
+
+
+class TestHAProxyRouter(RouterContract):
+    @pytest.fixture
+    def router(self, haproxy: LocalHAProxy):
+        return haproxy.router()
+
+    @pytest.fixture
+    def instances(self) -> tuple[Instance, Instance]:
+        # HAProxy points its slots at addresses; nothing needs to listen for the split to hold.
+        return Instance("v1", "127.0.0.1", free_port()), Instance("v2", "127.0.0.1", free_port())
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
+    state = tmp_path_factory.mktemp("contract-prometheus")
+    with LocalPrometheus(state / "prometheus", state / "targets.json") as server:
+        yield server
+
+
+class TestPrometheusMetrics(MetricsContract):
+    @pytest.fixture
+    def metrics(self, prometheus: LocalPrometheus) -> PrometheusMetrics:
+        return PrometheusMetrics(prometheus.url, QUERIES, timeout=3)
+
+    @pytest.fixture
+    def unreachable_metrics(self) -> PrometheusMetrics:
+        return PrometheusMetrics(f"http://127.0.0.1:{free_port()}", QUERIES, timeout=1)
+
+
+@pytest.fixture(scope="module")
+def slack() -> Iterator[FakeSlackAPI]:
+    with FakeSlackAPI(token="xoxb-contract", channels=["deploys"]) as api:
+        yield api
+
+
+class TestSlackNotifier(NotifierContract):
+    @pytest.fixture
+    def notifier(self, slack: FakeSlackAPI) -> SlackNotifier:
+        return SlackNotifier(SecretStr("xoxb-contract"), "#deploys", base_url=slack.base_url)
+
+    @pytest.fixture
+    def failing_notifier(self, slack: FakeSlackAPI) -> SlackNotifier:
+        return SlackNotifier(SecretStr("xoxb-wrong"), "#deploys", base_url=slack.base_url)

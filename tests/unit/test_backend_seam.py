@@ -1,0 +1,130 @@
+"""The seam: spec sections by kind, the registry, connect, and what a run's bundle reveals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.encoders import jsonable_encoder
+from pydantic import SecretStr
+
+from deployflow.backends import Backends, connect
+from deployflow.fakes.backends import FakeService
+from deployflow.notify.slack import SlackNotifier
+from deployflow.providers import registry
+from deployflow.providers.base import BackendConfigError, BuildContext
+from deployflow.providers.haproxy import HAProxyRouter
+from deployflow.providers.local_process import LocalProcessTarget
+from deployflow.providers.prometheus import PrometheusMetrics
+from deployflow.spec import SpecError, parse_spec
+from deployflow.tracking.ledger import Ledger
+
+TOKEN = "xoxb-never-shown-1234"
+
+
+def spec_data(**changes: object) -> dict:
+    data: dict = {
+        "service": "shop",
+        "target": {"kind": "local-process", "command": ["app"], "state_dir": "state"},
+        "router": {"kind": "haproxy", "admin_socket": "/run/h.sock",
+                   "frontend_url": "http://lb.test/"},
+        "metrics": {"kind": "prometheus", "url": "http://prom.test",
+                    "queries": {"error_rate": "e{version}", "p95_latency": "p{version}",
+                                "request_count": "r{version}"}},
+    }  # fmt: skip
+    data.update(changes)
+    return data
+
+
+def test_an_unknown_kind_names_the_known_ones() -> None:
+    data = spec_data(router={"kind": "nginx", "upstream_file": "/etc/x"})
+    data["notifications"] = {"notifiers": [{"kind": "teams"}]}
+    with pytest.raises(SpecError) as error:
+        parse_spec(data)
+    assert ("router.kind", "unknown router kind 'nginx'; known kinds: 'haproxy'") in (
+        error.value.problems
+    )
+    assert (
+        "notifications.notifiers.0.kind",
+        "unknown notifier kind 'teams'; known kinds: 'slack'",
+    ) in error.value.problems
+
+
+def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
+    spec = parse_spec(spec_data())
+    ctx = BuildContext(env={})
+    assert isinstance(registry.build("target", spec.target, ctx), LocalProcessTarget)
+    router = registry.build("router", spec.router, ctx)
+    assert isinstance(router, HAProxyRouter)
+    assert router.frontend_url == "http://lb.test"
+    assert isinstance(registry.build("metrics", spec.metrics, ctx), PrometheusMetrics)
+    assert [b.kind for b in registry.BACKENDS] == [
+        "local-process",
+        "haproxy",
+        "prometheus",
+        "slack",
+    ]
+
+
+def test_a_section_registered_for_another_role_is_refused() -> None:
+    spec = parse_spec(spec_data())
+    with pytest.raises(TypeError, match="no router backend"):
+        registry.build("router", spec.target, BuildContext(env={}))
+
+
+def test_slack_without_a_block_needs_the_fallback_token() -> None:
+    spec = parse_spec(spec_data(notifications={"notifiers": [{"kind": "slack", "channel": "#d"}]}))
+    (section,) = spec.notifications.notifiers
+    with pytest.raises(BackendConfigError, match="DEPLOYFLOW_SLACK_TOKEN"):
+        registry.build("notifier", section, BuildContext(env={}))
+    notifier = registry.build(
+        "notifier", section, BuildContext(env={"DEPLOYFLOW_SLACK_TOKEN": TOKEN})
+    )
+    assert isinstance(notifier, SlackNotifier)
+
+
+def test_a_named_block_without_a_prefect_api_is_a_config_error() -> None:
+    spec = parse_spec(spec_data(notifications={"notifiers": [{"kind": "slack", "block": "ops"}]}))
+    with pytest.raises(BackendConfigError, match="block 'ops' cannot be loaded here"):
+        registry.build("notifier", spec.notifications.notifiers[0], BuildContext(env={}))
+
+
+def test_slack_needs_a_block_or_a_channel() -> None:
+    with pytest.raises(SpecError, match="name a Slack block"):
+        parse_spec(spec_data(notifications={"notifiers": [{"kind": "slack"}]}))
+
+
+def test_relative_backend_paths_resolve_against_the_spec_folder(tmp_path: Path) -> None:
+    from deployflow.spec import resolve_paths
+
+    spec = resolve_paths(parse_spec(spec_data()), tmp_path)
+    assert spec.target.state_dir == tmp_path / "state"  # type: ignore[attr-defined]
+    assert spec.router.admin_socket == Path("/run/h.sock")  # type: ignore[attr-defined]
+
+
+def test_connect_builds_every_backend_once_from_the_spec(tmp_path: Path) -> None:
+    spec = parse_spec(
+        spec_data(notifications={"notifiers": [{"kind": "slack", "channel": "#deploys"}]})
+    )
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
+    backends = connect(spec, ledger, BuildContext(env={"DEPLOYFLOW_SLACK_TOKEN": TOKEN}))
+    assert isinstance(backends.router, HAProxyRouter)
+    assert [n.describe() for n in backends.notifiers] == ["slack #deploys"]
+
+
+def test_the_bundle_a_subflow_receives_shows_descriptions_never_secrets(tmp_path: Path) -> None:
+    service = FakeService()
+    notifier = SlackNotifier(SecretStr(TOKEN), "#deploys", base_url="http://127.0.0.1:9/api/")
+    backends = Backends(
+        target=service.target,
+        router=service.router,
+        metrics=service.metrics,
+        notifiers=(notifier,),
+        ledger=Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}"),
+    )
+    # What Prefect stores for a subflow's parameters (Flow.serialize_parameters).
+    shown = jsonable_encoder(backends)
+    assert shown["notifiers"] == ["slack #deploys"]
+    assert shown["router"] == "in-memory router"
+    assert TOKEN not in repr(shown)
+    assert TOKEN not in repr(backends.model_dump())
