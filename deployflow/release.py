@@ -163,8 +163,15 @@ class ReleaseOutcome:
     rollback: RollbackRecord | None = None
     notifications: list[NotificationResult] = field(default_factory=list)
     message: str = ""
+    git_ref: str | None = None
     flow_run_id: str | None = None
     deployment_id: int | None = None
+
+    def require_id(self) -> int:
+        """The tracking row's id, which every step after the start needs."""
+        if self.deployment_id is None:
+            raise RuntimeError("the deploy has no tracking row yet")
+        return self.deployment_id
 
     @property
     def exit_code(self) -> int:
@@ -200,6 +207,7 @@ class ReleaseOutcome:
                 {"channel": n.channel, "ok": n.ok, "detail": n.detail} for n in self.notifications
             ],
             "message": self.message,
+            "git_ref": self.git_ref,
             "flow_run_id": self.flow_run_id,
             "deployment_id": self.deployment_id,
         }

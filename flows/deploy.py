@@ -27,6 +27,7 @@ from deployflow.providers.base import BackendConfigError, Instance
 from deployflow.release import (
     CheckRecord,
     ReleaseOutcome,
+    Status,
     Trigger,
     blocked_message,
     blocking_checks,
@@ -110,7 +111,48 @@ def finish(outcome: ReleaseOutcome, backends: Backends) -> State[dict[str, Any]]
 
 def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutcome:
     """The nine steps. Returns the outcome; step 9 (recording it) is the caller's."""
-    logger = get_run_logger()
+    outcome, stable = begin(spec, b, req)
+    if stable is not None and stable.version == req.version:
+        # Idempotent: re-running a pipeline for the version that is live is not an error.
+        live = f"{req.version} already serves all the traffic: nothing to deploy"
+        return ended(outcome, "succeeded", live)
+
+    outcome.checks = gates(spec, b, req, outcome.git_ref)  # steps 1 and 2
+    failed = blocking_checks(outcome.checks)
+    if failed:
+        get_run_logger().error(blocked_message(failed))
+        return ended(outcome, "aborted", blocked_message(failed))
+
+    plan = choose_strategy_task(spec.strategy, req.strategy, stable is not None)  # step 3
+    outcome.strategy, outcome.strategy_rationale = plan.kind, plan.rationale
+    record_plan(b.ledger, outcome.require_id(), plan)
+
+    outcome.notifications = notify_and_prepare(  # step 4
+        b.notifiers, announcement(spec, req, plan), spec.notifications.on_call
+    )
+    if req.dry_run:
+        planned = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
+        return ended(outcome, "succeeded", planned)
+
+    canary = start_new_version(spec, b, req, outcome, stable)  # step 5
+    if canary is None:
+        return outcome
+
+    trigger = roll_out_and_verify(spec, b, outcome, plan, stable, canary)  # steps 6 and 7
+    if trigger is None:
+        return succeeded(b, outcome, stable)
+    return roll_back(spec, b, outcome, stable, canary, trigger)  # step 8
+
+
+def ended(outcome: ReleaseOutcome, status: Status, message: str) -> ReleaseOutcome:
+    outcome.status, outcome.message = status, message
+    return outcome
+
+
+def begin(
+    spec: ServiceSpec, b: Backends, req: ReleaseRequest
+) -> tuple[ReleaseOutcome, Instance | None]:
+    """Before the steps: reconcile a dead deploy, find the stable version, create the row."""
     reconciled = reconcile_interrupted(
         b.ledger,
         b.router,
@@ -120,19 +162,20 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
         own_flow_run_id=req.flow_run_id,
     )
     stable = discover_stable(b.router, b.target)
+    git_ref = req.git_ref
+    if spec.pre_checks is not None:
+        # Record the commit, not a moving name like HEAD: the next deploy compares against it.
+        git_ref = resolve_commit(git_ref or "HEAD", spec.pre_checks.checkout) or git_ref
     outcome = ReleaseOutcome(
         service=spec.service,
         environment=req.environment,
         version=req.version,
         previous_version=stable.version if stable else None,
         dry_run=req.dry_run,
+        git_ref=git_ref,
         flow_run_id=req.flow_run_id,
         message="; ".join(reconciled),
     )
-    git_ref = req.git_ref
-    if spec.pre_checks is not None:
-        # Record the commit, not a moving name like HEAD: the next deploy compares against it.
-        git_ref = resolve_commit(git_ref or "HEAD", spec.pre_checks.checkout) or git_ref
     outcome.deployment_id = record_start(
         b.ledger,
         service=spec.service,
@@ -143,67 +186,55 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
         git_ref=git_ref,
         flow_run_id=req.flow_run_id,
     )
-    if stable is not None and stable.version == req.version:
-        # Idempotent: re-running a pipeline for the version that is live is not an error.
-        outcome.status = "succeeded"
-        outcome.message = f"{req.version} already serves all the traffic: nothing to deploy"
-        return outcome
+    return outcome, stable
 
-    # Steps 1 and 2, concurrently: neither touches traffic.
-    outcome.checks = gates(spec, b, req, git_ref)
-    failed = blocking_checks(outcome.checks)
-    if failed:
-        outcome.message = blocked_message(failed)
-        logger.error(outcome.message)
-        return outcome
 
-    # Step 3.
-    plan = choose_strategy_task(spec.strategy, req.strategy, stable is not None)
-    outcome.strategy, outcome.strategy_rationale = plan.kind, plan.rationale
-    record_plan(b.ledger, outcome.deployment_id, plan)
-
-    # Step 4.
-    outcome.notifications = notify_and_prepare(
-        b.notifiers, announcement(spec, req, plan), spec.notifications.on_call
-    )
-    if req.dry_run:
-        outcome.status = "succeeded"
-        outcome.message = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
-        return outcome
-
-    # Step 5.
+def start_new_version(
+    spec: ServiceSpec,
+    b: Backends,
+    req: ReleaseRequest,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+) -> Instance | None:
+    """Step 5: the stable version's P95 baseline, then the new version started and healthy.
+    None (with the outcome ended) when the deploy cannot go on; no traffic has moved then."""
     if stable is not None:
         try:
             outcome.baseline_p95_seconds = measure_baseline(
                 b.metrics, stable, spec.analysis.baseline_window
             )
         except Exception as exc:
-            outcome.message = f"blocked before any traffic moved: {exc}"
-            return outcome
+            ended(outcome, "aborted", f"blocked before any traffic moved: {exc}")
+            return None
     try:
-        canary = execute(b.target, req.version)
+        return execute(b.target, req.version)
     except Exception as exc:
-        outcome.status = "failed"
-        outcome.message = f"{req.version} did not start: {exc}"
-        return outcome
+        ended(outcome, "failed", f"{req.version} did not start: {exc}")
+        return None
 
-    # Steps 6 and 7.
-    trigger = roll_out_and_verify(spec, b, outcome, plan, stable, canary)
-    if trigger is None:
-        if stable is not None:
-            try:
-                retire_previous(b.target, stable)
-            except Exception:  # the release is done; a leftover old process is only untidy
-                logger.exception("could not stop the previous version %s", stable.version)
-        outcome.status = "succeeded"
-        outcome.message = f"{req.version} serves all the traffic and passed verification"
-        return outcome
 
-    # Step 8.
+def succeeded(b: Backends, outcome: ReleaseOutcome, stable: Instance | None) -> ReleaseOutcome:
+    """The new version serves everything and passed verification: retire the old one."""
+    if stable is not None:
+        try:
+            retire_previous(b.target, stable)
+        except Exception:  # the release is done; a leftover old process is only untidy
+            get_run_logger().exception("could not stop the previous version %s", stable.version)
+    done = f"{outcome.version} serves all the traffic and passed verification"
+    return ended(outcome, "succeeded", done)
+
+
+def roll_back(
+    spec: ServiceSpec,
+    b: Backends,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+    canary: Instance,
+    trigger: Trigger,
+) -> ReleaseOutcome:
+    """Step 8: the rollback subflow, and what its result means for the release."""
     if stable is None:
-        outcome.status = "failed"
-        outcome.message = f"{trigger.reason}; no previous version to roll back to"
-        return outcome
+        return ended(outcome, "failed", f"{trigger.reason}; no previous version to roll back to")
     last = outcome.stages[-1].measurements if outcome.stages else []
     outcome.rollback = rollback(
         b,
@@ -217,12 +248,10 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
         last,
     )
     if outcome.rollback.error is not None:
-        outcome.status = "failed"
-        outcome.message = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.reason}"
-    else:
-        outcome.status = "rolled_back" if outcome.rollback.verified else "failed"
-        outcome.message = f"rolled back to {stable.version}: {trigger.reason}"
-    return outcome
+        failed = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.reason}"
+        return ended(outcome, "failed", failed)
+    status: Status = "rolled_back" if outcome.rollback.verified else "failed"
+    return ended(outcome, status, f"rolled back to {stable.version}: {trigger.reason}")
 
 
 def gates(
@@ -270,12 +299,16 @@ def roll_out_and_verify(
 
     Any step that breaks is a reason to roll back: traffic must end on a version known healthy.
     """
-    assert outcome.deployment_id is not None
     try:
         outcome.stages = progressive_rollout(
-            b, outcome.deployment_id, plan, spec.analysis, stable, canary,
+            b,
+            outcome.require_id(),
+            plan,
+            spec.analysis,
+            stable,
+            canary,
             outcome.baseline_p95_seconds,
-        )  # fmt: skip
+        )
     except Exception as exc:
         get_run_logger().exception("the rollout broke")
         return step_failed_trigger("the rollout", exc)
@@ -283,7 +316,7 @@ def roll_out_and_verify(
     if trigger is not None:
         return trigger
     try:
-        promote(b.router, b.ledger, outcome.deployment_id, canary)
+        promote(b.router, b.ledger, outcome.require_id(), canary)
         outcome.verification = verify_instance(
             canary,
             target=b.target,

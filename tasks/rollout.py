@@ -29,11 +29,11 @@ def set_traffic(
     """
     ledger.traffic_moving(deployment_id, stage=stage, weight=weight)
     if stable is None:
-        router.promote(canary)
+        router.promote(canary)  # a first release: nothing else to split with
     else:
-        router.set_split(stable, canary, min(weight, 100))
-    get_run_logger().info("traffic: %s%% on %s; router now: %s", weight, canary.version,
-                          router.state())  # fmt: skip
+        router.set_split(stable, canary, weight)
+    state = router.state()
+    get_run_logger().info("traffic: %s%% on %s; router now: %s", weight, canary.version, state)
 
 
 @task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

@@ -7,8 +7,11 @@ import itertools
 from pathlib import Path
 
 import pytest
-from prefect import flow
+from prefect import Task, flow
 
+import flows.deploy
+import flows.rollback
+import flows.rollout
 from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService, InMemoryRouter
 from deployflow.providers.base import BackendError, Instance
@@ -51,6 +54,15 @@ def run_release(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) 
     outcome = release(spec, backends, request)
     complete(outcome, backends.ledger)
     return outcome
+
+
+@pytest.fixture(autouse=True)
+def no_retry_pauses(monkeypatch):
+    """The tasks still retry as configured; only the pause between attempts goes."""
+    for module in (flows.deploy, flows.rollout, flows.rollback):
+        for value in vars(module).values():
+            if isinstance(value, Task) and value.retries:
+                monkeypatch.setattr(value, "retry_delay_seconds", 0)
 
 
 @pytest.fixture(scope="module")
