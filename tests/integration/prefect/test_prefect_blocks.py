@@ -67,3 +67,64 @@ def test_saved_slack_block_keeps_its_secret_hidden_and_posts_for_real(
     [message] = slack.messages
     assert message.channel == "#deploys"
     assert message.text == "deploying payments 2.4.0"
+
+
+def test_a_spec_names_saved_blocks_and_connect_builds_from_them(
+    registered: str, slack: FakeSlackAPI, tmp_path
+):
+    """The way a run gets its secrets: the spec names blocks, connect loads them (get_client)."""
+    from blocks.github import GitHubCredentialsBlock
+    from blocks.loader import PrefectBlocks
+    from deployflow.backends import connect
+    from deployflow.checks.spec import PreChecksSpec
+    from deployflow.providers.base import BackendConfigError, BuildContext
+    from deployflow.spec import parse_spec
+    from deployflow.tracking.ledger import Ledger
+    from tasks.prechecks import github_token
+
+    SlackNotificationBlock(token=TOKEN, channel="#general", base_url=slack.base_url).save(
+        "team-slack", overwrite=True
+    )
+    GitHubCredentialsBlock(token="ghp-integration-token").save("team-github", overwrite=True)
+    spec = parse_spec(
+        {
+            "service": "shop",
+            "target": {"kind": "local-process", "command": ["app"], "state_dir": str(tmp_path)},
+            "router": {
+                "kind": "haproxy",
+                "admin_socket": str(tmp_path / "s"),
+                "frontend_url": "http://127.0.0.1:1",
+            },
+            "metrics": {
+                "kind": "prometheus",
+                "url": "http://127.0.0.1:1",
+                "queries": {k: "{version}" for k in ("error_rate", "p95_latency", "request_count")},
+            },
+            # The spec's channel overrides the block's: one bot token, a channel per service.
+            "notifications": {
+                "notifiers": [{"kind": "slack", "block": "team-slack", "channel": "#deploys"}]
+            },
+        }
+    )
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}")
+    backends = connect(spec, ledger, BuildContext(env={}, blocks=PrefectBlocks()))
+
+    [notifier] = backends.notifiers
+    assert notifier.post("deploying shop v2").ok
+    assert [m.channel for m in slack.messages] == ["#deploys"]
+
+    review = PreChecksSpec.model_validate(
+        {"checkout": ".", "review": {"repo": "acme/shop", "credentials_block": "team-github"}}
+    )
+    token = github_token(review)
+    assert token is not None
+    assert token.get_secret_value() == "ghp-integration-token"
+
+    missing = spec.notifications.notifiers[0].model_copy(update={"block": "no-such-block"})
+    with pytest.raises(BackendConfigError, match="no SlackNotificationBlock named 'no-such-block'"):
+        connect(
+            spec.model_copy(update={"notifications": spec.notifications.model_copy(
+                update={"notifiers": [missing]})}),
+            ledger,
+            BuildContext(env={}, blocks=PrefectBlocks()),
+        )  # fmt: skip
