@@ -176,16 +176,7 @@ def begin(
         flow_run_id=req.flow_run_id,
         message="; ".join(reconciled),
     )
-    outcome.deployment_id = record_start(
-        b.ledger,
-        service=spec.service,
-        environment=req.environment,
-        version=req.version,
-        previous_version=outcome.previous_version,
-        dry_run=req.dry_run,
-        git_ref=git_ref,
-        flow_run_id=req.flow_run_id,
-    )
+    outcome.deployment_id = record_start(b.ledger, outcome)
     return outcome, stable
 
 

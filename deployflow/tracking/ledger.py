@@ -77,18 +77,8 @@ class Ledger:
         with self._sessions() as s, s.begin():
             yield s
 
-    def start(
-        self,
-        *,
-        service: str,
-        environment: str,
-        version: str,
-        previous_version: str | None,
-        dry_run: bool,
-        git_ref: str | None,
-        flow_run_id: str | None,
-    ) -> int:
-        """Create the deployment row before anything is touched.
+    def start(self, outcome: ReleaseOutcome) -> int:
+        """Create the deployment row of ``outcome`` before anything is touched.
 
         Raises:
             ConcurrentDeploy: Another real deploy of this service and environment is unfinished
@@ -98,20 +88,21 @@ class Ledger:
             with self._session() as s:
                 row = repository.create_deployment(
                     s,
-                    service=service,
-                    environment=environment,
-                    version=version,
-                    strategy="pending",
-                    previous_version=previous_version,
-                    dry_run=dry_run,
-                    git_ref=git_ref,
-                    flow_run_id=flow_run_id,
+                    service=outcome.service,
+                    environment=outcome.environment,
+                    version=outcome.version,
+                    strategy=outcome.strategy,
+                    previous_version=outcome.previous_version,
+                    dry_run=outcome.dry_run,
+                    git_ref=outcome.git_ref,
+                    flow_run_id=outcome.flow_run_id,
                     status=DeploymentStatus.RUNNING,
                 )
                 return row.id
         except IntegrityError:
             raise ConcurrentDeploy(
-                f"another deploy of {service} to {environment} started at the same time"
+                f"another deploy of {outcome.service} to {outcome.environment} started at the "
+                "same time"
             ) from None
 
     def unfinished(
