@@ -43,6 +43,15 @@ class PrometheusMetricsSpec(StrictModel):
     timeout: Duration = Field(5.0, description="Timeout of one query.")
 
 
+def without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` removed."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if sep and "@" in authority:
+        return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+    return url
+
+
 def promql_duration(seconds: float) -> str:
     """Prometheus durations take integers with a unit: 90s, 1500ms."""
     millis = round(seconds * 1000)
@@ -105,6 +114,8 @@ class PrometheusMetrics:
         from urllib3.util.retry import Retry
 
         self.url = url
+        # What logs, reports and the Prefect UI show: a URL may carry basic-auth credentials.
+        self.display_url = without_credentials(url)
         self.queries = queries
         self.timeout = timeout
         self._failures: tuple[type[Exception], ...] = (
@@ -123,7 +134,7 @@ class PrometheusMetrics:
         return cls(spec.url, spec.queries, timeout=spec.timeout)
 
     def describe(self) -> str:
-        return f"prometheus at {self.url}"
+        return f"prometheus at {self.display_url}"
 
     def _query(self, template: str, version: str, window_seconds: float) -> float | None:
         query = render_promql(template, version, window_seconds)
@@ -133,7 +144,7 @@ class PrometheusMetrics:
         try:
             return self._query(template, version, window_seconds)
         except self._failures as exc:
-            raise _QueryFailed(f"query to {self.url} failed: {_short(exc)}") from None
+            raise _QueryFailed(f"query to {self.display_url} failed: {_short(exc)}") from None
 
     def sample(self, version: str, window_seconds: float) -> MetricSample:
         """Error rate, P95 and request count of ``version`` over the trailing window."""

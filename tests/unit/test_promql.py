@@ -30,3 +30,16 @@ def test_scalar_of_vector_scalar_empty_and_nan() -> None:
     assert _scalar({"resultType": "scalar", "value": [1, "3"]}) == 3.0
     assert _scalar([]) is None
     assert _scalar([{"metric": {}, "value": [1, "NaN"]}]) is None
+
+
+def test_prometheus_credentials_never_reach_descriptions_or_errors():
+    from deployflow.providers.prometheus import MetricQueries, PrometheusMetrics
+
+    queries = MetricQueries(
+        error_rate="{version}", p95_latency="{version}", request_count="{version}"
+    )
+    metrics = PrometheusMetrics("http://reader:s3cret@127.0.0.1:9/prom", queries, timeout=1)
+    assert metrics.describe() == "prometheus at http://***@127.0.0.1:9/prom"
+    sample = metrics.sample("v1", 30)
+    assert sample.error is not None
+    assert "s3cret" not in sample.error
