@@ -30,7 +30,8 @@ class SpecError(ValueError):
 
 def validate_environment(environment: str, field: str = "environment") -> str:
     """Environments name database rows and artifacts: keep them plain."""
-    if not re.match(ENVIRONMENT_PATTERN, environment):
+    # fullmatch: with match, '$' also accepts a trailing newline that the flow's schema refuses.
+    if not re.fullmatch(ENVIRONMENT_PATTERN, environment):
         raise SpecError(
             field,
             [(field, f"{environment!r} is not allowed: use 1-64 letters, digits, '.', '_', '-'")],
@@ -40,7 +41,7 @@ def validate_environment(environment: str, field: str = "environment") -> str:
 
 def validate_version(version: str, field: str = "version") -> str:
     """A version goes into argv lists, PromQL label matchers and file names: keep it plain."""
-    if not _VERSION_RE.match(version):
+    if not _VERSION_RE.fullmatch(version):
         raise SpecError(
             field,
             [

@@ -31,12 +31,12 @@ from deployflow.processes import (
     write_json_atomic,
 )
 from deployflow.providers.base import BackendError, Instance
-from deployflow.spec_types import Argv, Duration, StrictModel
+from deployflow.spec_types import VERSION_PATTERN, Argv, Duration, StrictModel
 
 PLACEHOLDERS = ("version", "port", "host", "python")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A version becomes a file name, so keep it to a conservative character set.
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_VERSION = re.compile(VERSION_PATTERN)
 
 
 class TargetError(BackendError):
@@ -104,7 +104,7 @@ def render_command(template: Sequence[str], values: Mapping[str, str]) -> list[s
 
 
 def _check_version(version: str) -> None:
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise ValueError(
             f"version {version!r} is not allowed: use 1-128 characters from letters, digits and "
             "'.', '_', '+', '-', starting with a letter or digit"

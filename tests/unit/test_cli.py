@@ -40,10 +40,11 @@ def test_validate_lists_every_problem_and_exits_2(
     assert "strategy.canary.steps" in err
 
 
+@pytest.mark.parametrize("version", ["../../etc", "v2\n"])
 def test_deploy_with_bad_version_exits_2_before_any_flow(
-    sandbox_env: None, capsys: pytest.CaptureFixture[str]
+    sandbox_env: None, capsys: pytest.CaptureFixture[str], version: str
 ) -> None:
-    assert main(["deploy", str(EXAMPLE), "--version", "../../etc"]) == 2
+    assert main(["deploy", str(EXAMPLE), "--version", version]) == 2
     assert "--version" in capsys.readouterr().err
 
 

@@ -120,3 +120,13 @@ def test_bad_durations(bad: object) -> None:
 def test_format_duration_round_trips() -> None:
     for text in ["30s", "10m", "1h", "250ms", "1.5s"]:
         assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+@pytest.mark.parametrize("value", ["v2\n", "v2\r\n", " v2", "v2 "])
+def test_a_version_or_environment_with_a_trailing_newline_or_space_is_refused(value):
+    from deployflow.spec import SpecError, validate_environment, validate_version
+
+    with pytest.raises(SpecError, match="is not allowed"):
+        validate_version(value)
+    with pytest.raises(SpecError, match="is not allowed"):
+        validate_environment(value)
