@@ -16,12 +16,15 @@ from deployflow.release import find_stable
 Action = Literal["ignore", "close", "block", "reconcile"]
 
 
-def decide_unfinished(*, dry_run: bool, alive: bool) -> Action:
+def decide_unfinished(*, dry_run: bool, alive: bool, ended: bool = False) -> Action:
     """What to do about an unfinished deploy row found by a new run of the same service.
 
     A live dry run is ignored and a dead one only closed: dry runs never move traffic. A live real
-    deploy blocks the new run; a dead one is reconciled before anything else happens.
+    deploy blocks the new run; a dead one is reconciled before anything else happens. A deploy that
+    ended without confirming traffic was restored (its rollback failed) is reconciled too.
     """
+    if ended:
+        return "reconcile"
     if dry_run:
         return "ignore" if alive else "close"
     return "block" if alive else "reconcile"

@@ -162,6 +162,7 @@ class ReleaseOutcome:
     verification: VerificationReport | None = None
     rollback: RollbackRecord | None = None
     notifications: list[NotificationResult] = field(default_factory=list)
+    reconciled: list[str] = field(default_factory=list)
     message: str = ""
     git_ref: str | None = None
     flow_run_id: str | None = None
@@ -206,6 +207,7 @@ class ReleaseOutcome:
             "notifications": [
                 {"channel": n.channel, "ok": n.ok, "detail": n.detail} for n in self.notifications
             ],
+            "reconciled": self.reconciled,
             "message": self.message,
             "git_ref": self.git_ref,
             "flow_run_id": self.flow_run_id,
@@ -289,6 +291,8 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
         lines.append("- Dry run: nothing was started and no traffic moved")
     if outcome.message:
         lines += ["", outcome.message]
+    for note in outcome.reconciled:
+        lines += ["", f"Before this deploy: {note}"]
     if outcome.checks:
         lines += ["", "## Checks", "", "| step | check | status | detail |", "|---|---|---|---|"]
         for c in outcome.checks:
@@ -364,9 +368,9 @@ def incident_markdown(outcome: ReleaseOutcome) -> str:
                 f"{_fmt(m.sample.requests, 'requests')} | {_cell(m.note)} |"
             )
     if ev.router_before:
-        lines += ["", f"Router before rollback: {ev.router_before}"]
+        lines += ["", f"Traffic when the trigger fired: {ev.router_before}"]
     if ev.router_after:
-        lines += [f"Router after rollback: {ev.router_after}"]
+        lines += [f"Router after the rollback: {ev.router_after}"]
     for problem in ev.problems:
         lines += [f"Evidence not gathered: {problem}"]
     if ev.canary_log_tail:

@@ -15,6 +15,7 @@ from typing import Any
 from deployflow.analysis import (
     Breach,
     Measurement,
+    MetricSample,
     Outcome,
     Thresholds,
     Verdict,
@@ -75,6 +76,14 @@ class StageResult:
         }
 
 
+def canary_gone(reason: str, baseline_p95_seconds: float | None) -> Measurement:
+    """The measurement of a canary that no longer runs: failed, whatever the metrics say."""
+    breach = Breach("canary_down", None, None, reason)
+    return Measurement(
+        Outcome.FAILED, MetricSample(None, None, None), baseline_p95_seconds, (breach,), reason
+    )
+
+
 def observe_stage(
     source: Metrics,
     *,
@@ -89,11 +98,14 @@ def observe_stage(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_measurement: Callable[[Measurement], None] | None = None,
+    gone: Callable[[], str | None] | None = None,
 ) -> StageResult:
     """Measure ``version`` every interval until the stage promotes or rolls back.
 
     The first measurement is taken one interval after the weight changed, so it sees traffic at
     the new weight. A failure ends the stage at once; promotion waits for the observe window.
+    ``gone`` says why the canary no longer runs (None while it does): a dead canary is a failed
+    measurement at once, not "no data" to wait out.
     """
     started_at = datetime.now(UTC)
     start = clock()
@@ -105,9 +117,13 @@ def observe_stage(
         if delay > 0:
             sleep(delay)  # pacing between measurements, not synchronisation
         next_tick += interval_seconds
-        measurement = evaluate(
-            source.sample(version, window_seconds), baseline_p95_seconds, thresholds
-        )
+        why_gone = gone() if gone is not None else None
+        if why_gone is not None:
+            measurement = canary_gone(why_gone, baseline_p95_seconds)
+        else:
+            measurement = evaluate(
+                source.sample(version, window_seconds), baseline_p95_seconds, thresholds
+            )
         measurements.append(measurement)
         if on_measurement is not None:
             on_measurement(measurement)

@@ -84,8 +84,14 @@ def check_metrics(
     window_seconds: float,
     baseline_p95_seconds: float | None,
     thresholds: Thresholds,
+    required: bool = True,
 ) -> VerificationCheck:
-    """Error rate and P95 of ``version`` over the window are within the thresholds."""
+    """Error rate and P95 of ``version`` over the window are within the thresholds.
+
+    A measurement that cannot be evaluated (metrics down, no data) fails the check when
+    ``required``; otherwise it is reported as unavailable and does not count. A breach always
+    counts.
+    """
     measurement = evaluate(source.sample(version, window_seconds), baseline_p95_seconds, thresholds)
     sample = measurement.sample
     figures = (
@@ -101,6 +107,15 @@ def check_metrics(
             f"metrics: {version}", False, True, breach.reason, breach.metric, breach.value,
             breach.threshold,
         )  # fmt: skip
+    if not required:
+        return VerificationCheck(
+            f"metrics: {version}",
+            False,
+            False,
+            f"metrics unavailable ({measurement.outcome.value}: {measurement.note}); "
+            "judged on health and smoke requests alone",
+            "metrics",
+        )
     return VerificationCheck(
         f"metrics: {version}",
         False,
@@ -121,9 +136,15 @@ def verify_version(
     window_seconds: float,
     baseline_p95_seconds: float | None,
     client: httpx.Client,
+    metrics_required: bool = True,
 ) -> VerificationReport:
     """Step 7 (and the rollback's own check): the health endpoint of ``instance``, the smoke
-    requests and critical paths through the router, and the metrics of its version."""
+    requests and critical paths through the router, and the metrics of its version.
+
+    A new version is never called healthy without its metrics (``metrics_required``). The
+    version a rollback restored is judged on what is available: when metrics are down, its health
+    and smoke requests decide, and the report says the metrics were unavailable.
+    """
     checks = [check_health(client, target.health_url(instance), name=f"health: {instance.version}")]
     checks.extend(check_smoke(client, router.frontend_url, s) for s in smoke)
     checks.append(
@@ -133,6 +154,16 @@ def verify_version(
             window_seconds=window_seconds,
             baseline_p95_seconds=baseline_p95_seconds,
             thresholds=thresholds,
+            required=metrics_required,
         )
     )
     return VerificationReport(tuple(checks))
+
+
+def frontend_answers(client: httpx.Client, frontend_url: str) -> bool:
+    """Whether anything answers at the URL users reach (any HTTP status counts)."""
+    try:
+        client.get(frontend_url, timeout=3.0)
+    except httpx.HTTPError:
+        return False
+    return True

@@ -82,6 +82,8 @@ def exit_for(status: str) -> int:
 def print_outcome(result: dict[str, Any]) -> None:
     """Print a deploy outcome (from ``run_deploy``) for people: one line per stage."""
     print(f"{result.get('version', '?')}: {result['status']} ({result.get('strategy')})")
+    for note in result.get("reconciled", []):
+        print(f"  before this deploy: {note}")
     for stage in result.get("stages", []):
         values = stage["values"]
         er = values.get("error_rate")

@@ -174,7 +174,7 @@ def begin(
         dry_run=req.dry_run,
         git_ref=git_ref,
         flow_run_id=req.flow_run_id,
-        message="; ".join(reconciled),
+        reconciled=reconciled,
     )
     outcome.deployment_id = record_start(b.ledger, outcome)
     return outcome, stable
@@ -229,6 +229,7 @@ def roll_back(
     last = outcome.stages[-1].measurements if outcome.stages else []
     outcome.rollback = rollback(
         b,
+        outcome.require_id(),
         spec.service,
         stable,
         canary,

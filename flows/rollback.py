@@ -13,7 +13,7 @@ from deployflow.release import RollbackEvidence, RollbackRecord, Trigger
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from tasks.notify import notify_rollback
 from tasks.rollback import restore_stable_traffic, router_state, stop_canary
-from tasks.verify import verify_instance
+from tasks.verify import router_serving, verify_instance
 
 
 @flow(
@@ -23,6 +23,7 @@ from tasks.verify import verify_instance
 )
 def rollback(
     backends: Backends,
+    deployment_id: int,
     service: str,
     stable: Instance,
     canary: Instance,
@@ -32,13 +33,16 @@ def rollback(
     baseline_p95_seconds: float | None,
     last_measurements: Sequence[Measurement],
 ) -> RollbackRecord:
-    """Put all traffic back on the stable version, stop the canary, verify, gather evidence.
+    """Put all traffic back on the stable version first; then stop the canary, verify the stable
+    version and gather evidence, none of which can stand in the way of the restore.
 
-    Only restoring traffic can fail the rollback; evidence that cannot be gathered is noted, and
-    people are told in every case (a failed notification never stops anything).
+    Only restoring traffic can fail the rollback. Then the row keeps its canary weight, so the next
+    deploy reconciles it, and people are told what to do. A failed notification never stops
+    anything.
 
     Args:
         backends: The run's backends (shown by description only).
+        deployment_id: The tracking database row of this deploy.
         service: The service's name, for the notice.
         stable: The version that served traffic before the deploy.
         canary: The version being rolled back.
@@ -50,30 +54,14 @@ def rollback(
     """
     logger = get_run_logger()
     logger.warning("rolling back %s: %s", canary.version, trigger.reason)
-    problems: list[str] = []
-    evidence_measurements = tuple(last_measurements[-5:])
-    before: RouterState | None = None
-    try:
-        before = router_state(backends.router)
-    except Exception as exc:  # evidence only: the rollback goes on without it
-        problems.append(f"router state before the rollback: {exc}")
+    measurements = tuple(last_measurements[-5:])
     try:
         after = restore_stable_traffic(backends.router, stable)
     except Exception as exc:
-        logger.error(
-            "ROLLBACK FAILED: traffic could not be restored to %s: %s", stable.version, exc
-        )
-        record = RollbackRecord(
-            trigger,
-            evidence=RollbackEvidence(before, None, "", evidence_measurements, tuple(problems)),
-            error=f"traffic could not be restored to {stable.version}: {exc}",
-        )
-        notify_rollback(
-            backends.notifiers,
-            f":rotating_light: {service} {canary.version}: ROLLBACK FAILED, traffic could not "
-            f"be restored to {stable.version}: {exc}. Trigger: {trigger.reason}",
-        )
-        return record
+        return _restore_failed(backends, service, stable, canary, trigger, measurements, exc)
+    backends.ledger.traffic_restored(deployment_id)
+
+    problems: list[str] = []
     log_tail = ""
     try:
         log_tail = stop_canary(backends.target, canary.version)
@@ -88,14 +76,16 @@ def rollback(
         analysis=analysis,
         baseline_p95_seconds=baseline_p95_seconds,
         transport=backends.http_transport,
+        metrics_required=False,
     )
     record = RollbackRecord(
         trigger,
         verification=report,
         evidence=RollbackEvidence(
-            before, after, log_tail, tuple(last_measurements[-5:]), tuple(problems)
+            traffic_at_trigger(stable, canary, trigger), after, log_tail, measurements,
+            tuple(problems),
         ),
-    )
+    )  # fmt: skip
     # Notifying comes last and cannot fail the rollback: traffic is already safe.
     notify_rollback(
         backends.notifiers,
@@ -105,3 +95,65 @@ def rollback(
     if not report.ok:
         logger.error("stable %s is NOT healthy after the rollback", stable.version)
     return record
+
+
+def traffic_at_trigger(stable: Instance, canary: Instance, trigger: Trigger) -> RouterState | None:
+    """Where the deploy had put traffic when the trigger fired (what the rollback undid)."""
+    if trigger.weight is None:
+        return None
+    return RouterState(stable.address, canary.address, trigger.weight)
+
+
+def _restore_failed(
+    backends: Backends,
+    service: str,
+    stable: Instance,
+    canary: Instance,
+    trigger: Trigger,
+    measurements: tuple[Measurement, ...],
+    error: Exception,
+) -> RollbackRecord:
+    """Traffic could not be put back. If the router no longer serves anyone, the canary serves
+    nobody either: stop it. If the router still serves, stopping the canary would turn its share
+    into errors, so it keeps running until a person (or the next deploy) restores traffic."""
+    logger = get_run_logger()
+    problems: list[str] = []
+    serving = router_serving(backends.router, backends.http_transport)
+    if serving:
+        action = (
+            f"the router still serves users and part of the traffic may still reach "
+            f"{canary.version}: put all traffic on {stable.version} by hand "
+            f"({backends.router.describe()}), or run the next deploy once the router answers: it "
+            "reconciles first"
+        )
+    else:
+        try:
+            stop_canary(backends.target, canary.version)
+            stopped = f"{canary.version} was stopped"
+        except Exception as exc:
+            stopped = f"{canary.version} could not be stopped either ({exc})"
+            problems.append(stopped)
+        action = (
+            f"the router does not answer at {backends.router.frontend_url}, so nobody is served; "
+            f"{stopped}. Bring the router back with {stable.version} as its stable server; the "
+            "next deploy reconciles first"
+        )
+    try:
+        now: RouterState | None = router_state(backends.router)
+    except Exception as exc:  # evidence only
+        now = None
+        problems.append(f"router state after the failed restore: {exc}")
+    message = f"traffic could not be restored to {stable.version}: {error}. {action}"
+    logger.error("ROLLBACK FAILED: %s", message)
+    notify_rollback(
+        backends.notifiers,
+        f":rotating_light: {service} {canary.version}: ROLLBACK FAILED: {message}. "
+        f"Trigger: {trigger.reason}",
+    )
+    return RollbackRecord(
+        trigger,
+        evidence=RollbackEvidence(
+            traffic_at_trigger(stable, canary, trigger), now, "", measurements, tuple(problems)
+        ),
+        error=message,
+    )

@@ -44,6 +44,7 @@ def progressive_rollout(
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
         result = observe_canary_stage(
             backends.metrics,
+            backends.target,
             backends.ledger,
             deployment_id,
             version=canary.version,

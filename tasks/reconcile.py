@@ -47,7 +47,8 @@ def reconcile_interrupted(
     logger = get_run_logger()
     messages: list[str] = []
     for row in ledger.unfinished(service, environment, except_flow_run=own_flow_run_id):
-        action = decide_unfinished(dry_run=row.dry_run, alive=_run_is_alive(row.flow_run_id))
+        alive = not row.ended and _run_is_alive(row.flow_run_id)
+        action = decide_unfinished(dry_run=row.dry_run, alive=alive, ended=row.ended)
         if action == "ignore":
             continue
         if action == "close":
@@ -61,6 +62,9 @@ def reconcile_interrupted(
             )
         result = reconcile(router, target, row.version)
         logger.warning(result.message)
-        ledger.close(row.deployment_id, "failed", f"interrupted; {result.message}")
+        if row.ended:
+            ledger.settled(row.deployment_id, f"traffic settled by a later run: {result.message}")
+        else:
+            ledger.close(row.deployment_id, "failed", f"interrupted; {result.message}")
         messages.append(result.message)
     return messages

@@ -34,5 +34,5 @@ def stop_canary(target: Target, version: str) -> str:
 
 @task(name="router-state", cache_policy=NO_CACHE)
 def router_state(router: Router) -> RouterState:
-    """Where traffic went before the rollback touched it (evidence)."""
+    """Where traffic goes now, as the router reports it (evidence)."""
     return router.state()

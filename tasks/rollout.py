@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Measurement
-from deployflow.providers.base import Instance, Metrics, Router
+from deployflow.providers.base import Instance, Metrics, Router, Target
 from deployflow.rollout import StageResult, observe_stage, thresholds_from
 from deployflow.spec import AnalysisSpec
 from deployflow.tracking.ledger import Ledger
@@ -51,6 +51,7 @@ def promote(router: Router, ledger: Ledger, deployment_id: int, canary: Instance
 )
 def observe_canary_stage(
     metrics: Metrics,
+    target: Target,
     ledger: Ledger,
     deployment_id: int,
     *,
@@ -61,8 +62,14 @@ def observe_canary_stage(
     analysis: AnalysisSpec,
     baseline_p95_seconds: float | None,
 ) -> StageResult:
-    """Measure the canary every interval until the stage promotes or rolls back."""
+    """Measure the canary every interval until the stage promotes or rolls back; a canary the
+    target no longer runs fails the stage at once."""
     logger = get_run_logger()
+
+    def gone() -> str | None:
+        if any(i.version == version for i in target.instances()):
+            return None
+        return f"{version} is no longer running ({target.describe()})"
 
     def log(m: Measurement) -> None:
         s = m.sample
@@ -88,6 +95,7 @@ def observe_canary_stage(
         interval_seconds=analysis.interval,
         window_seconds=analysis.window,
         on_measurement=log,
+        gone=gone,
     )
     ledger.stage_observed(deployment_id, result)
     if result.reason:

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from deployflow.providers.base import Instance, Metrics, Router, Target
 from deployflow.rollout import thresholds_from
 from deployflow.spec import AnalysisSpec, SmokeRequest
-from deployflow.verify import VerificationReport, verify_version
+from deployflow.verify import VerificationReport, frontend_answers, verify_version
 
 
 @task(
@@ -29,8 +29,13 @@ def verify_instance(
     analysis: AnalysisSpec,
     baseline_p95_seconds: float | None,
     transport: httpx.BaseTransport | None = None,
+    metrics_required: bool = True,
 ) -> VerificationReport:
-    """Health endpoint, smoke requests and critical paths through the router, metrics."""
+    """Health endpoint, smoke requests and critical paths through the router, metrics.
+
+    ``metrics_required`` False (the rollback's check of the restored version) lets health and
+    smoke decide when metrics cannot be had.
+    """
     with httpx.Client(timeout=5.0, transport=transport) as client:
         report = verify_version(
             instance,
@@ -42,6 +47,7 @@ def verify_instance(
             window_seconds=analysis.window,
             baseline_p95_seconds=baseline_p95_seconds,
             client=client,
+            metrics_required=metrics_required,
         )
     logger = get_run_logger()
     for c in report.checks:
@@ -49,3 +55,10 @@ def verify_instance(
             "%s: %s (%s)", c.name, "ok" if c.ok else "FAILED", c.detail
         )
     return report
+
+
+@task(name="router-serving", cache_policy=NO_CACHE)
+def router_serving(router: Router, transport: httpx.BaseTransport | None = None) -> bool:
+    """Whether the router still serves users at its frontend (any answer counts)."""
+    with httpx.Client(transport=transport) as client:
+        return frontend_answers(client, router.frontend_url)

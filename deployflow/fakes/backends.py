@@ -119,15 +119,20 @@ class InMemoryRouter:
 
 
 class ScriptedMetrics:
-    """Metrics computed from each version's ``Behaviour``; ``down`` makes every query fail."""
+    """Metrics computed from each version's ``Behaviour``; ``down`` makes every query fail, and
+    ``down_after_samples`` makes samples fail once that many were answered (a backend that dies
+    mid-stage)."""
 
     def __init__(self, behaviour: Callable[[str], Behaviour]) -> None:
         self._behaviour = behaviour
         self.down = False
+        self.down_after_samples: int | None = None
         self.queries: list[str] = []
 
     def sample(self, version: str, window_seconds: float) -> MetricSample:
         self.queries.append(version)
+        if self.down_after_samples is not None and len(self.queries) > self.down_after_samples:
+            self.down = True
         if self.down:
             return MetricSample(None, None, None, error="metrics backend unreachable")
         b = self._behaviour(version)
@@ -198,6 +203,8 @@ class FakeService:
     def _answer(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         if f"{url.scheme}://{url.host}" == self.router.frontend_url:
+            if self.router.down:
+                raise httpx.ConnectError("connection refused", request=request)
             # Through the router: the canary answers once it has all the traffic, else stable.
             state = self.router.state()
             slot = state.canary if state.canary and state.canary_weight == 100 else state.stable

@@ -34,12 +34,14 @@ class ConcurrentDeploy(RuntimeError):
 
 @dataclass(frozen=True)
 class UnfinishedDeploy:
-    """A deploy row still marked pending or running."""
+    """A deploy row still marked pending or running, or one that ended (``ended``) without
+    confirming that traffic was back on the stable version."""
 
     deployment_id: int
     version: str
     flow_run_id: str | None
     dry_run: bool
+    ended: bool = False
 
 
 class Ledger:
@@ -108,18 +110,39 @@ class Ledger:
     def unfinished(
         self, service: str, environment: str, *, except_flow_run: str | None = None
     ) -> list[UnfinishedDeploy]:
-        """Deploys of this service and environment still pending or running, oldest first."""
+        """Deploys of this service and environment still pending or running, and ended ones that
+        left traffic unsettled, oldest first."""
         with self._session() as s:
-            return [
+            running = [
                 UnfinishedDeploy(r.id, r.version, r.flow_run_id, r.dry_run)
                 for r in repository.unfinished(s, service, environment)
                 if r.flow_run_id is None or r.flow_run_id != except_flow_run
             ]
+            ended = [
+                UnfinishedDeploy(r.id, r.version, r.flow_run_id, r.dry_run, ended=True)
+                for r in repository.left_with_traffic(s, service, environment)
+            ]
+            return ended + running
 
     def close(self, deployment_id: int, status: str, summary: str) -> None:
-        """End a row another run left unfinished."""
+        """End a row another run left unfinished; traffic has been settled."""
         with self._session() as s:
-            repository.update_deployment(s, deployment_id, status=status, summary=summary)
+            repository.update_deployment(
+                s, deployment_id, status=status, summary=summary, canary_weight=0
+            )
+
+    def settled(self, deployment_id: int, summary: str) -> None:
+        """An ended row whose traffic the next run settled: keep its status, clear the weight."""
+        with self._session() as s:
+            row = repository.get_deployment(s, deployment_id)
+            repository.update_deployment(
+                s, deployment_id, canary_weight=0, summary=f"{row.summary or ''}; {summary}"
+            )
+
+    def traffic_restored(self, deployment_id: int) -> None:
+        """The router confirmed all traffic is back on the stable version."""
+        with self._session() as s:
+            repository.update_deployment(s, deployment_id, canary_weight=0)
 
     def deployed(self, service: str, environment: str) -> DeployedVersion | None:
         """The version (and git ref) the last successful real deploy left running."""

@@ -412,6 +412,29 @@ def unfinished(session: Session, service: str, environment: str) -> list[Deploym
     return list(session.scalars(query))
 
 
+def left_with_traffic(session: Session, service: str, environment: str) -> list[Deployment]:
+    """Ended deploys (not succeeded) whose canary may still have traffic, oldest first.
+
+    A deploy records its canary weight before it moves traffic and sets it back to 0 only once the
+    router confirmed the rollback; a row that ended with a weight above 0 left traffic where it may
+    still be, and the next deploy must reconcile it.
+    """
+    query = (
+        select(Deployment)
+        .where(
+            Deployment.service == service,
+            Deployment.environment == environment,
+            Deployment.status.in_(
+                [DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK, DeploymentStatus.ABORTED]
+            ),
+            Deployment.canary_weight > 0,
+            Deployment.dry_run.is_(False),
+        )
+        .order_by(Deployment.started_at, Deployment.id)
+    )
+    return list(session.scalars(query))
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

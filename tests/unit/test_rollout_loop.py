@@ -92,3 +92,28 @@ def test_late_data_after_the_window_can_still_promote() -> None:
 def test_stage_result_reports_the_last_figures() -> None:
     result = observe(Script(HEALTHY), FakeClock(), observe_seconds=10.0)
     assert result.to_dict()["values"] == {"error_rate": 0.0, "p95_seconds": 0.02, "requests": 100}
+
+
+def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_data() -> None:
+    clock, source = FakeClock(), Script(HEALTHY, EMPTY)
+    checks = iter([None, "v2 is no longer running"])
+    result = observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        observe_seconds=60.0,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        gone=lambda: next(checks),
+    )
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "canary_down"
+    assert result.reason.reason == "v2 is no longer running"
+    assert clock.now == pytest.approx(20.0)
+    assert len(source.calls) == 1  # a dead canary is not sampled

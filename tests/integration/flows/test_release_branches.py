@@ -185,14 +185,27 @@ def test_a_broken_critical_path_after_promotion_rolls_back(deploy, service, ledg
 
 
 class RefusesRollback(InMemoryRouter):
+    """Serves users but refuses to take the canary out (a locked backend, a vanished socket)."""
+
+    refusing = True
+
     def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
-        if canary is None:
+        if canary is None and self.refusing:
             raise BackendError("router refused: backend app is locked")
         super().set_split(stable, canary, canary_weight)
 
 
-def test_a_failed_rollback_is_loud_and_still_tells_people(deploy, service, ledger):
-    service.router = RefusesRollback()
+class DiesAfterFirstSplit(InMemoryRouter):
+    """Takes the first canary weight, then is gone (HAProxy killed mid-rollout)."""
+
+    def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
+        super().set_split(stable, canary, canary_weight)
+        self.down = True
+
+
+def test_a_failed_rollback_is_loud_and_the_next_deploy_repairs_it(deploy, service, ledger):
+    router = RefusesRollback()
+    service.router = router
     service.run_stable("v1")
     service.behave("v3", error_rate=0.2)
     outcome = deploy("v3")
@@ -200,11 +213,57 @@ def test_a_failed_rollback_is_loud_and_still_tells_people(deploy, service, ledge
     assert outcome.message.startswith("ROLLBACK FAILED")
     assert outcome.rollback is not None
     assert not outcome.rollback.verified
-    assert "locked" in (outcome.rollback.error or "")
+    assert "put all traffic on v1 by hand" in (outcome.rollback.error or "")
+    # The router still serves: stopping the canary would turn its share into errors.
+    assert running(service) == {"v1", "v3"}
     assert any("ROLLBACK FAILED" in m for m in service.notifier.messages)
     row = recorded(ledger, outcome)
     assert row["status"] == "failed"
+    assert row["canary_weight"] == 5
     assert "locked" in row["incidents"][0]["evidence"]["error"]
+
+    router.refusing = False  # the router is fixed; the next deploy settles traffic first
+    repaired = deploy("v2")
+    assert repaired.status == "succeeded", repaired.message
+    assert repaired.reconciled == [
+        "interrupted deploy of v3 reconciled: all traffic on v1, stopped v3"
+    ]
+    assert serving(service, "v2")
+    assert running(service) == {"v2"}
+    assert recorded(ledger, outcome)["canary_weight"] == 0
+
+
+def test_a_router_gone_mid_rollout_stops_the_canary_and_says_what_to_do(deploy, service, ledger):
+    service.router = DiesAfterFirstSplit()
+    service.run_stable("v1")
+    service.behave("v3", error_rate=0.2)
+    outcome = deploy("v3")
+    assert outcome.status == "failed"
+    assert outcome.rollback is not None
+    error = outcome.rollback.error or ""
+    assert "does not answer" in error
+    assert "v3 was stopped" in error
+    assert "the next deploy reconciles first" in error
+    assert running(service) == {"v1"}
+    assert recorded(ledger, outcome)["canary_weight"] == 5
+
+
+def test_metrics_dying_mid_stage_roll_back_and_the_restore_is_verified_without_them(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    service.metrics.down_after_samples = 1
+    outcome = deploy("v2")
+    assert outcome.status == "rolled_back", outcome.message
+    assert outcome.rollback is not None
+    assert outcome.rollback.trigger.metric == "metrics"
+    assert outcome.rollback.verified
+    assert outcome.rollback.verification is not None
+    [metrics_check] = [c for c in outcome.rollback.verification.checks if c.metric == "metrics"]
+    assert not metrics_check.critical
+    assert "metrics unavailable" in metrics_check.detail
+    assert serving(service, "v1")
+    assert recorded(ledger, outcome)["canary_weight"] == 0
 
 
 def test_a_bad_first_release_has_nothing_to_roll_back_to(deploy, service, ledger):
@@ -253,3 +312,20 @@ def test_failing_notifications_never_stop_a_rollback(deploy, service, ledger):
     assert outcome.status == "rolled_back"
     assert serving(service, "v1")
     assert [n.ok for n in outcome.notifications] == [False]
+
+
+def test_a_canary_that_dies_mid_stage_rolls_back_at_once(deploy, service, ledger):
+    service.run_stable("v1")
+    sample = service.metrics.sample
+
+    def crash_v5_when_measured(version: str, window_seconds: float):
+        service.target.running.pop("v5", None)  # died right after its health check
+        return sample(version, window_seconds)
+
+    service.metrics.sample = crash_v5_when_measured  # type: ignore[method-assign]
+    outcome = deploy("v5")
+    assert outcome.status == "rolled_back", outcome.message
+    assert outcome.rollback is not None
+    assert outcome.rollback.trigger.metric == "canary_down"
+    assert len(outcome.stages) == 1
+    assert serving(service, "v1")
