@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
@@ -247,17 +248,81 @@ def parse_spec(
     return spec
 
 
-def load_spec(path: Path | str, env: Mapping[str, str] | None = None) -> ServiceSpec:
-    """Read, interpolate and validate a spec file; relative paths resolve against its folder."""
-    path = Path(path)
+MAX_SPEC_BYTES = 1024 * 1024
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: a spec never needs them, and an alias bomb (a few
+    lines expanding to billions of nodes, or a recursive alias) must not hang or crash a load."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _AliasRefused(event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(yaml.YAMLError):
+    problem = "anchors and aliases (&name, *name) are not allowed in a spec: write the values out"
+
+    def __init__(self, mark: Any) -> None:
+        super().__init__(self.problem)
+        self.problem_mark = mark
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where the YAML is wrong, never what the file holds: PyYAML's own message quotes the
+    offending line, and a spec_path pointing at a credentials file must not echo it."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    if mark is None:
+        return str(problem)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def read_spec_text(path: Path) -> str:
+    """The spec file's text: a regular UTF-8 file of at most ``MAX_SPEC_BYTES``."""
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
     except OSError as exc:
-        raise SpecError(str(path), [("(file)", f"cannot read the spec: {exc.strerror}")]) from None
+        raise SpecError(source, [("(file)", f"cannot read the spec: {exc.strerror}")]) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(source, [("(file)", "not a regular file (a directory, device or pipe)")])
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            source,
+            [("(file)", f"{info.st_size} bytes; a spec may have at most {MAX_SPEC_BYTES} bytes")],
+        )
     try:
-        data = yaml.safe_load(text)
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(source, [("(file)", f"cannot read the spec: {exc.strerror}")]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(source, [("(file)", f"a spec may have at most {MAX_SPEC_BYTES} bytes")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            source, [("(file)", f"not UTF-8 text (invalid byte at offset {exc.start})")]
+        ) from None
+
+
+def load_spec(path: Path | str, env: Mapping[str, str] | None = None) -> ServiceSpec:
+    """Read, interpolate and validate a spec file; relative paths resolve against its folder.
+
+    Raises:
+        SpecError: Every problem, with its field path; never the file's content.
+    """
+    path = Path(path)
+    text = read_spec_text(path)
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise SpecError(str(path), [("(yaml)", str(exc).replace("\n", " "))]) from None
+        raise SpecError(str(path), [("(yaml)", _yaml_problem(exc))]) from None
+    except RecursionError:
+        raise SpecError(str(path), [("(yaml)", "nested too deeply")]) from None
     spec = parse_spec(data, str(path), env)
     return resolve_paths(spec, path.parent)
 

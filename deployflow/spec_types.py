@@ -14,18 +14,38 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 _VERSION_RE = re.compile(VERSION_PATTERN)
 ENVIRONMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+# ASCII digits only (\d would take full-width and other Unicode digits), at most 9 before the point.
+_DURATION = re.compile(r"\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h)\s*")
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+MAX_PROBLEMS_SHOWN = 20
+MAX_PROBLEM_CHARS = 300
+
+
 class SpecError(ValueError):
-    """The spec (or a parameter checked against it) is invalid. ``problems`` lists every one."""
+    """The spec (or a parameter checked against it) is invalid. ``problems`` lists every one.
+
+    The message shows at most ``MAX_PROBLEMS_SHOWN`` problems of at most ``MAX_PROBLEM_CHARS``
+    characters each, so a pathological spec cannot produce a pathological message.
+    """
 
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
         self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  {path}: {message}" for path, message in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+        self.problems = [
+            (_clip(path), _clip(message)) for path, message in problems[:MAX_PROBLEMS_SHOWN]
+        ]
+        lines = "\n".join(f"  {path}: {message}" for path, message in self.problems)
+        more = len(problems) - len(self.problems)
+        if more > 0:
+            lines += f"\n  ... and {more} more"
+            self.problems.append(("...", f"and {more} more"))
+        super().__init__(f"{_clip(source)}: {len(problems)} problem(s)\n{lines}")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_PROBLEM_CHARS else text[: MAX_PROBLEM_CHARS - 3] + "..."
 
 
 def validate_environment(environment: str, field: str = "environment") -> str:
@@ -74,12 +94,15 @@ def parse_duration(value: Any) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError("a duration is a string like '30s', '10m', '1h' or '250ms'")
-    match = _DURATION.match(value)
+    match = _DURATION.fullmatch(value)
     if not match:
-        raise ValueError(f"{value!r} is not a duration; use forms like '30s', '10m', '1h', '250ms'")
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ValueError(f"{shown!r} is not a duration; use forms like '30s', '10m', '1h', '250ms'")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
         raise ValueError("a duration must be greater than zero")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError("a duration may be at most 7 days ('168h')")
     return seconds
 
 

@@ -69,3 +69,11 @@ def test_checks_without_a_pre_checks_section_exits_2(
     spec.write_text(text[: text.index("pre_checks:")] + text[text.index("smoke:") :])
     assert main(["checks", str(spec)]) == 2
     assert "pre_checks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/"])
+def test_validate_of_something_that_is_not_a_file_exits_2_at_once(
+    path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", path]) == 2
+    assert "not a regular file" in capsys.readouterr().err
