@@ -34,6 +34,8 @@ from deployflow.providers.base import BackendError, Instance
 from deployflow.spec_types import VERSION_PATTERN, Argv, Duration, StrictModel
 
 PLACEHOLDERS = ("version", "port", "host", "python")
+# What a service process inherits by default: enough to find programs and speak the locale.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A version becomes a file name, so keep it to a conservative character set.
 _VERSION = re.compile(VERSION_PATTERN)
@@ -55,7 +57,12 @@ class LocalProcessTargetSpec(StrictModel):
     )
     state_dir: Path = Field(description="Where pids, ports and logs of running versions live.")
     env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment for the service processes."
+        default_factory=dict, description="Environment variables set for the service processes."
+    )
+    inherit_env: list[str] = Field(
+        default_factory=lambda: list(INHERITED_ENV),
+        description="Variables passed on from deployflow's own environment; nothing else is "
+        "(deployflow's tokens and database URL must never reach a service).",
     )
     health_path: str = Field("/healthz", description="Path that answers 2xx when healthy.")
     start_timeout: Duration = Field(
@@ -129,6 +136,7 @@ class LocalProcessTarget:
         *,
         state_dir: Path,
         env: Mapping[str, str] | None = None,
+        inherit_env: Sequence[str] = INHERITED_ENV,
         health_path: str = "/healthz",
         start_timeout: float = 20.0,
         stop_timeout: float = 5.0,
@@ -141,7 +149,9 @@ class LocalProcessTarget:
             command: Argv template; see ``render_command`` for the placeholders.
             state_dir: Directory for instance records and logs, shared by every object that
                 manages the same versions.
-            env: Extra environment for the processes (on top of this process's environment).
+            env: Environment variables set for the processes.
+            inherit_env: Names of variables passed on from this process's environment; a
+                service never sees the rest (tokens, database URLs).
             health_path: Path that must answer 2xx before a start counts as done.
             start_timeout: Seconds a version gets to become healthy.
             stop_timeout: Seconds between SIGTERM and SIGKILL.
@@ -157,6 +167,7 @@ class LocalProcessTarget:
         self.command = list(command)
         self.state_dir = Path(state_dir)
         self.env = dict(env or {})
+        self.inherit_env = tuple(inherit_env)
         self.health_path = health_path
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -170,6 +181,7 @@ class LocalProcessTarget:
             spec.command,
             state_dir=spec.state_dir,
             env=spec.env,
+            inherit_env=spec.inherit_env,
             health_path=spec.health_path,
             start_timeout=spec.start_timeout,
             scrape_targets_file=spec.scrape_targets_file,
@@ -288,7 +300,8 @@ class LocalProcessTarget:
         )
         log_path = self.log_file(version)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        inherited = {name: os.environ[name] for name in self.inherit_env if name in os.environ}
+        env = {**inherited, "PYTHONUNBUFFERED": "1", **self.env}
         with log_path.open("wb") as log:
             try:
                 proc = subprocess.Popen(

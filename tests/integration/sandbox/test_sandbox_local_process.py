@@ -122,3 +122,24 @@ def test_a_port_taken_before_the_child_binds_is_retried_once(tmp_path):
     instance = target.start("v1")
     assert target.instances() == [instance]
     target.stop("v1")
+
+
+def test_a_service_never_inherits_deployflows_secrets(tmp_path, monkeypatch):
+    """Only the allow-list and target.env reach a service: read its real environment."""
+    monkeypatch.setenv("DEPLOYFLOW_SLACK_TOKEN", "xoxb-must-not-leak")
+    monkeypatch.setenv("DEPLOYFLOW_DATABASE_URL", "postgresql+psycopg://u:pw-must-not-leak@db/x")
+    target = LocalProcessTarget(
+        DEMO_APP_COMMAND, state_dir=tmp_path, env={"SERVICE_SETTING": "given-by-the-spec"}
+    )
+    try:
+        instance = target.start("v1")
+        assert instance.pid is not None
+        with open(f"/proc/{instance.pid}/environ", "rb") as handle:
+            environ = dict(
+                item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item
+            )
+    finally:
+        target.stop_all()
+    assert b"must-not-leak" not in b"".join(environ.values())
+    assert environ[b"SERVICE_SETTING"] == b"given-by-the-spec"
+    assert b"PATH" in environ
