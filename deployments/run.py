@@ -61,12 +61,16 @@ def run_deploy(
     if isinstance(data, dict):
         result = data
     else:
+        # The flow stopped before a release began: a refusal (another deploy is running), a spec
+        # or block problem, a backend that cannot be reached. Say what it was.
+        what = f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else str(data)
         result = {
             "status": "failed",
+            "version": version,
             "strategy": None,
             "stages": [],
             "rollback": None,
-            "message": f"the deploy flow crashed: {data}",
+            "message": f"the deploy did not start: {what}"[:2000],
             "flow_run_id": str(state.state_details.flow_run_id),
         }
     run_id = result.get("flow_run_id")

@@ -28,6 +28,9 @@ _OP_STOPPED = 0
 _ADDR_OK_PREFIXES = ("IP changed from", "no need to change the addr")
 
 
+_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
 class RouterError(BackendError):
     """HAProxy refused a command, or its admin socket could not be reached."""
 
@@ -39,9 +42,16 @@ class HAProxyRouterSpec(StrictModel):
 
     kind: Literal["haproxy"] = Field(description="HAProxy runtime API on its admin socket.")
     admin_socket: Path = Field(description="Path of HAProxy's stats socket at level admin.")
-    backend: str = Field("app", description="Backend holding the stable and canary servers.")
-    stable_server: str = Field("stable", description="Server slot of the stable version.")
-    canary_server: str = Field("canary", description="Server slot of the canary version.")
+    # Names go into runtime API commands: one word each, as HAProxy's own names are.
+    backend: str = Field(
+        "app", pattern=_NAME, description="Backend holding the stable and canary servers."
+    )
+    stable_server: str = Field(
+        "stable", pattern=_NAME, description="Server slot of the stable version."
+    )
+    canary_server: str = Field(
+        "canary", pattern=_NAME, description="Server slot of the canary version."
+    )
     frontend_url: HttpUrl = Field(description="URL users reach; smoke requests go through it.")
 
 

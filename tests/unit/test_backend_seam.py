@@ -128,3 +128,10 @@ def test_the_bundle_a_subflow_receives_shows_descriptions_never_secrets(tmp_path
     assert shown["router"] == "in-memory router"
     assert TOKEN not in repr(shown)
     assert TOKEN not in repr(backends.model_dump())
+
+
+def test_haproxy_names_are_single_words_because_they_go_into_runtime_api_commands() -> None:
+    router = {**spec_data()["router"], "backend": "app weight 0"}
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec_data(router=router))
+    assert [path for path, _ in error.value.problems] == ["router.backend"]
