@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import time
@@ -79,6 +80,10 @@ def controlled_env(
     return env
 
 
+# After the command itself exited, how long its output may still take to arrive.
+DRAIN_SECONDS = 2.0
+
+
 def run_command(
     argv: list[str],
     *,
@@ -88,8 +93,11 @@ def run_command(
 ) -> CommandOutcome:
     """Run ``argv`` in ``cwd`` and capture its output; never raises for tool failures.
 
-    The command runs in its own process group so a timeout kills the whole tree (npm and pytest
-    spawn children that would otherwise outlive the check).
+    The command runs in its own process group, and the whole group is killed when the command
+    ends or its deadline passes (npm and pytest spawn children that would otherwise outlive the
+    check). Waiting is for the command, not for its output pipes: a background process that keeps
+    them open (even one that left the group) gets ``DRAIN_SECONDS``, then deployflow stops
+    reading, so the check ends at its deadline at the latest.
     """
     started = time.monotonic()
     try:
@@ -100,8 +108,6 @@ def run_command(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
             start_new_session=True,
         )
     except OSError as exc:
@@ -113,24 +119,65 @@ def run_command(
             duration_seconds=time.monotonic() - started,
             launch_error=f"could not start {argv[0]!r}: {exc.strerror or exc}",
         )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
-        stdout, stderr = process.communicate()
-        timed_out = True
+    with process:
+        stdout, stderr, timed_out = _collect(process, deadline=started + timeout)
     return CommandOutcome(
         argv=tuple(argv),
         returncode=process.returncode,
-        stdout=stdout,
-        stderr=stderr,
+        stdout=stdout.decode("utf-8", errors="replace"),
+        stderr=stderr.decode("utf-8", errors="replace"),
         duration_seconds=time.monotonic() - started,
         timed_out=timed_out,
     )
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _collect(process: subprocess.Popen[bytes], *, deadline: float) -> tuple[bytes, bytes, bool]:
+    """Read both pipes until the command ended and its output stopped, or the deadline.
+
+    The whole group is killed once the command exits or its deadline passes; output still held
+    open by something outside the group gets ``DRAIN_SECONDS`` more and is then left unread.
+    """
+    pipes = {pipe.fileno(): pipe for pipe in (process.stdout, process.stderr) if pipe is not None}
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in pipes}
+    selector = selectors.DefaultSelector()
+    for pipe in pipes.values():
+        selector.register(pipe, selectors.EVENT_READ)
+    timed_out = False
+    stop_reading_at: float | None = None
+    while selector.get_map():
+        now = time.monotonic()
+        if stop_reading_at is None and (process.poll() is not None or now >= deadline):
+            timed_out = process.poll() is None
+            _kill_group(process)
+            process.wait()
+            stop_reading_at = now + DRAIN_SECONDS
+        limit = deadline if stop_reading_at is None else stop_reading_at
+        if now >= limit:
+            break
+        for key, _ in selector.select(timeout=min(limit - now, 0.2)):
+            data = os.read(key.fd, 65536)
+            if data:
+                chunks[key.fd].append(data)
+            else:
+                selector.unregister(key.fileobj)
+    selector.close()
+    if stop_reading_at is None:
+        # The command closed both pipes but may still run: it gets what is left of its time.
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        _kill_group(process)
+        process.wait()
+    out, err = (process.stdout, process.stderr)
+    return (
+        b"".join(chunks[out.fileno()]) if out else b"",
+        b"".join(chunks[err.fileno()]) if err else b"",
+        timed_out,
+    )
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     # The group may be gone already between the timeout and the kill.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)

@@ -94,8 +94,18 @@ class CoverageReportSpec(StrictModel):
         default=80.0,
         ge=0.0,
         le=100.0,
-        description="Minimum line coverage in percent; below it the check fails.",
+        description="Minimum line coverage in percent (80 means 80%); below it the check fails.",
     )
+
+    @field_validator("threshold")
+    @classmethod
+    def _percent_not_fraction(cls, value: float) -> float:
+        if 0.0 < value < 1.0:
+            raise ValueError(
+                f"{value:g} would mean {value:g}% coverage: the threshold is in percent, so write "
+                f"{value * 100:g} for {value * 100:g}%"
+            )
+        return value
 
 
 class TestsCheck(CommandCheck):

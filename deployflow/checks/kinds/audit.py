@@ -75,6 +75,15 @@ def check_audit(section: CheckBase, checkout: Path, ctx: CheckContext) -> CheckR
             output_tail="\n".join(f"{name}: {why}" for name, why in unaudited.items()),
             details=details,
         )
+    if findings.audited == 0 and not findings.vulnerabilities:
+        return error_result(
+            "audit",
+            f"{tool} examined no dependencies, so it has no verdict; point it at the project's "
+            "dependencies (a project without any can drop the audit check)",
+            figure="0 audited",
+            output_tail=outcome.tail(),
+            details=details,
+        )
     if blocking:
         noun = "vulnerability" if len(blocking) == 1 else "vulnerabilities"
         return CheckResult(
