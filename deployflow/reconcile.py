@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from deployflow.providers.base import Router, Target
+from deployflow.providers.base import Instance, Router, Target
 from deployflow.release import find_stable
 
 Action = Literal["ignore", "close", "block", "reconcile"]
@@ -77,3 +77,39 @@ def reconcile(router: Router, target: Target, interrupted_version: str) -> Recon
         f"interrupted deploy of {interrupted_version} reconciled: {where}"
         + (f", stopped {', '.join(stopped)}" if stopped else ""),
     )
+
+
+@dataclass(frozen=True)
+class AbandonResult:
+    """What stopping a release midway did. ``restored``: traffic is known to be on stable (or
+    nothing else could serve)."""
+
+    restored: bool
+    message: str
+
+
+def abandon_release(
+    router: Router, target: Target, stable: Instance | None, version: str
+) -> AbandonResult:
+    """A run is being stopped with ``version`` possibly taking traffic: all traffic back to
+    ``stable`` and ``version`` stopped, best effort; never raises.
+
+    Without a stable version the new one is the only thing that can serve, so it keeps running.
+    """
+    if stable is None:
+        return AbandonResult(True, f"{version} was the first release and keeps serving")
+    try:
+        router.set_split(stable, None, 0)
+    except Exception as exc:
+        return AbandonResult(
+            False,
+            f"traffic could not be restored to {stable.version} ({exc}); {version} keeps running "
+            "and the next deploy reconciles it",
+        )
+    stopped = ""
+    try:
+        target.stop(version)
+        stopped = f", stopped {version}"
+    except Exception as exc:
+        stopped = f"; {version} could not be stopped ({exc})"
+    return AbandonResult(True, f"all traffic back on {stable.version}{stopped}")

@@ -21,6 +21,7 @@ from deployflow.strategy import STRATEGY_CHOICES
 from deployments.run import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     exit_for,
     print_outcome,
@@ -63,14 +64,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except SpecError as exc:
         _print_problems(exc)
         return EXIT_BAD_INPUT
-    result = run_deploy(
-        str(Path(args.spec).resolve()),
-        args.version,
-        args.environment,
-        args.strategy,
-        args.dry_run,
-        args.tracking_block,
-    )
+    from prefect.exceptions import TerminationSignal
+
+    try:
+        result = run_deploy(
+            str(Path(args.spec).resolve()),
+            args.version,
+            args.environment,
+            args.strategy,
+            args.dry_run,
+            args.tracking_block,
+        )
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        # The flow already put traffic back on the stable version (or recorded why it could
+        # not, for the next deploy to reconcile); see the run's log.
+        name = "SIGTERM" if isinstance(exc, TerminationSignal) else "SIGINT"
+        print(f"deployflow: deploy of {args.version} interrupted ({name})", file=sys.stderr)
+        return EXIT_INTERRUPTED + (15 if name == "SIGTERM" else 2)
     if args.json:
         print(json.dumps(result, default=str))
     else:

@@ -1,6 +1,7 @@
 """Run the deploy flow in this process and report its outcome: shared by the CLI and the demo.
 
-Exit codes: 0 succeeded, 3 rolled back, 1 failed or aborted, 2 bad input (nothing was started).
+Exit codes: 0 succeeded, 3 rolled back, 1 failed or aborted, 2 bad input (nothing was started),
+130 / 143 interrupted by SIGINT / SIGTERM (traffic put back on the stable version first).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
+EXIT_INTERRUPTED = 128  # plus the signal number, as shells report it
 
 
 def ui_url(flow_run_id: str | None) -> str | None:

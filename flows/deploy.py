@@ -24,6 +24,7 @@ from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
 from deployflow.notify.slack import format_deploy_announcement
 from deployflow.providers.base import BackendConfigError, Instance
+from deployflow.reconcile import abandon_release
 from deployflow.release import (
     CheckRecord,
     ReleaseOutcome,
@@ -37,6 +38,7 @@ from deployflow.release import (
 )
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
+from deployflow.tracking.lease import Lease
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
@@ -110,8 +112,24 @@ def finish(outcome: ReleaseOutcome, backends: Backends) -> State[dict[str, Any]]
 
 
 def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutcome:
-    """The nine steps. Returns the outcome; step 9 (recording it) is the caller's."""
+    """The nine steps. Returns the outcome; step 9 (recording it) is the caller's.
+
+    From the moment its row exists until it returns, the deploy holds a lease in the tracking
+    database, so a later deploy knows whether this one is alive.
+    """
     outcome, stable = begin(spec, b, req)
+    with Lease(b.ledger, outcome.require_id()):
+        return steps(spec, b, req, outcome, stable)
+
+
+def steps(
+    spec: ServiceSpec,
+    b: Backends,
+    req: ReleaseRequest,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+) -> ReleaseOutcome:
+    """Steps 1 to 8 of a deploy whose row exists."""
     if stable is not None and stable.version == req.version:
         # Idempotent: re-running a pipeline for the version that is live is not an error.
         live = f"{req.version} already serves all the traffic: nothing to deploy"
@@ -134,14 +152,38 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
         planned = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
         return ended(outcome, "succeeded", planned)
 
-    canary = start_new_version(spec, b, req, outcome, stable)  # step 5
-    if canary is None:
-        return outcome
-
-    trigger = roll_out_and_verify(spec, b, outcome, plan, stable, canary)  # steps 6 and 7
+    try:
+        canary = start_new_version(spec, b, req, outcome, stable)  # step 5
+        if canary is None:
+            return outcome
+        trigger = roll_out_and_verify(spec, b, outcome, plan, stable, canary)  # steps 6 and 7
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            raise
+        # Ctrl-C, SIGTERM, a Prefect cancellation: never leave users on an unverified version.
+        interrupted(b, outcome, stable, req.version, exc)
+        raise
     if trigger is None:
         return succeeded(b, outcome, stable)
     return roll_back(spec, b, outcome, stable, canary, trigger)  # step 8
+
+
+def interrupted(
+    b: Backends,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+    version: str,
+    signal: BaseException,
+) -> None:
+    """The run is being stopped while the new version may have traffic: put traffic back on the
+    stable version and stop the new one, directly (the run's tasks are being torn down), and
+    record it. What cannot be done here the next deploy reconciles (the row keeps its weight)."""
+    logger = get_run_logger()
+    what = type(signal).__name__
+    result = abandon_release(b.router, b.target, stable, version)
+    logger.error("interrupted (%s): %s", what, result.message)
+    if result.restored:
+        b.ledger.close(outcome.require_id(), "failed", f"interrupted ({what}): {result.message}")
 
 
 def ended(outcome: ReleaseOutcome, status: Status, message: str) -> ReleaseOutcome:

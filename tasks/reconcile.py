@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 
 from deployflow.providers.base import Router, Target
 from deployflow.reconcile import decide_unfinished, reconcile
+from deployflow.tracking.lease import lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger
 
 
 class DeployInProgress(ConcurrentDeploy):
     """Another deploy of the same service and environment is running."""
-
-
-def _run_is_alive(flow_run_id: str | None) -> bool:
-    if not flow_run_id:
-        return False
-    with get_client(sync_client=True) as client:
-        try:
-            run = client.read_flow_run(UUID(flow_run_id))
-        except ObjectNotFound:
-            return False  # recorded by another Prefect server, or deleted: nobody drives it now
-    return run.state is not None and not run.state.is_final()
 
 
 @task(name="reconcile-interrupted", cache_policy=NO_CACHE)
@@ -41,13 +29,17 @@ def reconcile_interrupted(
 ) -> list[str]:
     """Refuse to start beside a live deploy; reconcile traffic left by a dead one.
 
+    Whether a deploy is alive is decided by its lease in the tracking database, not by a Prefect
+    server: a run killed outright is recognised once its lease lapses (30 s by default).
+
     Raises:
         DeployInProgress: a deploy of this service and environment is still running.
     """
     logger = get_run_logger()
     messages: list[str] = []
     for row in ledger.unfinished(service, environment, except_flow_run=own_flow_run_id):
-        alive = not row.ended and _run_is_alive(row.flow_run_id)
+        now = datetime.now(UTC)
+        alive = not row.ended and lease_alive(row.heartbeat_at, now, lease_seconds())
         action = decide_unfinished(dry_run=row.dry_run, alive=alive, ended=row.ended)
         if action == "ignore":
             continue
@@ -55,10 +47,12 @@ def reconcile_interrupted(
             ledger.close(row.deployment_id, "aborted", "dry run interrupted")
             continue
         if action == "block":
+            age = (now - row.heartbeat_at).total_seconds() if row.heartbeat_at else 0.0
             raise DeployInProgress(
-                f"deploy of {service} {row.version} to {environment} is still running "
-                f"(flow run {row.flow_run_id}); wait for it, or cancel it if it is dead "
-                f"(prefect flow-run cancel {row.flow_run_id})"
+                f"deploy of {service} {row.version} to {environment} is still running (flow run "
+                f"{row.flow_run_id}, alive {age:.0f}s ago); wait for it. If its process is gone, "
+                f"deploy again after {lease_seconds():.0f}s without a sign of life: the next "
+                "deploy then reconciles it"
             )
         result = reconcile(router, target, row.version)
         logger.warning(result.message)

@@ -42,6 +42,7 @@ class UnfinishedDeploy:
     flow_run_id: str | None
     dry_run: bool
     ended: bool = False
+    heartbeat_at: datetime | None = None
 
 
 class Ledger:
@@ -100,6 +101,7 @@ class Ledger:
                     flow_run_id=outcome.flow_run_id,
                     status=DeploymentStatus.RUNNING,
                 )
+                row.heartbeat_at = datetime.now(UTC)  # alive from its first moment
                 return row.id
         except IntegrityError:
             raise ConcurrentDeploy(
@@ -114,7 +116,9 @@ class Ledger:
         left traffic unsettled, oldest first."""
         with self._session() as s:
             running = [
-                UnfinishedDeploy(r.id, r.version, r.flow_run_id, r.dry_run)
+                UnfinishedDeploy(
+                    r.id, r.version, r.flow_run_id, r.dry_run, heartbeat_at=r.heartbeat_at
+                )
                 for r in repository.unfinished(s, service, environment)
                 if r.flow_run_id is None or r.flow_run_id != except_flow_run
             ]
@@ -138,6 +142,11 @@ class Ledger:
             repository.update_deployment(
                 s, deployment_id, canary_weight=0, summary=f"{row.summary or ''}; {summary}"
             )
+
+    def renew(self, deployment_id: int) -> None:
+        """The deploy's run is alive now (its lease; see ``deployflow.tracking.lease``)."""
+        with self._session() as s:
+            repository.update_deployment(s, deployment_id, heartbeat_at=datetime.now(UTC))
 
     def traffic_restored(self, deployment_id: int) -> None:
         """The router confirmed all traffic is back on the stable version."""

@@ -154,6 +154,8 @@ class Deployment(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     summary: Mapped[str | None] = mapped_column(Text)
+    # Renewed by the running deploy (revision 0003); a stale one means its run is dead.
+    heartbeat_at: Mapped[datetime | None]
 
     stages: Mapped[list[StageResult]] = relationship(
         back_populates="deployment",

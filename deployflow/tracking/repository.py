@@ -44,6 +44,7 @@ UPDATABLE_FIELDS = frozenset(
         "git_ref",
         "finished_at",
         "summary",
+        "heartbeat_at",
     }
 )
 

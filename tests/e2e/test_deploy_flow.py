@@ -9,20 +9,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from deployflow.fakes.slack_api import FakeSlackAPI
+from deployflow.polling import wait_for
 from deployflow.processes import free_port
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
 from deployflow.tracking import db, repository
+from deployflow.tracking.lease import lease_alive
 from flows.deploy import deploy
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
@@ -322,3 +326,97 @@ def test_slow_version_rolls_back_on_p95_against_the_baseline(sandbox: Sandbox) -
     assert rollback["stage"] == 0
     assert rollback["threshold"] == pytest.approx(2 * result["baseline_p95_seconds"])
     assert rollback["value"] > rollback["threshold"]
+
+
+def killed_row() -> dict:
+    engine = db.make_engine(db.database_url())
+    try:
+        with db.session_factory(engine)() as s:
+            [row] = [r for r in repository.unfinished(s, "demo", "sandbox") if r.version == "v10"]
+            return {"id": row.id, "heartbeat_at": row.heartbeat_at}
+    finally:
+        engine.dispose()
+
+
+def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL of `deployflow deploy` with a canary taking traffic: nothing of the dead run can
+    clean up, Prefect still shows it Running, and its lease alone tells the next run it is dead."""
+    monkeypatch.setenv("DEPLOYFLOW_LEASE_SECONDS", "4")
+    spec = load_spec(EXAMPLE_SPEC)
+    target, router = build_target(spec), build_router(spec)
+    stable_before = router.state().stable
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "DEPLOYFLOW_OBSERVE": "2m"}
+    with (tmp_path / "killed-deploy.log").open("w") as log:
+        killed = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
+             "v10"],
+            env=env, cwd=Path(__file__).parents[2], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: router.state().canary_weight > 0 or None,
+                timeout=120,
+                interval=0.5,
+                what="the canary of the deploy to be killed to take traffic",
+            )
+        finally:
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=30)
+    assert router.state().canary_weight > 0  # the kill left traffic on the canary
+    assert "v10" in {i.version for i in target.instances()}
+    wait_for(
+        lambda: not lease_alive(killed_row()["heartbeat_at"], datetime.now(UTC), 4.0) or None,
+        timeout=30,
+        interval=0.5,
+        what="the killed deploy's lease to lapse",
+    )
+
+    result = deploy(
+        spec_path=str(EXAMPLE_SPEC), version="v11", dry_run=True, return_state=True
+    ).result(raise_on_failure=False)
+
+    assert isinstance(result, dict), result
+    assert result["status"] == "succeeded", result["message"]
+    assert any("interrupted deploy of v10 reconciled" in n for n in result["reconciled"])
+    assert router.state().stable == stable_before
+    assert router.state().canary is None
+    assert "v10" not in {i.version for i in target.instances()}
+
+
+def test_a_deploy_stopped_by_sigterm_puts_traffic_back_before_it_exits(
+    sandbox: Sandbox, prefect_server: str
+) -> None:
+    """SIGTERM (what a process worker sends on cancellation, and `kill`): once the flow has put
+    traffic back, Prefect re-delivers SIGTERM with the default handler, so the process ends by
+    the signal. (SIGINT takes the same path in the flow: tests/integration/flows.)"""
+    signum = signal.SIGTERM
+    spec = load_spec(EXAMPLE_SPEC)
+    target, router = build_target(spec), build_router(spec)
+    stable_before = router.state().stable
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "DEPLOYFLOW_OBSERVE": "2m"}
+    version = "v12"
+    stopped = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
+         version],
+        env=env, cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: router.state().canary_weight > 0 or None,
+            timeout=120,
+            interval=0.5,
+            what="the canary to take traffic",
+        )
+        stopped.send_signal(signum)
+        _, err = stopped.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stopped.pid, signal.SIGKILL)
+    assert stopped.returncode == -signal.SIGTERM, err
+    assert router.state().stable == stable_before
+    assert router.state().canary is None
+    assert version not in {i.version for i in target.instances()}

@@ -77,3 +77,16 @@ def test_validate_of_something_that_is_not_a_file_exits_2_at_once(
 ) -> None:
     assert main(["validate", path]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_deploy_is_reported_and_exits_130(
+    sandbox_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import deployments.cli
+
+    def interrupted(*args: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deployments.cli, "run_deploy", interrupted)
+    assert main(["deploy", str(EXAMPLE), "--version", "v2"]) == 130
+    assert capsys.readouterr().err == "deployflow: deploy of v2 interrupted (SIGINT)\n"

@@ -4,6 +4,7 @@ harness, with in-memory backends: what the outcome is, where traffic ended, what
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,7 @@ def deploy(prefect_server, ledger, service, tmp_path):
     environment = f"env{next(_environments)}"
 
     def run(version: str, spec: ServiceSpec | None = None, **request: object) -> ReleaseOutcome:
+        """Release ``version``; ``run.environment`` is this test's environment."""
         backends = Backends(
             target=service.target,
             router=service.router,
@@ -92,6 +94,7 @@ def deploy(prefect_server, ledger, service, tmp_path):
         req = ReleaseRequest(version, environment, **request)  # type: ignore[arg-type]
         return run_release(spec or make_spec(tmp_path), backends, req)
 
+    run.environment = environment  # type: ignore[attr-defined]
     return run
 
 
@@ -329,3 +332,57 @@ def test_a_canary_that_dies_mid_stage_rolls_back_at_once(deploy, service, ledger
     assert outcome.rollback.trigger.metric == "canary_down"
     assert len(outcome.stages) == 1
     assert serving(service, "v1")
+
+
+def test_a_deploy_holding_its_lease_blocks_the_next_and_a_lapsed_one_is_reconciled(
+    deploy, service, ledger, monkeypatch
+):
+    from deployflow.release import ReleaseOutcome
+    from tasks.reconcile import DeployInProgress
+
+    monkeypatch.setenv("DEPLOYFLOW_LEASE_SECONDS", "30")
+    service.run_stable("v1")
+    orphan = service.target.start("v9")
+    service.router.set_split(service.target.running["v1"], orphan, 25)
+    environment = deploy.environment
+    other = ledger.start(ReleaseOutcome(service="shop", environment=environment, version="v9"))
+    ledger.traffic_moving(other, stage=1, weight=25)
+
+    with pytest.raises(DeployInProgress, match=r"v9 .* is still running"):
+        deploy("v2")
+    assert running(service) == {"v1", "v9"}
+
+    with ledger._sessions() as s, s.begin():  # its process died 31 s ago
+        stale = datetime.now(UTC) - timedelta(seconds=31)
+        repository.update_deployment(s, other, heartbeat_at=stale)
+    outcome = deploy("v2")
+    assert outcome.status == "succeeded", outcome.message
+    assert outcome.reconciled == [
+        "interrupted deploy of v9 reconciled: all traffic on v1, stopped v9"
+    ]
+    assert running(service) == {"v2"}
+    assert (
+        recorded(ledger, ReleaseOutcome("shop", environment, "v9", deployment_id=other))["status"]
+        == "failed"
+    )
+
+
+def test_an_interrupted_run_puts_traffic_back_before_it_exits(deploy, service, ledger):
+    """Ctrl-C in the middle of a stage. (SIGTERM takes the same path as Prefect's
+    TerminationSignal, but Prefect then re-sends SIGTERM to its process, so it is tested end to
+    end in tests/e2e, where that process is not pytest.)"""
+    service.run_stable("v1")
+
+    def ctrl_c(version: str, window_seconds: float):
+        raise KeyboardInterrupt
+
+    service.metrics.sample = ctrl_c  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        deploy("v6")
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}
+    with ledger._sessions() as s:
+        [row] = repository.history(s, service="shop", environment=deploy.environment, limit=1)
+        assert row.status == "failed"
+        assert row.canary_weight == 0
+        assert row.summary == "interrupted (KeyboardInterrupt): all traffic back on v1, stopped v6"
