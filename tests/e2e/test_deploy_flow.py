@@ -338,6 +338,35 @@ def killed_row() -> dict:
         engine.dispose()
 
 
+@contextlib.contextmanager
+def deploy_with_canary_traffic(
+    version: str, prefect_server: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`deployflow deploy VERSION` in its own process, yielded once its canary takes traffic
+    (with a long observe window, so it stays there); killed with its group afterwards."""
+    router = build_router(load_spec(EXAMPLE_SPEC))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "DEPLOYFLOW_OBSERVE": "2m"}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
+             version],
+            env=env, cwd=Path(__file__).parents[2], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: router.state().canary_weight > 0 or None,
+                timeout=120,
+                interval=0.5,
+                what=f"the canary {version} to take traffic",
+            )
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
 def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
     sandbox: Sandbox, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,24 +376,8 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
     spec = load_spec(EXAMPLE_SPEC)
     target, router = build_target(spec), build_router(spec)
     stable_before = router.state().stable
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "DEPLOYFLOW_OBSERVE": "2m"}
-    with (tmp_path / "killed-deploy.log").open("w") as log:
-        killed = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
-             "v10"],
-            env=env, cwd=Path(__file__).parents[2], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_for(
-                lambda: router.state().canary_weight > 0 or None,
-                timeout=120,
-                interval=0.5,
-                what="the canary of the deploy to be killed to take traffic",
-            )
-        finally:
-            os.killpg(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
+    with deploy_with_canary_traffic("v10", prefect_server, tmp_path / "killed.log") as killed:
+        os.killpg(killed.pid, signal.SIGKILL)
     assert router.state().canary_weight > 0  # the kill left traffic on the canary
     assert "v10" in {i.version for i in target.instances()}
     wait_for(
@@ -387,36 +400,19 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
 
 
 def test_a_deploy_stopped_by_sigterm_puts_traffic_back_before_it_exits(
-    sandbox: Sandbox, prefect_server: str
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path
 ) -> None:
     """SIGTERM (what a process worker sends on cancellation, and `kill`): once the flow has put
     traffic back, Prefect re-delivers SIGTERM with the default handler, so the process ends by
     the signal. (SIGINT takes the same path in the flow: tests/integration/flows.)"""
-    signum = signal.SIGTERM
     spec = load_spec(EXAMPLE_SPEC)
     target, router = build_target(spec), build_router(spec)
     stable_before = router.state().stable
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "DEPLOYFLOW_OBSERVE": "2m"}
-    version = "v12"
-    stopped = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
-         version],
-        env=env, cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for(
-            lambda: router.state().canary_weight > 0 or None,
-            timeout=120,
-            interval=0.5,
-            what="the canary to take traffic",
-        )
-        stopped.send_signal(signum)
-        _, err = stopped.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(stopped.pid, signal.SIGKILL)
-    assert stopped.returncode == -signal.SIGTERM, err
+    log = tmp_path / "stopped.log"
+    with deploy_with_canary_traffic("v12", prefect_server, log) as stopped:
+        stopped.send_signal(signal.SIGTERM)
+        returncode = stopped.wait(timeout=60)
+    assert returncode == -signal.SIGTERM, log.read_text()
     assert router.state().stable == stable_before
     assert router.state().canary is None
-    assert version not in {i.version for i in target.instances()}
+    assert "v12" not in {i.version for i in target.instances()}
