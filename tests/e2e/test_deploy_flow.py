@@ -416,3 +416,54 @@ def test_a_deploy_stopped_by_sigterm_puts_traffic_back_before_it_exits(
     assert router.state().stable == stable_before
     assert router.state().canary is None
     assert "v12" not in {i.version for i in target.instances()}
+
+
+def _everything_prefect_stored(client) -> str:
+    """Every flow run, task run, log line and artifact on the session's Prefect server."""
+    parts: list[str] = []
+    readers = (client.read_flow_runs, client.read_task_runs, client.read_logs)
+    for read in readers:
+        offset = 0
+        while page := read(limit=200, offset=offset):
+            parts += [item.model_dump_json() for item in page]
+            offset += len(page)
+    parts += [a.model_dump_json() for a in client.read_artifacts(limit=200)]
+    return "\n".join(parts)
+
+
+def test_secrets_reach_no_log_run_artifact_or_record(
+    sandbox: Sandbox, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service secret given through target.env and a Slack token, through a rolled-back
+    deploy: neither appears in what Prefect stores (runs with their parameters, task runs, logs,
+    artifacts) nor in the tracking database."""
+    from prefect.client.orchestration import get_client
+
+    service_secret, slack_token = "s3cr3t-service-value-4711", "xoxb-s3cr3t-token-4712"
+    monkeypatch.setenv("SERVICE_DB_PASSWORD", service_secret)
+    monkeypatch.setenv("DEPLOYFLOW_SLACK_TOKEN", slack_token)
+    text = EXAMPLE_SPEC.read_text()
+    env_line = "    DEPLOYFLOW_DEMO_FAULTS: ${DEPLOYFLOW_DEMO_FAULTS:-}\n"
+    with FakeSlackAPI(token=slack_token) as slack:
+        variant = EXAMPLE_SPEC.parent / ".test-secrets.yaml"
+        variant.write_text(
+            text.replace(
+                env_line, env_line + "    SERVICE_DB_PASSWORD: ${SERVICE_DB_PASSWORD}\n"
+            ).replace(SLACK_AT, slack_section(slack.base_url))
+        )
+        try:
+            state = deploy(spec_path=str(variant), version="v3", return_state=True)
+        finally:
+            variant.unlink()
+        assert slack.messages, "the Slack token was used"
+    result = state.result(raise_on_failure=False)
+    assert isinstance(result, dict), result
+    assert result["status"] == "rolled_back", result["message"]
+
+    with get_client(sync_client=True) as client:
+        stored = _everything_prefect_stored(client)
+    assert str(result["flow_run_id"]) in stored  # the haystack holds this deploy
+    tracking = Path(db.database_url().removeprefix("sqlite:///")).read_bytes()
+    for secret in (service_secret, slack_token):
+        assert secret not in stored
+        assert secret.encode() not in tracking
