@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.blocks.core import Block
 
@@ -10,6 +10,8 @@ from blocks.github import GitHubCredentialsBlock
 from blocks.slack import SlackNotificationBlock
 from blocks.tracking import TrackingDatabaseBlock
 from deployflow.providers.base import BackendConfigError
+
+B = TypeVar("B", bound=Block)
 
 BLOCK_TYPES: dict[str, type[Block]] = {
     "slack": SlackNotificationBlock,
@@ -31,11 +33,23 @@ class PrefectBlocks:
         if cls is None:
             known = ", ".join(sorted(BLOCK_TYPES))
             raise BackendConfigError(f"no block type {block_type!r}; known: {known}")
-        try:
-            return cls.load(name)
-        except ValueError as exc:
-            # Prefect says "Unable to find block document named ..."; the value holds no secret.
-            raise BackendConfigError(
-                f"no {cls.__name__} named {name!r} is saved on this Prefect server ({exc}); "
-                f"save one (see README, 'Blocks') or fix the name"
-            ) from None
+        return load_block(cls, name)
+
+
+def load_block(cls: type[B], name: str) -> B:
+    """The saved block ``name`` of class ``cls``.
+
+    Raises:
+        BackendConfigError: No such block is saved (the message says how to save one).
+    """
+    try:
+        block = cls.load(name)
+    except ValueError as exc:
+        # Prefect says "Unable to find block document named ..."; the value holds no secret.
+        raise BackendConfigError(
+            f"no {cls.__name__} named {name!r} is saved on this Prefect server ({exc}); "
+            "save one (see README, 'Blocks') or fix the name"
+        ) from None
+    if not isinstance(block, cls):
+        raise BackendConfigError(f"block {name!r} is not a {cls.__name__}")
+    return block

@@ -107,7 +107,8 @@ class Trigger:
 class RollbackEvidence:
     """What the rollback gathered for the root cause. ``problems`` says what could not be had."""
 
-    router_before: RouterState | None = None
+    # Where the deploy had put traffic when the trigger fired (what the rollback undid).
+    traffic_at_trigger: RouterState | None = None
     router_after: RouterState | None = None
     canary_log_tail: str = ""
     last_measurements: tuple[Measurement, ...] = ()
@@ -115,7 +116,7 @@ class RollbackEvidence:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "router_before": str(self.router_before) if self.router_before else None,
+            "traffic_at_trigger": str(self.traffic_at_trigger) if self.traffic_at_trigger else None,
             "router_after": str(self.router_after) if self.router_after else None,
             "canary_log_tail": self.canary_log_tail,
             "last_measurements": [m.to_dict() for m in self.last_measurements],
@@ -367,8 +368,8 @@ def incident_markdown(outcome: ReleaseOutcome) -> str:
                 f"{_fmt(m.sample.p95_seconds, 'p95_seconds')} | "
                 f"{_fmt(m.sample.requests, 'requests')} | {_cell(m.note)} |"
             )
-    if ev.router_before:
-        lines += ["", f"Traffic when the trigger fired: {ev.router_before}"]
+    if ev.traffic_at_trigger:
+        lines += ["", f"Traffic when the trigger fired: {ev.traffic_at_trigger}"]
     if ev.router_after:
         lines += [f"Router after the rollback: {ev.router_after}"]
     for problem in ev.problems:

@@ -14,7 +14,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, cast
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -333,9 +333,7 @@ def resolve_paths(spec: ServiceSpec, base: Path) -> ServiceSpec:
     Which fields hold such paths is declared by each section's ``spec_relative_paths``, so a new
     backend's paths are resolved without a change here.
     """
-    resolved = _resolve_model(spec, base)
-    assert isinstance(resolved, ServiceSpec)
-    return resolved
+    return cast(ServiceSpec, _resolve_model(spec, base))
 
 
 def _resolve_model(model: StrictModel, base: Path) -> StrictModel:

@@ -309,7 +309,7 @@ def pre_checks(
     try:
         token = github_token(section)
     except BackendConfigError as exc:
-        return [token_unavailable(section, exc)]
+        return [token_unavailable(exc)]
     deployed = b.ledger.deployed(spec.service, req.environment)
     ctx = CheckContext(
         version=req.version,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.loader import PrefectBlocks
+from blocks.loader import PrefectBlocks, load_block
 from blocks.tracking import TrackingDatabaseBlock
 from deployflow.backends import Backends, connect
 from deployflow.providers.base import BuildContext
@@ -26,8 +26,7 @@ def tracking_ledger(tracking_block: str | None) -> Ledger:
     """The tracking database: the named block, else ``DEPLOYFLOW_DATABASE_URL``, else the local
     SQLite file of the machine running the flow."""
     if tracking_block:
-        block = PrefectBlocks().load("tracking", tracking_block)
-        assert isinstance(block, TrackingDatabaseBlock)
+        block = load_block(TrackingDatabaseBlock, tracking_block)
         return Ledger.for_url(block.resolved_url())
     return Ledger.for_url()
 

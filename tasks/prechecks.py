@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from blocks.github import GitHubCredentialsBlock
-from blocks.loader import PrefectBlocks
+from blocks.loader import load_block
 from deployflow.checks import CheckContext, CheckResult, PreCheckReport, PreChecksSpec, run_check
 from deployflow.checks.result import CheckStatus
 from deployflow.release import CheckRecord
@@ -25,9 +25,7 @@ def github_token(spec: PreChecksSpec) -> SecretStr | None:
     if spec.review is None:
         return None
     if spec.review.credentials_block:
-        block = PrefectBlocks().load("github", spec.review.credentials_block)
-        assert isinstance(block, GitHubCredentialsBlock)
-        return block.token
+        return load_block(GitHubCredentialsBlock, spec.review.credentials_block).token
     env = os.environ.get(GITHUB_TOKEN_ENV, "").strip()
     return SecretStr(env) if env else None
 
@@ -68,7 +66,7 @@ def publish_prechecks(report: PreCheckReport, service: str) -> list[CheckRecord]
     return [CheckRecord.from_check("pre_checks", r) for r in report.results]
 
 
-def token_unavailable(spec: PreChecksSpec, error: Exception) -> CheckRecord:
+def token_unavailable(error: Exception) -> CheckRecord:
     """The review check cannot run: its token could not be loaded. That blocks, never passes."""
     return CheckRecord(
         "pre_checks", "review", CheckStatus.ERROR, f"GitHub token unavailable: {error}"
