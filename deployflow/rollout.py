@@ -117,13 +117,14 @@ def observe_stage(
         if delay > 0:
             sleep(delay)  # pacing between measurements, not synchronisation
         next_tick += interval_seconds
+        sample = source.sample(version, window_seconds)
+        # Asked after sampling, so a canary that died while it was measured is not promoted on
+        # the figures it served before.
         why_gone = gone() if gone is not None else None
         if why_gone is not None:
             measurement = canary_gone(why_gone, baseline_p95_seconds)
         else:
-            measurement = evaluate(
-                source.sample(version, window_seconds), baseline_p95_seconds, thresholds
-            )
+            measurement = evaluate(sample, baseline_p95_seconds, thresholds)
         measurements.append(measurement)
         if on_measurement is not None:
             on_measurement(measurement)

@@ -45,6 +45,7 @@ def progressive_rollout(
         result = observe_canary_stage(
             backends.metrics,
             backends.target,
+            backends.router,
             backends.ledger,
             deployment_id,
             version=canary.version,

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Measurement
-from deployflow.providers.base import Instance, Metrics, Router, Target
+from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
 from deployflow.rollout import StageResult, observe_stage, thresholds_from
 from deployflow.spec import AnalysisSpec
 from deployflow.tracking.ledger import Ledger
@@ -52,6 +52,7 @@ def promote(router: Router, ledger: Ledger, deployment_id: int, canary: Instance
 def observe_canary_stage(
     metrics: Metrics,
     target: Target,
+    router: Router,
     ledger: Ledger,
     deployment_id: int,
     *,
@@ -63,13 +64,23 @@ def observe_canary_stage(
     baseline_p95_seconds: float | None,
 ) -> StageResult:
     """Measure the canary every interval until the stage promotes or rolls back; a canary the
-    target no longer runs fails the stage at once."""
+    target no longer runs, or whose router slot is down (its health check failing), fails the
+    stage at once."""
     logger = get_run_logger()
 
     def gone() -> str | None:
-        if any(i.version == version for i in target.instances()):
-            return None
-        return f"{version} is no longer running ({target.describe()})"
+        if not any(i.version == version for i in target.instances()):
+            return f"{version} is no longer running ({target.describe()})"
+        try:
+            state = router.state()
+        except BackendError:
+            return None  # the router itself failing is the rollback's business, not a verdict
+        if weight > 0 and state.canary is None:
+            return (
+                f"{router.describe()} sends {version} no traffic: its server is down "
+                "(failing the router's health check)"
+            )
+        return None
 
     def log(m: Measurement) -> None:
         s = m.sample

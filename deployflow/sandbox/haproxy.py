@@ -35,8 +35,9 @@ def _binary() -> str:
     return found
 
 
-def render_config(admin_socket: Path, port: int) -> str:
-    """The HAProxy configuration of the sandbox: one frontend, backend ``app`` with two slots."""
+def render_config(admin_socket: Path, port: int, health_path: str = "/healthz") -> str:
+    """The HAProxy configuration of the sandbox: one frontend, backend ``app`` with two
+    health-checked slots."""
     return f"""\
 global
     stats socket {admin_socket} mode 600 level admin
@@ -58,6 +59,10 @@ frontend web
 
 backend {BACKEND}
     balance roundrobin
+    # Health checks keep users off a server that stopped answering: two failed checks half a
+    # second apart take it out, one good check puts it back. A slot in maintenance is not checked.
+    option httpchk GET {health_path}
+    default-server check inter 500ms fall 2 rise 1
     # Placeholders, re-pointed at runtime through the admin socket.
     server {STABLE_SERVER} 127.0.0.1:1 weight 100 disabled
     server {CANARY_SERVER} 127.0.0.1:1 weight 0 disabled

@@ -116,4 +116,26 @@ def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_dat
     assert result.reason.metric == "canary_down"
     assert result.reason.reason == "v2 is no longer running"
     assert clock.now == pytest.approx(20.0)
-    assert len(source.calls) == 1  # a dead canary is not sampled
+    assert len(source.calls) == 2
+
+
+def test_a_canary_that_dies_while_measured_is_not_promoted_on_its_earlier_figures() -> None:
+    clock, source = FakeClock(), Script(HEALTHY)
+    result = observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        observe_seconds=10.0,  # the first measurement completes the window
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        # The canary dies during its first measurement (its figures were fine until then).
+        gone=lambda: "v2 is no longer running" if source.calls else None,
+    )
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "canary_down"

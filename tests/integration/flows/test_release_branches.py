@@ -334,6 +334,26 @@ def test_a_canary_that_dies_mid_stage_rolls_back_at_once(deploy, service, ledger
     assert serving(service, "v1")
 
 
+def test_a_canary_whose_router_slot_goes_down_rolls_back_at_once(deploy, service, ledger):
+    service.run_stable("v1")
+    sample = service.metrics.sample
+
+    def health_check_fails_when_measured(version: str, window_seconds: float):
+        # What HAProxy reports once its health check takes the canary's server out.
+        service.router.canary, service.router.canary_weight = None, 0
+        return sample(version, window_seconds)
+
+    service.metrics.sample = health_check_fails_when_measured  # type: ignore[method-assign]
+    outcome = deploy("v5")
+    assert outcome.status == "rolled_back", outcome.message
+    assert outcome.rollback is not None
+    assert outcome.rollback.trigger.metric == "canary_down"
+    assert "health check" in outcome.rollback.trigger.reason
+    assert len(outcome.stages) == 1
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}
+
+
 def test_a_deploy_holding_its_lease_blocks_the_next_and_a_lapsed_one_is_reconciled(
     deploy, service, ledger, monkeypatch
 ):

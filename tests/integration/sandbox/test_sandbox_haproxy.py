@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from deployflow.polling import wait_for
 from deployflow.providers.base import Instance, Router, RouterState
 from deployflow.providers.haproxy import HAProxyRouter, RouterError
 from deployflow.providers.local_process import LocalProcessTarget
@@ -103,3 +104,25 @@ def test_haproxy_error_answer_names_command_and_answer(haproxy, versions):
 def test_unreachable_socket_is_a_router_error(tmp_path: Path):
     with pytest.raises(RouterError, match="unreachable"):
         HAProxyRouter(tmp_path / "no.sock", frontend_url="http://127.0.0.1:1").state()
+
+
+def test_a_canary_that_stops_answering_is_taken_out_by_the_health_check(
+    haproxy, router, tmp_path, request_versions
+):
+    """Its slot reads as down (which fails the stage at once), and users reach only stable."""
+    target = LocalProcessTarget(DEMO_APP_COMMAND, state_dir=tmp_path)
+    try:
+        stable, canary = target.start("v1"), target.start("v5")
+        router.set_split(stable, canary, 50)
+        assert router.state().canary == canary.address  # a fresh slot starts in service
+        target.stop("v5")
+        wait_for(
+            lambda: router.state().canary is None,
+            timeout=10,
+            interval=0.1,
+            what="HAProxy to mark the dead canary down",
+        )
+        assert request_versions(haproxy.frontend_url, 50) == {"v1": 50}
+    finally:
+        router.set_split(stable, None, 0)
+        target.stop_all()
