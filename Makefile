@@ -7,11 +7,12 @@ export PREFECT_HOME
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 UV = $$(cat .deployflow/uv-path)
 
-.PHONY: help bootstrap demo test lint server stop-server fixtures bench
+.PHONY: help bootstrap demo test lint server stop-server fixtures bench fuzz
 
 help:
 	@echo "make demo         sandbox demo: v2 promoted through 5/25/50/100, v3 rolled back"
 	@echo "make test         the whole test suite (unit, integration, e2e)"
+	@echo "make fuzz         nightly-sized fuzzing of the spec loader and the CLI (10,000 cases each)"
 	@echo "make lint         ruff, mypy and the import-layer contracts (lint-imports)"
 	@echo "make server       start the local Prefect server (UI on http://127.0.0.1:$(PREFECT_PORT))"
 	@echo "make stop-server  stop it"
@@ -34,6 +35,10 @@ demo: server
 
 test: fixtures
 	$(UV) run pytest
+
+fuzz: bootstrap
+	DEPLOYFLOW_FUZZ_EXAMPLES=$${DEPLOYFLOW_FUZZ_EXAMPLES:-10000} $(UV) run pytest -q \
+		tests/unit/test_spec_bad_input.py tests/unit/test_cli_fuzz.py
 
 lint: bootstrap
 	$(UV) run ruff check .

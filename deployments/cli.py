@@ -155,7 +155,9 @@ def cmd_checks(args: argparse.Namespace) -> int:
 def cmd_check_migrations(args: argparse.Namespace) -> int:
     from deployflow.migrations import command
 
-    code: int = command.run(args)
+    parser = _Parser(prog="deployflow check-migrations", description=command.__doc__)
+    command.add_arguments(parser)
+    code: int = command.run(parser.parse_args(args.rest))
     return code
 
 
@@ -208,10 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_checks)
 
-    from deployflow.migrations import command as migrations_command
-
-    p = sub.add_parser("check-migrations", help="run step 2 (migration safety) on an Alembic dir")
-    migrations_command.add_arguments(p)
+    # Its own parser is built only when it runs: the migration analysis imports Alembic and a SQL
+    # parser (seconds), which no other command should pay for.
+    p = sub.add_parser(
+        "check-migrations",
+        help="run step 2 (migration safety) on an Alembic dir",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_check_migrations)
 
     p = sub.add_parser("demo", help="sandbox demo: v2 succeeds, v3 rolls back")
@@ -234,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check-migrations"]:  # all its arguments, -h included, are its own
+        return cmd_check_migrations(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
