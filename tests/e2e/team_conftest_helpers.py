@@ -149,7 +149,7 @@ def api_client(api_url: str) -> Iterator[SyncPrefectClient]:
         yield client
 
 
-def prefect_cli(env: Mapping[str, str], *args: str, timeout: float = 60) -> str:
+def prefect_cli(env: Mapping[str, str], *args: str, timeout: float = 180) -> str:
     """Run ``python -m prefect <args>`` from the repository root; a non-zero exit fails."""
     result = subprocess.run(
         [sys.executable, "-m", "prefect", *args],
@@ -273,6 +273,21 @@ def state_types(client: SyncPrefectClient, run_id: UUID) -> list[str]:
     """The state types a flow run went through, oldest first (SCHEDULED, PENDING, RUNNING...)."""
     states: list[State[Any]] = client.read_flow_run_states(run_id)
     return [s.type.value for s in sorted(states, key=lambda s: s.timestamp)]
+
+
+def tracked_rows(database_url: str, service: str, environment: str) -> list[dict[str, Any]]:
+    """Every tracking row of ``service`` in ``environment``, oldest first (empty before any)."""
+    engine = db.make_engine(database_url)
+    try:
+        with db.session_factory(engine)() as s:
+            ids = s.scalars(
+                select(Deployment.id)
+                .where(Deployment.service == service, Deployment.environment == environment)
+                .order_by(Deployment.id)
+            ).all()
+            return [repository.deployment_to_dict(repository.get_deployment(s, i)) for i in ids]
+    finally:
+        engine.dispose()
 
 
 def tracked_by_flow_run(database_url: str, flow_run_id: UUID) -> dict[str, Any]:

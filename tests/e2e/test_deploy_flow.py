@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -436,7 +437,8 @@ def test_secrets_reach_no_log_run_artifact_or_record(
 ) -> None:
     """A service secret given through target.env and a Slack token, through a rolled-back
     deploy: neither appears in what Prefect stores (runs with their parameters, task runs, logs,
-    artifacts) nor in the tracking database."""
+    artifacts), in the tracking database or in any file deployflow or the sandbox wrote; the
+    canary's own environment holds the service secret it was given and not the Slack token."""
     from prefect.client.orchestration import get_client
 
     service_secret, slack_token = "s3cr3t-service-value-4711", "xoxb-s3cr3t-token-4712"
@@ -451,10 +453,16 @@ def test_secrets_reach_no_log_run_artifact_or_record(
                 env_line, env_line + "    SERVICE_DB_PASSWORD: ${SERVICE_DB_PASSWORD}\n"
             ).replace(SLACK_AT, slack_section(slack.base_url))
         )
+        canary_environ: dict[bytes, bytes] = {}
+        watcher = threading.Thread(
+            target=_read_environ_of, args=(variant, "v3", canary_environ), daemon=True
+        )
+        watcher.start()
         try:
             state = deploy(spec_path=str(variant), version="v3", return_state=True)
         finally:
             variant.unlink()
+            watcher.join(timeout=30)
         assert slack.messages, "the Slack token was used"
     result = state.result(raise_on_failure=False)
     assert isinstance(result, dict), result
@@ -464,6 +472,35 @@ def test_secrets_reach_no_log_run_artifact_or_record(
         stored = _everything_prefect_stored(client)
     assert str(result["flow_run_id"]) in stored  # the haystack holds this deploy
     tracking = Path(db.database_url().removeprefix("sqlite:///")).read_bytes()
+    written = {
+        path: path.read_bytes()
+        for root in (sandbox.state_dir, Path(os.environ["DEPLOYFLOW_DATA_DIR"]))
+        for path in Path(root).rglob("*")
+        if path.is_file()
+    }
+    assert written, "the sandbox and deployflow wrote files"
     for secret in (service_secret, slack_token):
         assert secret not in stored
         assert secret.encode() not in tracking
+        assert not [p for p, data in written.items() if secret.encode() in data]
+    # What the service was given reaches it; what the orchestrator holds does not.
+    assert canary_environ.get(b"SERVICE_DB_PASSWORD") == service_secret.encode()
+    assert slack_token.encode() not in b"".join(canary_environ.values())
+    assert not {b"DEPLOYFLOW_SLACK_TOKEN", b"PREFECT_API_URL"} & set(canary_environ)
+
+
+def _read_environ_of(spec_file: Path, version: str, into: dict[bytes, bytes]) -> None:
+    """Wait (up to 60 s) for ``version`` to run, then copy its /proc environment into ``into``."""
+
+    def running_pid() -> int | None:
+        try:
+            target = build_target(load_spec(spec_file))
+        except OSError:  # the spec file is gone: the deploy ended
+            return -1
+        return next((i.pid for i in target.instances() if i.version == version), None)
+
+    pid = wait_for(running_pid, timeout=60, interval=0.2, what=f"{version} to start")
+    if pid > 0:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            pairs = (item.partition(b"=") for item in handle.read().split(b"\0") if item)
+            into.update({key: value for key, _, value in pairs})

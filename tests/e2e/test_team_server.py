@@ -15,6 +15,8 @@ and the sandbox gathers its baseline while ``prefect deploy`` imports the flow.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +46,10 @@ from tests.e2e.team_conftest_helpers import (
     public_tables,
     state_types,
     tracked_by_flow_run,
+    tracked_rows,
     wait_healthy,
 )
+from tests.integration.prefect.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -73,11 +77,19 @@ class Team:
 
     def run_to_the_end(self, parameters: list[dict[str, object]]) -> dict[UUID, FlowRun]:
         """Create one run per parameter set at once; return them (same order) once all are final."""
+        return self.wait_for_the_end(self.start(parameters))
+
+    def start(self, parameters: list[dict[str, object]]) -> list[UUID]:
+        """Create one run per parameter set at once; return their ids."""
         with api_client(self.server.api_url) as client:
-            ids = [
+            return [
                 client.create_flow_run_from_deployment(self.deployment.id, parameters=p).id
                 for p in parameters
             ]
+
+    def wait_for_the_end(self, ids: list[UUID]) -> dict[UUID, FlowRun]:
+        """The runs (same order) once all are final."""
+        with api_client(self.server.api_url) as client:
             try:
                 return wait_for(
                     lambda: final_states(client, ids, self.workers),
@@ -227,13 +239,36 @@ def test_prefect_server_stores_its_state_in_postgresql(team_server: PrefectServe
     assert {"flow_run", "deployment", "work_pool", "alembic_version"} <= tables
 
 
-def test_two_workers_share_a_canary_release_and_a_dry_run(team: Team) -> None:
-    runs = team.run_to_the_end(
+def test_two_workers_share_a_canary_release_and_a_dry_run(
+    team: Team, team_env: dict[str, str], prefect_server: str
+) -> None:
+    ids = team.start(
         [
             {"version": "v2"},
             {"version": "v9", "environment": "team-b", "dry_run": True},
         ]
     )
+    # Meanwhile a deploy of the same service through *another* Prefect server (the session's
+    # SQLite one), sharing only the tracking database, must see the release as alive (its lease)
+    # and be refused, touching nothing: no Prefect server knows both runs.
+    wait_for(
+        lambda: tracked_rows(team.tracking_url, "demo", "sandbox"),
+        timeout=RUN_TIMEOUT,
+        interval=0.5,
+        what="the release's tracking row",
+    )
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version", "v4"],
+        capture_output=True,
+        text=True,
+        env={**team_env, "PREFECT_API_URL": prefect_server},
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    runs = team.wait_for_the_end(ids)
+    assert elsewhere.returncode == 1, elsewhere.stdout + elsewhere.stderr
+    assert "v2 to sandbox is still running" in elsewhere.stdout, elsewhere.stdout
+    assert [row["version"] for row in tracked_rows(team.tracking_url, "demo", "sandbox")] == ["v2"]
     release_id, dry_run_id = runs
     for run in runs.values():
         assert run.state is not None
