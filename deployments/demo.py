@@ -33,29 +33,46 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_sandbox(*, state_dir: Path, stop_after: float | None = None) -> int:
+def run_sandbox(
+    *,
+    state_dir: Path,
+    stop_after: float | None = None,
+    traffic_max_duration: float | None = None,
+) -> int:
     """Keep the sandbox up (v1 live, traffic flowing) until Ctrl-C or SIGTERM.
 
     Prints the ``export`` lines that make ``examples/sandbox.yaml`` resolve, so deploys can be run
-    by hand from another shell. ``stop_after`` (seconds) bounds the run, for tests.
+    by hand from another shell. Traffic flows as long as the sandbox is up; should it ever stop,
+    the sandbox says so on stderr (every later deploy would be judged on no data). ``stop_after``
+    and ``traffic_max_duration`` (seconds) bound the run and the traffic, for tests.
     """
     import time
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     faults = {"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}
     try:
-        with Sandbox(state_dir, env=faults, rps=60) as sandbox:
+        with Sandbox(
+            state_dir, env=faults, rps=60, traffic_max_duration=traffic_max_duration
+        ) as sandbox:
             print("# sandbox up: v1 live; in another shell run these, then deploy, e.g.")
             print("#   deployflow deploy examples/sandbox.yaml --version v2")
             for name, value in {**sandbox.env_vars(), **faults}.items():
                 print(f"export {name}={shlex.quote(value)}")
             print("# Ctrl-C stops everything", flush=True)
             deadline = None if stop_after is None else time.monotonic() + stop_after
+            told = False
             while deadline is None or time.monotonic() < deadline:
-                if deadline is None:
-                    signal.pause()  # until a signal: Ctrl-C or SIGTERM raise KeyboardInterrupt
-                else:
-                    time.sleep(0.2)
+                # Ctrl-C and SIGTERM interrupt the sleep with KeyboardInterrupt.
+                time.sleep(0.2)
+                traffic = sandbox.traffic
+                if not told and traffic is not None and traffic.stopped_reason is not None:
+                    print(
+                        f"# WARNING: sandbox traffic stopped ({traffic.stopped_reason}); deploys "
+                        "now see no data and cannot promote. Restart the sandbox.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    told = True
     except KeyboardInterrupt:
         pass
     finally:

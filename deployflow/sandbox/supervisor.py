@@ -98,7 +98,7 @@ class Sandbox:
         rps: float = 40,
         env: Mapping[str, str] | None = None,
         *,
-        traffic_max_duration: float = 900.0,
+        traffic_max_duration: float | None = None,
     ) -> None:
         """Configure the sandbox; ``__enter__`` (or ``start``) brings it up.
 
@@ -109,7 +109,8 @@ class Sandbox:
             initial_version: Version started as stable with 100% of the traffic.
             rps: Synthetic requests per second sent to the frontend.
             env: Extra environment for the app processes (e.g. ``DEPLOYFLOW_DEMO_FAULTS``).
-            traffic_max_duration: Seconds after which the traffic generator stops by itself.
+            traffic_max_duration: Seconds after which the traffic generator stops by itself
+                (default: it runs until the sandbox stops).
         """
         self.state_dir = Path(state_dir).resolve()
         self.command = list(command)

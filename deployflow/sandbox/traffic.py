@@ -2,8 +2,9 @@
 
 Requests go out on a fixed schedule (``rps`` per second in total) from a few worker threads, so a
 slow canary does not slow the request rate down much (as real clients would not wait for each
-other). The generator always stops on its own after ``max_duration`` seconds: a forgotten one
-cannot load the machine forever.
+other). It runs until ``stop()`` (or ``max_duration`` seconds, when given); the workers are daemon
+threads, so a forgotten generator ends with its process. ``stopped_reason`` says why a generator
+that was not stopped no longer sends.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class TrafficGenerator:
         rps: float = 40,
         paths: Sequence[str] = ("/", "/api/items", "/api/checkout"),
         *,
-        max_duration: float = 900.0,
+        max_duration: float | None = None,
         workers: int = 4,
         request_timeout: float = 5.0,
     ) -> None:
@@ -42,7 +43,7 @@ class TrafficGenerator:
             base_url: Where to send (the HAProxy frontend).
             rps: Total requests per second across workers.
             paths: Paths requested in turn.
-            max_duration: Seconds after which the generator stops by itself.
+            max_duration: Seconds after which the generator stops by itself (None: never).
             workers: Threads sharing the schedule; each one waits for its own responses.
             request_timeout: Seconds before a request counts as a transport error.
         """
@@ -50,7 +51,7 @@ class TrafficGenerator:
             raise ValueError(f"rps must be greater than zero, got {rps}")
         if not paths:
             raise ValueError("paths must name at least one path")
-        if max_duration <= 0:
+        if max_duration is not None and max_duration <= 0:
             raise ValueError(f"max_duration must be greater than zero, got {max_duration}")
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -65,6 +66,7 @@ class TrafficGenerator:
         self._counts: Counter[int] = Counter()
         self._transport_errors = 0
         self._threads: list[threading.Thread] = []
+        self._stopped_reason: str | None = None
 
     def start(self) -> TrafficGenerator:
         """Start the worker threads (daemon threads: they never keep the interpreter alive)."""
@@ -83,10 +85,21 @@ class TrafficGenerator:
         return self
 
     def _run(self, index: int, started: float) -> None:
+        try:
+            self._send_loop(index, started)
+        except Exception as exc:  # say why traffic stopped instead of dying silently
+            with self._lock:
+                self._stopped_reason = f"worker {index} failed: {type(exc).__name__}: {exc}"
+            return
+        if not self._stop.is_set():
+            with self._lock:
+                self._stopped_reason = f"max_duration of {self.max_duration:g} s reached"
+
+    def _send_loop(self, index: int, started: float) -> None:
         # Worker ``index`` owns the slots index, index + workers, ...: evenly interleaved sends.
         period = self.workers / self.rps
         next_send = started + index / self.rps
-        deadline = started + self.max_duration
+        deadline = float("inf") if self.max_duration is None else started + self.max_duration
         sent = 0
         with httpx.Client(base_url=self.base_url, timeout=self.request_timeout) as client:
             while not self._stop.is_set():
@@ -127,6 +140,12 @@ class TrafficGenerator:
         """Requests that got an HTTP answer."""
         with self._lock:
             return sum(self._counts.values())
+
+    @property
+    def stopped_reason(self) -> str | None:
+        """Why sending stopped without ``stop()`` being called (None while it sends)."""
+        with self._lock:
+            return self._stopped_reason
 
     @property
     def running(self) -> bool:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from deployflow.polling import wait_for
 from deployflow.providers.base import Instance
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.sandbox.demo_app import FAULTS_ENV
@@ -82,3 +83,23 @@ def test_faulty_version_fails_requests_but_passes_its_health_check(apps):
     assert samples[key] == 1
     slow_sum = samples[("deployflow_demo_http_request_duration_seconds_sum", (("version", "v2"),))]
     assert slow_sum >= 0.05 + 0.015  # injected latency on top of the base latency
+
+
+def test_traffic_runs_until_stopped_and_says_why_it_ended_otherwise() -> None:
+    from deployflow.sandbox.traffic import TrafficGenerator
+
+    endless = TrafficGenerator("http://127.0.0.1:9", rps=50, workers=1).start()
+    bounded = TrafficGenerator("http://127.0.0.1:9", rps=50, workers=1, max_duration=0.3).start()
+    try:
+        reason = wait_for(
+            lambda: bounded.stopped_reason, timeout=10, interval=0.05, what="bounded to end"
+        )
+        assert reason == "max_duration of 0.3 s reached"
+        assert not bounded.running
+        assert endless.running
+        assert endless.stopped_reason is None
+        assert endless.transport_errors > 0  # it kept sending (nothing listens on port 9)
+    finally:
+        endless.stop()
+        bounded.stop()
+    assert endless.stopped_reason is None  # stopped on purpose: nothing to report
