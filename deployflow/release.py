@@ -145,6 +145,55 @@ class RollbackRecord:
         return {**self.trigger.to_dict(), "verified": self.verified, "error": self.error}
 
 
+class ReleaseNotSucceeded(Exception):
+    """The result of a deploy run that did not succeed; ``outcome`` is the release as a dict.
+
+    A run that rolled back, was refused or failed ends Failed, and Prefect resolves a failed
+    state's result into an exception (anything else is a TypeError in the run's log): this one
+    says what happened and still carries the whole outcome for the CLI and the API.
+    """
+
+    def __init__(self, outcome: Mapping[str, Any]) -> None:
+        self.outcome = dict(outcome)
+        super().__init__(
+            f"{self.outcome.get('version')} {self.outcome.get('status')}: "
+            f"{self.outcome.get('message')}"
+        )
+
+    def __reduce__(self) -> tuple[type[ReleaseNotSucceeded], tuple[dict[str, Any]]]:
+        return (type(self), (self.outcome,))
+
+
+def outcome_of(result: object) -> dict[str, Any] | None:
+    """The outcome dict a deploy run's result holds (succeeded or not); None if it holds none."""
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, ReleaseNotSucceeded):
+        return result.outcome
+    return None
+
+
+# How each outcome reads in Prefect's run list: the state name (the type stays Completed or
+# Failed, so the colours and filters people know keep working).
+STATE_NAMES: dict[str, str] = {
+    "succeeded": "Completed",
+    "dry_run": "DryRun",
+    "rolled_back": "RolledBack",
+    "aborted": "Aborted",
+    "failed": "Failed",
+    "rollback_failed": "RollbackFailed",
+}
+
+
+def state_name(outcome: ReleaseOutcome) -> str:
+    """The Prefect state name of a finished release (see ``STATE_NAMES``)."""
+    if outcome.status == "succeeded":
+        return STATE_NAMES["dry_run" if outcome.dry_run else "succeeded"]
+    if outcome.rollback is not None and outcome.rollback.error is not None:
+        return STATE_NAMES["rollback_failed"]
+    return STATE_NAMES[outcome.status]
+
+
 @dataclass
 class ReleaseOutcome:
     """Everything the deploy decided and measured."""

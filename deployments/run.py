@@ -58,10 +58,13 @@ def run_deploy(
             "flow_run_id": None,
             "ui_url": None,
         }
+    from deployflow.release import outcome_of
+
     data = state.result(raise_on_failure=False)
     result: dict[str, Any]
-    if isinstance(data, dict):
-        result = data
+    outcome = outcome_of(data)
+    if outcome is not None:
+        result = outcome
     else:
         # The flow stopped before a release began: a refusal (another deploy is running), a spec
         # or block problem, a backend that cannot be reached. Say what it was.

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from deployflow.backends import Backends
@@ -27,12 +28,14 @@ from deployflow.providers.base import BackendConfigError, Instance
 from deployflow.reconcile import abandon_release
 from deployflow.release import (
     CheckRecord,
+    ReleaseNotSucceeded,
     ReleaseOutcome,
     Status,
     Trigger,
     blocked_message,
     blocking_checks,
     stage_trigger,
+    state_name,
     step_failed_trigger,
     verification_trigger,
 )
@@ -102,13 +105,19 @@ def deploy(
     return finish(release(spec, backends, request), backends)
 
 
-def finish(outcome: ReleaseOutcome, backends: Backends) -> State[dict[str, Any]]:
-    """Step 9, then the run's final state: Completed for a success, Failed otherwise."""
-    complete(outcome, backends.ledger)
+def finish(outcome: ReleaseOutcome, backends: Backends) -> State[Any]:
+    """Step 9, then the run's final state, named for what happened (``state_name``): Completed
+    for a release or a dry run, Failed otherwise; the message says the outcome."""
+    # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
+    # flow-run inputs of this task (which the UI's Task Runs tab cannot show).
+    complete(quote(outcome), backends.ledger)  # type: ignore[call-overload]
     data = outcome.to_dict()
+    name = state_name(outcome)
     if outcome.status == "succeeded":
-        return Completed(message=outcome.message or f"{outcome.version} succeeded", data=data)
-    return Failed(message=f"{outcome.version} {outcome.status}: {outcome.message}", data=data)
+        message = outcome.message or f"{outcome.version} succeeded"
+        return Completed(name=name, message=message, data=data)
+    message = f"{outcome.version} {outcome.status}: {outcome.message}"
+    return Failed(name=name, message=message, data=ReleaseNotSucceeded(data))
 
 
 def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutcome:

@@ -21,6 +21,7 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -237,6 +238,17 @@ def final_states(
     if all(r.state is not None and r.state.is_final() for r in runs.values()):
         return runs
     return None
+
+
+def run_logs_once_finished(client: SyncPrefectClient, run_id: UUID) -> list[tuple[int, str]] | None:
+    """(level, message) of every log of the run, once its "Finished in state" line is stored
+    (logs reach the server in batches); None before."""
+    logs = client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+    )
+    if not any("Finished in state" in log.message for log in logs):
+        return None
+    return [(log.level, log.message) for log in logs]
 
 
 def executing_workers(client: SyncPrefectClient, run_ids: list[UUID]) -> dict[UUID, str] | None:

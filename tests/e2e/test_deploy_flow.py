@@ -24,6 +24,7 @@ import pytest
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.polling import wait_for
 from deployflow.processes import free_port
+from deployflow.release import outcome_of
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
 from deployflow.tracking import db, repository
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.e2e
 
 def run(version: str) -> dict:
     state = deploy(spec_path=str(EXAMPLE_SPEC), version=version, return_state=True)
-    data = state.result(raise_on_failure=False)
+    data = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(data, dict), f"the flow crashed: {data!r}"
     return data
 
@@ -114,10 +115,14 @@ def test_bad_version_rolls_back_at_the_first_stage(
     closed = f"http://127.0.0.1:{free_port()}/api/"
     with spec_variant("slack-down", SLACK_AT, slack_section(closed)) as spec_file:
         state = deploy(spec_path=str(spec_file), version="v3", return_state=True)
-    result = state.result(raise_on_failure=False)
+    result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
 
     assert result["status"] == "rolled_back", result["message"]
+    assert (state.type.value, state.name) == ("FAILED", "RolledBack")
+    assert "v3 rolled_back: rolled back to v" in (state.message or "")
+    # The UI's Task Runs tab reads every task input; it cannot read one of type flow_run.
+    assert task_input_types(result["flow_run_id"]) <= {"task_run", "parameter", "constant"}
     rollback = result["rollback"]
     assert rollback["stage"] == 0
     assert rollback["metric"] == "error_rate"
@@ -135,6 +140,18 @@ def test_bad_version_rolls_back_at_the_first_stage(
     (incident,) = row["incidents"]
     assert incident["metric"] == "error_rate"
     assert incident["threshold"] == 0.05
+
+
+def task_input_types(flow_run_id: str) -> set[str]:
+    """The input types of every task input of the run's own task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)]))
+        )
+    return {i.input_type for t in task_runs for inputs in t.task_inputs.values() for i in inputs}
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -209,10 +226,11 @@ def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> N
         engine.dispose()
 
     state = deploy(spec_path=str(EXAMPLE_SPEC), version="v5", dry_run=True, return_state=True)
-    result = state.result(raise_on_failure=False)
+    result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
     assert result["status"] == "succeeded"
+    assert (state.type.value, state.name) == ("COMPLETED", "DryRun")
     assert router.state().canary is None
     assert router.state().stable == stable.address
     assert "v4" not in {i.version for i in target.instances()}
@@ -272,7 +290,7 @@ def test_failing_gate_stops_the_deploy_before_traffic_with_evidence(
         spec = load_spec(spec_file)
         before = build_router(spec).state()
         state = deploy(spec_path=str(spec_file), version="v6", return_state=True)
-        result = state.result(raise_on_failure=False)
+        result = outcome_of(state.result(raise_on_failure=False))
     finally:
         spec_file.unlink()
 
@@ -309,10 +327,11 @@ def test_metrics_backend_down_never_promotes(sandbox: Sandbox) -> None:
         spec = load_spec(spec_file)
         before = build_router(spec).state()
         state = deploy(spec_path=str(spec_file), version="v7", return_state=True)
-    result = state.result(raise_on_failure=False)
+    result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
     assert result["status"] == "aborted"
+    assert (state.type.value, state.name) == ("FAILED", "Aborted")
     assert "cannot measure the P95 baseline" in result["message"]
     assert build_router(spec).state() == before
     assert "v7" not in {i.version for i in build_target(spec).instances()}
@@ -391,6 +410,7 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
     result = deploy(
         spec_path=str(EXAMPLE_SPEC), version="v11", dry_run=True, return_state=True
     ).result(raise_on_failure=False)
+    result = outcome_of(result)
 
     assert isinstance(result, dict), result
     assert result["status"] == "succeeded", result["message"]
@@ -464,7 +484,7 @@ def test_secrets_reach_no_log_run_artifact_or_record(
             variant.unlink()
             watcher.join(timeout=30)
         assert slack.messages, "the Slack token was used"
-    result = state.result(raise_on_failure=False)
+    result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
     assert result["status"] == "rolled_back", result["message"]
 

@@ -44,6 +44,7 @@ from tests.e2e.team_conftest_helpers import (
     prefect_server_on_postgres,
     process_workers,
     public_tables,
+    run_logs_once_finished,
     state_types,
     tracked_by_flow_run,
     tracked_rows,
@@ -327,8 +328,20 @@ def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team) -> Non
 
     assert bad.state is not None
     assert bad.state.is_failed(), f"{bad.state.type}: {bad.state.message}"
+    assert bad.state.name == "RolledBack"
     assert "rolled_back" in (bad.state.message or "")
     assert ran_on[bad_id] in WORKER_NAMES
+    with api_client(team.server.api_url) as client:
+        logs = wait_for(
+            lambda: run_logs_once_finished(client, bad_id),
+            timeout=30,
+            interval=0.5,
+            what="the run's logs up to its final state",
+        )
+    # Prefect's engine logs every Failed run of a worker at ERROR; the result it raises is the
+    # outcome, never "dict cannot be resolved into an exception".
+    errors = [message for level, message in logs if level >= 40]
+    assert not [m for m in errors if "TypeError" in m or "cannot be resolved" in m], errors
     row = tracked_by_flow_run(team.tracking_url, bad_id)
     assert row["status"] == "rolled_back", row["summary"]
     assert row["previous_version"] == "v2"
