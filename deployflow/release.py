@@ -246,6 +246,8 @@ class ReleaseOutcome:
                     "verdict": s.verdict.value,
                     "values": s.last_values(),
                     "counts": s.counts,
+                    "started_at": s.started_at.isoformat(),
+                    "finished_at": s.finished_at.isoformat(),
                 }
                 for s in self.stages
             ],
