@@ -218,6 +218,17 @@ _BACKEND_SECTIONS: dict[str, Role] = {
 }
 
 
+def _without_kind_tag(loc: tuple[int | str, ...], role: Role) -> tuple[int | str, ...]:
+    """A backend section's path as the user wrote it: pydantic puts the union's tag (the kind)
+    into the path of a discriminated union ("router.nginx.state_listen"); drop its first
+    occurrence after the section name."""
+    names = {b.kind for b in kinds(role)}
+    for index in range(1, len(loc)):
+        if loc[index] in names:
+            return (*loc[:index], *loc[index + 1 :])
+    return loc
+
+
 def parse_spec(
     data: Any, source: str = "spec", env: Mapping[str, str] | None = None
 ) -> ServiceSpec:
@@ -235,6 +246,8 @@ def parse_spec(
             if error["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling; see examples/sandbox.yaml)"
             role = _BACKEND_SECTIONS.get(str(loc[0])) if loc else None
+            if role:
+                loc = _without_kind_tag(loc, role)
             if role and error["type"] in ("literal_error", "union_tag_invalid"):
                 known = ", ".join(repr(b.kind) for b in kinds(role))
                 given = error["input"].get("kind") if isinstance(error["input"], dict) else None
