@@ -28,6 +28,7 @@ from deployflow.spec_types import (
     Duration,
     SpecError,
     StrictModel,
+    program_problem,
     validate_environment,
     validate_version,
 )
@@ -337,7 +338,30 @@ def load_spec(path: Path | str, env: Mapping[str, str] | None = None) -> Service
     except RecursionError:
         raise SpecError(str(path), [("(yaml)", "nested too deeply")]) from None
     spec = parse_spec(data, str(path), env)
-    return resolve_paths(spec, path.parent)
+    spec = resolve_paths(spec, path.parent)
+    problems = program_problems(spec)
+    if problems:
+        raise SpecError(str(path), problems)
+    return spec
+
+
+def program_problems(model: StrictModel, prefix: str = "") -> list[tuple[str, str]]:
+    """Every program named in a ``spec_programs`` field that cannot be run, with its field path."""
+    problems: list[tuple[str, str]] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        where = f"{prefix}{name}"
+        if name in model.spec_programs and isinstance(value, list) and value:
+            problem = program_problem(str(value[0]))
+            if problem:
+                problems.append((f"{where}.0", problem))
+        elif isinstance(value, StrictModel):
+            problems.extend(program_problems(value, f"{where}."))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, StrictModel):
+                    problems.extend(program_problems(item, f"{where}.{index}."))
+    return problems
 
 
 def resolve_paths(spec: ServiceSpec, base: Path) -> ServiceSpec:
@@ -356,6 +380,10 @@ def _resolve_model(model: StrictModel, base: Path) -> StrictModel:
         if name in model.spec_relative_paths and isinstance(value, Path):
             if not value.is_absolute():
                 update[name] = (base / value).resolve()
+        elif name in model.spec_programs and isinstance(value, list) and value:
+            program = str(value[0])
+            if "/" in program and "{" not in program and not Path(program).is_absolute():
+                update[name] = [str((base / program).resolve()), *value[1:]]
         elif isinstance(value, StrictModel):
             update[name] = _resolve_model(value, base)
         elif isinstance(value, list) and any(isinstance(v, StrictModel) for v in value):
