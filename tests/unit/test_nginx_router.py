@@ -3,15 +3,19 @@ holds, and what its spec section accepts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deployflow.providers import registry
 from deployflow.providers.base import BuildContext, Instance, RouterState
 from deployflow.providers.nginx import NginxRouter, plan_servers, render_upstream_file
-from deployflow.spec import SpecError, parse_spec
+from deployflow.spec import SpecError, load_spec, parse_spec
 from tests.unit.test_backend_seam import spec_data
 
 pytestmark = pytest.mark.unit
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 STABLE = Instance("v1", "127.0.0.1", 8001)
 CANARY = Instance("v2", "10.0.0.7", 8002)
@@ -117,3 +121,19 @@ def test_bad_nginx_settings_name_the_field(change, field, message) -> None:
     found = dict(error.value.problems)
     assert field in found, error.value.problems
     assert message in found[field]
+
+
+def test_the_nginx_sandbox_example_is_a_valid_spec(tmp_path: Path) -> None:
+    env = {
+        "DEPLOYFLOW_SANDBOX_STATE_DIR": str(tmp_path),
+        "DEPLOYFLOW_SANDBOX_NGINX_CONFIG": str(tmp_path / "nginx" / "nginx.conf"),
+        "DEPLOYFLOW_SANDBOX_NGINX_UPSTREAM_FILE": str(tmp_path / "nginx" / "up.conf"),
+        "DEPLOYFLOW_SANDBOX_NGINX_STATE_LISTEN": "127.0.0.1:8399",
+        "DEPLOYFLOW_SANDBOX_FRONTEND_URL": "http://127.0.0.1:8080",
+        "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL": "http://127.0.0.1:9090",
+    }
+    spec = load_spec(EXAMPLES / "sandbox-nginx.yaml", env=env)
+    router = registry.build("router", spec.router, BuildContext(env={}))
+    assert isinstance(router, NginxRouter)
+    assert router.upstream_file == tmp_path / "nginx" / "up.conf"
+    assert router.state_listen == "127.0.0.1:8399"
