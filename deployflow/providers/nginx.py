@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ from deployflow.spec_types import Argv, Duration, HttpUrl, StrictModel
 
 DEFAULT_NGINX = Path("/usr/sbin/nginx")
 STATE_PATH = "/deployflow/state"
+_GENERATION_PREFIX = "# generation "
 _UPSTREAM_NAME = r"^[A-Za-z0-9_]{1,64}$"
 # What may appear in a server address: it goes into nginx's config and a single-quoted string.
 _HOST = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,252}|[0-9A-Fa-f:.]{2,45})$")
@@ -158,7 +161,7 @@ def render_upstream_file(
     lines = "\n".join(f"    server {address} {params};" for address, params in servers)
     return f"""\
 # Written by deployflow (nginx router) on every traffic change: do not edit by hand.
-# generation {generation}
+{_GENERATION_PREFIX}{generation}
 upstream {upstream} {{
 {lines}
 }}
@@ -342,8 +345,24 @@ class NginxRouter:
         return served
 
     def state(self) -> RouterState:
-        """Where traffic goes now, as the running nginx reports it."""
-        return self.served().state
+        """Where traffic goes now, as the running nginx reports it.
+
+        Right after a reload an old worker may still answer with the previous split. When the
+        answer is older than the file this router wrote, it asks again for a moment (at most
+        ``reload_timeout``, 2 s at most) and then reports what nginx answers, whatever the file
+        says.
+        """
+        served = self.served()
+        written = _written_generation(self.upstream_file)
+        if written is None or served.generation == written:
+            return served.state
+        deadline = time.monotonic() + min(self.reload_timeout, 2.0)
+        while time.monotonic() < deadline:
+            served = self.served()
+            if served.generation == written:
+                break
+            time.sleep(0.02)
+        return served.state
 
     # -- changing the split -----------------------------------------------------------------
 
@@ -446,6 +465,18 @@ class NginxRouter:
             yield
 
 
+def _written_generation(path: Path) -> str | None:
+    """The generation recorded in the upstream file, None when it cannot be read."""
+    try:
+        with path.open() as handle:
+            for line in itertools.islice(handle, 5):
+                if line.startswith(_GENERATION_PREFIX):
+                    return line.removeprefix(_GENERATION_PREFIX).strip()
+    except OSError:
+        return None
+    return None
+
+
 def _optional_str(value: object) -> str | None:
     if value is None:
         return None
@@ -468,7 +499,8 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 def _write_atomic(path: Path, text: str | bytes) -> None:
-    """Write next to ``path`` and rename over it: nginx never reads half a file."""
+    """Write next to ``path`` and rename over it: nginx never reads half a file. The new file
+    keeps the mode of the one it replaces."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = text.encode() if isinstance(text, str) else text
@@ -476,6 +508,8 @@ def _write_atomic(path: Path, text: str | bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copymode(path, tmp)
     os.replace(tmp, path)
 
 
