@@ -110,9 +110,10 @@ class _HookSettings(StrictModel):
         return value
 
 
-TARGET_PLACEHOLDERS = ("version", "environment", "service")
+RUN_PLACEHOLDERS = ("environment", "service")
+TARGET_PLACEHOLDERS = ("version", *RUN_PLACEHOLDERS)
 LOGS_PLACEHOLDERS = (*TARGET_PLACEHOLDERS, "lines")
-ROUTER_PLACEHOLDERS = ("environment", "service")
+ROUTER_PLACEHOLDERS = RUN_PLACEHOLDERS
 SPLIT_PLACEHOLDERS = (*ROUTER_PLACEHOLDERS, "stable", "canary", "weight")
 
 
@@ -136,7 +137,7 @@ class CommandTargetSpec(_HookSettings):
     stop: CommandHook = Field(description="Stops {version}; exit 0 when it does not run.")
     status: CommandHook = Field(
         description="Prints the running versions as a JSON list of objects with version and "
-        "host/port or url."
+        "host/port or url ({environment} and {service} only)."
     )
     logs: CommandHook | None = Field(
         None, description="Prints the last {lines} log lines of {version} (optional)."
@@ -155,8 +156,9 @@ class CommandTargetSpec(_HookSettings):
 
     @model_validator(mode="after")
     def _placeholders(self) -> CommandTargetSpec:
-        for field in ("start", "stop", "status"):
+        for field in ("start", "stop"):
             _check_template(getattr(self, field), TARGET_PLACEHOLDERS, field)
+        _check_template(self.status, RUN_PLACEHOLDERS, "status")
         _check_template(self.logs, LOGS_PLACEHOLDERS, "logs")
         return self
 
@@ -394,7 +396,7 @@ class CommandTarget:
         return f"command target (start: {self.runner.shown(self.hooks['start'].argv)})"
 
     def _values(self, version: str | None = None) -> dict[str, str]:
-        return {**self.values, "version": version or ""}
+        return dict(self.values) if version is None else {**self.values, "version": version}
 
     def _remember(self, instance: Instance, url: str) -> Instance:
         self._urls[(instance.version, instance.host, instance.port)] = url

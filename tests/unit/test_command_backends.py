@@ -87,6 +87,11 @@ def test_the_built_target_refuses_a_hook_that_cannot_run(tmp_path: Path) -> None
             "target",
             "stop: placeholder {app} is unknown; allowed: {version}, {environment}, {service}",
         ),
+        (
+            command_target(status={"argv": ["kubectl", "get", "deploy/shop-{version}"]}),
+            "target",
+            "status: placeholder {version} is unknown; allowed: {environment}, {service}",
+        ),
         (command_target(start={"argv": "deploy.sh up"}), "target.start.argv", "argv lists"),
         (command_target(start={"argv": ["x"], "timeout": "60"}), "target.start.timeout", "30s"),
         (command_target(env={"BAD-NAME": "x"}), "target.env", "not an environment variable"),
