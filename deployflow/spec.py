@@ -383,7 +383,8 @@ def _resolve_model(model: StrictModel, base: Path) -> StrictModel:
         elif name in model.spec_programs and isinstance(value, list) and value:
             program = str(value[0])
             if "/" in program and "{" not in program and not Path(program).is_absolute():
-                update[name] = [str((base / program).resolve()), *value[1:]]
+                # normpath, not resolve(): a venv's python is a symlink that must stay one.
+                update[name] = [os.path.normpath(base.resolve() / program), *value[1:]]
         elif isinstance(value, StrictModel):
             update[name] = _resolve_model(value, base)
         elif isinstance(value, list) and any(isinstance(v, StrictModel) for v in value):
