@@ -164,3 +164,21 @@ def test_a_start_hook_may_print_host_and_port_or_a_url(printed, instance, url) -
 def test_a_start_hook_output_without_an_address_is_refused(printed, message) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_instance(printed, "v2", "start hook output")
+
+
+def test_the_command_sandbox_example_is_a_valid_spec_with_runnable_hooks(tmp_path: Path) -> None:
+    env = {
+        "DEPLOYFLOW_SANDBOX_STATE_DIR": str(tmp_path),
+        "DEPLOYFLOW_SANDBOX_NGINX_CONFIG": str(tmp_path / "nginx.conf"),
+        "DEPLOYFLOW_SANDBOX_NGINX_UPSTREAM_FILE": str(tmp_path / "up.conf"),
+        "DEPLOYFLOW_SANDBOX_NGINX_STATE_LISTEN": "127.0.0.1:8399",
+        "DEPLOYFLOW_SANDBOX_FRONTEND_URL": "http://127.0.0.1:8080",
+        "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL": "http://127.0.0.1:9090",
+    }
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    spec = load_spec(examples / "sandbox-command.yaml", env=env)
+    target = registry.build("target", spec.target, BuildContext(env={}, service="demo"))
+    assert isinstance(target, CommandTarget)
+    # The venv's python stays the symlink it is (resolving it would leave the venv).
+    assert target.hooks["start"].argv[0] == str(examples.parent / ".venv" / "bin" / "python")
+    assert target.runner.working_dir == examples

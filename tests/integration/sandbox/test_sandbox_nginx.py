@@ -105,7 +105,8 @@ def test_a_reload_that_does_not_take_is_an_error_naming_what_nginx_serves(nginx,
         state_listen=nginx.state_listen,
         frontend_url=nginx.frontend_url,
         reload_command=["true"],  # "succeeds" without reloading anything
-        reload_timeout=0.3,
+        reload_timeout=0.2,
+        reload_settle=0.0,
     )
     with pytest.raises(NginxError, match=r"did not serve the new split.*it still serves"):
         router.set_split(v1, v2, 50)
