@@ -97,7 +97,7 @@ def deploy(
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
     spec = load_service_spec(spec_path, version)
-    backends = connect_backends(spec, tracking_block)
+    backends = connect_backends(spec, tracking_block, environment)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None

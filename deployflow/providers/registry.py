@@ -16,8 +16,15 @@ from pydantic import Field
 
 from deployflow.notify.slack import SlackNotifier, SlackNotifierSpec
 from deployflow.providers.base import BuildContext, Metrics, Notifier, Router, Target
+from deployflow.providers.command import (
+    CommandRouter,
+    CommandRouterSpec,
+    CommandTarget,
+    CommandTargetSpec,
+)
 from deployflow.providers.haproxy import HAProxyRouter, HAProxyRouterSpec
 from deployflow.providers.local_process import LocalProcessTarget, LocalProcessTargetSpec
+from deployflow.providers.nginx import NginxRouter, NginxRouterSpec
 from deployflow.providers.prometheus import PrometheusMetrics, PrometheusMetricsSpec
 from deployflow.spec_types import StrictModel
 
@@ -52,7 +59,10 @@ def _without_context(build: Callable[[S], B]) -> Callable[[S, BuildContext], B]:
 
 BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("target", LocalProcessTargetSpec, _without_context(LocalProcessTarget.from_spec)),
+    BackendKind("target", CommandTargetSpec, CommandTarget.from_spec),
     BackendKind("router", HAProxyRouterSpec, _without_context(HAProxyRouter.from_spec)),
+    BackendKind("router", NginxRouterSpec, _without_context(NginxRouter.from_spec)),
+    BackendKind("router", CommandRouterSpec, CommandRouter.from_spec),
     BackendKind("metrics", PrometheusMetricsSpec, _without_context(PrometheusMetrics.from_spec)),
     BackendKind("notifier", SlackNotifierSpec, SlackNotifier.from_spec),
 )
