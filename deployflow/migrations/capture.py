@@ -1,33 +1,52 @@
-"""Run a revision's upgrade() and downgrade() offline and record what they do.
+"""Run each revision's upgrade() and downgrade() offline, isolated, within a deadline.
 
-Alembic's ``Operations`` run in ``as_sql`` mode against the PostgreSQL dialect: nothing touches a
-database, every operation object is recorded with the SQL it renders, and a revision that needs a
-live connection (a data migration calling ``op.get_bind().execute``) fails in a way that is caught
-and reported as "needs review".
+The recording itself is ``capture_script`` (standalone, so it can run under the service's own
+interpreter). Two ways to run it:
 
-Alembic installs ``alembic.op`` as a process-wide proxy, so captures are serialised by a lock.
+- ``InProcessCapture`` (the default, deployflow's interpreter): the revision's print() output is
+  redirected into the result, ``exit()`` is caught, and a revision still running at its deadline
+  gets ``RevisionTimeout`` raised in its thread. A revision blocked inside C (a socket, a sleep)
+  is only interrupted when it returns to Python; ``SubprocessCapture`` has no such limit.
+- ``SubprocessCapture`` (``migrations.python`` / ``--python``): one worker process
+  ``<python> -I capture_script.py`` answers a request per revision; a revision past its deadline
+  or one that kills the worker (``os._exit``, a crash) becomes a failure of that revision, and a
+  fresh worker takes the next one.
+
+Either way a failure is data (``RevisionCapture.failure``), never an exception.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
+import contextlib
+import ctypes
 import io
+import json
+import os
+import selectors
+import signal
+import subprocess
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
-from alembic.operations import Operations
-from alembic.operations.base import BatchOperations
-from alembic.runtime.migration import MigrationContext
+from deployflow.migrations import capture_script
+from deployflow.migrations.capture_script import ALEMBIC_LOCK, CaptureInterrupted
+from deployflow.migrations.operations import Operation, operation_from_dict, parse_sql
 
-from deployflow.migrations.operations import Operation, from_alembic
+__all__ = [
+    "ALEMBIC_LOCK",
+    "Capture",
+    "CaptureRunner",
+    "InProcessCapture",
+    "RevisionCapture",
+    "SubprocessCapture",
+    "capture_runner",
+]
 
-ALEMBIC_LOCK = threading.RLock()
+SCRIPT = Path(capture_script.__file__).resolve()
+_OUTPUT_LIMIT = 4000
 
 
 @dataclass
@@ -37,108 +56,213 @@ class Capture:
     operations: list[Operation] = field(default_factory=list)
     sql: str = ""
     error: str | None = None
+    error_type: str | None = None
 
 
-class _Recorder:
-    def __init__(self, path: Path, context: MigrationContext, buffer: io.StringIO) -> None:
-        self.path = str(path)
-        self.context = context
-        self.buffer = buffer
-        self.operations: list[Operation] = []
-        self.autocommit_depth = 0
-        self.segment = 0
+@dataclass
+class RevisionCapture:
+    """One revision: its functions' captures, or why it could not be read at all."""
 
-    def line(self) -> int | None:
-        frame = inspect.currentframe()
-        while frame is not None:
-            if frame.f_code.co_filename == self.path:
-                return frame.f_lineno
-            frame = frame.f_back
-        return None
+    failure: str | None = None
+    captures: dict[str, Capture] = field(default_factory=dict)
+    output: str = ""
+    seconds: float = 0.0
 
-    def record(self, operation: Any, sql: str) -> None:
-        line = self.line()
-        for op in from_alembic(operation, sql=sql.strip()):
-            self.operations.append(
-                replace(
-                    op, line=line, in_transaction=self.autocommit_depth == 0, segment=self.segment,
-                    sql=op.sql or sql.strip(),
-                )
-            )  # fmt: skip
+    def get(self, function: str) -> Capture:
+        """The capture of ``function`` (empty when it was not run)."""
+        return self.captures.get(function, Capture())
 
 
-def load_module(path: Path) -> ModuleType:
-    """Import a revision file as a fresh module (not registered in ``sys.modules``)."""
-    spec = importlib.util.spec_from_file_location(f"deployflow_revision_{abs(hash(path))}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class CaptureRunner(Protocol):
+    """Captures revisions one at a time."""
+
+    def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
+        """Import ``path`` and run ``functions`` offline."""
+
+    def close(self) -> None:
+        """Release what the runner holds (a worker process)."""
 
 
-@contextmanager
-def _patched_batch(recorder: _Recorder) -> Iterator[None]:
-    # Batch operations go through BatchOperations.invoke, not Operations.invoke; record them too,
-    # but only for our own context (another thread's Alembic run passes straight through).
-    original = BatchOperations.invoke
+def _to_capture(data: dict[str, Any]) -> Capture:
+    operations: list[Operation] = []
+    for record in data.get("operations", []):
+        op = operation_from_dict(record)
+        if op.kind == "raw_sql":
+            # Raw SQL is parsed here (PostgreSQL's parser), keeping where and how it ran.
+            operations += [
+                replace(parsed, line=op.line, in_transaction=op.in_transaction,
+                        segment=op.segment)
+                for parsed in parse_sql(op.sql)
+            ]  # fmt: skip
+        else:
+            operations.append(op)
+    return Capture(operations, data.get("sql", ""), data.get("error"), data.get("error_type"))
 
-    def invoke(self: BatchOperations, operation: Any) -> Any:
-        result = original(self, operation)
-        if self.migration_context is recorder.context:
-            recorder.record(operation, "")
+
+def _to_revision_capture(data: dict[str, Any]) -> RevisionCapture:
+    failure = data.get("import_error")
+    return RevisionCapture(
+        failure=f"import failed: {failure}" if failure else None,
+        captures={name: _to_capture(c) for name, c in data.get("captures", {}).items()},
+        output=str(data.get("output", ""))[:_OUTPUT_LIMIT],
+        seconds=float(data.get("seconds", 0.0)),
+    )
+
+
+def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+class InProcessCapture:
+    """Capture in deployflow's own interpreter (see the module docstring for the limits)."""
+
+    def __init__(self, *, timeout: float, sys_path: list[str]) -> None:
+        self.timeout = timeout
+        self.sys_path = sys_path
+
+    def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
+        """Import ``path`` and run ``functions``, output redirected, within the deadline."""
+        output = io.StringIO()
+        thread_id = threading.get_ident()
+        guard = threading.Lock()
+        finished = threading.Event()
+
+        def expire() -> None:
+            # Raised again every 50 ms: a revision's bare ``except:`` cannot swallow the deadline.
+            if finished.wait(self.timeout):
+                return
+            while not finished.is_set():
+                with guard:
+                    if not finished.is_set():
+                        _raise_in_thread(thread_id, CaptureInterrupted)
+                finished.wait(0.05)
+
+        watchdog = threading.Thread(target=expire, name="revision-deadline", daemon=True)
+        started = time.perf_counter()
+        data: dict[str, Any] | None = None
+        timed_out = False
+        try:
+            watchdog.start()
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                data = capture_script.capture_file(str(path), functions, self.sys_path)
+        except CaptureInterrupted:
+            timed_out = True
+        while True:
+            # Stop the watchdog; a deadline raised just before it stopped may land while doing
+            # so, hence the retry. Once ``finished`` is set under the guard nothing more comes.
+            try:
+                with guard:
+                    finished.set()
+                    _raise_in_thread(thread_id, None)
+                break
+            except CaptureInterrupted:
+                timed_out = True
+        watchdog.join()
+        if timed_out or data is None:
+            return RevisionCapture(
+                failure=f"timed out after {self.timeout:g}s (migrations.revision_timeout)",
+                output=output.getvalue()[:_OUTPUT_LIMIT],
+                seconds=time.perf_counter() - started,
+            )
+        result = _to_revision_capture(data)
+        result.output = output.getvalue()[:_OUTPUT_LIMIT]
         return result
 
-    BatchOperations.invoke = invoke  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        BatchOperations.invoke = original  # type: ignore[method-assign]
+    def close(self) -> None:
+        """Nothing to release."""
 
 
-def capture(module: ModuleType, path: Path, function: str) -> Capture:
-    """Run ``module.<function>()`` offline and return the operations it recorded."""
-    target = getattr(module, function, None)
-    if not callable(target):
-        return Capture(error=f"{function}() is not defined")
-    buffer = io.StringIO()
-    context = MigrationContext.configure(
-        dialect_name="postgresql",
-        opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
-    )
-    recorder = _Recorder(path, context, buffer)
-    original_block = context.autocommit_block
+class SubprocessCapture:
+    """Capture in a worker process of another interpreter (the service's)."""
 
-    @contextmanager
-    def tracked_block() -> Iterator[None]:
-        recorder.autocommit_depth += 1
-        recorder.segment += 1
+    def __init__(self, python: str, *, timeout: float, sys_path: list[str], cwd: Path) -> None:
+        self.python = python
+        self.timeout = timeout
+        self.sys_path = sys_path
+        self.cwd = cwd
+        self._worker: subprocess.Popen[bytes] | None = None
+        self._pending = b""
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._worker is None:
+            self._worker = subprocess.Popen(
+                [self.python, "-I", str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True,
+            )  # fmt: skip
+            self._pending = b""
+        return self._worker
+
+    def _stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            worker.stdin and worker.stdin.close()
+        worker.wait()
+        if worker.stdout:
+            worker.stdout.close()
+
+    def _read_line(self, worker: subprocess.Popen[bytes], deadline: float) -> bytes | None:
+        """One line of the worker's answer; None at EOF or at the deadline."""
+        assert worker.stdout is not None
+        fd = worker.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    return None
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return None
+                self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line
+
+    def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
+        """Ask the worker for one revision; a dead or late worker is that revision's failure."""
+        started = time.perf_counter()
         try:
-            with original_block():
-                yield
-        finally:
-            recorder.autocommit_depth -= 1
-            recorder.segment += 1
-
-    context.autocommit_block = tracked_block  # type: ignore[method-assign]
-    result = Capture()
-    with ALEMBIC_LOCK, _patched_batch(recorder), Operations.context(context) as ops:
-        original_invoke = ops.invoke
-
-        def invoke(operation: Any) -> Any:
-            before = buffer.tell()
-            outcome = original_invoke(operation)
-            recorder.record(operation, buffer.getvalue()[before:])
-            return outcome
-
-        # Alembic registers its proxy per class, so the instance is patched instead of subclassed.
-        ops.invoke = invoke  # type: ignore[method-assign]
+            worker = self._start()
+        except OSError as exc:
+            return RevisionCapture(failure=f"cannot start {self.python}: {exc}")
+        request = {"path": str(path.resolve()), "functions": functions, "sys_path": self.sys_path}
         try:
-            target()
-        except NotImplementedError as exc:
-            result.error = f"NotImplementedError: {exc}" if str(exc) else "NotImplementedError"
-        except Exception as exc:  # any failure offline is reported, never raised
-            result.error = f"{type(exc).__name__}: {exc}".strip()
-    result.operations = recorder.operations
-    result.sql = buffer.getvalue()
-    return result
+            assert worker.stdin is not None
+            worker.stdin.write(json.dumps(request).encode() + b"\n")
+            worker.stdin.flush()
+        except OSError:
+            pass  # the worker is gone; reading says so
+        line = self._read_line(worker, time.monotonic() + self.timeout)
+        if line is None:
+            alive = worker.poll() is None
+            self._stop()
+            why = (
+                f"timed out after {self.timeout:g}s (migrations.revision_timeout)"
+                if alive
+                else f"the capture process ({self.python}) died while reading this revision"
+            )
+            return RevisionCapture(failure=why, seconds=time.perf_counter() - started)
+        try:
+            data = json.loads(line)
+        except ValueError:
+            self._stop()
+            return RevisionCapture(failure=f"unreadable answer from {self.python}")
+        return _to_revision_capture(data)
+
+    def close(self) -> None:
+        """End the worker."""
+        self._stop()
+
+
+def capture_runner(
+    python: str | None, *, timeout: float, sys_path: list[str], cwd: Path
+) -> CaptureRunner:
+    """In-process by default; a worker of ``python`` when given."""
+    if python:
+        return SubprocessCapture(python, timeout=timeout, sys_path=sys_path, cwd=cwd)
+    return InProcessCapture(timeout=timeout, sys_path=sys_path)

@@ -60,7 +60,8 @@ class RevisionGraph:
     def problems(self) -> list[GraphProblem]:
         """Several heads, unmerged branch points, gaps and unreadable files."""
         found = [
-            GraphProblem("needs-review", f"{name}: {why}") for name, why in self.unreadable.items()
+            GraphProblem("revision-unreadable", f"{name}: {why}", name)
+            for name, why in self.unreadable.items()
         ]
         heads = self.heads()
         if len(heads) > 1:
@@ -110,6 +111,15 @@ class RevisionGraph:
         for rev in sorted(wanted):
             visit(rev)
         return order
+
+
+def project_root(alembic_dir: Path) -> Path:
+    """Where the service's code lives: the directory of alembic.ini (as ``alembic`` runs from
+    there), else the parent of the Alembic directory."""
+    for candidate in (alembic_dir, alembic_dir.parent):
+        if (candidate / "alembic.ini").is_file():
+            return candidate.resolve()
+    return alembic_dir.resolve().parent
 
 
 def versions_dir(alembic_dir: Path) -> Path:

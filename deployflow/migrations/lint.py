@@ -8,9 +8,14 @@ the safe SET NOT NULL recipe is recognised), and whether a lock_timeout was set.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from deployflow.migrations.operations import DATA_KINDS, Operation, is_binary_coercible
+from deployflow.migrations.operations import (
+    DATA_KINDS,
+    Operation,
+    is_binary_coercible,
+    normalise_name,
+)
 
 # Operations that take a strong lock on an existing table: they need a lock_timeout.
 _LOCKING_KINDS = frozenset(
@@ -19,7 +24,7 @@ _LOCKING_KINDS = frozenset(
         "set_default", "rename_column", "rename_table", "drop_table", "add_check",
         "add_foreign_key", "add_unique", "add_primary_key", "add_exclusion",
         "add_constraint_using_index", "drop_constraint", "drop_foreign_key", "truncate",
-        "cluster", "other",
+        "cluster", "other", "rename_constraint",
     }
 )  # fmt: skip
 
@@ -48,13 +53,14 @@ class RawFinding:
 
 @dataclass
 class LintState:
-    """What earlier revisions in the range established (validated NOT NULL checks)."""
+    """What earlier revisions in the range established: validated NOT NULL checks, and the
+    column types they created (so a raw ``ALTER COLUMN ... TYPE`` can be compared)."""
 
     validated_not_null: set[tuple[str | None, str]] = field(default_factory=set)
+    column_types: dict[tuple[str | None, str], str] = field(default_factory=dict)
 
 
-def _norm(name: str | None) -> str | None:
-    return name.lower().split(".")[-1] if name else None
+_norm = normalise_name
 
 
 def lint_operations(
@@ -84,7 +90,14 @@ def lint_operations(
         kind = op.kind
         if kind == "create_table":
             created.add(table)
+            for column, type_ in op.columns:
+                state.column_types[(table, column.lower())] = type_
             continue
+        if op.column and op.new_type and kind in {"add_column", "alter_column_type"}:
+            old_type = state.column_types.get((table, op.column.lower()))
+            state.column_types[(table, op.column.lower())] = op.new_type
+            if kind == "alter_column_type" and op.old_type is None:
+                op = replace(op, old_type=old_type)
         if kind == "set_lock_timeout":
             lock_timeout_set = True
             continue
@@ -107,8 +120,13 @@ def lint_operations(
                     "add-column-volatile-default", op,
                     f"{op.table}.{op.column} defaults to {op.volatile_default}",
                 )  # fmt: skip
+            if op.unique:
+                add(
+                    "add-unique-constraint", op,
+                    f"{op.table}.{op.column} is added UNIQUE (its index is built under the lock)",
+                )  # fmt: skip
         elif kind == "alter_column_type" and not new_table:
-            if not is_binary_coercible(op.old_type, op.new_type):
+            if op.expression is not None or not is_binary_coercible(op.old_type, op.new_type):
                 old = op.old_type or "unknown type (pass existing_type=)"
                 add(
                     "alter-column-type", op,
@@ -150,7 +168,8 @@ def lint_operations(
                 )  # fmt: skip
             elif not op.concurrently and not new_table:
                 rule = f"{kind.replace('_', '-')}-non-concurrent"
-                add(rule, op, f"{op.describe()} {op.constraint or ''} without CONCURRENTLY")
+                name = op.constraint or op.detail or ""
+                add(rule, op, f"{op.describe()} {name} without CONCURRENTLY")
         elif kind == "reindex":
             if op.concurrently and op.in_transaction:
                 add("concurrently-in-transaction", op, "REINDEX CONCURRENTLY inside a transaction")
@@ -163,7 +182,7 @@ def lint_operations(
                 add("concurrently-in-transaction", op, "VACUUM inside a transaction fails")
         elif kind == "cluster":
             add("cluster", op, f"CLUSTER {op.table or ''} rewrites the table")
-        elif kind == "drop_column":
+        elif kind == "drop_column" and not new_table:
             add("drop-column", op, f"{op.table}.{op.column} is dropped")
         elif kind == "drop_table" and not new_table:
             add("drop-table", op, f"table {op.table} is dropped")
