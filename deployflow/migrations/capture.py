@@ -25,6 +25,7 @@ import os
 import selectors
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,7 @@ __all__ = [
 
 SCRIPT = Path(capture_script.__file__).resolve()
 _OUTPUT_LIMIT = 4000
+_START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -184,14 +186,22 @@ class SubprocessCapture:
         self.cwd = cwd
         self._worker: subprocess.Popen[bytes] | None = None
         self._pending = b""
+        # The worker's own stderr before it redirects it (e.g. "No module named 'alembic'").
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> subprocess.Popen[bytes] | None:
+        """The running worker, or a new one once it says it is ready (None if it never does)."""
         if self._worker is None:
             self._worker = subprocess.Popen(
                 [self.python, "-I", str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True,
+                stderr=self._stderr, cwd=self.cwd, start_new_session=True,
             )  # fmt: skip
             self._pending = b""
+            # Starting the interpreter and importing Alembic is not the revision's time.
+            ready = self._read_line(self._worker, time.monotonic() + _START_TIMEOUT)
+            if ready is None:
+                self._stop()
+                return None
         return self._worker
 
     def _stop(self) -> None:
@@ -230,6 +240,11 @@ class SubprocessCapture:
             worker = self._start()
         except OSError as exc:
             return RevisionCapture(failure=f"cannot start {self.python}: {exc}")
+        if worker is None:
+            return RevisionCapture(
+                failure=f"the capture process ({self.python}) did not start"
+                + self._last_stderr_line()
+            )
         request = {"path": str(path.resolve()), "functions": functions, "sys_path": self.sys_path}
         try:
             assert worker.stdin is not None
@@ -245,6 +260,7 @@ class SubprocessCapture:
                 f"timed out after {self.timeout:g}s (migrations.revision_timeout)"
                 if alive
                 else f"the capture process ({self.python}) died while reading this revision"
+                + self._last_stderr_line()
             )
             return RevisionCapture(failure=why, seconds=time.perf_counter() - started)
         try:
@@ -254,9 +270,17 @@ class SubprocessCapture:
             return RevisionCapture(failure=f"unreadable answer from {self.python}")
         return _to_revision_capture(data)
 
+    def _last_stderr_line(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read()[-4000:].decode("utf-8", "replace").strip().splitlines()
+        self._stderr.seek(0)
+        self._stderr.truncate()
+        return f": {lines[-1]}" if lines else ""
+
     def close(self) -> None:
         """End the worker."""
         self._stop()
+        self._stderr.close()
 
 
 def capture_runner(

@@ -411,10 +411,15 @@ def capture_file(path: str, functions: list[str], sys_path: list[str]) -> dict[s
 
 
 def serve(requests: Any, protocol: Any) -> None:
-    """Answer capture requests, one JSON line each, until stdin closes."""
+    """Answer capture requests, one JSON line each, until stdin closes.
+
+    The first line written is ``{"ready": true}``: the imports are done, deadlines may start.
+    """
     scratch = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
     os.dup2(scratch.fileno(), 1)
     os.dup2(scratch.fileno(), 2)
+    protocol.write('{"ready": true}\n')
+    protocol.flush()
     for line in requests:
         if not line.strip():
             continue
