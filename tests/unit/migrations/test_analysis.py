@@ -1,4 +1,4 @@
-"""Graph problems, reversibility, unreadable revisions, suppressions, overrides, SQL parsing, CLI input."""
+"""Graph, reversibility, unreadable revisions, suppressions, overrides, SQL parsing, CLI input."""
 
 from __future__ import annotations
 
