@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import configparser
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +125,50 @@ def project_root(alembic_dir: Path) -> Path:
     return alembic_dir.resolve().parent
 
 
+def _alembic_ini(alembic_dir: Path) -> Path | None:
+    for candidate in (alembic_dir, alembic_dir.parent):
+        if (candidate / "alembic.ini").is_file():
+            return candidate / "alembic.ini"
+    return None
+
+
+def version_locations(alembic_dir: Path) -> list[Path]:
+    """Every folder holding revisions: alembic.ini's ``version_locations`` when set (split as
+    its ``version_path_separator`` says, ``%(here)s`` and relative paths taken from the ini's
+    folder), else ``versions/`` (or the directory itself).
+
+    Raises:
+        MigrationInputError: alembic.ini cannot be read or names a folder that does not exist.
+    """
+    ini = _alembic_ini(alembic_dir)
+    if ini is None:
+        return [versions_dir(alembic_dir)]
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    try:
+        parser.read(ini, encoding="utf-8")
+        raw = parser.get("alembic", "version_locations", fallback=None)
+        separator = parser.get("alembic", "version_path_separator", fallback=None)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise MigrationInputError("alembic.ini", f"{ini} cannot be read: {exc}") from exc
+    if not raw or not raw.strip():
+        return [versions_dir(alembic_dir)]
+    splitters = {"space": " ", "comma": ",", "os": os.pathsep, "newline": "\n", ":": ":", ";": ";"}
+    # Without a separator Alembic's legacy behaviour applies: spaces or commas.
+    parts = raw.split(splitters[separator]) if separator in splitters else re.split(r"[,\s]+", raw)
+    locations = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        path = Path(part)
+        path = path if path.is_absolute() else (ini.parent / path)
+        if not path.is_dir():
+            raise MigrationInputError(
+                "alembic.ini", f"version_locations names {part}, which is not a directory"
+            )
+        locations.append(path.resolve())
+    return locations
+
+
 def versions_dir(alembic_dir: Path) -> Path:
     """The directory holding the revision files (``versions/`` or the directory itself)."""
     versions = alembic_dir / "versions"
@@ -140,7 +187,9 @@ def load_graph(alembic_dir: Path) -> RevisionGraph:
         )
     revisions: dict[str, RevisionSource] = {}
     unreadable: dict[str, str] = {}
-    for path in sorted(versions_dir(alembic_dir).glob("*.py")):
+    locations = version_locations(alembic_dir)
+    paths = sorted({path for folder in locations for path in folder.glob("*.py")})
+    for path in paths:
         if path.name in {"env.py", "__init__.py"}:
             continue
         try:
@@ -152,7 +201,7 @@ def load_graph(alembic_dir: Path) -> RevisionGraph:
     if not revisions:
         raise MigrationInputError(
             "ALEMBIC_DIR",
-            f"no Alembic revision found in {versions_dir(alembic_dir)}; give the directory "
+            f"no Alembic revision found in {', '.join(map(str, locations))}; give the directory "
             "holding env.py and versions/",
         )
     return RevisionGraph(revisions, unreadable)

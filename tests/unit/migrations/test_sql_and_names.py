@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deployflow.migrations import check_migrations
+from deployflow.migrations import MigrationInputError, check_migrations
 from deployflow.migrations.lint import LintState, lint_operations
 from deployflow.migrations.operations import Operation, normalise_name, parse_sql
 
@@ -98,3 +98,24 @@ def test_dropping_a_column_of_a_table_created_in_the_same_revision_is_safe() -> 
     ops = parse_sql("CREATE TABLE fresh (id int, draft text); ALTER TABLE fresh DROP COLUMN draft")
     assert _lint(*ops) == []
     assert _lint(*parse_sql("ALTER TABLE users DROP COLUMN draft")) == ["drop-column"]
+
+
+def test_several_version_folders_are_one_graph_and_round_trip(tmp_path) -> None:
+    project = CORPUS / "projects" / "two_folders"
+    url = f"sqlite:///{tmp_path / 'staging.db'}"
+    report = check_migrations(project / "migrations", from_rev=None, staging_url=url)
+    assert [r.revision for r in report.revisions] == ["tf_core", "tf_reports"]
+    assert report.graph_findings == []
+    assert report.staging is not None
+    assert [(leg.name, leg.ok) for leg in report.staging.legs] == [
+        ("upgrade", True), ("downgrade", True), ("upgrade again", True),
+    ]  # fmt: skip
+    assert report.exit_code == 0
+
+
+def test_a_missing_version_folder_is_bad_input(tmp_path) -> None:
+    (tmp_path / "migrations" / "versions").mkdir(parents=True)
+    (tmp_path / "alembic.ini").write_text("[alembic]\nversion_locations = gone/versions\n")
+    with pytest.raises(MigrationInputError, match="gone/versions") as excinfo:
+        check_migrations(tmp_path / "migrations", from_rev=None)
+    assert excinfo.value.argument == "alembic.ini"
