@@ -34,7 +34,12 @@ from typing import Any, Protocol
 
 from deployflow.migrations import capture_script
 from deployflow.migrations.capture_script import ALEMBIC_LOCK, CaptureInterrupted
-from deployflow.migrations.operations import Operation, operation_from_dict, parse_sql
+from deployflow.migrations.operations import (
+    Operation,
+    normalise_name,
+    operation_from_dict,
+    parse_sql,
+)
 
 __all__ = [
     "ALEMBIC_LOCK",
@@ -59,6 +64,9 @@ class Capture:
     sql: str = ""
     error: str | None = None
     error_type: str | None = None
+    # How it was read when not by calling the function: "env.py offline (alembic --sql)".
+    via: str | None = None
+    direct_error: str | None = None
 
 
 @dataclass
@@ -85,11 +93,29 @@ class CaptureRunner(Protocol):
         """Release what the runner holds (a worker process)."""
 
 
+def _script_operations(sql: str) -> list[Operation]:
+    """Operations of SQL rendered through env.py: COMMIT/BEGIN split transactions, and the
+    bookkeeping of alembic_version is not the revision's."""
+    operations: list[Operation] = []
+    segment, in_transaction = 0, True
+    for op in parse_sql(sql):
+        if op.kind == "transaction":
+            segment += 1
+            in_transaction = op.detail not in ("COMMIT", "END")
+            continue
+        if normalise_name(op.table) == "alembic_version":
+            continue
+        operations.append(replace(op, segment=segment, in_transaction=in_transaction))
+    return operations
+
+
 def _to_capture(data: dict[str, Any]) -> Capture:
     operations: list[Operation] = []
     for record in data.get("operations", []):
         op = operation_from_dict(record)
-        if op.kind == "raw_sql":
+        if op.kind == "raw_sql_script":
+            operations += _script_operations(op.sql)
+        elif op.kind == "raw_sql":
             # Raw SQL is parsed here (PostgreSQL's parser), keeping where and how it ran.
             operations += [
                 replace(parsed, line=op.line, in_transaction=op.in_transaction,
@@ -98,7 +124,10 @@ def _to_capture(data: dict[str, Any]) -> Capture:
             ]  # fmt: skip
         else:
             operations.append(op)
-    return Capture(operations, data.get("sql", ""), data.get("error"), data.get("error_type"))
+    return Capture(
+        operations, data.get("sql", ""), data.get("error"), data.get("error_type"),
+        data.get("via"), data.get("direct_error"),
+    )  # fmt: skip
 
 
 def _to_revision_capture(data: dict[str, Any]) -> RevisionCapture:
@@ -120,9 +149,12 @@ def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
 class InProcessCapture:
     """Capture in deployflow's own interpreter (see the module docstring for the limits)."""
 
-    def __init__(self, *, timeout: float, sys_path: list[str]) -> None:
+    def __init__(
+        self, *, timeout: float, sys_path: list[str], env: dict[str, Any] | None = None
+    ) -> None:
         self.timeout = timeout
         self.sys_path = sys_path
+        self.env = env
 
     def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
         """Import ``path`` and run ``functions``, output redirected, within the deadline."""
@@ -148,7 +180,9 @@ class InProcessCapture:
         try:
             watchdog.start()
             with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                data = capture_script.capture_file(str(path), functions, self.sys_path)
+                data = capture_script.capture_file(
+                    str(path), functions, self.sys_path, self._env_for(path)
+                )
         except CaptureInterrupted:
             timed_out = True
         while True:
@@ -172,6 +206,12 @@ class InProcessCapture:
         result.output = output.getvalue()[:_OUTPUT_LIMIT]
         return result
 
+    def _env_for(self, path: Path) -> dict[str, Any] | None:
+        # In deployflow's process env.py gets no ini: a fileConfig() there would reconfigure
+        # deployflow's own logging.
+        env = _env_for(self.env, path)
+        return {**env, "ini": None} if env else None
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -179,11 +219,15 @@ class InProcessCapture:
 class SubprocessCapture:
     """Capture in a worker process of another interpreter (the service's)."""
 
-    def __init__(self, python: str, *, timeout: float, sys_path: list[str], cwd: Path) -> None:
+    def __init__(
+        self, python: str, *, timeout: float, sys_path: list[str], cwd: Path,
+        env: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         self.python = python
         self.timeout = timeout
         self.sys_path = sys_path
         self.cwd = cwd
+        self.env = env
         self._worker: subprocess.Popen[bytes] | None = None
         self._pending = b""
         # The worker's own stderr before it redirects it (e.g. "No module named 'alembic'").
@@ -245,7 +289,10 @@ class SubprocessCapture:
                 failure=f"the capture process ({self.python}) did not start"
                 + self._last_stderr_line()
             )
-        request = {"path": str(path.resolve()), "functions": functions, "sys_path": self.sys_path}
+        request = {
+            "path": str(path.resolve()), "functions": functions, "sys_path": self.sys_path,
+            "env": _env_for(self.env, path),
+        }  # fmt: skip
         try:
             assert worker.stdin is not None
             worker.stdin.write(json.dumps(request).encode() + b"\n")
@@ -283,10 +330,35 @@ class SubprocessCapture:
         self._stderr.close()
 
 
+def _env_for(env: dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
+    """The env.py fallback request for the revision at ``path`` (None without env.py)."""
+    if not env:
+        return None
+    revisions: dict[str, tuple[str, tuple[str, ...]]] = env["revisions"]
+    found = revisions.get(str(path.resolve()))
+    if found is None:
+        return None
+    revision, downs = found
+    return {
+        "alembic_dir": env["alembic_dir"], "ini": env["ini"],
+        "version_locations": env["version_locations"], "revision": revision,
+        "down_revisions": list(downs),
+    }  # fmt: skip
+
+
 def capture_runner(
-    python: str | None, *, timeout: float, sys_path: list[str], cwd: Path
+    python: str | None,
+    *,
+    timeout: float,
+    sys_path: list[str],
+    cwd: Path,
+    env: dict[str, Any] | None = None,
 ) -> CaptureRunner:
-    """In-process by default; a worker of ``python`` when given."""
+    """In-process by default; a worker of ``python`` when given.
+
+    ``env``: ``{"alembic_dir", "ini", "version_locations", "revisions": {path: (revision,
+    down_revisions)}}`` enables the fallback through the project's env.py.
+    """
     if python:
-        return SubprocessCapture(python, timeout=timeout, sys_path=sys_path, cwd=cwd)
-    return InProcessCapture(timeout=timeout, sys_path=sys_path)
+        return SubprocessCapture(python, timeout=timeout, sys_path=sys_path, cwd=cwd, env=env)
+    return InProcessCapture(timeout=timeout, sys_path=sys_path, env=env)

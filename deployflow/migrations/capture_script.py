@@ -380,8 +380,73 @@ def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
             "error_type": error_type}  # fmt: skip
 
 
-def capture_file(path: str, functions: list[str], sys_path: list[str]) -> dict[str, Any]:
-    """Import the revision at ``path`` and capture each of ``functions``.
+def capture_through_env(env: dict[str, Any], function: str) -> dict[str, Any]:
+    """Render one revision as ``alembic upgrade <down>:<rev> --sql`` (or the downgrade) would:
+    through the project's own env.py in offline mode, for revisions that cannot be called
+    directly (a custom signature, ``context.is_offline_mode()`` guards, env.py-provided state).
+
+    ``env``: ``{"alembic_dir", "ini" (or None), "revision", "down_revisions"}``. The SQL comes
+    back whole as one ``raw_sql_script`` operation; deployflow parses it.
+    """
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+
+    buffer = io.StringIO()
+    config = (
+        Config(env["ini"], output_buffer=buffer) if env.get("ini") else Config(output_buffer=buffer)
+    )
+    config.set_main_option("script_location", env["alembic_dir"])
+    if not config.get_main_option("sqlalchemy.url"):
+        # Offline the URL only picks the dialect; deployflow reads PostgreSQL.
+        config.set_main_option("sqlalchemy.url", "postgresql://offline/offline")
+    script = ScriptDirectory(
+        env["alembic_dir"], version_locations=env.get("version_locations") or None
+    )
+    revision = env["revision"]
+    downs = env.get("down_revisions") or []
+    down = downs[0] if len(downs) == 1 else None
+    if function == "upgrade":
+        start, destination = down, revision
+
+        def steps(rev: Any, _context: Any) -> Any:
+            return script._upgrade_revs(destination, rev)
+    else:
+        start, destination = revision, down or "base"
+
+        def steps(rev: Any, _context: Any) -> Any:
+            return script._downgrade_revs(destination, rev)
+
+    with EnvironmentContext(
+        config, script, fn=steps, as_sql=True, starting_rev=start, destination_rev=destination,
+        tag=None,
+    ):  # fmt: skip
+        script.run_env()
+    sql = buffer.getvalue()
+    return {"operations": [_op("raw_sql_script", sql=sql)], "sql": sql, "error": None,
+            "error_type": None, "via": "env.py offline (alembic --sql)"}  # fmt: skip
+
+
+def _fallback(env: dict[str, Any] | None, function: str, failure: str) -> dict[str, Any] | None:
+    """The env.py rendering of ``function``, or None (with the reason kept) when it fails too."""
+    if not env:
+        return None
+    try:
+        with ALEMBIC_LOCK:
+            result = capture_through_env(env, function)
+    except (KeyboardInterrupt, CaptureInterrupted):
+        raise
+    except BaseException as exc:  # the fallback failing leaves the first failure standing
+        return {"fallback_error": f"{failure}; through env.py offline: {describe_exception(exc)}"}
+    result["direct_error"] = failure
+    return result
+
+
+def capture_file(
+    path: str, functions: list[str], sys_path: list[str], env: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Import the revision at ``path`` and capture each of ``functions``; a function that cannot
+    run directly is rendered through the project's env.py when ``env`` is given.
 
     Returns ``{"import_error", "captures": {function: capture}, "seconds"}``.
     """
@@ -395,13 +460,33 @@ def capture_file(path: str, functions: list[str], sys_path: list[str]) -> dict[s
         except (KeyboardInterrupt, CaptureInterrupted):
             raise
         except BaseException as exc:  # ImportError, SyntaxError, exit() at import time, ...
-            result["import_error"] = describe_exception(exc)
+            failure = describe_exception(exc)
             result["import_traceback"] = "".join(
                 traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]
             )
+            fallbacks = {f: _fallback(env, f, f"import failed: {failure}") for f in functions}
+            if all(fb and "fallback_error" not in fb for fb in fallbacks.values()):
+                result["captures"] = fallbacks
+            else:
+                first = next((fb for fb in fallbacks.values() if fb), None)
+                result["import_error"] = (
+                    first["fallback_error"].split("import failed: ", 1)[-1]
+                    if first and "fallback_error" in first
+                    else failure
+                )
             return result
         for function in functions:
-            result["captures"][function] = capture_function(module, path, function)
+            captured = capture_function(module, path, function)
+            if captured["error"] and captured["error_type"] not in (
+                "NotImplementedError",
+                "missing",
+            ):
+                fallback = _fallback(env, function, captured["error"])
+                if fallback and "fallback_error" not in fallback:
+                    captured = fallback
+                elif fallback:
+                    captured["error"] = fallback["fallback_error"]
+            result["captures"][function] = captured
     finally:
         for entry in added:
             if entry in sys.path:
@@ -427,7 +512,9 @@ def serve(requests: Any, protocol: Any) -> None:
         scratch.seek(0)
         scratch.truncate()
         try:
-            result = capture_file(request["path"], request["functions"], request["sys_path"])
+            result = capture_file(
+                request["path"], request["functions"], request["sys_path"], request.get("env")
+            )
         except (KeyboardInterrupt, CaptureInterrupted):
             raise
         except BaseException as exc:  # the worker itself must answer, whatever happened

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from deployflow.migrations.capture import Capture, CaptureRunner, RevisionCapture, capture_runner
 from deployflow.migrations.graph import (
     GraphProblem,
     MigrationInputError,
     RevisionGraph,
+    alembic_ini,
     load_graph,
     project_root,
     resolve,
+    version_locations,
 )
 from deployflow.migrations.lint import LintState, RawFinding, lint_operations
 from deployflow.migrations.operations import Operation
@@ -97,7 +100,7 @@ def check_migrations(
     root = project_root(alembic_dir)
     runner = capture_runner(
         python or spec.python, timeout=revision_timeout or spec.revision_timeout,
-        sys_path=[str(root)], cwd=root,
+        sys_path=[str(root)], cwd=root, env=_env_fallback(alembic_dir, graph),
     )  # fmt: skip
     try:
         revisions = [
@@ -202,6 +205,22 @@ def _apply_suppressions(
     return result
 
 
+def _env_fallback(alembic_dir: Path, graph: RevisionGraph) -> dict[str, Any] | None:
+    """What the capture needs to render a revision through the project's env.py (None when
+    the project has no env.py)."""
+    if not (alembic_dir / "env.py").is_file():
+        return None
+    ini = alembic_ini(alembic_dir)
+    return {
+        "alembic_dir": str(alembic_dir.resolve()), "ini": str(ini) if ini else None,
+        "version_locations": [str(p) for p in version_locations(alembic_dir)],
+        "revisions": {
+            str(source.path.resolve()): (rev, source.down_revisions)
+            for rev, source in graph.revisions.items()
+        },
+    }  # fmt: skip
+
+
 def _graph_suppression(problem: GraphProblem, spec: MigrationsSpec) -> str | None:
     if problem.rule_id == "revision-unreadable" and problem.revision in spec.unreadable:
         return spec.unreadable[problem.revision]
@@ -260,6 +279,10 @@ def _check_revision(
             for op in upgrade.operations
         ],
         findings=findings, output=captured.output, seconds=captured.seconds,
+        read_via=(
+            f"{upgrade.via}, as calling upgrade() failed: {upgrade.direct_error}"
+            if upgrade.via else None
+        ),
     )  # fmt: skip
 
 

@@ -125,7 +125,8 @@ def project_root(alembic_dir: Path) -> Path:
     return alembic_dir.resolve().parent
 
 
-def _alembic_ini(alembic_dir: Path) -> Path | None:
+def alembic_ini(alembic_dir: Path) -> Path | None:
+    """The project's alembic.ini: in the Alembic directory or its parent (None when absent)."""
     for candidate in (alembic_dir, alembic_dir.parent):
         if (candidate / "alembic.ini").is_file():
             return candidate / "alembic.ini"
@@ -140,14 +141,16 @@ def version_locations(alembic_dir: Path) -> list[Path]:
     Raises:
         MigrationInputError: alembic.ini cannot be read or names a folder that does not exist.
     """
-    ini = _alembic_ini(alembic_dir)
+    ini = alembic_ini(alembic_dir)
     if ini is None:
         return [versions_dir(alembic_dir)]
     parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
     try:
         parser.read(ini, encoding="utf-8")
         raw = parser.get("alembic", "version_locations", fallback=None)
-        separator = parser.get("alembic", "version_path_separator", fallback=None)
+        separator = parser.get("alembic", "path_separator", fallback=None) or parser.get(
+            "alembic", "version_path_separator", fallback=None
+        )
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise MigrationInputError("alembic.ini", f"{ini} cannot be read: {exc}") from exc
     if not raw or not raw.strip():

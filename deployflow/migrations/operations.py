@@ -20,7 +20,7 @@ from deployflow.migrations.capture_script import NOT_NULL_CHECK_RE, VOLATILE_RE
 
 # Kinds that do not change the schema: they never count as DDL for the transaction rules.
 DATA_KINDS = frozenset(
-    {"update", "delete", "insert", "select", "set_lock_timeout", "set", "analyze"}
+    {"update", "delete", "insert", "select", "set_lock_timeout", "set", "analyze", "transaction"}
 )
 
 
@@ -295,6 +295,8 @@ def _from_node(node: Any, statement: str) -> list[Operation]:
         target = node.object
         name = _dotted(target) if isinstance(target, tuple) else None
         return [Operation("comment", name)]
+    if isinstance(node, ast.TransactionStmt):
+        return [Operation("transaction", detail=_enum(node.kind).removeprefix("TRANS_STMT_"))]
     if isinstance(node, _OTHER_STATEMENTS):
         return [Operation("other", detail=type(node).__name__)]
     # CREATE FUNCTION / TYPE / EXTENSION / VIEW / SEQUENCE / TRIGGER, ALTER TYPE, ...: objects

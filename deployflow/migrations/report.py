@@ -64,6 +64,7 @@ class RevisionReport:
     findings: list[Finding] = field(default_factory=list)
     output: str = ""  # what the revision printed while captured (kept out of the report's stream)
     seconds: float = 0.0
+    read_via: str | None = None  # set when upgrade() was rendered through env.py, not called
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -79,6 +80,7 @@ class RevisionReport:
             },
             "reversibility": self.reversibility,
             "unreadable": self.unreadable,
+            "read_via": self.read_via,
             "output": self.output,
             "seconds": round(self.seconds, 4),
             "operations": self.operations,
@@ -314,6 +316,7 @@ class MigrationReport:
             out.append(
                 f"\n{rev.revision} ({rev.path}): {rev.compatibility}, {rev.reversibility}"
                 + (f", could not be read: {rev.unreadable}" if rev.unreadable else "")
+                + (f", read through {rev.read_via}" if rev.read_via else "")
             )
             out.append(f"  deploy order: {rev.deploy_order}")
             out += [_text_finding(rev.revision, f) for f in rev.findings]

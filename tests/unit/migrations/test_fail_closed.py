@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,21 @@ def test_bad_python_and_timeout_arguments_exit_2(tmp_path, capsys) -> None:
     assert "--python" in capsys.readouterr().err
     assert main([project, "--revision-timeout", "0"]) == 2
     assert "--revision-timeout" in capsys.readouterr().err
+
+
+def test_revisions_that_cannot_be_called_are_rendered_through_env_py(tmp_path) -> None:
+    project = REVISIONS.parent / "projects" / "env_fallback"
+    report = check_migrations(project, from_rev=None)
+    by_rev = {r.revision: r for r in report.revisions}
+    assert all(r.unreadable is None for r in report.revisions)
+    assert "engine_name" in (by_rev["ef_a"].read_via or "")
+    assert by_rev["ef_a"].reversibility == "reversible"
+    # What the SQL says is linted: the drop, the CONCURRENTLY index outside the transaction.
+    assert [f.rule_id for f in by_rev["ef_b"].findings] == ["drop-column"]
+    kinds = {op["kind"]: op["in_transaction"] for op in by_rev["ef_b"].operations}
+    assert kinds["create_index"] is False
+    # Without env.py there is nothing to fall back on: unreadable, an error.
+    shutil.copytree(project / "versions", tmp_path / "versions")
+    report = check_migrations(tmp_path, from_rev=None)
+    assert [r.revision for r in report.revisions if r.unreadable] == ["ef_a", "ef_b"]
+    assert report.exit_code == 1
