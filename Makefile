@@ -43,3 +43,4 @@ lint: bootstrap
 
 bench: fixtures
 	$(UV) run python bench/bench_prechecks.py
+	$(UV) run python bench/bench_migrations.py

@@ -100,7 +100,7 @@ def check_migrations(
     root = project_root(alembic_dir)
     runner = capture_runner(
         python or spec.python, timeout=revision_timeout or spec.revision_timeout,
-        sys_path=[str(root)], cwd=root, env=_env_fallback(alembic_dir, graph),
+        sys_path=[str(root)], cwd=root, env=env_fallback(alembic_dir, graph),
     )  # fmt: skip
     try:
         revisions = [
@@ -205,7 +205,7 @@ def _apply_suppressions(
     return result
 
 
-def _env_fallback(alembic_dir: Path, graph: RevisionGraph) -> dict[str, Any] | None:
+def env_fallback(alembic_dir: Path, graph: RevisionGraph) -> dict[str, Any] | None:
     """What the capture needs to render a revision through the project's env.py (None when
     the project has no env.py)."""
     if not (alembic_dir / "env.py").is_file():

@@ -71,6 +71,8 @@ def lint_operations(
     findings: list[RawFinding] = []
     created: set[str | None] = set()
     pending_checks: dict[str | None, tuple[str | None, str]] = {}
+    # NOT VALID constraints added by this revision on existing tables: name -> (rule, segment).
+    not_valid_added: dict[str, tuple[str, int]] = {}
     lock_timeout_set = env_sets_lock_timeout
     lock_timeout_reported = False
     # DDL on a table this revision creates locks nobody out; only DDL on existing tables counts.
@@ -136,6 +138,10 @@ def lint_operations(
             if (table, (op.column or "").lower()) not in state.validated_not_null:
                 add("set-not-null", op, f"{op.table}.{op.column} SET NOT NULL scans the table")
         elif kind == "add_check":
+            if op.not_valid and not new_table:
+                not_valid_added[(op.constraint or "").lower()] = (
+                    "add-check-constraint-without-not-valid", op.segment,
+                )  # fmt: skip
             if op.column:
                 pending_checks[(op.constraint or "").lower()] = (table, op.column.lower())
                 if not op.not_valid or new_table:
@@ -146,9 +152,21 @@ def lint_operations(
                     f"CHECK {op.constraint or ''} on {op.table} is validated immediately",
                 )  # fmt: skip
         elif kind == "validate_constraint":
-            checked = pending_checks.get((op.constraint or "").lower())
+            name = (op.constraint or "").lower()
+            checked = pending_checks.get(name)
             if checked:
                 state.validated_not_null.add(checked)
+            added = not_valid_added.get(name)
+            if added and added[1] == op.segment and op.in_transaction:
+                # The ADD's ACCESS EXCLUSIVE lock is still held: the scan runs under it.
+                add(
+                    added[0], op,
+                    f"{op.constraint} is validated in the transaction that added it NOT VALID",
+                )  # fmt: skip
+        elif kind == "add_foreign_key" and op.not_valid and not new_table:
+            not_valid_added[(op.constraint or "").lower()] = (
+                "add-foreign-key-without-not-valid", op.segment,
+            )  # fmt: skip
         elif kind == "add_foreign_key" and not op.not_valid and not new_table:
             add(
                 "add-foreign-key-without-not-valid", op,

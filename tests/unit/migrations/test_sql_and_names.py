@@ -4,6 +4,7 @@ type widening, and tables created in the same revision."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,13 @@ def test_a_missing_version_folder_is_bad_input(tmp_path) -> None:
     with pytest.raises(MigrationInputError, match="gone/versions") as excinfo:
         check_migrations(tmp_path / "migrations", from_rev=None)
     assert excinfo.value.argument == "alembic.ini"
+
+
+def test_validating_in_the_transaction_that_added_not_valid_is_found() -> None:
+    add, validate = parse_sql(
+        "ALTER TABLE orders ADD CONSTRAINT fk_orders_user FOREIGN KEY (user_id)"
+        " REFERENCES users (id) NOT VALID; ALTER TABLE orders VALIDATE CONSTRAINT fk_orders_user"
+    )
+    assert _lint(add, validate) == ["add-foreign-key-without-not-valid"]
+    # After a commit (an autocommit block) the ADD's lock is gone: the recipe is safe.
+    assert _lint(add, replace(validate, segment=1, in_transaction=False)) == []
