@@ -40,6 +40,7 @@ from alembic.operations import ops as alembic_ops
 from alembic.operations.base import BatchOperations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
 from sqlalchemy.sql.elements import ClauseElement, TextClause
 from sqlalchemy.types import TypeEngine
 
@@ -370,6 +371,10 @@ def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
             # A bind that refuses the attribute keeps failing loudly instead.
             with contextlib.suppress(Exception):
                 bind.commit = recorder.boundary  # type: ignore[method-assign]
+        if bind is not None and not hasattr(bind, "url"):
+            # Revisions that branch on `op.get_bind().engine.url` take the PostgreSQL branch.
+            with contextlib.suppress(Exception):
+                bind.url = make_url("postgresql://offline/offline")  # type: ignore[attr-defined]
         try:
             target()
         except (KeyboardInterrupt, CaptureInterrupted):

@@ -169,3 +169,16 @@ def test_revisions_that_cannot_be_called_are_rendered_through_env_py(tmp_path) -
     report = check_migrations(tmp_path, from_rev=None)
     assert [r.revision for r in report.revisions if r.unreadable] == ["ef_a", "ef_b"]
     assert report.exit_code == 1
+
+
+def test_the_offline_bind_has_a_postgresql_url_and_commit_ends_a_transaction(assemble) -> None:
+    report = check_migrations(assemble(REVISIONS / "bind_commit.py"), from_rev="base0001")
+    [revision] = report.revisions
+    assert revision.unreadable is None
+    assert [op["kind"] for op in revision.operations] == [
+        "set_lock_timeout",
+        "add_column",
+        "update",
+    ]
+    # The backfill runs after the commit, not in the DDL's transaction.
+    assert _active(report) == {}
