@@ -35,3 +35,18 @@ def test_worker_resolves_app_imports_and_survives_exit_and_blocking_revisions(ca
     assert revisions["sa_d"]["unreadable"] is None
     assert revisions["sa_d"]["reversibility"] == "reversible"
     assert report["summary"]["unreadable"] == ["sa_b", "sa_c"]
+
+
+def test_an_interpreter_without_alembic_makes_every_revision_unreadable(tmp_path, capsys) -> None:
+    # `python -S` has no site-packages: it stands for a service interpreter lacking Alembic.
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    code = main(
+        [str(SERVICE / "migrations"), "--python", str(python), "--to", "sa_a", "--format", "json"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    [revision] = report["revisions"]
+    assert "did not start" in revision["unreadable"]
+    assert "alembic" in revision["unreadable"]
