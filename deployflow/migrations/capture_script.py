@@ -186,7 +186,10 @@ def from_alembic(operation: Any, sql: str = "") -> list[OperationDict]:
             for c in operation.columns
             if isinstance(getattr(c, "name", None), str) and hasattr(c, "type")  # columns
         ]
-        return [_op("create_table", table, sql=sql, columns=columns)]
+        return [
+            _op("create_table", table, sql=sql, columns=columns,
+                tables=_referenced_tables(operation.columns))
+        ]  # fmt: skip
     if isinstance(operation, o.DropTableOp):
         return [_op("drop_table", table, sql=sql)]
     if isinstance(operation, o.RenameTableOp):
@@ -233,6 +236,24 @@ def from_alembic(operation: Any, sql: str = "") -> list[OperationDict]:
     if isinstance(operation, (o.CreateTableCommentOp, o.DropTableCommentOp)):
         return [_op("comment", table, sql=sql)]
     return [_op("other", table, sql=sql, detail=type(operation).__name__)]
+
+
+def _referenced_tables(items: Any) -> list[str]:
+    """Tables the foreign keys among ``items`` (columns and constraints) point at."""
+    found: list[str] = []
+    for item in items:
+        keys = list(getattr(item, "foreign_keys", None) or ()) + list(
+            getattr(item, "elements", None) or ()
+        )
+        for key in keys:
+            try:
+                target = str(key.target_fullname)
+            except Exception:  # a key whose target cannot be named is not counted
+                continue
+            table = target.rsplit(".", 1)[0]
+            if table and table not in found:
+                found.append(table)
+    return found
 
 
 def _from_alter_column(operation: Any, table: str | None, sql: str) -> list[OperationDict]:

@@ -92,6 +92,15 @@ def lint_operations(
         kind = op.kind
         if kind == "create_table":
             created.add(table)
+            existing = [t for t in op.tables if _norm(t) not in created]
+            if existing and not lock_timeout_set and not lock_timeout_reported:
+                # Its foreign keys take a SHARE ROW EXCLUSIVE lock on the referenced tables.
+                lock_timeout_reported = True
+                add(
+                    "missing-lock-timeout", op,
+                    f"{op.describe()} references {', '.join(existing)} (locked against writes) "
+                    "before any SET lock_timeout",
+                )  # fmt: skip
             for column, type_ in op.columns:
                 state.column_types[(table, column.lower())] = type_
             continue

@@ -251,7 +251,22 @@ def _from_node(node: Any, statement: str) -> list[Operation]:
             for elt in node.tableElts or ()
             if isinstance(elt, ast.ColumnDef) and elt.colname
         )
-        return [Operation("create_table", _relation(node.relation), columns=columns)]
+        constraints = [e for e in node.tableElts or () if isinstance(e, ast.Constraint)]
+        for elt in node.tableElts or ():
+            if isinstance(elt, ast.ColumnDef):
+                constraints += [c for c in elt.constraints or () if isinstance(c, ast.Constraint)]
+        referenced = tuple(
+            dict.fromkeys(
+                name
+                for c in constraints
+                if _enum(c.contype) == "CONSTR_FOREIGN"
+                for name in [_relation(c.pktable)]
+                if name
+            )
+        )
+        return [
+            Operation("create_table", _relation(node.relation), columns=columns, tables=referenced)
+        ]
     if isinstance(node, ast.TruncateStmt):
         tables = tuple(filter(None, (_relation(r) for r in node.relations or ())))
         cascade = _enum(node.behavior) == "DROP_CASCADE"

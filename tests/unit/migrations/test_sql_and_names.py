@@ -130,3 +130,16 @@ def test_validating_in_the_transaction_that_added_not_valid_is_found() -> None:
     assert _lint(add, validate) == ["add-foreign-key-without-not-valid"]
     # After a commit (an autocommit block) the ADD's lock is gone: the recipe is safe.
     assert _lint(add, replace(validate, segment=1, in_transaction=False)) == []
+
+
+def test_a_new_table_referencing_an_existing_one_needs_a_lock_timeout() -> None:
+    state = LintState()
+    refs = parse_sql("CREATE TABLE tags (id int, item_id int REFERENCES items (id))")
+    assert refs[0].tables == ("items",)
+    found = lint_operations(refs, state=state, env_sets_lock_timeout=False)
+    assert [f.rule_id for f in found] == ["missing-lock-timeout"]
+    # Referencing a table created just before it locks nobody out.
+    fresh = parse_sql(
+        "CREATE TABLE items (id int); CREATE TABLE tags (item_id int REFERENCES items)"
+    )
+    assert lint_operations(fresh, state=state, env_sets_lock_timeout=False) == []
