@@ -3,10 +3,10 @@
 The recording itself is ``capture_script`` (standalone, so it can run under the service's own
 interpreter). Two ways to run it:
 
-- ``InProcessCapture`` (the default, deployflow's interpreter): the revision's print() output is
-  redirected into the result, ``exit()`` is caught, and a revision still running at its deadline
-  gets ``RevisionTimeout`` raised in its thread. A revision blocked inside C (a socket, a sleep)
-  is only interrupted when it returns to Python; ``SubprocessCapture`` has no such limit.
+- ``InProcessCapture`` (the default, deployflow's interpreter): each revision runs in a thread
+  of its own, its print() output routed into the result, ``exit()`` caught; at its deadline
+  ``CaptureInterrupted`` is raised in that thread. One blocked outside Python (a socket, a sleep)
+  is left behind and the remaining revisions go to a worker process, as below.
 - ``SubprocessCapture`` (``migrations.python`` / ``--python``): one worker process
   ``<python> -I capture_script.py`` answers a request per revision; a revision past its deadline
   or one that kills the worker (``os._exit``, a crash) becomes a failure of that revision, and a
@@ -25,9 +25,11 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +56,7 @@ __all__ = [
 SCRIPT = Path(capture_script.__file__).resolve()
 _OUTPUT_LIMIT = 4000
 _START_TIMEOUT = 60.0
+_GRACE = 1.0  # how long a revision past its deadline has to leave Python code
 
 
 @dataclass
@@ -146,8 +149,63 @@ def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
     )
 
 
+class _ThreadRoutedStream:
+    """Stands in for sys.stdout/sys.stderr while revisions run: what a capturing thread writes
+    goes to its revision's buffer, what any other thread writes goes where it always went."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+        self.buffers: dict[int, io.StringIO] = {}
+
+    def write(self, text: str) -> int:
+        buffer = self.buffers.get(threading.get_ident())
+        return (buffer if buffer is not None else self.original).write(text)
+
+    def flush(self) -> None:
+        if threading.get_ident() not in self.buffers:
+            self.original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+_ROUTING = threading.Lock()
+# Capture threads left blocked outside Python (they may hold Alembic's process-wide lock).
+_ABANDONED: list[threading.Thread] = []
+
+
+@contextlib.contextmanager
+def _routed_output(buffer: io.StringIO) -> Iterator[None]:
+    """Route this thread's writes to sys.stdout and sys.stderr into ``buffer``."""
+    me = threading.get_ident()
+    with _ROUTING:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if not isinstance(stream, _ThreadRoutedStream):
+                stream = _ThreadRoutedStream(stream)
+                setattr(sys, name, stream)
+            stream.buffers[me] = buffer
+    try:
+        yield
+    finally:
+        with _ROUTING:
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                if isinstance(stream, _ThreadRoutedStream):
+                    stream.buffers.pop(me, None)
+                    if not stream.buffers:
+                        setattr(sys, name, stream.original)
+
+
 class InProcessCapture:
-    """Capture in deployflow's own interpreter (see the module docstring for the limits)."""
+    """Capture in deployflow's own interpreter (see the module docstring for the limits).
+
+    Each revision runs in a thread of its own. At its deadline ``CaptureInterrupted`` is raised
+    in that thread (again every 50 ms, so a bare ``except:`` cannot swallow it); a thread that
+    does not stop within a second is blocked outside Python (a socket, a sleep): it is left
+    behind, ``abandoned`` is set, and the remaining revisions go to a worker process of this
+    interpreter (``SubprocessCapture``), which can be killed.
+    """
 
     def __init__(
         self, *, timeout: float, sys_path: list[str], env: dict[str, Any] | None = None
@@ -155,56 +213,89 @@ class InProcessCapture:
         self.timeout = timeout
         self.sys_path = sys_path
         self.env = env
+        self.abandoned = False
+        self._process: SubprocessCapture | None = None
 
     def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
         """Import ``path`` and run ``functions``, output redirected, within the deadline."""
+        with _ROUTING:
+            _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()]
+            stuck = bool(_ABANDONED)
+        if stuck and self._process is None:
+            # A revision of an earlier check is still blocked here, holding Alembic's lock.
+            self.abandoned = True
+            self._process = self._worker_process()
+        if self._process is not None:
+            return self._process.capture(path, functions)
         output = io.StringIO()
-        thread_id = threading.get_ident()
         guard = threading.Lock()
-        finished = threading.Event()
+        box: dict[str, Any] = {"done": False, "data": None, "timed_out": False}
+        env = self._env_for(path)
 
-        def expire() -> None:
-            # Raised again every 50 ms: a revision's bare ``except:`` cannot swallow the deadline.
-            if finished.wait(self.timeout):
-                return
-            while not finished.is_set():
-                with guard:
-                    if not finished.is_set():
-                        _raise_in_thread(thread_id, CaptureInterrupted)
-                finished.wait(0.05)
-
-        watchdog = threading.Thread(target=expire, name="revision-deadline", daemon=True)
-        started = time.perf_counter()
-        data: dict[str, Any] | None = None
-        timed_out = False
-        try:
-            watchdog.start()
-            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                data = capture_script.capture_file(
-                    str(path), functions, self.sys_path, self._env_for(path)
-                )
-        except CaptureInterrupted:
-            timed_out = True
-        while True:
-            # Stop the watchdog; a deadline raised just before it stopped may land while doing
-            # so, hence the retry. Once ``finished`` is set under the guard nothing more comes.
+        def work() -> None:
+            me = threading.get_ident()
             try:
-                with guard:
-                    finished.set()
-                    _raise_in_thread(thread_id, None)
-                break
-            except CaptureInterrupted:
-                timed_out = True
-        watchdog.join()
-        if timed_out or data is None:
+                with _routed_output(output):
+                    try:
+                        box["data"] = capture_script.capture_file(
+                            str(path), functions, self.sys_path, env
+                        )
+                    except CaptureInterrupted:
+                        box["timed_out"] = True
+                    while True:
+                        # Once ``done`` is set under the guard no deadline comes any more; one
+                        # raised just before may land here, hence the retry.
+                        try:
+                            with guard:
+                                box["done"] = True
+                                _raise_in_thread(me, None)
+                            break
+                        except CaptureInterrupted:
+                            box["timed_out"] = True
+            except CaptureInterrupted:  # landed while leaving the output routing
+                box["timed_out"] = True
+
+        thread = threading.Thread(target=work, name=f"capture {path.name}", daemon=True)
+        started = time.perf_counter()
+        thread.start()
+        thread.join(self.timeout)
+        grace = time.monotonic() + _GRACE
+        while thread.is_alive() and time.monotonic() < grace:
+            with guard:
+                if not box["done"] and thread.ident is not None:
+                    _raise_in_thread(thread.ident, CaptureInterrupted)
+            thread.join(0.05)
+        seconds = time.perf_counter() - started
+        if thread.is_alive():
+            with guard:
+                # Left to finish on its own, quietly: no deadline pending when it resumes.
+                box["done"] = True
+                if thread.ident is not None:
+                    _raise_in_thread(thread.ident, None)
+            self.abandoned = True
+            with _ROUTING:
+                _ABANDONED.append(thread)
+            self._process = self._worker_process()
+            return RevisionCapture(
+                failure=f"timed out after {self.timeout:g}s (migrations.revision_timeout), "
+                "blocked outside Python; the revisions after it are captured in a separate "
+                "process",
+                output=output.getvalue()[:_OUTPUT_LIMIT], seconds=seconds,
+            )  # fmt: skip
+        if box["timed_out"] or box["data"] is None:
             return RevisionCapture(
                 failure=f"timed out after {self.timeout:g}s (migrations.revision_timeout)",
-                output=output.getvalue()[:_OUTPUT_LIMIT],
-                seconds=time.perf_counter() - started,
-            )
-        result = _to_revision_capture(data)
+                output=output.getvalue()[:_OUTPUT_LIMIT], seconds=seconds,
+            )  # fmt: skip
+        result = _to_revision_capture(box["data"])
         result.output = output.getvalue()[:_OUTPUT_LIMIT]
         return result
+
+    def _worker_process(self) -> SubprocessCapture:
+        return SubprocessCapture(
+            sys.executable, timeout=self.timeout, sys_path=self.sys_path,
+            cwd=Path(self.sys_path[0]) if self.sys_path else Path.cwd(), env=self.env,
+        )  # fmt: skip
 
     def _env_for(self, path: Path) -> dict[str, Any] | None:
         # In deployflow's process env.py gets no ini: a fileConfig() there would reconfigure
@@ -213,7 +304,9 @@ class InProcessCapture:
         return {**env, "ini": None} if env else None
 
     def close(self) -> None:
-        """Nothing to release."""
+        """End the worker process, if revisions were handed to one."""
+        if self._process is not None:
+            self._process.close()
 
 
 class SubprocessCapture:

@@ -24,12 +24,18 @@ from deployflow.migrations.report import (
     ImpactResult,
     MigrationReport,
     RevisionReport,
+    StagingResult,
     TableSize,
 )
 from deployflow.migrations.rules import RULES
 from deployflow.migrations.source import RevisionSource
 from deployflow.migrations.spec import MigrationsSpec
-from deployflow.migrations.staging import measure_tables, read_deployed_revision, round_trip
+from deployflow.migrations.staging import (
+    measure_tables,
+    read_deployed_revision,
+    round_trip,
+    safe_url,
+)
 
 _CONTRACT_RULES = {
     "drop-column": "drops a column",
@@ -115,7 +121,14 @@ def check_migrations(
         graph_findings=graph_findings, revisions=revisions,
     )  # fmt: skip
     url = staging_url or (spec.staging_url.get_secret_value() if spec.staging_url else None)
-    if url:
+    if url and getattr(runner, "abandoned", False):
+        # A revision is still blocked in this process, possibly holding Alembic's lock.
+        report.staging = StagingResult(
+            safe_url(url), "unknown", None,
+            error="not run: a revision is still blocked in deployflow's process (see "
+            "revision-unreadable); use --python to capture in a separate process",
+        )  # fmt: skip
+    elif url:
         impact_ops = _impact_operations(revisions)
         report.impact = _impact(url, impact_ops, spec, now or datetime.now(UTC))
         if len(to_revs) == 1 and not any(f.counts for f in graph_findings):

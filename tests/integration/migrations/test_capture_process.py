@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from deployflow.migrations import check_migrations
+from deployflow.migrations.capture import ALEMBIC_LOCK
 from deployflow.migrations.command import main
 
 pytestmark = pytest.mark.integration
@@ -50,3 +54,37 @@ def test_an_interpreter_without_alembic_makes_every_revision_unreadable(tmp_path
     [revision] = report["revisions"]
     assert "did not start" in revision["unreadable"]
     assert "alembic" in revision["unreadable"]
+
+
+def test_a_revision_blocked_outside_python_is_left_behind_and_the_rest_still_read(
+    tmp_path, monkeypatch
+) -> None:
+    corpus = SERVICE.parents[1]
+    alembic_dir = tmp_path / "alembic"
+    (alembic_dir / "versions").mkdir(parents=True)
+    for name in ("base.py", "revisions/blocks.py", "revisions/prints.py"):
+        shutil.copy(corpus / name, alembic_dir / "versions" / Path(name).name)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("DEPLOYFLOW_TEST_FIFO", str(fifo))
+    try:
+        report = check_migrations(
+            alembic_dir, from_rev="base0001", revision_timeout=0.3,
+            staging_url=f"sqlite:///{tmp_path / 'staging.db'}",
+        )  # fmt: skip
+    finally:
+        # Release the blocked revision so its thread ends and frees Alembic's lock.
+        with open(fifo, "wb"):
+            pass
+        assert ALEMBIC_LOCK.acquire(timeout=10)
+        ALEMBIC_LOCK.release()
+    by_rev = {r.revision: r for r in report.revisions}
+    assert "blocked outside Python" in (by_rev["ux_blocks"].unreadable or "")
+    # The next revision was read by a worker process of this interpreter.
+    assert by_rev["ux_prints"].unreadable is None
+    assert "loading revision" in by_rev["ux_prints"].output
+    # The staging round trip needs Alembic's lock, which the blocked revision may hold.
+    assert report.staging is not None
+    assert not report.staging.ok
+    assert "still blocked" in (report.staging.error or "")
+    assert report.exit_code == 1
