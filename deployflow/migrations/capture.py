@@ -89,6 +89,9 @@ class RevisionCapture:
 class CaptureRunner(Protocol):
     """Captures revisions one at a time."""
 
+    # True when a revision was left blocked in this process (it may hold Alembic's lock).
+    abandoned: bool
+
     def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
         """Import ``path`` and run ``functions`` offline."""
 
@@ -321,6 +324,7 @@ class SubprocessCapture:
         self.sys_path = sys_path
         self.cwd = cwd
         self.env = env
+        self.abandoned = False  # a blocked worker is killed, never left behind
         self._worker: subprocess.Popen[bytes] | None = None
         self._pending = b""
         # The worker's own stderr before it redirects it (e.g. "No module named 'alembic'").

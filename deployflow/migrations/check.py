@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,8 +106,11 @@ def check_migrations(
     env_sets_lock_timeout = _env_sets_lock_timeout(alembic_dir)
     state = LintState()
     root = project_root(alembic_dir)
+    interpreter = _interpreter(python, "--python", root) or _interpreter(
+        spec.python, "migrations.python", root
+    )
     runner = capture_runner(
-        python or spec.python, timeout=revision_timeout or spec.revision_timeout,
+        interpreter, timeout=revision_timeout or spec.revision_timeout,
         sys_path=[str(root)], cwd=root, env=env_fallback(alembic_dir, graph),
     )  # fmt: skip
     try:
@@ -121,7 +126,7 @@ def check_migrations(
         graph_findings=graph_findings, revisions=revisions,
     )  # fmt: skip
     url = staging_url or (spec.staging_url.get_secret_value() if spec.staging_url else None)
-    if url and getattr(runner, "abandoned", False):
+    if url and runner.abandoned:
         # A revision is still blocked in this process, possibly holding Alembic's lock.
         report.staging = StagingResult(
             safe_url(url), "unknown", None,
@@ -216,6 +221,23 @@ def _apply_suppressions(
             if extra:
                 result.append(extra)
     return result
+
+
+def _interpreter(python: str | None, argument: str, root: Path) -> str | None:
+    """``python`` as an executable path: a bare name is looked up on PATH, a relative path is
+    taken from the project's root (the folder of alembic.ini)."""
+    if not python:
+        return None
+    if os.sep in python:
+        path = Path(python) if Path(python).is_absolute() else root / python
+        found = str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    else:
+        found = shutil.which(python)
+    if found is None:
+        raise MigrationInputError(
+            argument, f"{python!r} is not an executable interpreter (relative to {root})"
+        )
+    return found
 
 
 def env_fallback(alembic_dir: Path, graph: RevisionGraph) -> dict[str, Any] | None:

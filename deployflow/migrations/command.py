@@ -9,6 +9,7 @@ not be read, staging failure, unapproved downtime), 2 bad input. Runnable alone:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if python is not None and shutil.which(python) is None:
         print(f"--python: {python!r} is not an executable interpreter", file=sys.stderr)
         return 2
+    if python is not None and os.sep in python:
+        python = str(Path(python).absolute())  # on the command line: from the current folder
     try:
         report = check_migrations(
             Path(args.alembic_dir), from_rev=args.from_rev, to_rev=args.to_rev,

@@ -91,9 +91,10 @@ class MigrationsSpec(StrictModel):
         default=None,
         min_length=1,
         description=(
-            "The service's Python interpreter (a path, or a command on PATH), e.g. "
-            "'.venv/bin/python'. The revisions are then captured by a worker process of that "
-            "interpreter (which needs Alembic and SQLAlchemy, not deployflow), so revisions that "
+            "The service's Python interpreter: a command on PATH, or a path (a relative one "
+            "from the folder of alembic.ini), e.g. '.venv/bin/python'. The revisions are then "
+            "captured by a worker process of that interpreter (which needs Alembic and "
+            "SQLAlchemy, not deployflow), so revisions that "
             "import the application resolve as in the service's own CI. Empty: deployflow's "
             "own interpreter, in process."
         ),

@@ -182,3 +182,25 @@ def test_the_offline_bind_has_a_postgresql_url_and_commit_ends_a_transaction(ass
     ]
     # The backfill runs after the commit, not in the DDL's transaction.
     assert _active(report) == {}
+
+
+def test_a_file_that_is_not_a_readable_revision_is_an_error_unless_accepted(assemble) -> None:
+    alembic_dir = assemble(REVISIONS / "prints.py")
+    (alembic_dir / "versions" / "half_written.py").write_text("def upgrade(:\n")
+    report = check_migrations(alembic_dir, from_rev="base0001")
+    [finding] = [f for f in report.graph_findings if f.rule_id == "revision-unreadable"]
+    assert "half_written.py" in finding.message
+    assert report.exit_code == 1
+    spec = MigrationsSpec(path=alembic_dir, unreadable={"half_written.py": "a draft, not shipped"})
+    report = check_migrations(alembic_dir, from_rev="base0001", settings=spec)
+    assert report.exit_code == 0
+    with pytest.raises(ValidationError, match="python"):
+        MigrationsSpec(path=alembic_dir, python="")
+
+
+def test_the_spec_interpreter_must_exist() -> None:
+    project = REVISIONS.parent / "projects" / "service_app" / "migrations"
+    spec = MigrationsSpec(path=project, python=".venv/bin/no-such-python")
+    with pytest.raises(MigrationInputError, match="no-such-python") as excinfo:
+        check_migrations(project, from_rev=None, settings=spec)
+    assert excinfo.value.argument == "migrations.python"
