@@ -143,7 +143,7 @@ def version_locations(alembic_dir: Path) -> list[Path]:
     """
     ini = alembic_ini(alembic_dir)
     if ini is None:
-        return [versions_dir(alembic_dir)]
+        return _default_locations(alembic_dir)
     parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
     try:
         parser.read(ini, encoding="utf-8")
@@ -154,7 +154,7 @@ def version_locations(alembic_dir: Path) -> list[Path]:
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise MigrationInputError("alembic.ini", f"{ini} cannot be read: {exc}") from exc
     if not raw or not raw.strip():
-        return [versions_dir(alembic_dir)]
+        return _default_locations(alembic_dir)
     splitters = {"space": " ", "comma": ",", "os": os.pathsep, "newline": "\n", ":": ":", ";": ";"}
     # Without a separator Alembic's legacy behaviour applies: spaces or commas.
     parts = raw.split(splitters[separator]) if separator in splitters else re.split(r"[,\s]+", raw)
@@ -170,6 +170,20 @@ def version_locations(alembic_dir: Path) -> list[Path]:
             )
         locations.append(path.resolve())
     return locations
+
+
+def _default_locations(alembic_dir: Path) -> list[Path]:
+    """``versions/``; when it holds only folders of revisions, those folders, and when one is
+    named ``postgresql`` (one history per dialect, env.py picking by dialect) that one alone:
+    deployflow reads the PostgreSQL history."""
+    versions = versions_dir(alembic_dir)
+    if any(p.suffix == ".py" and p.name != "__init__.py" for p in versions.glob("*.py")):
+        return [versions]
+    folders = [
+        d for d in sorted(versions.iterdir()) if d.is_dir() and any(d.glob("*.py"))
+    ] if versions.is_dir() else []  # fmt: skip
+    postgres = [d for d in folders if d.name in ("postgresql", "postgres")]
+    return postgres[:1] or folders or [versions]
 
 
 def versions_dir(alembic_dir: Path) -> Path:

@@ -4,6 +4,7 @@ type widening, and tables created in the same revision."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -143,3 +144,15 @@ def test_a_new_table_referencing_an_existing_one_needs_a_lock_timeout() -> None:
         "CREATE TABLE items (id int); CREATE TABLE tags (item_id int REFERENCES items)"
     )
     assert lint_operations(fresh, state=state, env_sets_lock_timeout=False) == []
+
+
+def test_one_history_per_dialect_reads_the_postgresql_one(tmp_path) -> None:
+    # versions/postgresql and versions/sqlite, env.py picking one by dialect.
+    for dialect in ("postgresql", "sqlite"):
+        shutil.copytree(
+            CORPUS / "projects" / "roundtrip" / "versions", tmp_path / "versions" / dialect
+        )
+    (tmp_path / "versions" / "sqlite" / "a.py").write_text("not a revision (\n")
+    report = check_migrations(tmp_path, from_rev=None)
+    assert [r.revision for r in report.revisions] == ["rt_a", "rt_b", "rt_c"]
+    assert report.graph_findings == []
