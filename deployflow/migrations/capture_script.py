@@ -347,6 +347,22 @@ def _patched_batch(recorder: _Recorder) -> Iterator[None]:
         BatchOperations.invoke = original  # type: ignore[method-assign]
 
 
+@contextmanager
+def _offline_environment(path: str, migration_context: Any) -> Iterator[None]:
+    """Alembic's ``context`` proxy for revisions that consult it (``is_offline_mode()`` is True,
+    ``get_context()`` is the capture's context), as env.py would provide it."""
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import ScriptDirectory
+
+    environment = EnvironmentContext(
+        Config(), ScriptDirectory(os.path.dirname(path) or "."), as_sql=True
+    )
+    environment._migration_context = migration_context
+    with environment:
+        yield
+
+
 def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
     """Run ``module.<function>()`` offline: ``{"operations", "sql", "error", "error_type"}``."""
     target = getattr(module, function, None)
@@ -397,7 +413,9 @@ def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 bind.url = make_url("postgresql://offline/offline")  # type: ignore[attr-defined]
         try:
-            target()
+            # `from alembic import context` in a revision: offline mode, an empty config.
+            with _offline_environment(path, context):
+                target()
         except (KeyboardInterrupt, CaptureInterrupted):
             raise
         except BaseException as exc:  # any failure offline, exit() included, is reported

@@ -204,3 +204,11 @@ def test_the_spec_interpreter_must_exist() -> None:
     with pytest.raises(MigrationInputError, match="no-such-python") as excinfo:
         check_migrations(project, from_rev=None, settings=spec)
     assert excinfo.value.argument == "migrations.python"
+
+
+def test_a_revision_consulting_alembic_context_is_read_directly(assemble) -> None:
+    report = check_migrations(assemble(REVISIONS / "offline_guard.py"), from_rev="base0001")
+    [revision] = report.revisions
+    assert revision.unreadable is None
+    assert revision.read_via is None
+    assert set(_active(report)) == {"set-not-null"}
