@@ -327,6 +327,7 @@ class SubprocessCapture:
         self.abandoned = False  # a blocked worker is killed, never left behind
         self._worker: subprocess.Popen[bytes] | None = None
         self._pending = b""
+        self._eof = False
         # The worker's own stderr before it redirects it (e.g. "No module named 'alembic'").
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
 
@@ -358,7 +359,8 @@ class SubprocessCapture:
             worker.stdout.close()
 
     def _read_line(self, worker: subprocess.Popen[bytes], deadline: float) -> bytes | None:
-        """One line of the worker's answer; None at EOF or at the deadline."""
+        """One line of the worker's answer; None at EOF (``self._eof`` set) or at the deadline."""
+        self._eof = False
         assert worker.stdout is not None
         fd = worker.stdout.fileno()
         with selectors.DefaultSelector() as selector:
@@ -369,6 +371,7 @@ class SubprocessCapture:
                     return None
                 chunk = os.read(fd, 65536)
                 if not chunk:
+                    self._eof = True
                     return None
                 self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
@@ -398,13 +401,13 @@ class SubprocessCapture:
             pass  # the worker is gone; reading says so
         line = self._read_line(worker, time.monotonic() + self.timeout)
         if line is None:
-            alive = worker.poll() is None
+            died = self._eof  # the pipe closed: the worker ended (exit, crash), it did not stall
             self._stop()
             why = (
-                f"timed out after {self.timeout:g}s (migrations.revision_timeout)"
-                if alive
-                else f"the capture process ({self.python}) died while reading this revision"
+                f"the capture process ({self.python}) died while reading this revision"
                 + self._last_stderr_line()
+                if died
+                else f"timed out after {self.timeout:g}s (migrations.revision_timeout)"
             )
             return RevisionCapture(failure=why, seconds=time.perf_counter() - started)
         try:

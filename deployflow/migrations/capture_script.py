@@ -539,6 +539,21 @@ def capture_file(
     return result
 
 
+def _warm_up() -> None:
+    """One throwaway capture, so the lazy imports and caches of Alembic and SQLAlchemy are not
+    charged to the first revision's deadline."""
+    import types
+
+    from alembic import op
+    from sqlalchemy import Column, Integer
+
+    def upgrade() -> None:
+        op.add_column("warm_up", Column("c", Integer, nullable=True))
+        op.execute("SELECT 1")
+
+    capture_function(types.SimpleNamespace(upgrade=upgrade), "<warm-up>", "upgrade")
+
+
 def serve(requests: Any, protocol: Any) -> None:
     """Answer capture requests, one JSON line each, until stdin closes.
 
@@ -547,6 +562,7 @@ def serve(requests: Any, protocol: Any) -> None:
     scratch = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
     os.dup2(scratch.fileno(), 1)
     os.dup2(scratch.fileno(), 2)
+    _warm_up()
     protocol.write('{"ready": true}\n')
     protocol.flush()
     for line in requests:

@@ -21,11 +21,30 @@ SERVICE = (
 )
 
 
-def test_worker_resolves_app_imports_and_survives_exit_and_blocking_revisions(capsys) -> None:
-    # The worker runs `python -I capture_script.py` from the service's root (where alembic.ini
-    # is), so `import ledgerapp` resolves; fd-level writes, os._exit and a sleep in C stay in it.
+def _interpreter(tmp_path: Path, name: str, launcher: str) -> Path:
+    python = tmp_path / name
+    python.write_text(
+        f'#!/bin/sh\n[ "$1" = "-I" ] && shift\nexec "{sys.executable}" -S {launcher}\n'
+    )
+    python.chmod(0o755)
+    return python
+
+
+def test_a_worker_of_an_interpreter_without_deployflow_reads_the_service_revisions(
+    tmp_path, capsys
+) -> None:
+    # The stand-in for the service's interpreter: no site processing (-S), Alembic's
+    # site-packages added by hand, deployflow unimportable (a service never has it).
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    launcher = (
+        "import runpy, sys; sys.path.append(sys.argv.pop(1)); sys.modules['deployflow'] = None; "
+        "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    python = _interpreter(tmp_path, "python", f'-c "{launcher}" "{site}" "$@"')
+    # It runs `capture_script.py` from the service's root (where alembic.ini is), so
+    # `import ledgerapp` resolves; fd-level writes, os._exit and a sleep in C stay in the worker.
     code = main(
-        [str(SERVICE / "migrations"), "--python", sys.executable, "--revision-timeout", "1",
+        [str(SERVICE / "migrations"), "--python", str(python), "--revision-timeout", "2",
          "--format", "json"]
     )  # fmt: skip
     report = json.loads(capsys.readouterr().out)
@@ -34,24 +53,18 @@ def test_worker_resolves_app_imports_and_survives_exit_and_blocking_revisions(ca
     assert revisions["sa_a"]["unreadable"] is None
     assert [op["table"] for op in revisions["sa_a"]["operations"]] == ["ledger_entries"]
     assert "died" in revisions["sa_b"]["unreadable"]
-    assert "timed out after 1s" in revisions["sa_c"]["unreadable"]
+    assert "timed out after 2s" in revisions["sa_c"]["unreadable"]
     # A fresh worker reads the revision after the one that killed or blocked the last.
     assert revisions["sa_d"]["unreadable"] is None
     assert revisions["sa_d"]["reversibility"] == "reversible"
     assert report["summary"]["unreadable"] == ["sa_b", "sa_c"]
-
-
-def test_an_interpreter_without_alembic_makes_every_revision_unreadable(tmp_path, capsys) -> None:
-    # `python -S` has no site-packages: it stands for a service interpreter lacking Alembic.
-    python = tmp_path / "python"
-    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
-    python.chmod(0o755)
+    # An interpreter without Alembic: the revision is unreadable, naming what is missing.
+    bare = _interpreter(tmp_path, "bare-python", '"$@"')
     code = main(
-        [str(SERVICE / "migrations"), "--python", str(python), "--to", "sa_a", "--format", "json"]
+        [str(SERVICE / "migrations"), "--python", str(bare), "--to", "sa_a", "--format", "json"]
     )
-    report = json.loads(capsys.readouterr().out)
+    [revision] = json.loads(capsys.readouterr().out)["revisions"]
     assert code == 1
-    [revision] = report["revisions"]
     assert "did not start" in revision["unreadable"]
     assert "alembic" in revision["unreadable"]
 
