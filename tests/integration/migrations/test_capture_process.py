@@ -82,7 +82,7 @@ def test_a_revision_blocked_outside_python_is_left_behind_and_the_rest_still_rea
     monkeypatch.setenv("DEPLOYFLOW_TEST_FIFO", str(fifo))
     try:
         report = check_migrations(
-            alembic_dir, from_rev="base0001", revision_timeout=0.3,
+            alembic_dir, from_rev="base0001", revision_timeout=1,
             staging_url=f"sqlite:///{tmp_path / 'staging.db'}",
         )  # fmt: skip
     finally:
