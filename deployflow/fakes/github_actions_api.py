@@ -225,7 +225,10 @@ class FakeGitHubActions:
                 job_id = int(match["job"])
                 if not any(r.data["_job"]["id"] == job_id for r in self.runs):
                     return _not_found()
-                location = f"{parts.scheme}://{parts.netloc}/_downloads/job-logs/{job_id}.txt"
+                # GitHub redirects to blob storage on another host; "localhost" is another
+                # origin than "127.0.0.1" for the client, so it must not send its token there.
+                netloc = parts.netloc.replace("127.0.0.1", "localhost")
+                location = f"{parts.scheme}://{netloc}/_downloads/job-logs/{job_id}.txt"
                 return 302, {"Location": location, "Content-Length": "0"}, b""
             return _not_found()
 

@@ -890,7 +890,8 @@ def _rate_limit_wait(response: httpx.Response) -> float | None:
             return max(0.0, float(retry_after))
     if response.headers.get("X-RateLimit-Remaining") == "0":
         with contextlib.suppress(ValueError):
-            return max(0.0, float(response.headers["X-RateLimit-Reset"]) - time.time())
+            # At least a second: our clock may run ahead of GitHub's reset time.
+            return max(1.0, float(response.headers["X-RateLimit-Reset"]) - time.time())
     if response.status_code == 429 or "secondary rate limit" in response.text.lower():
         return DEFAULT_RATE_LIMIT_WAIT
     return None

@@ -7,7 +7,9 @@ GitHub can refuse or a run can fail is an error that names what to fix.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from deployflow.fakes.github_actions_api import (
 )
 from deployflow.fakes.github_api import FakeAnswer
 from deployflow.providers.base import BackendConfigError, BackendError, BuildContext
+from deployflow.providers.command import Hook
 from deployflow.providers.github_actions import (
     GitHubActionsTarget,
     GitHubActionsTargetSpec,
@@ -161,7 +164,10 @@ def test_a_failed_run_names_the_run_the_job_the_step_and_the_matching_log_lines(
     assert ".0000000Z" not in message  # GitHub's timestamps are stripped
     assert TOKEN not in message
     assert service.deployed == set()
-    assert any(r.startswith("GET /_downloads/job-logs/") for r in github.requests)
+    download = next(
+        i for i, r in enumerate(github.requests) if r.startswith("GET /_downloads/job-logs/")
+    )
+    assert github.authorizations[download] is None  # the token stays with the API host
 
 
 def test_without_a_matching_line_the_log_tail_is_shown(
@@ -304,3 +310,32 @@ def test_without_a_block_or_github_token_the_spec_cannot_be_built() -> None:
         GitHubActionsTarget.from_spec(spec, BuildContext(env={}))
     built = GitHubActionsTarget.from_spec(spec, BuildContext(env={"GITHUB_TOKEN": TOKEN}))
     assert built.base_url == "https://api.github.com"
+
+
+def test_the_status_and_logs_can_come_from_commands(tmp_path: Path) -> None:
+    state = tmp_path / "deployed.json"
+
+    def deployed(inputs: dict[str, str]) -> None:
+        state.write_text(json.dumps([{"version": inputs["version"], "host": "10.0.0.7",
+                                      "port": 8080}]))  # fmt: skip
+
+    with FakeGitHubActions(token=TOKEN) as github:
+        github.add_workflow(REPO, "deploy.yml", inputs={"version": True}, on_success=deployed)
+        target = GitHubActionsTarget(
+            repository=REPO,
+            token=SecretStr(TOKEN),
+            token_source="GITHUB_TOKEN",
+            start=Workflow("start", "deploy.yml", {"version": "{version}"}, 5.0),
+            stop=Workflow("stop", "deploy.yml", {"version": "{version}"}, 5.0),
+            status=Hook("status", ("sh", "-c", 'cat "$STATE" 2>/dev/null || echo "[]"'), 5.0),
+            logs=Hook("logs", ("sh", "-c", 'echo "app log of $1"', "logs", "{version}"), 5.0),
+            env={"STATE": str(state)},
+            base_url=github.base_url,
+            poll_interval=0.02,
+        )
+        assert target.instances() == []
+        target.run_workflow(target.workflows["start"], "v8")
+        (instance,) = target.instances()
+        assert (instance.version, instance.address) == ("v8", "10.0.0.7:8080")
+        assert target.health_url(instance) == "http://10.0.0.7:8080/healthz"
+        assert target.logs("v8") == "app log of v8"
