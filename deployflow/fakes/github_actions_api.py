@@ -10,6 +10,8 @@ It answers as GitHub documents them:
   through ``in_progress`` to ``completed`` over successive polls, as scripted;
 - ``GET /repos/{owner}/{repo}/actions/runs/{id}/jobs`` and ``POST .../runs/{id}/cancel`` (202);
 - ``GET /repos/{owner}/{repo}/actions/jobs/{id}/logs``: a 302 to a plain-text download;
+- ``GET /repos/{owner}/{repo}/actions/runs/{id}/logs``: a 302 to a zip of the run's logs, one
+  folder per job holding ``<n>_<step>.txt`` files;
 - 401 for a wrong token, 404 for an unknown repository or workflow, and injected answers (a
   secondary rate limit with ``Retry-After``, for example).
 
@@ -22,9 +24,11 @@ loopback server that answers ``/v/{version}/healthz`` for the versions deployed 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +49,9 @@ _RUN = re.compile(_REPO + r"/runs/(?P<run>\d+)$")
 _JOBS = re.compile(_REPO + r"/runs/(?P<run>\d+)/jobs$")
 _CANCEL = re.compile(_REPO + r"/runs/(?P<run>\d+)/cancel$")
 _JOB_LOGS = re.compile(_REPO + r"/jobs/(?P<job>\d+)/logs$")
+_RUN_LOGS = re.compile(_REPO + r"/runs/(?P<run>\d+)/logs$")
 _DOWNLOAD = re.compile(r"^/_downloads/job-logs/(?P<job>\d+)\.txt$")
+_ARCHIVE = re.compile(r"^/_downloads/run-logs/(?P<run>\d+)\.zip$")
 _RUN_NAME_INPUT = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -65,6 +71,8 @@ class ScriptedRun:
         log: The job's log text; GitHub prefixes each line with a timestamp, so does the fake.
         others_dispatched_after: Runs of other people dispatched right after this one (they make
             it older than the first page of the runs list).
+        job_log_gone: The job's own log answers 410 Gone (expired); only the run's archive has
+            it.
     """
 
     conclusion: str = "success"
@@ -75,6 +83,7 @@ class ScriptedRun:
     failed_step: str = "Deploy"
     log: str = "Deploying\nDone"
     others_dispatched_after: int = 0
+    job_log_gone: bool = False
 
 
 @dataclass
@@ -196,6 +205,8 @@ class FakeGitHubActions:
             if match := _DOWNLOAD.match(parts.path):
                 # A signed download URL: no token needed, like GitHub's blob storage.
                 return self._download(int(match["job"]))
+            if match := _ARCHIVE.match(parts.path):
+                return self._archive(int(match["run"]))
             if self.token is not None and lowered.get("authorization") not in (
                 f"Bearer {self.token}",
                 f"token {self.token}",
@@ -221,10 +232,19 @@ class FakeGitHubActions:
                     return _not_found()
                 jobs = [run.data["_job"]]
                 return _json(200, {"total_count": len(jobs), "jobs": jobs})
+            if match := _RUN_LOGS.match(path):
+                if self._run(int(match["run"])) is None:
+                    return _not_found()
+                netloc = parts.netloc.replace("127.0.0.1", "localhost")
+                location = f"{parts.scheme}://{netloc}/_downloads/run-logs/{match['run']}.zip"
+                return 302, {"Location": location, "Content-Length": "0"}, b""
             if match := _JOB_LOGS.match(path):
                 job_id = int(match["job"])
-                if not any(r.data["_job"]["id"] == job_id for r in self.runs):
+                run = next((r for r in self.runs if r.data["_job"]["id"] == job_id), None)
+                if run is None:
                     return _not_found()
+                if run.script.job_log_gone:
+                    return _json(410, {"message": "Gone"})
                 # GitHub redirects to blob storage on another host; "localhost" is another
                 # origin than "127.0.0.1" for the client, so it must not send its token there.
                 netloc = parts.netloc.replace("127.0.0.1", "localhost")
@@ -387,6 +407,20 @@ class FakeGitHubActions:
         stamp = run.data["created_at"].replace("Z", ".0000000Z")
         text = "".join(f"{stamp} {line}\n" for line in run.script.log.splitlines())
         return 200, {"Content-Type": "text/plain"}, text.encode()
+
+    def _archive(self, run_id: int) -> Answer:
+        run = self._run(run_id)
+        if run is None:
+            return _not_found()
+        stamp = run.data["created_at"].replace("Z", ".0000000Z")
+        job = run.data["_job"]
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for step in job["steps"]:
+                text = run.script.log if step["number"] > 1 else "Current runner version"
+                body = "".join(f"{stamp} {line}\n" for line in text.splitlines())
+                archive.writestr(f"{job['name']}/{step['number']}_{step['name']}.txt", body)
+        return 200, {"Content-Type": "application/zip"}, buffer.getvalue()
 
     # ------------------------------------------------------------------------------ front ends
 

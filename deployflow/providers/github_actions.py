@@ -15,8 +15,9 @@ run whose title (the workflow's ``run-name``) contains that id is the one; witho
 two concurrent dispatches of the same workflow can confuse.
 
 A run that fails, is cancelled or times out is a ``BackendError`` with the run's URL, the failing
-job and step, and the job log lines that match ``error_patterns`` (or the log's tail). A run still
-unfinished at the workflow's ``timeout`` is cancelled and is an error too.
+job and step, and the job log lines that match ``error_patterns`` (or the log's tail); the job's
+plain-text log is used, or, when it cannot be downloaded, its folder of the run's zip archive.
+A run still unfinished at the workflow's ``timeout`` is cancelled and is an error too.
 
 GitHub's answers become clear errors: 401 names where the token came from, 403 says what
 permission is missing, 404 names the workflow and repository, 422 quotes GitHub's reason with
@@ -29,10 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import re
 import ssl
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +69,7 @@ FAILED_CONCLUSIONS = frozenset({"failure", "cancelled", "timed_out", "startup_fa
 MAX_FAILING_JOBS_SHOWN = 3
 MAX_LOG_LINES_SHOWN = 20
 MAX_LOG_LINE_CHARS = 300
+MAX_ARCHIVE_MEMBER_BYTES = 5_000_000
 # How far the GitHub clock may be behind ours when we ask for runs created after a dispatch.
 CLOCK_SKEW = timedelta(minutes=5)
 # GitHub asks for at least a minute when a secondary rate limit says nothing more precise.
@@ -728,7 +732,7 @@ class GitHubActionsTarget:
                 f"  failing job {job.get('name')!r} ({job.get('conclusion')}{step}): "
                 f"{job.get('html_url', job.get('id'))}"
             )
-            lines.extend(f"    {line}" for line in self._log_evidence(int(job["id"]), deadline))
+            lines.extend(f"    {line}" for line in self._log_evidence(run.id, job, deadline))
         if len(failing) > MAX_FAILING_JOBS_SHOWN:
             lines.append(f"  ... and {len(failing) - MAX_FAILING_JOBS_SHOWN} more failing jobs")
         return "\n".join(lines)
@@ -746,34 +750,62 @@ class GitHubActionsTarget:
             url, params = _next_link(response), None
         return jobs
 
-    def _log_evidence(self, job_id: int, deadline: float) -> list[str]:
+    def _log_evidence(self, run_id: int, job: Mapping[str, Any], deadline: float) -> list[str]:
         """The job log's lines that match an error pattern, or its tail when none does."""
-        what = f"log of job {job_id}"
         try:
-            # GitHub answers 302 to a short-lived download URL on another host; httpx does not
-            # send the Authorization header across origins.
-            response = self._request(
-                "GET", f"/repos/{self.repository}/actions/jobs/{job_id}/logs",
-                deadline=deadline, what=what, follow_redirects=True,
-            )  # fmt: skip
-            self._raise_for_status(response, what)
-        except BackendError as exc:
-            return [f"(log unavailable: {exc})"]
-        text = [_LOG_TIMESTAMP.sub("", line) for line in response.text.splitlines()]
-        text = [line for line in text if line.strip()]
-        matching = [line for line in text if any(p.search(line) for p in self.error_patterns)]
+            text = self._job_log(int(job["id"]), deadline)
+        except BackendError as job_error:
+            try:
+                text = self._job_log_from_run_archive(run_id, str(job.get("name", "")), deadline)
+            except BackendError as exc:
+                return [f"(log unavailable: {job_error}; {exc})"]
+        lines = [_LOG_TIMESTAMP.sub("", line) for line in text.splitlines()]
+        lines = [line for line in lines if line.strip()]
+        matching = [line for line in lines if any(p.search(line) for p in self.error_patterns)]
         if matching:
             shown, label = matching[:MAX_LOG_LINES_SHOWN], "matching log lines:"
             if len(matching) > MAX_LOG_LINES_SHOWN:
                 label = f"matching log lines (first {MAX_LOG_LINES_SHOWN} of {len(matching)}):"
         else:
-            shown = text[-10:]
-            label = (
-                "no line matches error_patterns; log tail:"
-                if self.error_patterns
-                else ("log tail:")
-            )
+            shown = lines[-10:]
+            label = "no line matches error_patterns; log tail:" if self.error_patterns else ""
+            label = label or "log tail:"
         return [label, *(_clip(line) for line in shown)]
+
+    def _job_log(self, job_id: int, deadline: float) -> str:
+        """A job's plain-text log. GitHub answers 302 to a short-lived download URL on another
+        host; httpx does not send the Authorization header across origins."""
+        what = f"log of job {job_id}"
+        response = self._request(
+            "GET", f"/repos/{self.repository}/actions/jobs/{job_id}/logs",
+            deadline=deadline, what=what, follow_redirects=True,
+        )  # fmt: skip
+        self._raise_for_status(response, what)
+        return response.text
+
+    def _job_log_from_run_archive(self, run_id: int, job_name: str, deadline: float) -> str:
+        """A job's log out of the run's log archive (a zip, one folder of step logs per job),
+        for when the job's own log cannot be downloaded."""
+        what = f"log archive of run {run_id}"
+        response = self._request(
+            "GET", f"/repos/{self.repository}/actions/runs/{run_id}/logs",
+            deadline=deadline, what=what, follow_redirects=True,
+        )  # fmt: skip
+        self._raise_for_status(response, what)
+        try:
+            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+                names = sorted(
+                    (n for n in archive.namelist() if n.startswith(f"{job_name}/")),
+                    key=_step_order,
+                )
+                if not names:
+                    raise BackendError(f"{what} has no folder for job {job_name!r}")
+                return "\n".join(
+                    archive.read(n)[:MAX_ARCHIVE_MEMBER_BYTES].decode("utf-8", "replace")
+                    for n in names
+                )
+        except zipfile.BadZipFile as exc:
+            raise BackendError(f"{what} is not a zip archive: {exc}") from None
 
     # ------------------------------------------------------------------------------- HTTP
 
@@ -895,6 +927,12 @@ def _rate_limit_wait(response: httpx.Response) -> float | None:
     if response.status_code == 429 or "secondary rate limit" in response.text.lower():
         return DEFAULT_RATE_LIMIT_WAIT
     return None
+
+
+def _step_order(name: str) -> tuple[int, str]:
+    """Step logs are named ``<job>/<step number>_<step name>.txt``: order them by number."""
+    number, _, _ = name.partition("/")[2].partition("_")
+    return (int(number) if number.isdigit() else 0, name)
 
 
 def _clip(line: str) -> str:

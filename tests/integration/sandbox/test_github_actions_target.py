@@ -178,6 +178,22 @@ def test_without_a_matching_line_the_log_tail_is_shown(
         make_target(github, service).start("v3")
 
 
+def test_an_expired_job_log_is_read_from_the_run_archive(
+    github: FakeGitHubActions, service: FakeDeployedService
+) -> None:
+    log = 'migrating\nERROR: relation "orders" does not exist\nexit 1'
+    github.script(REPO, "deploy.yml", ScriptedRun(conclusion="failure", log=log, job_log_gone=True))
+    with pytest.raises(BackendError) as error:
+        make_target(github, service).start("v3")
+    message = str(error.value)
+    assert 'matching log lines:\n    ERROR: relation "orders" does not exist' in message
+    assert "migrating" not in message
+    archive = next(
+        i for i, r in enumerate(github.requests) if r.startswith("GET /_downloads/run-logs/")
+    )
+    assert github.authorizations[archive] is None
+
+
 def test_a_run_past_its_timeout_is_cancelled_and_named(
     github: FakeGitHubActions, service: FakeDeployedService
 ) -> None:
