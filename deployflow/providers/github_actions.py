@@ -129,7 +129,8 @@ class WorkflowSpec(StrictModel):
         for name in value:
             if not _INPUT_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a workflow input name")
-        _check_placeholders(list(value.values()), TARGET_PLACEHOLDERS, "inputs")
+        for name, template in value.items():
+            _check_placeholders([template], TARGET_PLACEHOLDERS, name)
         return value
 
 
@@ -154,7 +155,8 @@ class InstanceAddressSpec(StrictModel):
                 raise ValueError("url: must be an http:// or https:// URL")
             if self.port is not None:
                 raise ValueError("port: give it inside url")
-        _check_placeholders([self.url or "", self.host or ""], TARGET_PLACEHOLDERS, "instance")
+        _check_placeholders([self.url or ""], TARGET_PLACEHOLDERS, "url")
+        _check_placeholders([self.host or ""], TARGET_PLACEHOLDERS, "host")
         return self
 
 
@@ -617,6 +619,12 @@ class GitHubActionsTarget:
                 f"{BACKEND}: GitHub refused to dispatch {what} on ref {ref!r} (422): "
                 f"{_github_message(response)}; inputs sent: {sent}"
             )
+        if response.status_code >= 500:
+            raise BackendError(
+                f"{BACKEND}: GitHub answered HTTP {response.status_code} for {what} "
+                f"({_github_message(response)}); the dispatch may still have started a run: "
+                f"look at the workflow's runs before retrying"
+            )
         self._raise_for_status(response, what)
         run = self._find_run(workflow, dispatched_at, correlation, known, deadline)
         return self._follow(workflow, run, version, deadline)
@@ -828,7 +836,8 @@ class GitHubActionsTarget:
         params: Mapping[str, str] | None = None,
         follow_redirects: bool = False,
     ) -> httpx.Response:
-        """One API call; rate limits and server errors are waited out while the deadline allows.
+        """One API call; rate limits (and server errors of reads) are waited out while the
+        deadline allows.
 
         Raises:
             BackendError: GitHub cannot be reached, or keeps refusing past the deadline.
@@ -843,7 +852,8 @@ class GitHubActionsTarget:
                     f"{BACKEND}: cannot reach the GitHub API at {self.base_url} ({what}): {exc}"
                 ) from None
             wait = _rate_limit_wait(response)
-            if wait is None and response.status_code in (500, 502, 503, 504):
+            if wait is None and method == "GET" and response.status_code in (500, 502, 503, 504):
+                # Only reads: a dispatch GitHub failed to answer may still have started a run.
                 wait = self.poll_interval
             if wait is None:
                 return response

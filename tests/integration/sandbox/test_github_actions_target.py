@@ -259,6 +259,22 @@ def test_a_secondary_rate_limit_is_waited_out_within_the_deadline(
     assert waits == [3.0]
 
 
+def test_a_server_error_is_retried_for_reads_but_not_for_the_dispatch(
+    github: FakeGitHubActions, service: FakeDeployedService
+) -> None:
+    # Without a correlation input the first request lists the runs (a read).
+    github.fail_next(FakeAnswer(502, {"message": "Server Error"}))
+    make_target(github, service, correlation_input=None).start("v2")
+    assert service.deployed == {"v2"}
+    github.fail_next(FakeAnswer(502, {"message": "Server Error"}))
+    with pytest.raises(
+        BackendError,
+        match=r"HTTP 502 for workflow 'deploy.yml' of acme/shop .*may still have started a run",
+    ):
+        make_target(github, service).start("v3")
+    assert [run.inputs["version"] for run in github.runs] == ["v2"]
+
+
 def test_a_version_that_never_gets_healthy_is_stopped_by_the_stop_workflow(
     github: FakeGitHubActions, service: FakeDeployedService
 ) -> None:
