@@ -72,6 +72,8 @@ MAX_LOG_LINE_CHARS = 300
 MAX_ARCHIVE_MEMBER_BYTES = 5_000_000
 # How far the GitHub clock may be behind ours when we ask for runs created after a dispatch.
 CLOCK_SKEW = timedelta(minutes=5)
+# How long a dispatched run may take to be listed.
+RUN_APPEARS_WITHIN = 120.0
 # GitHub asks for at least a minute when a secondary rate limit says nothing more precise.
 DEFAULT_RATE_LIMIT_WAIT = 60.0
 
@@ -311,6 +313,20 @@ def _github_message(response: httpx.Response) -> str:
         )
         message = f"{message} ({details})" if message else details
     return message[:500] or response.reason_phrase
+
+
+def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object GitHub answered, or a ``BackendError`` saying it answered something else."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BackendError(
+            f"{BACKEND}: GitHub answered {what} with something else than a JSON object: "
+            f"{response.text[:200]!r}"
+        )
+    return data
 
 
 def _next_link(response: httpx.Response) -> str | None:
@@ -646,7 +662,7 @@ class GitHubActionsTarget:
         while url is not None:
             response = self._request("GET", url, deadline=deadline, what=what, params=params)
             self._raise_for_status(response, what)
-            page = response.json().get("workflow_runs", [])
+            page = _json_object(response, what).get("workflow_runs", [])
             runs.extend(r for r in page if isinstance(r, dict) and isinstance(r.get("id"), int))
             url, params = _next_link(response), None  # the next link carries the query
         return runs
@@ -659,6 +675,9 @@ class GitHubActionsTarget:
         known: set[int],
         deadline: float,
     ) -> dict[str, Any]:
+        # A dispatched run is listed within seconds (queued if no runner is free); waiting the
+        # whole workflow timeout for one that never shows up would only delay the error.
+        find_deadline = min(deadline, time.monotonic() + RUN_APPEARS_WITHIN)
         while True:
             runs = self._dispatch_runs(workflow, since, deadline)
             if correlation is not None:
@@ -667,7 +686,7 @@ class GitHubActionsTarget:
                 mine = [r for r in runs if r["id"] not in known]
             if mine:
                 return min(mine, key=lambda r: int(r["id"]))
-            if not self._pause(deadline):
+            if not self._pause(find_deadline):
                 hint = (
                     f" whose title contains {correlation!r} (put ${{{{ inputs."
                     f"{self.correlation_input} }}}} in the workflow's run-name)"
@@ -676,7 +695,8 @@ class GitHubActionsTarget:
                 )
                 raise BackendError(
                     f"{BACKEND}: workflow {workflow.workflow!r} of {self.repository} was "
-                    f"dispatched but no run{hint} appeared within {workflow.timeout:g}s"
+                    f"dispatched but no run{hint} appeared within "
+                    f"{min(workflow.timeout, RUN_APPEARS_WITHIN):g}s"
                 )
 
     def _follow(
@@ -697,7 +717,7 @@ class GitHubActionsTarget:
                 what=what,
             )  # fmt: skip
             self._raise_for_status(response, what)
-            run = response.json()
+            run = _json_object(response, what)
         finished = WorkflowRun(
             run_id, str(run.get("html_url", run_id)), "completed", run.get("conclusion")
         )
@@ -753,7 +773,7 @@ class GitHubActionsTarget:
         while url is not None:
             response = self._request("GET", url, deadline=deadline, what=what, params=params)
             self._raise_for_status(response, what)
-            page = response.json().get("jobs", [])
+            page = _json_object(response, what).get("jobs", [])
             jobs.extend(j for j in page if isinstance(j, dict) and isinstance(j.get("id"), int))
             url, params = _next_link(response), None
         return jobs

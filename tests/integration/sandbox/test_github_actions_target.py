@@ -134,6 +134,17 @@ def test_without_a_correlation_input_the_new_run_is_the_one_that_was_not_there(
     assert service.deployed == {"v2"}
 
 
+def test_a_workflow_whose_run_name_lacks_the_correlation_id_is_explained(
+    github: FakeGitHubActions, service: FakeDeployedService
+) -> None:
+    github.add_workflow(REPO, "plain.yml", inputs={"version": True, "deploy_id": False})
+    start = Workflow("start", "plain.yml", {"version": "{version}"}, 0.2)
+    with pytest.raises(BackendError) as error:
+        make_target(github, service, start=start).start("v2")
+    assert "no run whose title contains 'deployflow-" in str(error.value)
+    assert "put ${{ inputs.deploy_id }} in the workflow's run-name" in str(error.value)
+
+
 def test_a_failed_run_names_the_run_the_job_the_step_and_the_matching_log_lines(
     github: FakeGitHubActions, service: FakeDeployedService
 ) -> None:
