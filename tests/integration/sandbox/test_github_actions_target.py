@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from blocks.github import GitHubCredentialsBlock
 from deployflow.fakes.github_actions_api import (
     FakeDeployedService,
     FakeGitHubActions,
@@ -307,14 +308,12 @@ def test_an_api_error_answer_other_than_the_known_ones_is_quoted(
 def test_built_from_the_spec_with_a_block_the_block_token_and_url_are_used(
     github: FakeGitHubActions, service: FakeDeployedService
 ) -> None:
-    class Block:
-        token = SecretStr(TOKEN)
-        base_url = github.base_url
-
     class Blocks:
+        """What ``blocks.loader.PrefectBlocks`` returns, without a Prefect server."""
+
         def load(self, block_type: str, name: str) -> Any:
             assert (block_type, name) == ("github", "ci")
-            return Block()
+            return GitHubCredentialsBlock(token=SecretStr(TOKEN), base_url=github.base_url)
 
     spec = GitHubActionsTargetSpec.model_validate(
         {
