@@ -77,7 +77,7 @@ def make_target(
         "stop": Workflow("stop", "undeploy.yml", {"version": "{version}"}, 5.0),
         "status_url": f"{service.base_url}/versions",
         "instance_address": ("url", service.url_template),
-        "base_url": github.base_url,
+        "base_url": changes.pop("base_url", None) or github.base_url,
         "correlation_input": "deploy_id",
         "error_patterns": [r"\bERROR\b", r"^Traceback"],
         "poll_interval": 0.02,
@@ -381,3 +381,26 @@ def test_the_status_and_logs_can_come_from_commands(tmp_path: Path) -> None:
         assert (instance.version, instance.address) == ("v8", "10.0.0.7:8080")
         assert target.health_url(instance) == "http://10.0.0.7:8080/healthz"
         assert target.logs("v8") == "app log of v8"
+
+
+def test_an_enterprise_api_root_in_process_through_the_fakes_transport(
+    service: FakeDeployedService,
+) -> None:
+    github = FakeGitHubActions(token=TOKEN, path_prefix="/api/v3")
+    github.add_workflow(REPO, "deploy.yml", inputs={"version": True}, on_success=service.deploy)
+    github.script(
+        REPO, "deploy.yml", ScriptedRun(), ScriptedRun(conclusion="failure", log="ERROR x")
+    )
+    target = make_target(
+        github,
+        service,
+        base_url="https://github.example.com/api/v3",
+        transport=github.transport(),
+        correlation_input=None,
+        start=Workflow("start", "deploy.yml", {"version": "{version}"}, 5.0),
+    )
+    target.start("v2")
+    assert service.deployed == {"v2"}
+    with pytest.raises(BackendError, match=r"(?s)conclusion failure.*ERROR x"):
+        target.start("v3")
+    assert all(r.split(" ")[1].startswith(("/api/v3/", "/_downloads/")) for r in github.requests)
