@@ -22,6 +22,7 @@ from deployflow.providers.command import (
     CommandTarget,
     CommandTargetSpec,
 )
+from deployflow.providers.github_actions import GitHubActionsTarget, GitHubActionsTargetSpec
 from deployflow.providers.haproxy import HAProxyRouter, HAProxyRouterSpec
 from deployflow.providers.local_process import LocalProcessTarget, LocalProcessTargetSpec
 from deployflow.providers.nginx import NginxRouter, NginxRouterSpec
@@ -60,6 +61,7 @@ def _without_context(build: Callable[[S], B]) -> Callable[[S, BuildContext], B]:
 BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("target", LocalProcessTargetSpec, _without_context(LocalProcessTarget.from_spec)),
     BackendKind("target", CommandTargetSpec, CommandTarget.from_spec),
+    BackendKind("target", GitHubActionsTargetSpec, GitHubActionsTarget.from_spec),
     BackendKind("router", HAProxyRouterSpec, _without_context(HAProxyRouter.from_spec)),
     BackendKind("router", NginxRouterSpec, _without_context(NginxRouter.from_spec)),
     BackendKind("router", CommandRouterSpec, CommandRouter.from_spec),

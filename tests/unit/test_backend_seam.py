@@ -62,6 +62,7 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
     assert [b.kind for b in registry.BACKENDS] == [
         "local-process",
         "command",
+        "github-actions",
         "haproxy",
         "nginx",
         "command",
