@@ -6,6 +6,7 @@ that runs it only adds logging.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from deployflow.analysis import (
 )
 from deployflow.providers.base import Metrics
 from deployflow.spec import AnalysisSpec
+from deployflow.stats import Histogram
 
 
 def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
@@ -35,7 +37,15 @@ def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
         failure_limit=analysis.failure_limit,
         consecutive_error_limit=analysis.consecutive_error_limit,
         max_hold_measurements=analysis.max_hold_measurements,
+        confidence=analysis.confidence,
+        promote_confidence=analysis.promote_confidence,
     )
+
+
+def looks_in_stage(observe_seconds: float, interval_seconds: float, max_hold: int) -> int:
+    """The most measurements a stage can take: one per interval over the observe time, then the
+    held ones. The stage's false-alarm budget is spread over this many looks."""
+    return max(1, math.ceil(observe_seconds / interval_seconds - 1e-9)) + max_hold
 
 
 @dataclass
@@ -62,6 +72,28 @@ class StageResult:
                 }
         return {"error_rate": None, "p95_seconds": None, "requests": None}
 
+    @property
+    def explanation(self) -> str:
+        """Why the stage ended as it did, in figures a person can check."""
+        if self.reason is not None:
+            return self.reason.reason
+        return self.measurements[-1].note if self.measurements else ""
+
+    def stable_p95_seconds(self) -> float | None:
+        """The stable version's P95 over the latest window this stage compared the canary with
+        (None when stable had no usable traffic)."""
+        for m in reversed(self.measurements):
+            control = m.control
+            if control is None or control.error is not None or not control.requests:
+                continue
+            if control.buckets:
+                p95 = Histogram.from_cumulative(list(control.buckets)).quantile(0.95)
+            else:
+                p95 = control.p95_seconds
+            if p95 is not None and math.isfinite(p95) and p95 > 0:
+                return p95
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -69,11 +101,19 @@ class StageResult:
             "verdict": self.verdict.value,
             "reason": self.reason.to_dict() if self.reason else None,
             "values": self.last_values(),
+            "explanation": self.explanation,
             "counts": self.counts,
             "measurements": [m.to_dict() for m in self.measurements],
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
         }
+
+
+def next_baseline(baseline_p95_seconds: float | None, result: StageResult) -> float | None:
+    """The stable P95 the next stage falls back on when stable has no traffic to compare with
+    (the last stage at 100%): the stable's P95 measured alongside this stage, which saw the
+    same conditions (load, time of day) the next stage will, else the pre-deploy baseline."""
+    return result.stable_p95_seconds() or baseline_p95_seconds
 
 
 def canary_gone(reason: str, baseline_p95_seconds: float | None) -> Measurement:
@@ -94,11 +134,11 @@ def observe_stage(
     thresholds: Thresholds,
     observe_seconds: float,
     interval_seconds: float,
-    window_seconds: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_measurement: Callable[[Measurement], None] | None = None,
     gone: Callable[[], str | None] | None = None,
+    control_version: str | None = None,
 ) -> StageResult:
     """Measure ``version`` every interval until the stage promotes or rolls back.
 
@@ -106,7 +146,15 @@ def observe_stage(
     the new weight. A failure ends the stage at once; promotion waits for the observe window.
     ``gone`` says why the canary no longer runs (None while it does): a dead canary is a failed
     measurement at once, not "no data" to wait out.
+
+    Every measurement compares ``version`` with ``control_version`` (the stable version, None on
+    a first release) measured over the same window, so load that slows both is not blamed on the
+    canary. Each look covers the stage so far, from the moment its weight was set: evidence
+    accumulates, traffic from an earlier weight never mixes in (which would compare a canary
+    mostly seen at the new weight with a stable mostly seen at the old one), and the confidence
+    of each look is set so that all the looks of the stage together keep the stated confidence.
     """
+    looks = looks_in_stage(observe_seconds, interval_seconds, thresholds.max_hold_measurements)
     started_at = datetime.now(UTC)
     start = clock()
     measurements: list[Measurement] = []
@@ -121,8 +169,13 @@ def observe_stage(
         if why_gone is not None:
             measurement = canary_gone(why_gone, baseline_p95_seconds)
         else:
+            window = max(clock() - start, interval_seconds)
+            sample = source.sample(version, window)
+            control = (
+                source.sample(control_version, window) if control_version is not None else None
+            )
             measurement = evaluate(
-                source.sample(version, window_seconds), baseline_p95_seconds, thresholds
+                sample, baseline_p95_seconds, thresholds, control=control, looks=looks
             )
         measurements.append(measurement)
         if on_measurement is not None:

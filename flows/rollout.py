@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from deployflow.analysis import Verdict
 from deployflow.backends import Backends
 from deployflow.providers.base import Instance
-from deployflow.rollout import StageResult
+from deployflow.rollout import StageResult, next_baseline
 from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
 from tasks.rollout import observe_canary_stage, set_traffic
@@ -36,10 +36,12 @@ def progressive_rollout(
         analysis: Thresholds, interval and window of the analysis.
         stable: The current stable version (None on a first release).
         canary: The new version.
-        baseline_p95_seconds: Stable P95 before the deploy.
+        baseline_p95_seconds: Stable P95 before the deploy; once a stage has measured stable
+            alongside the canary, that P95 replaces it for the stages after.
     """
     logger = get_run_logger()
     results: list[StageResult] = []
+    fallback_p95 = baseline_p95_seconds
     for index, weight in enumerate(plan.steps):
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
         result = observe_canary_stage(
@@ -52,9 +54,11 @@ def progressive_rollout(
             weight=weight,
             observe_seconds=plan.observe_seconds,
             analysis=analysis,
-            baseline_p95_seconds=baseline_p95_seconds,
+            baseline_p95_seconds=fallback_p95,
+            control_version=stable.version if stable is not None else None,
         )
         results.append(result)
+        fallback_p95 = next_baseline(fallback_p95, result)
         if result.verdict is not Verdict.PROMOTE:
             logger.warning(
                 "stage %d at %d%% did not promote: stopping the rollout", index + 1, weight

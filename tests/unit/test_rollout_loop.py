@@ -9,7 +9,8 @@ from deployflow.rollout import observe_stage
 
 pytestmark = pytest.mark.unit
 
-HEALTHY = MetricSample(error_rate=0.0, p95_seconds=0.02, requests=100)
+# Enough requests for a clean canary to be shown below 5% at the confidence of one of 8 looks.
+HEALTHY = MetricSample(error_rate=0.0, p95_seconds=0.02, requests=1000)
 BROKEN = MetricSample(error_rate=0.3, p95_seconds=0.02, requests=100)
 EMPTY = MetricSample(error_rate=None, p95_seconds=None, requests=None)
 
@@ -49,7 +50,6 @@ def observe(source: Script, clock: FakeClock, observe_seconds: float = 60.0):
         thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
         observe_seconds=observe_seconds,
         interval_seconds=10.0,
-        window_seconds=30.0,
         clock=clock,
         sleep=clock.sleep,
     )
@@ -61,7 +61,7 @@ def test_healthy_stage_promotes_when_the_window_ends() -> None:
     assert result.verdict is Verdict.PROMOTE
     assert len(result.measurements) == 6  # every 10 s over 60 s
     assert clock.now == pytest.approx(60.0)
-    assert source.calls[0] == ("v2", 30.0)
+    assert source.calls[0] == ("v2", 10.0)  # the stage so far
 
 
 def test_failure_rolls_back_at_once_without_waiting_for_the_window() -> None:
@@ -91,7 +91,7 @@ def test_late_data_after_the_window_can_still_promote() -> None:
 
 def test_stage_result_reports_the_last_figures() -> None:
     result = observe(Script(HEALTHY), FakeClock(), observe_seconds=10.0)
-    assert result.to_dict()["values"] == {"error_rate": 0.0, "p95_seconds": 0.02, "requests": 100}
+    assert result.to_dict()["values"] == {"error_rate": 0.0, "p95_seconds": 0.02, "requests": 1000}
 
 
 def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_data() -> None:
@@ -106,7 +106,6 @@ def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_dat
         thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
         observe_seconds=60.0,
         interval_seconds=10.0,
-        window_seconds=30.0,
         clock=clock,
         sleep=clock.sleep,
         gone=lambda: next(checks),
@@ -117,3 +116,38 @@ def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_dat
     assert result.reason.reason == "v2 is no longer running"
     assert clock.now == pytest.approx(20.0)
     assert len(source.calls) == 1  # a dead canary is not sampled
+
+
+def test_every_look_measures_stable_over_the_same_growing_window() -> None:
+    clock, source = FakeClock(), Script(HEALTHY)
+    result = observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        observe_seconds=60.0,
+        interval_seconds=10.0,
+        clock=clock,
+        sleep=clock.sleep,
+        control_version="v1",
+    )
+    assert result.verdict is Verdict.PROMOTE
+    # The stage so far, from the moment its weight was set; stable over the same window.
+    assert source.calls == [
+        ("v2", 10.0), ("v1", 10.0), ("v2", 20.0), ("v1", 20.0), ("v2", 30.0), ("v1", 30.0),
+        ("v2", 40.0), ("v1", 40.0), ("v2", 50.0), ("v1", 50.0), ("v2", 60.0), ("v1", 60.0),
+    ]  # fmt: skip
+    assert "vs stable 0% over 1,000 requests" in result.explanation
+    assert result.to_dict()["explanation"] == result.explanation
+
+
+def test_a_canary_that_never_gathers_enough_requests_is_not_promoted() -> None:
+    # 0 errors in 60 requests: its upper bound stays above 5% at this stage's per-look confidence.
+    thin = MetricSample(error_rate=0.0, p95_seconds=0.02, requests=60)
+    result = observe(Script(thin), FakeClock(), observe_seconds=30.0)
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "inconclusive"
+    assert "cannot be told apart from 5.0%" in result.reason.reason
