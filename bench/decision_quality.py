@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-window", type=float, default=10.0)
     parser.add_argument("--min-requests", type=int, default=10)
     parser.add_argument("--max-hold", type=int, default=5)
-    parser.add_argument("--confidence", type=float, default=0.99)
+    parser.add_argument("--confidence", type=float, default=0.999)
     parser.add_argument("--promote-confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--legacy", action="store_true", help="also run the judge before")

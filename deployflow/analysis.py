@@ -46,7 +46,7 @@ class Thresholds:
     consecutive_error_limit: int = 3
     max_hold_measurements: int = 3
     # The chance, per stage, that a healthy canary is not failed by luck (spent over its looks).
-    confidence: float = 0.99
+    confidence: float = 0.999
     # The chance, per stage, that a canary right at a maximum is not promoted (spent over the
     # looks that may promote: the last of the window and the held ones).
     promote_confidence: float = 0.95
@@ -234,6 +234,7 @@ def _judge_latency_baseline(
     baseline_p95_seconds: float | None,
     thresholds: Thresholds,
     level: float,
+    why: str,
 ) -> _Finding | None:
     """The second guard, when no stable traffic can be compared with: the canary's P95 against
     the stable P95 measured before the deploy. With a histogram, a breach needs the lower bound
@@ -252,7 +253,7 @@ def _judge_latency_baseline(
     shown = f"P95 {_ms(p95)}" + (f" (at least {_ms(lowest)})" if bounds is not None else "")
     text = (
         f"{shown} against {thresholds.max_p95_ratio:g}x the pre-deploy baseline "
-        f"{_ms(baseline_p95_seconds)} ({_ms(limit)}; no stable traffic to compare with)"
+        f"{_ms(baseline_p95_seconds)} ({_ms(limit)}; {why})"
     )
     if lowest > limit:
         reason = f"P95 latency above the limit: {text}"
@@ -318,7 +319,13 @@ def evaluate(
             level,
         )
     if latency is None:
-        latency = _judge_latency_baseline(sample, baseline_p95_seconds, thresholds, level)
+        if usable_control is None:
+            why = "no stable traffic to compare with"
+        elif not (sample.buckets and usable_control.buckets):
+            why = "no latency histogram to compare stable with"
+        else:
+            why = "too few requests in the histograms to compare stable with"
+        latency = _judge_latency_baseline(sample, baseline_p95_seconds, thresholds, level, why)
     if latency is not None:
         findings.append(latency)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from deployflow.analysis import (
 )
 from deployflow.providers.base import Metrics
 from deployflow.spec import AnalysisSpec
-from deployflow.stats import Histogram
+from deployflow.stats import Histogram, wilson_bounds
 
 
 def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
@@ -116,6 +116,21 @@ def next_baseline(baseline_p95_seconds: float | None, result: StageResult) -> fl
     return result.stable_p95_seconds() or baseline_p95_seconds
 
 
+def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:
+    """The highest error rate the stable version plausibly has, from the latest measurement that
+    saw it with traffic: the upper end of its Wilson interval at ``confidence`` (one-sided).
+    0 when no measurement did (a first release, metrics down): then nothing is excused."""
+    for stage in reversed(stages):
+        for m in reversed(stage.measurements):
+            c = m.control
+            if c is None or c.error is not None or c.error_rate is None or not c.requests:
+                continue
+            if not (math.isfinite(c.error_rate) and math.isfinite(c.requests)):
+                continue
+            return wilson_bounds(c.error_rate * c.requests, c.requests, 0.5, confidence).high
+    return 0.0
+
+
 def canary_gone(reason: str, baseline_p95_seconds: float | None) -> Measurement:
     """The measurement of a canary that no longer runs: failed, whatever the metrics say."""
     breach = Breach("canary_down", None, None, reason)
@@ -145,7 +160,7 @@ def observe_stage(
     The first measurement is taken one interval after the weight changed, so it sees traffic at
     the new weight. A failure ends the stage at once; promotion waits for the observe window.
     ``gone`` says why the canary no longer runs (None while it does): a dead canary is a failed
-    measurement at once, not "no data" to wait out.
+    measurement at once, not "no data" to wait out, and is asked again before a promotion.
 
     Every measurement compares ``version`` with ``control_version`` (the stable version, None on
     a first release) measured over the same window, so load that slows both is not blamed on the
@@ -184,6 +199,14 @@ def observe_stage(
         decision = analyse_stage(
             measurements, thresholds, window_complete=window_complete, held=held
         )
+        if decision.verdict is Verdict.PROMOTE and gone is not None:
+            # Metrics lag: a canary that died since it was measured must not be promoted.
+            why_gone = gone()
+            if why_gone is not None:
+                measurements.append(canary_gone(why_gone, baseline_p95_seconds))
+                decision = analyse_stage(
+                    measurements, thresholds, window_complete=window_complete, held=held
+                )
         if decision.verdict is not Verdict.CONTINUE:
             return StageResult(
                 index=index,

@@ -85,7 +85,7 @@ class AnalysisSpec(StrictModel):
         3, ge=0, description="Extra measurements after the window when the last was not healthy."
     )
     confidence: float = Field(
-        0.99,
+        0.999,
         ge=0.5,
         le=0.9999,
         description=(
@@ -146,6 +146,15 @@ class SmokeRequest(StrictModel):
     expect_status: int = Field(200, ge=100, le=599)
     critical: bool = Field(True, description="A critical path that fails rolls the release back.")
     timeout: Duration = 5.0
+    attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description=(
+            "Requests sent; the path fails when more of them fail than the stable version's own "
+            "error rate explains (one flaky answer is not a broken path)."
+        ),
+    )
 
     @field_validator("path")
     @classmethod

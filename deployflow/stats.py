@@ -90,6 +90,18 @@ def wilson_bounds(errors: float, requests: float, low_level: float, high_level: 
     return Interval(p, min(low, p), max(high, p), low_level + high_level - 1.0)
 
 
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): the chance of ``k`` or more failures in ``n`` requests
+    that each fail with probability ``p``."""
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be within 0..n ({n}), got {k}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be within 0..1, got {p}")
+    if k == 0:
+        return 1.0
+    return math.fsum(math.comb(n, i) * p**i * (1.0 - p) ** (n - i) for i in range(k, n + 1))
+
+
 @dataclass(frozen=True)
 class Histogram:
     """Request latencies as bucket counts, the shape Prometheus histograms have.

@@ -36,6 +36,7 @@ from deployflow.release import (
     step_failed_trigger,
     verification_trigger,
 )
+from deployflow.rollout import stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
@@ -280,6 +281,7 @@ def roll_back(
         spec.smoke,
         outcome.baseline_p95_seconds,
         last,
+        stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
     )
     if outcome.rollback.error is not None:
         failed = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.reason}"
@@ -360,6 +362,7 @@ def roll_out_and_verify(
             analysis=spec.analysis,
             baseline_p95_seconds=outcome.baseline_p95_seconds,
             transport=b.http_transport,
+            expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")

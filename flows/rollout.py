@@ -10,6 +10,7 @@ from deployflow.providers.base import Instance
 from deployflow.rollout import StageResult, next_baseline
 from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
+from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_canary_stage, set_traffic
 
 
@@ -28,6 +29,9 @@ def progressive_rollout(
     baseline_p95_seconds: float | None,
 ) -> list[StageResult]:
     """Shift traffic stage by stage; stop at the first stage that does not promote.
+
+    A rollback verdict puts all traffic back on the stable version here, at once; the rollback
+    subflow then confirms it, stops the canary, verifies stable and tells people.
 
     Args:
         backends: The run's router, metrics and tracking ledger (shown by description only).
@@ -59,9 +63,24 @@ def progressive_rollout(
         )
         results.append(result)
         fallback_p95 = next_baseline(fallback_p95, result)
+        if result.verdict is Verdict.ROLLBACK and stable is not None:
+            restore_at_once(backends, stable)
         if result.verdict is not Verdict.PROMOTE:
             logger.warning(
                 "stage %d at %d%% did not promote: stopping the rollout", index + 1, weight
             )
             break
     return results
+
+
+def restore_at_once(backends: Backends, stable: Instance) -> None:
+    """All traffic back on ``stable`` the moment a stage's verdict is rollback. One attempt, no
+    retries: if the router refuses, the rollback subflow (with its retries and its handling of a
+    router that is gone) is next anyway."""
+    try:
+        restore_stable_traffic.with_options(retries=0)(backends.router, stable)
+    except Exception:
+        get_run_logger().exception(
+            "could not put traffic back on %s at once; the rollback subflow tries again",
+            stable.version,
+        )

@@ -169,14 +169,14 @@ SLOW_BOTH = (0, 0, 300, 600, 80, 15, 5)  # the same shape, four times slower
 
 
 def test_the_verdict_explains_itself_in_numbers() -> None:
-    canary = MetricSample(error_rate=118 / 1840, p95_seconds=0.02, requests=1840)
+    canary = MetricSample(error_rate=256 / 4000, p95_seconds=0.02, requests=4000)
     stable = MetricSample(error_rate=0.005, p95_seconds=0.02, requests=30000)
     result = evaluate(canary, BASE, T, control=stable)
     assert result.outcome is Outcome.FAILED
     (breach,) = result.breaches
     assert breach.reason == (
-        # The low end at 99% (rollbacks), the high end at 95% (promotions): 94% together.
-        "error rate canary 6.4% (94% CI 5.2-7.4%) over 1,840 requests "
+        # The low end at 99.9% (rollbacks), the high end at 95% (promotions): 94.9% together.
+        "error rate canary 6.4% (94.9% CI 5.3-7.1%) over 4,000 requests "
         "vs stable 0.50% over 30,000 requests: above 5.0%"
     )
 
@@ -232,6 +232,12 @@ def test_without_stable_traffic_the_baseline_guards_latency() -> None:
     assert result.outcome is Outcome.FAILED
     assert "pre-deploy baseline" in result.breaches[0].reason
     assert "no stable traffic to compare with" in result.note
+
+
+def test_without_histograms_latency_is_held_against_the_baseline_and_says_why() -> None:
+    result = evaluate(MetricSample(0.0, 0.02, 400), BASE, T, control=MetricSample(0.0, 0.02, 400))
+    assert result.outcome is Outcome.SUCCESSFUL
+    assert "no latency histogram to compare stable with" in result.note
 
 
 def test_a_failed_stable_query_falls_back_to_the_baseline_never_to_a_pass() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployflow.analysis import MetricSample, Thresholds, Verdict
-from deployflow.rollout import observe_stage
+from deployflow.rollout import observe_stage, stable_error_rate_bound
 
 pytestmark = pytest.mark.unit
 
@@ -151,3 +151,46 @@ def test_a_canary_that_never_gathers_enough_requests_is_not_promoted() -> None:
     assert result.reason is not None
     assert result.reason.metric == "inconclusive"
     assert "cannot be told apart from 5.0%" in result.reason.reason
+
+
+def test_the_stable_error_rate_comes_from_the_latest_stage_that_saw_stable_with_traffic() -> None:
+    stable = MetricSample(error_rate=0.005, p95_seconds=0.02, requests=4000)
+    seen = observe(Script(HEALTHY), FakeClock(), observe_seconds=10.0)
+    assert stable_error_rate_bound([seen], 0.999) == 0.0  # no control measured: nothing excused
+    clock = FakeClock()
+    measured = observe_stage(
+        Script(HEALTHY, stable),
+        version="v2",
+        index=1,
+        weight=50,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10),
+        observe_seconds=10.0,
+        interval_seconds=10.0,
+        clock=clock,
+        sleep=clock.sleep,
+        control_version="v1",
+    )
+    bound = stable_error_rate_bound([seen, measured], 0.999)
+    assert 0.005 < bound < 0.01  # above the 0.5% observed: an upper bound, not the point
+
+
+def test_a_canary_that_died_after_its_last_measurement_is_not_promoted() -> None:
+    clock, source = FakeClock(), Script(HEALTHY)
+    checks = iter([None, "v2 is no longer running"])
+    result = observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10),
+        observe_seconds=10.0,
+        interval_seconds=10.0,
+        clock=clock,
+        sleep=clock.sleep,
+        gone=lambda: next(checks),
+    )
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "canary_down"

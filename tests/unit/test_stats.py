@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from deployflow.stats import (
     Histogram,
+    binomial_tail,
     bucket_index,
     common_buckets,
     mann_whitney,
@@ -61,6 +63,20 @@ def test_one_sided_bounds_are_the_ends_of_two_sided_intervals() -> None:
     assert both.low == pytest.approx(wilson_interval(30, 500, 0.99).low)
     assert both.high == pytest.approx(wilson_interval(30, 500, 0.90).high)
     assert both.confidence == pytest.approx(0.945)
+
+
+def test_binomial_tail_known_values() -> None:
+    assert binomial_tail(0, 5, 0.3) == 1.0
+    assert binomial_tail(1, 5, 0.005) == pytest.approx(1 - 0.995**5)
+    assert binomial_tail(5, 5, 0.5) == pytest.approx(1 / 32)
+    assert binomial_tail(1, 5, 0.0) == 0.0
+
+
+@given(n=st.integers(1, 60), p=st.floats(0, 1))
+def test_binomial_tail_falls_as_k_grows(n: int, p: float) -> None:
+    tails = [binomial_tail(k, n, p) for k in range(n + 1)]
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(tails))
+    assert all(-1e-12 <= t <= 1 + 1e-12 for t in tails)
 
 
 def test_bad_arguments_are_refused_with_the_name() -> None:

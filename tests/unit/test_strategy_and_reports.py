@@ -119,6 +119,36 @@ def test_health_and_smoke_checks() -> None:
     assert "expected 200" in failed.detail
 
 
+def flaky(failing: set[int]) -> tuple[httpx.Client, list[int]]:
+    """A client whose n-th request (from 0) answers 500 when n is in ``failing``."""
+    sent: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(len(sent))
+        return httpx.Response(500 if sent[-1] in failing else 200)
+
+    return httpx.Client(transport=httpx.MockTransport(answer)), sent
+
+
+def test_one_flaky_smoke_answer_is_within_the_stable_error_rate() -> None:
+    smoke = SmokeRequest(name="checkout", path="/api/checkout", attempts=5)
+    c, sent = flaky({2})
+    check = check_smoke(c, "http://lb", smoke, expected_error_rate=0.005)
+    assert check.ok, check.detail
+    assert len(sent) == 5
+    assert "1 of 5 requests failed (HTTP 500" in check.detail
+    assert "within chance" in check.detail
+
+
+def test_failures_beyond_the_stable_error_rate_fail_the_path() -> None:
+    smoke = SmokeRequest(name="checkout", path="/api/checkout", attempts=5)
+    check = check_smoke(flaky({1, 3})[0], "http://lb", smoke, expected_error_rate=0.005)
+    assert not check.ok
+    assert "beyond chance" in check.detail
+    # Without a stable error rate to excuse it, a single failure fails the path.
+    assert not check_smoke(flaky({2})[0], "http://lb", smoke).ok
+
+
 def test_unreachable_endpoint_fails_the_check() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
