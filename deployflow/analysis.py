@@ -142,6 +142,10 @@ def _span(low: float, high: float) -> str:
     return f"{low * 100:.{digits}f}-{high * 100:.{digits}f}%"
 
 
+def _p(p_value: float) -> str:
+    return "p<1e-6" if p_value < 1e-6 else f"p={p_value:.2g}"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -215,7 +219,7 @@ def _judge_latency_concurrent(
     limit = thresholds.max_p95_ratio
     text = (
         f"P95 canary {_ms(p95_canary)} vs stable {_ms(p95_stable)} in the same window "
-        f"({ratio:.2f}x; rank test p={test.p_value:.2g}, "
+        f"({ratio:.2f}x; rank test {_p(test.p_value)}, "
         f"P(canary slower)={test.probability:.2f})"
     )
     alpha = 1.0 - level

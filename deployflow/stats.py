@@ -241,7 +241,7 @@ def mann_whitney(slower: Histogram, faster: Histogram) -> RankTest:
     if variance <= 0.0:  # every request in one bucket: nothing tells the two apart
         return RankTest(u, 0.0, 0.5, probability)
     z = (u - mean - 0.5) / math.sqrt(variance)
-    return RankTest(u, z, 1.0 - _NORMAL.cdf(z), probability)
+    return RankTest(u, z, 0.5 * math.erfc(z / math.sqrt(2.0)), probability)
 
 
 def bucket_index(bounds: tuple[float, ...], latency: float) -> int:
