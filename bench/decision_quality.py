@@ -11,9 +11,9 @@ latency histogram on the demo service's buckets.
 
 Scenarios: healthy canaries with the same noise as stable (0.5% random errors), the same under a
 load that slows both versions 1.8x from the second stage on, canaries at 3% errors (below the 5%
-policy), 6% and 20% errors, and a P95 regression (every latency 2.5x). Printed per scenario: how often the
-rollout was rolled back and on what, and how long the judge took to roll back (looks and seconds
-after the canary first took traffic). ``--legacy`` runs the judge this project had before (one
+policy), 6% and 20% errors, and a P95 regression (every latency 2.5x). Printed per scenario: how
+often the rollout was rolled back and on what, and how long the judge took to roll back (looks
+and seconds after the canary first took traffic). ``--legacy`` runs the judge this project had before (one
 point P95 against 2x a pre-deploy baseline, the observed error rate against 5%) on the same
 streams for comparison.
 
