@@ -13,9 +13,9 @@ Scenarios: healthy canaries with the same noise as stable (0.5% random errors), 
 load that slows both versions 1.8x from the second stage on, canaries at 3% errors (below the 5%
 policy), 6% and 20% errors, and a P95 regression (every latency 2.5x). Printed per scenario: how
 often the rollout was rolled back and on what, and how long the judge took to roll back (looks
-and seconds after the canary first took traffic). ``--legacy`` runs the judge this project had before (one
-point P95 against 2x a pre-deploy baseline, the observed error rate against 5%) on the same
-streams for comparison.
+and seconds after the canary first took traffic). ``--legacy`` runs the judge this project had
+before (one point P95 against 2x a pre-deploy baseline, the observed error rate against 5%) on
+the same streams for comparison.
 
 Goals: no healthy run rolled back; every 6% and 2.5x run rolled back; no 3% run rolled back on
 its error rate.
