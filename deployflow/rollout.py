@@ -116,6 +116,16 @@ def next_baseline(baseline_p95_seconds: float | None, result: StageResult) -> fl
     return result.stable_p95_seconds() or baseline_p95_seconds
 
 
+def latest_stable_p95(stages: Sequence[StageResult], baseline: float | None) -> float | None:
+    """The stable P95 measured alongside the latest stage that saw stable with traffic, else
+    ``baseline`` (the pre-deploy one): what a canary with all the traffic is held against."""
+    for stage in reversed(stages):
+        p95 = stage.stable_p95_seconds()
+        if p95 is not None:
+            return p95
+    return baseline
+
+
 def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:
     """The highest error rate the stable version plausibly has, from the latest measurement that
     saw it with traffic: the upper end of its Wilson interval at ``confidence`` (one-sided).

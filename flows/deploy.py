@@ -36,7 +36,7 @@ from deployflow.release import (
     step_failed_trigger,
     verification_trigger,
 )
-from deployflow.rollout import stable_error_rate_bound
+from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
@@ -360,7 +360,7 @@ def roll_out_and_verify(
             metrics=b.metrics,
             smoke=spec.smoke,
             analysis=spec.analysis,
-            baseline_p95_seconds=outcome.baseline_p95_seconds,
+            baseline_p95_seconds=latest_stable_p95(outcome.stages, outcome.baseline_p95_seconds),
             transport=b.http_transport,
             expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
         )

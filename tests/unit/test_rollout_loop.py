@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployflow.analysis import MetricSample, Thresholds, Verdict
-from deployflow.rollout import observe_stage, stable_error_rate_bound
+from deployflow.rollout import latest_stable_p95, observe_stage, stable_error_rate_bound
 
 pytestmark = pytest.mark.unit
 
@@ -173,6 +173,9 @@ def test_the_stable_error_rate_comes_from_the_latest_stage_that_saw_stable_with_
     )
     bound = stable_error_rate_bound([seen, measured], 0.999)
     assert 0.005 < bound < 0.01  # above the 0.5% observed: an upper bound, not the point
+    # The same stage's stable P95 is what a canary with all the traffic is held against.
+    assert latest_stable_p95([measured, seen], 0.05) == 0.02
+    assert latest_stable_p95([seen], 0.05) == 0.05  # never measured: the pre-deploy baseline
 
 
 def test_a_canary_that_died_after_its_last_measurement_is_not_promoted() -> None:
