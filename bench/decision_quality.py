@@ -12,8 +12,9 @@ latency histogram on the demo service's buckets.
 Scenarios: healthy canaries with the same noise as stable (0.5% random errors), the same under a
 load that slows both versions 1.8x from the second stage on, canaries at 3% errors (below the 5%
 policy), 6% and 20% errors, and a P95 regression (every latency 2.5x). Printed per scenario: how
-often the rollout was rolled back and on what, and how long the judge took to roll back (looks
-and seconds after the canary first took traffic). ``--legacy`` runs the judge this project had
+often the rollout was rolled back and on what, and how long the judge took to roll back (looks,
+and seconds after the canary first took traffic or, for a fault that starts mid-stage, after the
+fault started). ``--legacy`` runs the judge this project had
 before (one point P95 against 2x a pre-deploy baseline, the observed error rate against 5%) on
 the same streams for comparison.
 
@@ -56,6 +57,8 @@ class Scenario:
     canary_latency_factor: float = 1.0
     load_factor: float = 1.0  # both versions slow down this much from the second stage on
     regressed: bool = False
+    # (stage index, fraction of its observe time) the canary's errors start; healthy before.
+    fault_from: tuple[int, float] | None = None
 
 
 SCENARIOS = (
@@ -64,6 +67,7 @@ SCENARIOS = (
     Scenario("3% errors", 0.03),
     Scenario("6% errors", 0.06, regressed=True),
     Scenario("20% errors", 0.20, regressed=True),
+    Scenario("20% errors from half-way into stage 2", 0.20, regressed=True, fault_from=(1, 0.5)),
     Scenario("P95 2.5x", HEALTHY_ERROR_RATE, canary_latency_factor=2.5, regressed=True),
 )
 
@@ -128,6 +132,7 @@ class SimulatedService:
     clock: FakeClock
     weight: int = 0
     slowed: bool = False
+    fault_starts_at: float | None = None
     generated_until: float = 0.0
     ticks: dict[str, list[Tick]] = field(default_factory=lambda: {"stable": [], "canary": []})
 
@@ -136,7 +141,10 @@ class SimulatedService:
         mean = self.rps * share
         requests = int(mean) + (1 if self.rng.random() < mean - int(mean) else 0)
         canary = version == "canary"
-        error_rate = self.scenario.canary_error_rate if canary else HEALTHY_ERROR_RATE
+        faulty = self.scenario.fault_from is None or (
+            self.fault_starts_at is not None and end > self.fault_starts_at
+        )
+        error_rate = self.scenario.canary_error_rate if canary and faulty else HEALTHY_ERROR_RATE
         factor = (self.scenario.canary_latency_factor if canary else 1.0) * (
             self.scenario.load_factor if self.slowed else 1.0
         )
@@ -249,6 +257,9 @@ def one_rollout(
         service.advance()
         service.weight = weight
         service.slowed = index >= 1
+        if scenario.fault_from is not None and scenario.fault_from[0] == index:
+            service.fault_starts_at = clock.now + scenario.fault_from[1] * args.observe
+            started = service.fault_starts_at  # time to act counts from the fault
         if legacy:
             verdict, reason, taken = legacy_stage(service, clock, baseline, thresholds, args)
         else:
@@ -262,6 +273,7 @@ def one_rollout(
                 thresholds=thresholds,
                 observe_seconds=args.observe,
                 interval_seconds=args.interval,
+                window_seconds=args.window,
                 clock=clock,
                 sleep=clock.sleep,
             )
@@ -313,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 25, 50, 100])
     parser.add_argument("--observe", type=float, default=6.0, help="seconds per stage")
     parser.add_argument("--interval", type=float, default=2.0)
-    parser.add_argument("--window", type=float, default=6.0, help="the legacy judge's window")
+    parser.add_argument("--window", type=float, default=6.0, help="trailing window")
     parser.add_argument("--baseline-window", type=float, default=10.0)
     parser.add_argument("--min-requests", type=int, default=10)
     parser.add_argument("--max-hold", type=int, default=5)

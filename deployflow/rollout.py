@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,6 +159,7 @@ def observe_stage(
     thresholds: Thresholds,
     observe_seconds: float,
     interval_seconds: float,
+    window_seconds: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_measurement: Callable[[Measurement], None] | None = None,
@@ -178,8 +179,14 @@ def observe_stage(
     accumulates, traffic from an earlier weight never mixes in (which would compare a canary
     mostly seen at the new weight with a stable mostly seen at the old one), and the confidence
     of each look is set so that all the looks of the stage together keep the stated confidence.
+    Once the stage is longer than ``window_seconds``, each look also checks that recent window
+    alone, which only ever fails a stage (a fault that starts late shows there at once).
     """
     looks = looks_in_stage(observe_seconds, interval_seconds, thresholds.max_hold_measurements)
+    # A stage longer than the window also checks the recent window at each look, so a fault that
+    # starts mid-stage is not diluted by the healthy traffic before it; the budget covers both.
+    recent_too = window_seconds < looks * interval_seconds - 1e-9
+    tests = 2 * looks if recent_too else looks
     started_at = datetime.now(UTC)
     start = clock()
     measurements: list[Measurement] = []
@@ -195,13 +202,23 @@ def observe_stage(
             measurement = canary_gone(why_gone, baseline_p95_seconds)
         else:
             window = max(clock() - start, interval_seconds)
-            sample = source.sample(version, window)
-            control = (
-                source.sample(control_version, window) if control_version is not None else None
-            )
-            measurement = evaluate(
-                sample, baseline_p95_seconds, thresholds, control=control, looks=looks
-            )
+
+            def measure(seconds: float) -> Measurement:
+                sample = source.sample(version, seconds)
+                control = None
+                if control_version is not None:
+                    control = source.sample(control_version, seconds)
+                return evaluate(
+                    sample, baseline_p95_seconds, thresholds, control=control, looks=tests
+                )
+
+            measurement = measure(window)
+            if recent_too and window > window_seconds + 1e-9:
+                recent = measure(window_seconds)
+                if recent.outcome is Outcome.FAILED and measurement.outcome is not Outcome.FAILED:
+                    measurement = replace(
+                        recent, note=f"over the last {window_seconds:g} s: {recent.note}"
+                    )
         measurements.append(measurement)
         if on_measurement is not None:
             on_measurement(measurement)

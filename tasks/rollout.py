@@ -95,6 +95,7 @@ def observe_canary_stage(
         thresholds=thresholds_from(analysis),
         observe_seconds=observe_seconds,
         interval_seconds=analysis.interval,
+        window_seconds=analysis.window,
         on_measurement=log,
         gone=gone,
         control_version=control_version,

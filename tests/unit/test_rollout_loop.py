@@ -50,6 +50,7 @@ def observe(source: Script, clock: FakeClock, observe_seconds: float = 60.0):
         thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
         observe_seconds=observe_seconds,
         interval_seconds=10.0,
+        window_seconds=30.0,
         clock=clock,
         sleep=clock.sleep,
     )
@@ -106,6 +107,7 @@ def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_dat
         thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
         observe_seconds=60.0,
         interval_seconds=10.0,
+        window_seconds=30.0,
         clock=clock,
         sleep=clock.sleep,
         gone=lambda: next(checks),
@@ -129,15 +131,19 @@ def test_every_look_measures_stable_over_the_same_growing_window() -> None:
         thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
         observe_seconds=60.0,
         interval_seconds=10.0,
+        window_seconds=30.0,
         clock=clock,
         sleep=clock.sleep,
         control_version="v1",
     )
     assert result.verdict is Verdict.PROMOTE
-    # The stage so far, from the moment its weight was set; stable over the same window.
+    # The stage so far, from the moment its weight was set, stable over the same window; once
+    # the stage is longer than the 30 s window, that recent window too.
     assert source.calls == [
         ("v2", 10.0), ("v1", 10.0), ("v2", 20.0), ("v1", 20.0), ("v2", 30.0), ("v1", 30.0),
-        ("v2", 40.0), ("v1", 40.0), ("v2", 50.0), ("v1", 50.0), ("v2", 60.0), ("v1", 60.0),
+        ("v2", 40.0), ("v1", 40.0), ("v2", 30.0), ("v1", 30.0),
+        ("v2", 50.0), ("v1", 50.0), ("v2", 30.0), ("v1", 30.0),
+        ("v2", 60.0), ("v1", 60.0), ("v2", 30.0), ("v1", 30.0),
     ]  # fmt: skip
     assert "vs stable 0% over 1,000 requests" in result.explanation
     assert result.to_dict()["explanation"] == result.explanation
@@ -167,6 +173,7 @@ def test_the_stable_error_rate_comes_from_the_latest_stage_that_saw_stable_with_
         thresholds=Thresholds(min_requests=10),
         observe_seconds=10.0,
         interval_seconds=10.0,
+        window_seconds=30.0,
         clock=clock,
         sleep=clock.sleep,
         control_version="v1",
@@ -190,6 +197,7 @@ def test_a_canary_that_died_after_its_last_measurement_is_not_promoted() -> None
         thresholds=Thresholds(min_requests=10),
         observe_seconds=10.0,
         interval_seconds=10.0,
+        window_seconds=30.0,
         clock=clock,
         sleep=clock.sleep,
         gone=lambda: next(checks),
@@ -197,3 +205,39 @@ def test_a_canary_that_died_after_its_last_measurement_is_not_promoted() -> None
     assert result.verdict is Verdict.ROLLBACK
     assert result.reason is not None
     assert result.reason.metric == "canary_down"
+
+
+class LateFault:
+    """Healthy for 30 s; then 30% errors, which the stage so far dilutes to 4%."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        if self.clock.now < 40.0:
+            return HEALTHY
+        if window_seconds <= 30.0:
+            return BROKEN
+        return MetricSample(error_rate=0.04, p95_seconds=0.02, requests=5000)
+
+
+def test_a_fault_late_in_a_long_stage_fails_on_the_recent_window() -> None:
+    clock = FakeClock()
+    result = observe_stage(
+        LateFault(clock),
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        observe_seconds=60.0,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert result.verdict is Verdict.ROLLBACK
+    assert clock.now == pytest.approx(40.0)  # the first look after the fault
+    assert result.reason is not None
+    assert result.reason.metric == "error_rate"
+    assert result.measurements[-1].note.startswith("over the last 30 s: error rate canary 30.0%")
