@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from deployflow.stats import Histogram, mann_whitney, per_look_confidence, wilson_bounds
 
@@ -168,7 +168,7 @@ def _usable(sample: MetricSample | None, thresholds: Thresholds) -> MetricSample
 class _Finding:
     """One metric's verdict: ``above`` (a breach), ``below`` (healthy) or ``undecided``."""
 
-    state: str
+    state: Literal["above", "below", "undecided"]
     text: str
     breach: Breach | None = None
 
