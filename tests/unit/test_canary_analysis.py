@@ -3,6 +3,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployflow.analysis import (
     MetricSample,
@@ -245,3 +247,19 @@ def test_a_failed_stable_query_falls_back_to_the_baseline_never_to_a_pass() -> N
     result = evaluate(MetricSample(0.0, 0.5, 1000), 0.036, T, control=broken)
     assert result.outcome is Outcome.FAILED
     assert result.to_dict()["stable"]["error"] == "timeout"
+
+
+@settings(max_examples=80)
+@given(
+    requests=st.floats(20, 1e6),
+    fraction=st.floats(0, 1),
+    looks=st.integers(1, 50),
+)
+def test_a_rate_at_or_below_the_maximum_is_never_a_breach_and_above_never_passes(
+    requests: float, fraction: float, looks: int
+) -> None:
+    result = evaluate(MetricSample(fraction, None, requests), None, T, looks=looks)
+    if fraction <= T.max_error_rate:
+        assert result.outcome is not Outcome.FAILED
+    else:
+        assert result.outcome is not Outcome.SUCCESSFUL
