@@ -85,6 +85,25 @@ class AnalysisSpec(StrictModel):
     max_hold_measurements: int = Field(
         3, ge=0, description="Extra measurements after the window when the last was not healthy."
     )
+    confidence: float = Field(
+        0.999,
+        ge=0.5,
+        le=0.9999,
+        description=(
+            "Confidence a rollback on a metric needs, per stage: an error rate is above the "
+            "maximum only when the lower bound of its interval is, a P95 only when the rank test "
+            "agrees; spent over every measurement of the stage."
+        ),
+    )
+    promote_confidence: float = Field(
+        0.95,
+        ge=0.5,
+        le=0.9999,
+        description=(
+            "Confidence a promotion needs, per stage: the upper bound of the error rate's "
+            "interval must be below the maximum; spent over the measurements that may promote."
+        ),
+    )
 
 
 class CanaryStrategySpec(StrictModel):
@@ -128,6 +147,15 @@ class SmokeRequest(StrictModel):
     expect_status: int = Field(200, ge=100, le=599)
     critical: bool = Field(True, description="A critical path that fails rolls the release back.")
     timeout: Duration = 5.0
+    attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description=(
+            "Requests sent; the path fails when more of them fail than the stable version's own "
+            "error rate explains (one flaky answer is not a broken path)."
+        ),
+    )
 
     @field_validator("path")
     @classmethod

@@ -39,6 +39,7 @@ from deployflow.release import (
     step_failed_trigger,
     verification_trigger,
 )
+from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
@@ -289,6 +290,7 @@ def roll_back(
         spec.smoke,
         outcome.baseline_p95_seconds,
         last,
+        stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
     )
     if outcome.rollback.error is not None:
         failed = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.reason}"
@@ -367,8 +369,9 @@ def roll_out_and_verify(
             metrics=b.metrics,
             smoke=spec.smoke,
             analysis=spec.analysis,
-            baseline_p95_seconds=outcome.baseline_p95_seconds,
+            baseline_p95_seconds=latest_stable_p95(outcome.stages, outcome.baseline_p95_seconds),
             transport=b.http_transport,
+            expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")

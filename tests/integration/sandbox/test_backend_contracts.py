@@ -27,6 +27,8 @@ QUERIES = MetricQueries(
     p95_latency="histogram_quantile(0.95, sum by (le) (rate("
     'deployflow_demo_http_request_duration_seconds_bucket{version="{version}"}[{window}])))',
     request_count='sum(increase(deployflow_demo_http_requests_total{version="{version}"}[{window}]))',
+    latency_buckets="sum by (le) (increase("
+    'deployflow_demo_http_request_duration_seconds_bucket{version="{version}"}[{window}]))',
 )
 
 
