@@ -205,6 +205,8 @@ class ReleaseOutcome:
     strategy: str = "pending"
     previous_version: str | None = None
     strategy_rationale: str = ""
+    # The risk table the strategy was chosen with: {"explanation", "score", "level", "factors"}.
+    strategy_factors: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     baseline_p95_seconds: float | None = None
     stages: list[StageResult] = field(default_factory=list)
@@ -224,6 +226,11 @@ class ReleaseOutcome:
             raise RuntimeError("the deploy has no tracking row yet")
         return self.deployment_id
 
+    def rationale_dict(self) -> dict[str, Any]:
+        """Why this strategy: the one-sentence explanation and every risk factor's contribution."""
+        empty: dict[str, Any] = {"score": None, "level": None, "factors": []}
+        return {**empty, **self.strategy_factors, "explanation": self.strategy_rationale}
+
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
@@ -236,7 +243,7 @@ class ReleaseOutcome:
             "version": self.version,
             "previous_version": self.previous_version,
             "strategy": self.strategy,
-            "strategy_rationale": self.strategy_rationale,
+            "strategy_rationale": self.rationale_dict(),
             "dry_run": self.dry_run,
             "baseline_p95_seconds": self.baseline_p95_seconds,
             "stages": [
@@ -343,6 +350,22 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
         lines += ["", outcome.message]
     for note in outcome.reconciled:
         lines += ["", f"Before this deploy: {note}"]
+    factors = outcome.strategy_factors.get("factors") or []
+    if factors:
+        score, level = outcome.strategy_factors.get("score"), outcome.strategy_factors.get("level")
+        lines += [
+            "",
+            f"## Risk: {level} (score {score:g})" if score is not None else "## Risk",
+            "",
+            "| factor | fact | weight | units | contribution |",
+            "|---|---|---|---|---|",
+        ]
+        for f in factors:
+            floor = f" (at least {f['floor']})" if f.get("floor") else ""
+            lines.append(
+                f"| {f['name']} | {_cell(str(f['fact']))}{floor} | {f['weight']:g} | "
+                f"{f['units']:g} | {f['contribution']:g} |"
+            )
     if outcome.checks:
         lines += ["", "## Checks", "", "| step | check | status | detail |", "|---|---|---|---|"]
         for c in outcome.checks:

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 from deployflow.checks.spec import PreChecksSpec
 from deployflow.migrations.spec import MigrationsSpec
 from deployflow.providers.registry import Role, kinds, spec_union
+from deployflow.risk import RiskSpec
 from deployflow.spec_types import (
     ENVIRONMENT_PATTERN,
     VERSION_PATTERN,
@@ -89,7 +90,7 @@ class AnalysisSpec(StrictModel):
 class CanaryStrategySpec(StrictModel):
     """Shift traffic in steps, observing each one."""
 
-    kind: Literal["canary"] = Field(description="Progressive canary.")
+    kind: Literal["canary"] = Field("canary", description="Progressive canary.")
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [5, 25, 50, 100],
         description="Canary traffic percentages, strictly increasing, ending at 100.",
@@ -111,11 +112,47 @@ class CanaryStrategySpec(StrictModel):
 class DirectStrategySpec(StrictModel):
     """Switch all traffic at once, then verify (for low-risk changes)."""
 
-    kind: Literal["direct"] = Field(description="All traffic at once.")
+    kind: Literal["direct"] = Field("direct", description="All traffic at once.")
     observe: Duration = Field(60.0, description="How long the new version is observed.")
 
 
-StrategySpec = Annotated[CanaryStrategySpec | DirectStrategySpec, Field(discriminator="kind")]
+class BlueGreenStrategySpec(StrictModel):
+    """Start the new version (green) beside the old (blue) with no user traffic, verify it in
+    isolation, switch all traffic at once, keep blue warm to switch back (for high-risk changes)."""
+
+    kind: Literal["blue-green"] = Field("blue-green", description="Blue-green switch.")
+    observe: Duration = Field(
+        60.0, description="How long green is observed in isolation under probe traffic."
+    )
+    keep_previous: Duration = Field(
+        600.0, description="How long blue keeps running after the switch, observed like a stage."
+    )
+    probe_rounds: int = Field(
+        5, ge=1, le=1000, description="Times the smoke requests are sent to green per measurement."
+    )
+
+
+KindName = Literal["canary", "direct", "blue-green"]
+
+
+class AutoStrategySpec(StrictModel):
+    """Choose per release from the measured risk (the spec's ``risk`` section); each kind's
+    settings are given here, and an environment can be pinned to one kind."""
+
+    kind: Literal["auto"] = Field("auto", description="Chosen from the risk score.")
+    canary: CanaryStrategySpec = Field(default_factory=CanaryStrategySpec)
+    direct: DirectStrategySpec = Field(default_factory=DirectStrategySpec)
+    blue_green: BlueGreenStrategySpec = Field(default_factory=BlueGreenStrategySpec)
+    pin: dict[Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)], KindName] = Field(
+        default_factory=dict,
+        description="Environment -> strategy kind used there whatever the risk.",
+    )
+
+
+StrategySpec = Annotated[
+    CanaryStrategySpec | DirectStrategySpec | BlueGreenStrategySpec | AutoStrategySpec,
+    Field(discriminator="kind"),
+]
 
 
 class SmokeRequest(StrictModel):
@@ -162,6 +199,9 @@ class ServiceSpec(StrictModel):
     )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     strategy: StrategySpec = Field(default_factory=lambda: CanaryStrategySpec(kind="canary"))
+    risk: RiskSpec = Field(
+        default_factory=RiskSpec, description="How the risk of a release is measured."
+    )
     pre_checks: PreChecksSpec | None = Field(
         None, description="Step 1 gates: tests and coverage, lint, types, build, audit, review."
     )

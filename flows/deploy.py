@@ -52,7 +52,7 @@ from tasks.notify import notify_and_prepare
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
-from tasks.strategy import choose_strategy_task
+from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan, record_start
 from tasks.verify import verify_instance
 
@@ -89,7 +89,8 @@ def deploy(
         spec_path: Path of the service spec YAML file on the machine that runs the flow.
         version: The version to release (letters, digits, '.', '_', '+', '-').
         environment: Where it goes (sandbox, staging, production...); recorded with the run.
-        strategy: 'auto' uses the spec's strategy; 'canary' or 'direct' override it.
+        strategy: 'auto' follows the spec (a fixed kind, a per-environment pin, or the measured
+            risk); 'canary', 'direct' or 'blue-green' override it.
         dry_run: Run the checks and plan the release without starting anything or moving traffic.
         git_ref: Commit or ref being released, in the service checkout (default HEAD); the
             changelog check compares it with the ref of the version deployed now.
@@ -150,8 +151,20 @@ def steps(
         get_run_logger().error(blocked_message(failed))
         return ended(outcome, "aborted", blocked_message(failed))
 
-    plan = choose_strategy_task(spec.strategy, req.strategy, stable is not None)  # step 3
+    risk = assess_risk_task(  # step 3
+        b.ledger,
+        spec.risk,
+        service=spec.service,
+        environment=req.environment,
+        checkout=spec.pre_checks.checkout if spec.pre_checks else None,
+        new_ref=outcome.git_ref,
+        checks=outcome.checks,
+    )
+    plan = choose_strategy_task(
+        spec.strategy, req.strategy, stable is not None, req.environment, risk
+    )
     outcome.strategy, outcome.strategy_rationale = plan.kind, plan.rationale
+    outcome.strategy_factors = plan.rationale_dict()
     record_plan(b.ledger, outcome.require_id(), plan)
 
     outcome.notifications = notify_and_prepare(  # step 4
@@ -386,8 +399,14 @@ def announcement(spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice) -
         spec.service,
         req.version,
         req.environment,
-        f"{plan.kind}: {plan.rationale}",
+        plan.rationale,
         stages=plan.steps,
         on_call=n.on_call,
         dashboard_url=n.dashboard_url,
+        risk_factors=[
+            f"{f.name}: +{f.contribution:g} (weight {f.weight:g} x {f.units:g}): {f.fact}"
+            + (f" [at least {f.floor}]" if f.floor else "")
+            for f in (plan.risk.factors if plan.risk else ())
+            if f.contribution or f.floor
+        ],
     )

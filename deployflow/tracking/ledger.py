@@ -158,6 +158,11 @@ class Ledger:
         with self._session() as s:
             return repository.last_successful(s, service, environment)
 
+    def recent_results(self, service: str, environment: str, limit: int) -> list[str]:
+        """Statuses of the last ``limit`` real deploys that started a version, newest first."""
+        with self._session() as s:
+            return repository.recent_results(s, service, environment, limit)
+
     def set_strategy(self, deployment_id: int, strategy: str) -> None:
         with self._session() as s:
             repository.update_deployment(s, deployment_id, strategy=strategy)

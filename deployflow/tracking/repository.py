@@ -396,6 +396,29 @@ def history(
     return list(session.scalars(query))
 
 
+def recent_results(session: Session, service: str, environment: str, limit: int) -> list[str]:
+    """Statuses of the last ``limit`` finished real deploys that started a version (succeeded,
+    rolled back or failed; aborted ones changed nothing), newest first: the change failure rate."""
+    query = (
+        select(Deployment.status)
+        .where(
+            Deployment.service == service,
+            Deployment.environment == environment,
+            Deployment.dry_run.is_(False),
+            Deployment.status.in_(
+                [
+                    DeploymentStatus.SUCCEEDED,
+                    DeploymentStatus.ROLLED_BACK,
+                    DeploymentStatus.FAILED,
+                ]
+            ),
+        )
+        .order_by(Deployment.started_at.desc(), Deployment.id.desc())
+        .limit(limit)
+    )
+    return [str(_status(s).value) for s in session.scalars(query)]
+
+
 def unfinished(session: Session, service: str, environment: str) -> list[Deployment]:
     """Deployments of ``service`` in ``environment`` still marked pending or running, oldest first.
 
