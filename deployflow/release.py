@@ -209,6 +209,8 @@ class ReleaseOutcome:
     strategy_factors: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     baseline_p95_seconds: float | None = None
+    # Blue-green: seconds from the switch decision to the router reporting 100% on green.
+    switch_seconds: float | None = None
     stages: list[StageResult] = field(default_factory=list)
     checks: list[CheckRecord] = field(default_factory=list)
     verification: VerificationReport | None = None
@@ -246,6 +248,7 @@ class ReleaseOutcome:
             "strategy_rationale": self.rationale_dict(),
             "dry_run": self.dry_run,
             "baseline_p95_seconds": self.baseline_p95_seconds,
+            "switch_seconds": self.switch_seconds,
             "stages": [
                 {
                     "index": s.index,
@@ -344,6 +347,10 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
         "- Baseline P95 of the stable version: "
         + _fmt(outcome.baseline_p95_seconds, "p95_seconds"),
     ]
+    if outcome.switch_seconds is not None:
+        lines.append(
+            f"- Blue-green switch: {outcome.switch_seconds * 1000:.1f} ms to 100% on green"
+        )
     if outcome.dry_run:
         lines.append("- Dry run: nothing was started and no traffic moved")
     if outcome.message:

@@ -127,8 +127,11 @@ class BlueGreenStrategySpec(StrictModel):
     keep_previous: Duration = Field(
         600.0, description="How long blue keeps running after the switch, observed like a stage."
     )
-    probe_rounds: int = Field(
-        5, ge=1, le=1000, description="Times the smoke requests are sent to green per measurement."
+    probe_requests: int = Field(
+        50,
+        ge=1,
+        le=10000,
+        description="Probe requests sent straight to green per measurement, over the smoke paths.",
     )
 
 

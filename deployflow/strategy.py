@@ -38,7 +38,7 @@ class StrategyChoice:
     rationale: str
     risk: RiskAssessment | None = None
     keep_previous_seconds: float = 0.0
-    probe_rounds: int = 0
+    probe_requests: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +72,7 @@ def _plan(
             rationale,
             risk,
             keep_previous_seconds=blue_green.keep_previous,
-            probe_rounds=blue_green.probe_rounds,
+            probe_requests=blue_green.probe_requests,
         )
     return StrategyChoice("direct", (100,), direct.observe, rationale, risk)
 

@@ -42,6 +42,7 @@ from deployflow.release import (
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
+from flows.bluegreen import blue_green
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
@@ -355,6 +356,8 @@ def roll_out_and_verify(
 
     Any step that breaks is a reason to roll back: traffic must end on a version known healthy.
     """
+    if plan.kind == "blue-green" and stable is not None:
+        return switch_and_keep_blue(spec, b, outcome, plan, stable, canary)
     try:
         outcome.stages = progressive_rollout(
             b,
@@ -387,6 +390,35 @@ def roll_out_and_verify(
         get_run_logger().exception("promotion or verification broke")
         return step_failed_trigger("promotion or verification", exc)
     return verification_trigger(outcome.verification)
+
+
+def switch_and_keep_blue(
+    spec: ServiceSpec,
+    b: Backends,
+    outcome: ReleaseOutcome,
+    plan: StrategyChoice,
+    blue: Instance,
+    green: Instance,
+) -> Trigger | None:
+    """Steps 6 and 7 for blue-green (the subflow verifies green after the switch itself)."""
+    try:
+        result = blue_green(
+            b,
+            outcome.require_id(),
+            plan,
+            spec.analysis,
+            spec.smoke,
+            blue,
+            green,
+            outcome.baseline_p95_seconds,
+        )
+    except Exception as exc:
+        get_run_logger().exception("the blue-green release broke")
+        return step_failed_trigger("the blue-green release", exc)
+    outcome.stages = result.stages
+    outcome.verification = result.verification or result.isolation
+    outcome.switch_seconds = result.switch_seconds
+    return result.trigger
 
 
 def plan_text(plan: StrategyChoice) -> str:
