@@ -14,7 +14,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from deployflow.providers import registry
-from deployflow.providers.base import BuildContext, Metrics, Notifier, Router, Target
+from deployflow.providers.base import (
+    BuildContext,
+    FlagProvider,
+    Metrics,
+    Notifier,
+    Router,
+    Target,
+)
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
 
@@ -32,6 +39,8 @@ class Backends(BaseModel):
     # Health and smoke requests go through this transport; None is the network. Tests pass
     # ``FakeService.transport`` (as httpx's own tests pass ``MockTransport``).
     http_transport: httpx.BaseTransport | None = None
+    # The spec's flags.provider; None when the spec releases no feature flags.
+    flags: FlagProvider | None = None
 
     @model_serializer
     def _describe(self) -> dict[str, Any]:
@@ -41,6 +50,7 @@ class Backends(BaseModel):
             "metrics": self.metrics.describe(),
             "notifiers": [n.describe() for n in self.notifiers],
             "ledger": self.ledger.describe(),
+            "flags": self.flags.describe() if self.flags else None,
         }
 
 
@@ -59,4 +69,5 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
             registry.build("notifier", section, ctx) for section in spec.notifications.notifiers
         ),
         ledger=ledger,
+        flags=registry.build("flags", spec.flags.provider, ctx) if spec.flags else None,
     )

@@ -211,6 +211,8 @@ class ReleaseOutcome:
     baseline_p95_seconds: float | None = None
     # Blue-green: seconds from the switch decision to the router reporting 100% on green.
     switch_seconds: float | None = None
+    # Feature flag changes the release made: {"flag", "percent", "reason"}, in order.
+    flag_changes: list[dict[str, Any]] = field(default_factory=list)
     stages: list[StageResult] = field(default_factory=list)
     checks: list[CheckRecord] = field(default_factory=list)
     verification: VerificationReport | None = None
@@ -249,6 +251,7 @@ class ReleaseOutcome:
             "dry_run": self.dry_run,
             "baseline_p95_seconds": self.baseline_p95_seconds,
             "switch_seconds": self.switch_seconds,
+            "flag_changes": self.flag_changes,
             "stages": [
                 {
                     "index": s.index,
@@ -393,6 +396,10 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
                 f"{_fmt(v['error_rate'], 'error_rate')} | {_fmt(v['p95_seconds'], 'p95_seconds')} "
                 f"| {_fmt(v['requests'], 'requests')} | {counts} |"
             )
+    if outcome.flag_changes:
+        lines += ["", "## Feature flags", "", "| flag | users | why |", "|---|---|---|"]
+        for f in outcome.flag_changes:
+            lines.append(f"| {f['flag']} | {f['percent']}% | {_cell(str(f['reason']))} |")
     if outcome.verification:
         lines += ["", "## Verification", "", "| check | ok | detail |", "|---|---|---|"]
         for check in outcome.verification.checks:

@@ -55,11 +55,13 @@ if TYPE_CHECKING:
     RouterSpec: TypeAlias = StrictModel
     MetricsSpec: TypeAlias = StrictModel
     NotifierSpec: TypeAlias = StrictModel
+    FlagProviderSpec: TypeAlias = StrictModel
 else:
     TargetSpec = spec_union("target")
     RouterSpec = spec_union("router")
     MetricsSpec = spec_union("metrics")
     NotifierSpec = spec_union("notifier")
+    FlagProviderSpec = spec_union("flags")
 
 
 class AnalysisSpec(StrictModel):
@@ -100,13 +102,18 @@ class CanaryStrategySpec(StrictModel):
     @field_validator("steps")
     @classmethod
     def _steps(cls, steps: list[int]) -> list[int]:
-        if not steps:
-            raise ValueError("at least one step is needed")
-        if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError(f"steps must be strictly increasing, got {steps}")
-        if steps[-1] != 100:
-            raise ValueError(f"the last step must be 100, got {steps[-1]}")
-        return steps
+        return _check_steps(steps)
+
+
+def _check_steps(steps: list[int]) -> list[int]:
+    """Percentages of a progressive rollout: strictly increasing, ending at 100."""
+    if not steps:
+        raise ValueError("at least one step is needed")
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise ValueError(f"steps must be strictly increasing, got {steps}")
+    if steps[-1] != 100:
+        raise ValueError(f"the last step must be 100, got {steps[-1]}")
+    return steps
 
 
 class DirectStrategySpec(StrictModel):
@@ -176,6 +183,27 @@ class SmokeRequest(StrictModel):
         return value
 
 
+class FlagsSpec(StrictModel):
+    """Feature flags a release turns on after its traffic switch, step by step (blue-green)."""
+
+    provider: FlagProviderSpec = Field(
+        description="Where the flags live: " + ", ".join(b.kind for b in kinds("flags"))
+    )
+    release: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]] = Field(
+        min_length=1, description="Flags this release turns on, one after the other."
+    )
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [5, 25, 50, 100],
+        description="Percent of users who get each flag, strictly increasing, ending at 100.",
+    )
+    observe: Duration = Field(60.0, description="How long each flag step is observed.")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        return _check_steps(steps)
+
+
 class NotificationsSpec(StrictModel):
     """Announcements and who is on call."""
 
@@ -212,6 +240,9 @@ class ServiceSpec(StrictModel):
         None, description="Step 2: the service's Alembic migrations and how to judge them."
     )
     smoke: list[SmokeRequest] = Field(default_factory=list)
+    flags: FlagsSpec | None = Field(
+        None, description="Feature flags rolled out after a blue-green switch."
+    )
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
 
 
@@ -258,6 +289,7 @@ _BACKEND_SECTIONS: dict[str, Role] = {
     "router": "router",
     "metrics": "metrics",
     "notifications": "notifier",
+    "flags": "flags",
 }
 
 

@@ -10,12 +10,14 @@ from prefect import flow, get_run_logger
 from deployflow.analysis import Verdict
 from deployflow.backends import Backends
 from deployflow.bluegreen import isolation_trigger
+from deployflow.flags.rollout import FlagChangeRecord
 from deployflow.providers.base import Instance
 from deployflow.release import Trigger, stage_trigger, verification_trigger
 from deployflow.rollout import StageResult
-from deployflow.spec import AnalysisSpec, SmokeRequest
+from deployflow.spec import AnalysisSpec, FlagsSpec, SmokeRequest
 from deployflow.strategy import StrategyChoice
 from deployflow.verify import VerificationReport
+from flows.flags import flag_rollout
 from tasks.bluegreen import check_green_in_isolation, observe_green_in_isolation, switch_to_green
 from tasks.rollout import observe_canary_stage, promote
 from tasks.verify import verify_instance
@@ -30,6 +32,8 @@ class BlueGreenResult:
     isolation: VerificationReport | None = None
     verification: VerificationReport | None = None
     switch_seconds: float | None = None
+    flag_changes: list[FlagChangeRecord] = field(default_factory=list)
+    flag_killed: str | None = None
     trigger: Trigger | None = None
 
 
@@ -47,6 +51,7 @@ def blue_green(
     blue: Instance,
     green: Instance,
     baseline_p95_seconds: float | None,
+    flags: FlagsSpec | None = None,
 ) -> BlueGreenResult:
     """Judge green with no user traffic, switch all traffic at once, watch green while blue stays
     warm for ``keep_previous``, then promote green. Stops at the first trigger; switching back is
@@ -61,6 +66,7 @@ def blue_green(
         blue: The version serving now.
         green: The new version, started and healthy, with no traffic.
         baseline_p95_seconds: Blue's P95 before the deploy.
+        flags: Feature flags to roll out after the switch, while blue is still warm.
     """
     logger = get_run_logger()
     b = backends
@@ -89,9 +95,19 @@ def blue_green(
     result.trigger = verification_trigger(result.verification)
     if result.trigger is not None:
         return result
+    if flags is not None:
+        rolled = flag_rollout(
+            b, deployment_id, flags, analysis, green.version, baseline_p95_seconds,
+            first_index=len(result.stages),
+        )  # fmt: skip
+        result.stages.extend(rolled.stages)
+        result.flag_changes, result.flag_killed = rolled.changes, rolled.killed
+        if rolled.trigger is not None:
+            result.trigger = rolled.trigger
+            return result
     kept = observe_canary_stage(
         b.metrics, b.target, b.router, b.ledger, deployment_id,
-        version=green.version, index=1, weight=100,
+        version=green.version, index=len(result.stages), weight=100,
         observe_seconds=plan.keep_previous_seconds, analysis=analysis,
         baseline_p95_seconds=baseline_p95_seconds,
     )  # fmt: skip

@@ -411,6 +411,7 @@ def switch_and_keep_blue(
             blue,
             green,
             outcome.baseline_p95_seconds,
+            spec.flags,
         )
     except Exception as exc:
         get_run_logger().exception("the blue-green release broke")
@@ -418,6 +419,11 @@ def switch_and_keep_blue(
     outcome.stages = result.stages
     outcome.verification = result.verification or result.isolation
     outcome.switch_seconds = result.switch_seconds
+    outcome.flag_changes = [c.to_dict() for c in result.flag_changes]
+    if result.flag_killed is not None and result.trigger is None:
+        get_run_logger().warning(
+            "flag %s was killed; %s itself is healthy and stays", result.flag_killed, green.version
+        )
     return result.trigger
 
 

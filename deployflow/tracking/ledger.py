@@ -175,6 +175,11 @@ class Ledger:
         with self._session() as s:
             repository.update_deployment(s, deployment_id, **fields)
 
+    def flag_changed(self, deployment_id: int, flag: str, percent: int, reason: str) -> None:
+        """A feature flag the deploy changed (written right after the flag file was replaced)."""
+        with self._session() as s:
+            repository.add_flag_change(s, deployment_id, flag=flag, percent=percent, reason=reason)
+
     def stage_observed(self, deployment_id: int, result: StageResult) -> None:
         with self._session() as s:
             repository.add_stage_result(

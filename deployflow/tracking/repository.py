@@ -21,6 +21,7 @@ from deployflow.tracking.models import (
     CheckResult,
     Deployment,
     DeploymentStatus,
+    FlagChange,
     Incident,
     StageResult,
     utcnow,
@@ -188,6 +189,7 @@ def get_deployment(session: Session, deployment_id: int) -> Deployment:
             selectinload(Deployment.stages),
             selectinload(Deployment.incidents),
             selectinload(Deployment.checks),
+            selectinload(Deployment.flag_changes),
         )
     )
     if deployment is None:
@@ -344,6 +346,21 @@ def add_check_result(
     session.add(check)
     session.flush()
     return check
+
+
+def add_flag_change(
+    session: Session, deployment_id: int, *, flag: str, percent: int, reason: str
+) -> FlagChange:
+    """Record that the deploy set ``flag`` to ``percent`` of users, and why."""
+    change = FlagChange(
+        deployment_id=deployment_id,
+        flag=_required_text("flag", flag),
+        percent=_weight("percent", percent),
+        reason=_required_text("reason", reason),
+    )
+    session.add(change)
+    session.flush()
+    return change
 
 
 def last_successful(session: Session, service: str, environment: str) -> DeployedVersion | None:
@@ -533,4 +550,9 @@ def deployment_to_dict(deployment: Deployment, *, include_children: bool = True)
         data["stages"] = [stage_to_dict(s) for s in deployment.stages]
         data["incidents"] = [incident_to_dict(i) for i in deployment.incidents]
         data["checks"] = [check_to_dict(c) for c in deployment.checks]
+        data["flag_changes"] = [
+            {"flag": f.flag, "percent": f.percent, "reason": f.reason,
+             "changed_at": _iso(f.changed_at)}
+            for f in deployment.flag_changes
+        ]  # fmt: skip
     return data

@@ -6,8 +6,12 @@ from __future__ import annotations
 import pytest
 
 from deployflow.analysis import MetricSample
+from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService
+from deployflow.flags.flagd_file import FlagdFileProvider
 from deployflow.providers.base import RouterState
+from deployflow.release import summary_markdown
+from flows.deploy import ReleaseRequest
 from tests.integration.flows import test_release_branches as branches
 from tests.integration.flows.test_release_branches import make_spec, recorded, running, serving
 
@@ -42,6 +46,11 @@ def test_blue_green_switches_once_keeps_blue_then_promotes(deploy, service, ledg
     assert serving(service, "v2")
     assert running(service) == {"v2"}
     assert [s["weight"] for s in recorded(ledger, outcome)["stages"]] == [0, 100]
+    # The risk was assessed and shown even though the spec fixes the kind.
+    rationale = outcome.to_dict()["strategy_rationale"]
+    assert rationale["explanation"].startswith("blue-green from the spec (risk medium")
+    assert "unknown_change" in {f["name"] for f in rationale["factors"]}
+    assert "Risk factors:" in service.notifier.messages[0]
 
 
 def test_green_failing_in_isolation_never_gets_user_traffic(deploy, service, ledger, tmp_path):
@@ -87,3 +96,50 @@ def test_a_green_that_fails_after_the_switch_is_switched_back_in_one_step(
     assert serving(service, "v1")
     assert running(service) == {"v1"}
     assert recorded(ledger, outcome)["canary_weight"] == 0
+
+
+def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
+    prefect_server, service, ledger, tmp_path
+):
+    flags = FlagdFileProvider(tmp_path / "flags.json")
+    backends = Backends(
+        target=service.target,
+        router=service.router,
+        metrics=service.metrics,
+        notifiers=(service.notifier,),
+        ledger=ledger,
+        http_transport=service.transport,
+        flags=flags,
+    )
+    service.run_stable("v1")
+    sample = service.metrics.sample
+
+    def new_checkout_path_fails(version: str, window_seconds: float) -> MetricSample:
+        if version == "v2" and (flags.rollout("new-checkout") or 0) > 0:
+            return MetricSample(0.3, 0.05, 600.0)
+        return sample(version, window_seconds)
+
+    service.metrics.sample = new_checkout_path_fails  # type: ignore[method-assign]
+    spec = make_spec(
+        tmp_path,
+        strategy=BLUE_GREEN,
+        flags={
+            "provider": {"kind": "flagd-file", "path": str(tmp_path / "flags.json")},
+            "release": ["new-checkout"],
+            "observe": "10ms",
+        },
+    )
+    outcome = branches.run_release(spec, backends, ReleaseRequest("v2", "flags-env"))
+    assert outcome.status == "succeeded", outcome.message
+    assert flags.rollout("new-checkout") == 0  # killed, no redeploy
+    assert [(c["percent"], c["reason"].split(":")[0]) for c in outcome.flag_changes] == [
+        (5, "step"),
+        (0, "kill switch at 5%"),
+    ]
+    assert serving(service, "v2")  # the version itself stayed
+    row = recorded(ledger, outcome)
+    assert [(f["flag"], f["percent"]) for f in row["flag_changes"]] == [
+        ("new-checkout", 5),
+        ("new-checkout", 0),
+    ]
+    assert "## Feature flags" in summary_markdown(outcome)
