@@ -48,3 +48,4 @@ lint: bootstrap
 
 bench: fixtures
 	$(UV) run python bench/bench_prechecks.py
+	$(UV) run python bench/bench_bluegreen.py
