@@ -277,6 +277,9 @@ def succeeded(b: Backends, outcome: ReleaseOutcome, stable: Instance | None) -> 
         except Exception:  # the release is done; a leftover old process is only untidy
             get_run_logger().exception("could not stop the previous version %s", stable.version)
     done = f"{outcome.version} serves all the traffic and passed verification"
+    killed = [f["flag"] for f in outcome.flag_changes if f["reason"].startswith("kill switch")]
+    if killed:
+        done += f"; feature flag(s) {', '.join(killed)} turned off by the kill switch"
     return ended(outcome, "succeeded", done)
 
 

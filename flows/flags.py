@@ -13,6 +13,7 @@ from deployflow.release import Trigger, stage_trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec
 from tasks.flags import set_flag
+from tasks.notify import notify_rollback
 from tasks.rollout import observe_canary_stage
 
 
@@ -80,6 +81,11 @@ def flag_rollout(
         )
         result.killed = step.flag
         logger.warning("flag %s killed; is %s healthy without it?", step.flag, version)
+        notify_rollback(  # never raises: the kill is done whatever happens to the notice
+            b.notifiers,
+            f":no_entry: feature flag {step.flag} turned off for everyone on {version} "
+            f"(kill switch at {step.percent}%): {why}",
+        )
         after = observe_canary_stage(
             b.metrics, b.target, b.router, b.ledger, deployment_id,
             version=version, index=index, weight=100, observe_seconds=flags.observe,

@@ -137,6 +137,8 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
         (0, "kill switch at 5%"),
     ]
     assert serving(service, "v2")  # the version itself stayed
+    assert outcome.message.endswith("feature flag(s) new-checkout turned off by the kill switch")
+    assert any("new-checkout turned off" in m for m in service.notifier.messages)
     row = recorded(ledger, outcome)
     assert [(f["flag"], f["percent"]) for f in row["flag_changes"]] == [
         ("new-checkout", 5),
