@@ -240,3 +240,50 @@ def test_the_spec_refuses_bad_risk_and_strategy_settings() -> None:
     )
     assert isinstance(spec.strategy, AutoStrategySpec)
     assert spec.strategy.blue_green.keep_previous == 120.0
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_auto_picks_each_strategy_on_crafted_repositories(tmp_path: Path) -> None:
+    """A docs-only change goes direct, a normal change (code and a lock file) canary, a change
+    with an unsafe migration blue-green: measured with git, as the flow does."""
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "t@example.test")
+    git(tmp_path, "config", "user.name", "t")
+    deployed = commit(tmp_path, {"README.md": "shop\n", "app/main.py": "x = 1\n"}, "v1")
+    docs = commit(tmp_path, {"README.md": "shop\n\nHow to run it.\n"}, "docs")
+    code = {f"app/module_{i}.py": "value = 1\n" * 30 for i in range(12)}
+    normal = commit(tmp_path, {**code, "uv.lock": "pinned\n"}, "feature")
+    unsafe = CheckRecord(
+        "migrations",
+        "migrations",
+        CheckStatus.PASSED,
+        "safe",
+        details={"revisions": ["0042"], "unsafe": ["0042 drop-column: drops users.age"]},
+    )
+    auto = AutoStrategySpec()
+
+    def choose(new: str, checks: list[CheckRecord]) -> str:
+        facts = release_risk_facts(
+            change=measure_change(tmp_path, deployed, new),
+            checks=checks,
+            recent_results=["succeeded"] * 5,
+            now=NOW,
+        )
+        return choose_strategy(
+            auto, "auto", has_stable=True, risk=assess_risk(facts, SPEC)
+        ).rationale
+
+    assert choose(docs, []).startswith("direct: risk low")
+    assert choose(normal, []).startswith("canary: risk medium")
+    assert "dependency lock files changed: uv.lock" in choose(normal, [])
+    assert choose(docs, [unsafe]).startswith(
+        "blue-green: risk high (score 10.28): unsafe migration: 0042 drop-column: drops users.age"
+    )
