@@ -50,3 +50,4 @@ bench: fixtures
 	$(UV) run python bench/bench_prechecks.py
 	$(UV) run python bench/bench_migrations.py
 	$(UV) run python bench/bench_rollback_exposure.py
+	$(UV) run python bench/bench_bluegreen.py

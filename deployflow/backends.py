@@ -15,7 +15,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from deployflow.providers import registry
-from deployflow.providers.base import BuildContext, Metrics, Notifier, Router, Target
+from deployflow.providers.base import (
+    BuildContext,
+    FlagProvider,
+    Metrics,
+    Notifier,
+    Router,
+    Target,
+)
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
 
@@ -33,6 +40,8 @@ class Backends(BaseModel):
     # Health and smoke requests go through this transport; None is the network. Tests pass
     # ``FakeService.transport`` (as httpx's own tests pass ``MockTransport``).
     http_transport: httpx.BaseTransport | None = None
+    # The spec's flags.provider; None when the spec releases no feature flags.
+    flags: FlagProvider | None = None
 
     @model_serializer
     def _describe(self) -> dict[str, Any]:
@@ -42,6 +51,7 @@ class Backends(BaseModel):
             "metrics": self.metrics.describe(),
             "notifiers": [n.describe() for n in self.notifiers],
             "ledger": self.ledger.describe(),
+            "flags": self.flags.describe() if self.flags else None,
         }
 
 
@@ -62,4 +72,5 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
             registry.build("notifier", section, ctx) for section in spec.notifications.notifiers
         ),
         ledger=ledger,
+        flags=registry.build("flags", spec.flags.provider, ctx) if spec.flags else None,
     )

@@ -205,8 +205,14 @@ class ReleaseOutcome:
     strategy: str = "pending"
     previous_version: str | None = None
     strategy_rationale: str = ""
+    # The risk table the strategy was chosen with: {"explanation", "score", "level", "factors"}.
+    strategy_factors: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     baseline_p95_seconds: float | None = None
+    # Blue-green: seconds from the switch decision to the router reporting 100% on green.
+    switch_seconds: float | None = None
+    # Feature flag changes the release made: {"flag", "percent", "reason"}, in order.
+    flag_changes: list[dict[str, Any]] = field(default_factory=list)
     stages: list[StageResult] = field(default_factory=list)
     checks: list[CheckRecord] = field(default_factory=list)
     verification: VerificationReport | None = None
@@ -224,6 +230,11 @@ class ReleaseOutcome:
             raise RuntimeError("the deploy has no tracking row yet")
         return self.deployment_id
 
+    def rationale_dict(self) -> dict[str, Any]:
+        """Why this strategy: the one-sentence explanation and every risk factor's contribution."""
+        empty: dict[str, Any] = {"score": None, "level": None, "factors": []}
+        return {**empty, **self.strategy_factors, "explanation": self.strategy_rationale}
+
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
@@ -236,9 +247,11 @@ class ReleaseOutcome:
             "version": self.version,
             "previous_version": self.previous_version,
             "strategy": self.strategy,
-            "strategy_rationale": self.strategy_rationale,
+            "strategy_rationale": self.rationale_dict(),
             "dry_run": self.dry_run,
             "baseline_p95_seconds": self.baseline_p95_seconds,
+            "switch_seconds": self.switch_seconds,
+            "flag_changes": self.flag_changes,
             "stages": [
                 {
                     "index": s.index,
@@ -339,12 +352,32 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
         "- Baseline P95 of the stable version: "
         + _fmt(outcome.baseline_p95_seconds, "p95_seconds"),
     ]
+    if outcome.switch_seconds is not None:
+        lines.append(
+            f"- Blue-green switch: {outcome.switch_seconds * 1000:.1f} ms to 100% on green"
+        )
     if outcome.dry_run:
         lines.append("- Dry run: nothing was started and no traffic moved")
     if outcome.message:
         lines += ["", outcome.message]
     for note in outcome.reconciled:
         lines += ["", f"Before this deploy: {note}"]
+    factors = outcome.strategy_factors.get("factors") or []
+    if factors:
+        score, level = outcome.strategy_factors.get("score"), outcome.strategy_factors.get("level")
+        lines += [
+            "",
+            f"## Risk: {level} (score {score:g})" if score is not None else "## Risk",
+            "",
+            "| factor | fact | weight | units | contribution |",
+            "|---|---|---|---|---|",
+        ]
+        for f in factors:
+            floor = f" (at least {f['floor']})" if f.get("floor") else ""
+            lines.append(
+                f"| {f['name']} | {_cell(str(f['fact']))}{floor} | {f['weight']:g} | "
+                f"{f['units']:g} | {f['contribution']:g} |"
+            )
     if outcome.checks:
         lines += ["", "## Checks", "", "| step | check | status | detail |", "|---|---|---|---|"]
         for c in outcome.checks:
@@ -366,6 +399,10 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
                 f"{_fmt(v['error_rate'], 'error_rate')} | {_fmt(v['p95_seconds'], 'p95_seconds')} "
                 f"| {_fmt(v['requests'], 'requests')} | {counts} | {_cell(s.explanation)} |"
             )
+    if outcome.flag_changes:
+        lines += ["", "## Feature flags", "", "| flag | users | why |", "|---|---|---|"]
+        for f in outcome.flag_changes:
+            lines.append(f"| {f['flag']} | {f['percent']}% | {_cell(str(f['reason']))} |")
     if outcome.verification:
         lines += ["", "## Verification", "", "| check | ok | detail |", "|---|---|---|"]
         for check in outcome.verification.checks:

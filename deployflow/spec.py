@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 from deployflow.checks.spec import PreChecksSpec
 from deployflow.migrations.spec import MigrationsSpec
 from deployflow.providers.registry import Role, kinds, spec_union
+from deployflow.risk import RiskSpec
 from deployflow.spec_types import (
     ENVIRONMENT_PATTERN,
     VERSION_PATTERN,
@@ -55,11 +56,13 @@ if TYPE_CHECKING:
     RouterSpec: TypeAlias = StrictModel
     MetricsSpec: TypeAlias = StrictModel
     NotifierSpec: TypeAlias = StrictModel
+    FlagProviderSpec: TypeAlias = StrictModel
 else:
     TargetSpec = spec_union("target")
     RouterSpec = spec_union("router")
     MetricsSpec = spec_union("metrics")
     NotifierSpec = spec_union("notifier")
+    FlagProviderSpec = spec_union("flags")
 
 
 class AnalysisSpec(StrictModel):
@@ -109,7 +112,7 @@ class AnalysisSpec(StrictModel):
 class CanaryStrategySpec(StrictModel):
     """Shift traffic in steps, observing each one."""
 
-    kind: Literal["canary"] = Field(description="Progressive canary.")
+    kind: Literal["canary"] = Field("canary", description="Progressive canary.")
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [5, 25, 50, 100],
         description="Canary traffic percentages, strictly increasing, ending at 100.",
@@ -119,23 +122,67 @@ class CanaryStrategySpec(StrictModel):
     @field_validator("steps")
     @classmethod
     def _steps(cls, steps: list[int]) -> list[int]:
-        if not steps:
-            raise ValueError("at least one step is needed")
-        if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError(f"steps must be strictly increasing, got {steps}")
-        if steps[-1] != 100:
-            raise ValueError(f"the last step must be 100, got {steps[-1]}")
-        return steps
+        return _check_steps(steps)
+
+
+def _check_steps(steps: list[int]) -> list[int]:
+    """Percentages of a progressive rollout: strictly increasing, ending at 100."""
+    if not steps:
+        raise ValueError("at least one step is needed")
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise ValueError(f"steps must be strictly increasing, got {steps}")
+    if steps[-1] != 100:
+        raise ValueError(f"the last step must be 100, got {steps[-1]}")
+    return steps
 
 
 class DirectStrategySpec(StrictModel):
     """Switch all traffic at once, then verify (for low-risk changes)."""
 
-    kind: Literal["direct"] = Field(description="All traffic at once.")
+    kind: Literal["direct"] = Field("direct", description="All traffic at once.")
     observe: Duration = Field(60.0, description="How long the new version is observed.")
 
 
-StrategySpec = Annotated[CanaryStrategySpec | DirectStrategySpec, Field(discriminator="kind")]
+class BlueGreenStrategySpec(StrictModel):
+    """Start the new version (green) beside the old (blue) with no user traffic, verify it in
+    isolation, switch all traffic at once, keep blue warm to switch back (for high-risk changes)."""
+
+    kind: Literal["blue-green"] = Field("blue-green", description="Blue-green switch.")
+    observe: Duration = Field(
+        60.0, description="How long green is observed in isolation under probe traffic."
+    )
+    keep_previous: Duration = Field(
+        600.0, description="How long blue keeps running after the switch, observed like a stage."
+    )
+    probe_requests: int = Field(
+        50,
+        ge=1,
+        le=10000,
+        description="Probe requests sent straight to green per measurement, over the smoke paths.",
+    )
+
+
+KindName = Literal["canary", "direct", "blue-green"]
+
+
+class AutoStrategySpec(StrictModel):
+    """Choose per release from the measured risk (the spec's ``risk`` section); each kind's
+    settings are given here, and an environment can be pinned to one kind."""
+
+    kind: Literal["auto"] = Field("auto", description="Chosen from the risk score.")
+    canary: CanaryStrategySpec = Field(default_factory=CanaryStrategySpec)
+    direct: DirectStrategySpec = Field(default_factory=DirectStrategySpec)
+    blue_green: BlueGreenStrategySpec = Field(default_factory=BlueGreenStrategySpec)
+    pin: dict[Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)], KindName] = Field(
+        default_factory=dict,
+        description="Environment -> strategy kind used there whatever the risk.",
+    )
+
+
+StrategySpec = Annotated[
+    CanaryStrategySpec | DirectStrategySpec | BlueGreenStrategySpec | AutoStrategySpec,
+    Field(discriminator="kind"),
+]
 
 
 class SmokeRequest(StrictModel):
@@ -165,6 +212,27 @@ class SmokeRequest(StrictModel):
         return value
 
 
+class FlagsSpec(StrictModel):
+    """Feature flags a release turns on after its traffic switch, step by step (blue-green)."""
+
+    provider: FlagProviderSpec = Field(
+        description="Where the flags live: " + ", ".join(b.kind for b in kinds("flags"))
+    )
+    release: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]] = Field(
+        min_length=1, description="Flags this release turns on, one after the other."
+    )
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [5, 25, 50, 100],
+        description="Percent of users who get each flag, strictly increasing, ending at 100.",
+    )
+    observe: Duration = Field(60.0, description="How long each flag step is observed.")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        return _check_steps(steps)
+
+
 class NotificationsSpec(StrictModel):
     """Announcements and who is on call."""
 
@@ -191,6 +259,9 @@ class ServiceSpec(StrictModel):
     )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     strategy: StrategySpec = Field(default_factory=lambda: CanaryStrategySpec(kind="canary"))
+    risk: RiskSpec = Field(
+        default_factory=RiskSpec, description="How the risk of a release is measured."
+    )
     pre_checks: PreChecksSpec | None = Field(
         None, description="Step 1 gates: tests and coverage, lint, types, build, audit, review."
     )
@@ -198,6 +269,9 @@ class ServiceSpec(StrictModel):
         None, description="Step 2: the service's Alembic migrations and how to judge them."
     )
     smoke: list[SmokeRequest] = Field(default_factory=list)
+    flags: FlagsSpec | None = Field(
+        None, description="Feature flags rolled out after a blue-green switch."
+    )
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
 
 
@@ -244,6 +318,7 @@ _BACKEND_SECTIONS: dict[str, Role] = {
     "router": "router",
     "metrics": "metrics",
     "notifications": "notifier",
+    "flags": "flags",
 }
 
 

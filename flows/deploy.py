@@ -43,6 +43,7 @@ from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
+from flows.bluegreen import blue_green
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
@@ -53,7 +54,7 @@ from tasks.notify import notify_and_prepare
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
-from tasks.strategy import choose_strategy_task
+from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan, record_start
 from tasks.verify import verify_instance
 
@@ -90,7 +91,8 @@ def deploy(
         spec_path: Path of the service spec YAML file on the machine that runs the flow.
         version: The version to release (letters, digits, '.', '_', '+', '-').
         environment: Where it goes (sandbox, staging, production...); recorded with the run.
-        strategy: 'auto' uses the spec's strategy; 'canary' or 'direct' override it.
+        strategy: 'auto' follows the spec (a fixed kind, a per-environment pin, or the measured
+            risk); 'canary', 'direct' or 'blue-green' override it.
         dry_run: Run the checks and plan the release without starting anything or moving traffic.
         git_ref: Commit or ref being released, in the service checkout (default HEAD); the
             changelog check compares it with the ref of the version deployed now.
@@ -151,8 +153,20 @@ def steps(
         get_run_logger().error(blocked_message(failed))
         return ended(outcome, "aborted", blocked_message(failed))
 
-    plan = choose_strategy_task(spec.strategy, req.strategy, stable is not None)  # step 3
+    risk = assess_risk_task(  # step 3
+        b.ledger,
+        spec.risk,
+        service=spec.service,
+        environment=req.environment,
+        checkout=spec.pre_checks.checkout if spec.pre_checks else None,
+        new_ref=outcome.git_ref,
+        checks=outcome.checks,
+    )
+    plan = choose_strategy_task(
+        spec.strategy, req.strategy, stable is not None, req.environment, risk
+    )
     outcome.strategy, outcome.strategy_rationale = plan.kind, plan.rationale
+    outcome.strategy_factors = plan.rationale_dict()
     record_plan(b.ledger, outcome.require_id(), plan)
 
     outcome.notifications = notify_and_prepare(  # step 4
@@ -264,6 +278,9 @@ def succeeded(b: Backends, outcome: ReleaseOutcome, stable: Instance | None) -> 
         except Exception:  # the release is done; a leftover old process is only untidy
             get_run_logger().exception("could not stop the previous version %s", stable.version)
     done = f"{outcome.version} serves all the traffic and passed verification"
+    killed = [f["flag"] for f in outcome.flag_changes if f["reason"].startswith("kill switch")]
+    if killed:
+        done += f"; feature flag(s) {', '.join(killed)} turned off by the kill switch"
     return ended(outcome, "succeeded", done)
 
 
@@ -344,6 +361,8 @@ def roll_out_and_verify(
 
     Any step that breaks is a reason to roll back: traffic must end on a version known healthy.
     """
+    if plan.kind == "blue-green" and stable is not None:
+        return switch_and_keep_blue(spec, b, outcome, plan, stable, canary)
     try:
         outcome.stages = progressive_rollout(
             b,
@@ -379,6 +398,41 @@ def roll_out_and_verify(
     return verification_trigger(outcome.verification)
 
 
+def switch_and_keep_blue(
+    spec: ServiceSpec,
+    b: Backends,
+    outcome: ReleaseOutcome,
+    plan: StrategyChoice,
+    blue: Instance,
+    green: Instance,
+) -> Trigger | None:
+    """Steps 6 and 7 for blue-green (the subflow verifies green after the switch itself)."""
+    try:
+        result = blue_green(
+            b,
+            outcome.require_id(),
+            plan,
+            spec.analysis,
+            spec.smoke,
+            blue,
+            green,
+            outcome.baseline_p95_seconds,
+            spec.flags,
+        )
+    except Exception as exc:
+        get_run_logger().exception("the blue-green release broke")
+        return step_failed_trigger("the blue-green release", exc)
+    outcome.stages = result.stages
+    outcome.verification = result.verification or result.isolation
+    outcome.switch_seconds = result.switch_seconds
+    outcome.flag_changes = [c.to_dict() for c in result.flag_changes]
+    if result.flag_killed is not None and result.trigger is None:
+        get_run_logger().warning(
+            "flag %s was killed; %s itself is healthy and stays", result.flag_killed, green.version
+        )
+    return result.trigger
+
+
 def plan_text(plan: StrategyChoice) -> str:
     return f"{plan.kind} {'/'.join(f'{w}%' for w in plan.steps)} ({plan.rationale})"
 
@@ -389,8 +443,14 @@ def announcement(spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice) -
         spec.service,
         req.version,
         req.environment,
-        f"{plan.kind}: {plan.rationale}",
+        plan.rationale,
         stages=plan.steps,
         on_call=n.on_call,
         dashboard_url=n.dashboard_url,
+        risk_factors=[
+            f"{f.name}: +{f.contribution:g} (weight {f.weight:g} x {f.units:g}): {f.fact}"
+            + (f" [at least {f.floor}]" if f.floor else "")
+            for f in (plan.risk.factors if plan.risk else ())
+            if f.contribution or f.floor
+        ],
     )

@@ -35,9 +35,19 @@ def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckReco
         description=f"Migration checks of {service}",
     )
     text = report.to_text()
+    # What the risk assessment of step 3 reads: which revisions, and the unsafe findings.
+    details = {
+        "revisions": [r.revision for r in report.revisions],
+        "unsafe": [
+            f"{r.revision} {f.rule_id}: {f.message}"
+            for r in report.revisions
+            for f in r.findings
+            if f.counts and f.severity in ("error", "warning")
+        ],
+    }
     if report.blocking:
         logger.error("migrations block the deploy:\n%s", text)
         detail = "; ".join(report.blocking_reasons) or "error-level findings"
-        return CheckRecord("migrations", "migrations", CheckStatus.FAILED, detail)
+        return CheckRecord("migrations", "migrations", CheckStatus.FAILED, detail, details=details)
     logger.info("migrations are safe:\n%s", text)
-    return CheckRecord("migrations", "migrations", CheckStatus.PASSED, "safe")
+    return CheckRecord("migrations", "migrations", CheckStatus.PASSED, "safe", details=details)

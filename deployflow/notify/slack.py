@@ -243,6 +243,7 @@ def format_deploy_announcement(
     stages: Sequence[int] = (),
     on_call: str | None = None,
     dashboard_url: str | None = None,
+    risk_factors: Sequence[str] = (),
 ) -> str:
     """The text announcing a deploy that is about to start.
 
@@ -254,6 +255,7 @@ def format_deploy_announcement(
         stages: Traffic percentages of the rollout stages, e.g. ``[5, 25, 100]``.
         on_call: Who to contact (a Slack handle like ``@alice`` or ``<@U123>``), if known.
         dashboard_url: Link to the service dashboard, if any.
+        risk_factors: The risk table's lines (fact, weight, contribution), if it was assessed.
 
     Returns:
         Slack mrkdwn text, one fact per line.
@@ -270,4 +272,7 @@ def format_deploy_announcement(
         lines.append(f"On-call: {shown}")
     if dashboard_url:
         lines.append(f"Dashboard: <{dashboard_url}|open>")
+    if risk_factors:
+        lines.append("Risk factors:")
+        lines += [f"• {_escape(line)}" for line in risk_factors]
     return "\n".join(lines)

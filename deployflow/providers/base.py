@@ -165,6 +165,31 @@ class Metrics(Protocol):
     def describe(self) -> str: ...
 
 
+@runtime_checkable
+class FlagProvider(Protocol):
+    """Where feature flags live (a flagd flag file now; a remote flag service fits the same two
+    calls). A flag has an ``on`` and an ``off`` variant; ``percent`` is the share of users (by a
+    stable targeting key) who get ``on``."""
+
+    def set_rollout(self, flag: str, percent: int) -> None:
+        """Give ``percent`` (0..100) of users the ``on`` variant; 0 is the kill switch.
+
+        Raises:
+            BackendError: The change could not be written.
+        """
+        ...
+
+    def rollout(self, flag: str) -> int | None:
+        """The percent of users who get ``on`` now; None when the flag is not defined.
+
+        Raises:
+            BackendError: The flags cannot be read.
+        """
+        ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class NotificationResult:
     """Outcome of one notification.

@@ -14,8 +14,16 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
 from pydantic import Field
 
+from deployflow.flags.flagd_file import FlagdFileProvider, FlagdFileSpec
 from deployflow.notify.slack import SlackNotifier, SlackNotifierSpec
-from deployflow.providers.base import BuildContext, Metrics, Notifier, Router, Target
+from deployflow.providers.base import (
+    BuildContext,
+    FlagProvider,
+    Metrics,
+    Notifier,
+    Router,
+    Target,
+)
 from deployflow.providers.command import (
     CommandRouter,
     CommandRouterSpec,
@@ -29,7 +37,7 @@ from deployflow.providers.nginx import NginxRouter, NginxRouterSpec
 from deployflow.providers.prometheus import PrometheusMetrics, PrometheusMetricsSpec
 from deployflow.spec_types import StrictModel
 
-Role = Literal["target", "router", "metrics", "notifier"]
+Role = Literal["target", "router", "metrics", "notifier", "flags"]
 B = TypeVar("B")
 S = TypeVar("S", bound=StrictModel)
 
@@ -67,6 +75,7 @@ BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("router", CommandRouterSpec, CommandRouter.from_spec),
     BackendKind("metrics", PrometheusMetricsSpec, _without_context(PrometheusMetrics.from_spec)),
     BackendKind("notifier", SlackNotifierSpec, SlackNotifier.from_spec),
+    BackendKind("flags", FlagdFileSpec, _without_context(FlagdFileProvider.from_spec)),
 )
 
 _CONTRACTS: dict[Role, type] = {
@@ -74,6 +83,7 @@ _CONTRACTS: dict[Role, type] = {
     "router": Router,
     "metrics": Metrics,
     "notifier": Notifier,
+    "flags": FlagProvider,
 }
 
 

@@ -7,6 +7,12 @@ App endpoints (``/``, ``/api/items``, ``/api/checkout``) answer after a base lat
 canary P95 > 2x stable P95) does not trip on noise. ``DEPLOYFLOW_DEMO_FAULTS`` makes a version
 misbehave, e.g. ``{"v2": {"error_rate": 0.2, "latency_ms": 300}}``; ``/healthz`` stays healthy under
 faults on purpose, because a bad release often passes its health check.
+
+Feature flags: with ``--flags FILE`` the app evaluates the flag ``new-checkout`` per request with
+OpenFeature (``openfeature-sdk`` and ``openfeature-provider-flagd`` reading the flagd file
+in-process), by a stable targeting key (the ``X-User`` header, else one per request). When the flag
+is on, ``/api/checkout`` takes the new code path, and ``new_checkout_error_rate`` in the faults
+makes that path alone fail.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -37,7 +43,10 @@ JITTER_SECONDS = 0.003
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
-_FAULT_KEYS = frozenset({"error_rate", "latency_ms"})
+_FAULT_KEYS = frozenset({"error_rate", "latency_ms", "new_checkout_error_rate"})
+NEW_CHECKOUT_FLAG = "new-checkout"
+# Evaluates a boolean flag for a targeting key.
+FlagEvaluator = Callable[[str, str], bool]
 
 
 class FaultConfigError(ValueError):
@@ -51,10 +60,13 @@ class Fault:
     Attributes:
         error_rate: Fraction (0..1) of app requests that answer 500.
         latency_ms: Extra delay in milliseconds added to every app request.
+        new_checkout_error_rate: Fraction of requests on the new checkout path (flag
+            ``new-checkout`` on) that answer 500.
     """
 
     error_rate: float = 0.0
     latency_ms: float = 0.0
+    new_checkout_error_rate: float = 0.0
 
 
 def parse_faults(raw: str | None) -> dict[str, Fault]:
@@ -92,15 +104,22 @@ def parse_faults(raw: str | None) -> dict[str, Fault]:
         unknown = sorted(set(entry) - _FAULT_KEYS)
         if unknown:
             raise FaultConfigError(
-                f"{where} has unknown key(s) {unknown}; allowed: 'error_rate', 'latency_ms'"
+                f"{where} has unknown key(s) {unknown}; allowed: 'error_rate', 'latency_ms', "
+                "'new_checkout_error_rate'"
             )
         error_rate = _number(entry.get("error_rate", 0.0), f"{where}.error_rate")
         latency_ms = _number(entry.get("latency_ms", 0.0), f"{where}.latency_ms")
-        if not 0.0 <= error_rate <= 1.0:
-            raise FaultConfigError(f"{where}.error_rate must be between 0 and 1, got {error_rate}")
+        new_checkout = _number(
+            entry.get("new_checkout_error_rate", 0.0), f"{where}.new_checkout_error_rate"
+        )
+        for name, rate in (("error_rate", error_rate), ("new_checkout_error_rate", new_checkout)):
+            if not 0.0 <= rate <= 1.0:
+                raise FaultConfigError(f"{where}.{name} must be between 0 and 1, got {rate}")
         if latency_ms < 0:
             raise FaultConfigError(f"{where}.latency_ms must be >= 0, got {latency_ms}")
-        faults[str(version)] = Fault(error_rate=error_rate, latency_ms=latency_ms)
+        faults[str(version)] = Fault(
+            error_rate=error_rate, latency_ms=latency_ms, new_checkout_error_rate=new_checkout
+        )
     return faults
 
 
@@ -140,8 +159,10 @@ class DemoApp:
         *,
         rng: random.Random | None = None,
         base_latency: float = BASE_LATENCY_SECONDS,
+        flags: FlagEvaluator | None = None,
     ) -> None:
         self.version = version
+        self.flags = flags
         self.fault = fault
         self.base_latency = base_latency
         self.metrics = DemoMetrics()
@@ -154,9 +175,21 @@ class DemoApp:
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()  # random.Random is not documented as thread-safe
         self._served = 0
+        self._served_new = 0
 
-    def handle_app_request(self, path: str) -> tuple[int, dict[str, Any]]:
-        """Serve an app endpoint: wait the latency, maybe fail, record metrics."""
+    def new_checkout(self, user: str) -> bool:
+        """Whether ``user`` gets the new checkout path (flag ``new-checkout``); off without
+        flags or when the flag cannot be evaluated."""
+        if self.flags is None:
+            return False
+        try:
+            return self.flags(NEW_CHECKOUT_FLAG, user)
+        except Exception:  # a flag that cannot be read must never break checkout
+            return False
+
+    def handle_app_request(self, path: str, user: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Serve an app endpoint: wait the latency, maybe fail, record metrics. ``user`` is the
+        flags' targeting key (one per request when None)."""
         started = time.perf_counter()
         with self._rng_lock:
             jitter = self._rng.uniform(0.0, JITTER_SECONDS)
@@ -166,11 +199,19 @@ class DemoApp:
             n = self._served
             self._served += 1
             failed = int((n + 1) * self.fault.error_rate) > int(n * self.fault.error_rate)
+        new_path = path == "/api/checkout" and self.new_checkout(user or f"request-{n}")
+        if new_path:
+            with self._rng_lock:
+                rate, m = self.fault.new_checkout_error_rate, self._served_new
+                self._served_new += 1
+                failed = failed or int((m + 1) * rate) > int(m * rate)
         time.sleep(self.base_latency + jitter + self.fault.latency_ms / 1000.0)
         if failed:
             status, body = 500, {"error": "injected fault", "version": self.version}
         else:
             status, body = 200, {"version": self.version, "path": path}
+            if path == "/api/checkout":
+                body["checkout"] = "new" if new_path else "old"
         self.metrics.requests.labels(self.version, str(status), path).inc()
         self.metrics.duration.labels(self.version).observe(time.perf_counter() - started)
         return status, body
@@ -187,7 +228,7 @@ def _handler_class(app: DemoApp) -> type[BaseHTTPRequestHandler]:
             elif path == "/metrics":
                 self._send(200, generate_latest(app.metrics.registry), CONTENT_TYPE_LATEST)
             elif path in APP_PATHS:
-                self._send_json(*app.handle_app_request(path))
+                self._send_json(*app.handle_app_request(path, self.headers.get("X-User")))
             else:
                 self._send_json(404, {"error": "not found", "version": app.version})
 
@@ -208,12 +249,34 @@ def _handler_class(app: DemoApp) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def openfeature_flags(path: str, poll_ms: int = 200) -> FlagEvaluator:
+    """A flag evaluator backed by OpenFeature with the flagd provider reading ``path`` in-process
+    (re-read within ``poll_ms`` of a change, so a kill switch needs no restart)."""
+    from openfeature import api
+    from openfeature.contrib.provider.flagd import FlagdProvider
+    from openfeature.contrib.provider.flagd.config import ResolverType
+    from openfeature.evaluation_context import EvaluationContext
+
+    api.set_provider(
+        FlagdProvider(
+            resolver_type=ResolverType.FILE, offline_flag_source_path=path, deadline_ms=poll_ms
+        )
+    )
+    client = api.get_client()
+
+    def evaluate(flag: str, user: str) -> bool:
+        return client.get_boolean_value(flag, False, EvaluationContext(targeting_key=user))
+
+    return evaluate
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo service until SIGTERM or SIGINT; returns the exit code."""
     parser = argparse.ArgumentParser(description="deployflow demo service (one version)")
     parser.add_argument("--version", required=True, help="version this process serves")
     parser.add_argument("--port", required=True, type=int, help="TCP port to listen on")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--flags", help="flagd flag-definition file evaluated in-process")
     args = parser.parse_args(argv)
     try:
         faults = parse_faults(os.environ.get(FAULTS_ENV))
@@ -221,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo_app: {exc}", file=sys.stderr, flush=True)
         return 2
     fault = faults.get(args.version, Fault())
-    app = DemoApp(args.version, fault)
+    app = DemoApp(args.version, fault, flags=openfeature_flags(args.flags) if args.flags else None)
     server = ThreadingHTTPServer((args.host, args.port), _handler_class(app))
     server.daemon_threads = True
 

@@ -158,6 +158,11 @@ class Ledger:
         with self._session() as s:
             return repository.last_successful(s, service, environment)
 
+    def recent_results(self, service: str, environment: str, limit: int) -> list[str]:
+        """Statuses of the last ``limit`` real deploys that started a version, newest first."""
+        with self._session() as s:
+            return repository.recent_results(s, service, environment, limit)
+
     def set_strategy(self, deployment_id: int, strategy: str) -> None:
         with self._session() as s:
             repository.update_deployment(s, deployment_id, strategy=strategy)
@@ -169,6 +174,11 @@ class Ledger:
             fields["current_stage"] = stage
         with self._session() as s:
             repository.update_deployment(s, deployment_id, **fields)
+
+    def flag_changed(self, deployment_id: int, flag: str, percent: int, reason: str) -> None:
+        """A feature flag the deploy changed (written right after the flag file was replaced)."""
+        with self._session() as s:
+            repository.add_flag_change(s, deployment_id, flag=flag, percent=percent, reason=reason)
 
     def stage_observed(self, deployment_id: int, result: StageResult) -> None:
         with self._session() as s:

@@ -175,6 +175,12 @@ class Deployment(Base):
         passive_deletes=True,
         order_by="CheckResult.id",
     )
+    flag_changes: Mapped[list[FlagChange]] = relationship(
+        back_populates="deployment",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="FlagChange.id",
+    )
 
     def __repr__(self) -> str:
         return (
@@ -257,3 +263,22 @@ class CheckResult(Base):
     details: Mapped[dict[str, Any]]
 
     deployment: Mapped[Deployment] = relationship(back_populates="checks")
+
+
+class FlagChange(Base):
+    """A feature flag the deploy changed: the share of users who get it now, and why
+    (revision 0004)."""
+
+    __tablename__ = "flag_changes"
+    __table_args__ = (CheckConstraint("percent >= 0 AND percent <= 100", name="percent_range"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    flag: Mapped[str] = mapped_column(String(200))
+    percent: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="flag_changes")

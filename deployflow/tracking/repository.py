@@ -21,6 +21,7 @@ from deployflow.tracking.models import (
     CheckResult,
     Deployment,
     DeploymentStatus,
+    FlagChange,
     Incident,
     StageResult,
     utcnow,
@@ -188,6 +189,7 @@ def get_deployment(session: Session, deployment_id: int) -> Deployment:
             selectinload(Deployment.stages),
             selectinload(Deployment.incidents),
             selectinload(Deployment.checks),
+            selectinload(Deployment.flag_changes),
         )
     )
     if deployment is None:
@@ -346,6 +348,21 @@ def add_check_result(
     return check
 
 
+def add_flag_change(
+    session: Session, deployment_id: int, *, flag: str, percent: int, reason: str
+) -> FlagChange:
+    """Record that the deploy set ``flag`` to ``percent`` of users, and why."""
+    change = FlagChange(
+        deployment_id=deployment_id,
+        flag=_required_text("flag", flag),
+        percent=_weight("percent", percent),
+        reason=_required_text("reason", reason),
+    )
+    session.add(change)
+    session.flush()
+    return change
+
+
 def last_successful(session: Session, service: str, environment: str) -> DeployedVersion | None:
     """The version (and git ref) currently deployed: the newest real succeeded deploy.
 
@@ -394,6 +411,29 @@ def history(
         query = query.where(Deployment.environment == environment)
     query = query.order_by(Deployment.started_at.desc(), Deployment.id.desc()).limit(limit)
     return list(session.scalars(query))
+
+
+def recent_results(session: Session, service: str, environment: str, limit: int) -> list[str]:
+    """Statuses of the last ``limit`` finished real deploys that started a version (succeeded,
+    rolled back or failed; aborted ones changed nothing), newest first: the change failure rate."""
+    query = (
+        select(Deployment.status)
+        .where(
+            Deployment.service == service,
+            Deployment.environment == environment,
+            Deployment.dry_run.is_(False),
+            Deployment.status.in_(
+                [
+                    DeploymentStatus.SUCCEEDED,
+                    DeploymentStatus.ROLLED_BACK,
+                    DeploymentStatus.FAILED,
+                ]
+            ),
+        )
+        .order_by(Deployment.started_at.desc(), Deployment.id.desc())
+        .limit(limit)
+    )
+    return [str(_status(s).value) for s in session.scalars(query)]
 
 
 def unfinished(session: Session, service: str, environment: str) -> list[Deployment]:
@@ -510,4 +550,9 @@ def deployment_to_dict(deployment: Deployment, *, include_children: bool = True)
         data["stages"] = [stage_to_dict(s) for s in deployment.stages]
         data["incidents"] = [incident_to_dict(i) for i in deployment.incidents]
         data["checks"] = [check_to_dict(c) for c in deployment.checks]
+        data["flag_changes"] = [
+            {"flag": f.flag, "percent": f.percent, "reason": f.reason,
+             "changed_at": _iso(f.changed_at)}
+            for f in deployment.flag_changes
+        ]  # fmt: skip
     return data

@@ -265,7 +265,7 @@ def test_parameter_form_is_described_typed_and_requires_version(
     # Descriptions come from the Args section of the flow's Google-style docstring.
     for name, prop in properties.items():
         assert prop.get("description"), f"parameter {name} has no description"
-    assert set(_enum_of(schema, "strategy")) == {"auto", "canary", "direct"}
+    assert set(_enum_of(schema, "strategy")) == {"auto", "canary", "direct", "blue-green"}
     assert "version" in schema["required"]
     assert team_deployment.enforce_parameter_schema is True
 

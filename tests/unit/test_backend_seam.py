@@ -68,6 +68,7 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
         "command",
         "prometheus",
         "slack",
+        "flagd-file",
     ]
 
 

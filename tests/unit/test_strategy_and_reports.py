@@ -49,7 +49,7 @@ def test_first_release_goes_direct() -> None:
 
 def test_unknown_override_is_refused() -> None:
     with pytest.raises(ValueError, match="strategy"):
-        choose_strategy(CANARY, "blue-green", has_stable=True)  # type: ignore[arg-type]
+        choose_strategy(CANARY, "linear", has_stable=True)  # type: ignore[arg-type]
 
 
 def rolled_back() -> ReleaseOutcome:

@@ -22,7 +22,7 @@ from deployflow.tracking.models import Base
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"deployments", "stage_results", "incidents", "check_results"}
+TABLES = {"deployments", "stage_results", "incidents", "check_results", "flag_changes"}
 _names = itertools.count()
 
 

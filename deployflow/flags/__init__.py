@@ -1,0 +1,1 @@
+"""Feature flags: flag providers behind ``deployflow.providers.base.FlagProvider``."""

@@ -1,0 +1,97 @@
+"""Feature flags of a release, rolled out after the traffic switch with a kill switch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefect import flow, get_run_logger
+
+from deployflow.analysis import Verdict
+from deployflow.backends import Backends
+from deployflow.flags.rollout import FlagChangeRecord, flag_rollout_plan, kill_reason
+from deployflow.release import Trigger, stage_trigger
+from deployflow.rollout import StageResult
+from deployflow.spec import AnalysisSpec, FlagsSpec
+from tasks.flags import set_flag
+from tasks.notify import notify_rollback
+from tasks.rollout import observe_canary_stage
+
+
+@dataclass
+class FlagRolloutResult:
+    """Stages observed, flag changes made, the flag killed (if any), and ``trigger`` when the
+    version itself is still bad with its flags off (then traffic must switch back)."""
+
+    stages: list[StageResult] = field(default_factory=list)
+    changes: list[FlagChangeRecord] = field(default_factory=list)
+    killed: str | None = None
+    trigger: Trigger | None = None
+
+
+@flow(
+    name="flag-rollout",
+    flow_run_name="flags of {version}",
+    validate_parameters=False,  # typed objects from the deploy flow, passed as they are
+)
+def flag_rollout(
+    backends: Backends,
+    deployment_id: int,
+    flags: FlagsSpec,
+    analysis: AnalysisSpec,
+    version: str,
+    baseline_p95_seconds: float | None,
+    first_index: int,
+) -> FlagRolloutResult:
+    """Turn each flag on step by step, each step judged by the same analysis as a stage. A step
+    that does not promote turns its flag off at once (the kill switch, no redeploy); the version
+    is then observed with the flag off, and only if it is still bad is a trigger returned.
+
+    Args:
+        backends: The run's backends; ``backends.flags`` is the flag provider.
+        deployment_id: The tracking database row of this deploy.
+        flags: The spec's ``flags`` section.
+        analysis: Thresholds, interval and window of the analysis.
+        version: The version serving all the traffic (green).
+        baseline_p95_seconds: The previous version's P95 before the deploy.
+        first_index: Stage index of the first flag step.
+    """
+    logger = get_run_logger()
+    b = backends
+    result = FlagRolloutResult()
+    if b.flags is None:
+        raise ValueError("the spec has a flags section but no flag provider was built")
+    index = first_index
+    for step in flag_rollout_plan(flags.release, flags.steps):
+        result.changes.append(
+            set_flag(b.flags, b.ledger, deployment_id, step.flag, step.percent,
+                     f"step: {step.percent}% of users")
+        )  # fmt: skip
+        observed = observe_canary_stage(
+            b.metrics, b.target, b.router, b.ledger, deployment_id,
+            version=version, index=index, weight=100, observe_seconds=flags.observe,
+            analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
+        )  # fmt: skip
+        result.stages.append(observed)
+        index += 1
+        if observed.verdict is Verdict.PROMOTE:
+            continue
+        why = observed.reason.reason if observed.reason else f"verdict {observed.verdict.value}"
+        result.changes.append(
+            set_flag(b.flags, b.ledger, deployment_id, step.flag, 0, kill_reason(step, why))
+        )
+        result.killed = step.flag
+        logger.warning("flag %s killed; is %s healthy without it?", step.flag, version)
+        notify_rollback(  # never raises: the kill is done whatever happens to the notice
+            b.notifiers,
+            f":no_entry: feature flag {step.flag} turned off for everyone on {version} "
+            f"(kill switch at {step.percent}%): {why}",
+        )
+        after = observe_canary_stage(
+            b.metrics, b.target, b.router, b.ledger, deployment_id,
+            version=version, index=index, weight=100, observe_seconds=flags.observe,
+            analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
+        )  # fmt: skip
+        result.stages.append(after)
+        result.trigger = stage_trigger(after)
+        return result
+    return result

@@ -1,0 +1,147 @@
+"""Blue-green through the deploy flow with in-memory backends (fixtures of
+test_release_branches): green judged in isolation, one switch, a switch back in one step."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployflow.analysis import MetricSample
+from deployflow.backends import Backends
+from deployflow.fakes.backends import FakeService
+from deployflow.flags.flagd_file import FlagdFileProvider
+from deployflow.providers.base import RouterState
+from deployflow.release import summary_markdown
+from flows.deploy import ReleaseRequest
+from tests.integration.flows import test_release_branches as branches
+from tests.integration.flows.test_release_branches import make_spec, recorded, running, serving
+
+pytestmark = pytest.mark.integration
+
+# The deploy harness of the branch tests: the ledger, the fake service, ``deploy``.
+deploy, ledger, service = branches.deploy, branches.ledger, branches.service
+no_retry_pauses = branches.no_retry_pauses
+
+BLUE_GREEN = {"kind": "blue-green", "observe": "10ms", "keep_previous": "10ms", "probe_requests": 3}
+
+
+def green_ever_had_traffic(service: FakeService, address: str) -> bool:
+    return any(c.canary == address and c.canary_weight > 0 for c in service.router.changes) or any(
+        c.stable == address for c in service.router.changes
+    )
+
+
+def test_blue_green_switches_once_keeps_blue_then_promotes(deploy, service, ledger, tmp_path):
+    blue = service.run_stable("v1")
+    outcome = deploy("v2", make_spec(tmp_path, strategy=BLUE_GREEN))
+    assert outcome.status == "succeeded", outcome.message
+    assert outcome.strategy == "blue-green"
+    assert [(s.index, s.weight) for s in outcome.stages] == [(0, 0), (1, 100)]
+    green = service.target.running["v2"]
+    # One switch to 100% green with blue ready behind it, then green takes the stable slot.
+    assert service.router.changes[0] == RouterState(blue.address, green.address, 100)
+    assert service.router.changes[-1] == RouterState(green.address, None, 0)
+    assert len(service.router.changes) == 2
+    assert outcome.switch_seconds is not None
+    assert outcome.to_dict()["switch_seconds"] == outcome.switch_seconds
+    assert serving(service, "v2")
+    assert running(service) == {"v2"}
+    assert [s["weight"] for s in recorded(ledger, outcome)["stages"]] == [0, 100]
+    # The risk was assessed and shown even though the spec fixes the kind.
+    rationale = outcome.to_dict()["strategy_rationale"]
+    assert rationale["explanation"].startswith("blue-green from the spec (risk medium")
+    assert "unknown_change" in {f["name"] for f in rationale["factors"]}
+    assert "Risk factors:" in service.notifier.messages[0]
+
+
+def test_green_failing_in_isolation_never_gets_user_traffic(deploy, service, ledger, tmp_path):
+    service.run_stable("v1")
+    service.behave("v3", error_rate=0.2)
+    outcome = deploy("v3", make_spec(tmp_path, strategy=BLUE_GREEN))
+    assert outcome.status == "rolled_back", outcome.message
+    assert outcome.rollback is not None
+    assert outcome.rollback.trigger.metric == "error_rate"
+    assert (outcome.rollback.trigger.stage, outcome.rollback.trigger.weight) == (0, 0)
+    assert [s.weight for s in outcome.stages] == [0]
+    assert "v3" in service.metrics.queries  # judged under probe traffic
+    assert outcome.switch_seconds is None
+    green_address = f"127.0.0.1:{service.target._next_port}"
+    assert not green_ever_had_traffic(service, green_address)
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}
+
+
+def test_a_green_that_fails_after_the_switch_is_switched_back_in_one_step(
+    deploy, service, ledger, tmp_path
+):
+    blue = service.run_stable("v1")
+    sample = service.metrics.sample
+
+    def bad_under_user_traffic(version: str, window_seconds: float) -> MetricSample:
+        if version == "v4" and service.router.canary_weight == 100:
+            return MetricSample(0.3, 0.05, 600.0)
+        return sample(version, window_seconds)
+
+    service.metrics.sample = bad_under_user_traffic  # type: ignore[method-assign]
+    outcome = deploy("v4", make_spec(tmp_path, strategy=BLUE_GREEN))
+    assert outcome.status == "rolled_back", outcome.message
+    assert outcome.switch_seconds is not None
+    assert outcome.rollback is not None
+    assert outcome.rollback.verified
+    assert "post-deploy verification failed" in outcome.rollback.trigger.reason
+    green_address = f"127.0.0.1:{service.target._next_port}"
+    assert service.router.changes == [
+        RouterState(blue.address, green_address, 100),  # the switch
+        RouterState(blue.address, None, 0),  # the switch back, one call
+    ]
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}
+    assert recorded(ledger, outcome)["canary_weight"] == 0
+
+
+def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
+    prefect_server, service, ledger, tmp_path
+):
+    flags = FlagdFileProvider(tmp_path / "flags.json")
+    backends = Backends(
+        target=service.target,
+        router=service.router,
+        metrics=service.metrics,
+        notifiers=(service.notifier,),
+        ledger=ledger,
+        http_transport=service.transport,
+        flags=flags,
+    )
+    service.run_stable("v1")
+    sample = service.metrics.sample
+
+    def new_checkout_path_fails(version: str, window_seconds: float) -> MetricSample:
+        if version == "v2" and (flags.rollout("new-checkout") or 0) > 0:
+            return MetricSample(0.3, 0.05, 600.0)
+        return sample(version, window_seconds)
+
+    service.metrics.sample = new_checkout_path_fails  # type: ignore[method-assign]
+    spec = make_spec(
+        tmp_path,
+        strategy=BLUE_GREEN,
+        flags={
+            "provider": {"kind": "flagd-file", "path": str(tmp_path / "flags.json")},
+            "release": ["new-checkout"],
+            "observe": "10ms",
+        },
+    )
+    outcome = branches.run_release(spec, backends, ReleaseRequest("v2", "flags-env"))
+    assert outcome.status == "succeeded", outcome.message
+    assert flags.rollout("new-checkout") == 0  # killed, no redeploy
+    assert [(c["percent"], c["reason"].split(":")[0]) for c in outcome.flag_changes] == [
+        (5, "step"),
+        (0, "kill switch at 5%"),
+    ]
+    assert serving(service, "v2")  # the version itself stayed
+    assert outcome.message.endswith("feature flag(s) new-checkout turned off by the kill switch")
+    assert any("new-checkout turned off" in m for m in service.notifier.messages)
+    row = recorded(ledger, outcome)
+    assert [(f["flag"], f["percent"]) for f in row["flag_changes"]] == [
+        ("new-checkout", 5),
+        ("new-checkout", 0),
+    ]
+    assert "## Feature flags" in summary_markdown(outcome)
