@@ -1,7 +1,7 @@
 """Requests a bad version serves after its rollback trigger, on the real sandbox.
 
 Run with ``uv run python bench/bench_rollback_exposure.py [RUNS]`` (default 5; ``make bench`` runs
-it). It brings up the sandbox (HAProxy, Prometheus, v1 with 60 requests/s of traffic) and a
+it). It brings up the sandbox (HAProxy, Prometheus, v1 with the sandbox's traffic) and a
 temporary Prefect server, then deploys v3 (20% of its requests fail) RUNS times through the deploy
 flow; each one rolls back at the first stage. Beside the sandbox's own traffic a probe sends 50
 requests/s through the frontend and records, for every answer, when the request was sent and which
@@ -9,7 +9,7 @@ version answered (the demo service names itself in every body, errors included).
 
 Per run it prints: when the deciding measurement was taken (the trigger: the failing stage's end),
 how many probe requests sent after it were answered by v3, and how long after the trigger the last
-of them was sent. Figures are the probe's share; scale by (60 + 50) / 50 for all the traffic.
+of them was sent. Figures count the probe's requests only, not the sandbox's own traffic.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main(runs: int) -> int:
     from deployflow.polling import wait_for
     from deployflow.providers import registry
     from deployflow.providers.base import BuildContext
-    from deployflow.sandbox.supervisor import Sandbox
+    from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox
     from deployflow.spec import load_spec
     from deployments.run import run_deploy
 
@@ -80,7 +80,9 @@ def main(runs: int) -> int:
         tempfile.TemporaryDirectory(prefix="deployflow-bench-") as tmp,
         prefect_test_harness(server_startup_timeout=120),
         Sandbox(
-            Path(tmp) / "sandbox", env={"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}, rps=60
+            Path(tmp) / "sandbox",
+            env={"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)},
+            rps=SANDBOX_RPS,
         ) as sb,
     ):
         os.environ.update(sb.env_vars())

@@ -20,7 +20,7 @@ from typing import Any
 from deployflow.polling import wait_for
 from deployflow.providers import registry
 from deployflow.providers.base import BuildContext, Metrics
-from deployflow.sandbox.supervisor import Sandbox, SandboxRouter
+from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox, SandboxRouter
 from deployflow.spec import load_spec
 from deployments.run import print_outcome, run_deploy
 
@@ -62,7 +62,7 @@ def run_sandbox(
         with Sandbox(
             state_dir,
             env=faults,
-            rps=60,
+            rps=SANDBOX_RPS,
             router=router,
             traffic_max_duration=traffic_max_duration,
         ) as sandbox:
@@ -113,7 +113,7 @@ def run_demo(
     try:
         say(f"starting the sandbox ({router}) in {state_dir} ...")
         faults = {"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}
-        with Sandbox(state_dir, env=faults, rps=60, router=router) as sandbox:
+        with Sandbox(state_dir, env=faults, rps=SANDBOX_RPS, router=router) as sandbox:
             os.environ.update(sandbox.env_vars())
             os.environ.update(faults)  # the spec passes it on to the versions it starts
             spec = load_spec(spec_path)

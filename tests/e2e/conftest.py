@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deployflow.polling import wait_for
-from deployflow.sandbox.supervisor import Sandbox
+from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox
 from deployflow.spec import load_spec
 from tests.backends import build_metrics
 
@@ -24,7 +24,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
     state = tmp_path_factory.mktemp("sandbox")
     data = tmp_path_factory.mktemp("data")
     saved = dict(os.environ)
-    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=60) as sb:
+    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=SANDBOX_RPS) as sb:
         os.environ.update(sb.env_vars())
         os.environ["DEPLOYFLOW_DEMO_FAULTS"] = FAULTS
         os.environ["DEPLOYFLOW_DATA_DIR"] = str(data)

@@ -31,7 +31,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 
 from deployflow.polling import wait_for
 from deployflow.sandbox.postgres import LocalPostgres
-from deployflow.sandbox.supervisor import Sandbox
+from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox
 from deployflow.spec import ServiceSpec, load_spec
 from tests.backends import build_metrics, build_router, build_target
 from tests.e2e.team_conftest_helpers import (
@@ -123,7 +123,7 @@ def team_sandbox_starting(
 ) -> Iterator[Sandbox]:
     """A sandbox of its own with v1 live and traffic flowing; no baseline yet (see ``team``)."""
     state = tmp_path_factory.mktemp("team-sandbox")
-    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=60) as sb:
+    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=SANDBOX_RPS) as sb:
         yield sb
 
 
