@@ -14,13 +14,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from deployflow.providers import registry
-from deployflow.providers.base import BuildContext, Metrics, Notifier, Router, Target
+from deployflow.providers.base import BuildContext, Metrics, Notifier, OnCall, Router, Target
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
 
 
 class Backends(BaseModel):
-    """Target, router, metrics, notifiers and the tracking ledger of one run."""
+    """Target, router, metrics, notifiers, on-call source and tracking ledger of one run."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -29,6 +29,8 @@ class Backends(BaseModel):
     metrics: Metrics
     notifiers: tuple[Notifier, ...] = ()
     ledger: Ledger
+    # Who is on call (notifications.on_call); None when the spec names nobody.
+    on_call: OnCall | None = None
     # Health and smoke requests go through this transport; None is the network. Tests pass
     # ``FakeService.transport`` (as httpx's own tests pass ``MockTransport``).
     http_transport: httpx.BaseTransport | None = None
@@ -41,6 +43,7 @@ class Backends(BaseModel):
             "metrics": self.metrics.describe(),
             "notifiers": [n.describe() for n in self.notifiers],
             "ledger": self.ledger.describe(),
+            "on_call": self.on_call.describe() if self.on_call is not None else None,
         }
 
 
@@ -59,4 +62,9 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
             registry.build("notifier", section, ctx) for section in spec.notifications.notifiers
         ),
         ledger=ledger,
+        on_call=(
+            registry.build("on_call", spec.notifications.on_call, ctx)
+            if spec.notifications.on_call is not None
+            else None
+        ),
     )

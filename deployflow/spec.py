@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from deployflow.checks.spec import PreChecksSpec
 from deployflow.migrations.spec import MigrationsSpec
+from deployflow.providers.oncall import OnCallSection
 from deployflow.providers.registry import Role, kinds, spec_union
 from deployflow.spec_types import (
     ENVIRONMENT_PATTERN,
@@ -54,10 +55,12 @@ if TYPE_CHECKING:
     RouterSpec: TypeAlias = StrictModel
     MetricsSpec: TypeAlias = StrictModel
     NotifierSpec: TypeAlias = StrictModel
+    OnCallSpec: TypeAlias = OnCallSection
 else:
     TargetSpec = spec_union("target")
     RouterSpec = spec_union("router")
     MetricsSpec = spec_union("metrics")
+    OnCallSpec = spec_union("on_call")
     NotifierSpec = spec_union("notifier")
 
 
@@ -143,8 +146,22 @@ class NotificationsSpec(StrictModel):
         default_factory=list,
         description="Where announcements and rollback alerts go; empty: the run log only.",
     )
-    on_call: str | None = Field(None, description="On-call engineer confirmed for the release.")
+    on_call: OnCallSpec | None = Field(
+        None,
+        description="Who is on call, by kind: "
+        + ", ".join(b.kind for b in kinds("on_call"))
+        + "; a plain string names one person (static). 'confirm' lists the environments "
+        "whose deploys wait for that person to confirm before traffic moves.",
+    )
     dashboard_url: str | None = Field(None, description="Monitoring dashboard for the release.")
+
+    @field_validator("on_call", mode="before")
+    @classmethod
+    def _name_is_static(cls, value: Any) -> Any:
+        # `on_call: "@alice"` (the first form of this key) still means one named person.
+        if isinstance(value, str):
+            return {"kind": "static", "names": [value]}
+        return value
 
 
 class ServiceSpec(StrictModel):
@@ -235,6 +252,8 @@ def parse_spec(
             if error["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling; see examples/sandbox.yaml)"
             role = _BACKEND_SECTIONS.get(str(loc[0])) if loc else None
+            if loc[:2] == ("notifications", "on_call"):
+                role = "on_call"
             if role and error["type"] in ("literal_error", "union_tag_invalid"):
                 known = ", ".join(repr(b.kind) for b in kinds(role))
                 given = error["input"].get("kind") if isinstance(error["input"], dict) else None

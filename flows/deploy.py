@@ -24,7 +24,7 @@ from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
 from deployflow.notify.slack import format_deploy_announcement
-from deployflow.providers.base import BackendConfigError, Instance
+from deployflow.providers.base import BackendConfigError, Instance, OnCallRoster
 from deployflow.reconcile import abandon_release
 from deployflow.release import (
     CheckRecord,
@@ -42,13 +42,14 @@ from deployflow.release import (
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
+from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
 from tasks.execute import discover_stable, execute, measure_baseline, retire_previous
 from tasks.migrations import migration_checks
-from tasks.notify import notify_and_prepare
+from tasks.notify import notify_and_prepare, who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
@@ -154,12 +155,17 @@ def steps(
     outcome.strategy, outcome.strategy_rationale = plan.kind, plan.rationale
     record_plan(b.ledger, outcome.require_id(), plan)
 
-    outcome.notifications = notify_and_prepare(  # step 4
-        b.notifiers, announcement(spec, req, plan), spec.notifications.on_call
+    roster = who_is_on_call(b.on_call) if b.on_call is not None else None  # step 4
+    on_call = roster.summary if roster is not None else None
+    outcome.notifications = notify_and_prepare(
+        b.notifiers, announcement(spec, req, plan, on_call), on_call
     )
     if req.dry_run:
         planned = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
         return ended(outcome, "succeeded", planned)
+    refusal = on_call_gate(spec, req, roster)
+    if refusal is not None:
+        return ended(outcome, "aborted", f"{refusal}; nothing was started")
 
     try:
         canary = start_new_version(spec, b, req, outcome, stable)  # step 5
@@ -380,14 +386,28 @@ def plan_text(plan: StrategyChoice) -> str:
     return f"{plan.kind} {'/'.join(f'{w}%' for w in plan.steps)} ({plan.rationale})"
 
 
-def announcement(spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice) -> str:
-    n = spec.notifications
+def announcement(
+    spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice, on_call: str | None
+) -> str:
     return format_deploy_announcement(
         spec.service,
         req.version,
         req.environment,
         f"{plan.kind}: {plan.rationale}",
         stages=plan.steps,
-        on_call=n.on_call,
-        dashboard_url=n.dashboard_url,
+        on_call=on_call,
+        dashboard_url=spec.notifications.dashboard_url,
     )
+
+
+def on_call_gate(spec: ServiceSpec, req: ReleaseRequest, roster: OnCallRoster | None) -> str | None:
+    """Step 4's people in the loop: where the spec asks for it (``notifications.on_call.confirm``
+    for this environment), wait for somebody to confirm being on call. Returns why the deploy must
+    not go on, or None."""
+    section = spec.notifications.on_call
+    if section is None or not section.confirmation_required(req.environment):
+        return None
+    answer = confirm_on_call(
+        spec.service, req.version, req.environment, roster, section.confirm_timeout
+    )
+    return answer.refusal

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployflow.providers.base import NotificationResult, Notifier
+from deployflow.providers.base import NotificationResult, Notifier, OnCall, OnCallRoster
 
 
 def _post_all(notifiers: Sequence[Notifier], text: str) -> list[NotificationResult]:
@@ -23,6 +23,19 @@ def _post_all(notifiers: Sequence[Notifier], text: str) -> list[NotificationResu
     if not notifiers:
         logger.info("no notifiers configured: the run log is the only announcement")
     return results
+
+
+@task(name="who-is-on-call", cache_policy=NO_CACHE)
+def who_is_on_call(source: OnCall) -> OnCallRoster:
+    """Ask the on-call source (PagerDuty, the spec) who is on call now. Never raises: a source
+    that cannot be asked is logged and comes back as the roster's error."""
+    roster = source.current()
+    logger = get_run_logger()
+    if roster.error is not None:
+        logger.warning("%s: cannot tell who is on call: %s", roster.source, roster.error)
+    else:
+        logger.info("on call now (%s): %s", roster.source, roster.summary)
+    return roster
 
 
 @task(name="notify-and-prepare", cache_policy=NO_CACHE)

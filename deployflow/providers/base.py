@@ -196,6 +196,51 @@ class Notifier(Protocol):
     def describe(self) -> str: ...
 
 
+@dataclass(frozen=True)
+class OnCallPerson:
+    """Somebody on call: a name for people, and how to reach them when the source knows."""
+
+    name: str
+    email: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.email else self.name
+
+
+@dataclass(frozen=True)
+class OnCallRoster:
+    """Who is on call now, as one source says.
+
+    Attributes:
+        source: Where the answer came from, e.g. ``pagerduty schedules PABC123``.
+        people: The people on call now (first escalation level), in the source's order.
+        error: Why the source could not be asked (None when it answered); never a secret.
+    """
+
+    source: str
+    people: tuple[OnCallPerson, ...] = ()
+    error: str | None = None
+
+    @property
+    def summary(self) -> str:
+        """One line for announcements and the confirmation form."""
+        if self.error is not None:
+            return f"unknown ({self.error})"
+        if not self.people:
+            return f"nobody ({self.source} names nobody on call now)"
+        return ", ".join(str(p) for p in self.people)
+
+
+@runtime_checkable
+class OnCall(Protocol):
+    """Says who is on call for the service. An observation: ``current`` never raises, a source
+    that cannot be asked is ``OnCallRoster.error``."""
+
+    def current(self) -> OnCallRoster: ...
+
+    def describe(self) -> str: ...
+
+
 class BlockLoader(Protocol):
     """Loads a saved configuration block by type and name (Prefect blocks, in a flow run)."""
 

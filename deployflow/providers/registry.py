@@ -1,6 +1,7 @@
 """One registry: a backend kind maps to its spec model and its builder.
 
-The spec's backend sections (``target``, ``router``, ``metrics``, ``notifications.notifiers``) are
+The spec's backend sections (``target``, ``router``, ``metrics``, ``notifications.notifiers``,
+``notifications.on_call``) are
 discriminated unions on ``kind`` built from this table, so an unknown kind is a spec error listing
 the known ones, and ``build`` dispatches on the section's model. Adding a backend is one module
 (its spec model, its class with ``from_spec``), and one line here.
@@ -15,13 +16,15 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 from pydantic import Field
 
 from deployflow.notify.slack import SlackNotifier, SlackNotifierSpec
-from deployflow.providers.base import BuildContext, Metrics, Notifier, Router, Target
+from deployflow.providers.base import BuildContext, Metrics, Notifier, OnCall, Router, Target
 from deployflow.providers.haproxy import HAProxyRouter, HAProxyRouterSpec
 from deployflow.providers.local_process import LocalProcessTarget, LocalProcessTargetSpec
+from deployflow.providers.oncall import StaticOnCall, StaticOnCallSpec
+from deployflow.providers.pagerduty import PagerDutyOnCall, PagerDutyOnCallSpec
 from deployflow.providers.prometheus import PrometheusMetrics, PrometheusMetricsSpec
 from deployflow.spec_types import StrictModel
 
-Role = Literal["target", "router", "metrics", "notifier"]
+Role = Literal["target", "router", "metrics", "notifier", "on_call"]
 B = TypeVar("B")
 S = TypeVar("S", bound=StrictModel)
 
@@ -55,6 +58,8 @@ BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("router", HAProxyRouterSpec, _without_context(HAProxyRouter.from_spec)),
     BackendKind("metrics", PrometheusMetricsSpec, _without_context(PrometheusMetrics.from_spec)),
     BackendKind("notifier", SlackNotifierSpec, SlackNotifier.from_spec),
+    BackendKind("on_call", PagerDutyOnCallSpec, PagerDutyOnCall.from_spec),
+    BackendKind("on_call", StaticOnCallSpec, _without_context(StaticOnCall.from_spec)),
 )
 
 _CONTRACTS: dict[Role, type] = {
@@ -62,6 +67,7 @@ _CONTRACTS: dict[Role, type] = {
     "router": Router,
     "metrics": Metrics,
     "notifier": Notifier,
+    "on_call": OnCall,
 }
 
 

@@ -63,6 +63,8 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
         "haproxy",
         "prometheus",
         "slack",
+        "pagerduty",
+        "static",
     ]
 
 
