@@ -14,7 +14,15 @@ import httpx
 from pydantic import BaseModel, ConfigDict, model_serializer
 
 from deployflow.providers import registry
-from deployflow.providers.base import BuildContext, Metrics, Notifier, OnCall, Router, Target
+from deployflow.providers.base import (
+    Annotator,
+    BuildContext,
+    Metrics,
+    Notifier,
+    OnCall,
+    Router,
+    Target,
+)
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
 
@@ -31,6 +39,8 @@ class Backends(BaseModel):
     ledger: Ledger
     # Who is on call (notifications.on_call); None when the spec names nobody.
     on_call: OnCall | None = None
+    # Dashboards that mark the deploy (notifications.dashboards).
+    annotators: tuple[Annotator, ...] = ()
     # Health and smoke requests go through this transport; None is the network. Tests pass
     # ``FakeService.transport`` (as httpx's own tests pass ``MockTransport``).
     http_transport: httpx.BaseTransport | None = None
@@ -44,6 +54,7 @@ class Backends(BaseModel):
             "notifiers": [n.describe() for n in self.notifiers],
             "ledger": self.ledger.describe(),
             "on_call": self.on_call.describe() if self.on_call is not None else None,
+            "annotators": [a.describe() for a in self.annotators],
         }
 
 
@@ -62,6 +73,9 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
             registry.build("notifier", section, ctx) for section in spec.notifications.notifiers
         ),
         ledger=ledger,
+        annotators=tuple(
+            registry.build("annotator", section, ctx) for section in spec.notifications.dashboards
+        ),
         on_call=(
             registry.build("on_call", spec.notifications.on_call, ctx)
             if spec.notifications.on_call is not None

@@ -56,11 +56,13 @@ if TYPE_CHECKING:
     MetricsSpec: TypeAlias = StrictModel
     NotifierSpec: TypeAlias = StrictModel
     OnCallSpec: TypeAlias = OnCallSection
+    AnnotatorSpec: TypeAlias = StrictModel
 else:
     TargetSpec = spec_union("target")
     RouterSpec = spec_union("router")
     MetricsSpec = spec_union("metrics")
     OnCallSpec = spec_union("on_call")
+    AnnotatorSpec = spec_union("annotator")
     NotifierSpec = spec_union("notifier")
 
 
@@ -154,6 +156,11 @@ class NotificationsSpec(StrictModel):
         "whose deploys wait for that person to confirm before traffic moves.",
     )
     dashboard_url: str | None = Field(None, description="Monitoring dashboard for the release.")
+    dashboards: list[AnnotatorSpec] = Field(
+        default_factory=list,
+        description="Dashboards that mark each deploy (a region) and its stages (points), by "
+        "kind: " + ", ".join(b.kind for b in kinds("annotator")),
+    )
 
     @field_validator("on_call", mode="before")
     @classmethod
@@ -254,6 +261,8 @@ def parse_spec(
             role = _BACKEND_SECTIONS.get(str(loc[0])) if loc else None
             if loc[:2] == ("notifications", "on_call"):
                 role = "on_call"
+            if loc[:2] == ("notifications", "dashboards"):
+                role = "annotator"
             if role and error["type"] in ("literal_error", "union_tag_invalid"):
                 known = ", ".join(repr(b.kind) for b in kinds(role))
                 given = error["input"].get("kind") if isinstance(error["input"], dict) else None

@@ -16,15 +16,18 @@ from typing import Annotated, Any
 
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
+from deployflow import events
 from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
 from deployflow.notify.slack import format_deploy_announcement
-from deployflow.providers.base import BackendConfigError, Instance, OnCallRoster
+from deployflow.notify.story import deploy_card, outcome_line, stage_line
+from deployflow.providers.base import BackendConfigError, DeployCard, Instance, OnCallRoster
 from deployflow.reconcile import abandon_release
 from deployflow.release import (
     CheckRecord,
@@ -47,9 +50,10 @@ from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
+from tasks.events import send_events
 from tasks.execute import discover_stable, execute, measure_baseline, retire_previous
 from tasks.migrations import migration_checks
-from tasks.notify import notify_and_prepare, who_is_on_call
+from tasks.notify import annotate, notify_and_prepare, notify_thread, who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
@@ -112,6 +116,14 @@ def finish(outcome: ReleaseOutcome, backends: Backends) -> State[Any]:
     # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
     # flow-run inputs of this task (which the UI's Task Runs tab cannot show).
     complete(quote(outcome), backends.ledger)  # type: ignore[call-overload]
+    send_events(events.ended(outcome))
+    if outcome.notifications:
+        line = outcome_line(outcome)
+        notify_thread(backends.notifiers, outcome.notifications, [line], outcome=line)
+    if backends.annotators:
+        verdict = f"{outcome.version} {outcome.status.replace('_', ' ')}: {outcome.message}"
+        tags = [*annotation_tags(outcome), outcome.status]
+        annotate(backends.annotators, tags, points=[verdict], end=verdict)
     data = outcome.to_dict()
     name = state_name(outcome)
     if outcome.status == "succeeded":
@@ -128,6 +140,7 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
     database, so a later deploy knows whether this one is alive.
     """
     outcome, stable = begin(spec, b, req)
+    send_events(events.started(outcome))
     with Lease(b.ledger, outcome.require_id()):
         return steps(spec, b, req, outcome, stable)
 
@@ -157,9 +170,13 @@ def steps(
 
     roster = who_is_on_call(b.on_call) if b.on_call is not None else None  # step 4
     on_call = roster.summary if roster is not None else None
+    text = announcement(spec, req, plan, on_call)
     outcome.notifications = notify_and_prepare(
-        b.notifiers, announcement(spec, req, plan, on_call), on_call
+        b.notifiers, text, on_call, card(spec, req, plan, on_call, text)
     )
+    if b.annotators:
+        started = f"deploy {spec.service} {req.version} to {req.environment} ({plan.kind})"
+        annotate(b.annotators, annotation_tags(outcome), start=started)
     if req.dry_run:
         planned = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
         return ended(outcome, "succeeded", planned)
@@ -361,6 +378,11 @@ def roll_out_and_verify(
     except Exception as exc:
         get_run_logger().exception("the rollout broke")
         return step_failed_trigger("the rollout", exc)
+    send_events(*events.stages_promoted(outcome))
+    lines = [stage_line(s) for s in outcome.stages]
+    notify_thread(b.notifiers, outcome.notifications, lines)
+    if b.annotators:
+        annotate(b.annotators, annotation_tags(outcome), points=lines)
     trigger = stage_trigger(outcome.stages[-1])
     if trigger is not None:
         return trigger
@@ -398,6 +420,39 @@ def announcement(
         on_call=on_call,
         dashboard_url=spec.notifications.dashboard_url,
     )
+
+
+def card(
+    spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice, on_call: str | None, text: str
+) -> DeployCard:
+    return deploy_card(
+        text,
+        service=spec.service,
+        version=req.version,
+        environment=req.environment,
+        strategy=plan.kind,
+        stages=plan.steps,
+        on_call=on_call,
+        dashboard_url=spec.notifications.dashboard_url,
+        run_url=run_url(req.flow_run_id),
+    )
+
+
+def run_url(flow_run_id: str | None) -> str | None:
+    """The run in the Prefect UI, when a server with a UI is configured."""
+    base = PREFECT_UI_URL.value()
+    if not base or not flow_run_id:
+        return None
+    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def annotation_tags(outcome: ReleaseOutcome) -> list[str]:
+    return [
+        "deployflow",
+        f"service:{outcome.service}",
+        f"environment:{outcome.environment}",
+        f"version:{outcome.version}",
+    ]
 
 
 def on_call_gate(spec: ServiceSpec, req: ReleaseRequest, roster: OnCallRoster | None) -> str | None:

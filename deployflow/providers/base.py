@@ -15,7 +15,7 @@ description never contains a secret.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -192,6 +192,62 @@ class Notifier(Protocol):
     because a chat outage must never stop a rollback."""
 
     def post(self, text: str) -> NotificationResult: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class DeployCard:
+    """The facts of one deploy, for a notifier that shows them as one message (Slack Block Kit).
+
+    Attributes:
+        title: One line naming the deploy (mrkdwn), e.g. ``Deploying *shop* `v2` to *production*``.
+        fields: Labelled facts in order: service, version, environment, strategy, on-call...
+        links: Label -> URL: the dashboard, the Prefect run.
+        text: The plain announcement (mrkdwn), the fallback shown in notifications.
+    """
+
+    title: str
+    fields: tuple[tuple[str, str], ...]
+    links: tuple[tuple[str, str], ...]
+    text: str
+
+
+@runtime_checkable
+class ThreadedNotifier(Notifier, Protocol):
+    """A notifier that keeps one conversation per deploy: a parent message (``announce``), the
+    stages and the verdict as replies in its thread, and the parent rewritten with the outcome at
+    the end (``conclude``). Best effort like ``post``: none of these raises for a delivery
+    failure; ``parent`` is what ``announce`` returned."""
+
+    def announce(self, card: DeployCard) -> NotificationResult: ...
+
+    def reply(self, parent: NotificationResult, text: str) -> NotificationResult: ...
+
+    def conclude(self, parent: NotificationResult, outcome: str) -> NotificationResult: ...
+
+
+@dataclass(frozen=True)
+class AnnotationResult:
+    """Outcome of one annotation call: ``ok`` with the dashboard's id, or why not (no secret)."""
+
+    ok: bool
+    target: str
+    id: int | None = None
+    error: str | None = None
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    """Marks a deploy on dashboards: a region from its start to its end, a point per event
+    (stage, promotion, rollback). Best effort: never raises for a delivery failure. One annotator
+    serves one deploy (it remembers its region)."""
+
+    def start_region(self, text: str, tags: Sequence[str]) -> AnnotationResult: ...
+
+    def point(self, text: str, tags: Sequence[str]) -> AnnotationResult: ...
+
+    def end_region(self, text: str) -> AnnotationResult: ...
 
     def describe(self) -> str: ...
 

@@ -1,7 +1,8 @@
 """One registry: a backend kind maps to its spec model and its builder.
 
 The spec's backend sections (``target``, ``router``, ``metrics``, ``notifications.notifiers``,
-``notifications.on_call``) are
+``notifications.on_call``,
+``notifications.dashboards``) are
 discriminated unions on ``kind`` built from this table, so an unknown kind is a spec error listing
 the known ones, and ``build`` dispatches on the section's model. Adding a backend is one module
 (its spec model, its class with ``from_spec``), and one line here.
@@ -16,7 +17,16 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 from pydantic import Field
 
 from deployflow.notify.slack import SlackNotifier, SlackNotifierSpec
-from deployflow.providers.base import BuildContext, Metrics, Notifier, OnCall, Router, Target
+from deployflow.providers.base import (
+    Annotator,
+    BuildContext,
+    Metrics,
+    Notifier,
+    OnCall,
+    Router,
+    Target,
+)
+from deployflow.providers.grafana import GrafanaAnnotationsSpec, GrafanaAnnotator
 from deployflow.providers.haproxy import HAProxyRouter, HAProxyRouterSpec
 from deployflow.providers.local_process import LocalProcessTarget, LocalProcessTargetSpec
 from deployflow.providers.oncall import StaticOnCall, StaticOnCallSpec
@@ -24,7 +34,7 @@ from deployflow.providers.pagerduty import PagerDutyOnCall, PagerDutyOnCallSpec
 from deployflow.providers.prometheus import PrometheusMetrics, PrometheusMetricsSpec
 from deployflow.spec_types import StrictModel
 
-Role = Literal["target", "router", "metrics", "notifier", "on_call"]
+Role = Literal["target", "router", "metrics", "notifier", "on_call", "annotator"]
 B = TypeVar("B")
 S = TypeVar("S", bound=StrictModel)
 
@@ -60,6 +70,7 @@ BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("notifier", SlackNotifierSpec, SlackNotifier.from_spec),
     BackendKind("on_call", PagerDutyOnCallSpec, PagerDutyOnCall.from_spec),
     BackendKind("on_call", StaticOnCallSpec, _without_context(StaticOnCall.from_spec)),
+    BackendKind("annotator", GrafanaAnnotationsSpec, GrafanaAnnotator.from_spec),
 )
 
 _CONTRACTS: dict[Role, type] = {
@@ -68,6 +79,7 @@ _CONTRACTS: dict[Role, type] = {
     "metrics": Metrics,
     "notifier": Notifier,
     "on_call": OnCall,
+    "annotator": Annotator,
 }
 
 

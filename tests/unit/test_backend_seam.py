@@ -65,6 +65,7 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
         "slack",
         "pagerduty",
         "static",
+        "grafana",
     ]
 
 
