@@ -173,6 +173,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
     name = (args.as_name if args.as_name is not None else getpass.getuser()).strip()
     if not name:
         raise BadInput("--as: give the name of the person confirming")
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        # Without it Prefect would start a temporary server of its own, where no deploy waits.
+        raise BadInput("PREFECT_API_URL: set it to the Prefect server the deploy runs on")
     from flows.oncall import ConfirmationRefused, approve
 
     try:

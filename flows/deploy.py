@@ -378,11 +378,7 @@ def roll_out_and_verify(
     except Exception as exc:
         get_run_logger().exception("the rollout broke")
         return step_failed_trigger("the rollout", exc)
-    send_events(*events.stages_promoted(outcome))
-    lines = [stage_line(s) for s in outcome.stages]
-    notify_thread(b.notifiers, outcome.notifications, lines)
-    if b.annotators:
-        annotate(b.annotators, annotation_tags(outcome), points=lines)
+    tell_stages(b, outcome)
     trigger = stage_trigger(outcome.stages[-1])
     if trigger is not None:
         return trigger
@@ -444,6 +440,17 @@ def run_url(flow_run_id: str | None) -> str | None:
     if not base or not flow_run_id:
         return None
     return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def tell_stages(b: Backends, outcome: ReleaseOutcome) -> None:
+    """The stages' results as events, replies in the deploy's Slack thread and dashboard points
+    (at the time each stage ended). Sent when the rollout subflow returns."""
+    send_events(*events.stages_promoted(outcome))
+    lines = [stage_line(s) for s in outcome.stages]
+    notify_thread(b.notifiers, outcome.notifications, lines)
+    if b.annotators:
+        times = [int(s.finished_at.timestamp() * 1000) for s in outcome.stages]
+        annotate(b.annotators, annotation_tags(outcome), points=lines, times=times)
 
 
 def annotation_tags(outcome: ReleaseOutcome) -> list[str]:

@@ -115,16 +115,21 @@ def annotate(
     *,
     start: str | None = None,
     points: Sequence[str] = (),
+    times: Sequence[int] | None = None,
     end: str | None = None,
 ) -> int:
-    """Mark the deploy on dashboards: ``start`` opens its region, each of ``points`` is a point,
-    ``end`` closes the region. Never raises. Returns how many annotations were written."""
+    """Mark the deploy on dashboards: ``start`` opens its region, each of ``points`` is a point
+    (now, or at the matching ``times``, ms since the epoch), ``end`` closes the region. Never
+    raises. Returns how many annotations were written."""
     logger = get_run_logger()
     written = 0
     for annotator in annotators:
         try:
             results = [annotator.start_region(start, tags)] if start is not None else []
-            results += [annotator.point(text, tags) for text in points]
+            at: Sequence[int | None] = times if times is not None else [None] * len(points)
+            results += [
+                annotator.point(text, tags, at_ms) for text, at_ms in zip(points, at, strict=True)
+            ]
             if end is not None:
                 results.append(annotator.end_region(end))
         except Exception as exc:  # an annotator that breaks its contract must not stop a deploy

@@ -98,9 +98,9 @@ class GrafanaAnnotator:
             self._region = result.id
         return result
 
-    def point(self, text: str, tags: Sequence[str]) -> AnnotationResult:
-        now = self._clock()
-        return self._send("POST", "/api/annotations", self._body(text, tags, now, None))
+    def point(self, text: str, tags: Sequence[str], at_ms: int | None = None) -> AnnotationResult:
+        when = self._clock() if at_ms is None else at_ms
+        return self._send("POST", "/api/annotations", self._body(text, tags, when, None))
 
     def end_region(self, text: str) -> AnnotationResult:
         """Stretch the region to now and write the outcome into it."""

@@ -175,3 +175,11 @@ def test_approve_refuses_what_is_not_a_run_id(capsys):
 def ledger_rows(ledger: Ledger) -> list[tuple[int, str]]:
     with ledger._sessions() as s:
         return [(row.id, row.status) for row in repository.history(s)]
+
+
+def test_approve_needs_the_server_the_deploy_runs_on(capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["approve", "0b5c0bd4-2f06-4b2e-9a59-0e1a9d0b8a11"]) == 2
+    assert "PREFECT_API_URL: set it to the Prefect server" in capsys.readouterr().err

@@ -36,9 +36,10 @@ def test_a_deploy_is_a_region_with_a_point_per_stage(grafana: FakeGrafanaAPI) ->
     a = annotator(grafana)
     assert a.start_region("deploy shop v2", TAGS).ok
     assert a.point("stage 1: 5% promoted", TAGS).ok
+    assert a.point("stage 2: 25% promoted", TAGS, at_ms=1_200).ok
     assert a.end_region("v2 succeeded").ok
 
-    region, point = grafana.annotations
+    region, point, backdated = grafana.annotations
     assert region == {
         "id": 1, "dashboardUID": "shop-dash", "panelId": None, "time": 1_000,
         "timeEnd": 2_000, "tags": TAGS, "text": "v2 succeeded",
@@ -48,6 +49,7 @@ def test_a_deploy_is_a_region_with_a_point_per_stage(grafana: FakeGrafanaAPI) ->
         1_500,
         "stage 1: 5% promoted",
     )
+    assert backdated["time"] == 1_200
 
 
 def test_a_refused_token_is_a_result_not_an_exception(grafana: FakeGrafanaAPI) -> None:
