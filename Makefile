@@ -48,3 +48,5 @@ lint: bootstrap
 
 bench: fixtures
 	$(UV) run python bench/bench_prechecks.py
+	$(UV) run python bench/bench_migrations.py
+	$(UV) run python bench/bench_rollback_exposure.py

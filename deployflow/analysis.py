@@ -1,7 +1,9 @@
 """Canary analysis: turn metric samples into measurements, and measurements into a stage verdict.
 
 Everything here is a pure function of data, in the manner of Argo Rollouts' AnalysisRun:
-``evaluate`` classifies one sample as Successful / Failed / Inconclusive / Error, and
+``evaluate`` classifies one sample as Successful / Failed / Inconclusive / Error, weighing the
+evidence the sample size allows (``deployflow.stats``) and comparing the canary with the stable
+version over the same window (Kayenta's concurrent control), and
 ``analyse_stage`` applies the limits (failures, consecutive errors, holds) to decide whether the
 stage promotes, keeps observing, or rolls back. Missing data never promotes.
 """
@@ -11,7 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+from deployflow.stats import Histogram, mann_whitney, per_look_confidence, wilson_bounds
 
 
 class Outcome(StrEnum):
@@ -41,6 +45,11 @@ class Thresholds:
     failure_limit: int = 0
     consecutive_error_limit: int = 3
     max_hold_measurements: int = 3
+    # The chance, per stage, that a healthy canary is not failed by luck (spent over its looks).
+    confidence: float = 0.999
+    # The chance, per stage, that a canary right at a maximum is not promoted (spent over the
+    # looks that may promote: the last of the window and the held ones).
+    promote_confidence: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,15 @@ class MetricSample:
     """What the metrics backend returned for one version over one window.
 
     ``None`` means "no data" (empty result or NaN); ``error`` is set when the query itself failed.
+    ``buckets`` is the latency histogram over the window as Prometheus gives it, (upper bound in
+    seconds, cumulative count) pairs, the last bound ``inf``; empty when the backend has none.
     """
 
     error_rate: float | None
     p95_seconds: float | None
     requests: float | None
     error: str | None = None
+    buckets: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,8 +90,10 @@ class Measurement:
     baseline_p95_seconds: float | None
     breaches: tuple[Breach, ...] = ()
     note: str = ""
+    control: MetricSample | None = None  # the stable version over the same window
 
     def to_dict(self) -> dict[str, Any]:
+        control = self.control
         return {
             "outcome": self.outcome.value,
             "error_rate": self.sample.error_rate,
@@ -89,6 +103,14 @@ class Measurement:
             "error": self.sample.error,
             "breaches": [b.to_dict() for b in self.breaches],
             "note": self.note,
+            "stable": None
+            if control is None
+            else {
+                "error_rate": control.error_rate,
+                "p95_seconds": control.p95_seconds,
+                "requests": control.requests,
+                "error": control.error,
+            },
         }
 
 
@@ -107,53 +129,221 @@ def _clean(value: float | None) -> float | None:
     return value
 
 
+def _rate(value: float) -> str:
+    """A rate as people read it: 6.4%, 0.52%, 0%."""
+    if value == 0:
+        return "0%"
+    return f"{value:.2%}" if value < 0.01 else f"{value:.1%}"
+
+
+def _span(low: float, high: float) -> str:
+    """An interval of rates, one percent sign: 5.3-7.6%, 0.01-0.62%."""
+    digits = 2 if high < 0.01 else 1
+    return f"{low * 100:.{digits}f}-{high * 100:.{digits}f}%"
+
+
+def _p(p_value: float) -> str:
+    return "p<1e-6" if p_value < 1e-6 else f"p={p_value:.2g}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _requests(count: float) -> str:
+    return f"{count:,.0f} requests"
+
+
+def _usable(sample: MetricSample | None, thresholds: Thresholds) -> MetricSample | None:
+    """The control sample when it can be compared with: answered, with enough requests."""
+    if sample is None or sample.error is not None:
+        return None
+    requests = _clean(sample.requests)
+    if requests is None or requests < thresholds.min_requests:
+        return None
+    return sample
+
+
+@dataclass(frozen=True)
+class _Finding:
+    """One metric's verdict: ``above`` (a breach), ``below`` (healthy) or ``undecided``."""
+
+    state: Literal["above", "below", "undecided"]
+    text: str
+    breach: Breach | None = None
+
+
+def _judge_error_rate(
+    requests: float,
+    error_rate: float,
+    control: MetricSample | None,
+    thresholds: Thresholds,
+    levels: tuple[float, float],
+) -> _Finding:
+    limit = thresholds.max_error_rate
+    errors = error_rate * requests
+    ci = wilson_bounds(errors, requests, *levels)
+    level = ci.confidence
+    text = (
+        f"canary {_rate(ci.estimate)} ({level * 100:.4g}% CI {_span(ci.low, ci.high)}) "
+        f"over {_requests(requests)}"
+    )
+    control_rate = _clean(control.error_rate) if control is not None else None
+    if control is not None and control_rate is not None and control.requests is not None:
+        text += f" vs stable {_rate(control_rate)} over {_requests(control.requests)}"
+    else:
+        text += " (no stable traffic to compare with)"
+    if ci.low > limit:
+        reason = f"error rate {text}: above {_rate(limit)}"
+        return _Finding("above", reason, Breach("error_rate", error_rate, limit, reason))
+    if ci.high < limit or (limit == 0.0 and errors == 0.0):
+        return _Finding("below", f"error rate {text}: below {_rate(limit)}")
+    return _Finding("undecided", f"error rate {text}: cannot be told apart from {_rate(limit)} yet")
+
+
+def _judge_latency_concurrent(
+    canary: Histogram, stable: Histogram, thresholds: Thresholds, level: float
+) -> _Finding | None:
+    """P95 ratio and rank test of canary against stable over the same window; None when the
+    histograms cannot be compared."""
+    if canary.total < thresholds.min_requests or stable.total < thresholds.min_requests:
+        return None
+    try:
+        test = mann_whitney(canary, stable)
+    except ValueError:
+        return None
+    p95_canary, p95_stable = canary.quantile(0.95), stable.quantile(0.95)
+    if p95_canary is None or p95_stable is None or p95_stable <= 0:
+        return None
+    ratio = p95_canary / p95_stable
+    limit = thresholds.max_p95_ratio
+    text = (
+        f"P95 canary {_ms(p95_canary)} vs stable {_ms(p95_stable)} in the same window "
+        f"({ratio:.2f}x; rank test {_p(test.p_value)}, "
+        f"P(canary slower)={test.probability:.2f})"
+    )
+    alpha = 1.0 - level
+    if ratio > limit and test.p_value < alpha:
+        reason = f"{text}: above {limit:g}x"
+        return _Finding(
+            "above", reason, Breach("p95_latency", p95_canary, limit * p95_stable, reason)
+        )
+    if ratio <= limit:
+        return _Finding("below", f"{text}: within {limit:g}x")
+    return _Finding("undecided", f"{text}: above {limit:g}x but not beyond chance yet")
+
+
+def _judge_latency_baseline(
+    sample: MetricSample,
+    baseline_p95_seconds: float | None,
+    thresholds: Thresholds,
+    level: float,
+    why: str,
+) -> _Finding | None:
+    """The second guard, when no stable traffic can be compared with: the canary's P95 against
+    the stable P95 measured before the deploy. With a histogram, a breach needs the lower bound
+    of the P95 above the limit, not one point. None when there is no baseline."""
+    if baseline_p95_seconds is None or baseline_p95_seconds <= 0:
+        return None
+    limit = thresholds.max_p95_ratio * baseline_p95_seconds
+    histogram = Histogram.from_cumulative(list(sample.buckets)) if sample.buckets else None
+    p95 = _clean(sample.p95_seconds)
+    if p95 is None and histogram is not None:
+        p95 = histogram.quantile(0.95)
+    if p95 is None:
+        return _Finding("undecided", "P95 latency has no data although requests were counted")
+    bounds = histogram.quantile_bounds(0.95, level) if histogram is not None else None
+    lowest = bounds[0] if bounds is not None else p95
+    shown = f"P95 {_ms(p95)}" + (f" (at least {_ms(lowest)})" if bounds is not None else "")
+    text = (
+        f"{shown} against {thresholds.max_p95_ratio:g}x the pre-deploy baseline "
+        f"{_ms(baseline_p95_seconds)} ({_ms(limit)}; {why})"
+    )
+    if lowest > limit:
+        reason = f"P95 latency above the limit: {text}"
+        return _Finding("above", reason, Breach("p95_latency", p95, limit, reason))
+    if p95 > limit:
+        return _Finding("undecided", f"{text}: above the limit but not beyond chance yet")
+    return _Finding("below", text)
+
+
 def evaluate(
-    sample: MetricSample, baseline_p95_seconds: float | None, thresholds: Thresholds
+    sample: MetricSample,
+    baseline_p95_seconds: float | None,
+    thresholds: Thresholds,
+    *,
+    control: MetricSample | None = None,
+    looks: int = 1,
 ) -> Measurement:
-    """Classify one sample of the canary against the thresholds and the stable baseline."""
+    """Classify one sample of the canary, against the stable version's sample from the same
+    window (``control``) and, when stable had no traffic, the pre-deploy baseline.
+
+    The error rate fails only when the lower bound of its confidence interval is above the
+    maximum (at ``thresholds.confidence``) and succeeds only when the upper bound is below it (at
+    ``thresholds.promote_confidence``); the latency fails only when the
+    canary's P95 is above ``max_p95_ratio`` times the stable's *and* a rank test on the two
+    histograms says the canary is slower beyond chance. Anything in between is inconclusive.
+    ``looks`` is how many measurements the stage may take: each is held to the confidence that
+    keeps the whole stage at ``thresholds.confidence``.
+    """
     if sample.error is not None:
-        return Measurement(Outcome.ERROR, sample, baseline_p95_seconds, note=sample.error)
+        return Measurement(
+            Outcome.ERROR, sample, baseline_p95_seconds, note=sample.error, control=control
+        )
     requests = _clean(sample.requests)
     if requests is None or requests < thresholds.min_requests:
         seen = "no" if requests is None else f"{requests:.0f}"
         note = f"{seen} requests in the window, fewer than the minimum {thresholds.min_requests:g}"
-        return Measurement(Outcome.INCONCLUSIVE, sample, baseline_p95_seconds, note=note)
-
-    breaches: list[Breach] = []
+        return Measurement(
+            Outcome.INCONCLUSIVE, sample, baseline_p95_seconds, note=note, control=control
+        )
     error_rate = _clean(sample.error_rate)
     if error_rate is None:
         note = "error rate has no data although requests were counted"
-        return Measurement(Outcome.INCONCLUSIVE, sample, baseline_p95_seconds, note=note)
-    if error_rate > thresholds.max_error_rate:
-        breaches.append(
-            Breach(
-                "error_rate",
-                error_rate,
-                thresholds.max_error_rate,
-                f"error rate {error_rate:.2%} above the maximum {thresholds.max_error_rate:.2%}",
-            )
+        return Measurement(
+            Outcome.INCONCLUSIVE, sample, baseline_p95_seconds, note=note, control=control
         )
 
-    p95 = _clean(sample.p95_seconds)
-    if baseline_p95_seconds is not None and baseline_p95_seconds > 0:
-        limit = thresholds.max_p95_ratio * baseline_p95_seconds
-        if p95 is None:
-            if not breaches:
-                note = "P95 latency has no data although requests were counted"
-                return Measurement(Outcome.INCONCLUSIVE, sample, baseline_p95_seconds, note=note)
-        elif p95 > limit:
-            breaches.append(
-                Breach(
-                    "p95_latency",
-                    p95,
-                    limit,
-                    f"P95 latency {p95 * 1000:.1f} ms above {thresholds.max_p95_ratio:g}x the "
-                    f"baseline {baseline_p95_seconds * 1000:.1f} ms ({limit * 1000:.1f} ms)",
-                )
-            )
+    # One-sided levels: rollbacks spend their budget over every look of the stage, promotions
+    # over the looks that may promote.
+    level = per_look_confidence(thresholds.confidence, looks)
+    promotion_looks = min(looks, thresholds.max_hold_measurements + 1)
+    promote_level = per_look_confidence(thresholds.promote_confidence, promotion_looks)
+    usable_control = _usable(control, thresholds)
+    findings = [
+        _judge_error_rate(requests, error_rate, usable_control, thresholds, (level, promote_level))
+    ]
+
+    latency: _Finding | None = None
+    if sample.buckets and usable_control is not None and usable_control.buckets:
+        latency = _judge_latency_concurrent(
+            Histogram.from_cumulative(list(sample.buckets)),
+            Histogram.from_cumulative(list(usable_control.buckets)),
+            thresholds,
+            level,
+        )
+    if latency is None:
+        if usable_control is None:
+            why = "no stable traffic to compare with"
+        elif not (sample.buckets and usable_control.buckets):
+            why = "no latency histogram to compare stable with"
+        else:
+            why = "too few requests in the histograms to compare stable with"
+        latency = _judge_latency_baseline(sample, baseline_p95_seconds, thresholds, level, why)
+    if latency is not None:
+        findings.append(latency)
+
+    note = "; ".join(f.text for f in findings)
+    breaches = tuple(f.breach for f in findings if f.breach is not None)
     if breaches:
-        return Measurement(Outcome.FAILED, sample, baseline_p95_seconds, tuple(breaches))
-    return Measurement(Outcome.SUCCESSFUL, sample, baseline_p95_seconds)
+        return Measurement(
+            Outcome.FAILED, sample, baseline_p95_seconds, breaches, note, control=control
+        )
+    if any(f.state == "undecided" for f in findings):
+        return Measurement(
+            Outcome.INCONCLUSIVE, sample, baseline_p95_seconds, note=note, control=control
+        )
+    return Measurement(Outcome.SUCCESSFUL, sample, baseline_p95_seconds, note=note, control=control)
 
 
 def _counts(measurements: list[Measurement]) -> dict[str, int]:

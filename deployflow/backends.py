@@ -8,6 +8,7 @@ the API, the UI or a log.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -65,6 +66,8 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
         BackendConfigError: A backend cannot be built (a missing token, an unknown block); the
             message names the spec field.
     """
+    if not ctx.service:
+        ctx = replace(ctx, service=spec.service)
     return Backends(
         target=registry.build("target", spec.target, ctx),
         router=registry.build("router", spec.router, ctx),

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,3 +193,77 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one argv run by ``run_command`` did.
+
+    Attributes:
+        returncode: Exit status (negative: killed by that signal); None when it timed out.
+        stdout: Its standard output (at most ``max_output`` bytes, decoded leniently).
+        stderr: Its standard error, likewise.
+        timed_out: True when the deadline passed and its process group was killed.
+    """
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def stderr_tail(self, lines: int = 20, max_chars: int = 2000) -> str:
+        """The last lines of stderr (of stdout when stderr is empty), for an error message."""
+        text = self.stderr.strip() or self.stdout.strip()
+        tail_text = "\n".join(text.splitlines()[-lines:])
+        return tail_text[-max_chars:]
+
+
+def run_command(
+    argv: list[str],
+    *,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    max_output: int = 1024 * 1024,
+) -> CommandResult:
+    """Run ``argv`` (no shell) in its own process group and wait at most ``timeout`` seconds.
+
+    Output goes to temporary files, not pipes: a command that leaves a background process behind
+    (a start hook launching a server) returns as soon as it exits itself, instead of when the last
+    holder of its pipes does. At the deadline the whole process group is killed.
+
+    Raises:
+        OSError: ``argv[0]`` cannot be executed (missing, not executable).
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+        def read(handle: Any) -> str:
+            handle.seek(0)
+            return bytes(handle.read(max_output)).decode("utf-8", errors="replace")
+
+        return CommandResult(
+            returncode=None if timed_out else proc.returncode,
+            stdout=read(out),
+            stderr=read(err),
+            timed_out=timed_out,
+        )

@@ -246,6 +246,8 @@ class ReleaseOutcome:
                     "verdict": s.verdict.value,
                     "values": s.last_values(),
                     "counts": s.counts,
+                    "started_at": s.started_at.isoformat(),
+                    "finished_at": s.finished_at.isoformat(),
                 }
                 for s in self.stages
             ],
@@ -352,8 +354,9 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
             "",
             "## Stages",
             "",
-            "| stage | canary weight | verdict | error rate | P95 | requests | measurements |",
-            "|---|---|---|---|---|---|---|",
+            "| stage | canary weight | verdict | error rate | P95 | requests | measurements "
+            "| why |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for s in outcome.stages:
             v = s.last_values()
@@ -361,7 +364,7 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
             lines.append(
                 f"| {s.index + 1} | {s.weight}% | {s.verdict.value} | "
                 f"{_fmt(v['error_rate'], 'error_rate')} | {_fmt(v['p95_seconds'], 'p95_seconds')} "
-                f"| {_fmt(v['requests'], 'requests')} | {counts} |"
+                f"| {_fmt(v['requests'], 'requests')} | {counts} | {_cell(s.explanation)} |"
             )
     if outcome.verification:
         lines += ["", "## Verification", "", "| check | ok | detail |", "|---|---|---|"]

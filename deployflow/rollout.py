@@ -6,9 +6,10 @@ that runs it only adds logging.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from deployflow.analysis import (
 )
 from deployflow.providers.base import Metrics
 from deployflow.spec import AnalysisSpec
+from deployflow.stats import Histogram, wilson_bounds
 
 
 def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
@@ -35,7 +37,15 @@ def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
         failure_limit=analysis.failure_limit,
         consecutive_error_limit=analysis.consecutive_error_limit,
         max_hold_measurements=analysis.max_hold_measurements,
+        confidence=analysis.confidence,
+        promote_confidence=analysis.promote_confidence,
     )
+
+
+def looks_in_stage(observe_seconds: float, interval_seconds: float, max_hold: int) -> int:
+    """The most measurements a stage can take: one per interval over the observe time, then the
+    held ones. The stage's false-alarm budget is spread over this many looks."""
+    return max(1, math.ceil(observe_seconds / interval_seconds - 1e-9)) + max_hold
 
 
 @dataclass
@@ -62,6 +72,28 @@ class StageResult:
                 }
         return {"error_rate": None, "p95_seconds": None, "requests": None}
 
+    @property
+    def explanation(self) -> str:
+        """Why the stage ended as it did, in figures a person can check."""
+        if self.reason is not None:
+            return self.reason.reason
+        return self.measurements[-1].note if self.measurements else ""
+
+    def stable_p95_seconds(self) -> float | None:
+        """The stable version's P95 over the latest window this stage compared the canary with
+        (None when stable had no usable traffic)."""
+        for m in reversed(self.measurements):
+            control = m.control
+            if control is None or control.error is not None or not control.requests:
+                continue
+            if control.buckets:
+                p95 = Histogram.from_cumulative(list(control.buckets)).quantile(0.95)
+            else:
+                p95 = control.p95_seconds
+            if p95 is not None and math.isfinite(p95) and p95 > 0:
+                return p95
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -69,11 +101,44 @@ class StageResult:
             "verdict": self.verdict.value,
             "reason": self.reason.to_dict() if self.reason else None,
             "values": self.last_values(),
+            "explanation": self.explanation,
             "counts": self.counts,
             "measurements": [m.to_dict() for m in self.measurements],
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
         }
+
+
+def next_baseline(baseline_p95_seconds: float | None, result: StageResult) -> float | None:
+    """The stable P95 the next stage falls back on when stable has no traffic to compare with
+    (the last stage at 100%): the stable's P95 measured alongside this stage, which saw the
+    same conditions (load, time of day) the next stage will, else the pre-deploy baseline."""
+    return result.stable_p95_seconds() or baseline_p95_seconds
+
+
+def latest_stable_p95(stages: Sequence[StageResult], baseline: float | None) -> float | None:
+    """The stable P95 measured alongside the latest stage that saw stable with traffic, else
+    ``baseline`` (the pre-deploy one): what a canary with all the traffic is held against."""
+    for stage in reversed(stages):
+        p95 = stage.stable_p95_seconds()
+        if p95 is not None:
+            return p95
+    return baseline
+
+
+def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:
+    """The highest error rate the stable version plausibly has, from the latest measurement that
+    saw it with traffic: the upper end of its Wilson interval at ``confidence`` (one-sided).
+    0 when no measurement did (a first release, metrics down): then nothing is excused."""
+    for stage in reversed(stages):
+        for m in reversed(stage.measurements):
+            c = m.control
+            if c is None or c.error is not None or c.error_rate is None or not c.requests:
+                continue
+            if not (math.isfinite(c.error_rate) and math.isfinite(c.requests)):
+                continue
+            return wilson_bounds(c.error_rate * c.requests, c.requests, 0.5, confidence).high
+    return 0.0
 
 
 def canary_gone(reason: str, baseline_p95_seconds: float | None) -> Measurement:
@@ -99,14 +164,29 @@ def observe_stage(
     sleep: Callable[[float], None] = time.sleep,
     on_measurement: Callable[[Measurement], None] | None = None,
     gone: Callable[[], str | None] | None = None,
+    control_version: str | None = None,
 ) -> StageResult:
     """Measure ``version`` every interval until the stage promotes or rolls back.
 
     The first measurement is taken one interval after the weight changed, so it sees traffic at
     the new weight. A failure ends the stage at once; promotion waits for the observe window.
     ``gone`` says why the canary no longer runs (None while it does): a dead canary is a failed
-    measurement at once, not "no data" to wait out.
+    measurement at once, not "no data" to wait out, and is asked again before a promotion.
+
+    Every measurement compares ``version`` with ``control_version`` (the stable version, None on
+    a first release) measured over the same window, so load that slows both is not blamed on the
+    canary. Each look covers the stage so far, from the moment its weight was set: evidence
+    accumulates, traffic from an earlier weight never mixes in (which would compare a canary
+    mostly seen at the new weight with a stable mostly seen at the old one), and the confidence
+    of each look is set so that all the looks of the stage together keep the stated confidence.
+    Once the stage is longer than ``window_seconds``, each look also checks that recent window
+    alone, which only ever fails a stage (a fault that starts late shows there at once).
     """
+    looks = looks_in_stage(observe_seconds, interval_seconds, thresholds.max_hold_measurements)
+    # A stage longer than the window also checks the recent window at each look, so a fault that
+    # starts mid-stage is not diluted by the healthy traffic before it; the budget covers both.
+    recent_too = window_seconds < looks * interval_seconds - 1e-9
+    tests = 2 * looks if recent_too else looks
     started_at = datetime.now(UTC)
     start = clock()
     measurements: list[Measurement] = []
@@ -117,14 +197,28 @@ def observe_stage(
         if delay > 0:
             sleep(delay)  # pacing between measurements, not synchronisation
         next_tick += interval_seconds
-        sample = source.sample(version, window_seconds)
-        # Asked after sampling, so a canary that died while it was measured is not promoted on
-        # the figures it served before.
         why_gone = gone() if gone is not None else None
         if why_gone is not None:
             measurement = canary_gone(why_gone, baseline_p95_seconds)
         else:
-            measurement = evaluate(sample, baseline_p95_seconds, thresholds)
+            window = max(clock() - start, interval_seconds)
+
+            def measure(seconds: float) -> Measurement:
+                sample = source.sample(version, seconds)
+                control = None
+                if control_version is not None:
+                    control = source.sample(control_version, seconds)
+                return evaluate(
+                    sample, baseline_p95_seconds, thresholds, control=control, looks=tests
+                )
+
+            measurement = measure(window)
+            if recent_too and window > window_seconds + 1e-9:
+                recent = measure(window_seconds)
+                if recent.outcome is Outcome.FAILED and measurement.outcome is not Outcome.FAILED:
+                    measurement = replace(
+                        recent, note=f"over the last {window_seconds:g} s: {recent.note}"
+                    )
         measurements.append(measurement)
         if on_measurement is not None:
             on_measurement(measurement)
@@ -132,6 +226,14 @@ def observe_stage(
         decision = analyse_stage(
             measurements, thresholds, window_complete=window_complete, held=held
         )
+        if decision.verdict is Verdict.PROMOTE and gone is not None:
+            # Metrics lag: a canary that died since it was measured must not be promoted.
+            why_gone = gone()
+            if why_gone is not None:
+                measurements.append(canary_gone(why_gone, baseline_p95_seconds))
+                decision = analyse_stage(
+                    measurements, thresholds, window_complete=window_complete, held=held
+                )
         if decision.verdict is not Verdict.CONTINUE:
             return StageResult(
                 index=index,

@@ -29,6 +29,7 @@ from deployflow.spec_types import (
     Duration,
     SpecError,
     StrictModel,
+    program_problem,
     validate_environment,
     validate_version,
 )
@@ -89,6 +90,25 @@ class AnalysisSpec(StrictModel):
     max_hold_measurements: int = Field(
         3, ge=0, description="Extra measurements after the window when the last was not healthy."
     )
+    confidence: float = Field(
+        0.999,
+        ge=0.5,
+        le=0.9999,
+        description=(
+            "Confidence a rollback on a metric needs, per stage: an error rate is above the "
+            "maximum only when the lower bound of its interval is, a P95 only when the rank test "
+            "agrees; spent over every measurement of the stage."
+        ),
+    )
+    promote_confidence: float = Field(
+        0.95,
+        ge=0.5,
+        le=0.9999,
+        description=(
+            "Confidence a promotion needs, per stage: the upper bound of the error rate's "
+            "interval must be below the maximum; spent over the measurements that may promote."
+        ),
+    )
 
 
 class CanaryStrategySpec(StrictModel):
@@ -132,6 +152,15 @@ class SmokeRequest(StrictModel):
     expect_status: int = Field(200, ge=100, le=599)
     critical: bool = Field(True, description="A critical path that fails rolls the release back.")
     timeout: Duration = 5.0
+    attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description=(
+            "Requests sent; the path fails when more of them fail than the stable version's own "
+            "error rate explains (one flaky answer is not a broken path)."
+        ),
+    )
 
     @field_validator("path")
     @classmethod
@@ -242,6 +271,17 @@ _BACKEND_SECTIONS: dict[str, Role] = {
 }
 
 
+def _without_kind_tag(loc: tuple[int | str, ...], role: Role) -> tuple[int | str, ...]:
+    """A backend section's path as the user wrote it: pydantic puts the union's tag (the kind)
+    into the path of a discriminated union ("router.nginx.state_listen"); drop its first
+    occurrence after the section name."""
+    names = {b.kind for b in kinds(role)}
+    for index in range(1, len(loc)):
+        if loc[index] in names:
+            return (*loc[:index], *loc[index + 1 :])
+    return loc
+
+
 def parse_spec(
     data: Any, source: str = "spec", env: Mapping[str, str] | None = None
 ) -> ServiceSpec:
@@ -263,6 +303,8 @@ def parse_spec(
                 role = "on_call"
             if loc[:2] == ("notifications", "dashboards"):
                 role = "annotator"
+            if role:
+                loc = _without_kind_tag(loc, role)
             if role and error["type"] in ("literal_error", "union_tag_invalid"):
                 known = ", ".join(repr(b.kind) for b in kinds(role))
                 given = error["input"].get("kind") if isinstance(error["input"], dict) else None
@@ -352,7 +394,30 @@ def load_spec(path: Path | str, env: Mapping[str, str] | None = None) -> Service
     except RecursionError:
         raise SpecError(str(path), [("(yaml)", "nested too deeply")]) from None
     spec = parse_spec(data, str(path), env)
-    return resolve_paths(spec, path.parent)
+    spec = resolve_paths(spec, path.parent)
+    problems = program_problems(spec)
+    if problems:
+        raise SpecError(str(path), problems)
+    return spec
+
+
+def program_problems(model: StrictModel, prefix: str = "") -> list[tuple[str, str]]:
+    """Every program named in a ``spec_programs`` field that cannot be run, with its field path."""
+    problems: list[tuple[str, str]] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        where = f"{prefix}{name}"
+        if name in model.spec_programs and isinstance(value, list) and value:
+            problem = program_problem(str(value[0]))
+            if problem:
+                problems.append((f"{where}.0", problem))
+        elif isinstance(value, StrictModel):
+            problems.extend(program_problems(value, f"{where}."))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, StrictModel):
+                    problems.extend(program_problems(item, f"{where}.{index}."))
+    return problems
 
 
 def resolve_paths(spec: ServiceSpec, base: Path) -> ServiceSpec:
@@ -371,6 +436,11 @@ def _resolve_model(model: StrictModel, base: Path) -> StrictModel:
         if name in model.spec_relative_paths and isinstance(value, Path):
             if not value.is_absolute():
                 update[name] = (base / value).resolve()
+        elif name in model.spec_programs and isinstance(value, list) and value:
+            program = str(value[0])
+            if "/" in program and "{" not in program and not Path(program).is_absolute():
+                # normpath, not resolve(): a venv's python is a symlink that must stay one.
+                update[name] = [os.path.normpath(base.resolve() / program), *value[1:]]
         elif isinstance(value, StrictModel):
             update[name] = _resolve_model(value, base)
         elif isinstance(value, list) and any(isinstance(v, StrictModel) for v in value):

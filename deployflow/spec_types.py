@@ -6,7 +6,10 @@ Backend modules build their own spec sections from these without importing ``dep
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -75,6 +78,26 @@ def validate_version(version: str, field: str = "version") -> str:
     return version
 
 
+def program_problem(program: str) -> str | None:
+    """Why ``program`` (an argv[0]) cannot be run, or None when it can.
+
+    A name without '/' is looked up on PATH; a path must be an executable regular file. A
+    program that is still a template (``{...}``) is checked when it runs.
+    """
+    if "{" in program:
+        return None
+    if "/" not in program:
+        if shutil.which(program) is None:
+            return f"program {program!r} is not found on PATH"
+        return None
+    path = Path(program)
+    if not path.is_file():
+        return f"{program} does not exist (or is not a file)"
+    if not os.access(path, os.X_OK):
+        return f"{program} is not executable (chmod +x it)"
+    return None
+
+
 class StrictModel(BaseModel):
     """Unknown keys are rejected; values are not coerced across types silently.
 
@@ -85,6 +108,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     spec_relative_paths: ClassVar[tuple[str, ...]] = ()
+    # Fields holding an argv list whose program (argv[0]) is run by deployflow itself: a relative
+    # path containing '/' is relative to the spec's folder, and ``load_spec`` checks that the
+    # program exists and is executable before anything starts.
+    spec_programs: ClassVar[tuple[str, ...]] = ()
 
 
 def parse_duration(value: Any) -> float:

@@ -16,6 +16,7 @@ import httpx
 from deployflow.analysis import Outcome, Thresholds, evaluate
 from deployflow.providers.base import Instance, Metrics, Router, Target
 from deployflow.spec import SmokeRequest
+from deployflow.stats import binomial_tail
 
 
 @dataclass(frozen=True)
@@ -58,22 +59,47 @@ def check_health(client: httpx.Client, url: str, *, name: str) -> VerificationCh
     return VerificationCheck(name, ok, True, f"HTTP {response.status_code}", "health")
 
 
-def check_smoke(client: httpx.Client, frontend_url: str, smoke: SmokeRequest) -> VerificationCheck:
-    """One smoke request through the router answers the expected status."""
+def check_smoke(
+    client: httpx.Client,
+    frontend_url: str,
+    smoke: SmokeRequest,
+    *,
+    expected_error_rate: float = 0.0,
+    confidence: float = 0.999,
+) -> VerificationCheck:
+    """``smoke.attempts`` requests through the router answer the expected status, but for the
+    failures the stable version's own error rate explains.
+
+    The path fails when the chance of this many failures or more, were each request to fail at
+    ``expected_error_rate``, is below ``1 - confidence``. With an expected rate of 0 (unknown, or
+    a stable version without errors) any failure fails the path.
+    """
     name = f"smoke: {smoke.name}"
-    try:
-        response = client.request(
-            smoke.method, frontend_url.rstrip("/") + smoke.path, timeout=smoke.timeout
-        )
-    except httpx.HTTPError as exc:
+    url = frontend_url.rstrip("/") + smoke.path
+    failures: list[str] = []
+    for _ in range(smoke.attempts):
+        try:
+            response = client.request(smoke.method, url, timeout=smoke.timeout)
+        except httpx.HTTPError as exc:
+            failures.append(f"no answer ({exc})")
+            continue
+        if response.status_code != smoke.expect_status:
+            failures.append(f"HTTP {response.status_code}")
+    what = f"{smoke.method} {smoke.path}"
+    if not failures:
         return VerificationCheck(
-            name, False, smoke.critical, f"{smoke.method} {smoke.path}: no answer ({exc})",
-            "critical_path",
+            name, True, smoke.critical,
+            f"{what}: HTTP {smoke.expect_status} to all {smoke.attempts} requests", "critical_path",
         )  # fmt: skip
-    ok = response.status_code == smoke.expect_status
-    detail = f"{smoke.method} {smoke.path}: HTTP {response.status_code}"
-    if not ok:
-        detail += f", expected {smoke.expect_status}"
+    chance = binomial_tail(len(failures), smoke.attempts, expected_error_rate)
+    seen = ", ".join(sorted(set(failures)))
+    detail = (
+        f"{what}: {len(failures)} of {smoke.attempts} requests failed ({seen}, "
+        f"expected {smoke.expect_status}); chance at stable's error rate "
+        f"{expected_error_rate:.2%}: {chance:.2g}"
+    )
+    ok = chance >= 1.0 - confidence
+    detail += ": within chance" if ok else ": beyond chance"
     return VerificationCheck(name, ok, smoke.critical, detail, "critical_path")
 
 
@@ -137,16 +163,28 @@ def verify_version(
     baseline_p95_seconds: float | None,
     client: httpx.Client,
     metrics_required: bool = True,
+    expected_error_rate: float = 0.0,
 ) -> VerificationReport:
     """Step 7 (and the rollback's own check): the health endpoint of ``instance``, the smoke
     requests and critical paths through the router, and the metrics of its version.
 
-    A new version is never called healthy without its metrics (``metrics_required``). The
+    Smoke requests fail only beyond the failures ``expected_error_rate`` (the stable version's
+    error rate, at most) explains. A new version is never called healthy without its metrics
+    (``metrics_required``). The
     version a rollback restored is judged on what is available: when metrics are down, its health
     and smoke requests decide, and the report says the metrics were unavailable.
     """
     checks = [check_health(client, target.health_url(instance), name=f"health: {instance.version}")]
-    checks.extend(check_smoke(client, router.frontend_url, s) for s in smoke)
+    checks.extend(
+        check_smoke(
+            client,
+            router.frontend_url,
+            s,
+            expected_error_rate=expected_error_rate,
+            confidence=thresholds.confidence,
+        )
+        for s in smoke
+    )
     checks.append(
         check_metrics(
             metrics,

@@ -192,13 +192,13 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from deployments.demo import run_demo
 
-    return run_demo(json_output=args.json, state_dir=Path(args.state_dir))
+    return run_demo(json_output=args.json, state_dir=Path(args.state_dir), router=args.router)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from deployments.demo import run_sandbox
 
-    return run_sandbox(state_dir=Path(args.state_dir))
+    return run_sandbox(state_dir=Path(args.state_dir), router=args.router)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DEPLOYFLOW_SANDBOX_DIR", ".deployflow/sandbox"),
         help="where the sandbox keeps its state",
     )
+    p.add_argument(
+        "--router",
+        choices=["haproxy", "nginx"],
+        default="haproxy",
+        help="what splits the traffic (nginx uses examples/sandbox-nginx.yaml)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sandbox", help="keep the sandbox up for deploys by hand (Ctrl-C stops)")
@@ -271,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         default=os.environ.get("DEPLOYFLOW_SANDBOX_DIR", ".deployflow/sandbox"),
         help="where the sandbox keeps its state",
+    )
+    p.add_argument(
+        "--router",
+        choices=["haproxy", "nginx"],
+        default="haproxy",
+        help="what splits the traffic (deploy with examples/sandbox-nginx.yaml for nginx)",
     )
     p.set_defaults(func=cmd_sandbox)
     return parser

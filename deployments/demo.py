@@ -20,11 +20,17 @@ from typing import Any
 from deployflow.polling import wait_for
 from deployflow.providers import registry
 from deployflow.providers.base import BuildContext, Metrics
-from deployflow.sandbox.supervisor import Sandbox
+from deployflow.sandbox.supervisor import Sandbox, SandboxRouter
 from deployflow.spec import load_spec
 from deployments.run import print_outcome, run_deploy
 
-EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE_SPEC = EXAMPLES / "sandbox.yaml"
+# The example spec of each sandbox router.
+ROUTER_SPECS: dict[SandboxRouter, Path] = {
+    "haproxy": EXAMPLE_SPEC,
+    "nginx": EXAMPLES / "sandbox-nginx.yaml",
+}
 FAULTS = {"v3": {"error_rate": 0.2}}
 EXPECTED = {"v2": "succeeded", "v3": "rolled_back"}
 
@@ -38,13 +44,15 @@ def run_sandbox(
     state_dir: Path,
     stop_after: float | None = None,
     traffic_max_duration: float | None = None,
+    router: SandboxRouter = "haproxy",
 ) -> int:
     """Keep the sandbox up (v1 live, traffic flowing) until Ctrl-C or SIGTERM.
 
     Prints the ``export`` lines that make ``examples/sandbox.yaml`` resolve, so deploys can be run
-    by hand from another shell. Traffic flows as long as the sandbox is up; should it ever stop,
-    the sandbox says so on stderr (every later deploy would be judged on no data). ``stop_after``
-    and ``traffic_max_duration`` (seconds) bound the run and the traffic, for tests.
+    by hand from another shell (``examples/sandbox-nginx.yaml`` with ``router="nginx"``).
+    Traffic flows as long as the sandbox is up; should it ever stop, the sandbox says so on stderr
+    (every later deploy would be judged on no data). ``stop_after`` and ``traffic_max_duration``
+    (seconds) bound the run and the traffic, for tests.
     """
     import time
 
@@ -52,10 +60,15 @@ def run_sandbox(
     faults = {"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}
     try:
         with Sandbox(
-            state_dir, env=faults, rps=60, traffic_max_duration=traffic_max_duration
+            state_dir,
+            env=faults,
+            rps=60,
+            router=router,
+            traffic_max_duration=traffic_max_duration,
         ) as sandbox:
+            spec = ROUTER_SPECS[router].relative_to(EXAMPLES.parent)
             print("# sandbox up: v1 live; in another shell run these, then deploy, e.g.")
-            print("#   deployflow deploy examples/sandbox.yaml --version v2")
+            print(f"#   deployflow deploy {spec} --version v2")
             for name, value in {**sandbox.env_vars(), **faults}.items():
                 print(f"export {name}={shlex.quote(value)}")
             print("# Ctrl-C stops everything", flush=True)
@@ -81,15 +94,26 @@ def run_sandbox(
     return 0
 
 
-def run_demo(*, json_output: bool = False, state_dir: Path, spec_path: Path = EXAMPLE_SPEC) -> int:
-    """Run the demo; return 0 when v2 succeeded and v3 rolled back."""
+def run_demo(
+    *,
+    json_output: bool = False,
+    state_dir: Path,
+    spec_path: Path | None = None,
+    router: SandboxRouter = "haproxy",
+) -> int:
+    """Run the demo; return 0 when v2 succeeded and v3 rolled back.
+
+    ``router`` picks the sandbox's traffic splitter and, unless ``spec_path`` is given, the
+    example spec that drives it.
+    """
+    spec_path = spec_path or ROUTER_SPECS[router]
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     results: dict[str, dict[str, Any]] = {}
     say = (lambda *_: None) if json_output else print
     try:
-        say(f"starting the sandbox in {state_dir} ...")
+        say(f"starting the sandbox ({router}) in {state_dir} ...")
         faults = {"DEPLOYFLOW_DEMO_FAULTS": json.dumps(FAULTS)}
-        with Sandbox(state_dir, env=faults, rps=60) as sandbox:
+        with Sandbox(state_dir, env=faults, rps=60, router=router) as sandbox:
             os.environ.update(sandbox.env_vars())
             os.environ.update(faults)  # the spec passes it on to the versions it starts
             spec = load_spec(spec_path)

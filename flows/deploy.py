@@ -42,6 +42,7 @@ from deployflow.release import (
     step_failed_trigger,
     verification_trigger,
 )
+from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
@@ -102,7 +103,7 @@ def deploy(
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
     spec = load_service_spec(spec_path, version)
-    backends = connect_backends(spec, tracking_block)
+    backends = connect_backends(spec, tracking_block, environment)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
@@ -312,6 +313,7 @@ def roll_back(
         spec.smoke,
         outcome.baseline_p95_seconds,
         last,
+        stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
     )
     if outcome.rollback.error is not None:
         failed = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.reason}"
@@ -391,8 +393,9 @@ def roll_out_and_verify(
             metrics=b.metrics,
             smoke=spec.smoke,
             analysis=spec.analysis,
-            baseline_p95_seconds=outcome.baseline_p95_seconds,
+            baseline_p95_seconds=latest_stable_p95(outcome.stages, outcome.baseline_p95_seconds),
             transport=b.http_transport,
+            expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")

@@ -32,6 +32,7 @@ def rollback(
     smoke: Sequence[SmokeRequest],
     baseline_p95_seconds: float | None,
     last_measurements: Sequence[Measurement],
+    stable_error_rate: float = 0.0,
 ) -> RollbackRecord:
     """Put all traffic back on the stable version first; then stop the canary, verify the stable
     version and gather evidence, none of which can stand in the way of the restore.
@@ -51,6 +52,8 @@ def rollback(
         smoke: Smoke requests and critical paths to check through the router.
         baseline_p95_seconds: The stable P95 measured before the deploy.
         last_measurements: The canary's latest measurements, kept as evidence.
+        stable_error_rate: The stable version's error rate (at most) measured during the rollout;
+            its smoke requests' failures are judged against it.
     """
     logger = get_run_logger()
     logger.warning("rolling back %s: %s", canary.version, trigger.reason)
@@ -77,6 +80,7 @@ def rollback(
         baseline_p95_seconds=baseline_p95_seconds,
         transport=backends.http_transport,
         metrics_required=False,
+        expected_error_rate=stable_error_rate,
     )
     record = RollbackRecord(
         trigger,

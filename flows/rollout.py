@@ -7,9 +7,10 @@ from prefect import flow, get_run_logger
 from deployflow.analysis import Verdict
 from deployflow.backends import Backends
 from deployflow.providers.base import Instance
-from deployflow.rollout import StageResult
+from deployflow.rollout import StageResult, next_baseline
 from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
+from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_canary_stage, set_traffic
 
 
@@ -29,6 +30,9 @@ def progressive_rollout(
 ) -> list[StageResult]:
     """Shift traffic stage by stage; stop at the first stage that does not promote.
 
+    A rollback verdict puts all traffic back on the stable version here, at once; the rollback
+    subflow then confirms it, stops the canary, verifies stable and tells people.
+
     Args:
         backends: The run's router, metrics and tracking ledger (shown by description only).
         deployment_id: The tracking database row of this deploy.
@@ -36,10 +40,12 @@ def progressive_rollout(
         analysis: Thresholds, interval and window of the analysis.
         stable: The current stable version (None on a first release).
         canary: The new version.
-        baseline_p95_seconds: Stable P95 before the deploy.
+        baseline_p95_seconds: Stable P95 before the deploy; once a stage has measured stable
+            alongside the canary, that P95 replaces it for the stages after.
     """
     logger = get_run_logger()
     results: list[StageResult] = []
+    fallback_p95 = baseline_p95_seconds
     for index, weight in enumerate(plan.steps):
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
         result = observe_canary_stage(
@@ -53,12 +59,29 @@ def progressive_rollout(
             weight=weight,
             observe_seconds=plan.observe_seconds,
             analysis=analysis,
-            baseline_p95_seconds=baseline_p95_seconds,
+            baseline_p95_seconds=fallback_p95,
+            control_version=stable.version if stable is not None else None,
         )
         results.append(result)
+        fallback_p95 = next_baseline(fallback_p95, result)
+        if result.verdict is Verdict.ROLLBACK and stable is not None:
+            restore_at_once(backends, stable)
         if result.verdict is not Verdict.PROMOTE:
             logger.warning(
                 "stage %d at %d%% did not promote: stopping the rollout", index + 1, weight
             )
             break
     return results
+
+
+def restore_at_once(backends: Backends, stable: Instance) -> None:
+    """All traffic back on ``stable`` the moment a stage's verdict is rollback. One attempt, no
+    retries: if the router refuses, the rollback subflow (with its retries and its handling of a
+    router that is gone) is next anyway."""
+    try:
+        restore_stable_traffic.with_options(retries=0)(backends.router, stable)
+    except Exception:
+        get_run_logger().exception(
+            "could not put traffic back on %s at once; the rollback subflow tries again",
+            stable.version,
+        )

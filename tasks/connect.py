@@ -32,13 +32,17 @@ def tracking_ledger(tracking_block: str | None) -> Ledger:
 
 
 @task(name="connect", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def connect_backends(spec: ServiceSpec, tracking_block: str | None) -> Backends:
+def connect_backends(
+    spec: ServiceSpec, tracking_block: str | None, environment: str = ""
+) -> Backends:
     """Build the target, router, metrics, notifiers and tracking ledger the spec names.
 
     Secrets come from saved blocks (or the documented environment fallbacks) and stay inside the
-    backends; what is logged is each backend's description.
+    backends; what is logged is each backend's description. ``environment`` is the run's (the
+    command target templates it into its hooks).
     """
-    backends = connect(spec, tracking_ledger(tracking_block), BuildContext(blocks=PrefectBlocks()))
+    ctx = BuildContext(blocks=PrefectBlocks(), service=spec.service, environment=environment)
+    backends = connect(spec, tracking_ledger(tracking_block), ctx)
     logger = get_run_logger()
     for role, description in backends.model_dump().items():
         logger.info("%s: %s", role, description)

@@ -62,10 +62,11 @@ def observe_canary_stage(
     observe_seconds: float,
     analysis: AnalysisSpec,
     baseline_p95_seconds: float | None,
+    control_version: str | None = None,
 ) -> StageResult:
-    """Measure the canary every interval until the stage promotes or rolls back; a canary the
-    target no longer runs, or whose router slot is down (its health check failing), fails the
-    stage at once."""
+    """Measure the canary every interval, against ``control_version`` (the stable version) over
+    the same window, until the stage promotes or rolls back; a canary the target no longer runs,
+    or whose router slot is down (its health check failing), fails the stage at once."""
     logger = get_run_logger()
 
     def gone() -> str | None:
@@ -107,6 +108,7 @@ def observe_canary_stage(
         window_seconds=analysis.window,
         on_measurement=log,
         gone=gone,
+        control_version=control_version,
     )
     ledger.stage_observed(deployment_id, result)
     if result.reason:
@@ -114,5 +116,5 @@ def observe_canary_stage(
             "stage %d verdict %s: %s", index + 1, result.verdict.value, result.reason.reason
         )
     else:
-        logger.info("stage %d verdict %s", index + 1, result.verdict.value)
+        logger.info("stage %d verdict %s: %s", index + 1, result.verdict.value, result.explanation)
     return result

@@ -30,11 +30,13 @@ def verify_instance(
     baseline_p95_seconds: float | None,
     transport: httpx.BaseTransport | None = None,
     metrics_required: bool = True,
+    expected_error_rate: float = 0.0,
 ) -> VerificationReport:
     """Health endpoint, smoke requests and critical paths through the router, metrics.
 
     ``metrics_required`` False (the rollback's check of the restored version) lets health and
-    smoke decide when metrics cannot be had.
+    smoke decide when metrics cannot be had. ``expected_error_rate`` is the stable version's
+    error rate (an upper bound) the smoke requests' failures are judged against.
     """
     with httpx.Client(timeout=5.0, transport=transport) as client:
         report = verify_version(
@@ -48,6 +50,7 @@ def verify_instance(
             baseline_p95_seconds=baseline_p95_seconds,
             client=client,
             metrics_required=metrics_required,
+            expected_error_rate=expected_error_rate,
         )
     logger = get_run_logger()
     for c in report.checks:

@@ -104,6 +104,7 @@ class MetricsContract:
         sample = metrics.sample("no-such-version", 30)
         assert isinstance(sample, MetricSample)
         assert sample.error is None
+        assert sample.buckets == ()  # no histogram is no data, never an empty-but-valid one
         reading = metrics.p95("no-such-version", 30)
         assert isinstance(reading, Reading)
         assert (reading.value, reading.error) == (None, None)

@@ -26,13 +26,18 @@ from deployflow.providers.base import (
 
 @dataclass
 class Behaviour:
-    """How one fake version behaves: its metrics, its health endpoint, paths that break."""
+    """How one fake version behaves: its metrics, its health endpoint, paths that break.
+
+    ``latency_buckets`` is its latency histogram as (upper bound, cumulative count) pairs; empty
+    means the fake has no histogram, so the canary's latency is judged against the baseline.
+    """
 
     error_rate: float | None = 0.0
     p95_seconds: float | None = 0.05
     requests: float | None = 600.0
     healthy: bool = True
     broken_paths: frozenset[str] = frozenset()
+    latency_buckets: tuple[tuple[float, float], ...] = ()
 
 
 class InMemoryTarget:
@@ -136,7 +141,7 @@ class ScriptedMetrics:
         if self.down:
             return MetricSample(None, None, None, error="metrics backend unreachable")
         b = self._behaviour(version)
-        return MetricSample(b.error_rate, b.p95_seconds, b.requests)
+        return MetricSample(b.error_rate, b.p95_seconds, b.requests, buckets=b.latency_buckets)
 
     def p95(self, version: str, window_seconds: float) -> Reading:
         if self.down:

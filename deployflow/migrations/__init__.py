@@ -3,7 +3,7 @@
 Core code: no Prefect import. The flow calls ``check_migrations`` and writes ``to_markdown()`` as an
 artifact; the CLI is ``deployflow.migrations.command``.
 
-The analysis imports Alembic and sqlglot (about two seconds); the names below load on first use
+The analysis imports Alembic and pglast (about two seconds); the names below load on first use
 (PEP 562) so that reading a service spec, which needs only ``MigrationsSpec``, stays fast.
 """
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from deployflow.migrations.capture import Capture, capture, load_module
+from deployflow.migrations.capture import Capture, CaptureRunner, RevisionCapture, capture_runner
 from deployflow.migrations.graph import (
+    GraphProblem,
+    MigrationInputError,
     RevisionGraph,
+    alembic_ini,
     load_graph,
+    project_root,
     resolve,
+    version_locations,
 )
 from deployflow.migrations.lint import LintState, RawFinding, lint_operations
 from deployflow.migrations.operations import Operation
@@ -18,12 +26,18 @@ from deployflow.migrations.report import (
     ImpactResult,
     MigrationReport,
     RevisionReport,
+    StagingResult,
     TableSize,
 )
 from deployflow.migrations.rules import RULES
 from deployflow.migrations.source import RevisionSource
 from deployflow.migrations.spec import MigrationsSpec
-from deployflow.migrations.staging import measure_tables, read_deployed_revision, round_trip
+from deployflow.migrations.staging import (
+    measure_tables,
+    read_deployed_revision,
+    round_trip,
+    safe_url,
+)
 
 _CONTRACT_RULES = {
     "drop-column": "drops a column",
@@ -44,6 +58,8 @@ def check_migrations(
     settings: MigrationsSpec | None = None,
     staging_url: str | None = None,
     now: datetime | None = None,
+    python: str | None = None,
+    revision_timeout: float | None = None,
 ) -> MigrationReport:
     """Check the revisions after ``from_rev`` up to ``to_rev`` (default: the head).
 
@@ -56,12 +72,16 @@ def check_migrations(
         settings: the spec's ``migrations:`` section (rule overrides, sizes, windows).
         staging_url: overrides ``settings.staging_url``; enables the round trip and the impact.
         now: the time compared with downtime windows (default: the current time).
+        python: overrides ``settings.python``: the interpreter whose worker process captures
+            the revisions (None: in deployflow's own process).
+        revision_timeout: overrides ``settings.revision_timeout`` (seconds per revision).
 
     Returns:
         The report; ``report.blocking`` tells whether the deploy must stop.
 
     Raises:
-        MigrationInputError: the directory holds no revisions, or a revision is unknown.
+        MigrationInputError: the directory holds no revisions, a revision is unknown, or
+            ``settings.unreadable`` names a revision that is not in the directory.
     """
     spec = settings or MigrationsSpec(path=alembic_dir)
     graph = load_graph(alembic_dir)
@@ -75,18 +95,45 @@ def check_migrations(
     to_revs = [resolve(graph, requested_to, "--to")] if requested_to else heads
     graph_findings = _graph_findings(graph, start, to_revs, spec)
     order = graph.ordered_range(start, to_revs)
+    unknown = sorted(
+        key for key in spec.unreadable if key not in graph.revisions and key not in graph.unreadable
+    )
+    if unknown:
+        raise MigrationInputError(
+            "migrations.unreadable",
+            f"{', '.join(unknown)} is not a revision id (or unreadable file) of {alembic_dir}",
+        )
     env_sets_lock_timeout = _env_sets_lock_timeout(alembic_dir)
     state = LintState()
-    revisions = [
-        _check_revision(graph.revisions[rev], state, spec, env_sets_lock_timeout) for rev in order
-    ]
+    root = project_root(alembic_dir)
+    interpreter = _interpreter(python, "--python", root) or _interpreter(
+        spec.python, "migrations.python", root
+    )
+    runner = capture_runner(
+        interpreter, timeout=revision_timeout or spec.revision_timeout,
+        sys_path=[str(root)], cwd=root, env=env_fallback(alembic_dir, graph),
+    )  # fmt: skip
+    try:
+        revisions = [
+            _check_revision(graph.revisions[rev], state, spec, env_sets_lock_timeout, runner)
+            for rev in order
+        ]
+    finally:
+        runner.close()
     report = MigrationReport(
         alembic_dir=str(alembic_dir), from_revision=start,
         to_revision=to_revs[0] if len(to_revs) == 1 else None, heads=heads,
         graph_findings=graph_findings, revisions=revisions,
     )  # fmt: skip
     url = staging_url or (spec.staging_url.get_secret_value() if spec.staging_url else None)
-    if url:
+    if url and runner.abandoned:
+        # A revision is still blocked in this process, possibly holding Alembic's lock.
+        report.staging = StagingResult(
+            safe_url(url), "unknown", None,
+            error="not run: a revision is still blocked in deployflow's process (see "
+            "revision-unreadable); use --python to capture in a separate process",
+        )  # fmt: skip
+    elif url:
         impact_ops = _impact_operations(revisions)
         report.impact = _impact(url, impact_ops, spec, now or datetime.now(UTC))
         if len(to_revs) == 1 and not any(f.counts for f in graph_findings):
@@ -99,7 +146,10 @@ def check_migrations(
 def _graph_findings(
     graph: RevisionGraph, start: str | None, to_revs: list[str], spec: MigrationsSpec
 ) -> list[Finding]:
-    found = [_finding(spec, problem.rule_id, problem.message, None) for problem in graph.problems()]
+    found = [
+        _finding(spec, problem.rule_id, problem.message, None, _graph_suppression(problem, spec))
+        for problem in graph.problems()
+    ]
     if start is not None and not any(start in graph.ancestors(to) for to in to_revs):
         found.append(
             _finding(
@@ -141,11 +191,14 @@ def _apply_suppressions(
 ) -> list[Finding]:
     result: list[Finding] = []
     reasonless_reported: set[int] = set()
+    accepted_unread = spec.unreadable.get(source.revision) or spec.unreadable.get(source.path.name)
     for item in raw:
         line = item.operation.line if item.operation else None
         matching = [s for s in source.suppressions_for(line) if s.rule_id == item.rule_id]
         with_reason = [s for s in matching if s.reason]
         reason = with_reason[0].reason if with_reason else None
+        if reason is None and item.rule_id == "revision-unreadable" and accepted_unread:
+            reason = f"{accepted_unread} (migrations.unreadable)"
         found = _finding(spec, item.rule_id, item.message, item.operation, reason)
         if found:
             result.append(found)
@@ -170,30 +223,72 @@ def _apply_suppressions(
     return result
 
 
+def _interpreter(python: str | None, argument: str, root: Path) -> str | None:
+    """``python`` as an executable path: a bare name is looked up on PATH, a relative path is
+    taken from the project's root (the folder of alembic.ini)."""
+    if not python:
+        return None
+    if os.sep in python:
+        path = Path(python) if Path(python).is_absolute() else root / python
+        found = str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    else:
+        found = shutil.which(python)
+    if found is None:
+        raise MigrationInputError(
+            argument, f"{python!r} is not an executable interpreter (relative to {root})"
+        )
+    return found
+
+
+def env_fallback(alembic_dir: Path, graph: RevisionGraph) -> dict[str, Any] | None:
+    """What the capture needs to render a revision through the project's env.py (None when
+    the project has no env.py)."""
+    if not (alembic_dir / "env.py").is_file():
+        return None
+    ini = alembic_ini(alembic_dir)
+    return {
+        "alembic_dir": str(alembic_dir.resolve()), "ini": str(ini) if ini else None,
+        "version_locations": [str(p) for p in version_locations(alembic_dir)],
+        "revisions": {
+            str(source.path.resolve()): (rev, source.down_revisions)
+            for rev, source in graph.revisions.items()
+        },
+    }  # fmt: skip
+
+
+def _graph_suppression(problem: GraphProblem, spec: MigrationsSpec) -> str | None:
+    if problem.rule_id == "revision-unreadable" and problem.revision in spec.unreadable:
+        return spec.unreadable[problem.revision]
+    return None
+
+
 def _check_revision(
-    source: RevisionSource, state: LintState, spec: MigrationsSpec, env_sets_lock_timeout: bool
+    source: RevisionSource,
+    state: LintState,
+    spec: MigrationsSpec,
+    env_sets_lock_timeout: bool,
+    runner: CaptureRunner,
 ) -> RevisionReport:
     raw: list[RawFinding] = []
-    needs_review: str | None = None
-    upgrade = Capture()
-    downgrade = Capture()
-    try:
-        module = load_module(source.path)
-    except Exception as exc:  # a revision that cannot even be imported is reviewed by hand
-        needs_review = f"import failed: {type(exc).__name__}: {exc}"
-        module = None
-    if module is not None:
-        upgrade = capture(module, source.path, "upgrade")
-        if upgrade.error:
-            needs_review = f"upgrade() could not run offline ({upgrade.error})"
-        if source.downgrade == "ok":
-            downgrade = capture(module, source.path, "downgrade")
-    if needs_review:
-        raw.append(RawFinding("needs-review", needs_review))
+    captured: RevisionCapture = runner.capture(source.path, ["upgrade", "downgrade"])
+    upgrade = captured.get("upgrade")
+    downgrade = captured.get("downgrade") if source.downgrade == "ok" else Capture()
+    unreadable = captured.failure
+    if unreadable is None and upgrade.error:
+        unreadable = f"upgrade() could not run offline ({upgrade.error})"
+    if unreadable:
+        raw.append(
+            RawFinding(
+                "revision-unreadable",
+                f"{unreadable}; its operations"
+                + (" after that point" if upgrade.operations else "")
+                + " were not checked",
+            )
+        )
     raw += lint_operations(
         upgrade.operations, state=state, env_sets_lock_timeout=env_sets_lock_timeout
     )
-    reversibility = _reversibility(source, upgrade, downgrade, raw, spec)
+    reversibility = _reversibility(source, captured, upgrade, downgrade, raw, spec)
     findings = _apply_suppressions(source, raw, spec)
     compatibility_reasons = sorted(
         {_CONTRACT_RULES[f.rule_id] for f in findings if f.rule_id in _CONTRACT_RULES}
@@ -212,23 +307,31 @@ def _check_revision(
         path=source.path.name,
         message=source.message, compatibility=compatibility,
         compatibility_reasons=compatibility_reasons, deploy_order=order,
-        reversibility=reversibility, needs_review=needs_review,
+        reversibility=reversibility, unreadable=unreadable,
         operations=[
             {"kind": op.kind, "table": op.table, "column": op.column, "line": op.line,
              "in_transaction": op.in_transaction, "sql": op.sql}
             for op in upgrade.operations
         ],
-        findings=findings,
+        findings=findings, output=captured.output, seconds=captured.seconds,
+        read_via=(
+            f"{upgrade.via}, as calling upgrade() failed: {upgrade.direct_error}"
+            if upgrade.via else None
+        ),
     )  # fmt: skip
 
 
 def _reversibility(
     source: RevisionSource,
+    captured: RevisionCapture,
     upgrade: Capture,
     downgrade: Capture,
     raw: list[RawFinding],
     spec: MigrationsSpec,
 ) -> str:
+    if captured.failure:
+        # Nothing is known about a revision that could not be read: never call it reversible.
+        return "unknown (the revision could not be read)"
     shape = source.downgrade
     if shape in ("empty", "ok") and not upgrade.operations and not upgrade.error:
         # A merge revision (or any revision that changes nothing) has nothing to undo.
@@ -239,13 +342,15 @@ def _reversibility(
     if shape == "empty":
         raw.append(RawFinding("downgrade-empty", "downgrade() only contains pass/docstring/..."))
         return "empty"
-    if shape == "irreversible" or (downgrade.error or "").startswith("NotImplementedError"):
-        if spec.allow_irreversible:
-            return "irreversible (allowed by the spec)"
-        raw.append(RawFinding("downgrade-irreversible", "downgrade() raises NotImplementedError"))
+    intended = shape == "irreversible" or downgrade.error_type == "NotImplementedError"
+    if intended and spec.allow_irreversible:
+        return "irreversible (allowed by the spec)"
+    if intended or downgrade.error:
+        what = downgrade.error or "downgrade() raises"
+        raw.append(
+            RawFinding("downgrade-irreversible", f"downgrade() fails when run offline: {what}")
+        )
         return "irreversible"
-    if downgrade.error:
-        return f"needs review (downgrade could not run offline: {downgrade.error})"
     if not downgrade.operations and upgrade.operations:
         raw.append(RawFinding("downgrade-records-nothing", "downgrade() emitted no operation"))
         return "records nothing"

@@ -1,12 +1,16 @@
-"""``deployflow check-migrations ALEMBIC_DIR [--from REV] [--to REV] [--staging-url URL]``.
+"""``deployflow check-migrations ALEMBIC_DIR [--from REV] [--to REV] [--staging-url URL]
+[--python INTERPRETER] [--revision-timeout SECONDS] [--format text|json]``.
 
-Exit codes: 0 safe, 1 the deploy must stop (error findings, staging failure, unapproved
-downtime), 2 bad input. Runnable alone: ``python -m deployflow.migrations.command``.
+Exit codes: 0 safe, 1 the deploy must stop (error findings, among them any revision that could
+not be read, staging failure, unapproved downtime), 2 bad input. Runnable alone:
+``python -m deployflow.migrations.command``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,6 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default: text)"
     )
+    parser.add_argument(
+        "--python",
+        metavar="INTERPRETER",
+        default=None,
+        help="capture the revisions in a worker of this interpreter (the service's, with Alembic "
+        "installed) so application imports resolve (default: deployflow's own, in process)",
+    )
+    parser.add_argument(
+        "--revision-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="time limit per revision (default: 30)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,10 +71,20 @@ def run(args: argparse.Namespace) -> int:
     if fmt not in ("text", "json"):
         print(f"--format: {fmt!r} is not allowed; use text or json", file=sys.stderr)
         return 2
+    timeout = getattr(args, "revision_timeout", None)
+    if timeout is not None and not timeout > 0:
+        print(f"--revision-timeout: {timeout!r} is not allowed; give seconds > 0", file=sys.stderr)
+        return 2
+    python = getattr(args, "python", None)
+    if python is not None and shutil.which(python) is None:
+        print(f"--python: {python!r} is not an executable interpreter", file=sys.stderr)
+        return 2
+    if python is not None and os.sep in python:
+        python = str(Path(python).absolute())  # on the command line: from the current folder
     try:
         report = check_migrations(
             Path(args.alembic_dir), from_rev=args.from_rev, to_rev=args.to_rev,
-            staging_url=args.staging_url,
+            staging_url=args.staging_url, python=python, revision_timeout=timeout,
         )  # fmt: skip
     except MigrationInputError as exc:
         print(f"deployflow check-migrations: {exc}", file=sys.stderr)

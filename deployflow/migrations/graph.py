@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import configparser
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +63,8 @@ class RevisionGraph:
     def problems(self) -> list[GraphProblem]:
         """Several heads, unmerged branch points, gaps and unreadable files."""
         found = [
-            GraphProblem("needs-review", f"{name}: {why}") for name, why in self.unreadable.items()
+            GraphProblem("revision-unreadable", f"{name}: {why}", name)
+            for name, why in self.unreadable.items()
         ]
         heads = self.heads()
         if len(heads) > 1:
@@ -112,6 +116,76 @@ class RevisionGraph:
         return order
 
 
+def project_root(alembic_dir: Path) -> Path:
+    """Where the service's code lives: the directory of alembic.ini (as ``alembic`` runs from
+    there), else the parent of the Alembic directory."""
+    for candidate in (alembic_dir, alembic_dir.parent):
+        if (candidate / "alembic.ini").is_file():
+            return candidate.resolve()
+    return alembic_dir.resolve().parent
+
+
+def alembic_ini(alembic_dir: Path) -> Path | None:
+    """The project's alembic.ini: in the Alembic directory or its parent (None when absent)."""
+    for candidate in (alembic_dir, alembic_dir.parent):
+        if (candidate / "alembic.ini").is_file():
+            return candidate / "alembic.ini"
+    return None
+
+
+def version_locations(alembic_dir: Path) -> list[Path]:
+    """Every folder holding revisions: alembic.ini's ``version_locations`` when set (split as
+    its ``version_path_separator`` says, ``%(here)s`` and relative paths taken from the ini's
+    folder), else ``versions/`` (or the directory itself).
+
+    Raises:
+        MigrationInputError: alembic.ini cannot be read or names a folder that does not exist.
+    """
+    ini = alembic_ini(alembic_dir)
+    if ini is None:
+        return _default_locations(alembic_dir)
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    try:
+        parser.read(ini, encoding="utf-8")
+        raw = parser.get("alembic", "version_locations", fallback=None)
+        separator = parser.get("alembic", "path_separator", fallback=None) or parser.get(
+            "alembic", "version_path_separator", fallback=None
+        )
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise MigrationInputError("alembic.ini", f"{ini} cannot be read: {exc}") from exc
+    if not raw or not raw.strip():
+        return _default_locations(alembic_dir)
+    splitters = {"space": " ", "comma": ",", "os": os.pathsep, "newline": "\n", ":": ":", ";": ";"}
+    # Without a separator Alembic's legacy behaviour applies: spaces or commas.
+    parts = raw.split(splitters[separator]) if separator in splitters else re.split(r"[,\s]+", raw)
+    locations = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        path = Path(part)
+        path = path if path.is_absolute() else (ini.parent / path)
+        if not path.is_dir():
+            raise MigrationInputError(
+                "alembic.ini", f"version_locations names {part}, which is not a directory"
+            )
+        locations.append(path.resolve())
+    return locations
+
+
+def _default_locations(alembic_dir: Path) -> list[Path]:
+    """``versions/``; when it holds only folders of revisions, those folders, and when one is
+    named ``postgresql`` (one history per dialect, env.py picking by dialect) that one alone:
+    deployflow reads the PostgreSQL history."""
+    versions = versions_dir(alembic_dir)
+    if any(p.suffix == ".py" and p.name != "__init__.py" for p in versions.glob("*.py")):
+        return [versions]
+    folders = [
+        d for d in sorted(versions.iterdir()) if d.is_dir() and any(d.glob("*.py"))
+    ] if versions.is_dir() else []  # fmt: skip
+    postgres = [d for d in folders if d.name in ("postgresql", "postgres")]
+    return postgres[:1] or folders or [versions]
+
+
 def versions_dir(alembic_dir: Path) -> Path:
     """The directory holding the revision files (``versions/`` or the directory itself)."""
     versions = alembic_dir / "versions"
@@ -130,7 +204,9 @@ def load_graph(alembic_dir: Path) -> RevisionGraph:
         )
     revisions: dict[str, RevisionSource] = {}
     unreadable: dict[str, str] = {}
-    for path in sorted(versions_dir(alembic_dir).glob("*.py")):
+    locations = version_locations(alembic_dir)
+    paths = sorted({path for folder in locations for path in folder.glob("*.py")})
+    for path in paths:
         if path.name in {"env.py", "__init__.py"}:
             continue
         try:
@@ -142,7 +218,7 @@ def load_graph(alembic_dir: Path) -> RevisionGraph:
     if not revisions:
         raise MigrationInputError(
             "ALEMBIC_DIR",
-            f"no Alembic revision found in {versions_dir(alembic_dir)}; give the directory "
+            f"no Alembic revision found in {', '.join(map(str, locations))}; give the directory "
             "holding env.py and versions/",
         )
     return RevisionGraph(revisions, unreadable)

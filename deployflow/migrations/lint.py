@@ -8,9 +8,14 @@ the safe SET NOT NULL recipe is recognised), and whether a lock_timeout was set.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from deployflow.migrations.operations import DATA_KINDS, Operation, is_binary_coercible
+from deployflow.migrations.operations import (
+    DATA_KINDS,
+    Operation,
+    is_binary_coercible,
+    normalise_name,
+)
 
 # Operations that take a strong lock on an existing table: they need a lock_timeout.
 _LOCKING_KINDS = frozenset(
@@ -19,7 +24,7 @@ _LOCKING_KINDS = frozenset(
         "set_default", "rename_column", "rename_table", "drop_table", "add_check",
         "add_foreign_key", "add_unique", "add_primary_key", "add_exclusion",
         "add_constraint_using_index", "drop_constraint", "drop_foreign_key", "truncate",
-        "cluster", "other",
+        "cluster", "other", "rename_constraint",
     }
 )  # fmt: skip
 
@@ -48,13 +53,14 @@ class RawFinding:
 
 @dataclass
 class LintState:
-    """What earlier revisions in the range established (validated NOT NULL checks)."""
+    """What earlier revisions in the range established: validated NOT NULL checks, and the
+    column types they created (so a raw ``ALTER COLUMN ... TYPE`` can be compared)."""
 
     validated_not_null: set[tuple[str | None, str]] = field(default_factory=set)
+    column_types: dict[tuple[str | None, str], str] = field(default_factory=dict)
 
 
-def _norm(name: str | None) -> str | None:
-    return name.lower().split(".")[-1] if name else None
+_norm = normalise_name
 
 
 def lint_operations(
@@ -65,6 +71,8 @@ def lint_operations(
     findings: list[RawFinding] = []
     created: set[str | None] = set()
     pending_checks: dict[str | None, tuple[str | None, str]] = {}
+    # NOT VALID constraints added by this revision on existing tables: name -> (rule, segment).
+    not_valid_added: dict[str, tuple[str, int]] = {}
     lock_timeout_set = env_sets_lock_timeout
     lock_timeout_reported = False
     # DDL on a table this revision creates locks nobody out; only DDL on existing tables counts.
@@ -84,7 +92,23 @@ def lint_operations(
         kind = op.kind
         if kind == "create_table":
             created.add(table)
+            existing = [t for t in op.tables if _norm(t) not in created]
+            if existing and not lock_timeout_set and not lock_timeout_reported:
+                # Its foreign keys take a SHARE ROW EXCLUSIVE lock on the referenced tables.
+                lock_timeout_reported = True
+                add(
+                    "missing-lock-timeout", op,
+                    f"{op.describe()} references {', '.join(existing)} (locked against writes) "
+                    "before any SET lock_timeout",
+                )  # fmt: skip
+            for column, type_ in op.columns:
+                state.column_types[(table, column.lower())] = type_
             continue
+        if op.column and op.new_type and kind in {"add_column", "alter_column_type"}:
+            old_type = state.column_types.get((table, op.column.lower()))
+            state.column_types[(table, op.column.lower())] = op.new_type
+            if kind == "alter_column_type" and op.old_type is None:
+                op = replace(op, old_type=old_type)
         if kind == "set_lock_timeout":
             lock_timeout_set = True
             continue
@@ -107,8 +131,13 @@ def lint_operations(
                     "add-column-volatile-default", op,
                     f"{op.table}.{op.column} defaults to {op.volatile_default}",
                 )  # fmt: skip
+            if op.unique:
+                add(
+                    "add-unique-constraint", op,
+                    f"{op.table}.{op.column} is added UNIQUE (its index is built under the lock)",
+                )  # fmt: skip
         elif kind == "alter_column_type" and not new_table:
-            if not is_binary_coercible(op.old_type, op.new_type):
+            if op.expression is not None or not is_binary_coercible(op.old_type, op.new_type):
                 old = op.old_type or "unknown type (pass existing_type=)"
                 add(
                     "alter-column-type", op,
@@ -118,6 +147,10 @@ def lint_operations(
             if (table, (op.column or "").lower()) not in state.validated_not_null:
                 add("set-not-null", op, f"{op.table}.{op.column} SET NOT NULL scans the table")
         elif kind == "add_check":
+            if op.not_valid and not new_table:
+                not_valid_added[(op.constraint or "").lower()] = (
+                    "add-check-constraint-without-not-valid", op.segment,
+                )  # fmt: skip
             if op.column:
                 pending_checks[(op.constraint or "").lower()] = (table, op.column.lower())
                 if not op.not_valid or new_table:
@@ -128,9 +161,21 @@ def lint_operations(
                     f"CHECK {op.constraint or ''} on {op.table} is validated immediately",
                 )  # fmt: skip
         elif kind == "validate_constraint":
-            checked = pending_checks.get((op.constraint or "").lower())
+            name = (op.constraint or "").lower()
+            checked = pending_checks.get(name)
             if checked:
                 state.validated_not_null.add(checked)
+            added = not_valid_added.get(name)
+            if added and added[1] == op.segment and op.in_transaction:
+                # The ADD's ACCESS EXCLUSIVE lock is still held: the scan runs under it.
+                add(
+                    added[0], op,
+                    f"{op.constraint} is validated in the transaction that added it NOT VALID",
+                )  # fmt: skip
+        elif kind == "add_foreign_key" and op.not_valid and not new_table:
+            not_valid_added[(op.constraint or "").lower()] = (
+                "add-foreign-key-without-not-valid", op.segment,
+            )  # fmt: skip
         elif kind == "add_foreign_key" and not op.not_valid and not new_table:
             add(
                 "add-foreign-key-without-not-valid", op,
@@ -150,7 +195,8 @@ def lint_operations(
                 )  # fmt: skip
             elif not op.concurrently and not new_table:
                 rule = f"{kind.replace('_', '-')}-non-concurrent"
-                add(rule, op, f"{op.describe()} {op.constraint or ''} without CONCURRENTLY")
+                name = op.constraint or op.detail or ""
+                add(rule, op, f"{op.describe()} {name} without CONCURRENTLY")
         elif kind == "reindex":
             if op.concurrently and op.in_transaction:
                 add("concurrently-in-transaction", op, "REINDEX CONCURRENTLY inside a transaction")
@@ -163,7 +209,7 @@ def lint_operations(
                 add("concurrently-in-transaction", op, "VACUUM inside a transaction fails")
         elif kind == "cluster":
             add("cluster", op, f"CLUSTER {op.table or ''} rewrites the table")
-        elif kind == "drop_column":
+        elif kind == "drop_column" and not new_table:
             add("drop-column", op, f"{op.table}.{op.column} is dropped")
         elif kind == "drop_table" and not new_table:
             add("drop-table", op, f"table {op.table} is dropped")

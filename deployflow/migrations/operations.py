@@ -1,45 +1,27 @@
 """One shape for every schema change: Alembic operations and raw SQL both become ``Operation``.
 
-Alembic operations are read from their objects (exact nullable, defaults, types); raw SQL given to
-``op.execute`` is parsed with sqlglot (PostgreSQL dialect). Statements sqlglot only recognises as an
-opaque command (REINDEX, VACUUM, CLUSTER, VALIDATE CONSTRAINT, ... USING INDEX) are classified by
-their leading keywords, which is all these statements need.
+Alembic operations arrive as dicts recorded by ``capture_script`` (exact nullable, defaults, types,
+schema-qualified names). Raw SQL given to ``op.execute`` is parsed here with PostgreSQL's own parser
+(pglast, i.e. libpg_query): every statement PostgreSQL accepts is read, and a statement it rejects
+is ``unparseable``.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-import sqlglot
-from alembic.ddl.postgresql import CreateExcludeConstraintOp
-from alembic.operations import ops as alembic_ops
-from sqlalchemy import Column, Computed, Identity
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql.elements import ClauseElement, TextClause
-from sqlalchemy.types import TypeEngine
-from sqlglot import exp
+from pglast import ast, parser
+from pglast import parse_sql as pg_parse
+from pglast.stream import RawStream
 
-# sqlglot logs a warning for every statement it falls back to parsing as a Command; those are
-# classified here, so the noise is not useful to the user.
-logging.getLogger("sqlglot").setLevel(logging.ERROR)
-
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-VOLATILE_FUNCTIONS = frozenset(
-    {
-        "random", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v1mc",
-        "uuid_generate_v4", "uuid_generate_v7", "uuidv4", "uuidv7", "clock_timestamp",
-        "timeofday", "nextval", "setseed", "txid_current",
-    }
-)  # fmt: skip
-_VOLATILE_RE = re.compile(r"\b(" + "|".join(sorted(VOLATILE_FUNCTIONS)) + r")\s*\(", re.I)
-_NOT_NULL_CHECK_RE = re.compile(r'^\s*\(?\s*"?(\w+)"?\s+IS\s+NOT\s+NULL\s*\)?\s*$', re.I)
+from deployflow.migrations.capture_script import NOT_NULL_CHECK_RE, VOLATILE_RE
 
 # Kinds that do not change the schema: they never count as DDL for the transaction rules.
-DATA_KINDS = frozenset({"update", "delete", "insert", "select", "set_lock_timeout", "set"})
+DATA_KINDS = frozenset(
+    {"update", "delete", "insert", "select", "set_lock_timeout", "set", "analyze", "transaction"}
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +50,9 @@ class Operation:
     expression: str | None = None
     tables: tuple[str, ...] = field(default_factory=tuple)
     detail: str | None = None
+    unique: bool = False
+    # (column, type) of a created table, so a later raw ALTER ... TYPE knows the old type.
+    columns: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def describe(self) -> str:
         """A short human label such as ``add_column users.email``."""
@@ -75,33 +60,6 @@ class Operation:
         if self.column:
             target = f"{target}.{self.column}" if target else self.column
         return f"{self.kind} {target}".strip()
-
-
-def _render(clause: Any) -> str:
-    if isinstance(clause, str):
-        return clause
-    if isinstance(clause, TextClause):
-        return clause.text
-    if isinstance(clause, ClauseElement):
-        try:
-            return str(clause.compile(dialect=_PG, compile_kwargs={"literal_binds": True}))
-        except Exception:  # literal rendering is not possible for every bound type
-            return str(clause.compile(dialect=_PG))
-    return str(clause)
-
-
-def render_type(type_: Any) -> str | None:
-    """The PostgreSQL spelling of a SQLAlchemy type, e.g. ``VARCHAR(200)``; None when unknown."""
-    if type_ is None:
-        return None
-    if isinstance(type_, type):
-        type_ = type_()
-    if isinstance(type_, TypeEngine):
-        try:
-            return str(type_.compile(dialect=_PG)).upper()
-        except Exception:  # a custom type without a PostgreSQL rendering
-            return type(type_).__name__.upper()
-    return str(type_).upper()
 
 
 def is_binary_coercible(old: str | None, new: str | None) -> bool:
@@ -143,167 +101,33 @@ def _split_type(value: str) -> tuple[str, tuple[int, ...]]:
     return match.group(1).upper(), args
 
 
-def _column_default(column: Column[Any]) -> tuple[bool, str | None]:
-    """(has a server-side value for existing rows, the volatile expression if any)."""
-    if column.identity is not None or isinstance(column.server_default, Identity):
-        return True, "GENERATED AS IDENTITY"
-    if column.computed is not None or isinstance(column.server_default, Computed):
-        computed = column.computed
-        if computed is None or computed.persisted is not False:
-            return True, "GENERATED ALWAYS AS (...) STORED"
-        return True, None
-    default = column.server_default
-    if default is None:
-        return False, None
-    text = _render(getattr(default, "arg", default))
-    match = _VOLATILE_RE.search(text)
-    return True, (text if match else None)
+# ---------------------------------------------------------------------------------------------
+# Raw SQL
 
 
-def from_alembic(operation: Any, *, sql: str = "") -> list[Operation]:
-    """Translate one Alembic ``MigrateOperation`` into zero or more ``Operation`` records.
+_FIELDS = {f.name for f in fields(Operation)}
 
-    ``ExecuteSQLOp`` is parsed as SQL; unknown operation classes become an ``other`` record so a
-    new Alembic operation never crashes the analysis.
+
+def operation_from_dict(record: dict[str, Any]) -> Operation:
+    """An ``Operation`` from the dict ``capture_script`` recorded (unknown keys are ignored)."""
+    values = {k: v for k, v in record.items() if k in _FIELDS}
+    values["tables"] = tuple(str(t) for t in values.get("tables") or () if t)
+    values["columns"] = tuple(tuple(c) for c in values.get("columns") or ())
+    return Operation(**values)
+
+
+def normalise_name(name: str | None) -> str | None:
+    """Compare table names as PostgreSQL resolves them: case folded, ``public.`` implied.
+
+    ``billing.users`` and ``users`` are different tables; ``public.users`` and ``users`` are the
+    same one (under the default search_path).
     """
-    o = alembic_ops
-    if isinstance(operation, o.ExecuteSQLOp):
-        return parse_sql(_render(operation.sqltext))
-    if isinstance(operation, o.AddColumnOp):
-        column = operation.column
-        has_default, volatile = _column_default(column)
-        return [
-            Operation(
-                "add_column", operation.table_name, column.name, sql,
-                nullable=bool(column.nullable) and column.primary_key is not True,
-                has_default=has_default, volatile_default=volatile,
-                new_type=render_type(column.type),
-            )
-        ]  # fmt: skip
-    if isinstance(operation, o.DropColumnOp):
-        return [Operation("drop_column", operation.table_name, operation.column_name, sql)]
-    if isinstance(operation, o.AlterColumnOp):
-        return _from_alter_column(operation, sql)
-    if isinstance(operation, o.CreateTableOp):
-        return [Operation("create_table", operation.table_name, sql=sql)]
-    if isinstance(operation, o.DropTableOp):
-        return [Operation("drop_table", operation.table_name, sql=sql)]
-    if isinstance(operation, o.RenameTableOp):
-        return [Operation("rename_table", operation.table_name, new_name=operation.new_table_name)]
-    if isinstance(operation, o.CreateIndexOp):
-        kw = operation.kw or {}
-        return [
-            Operation(
-                "create_index", operation.table_name, sql=sql,
-                concurrently=bool(kw.get("postgresql_concurrently")),
-                constraint=_str(operation.index_name),
-            )
-        ]  # fmt: skip
-    if isinstance(operation, o.DropIndexOp):
-        kw = operation.kw or {}
-        return [
-            Operation(
-                "drop_index", operation.table_name, sql=sql,
-                concurrently=bool(kw.get("postgresql_concurrently")),
-                constraint=_str(operation.index_name),
-            )
-        ]  # fmt: skip
-    if isinstance(operation, CreateExcludeConstraintOp):
-        return [Operation("add_exclusion", operation.table_name, sql=sql)]
-    if isinstance(operation, o.CreateForeignKeyOp):
-        kw = operation.kw or {}
-        return [
-            Operation(
-                "add_foreign_key", operation.source_table, sql=sql,
-                not_valid=bool(kw.get("postgresql_not_valid")),
-                constraint=_str(operation.constraint_name),
-                tables=(operation.referent_table,),
-            )
-        ]  # fmt: skip
-    if isinstance(operation, o.CreateCheckConstraintOp):
-        kw = operation.kw or {}
-        condition = _render(operation.condition)
-        return [
-            Operation(
-                "add_check", operation.table_name, sql=sql,
-                not_valid=bool(kw.get("postgresql_not_valid")),
-                constraint=_str(operation.constraint_name), expression=condition,
-                column=_not_null_check_column(condition),
-            )
-        ]  # fmt: skip
-    if isinstance(operation, o.CreateUniqueConstraintOp):
-        return [
-            Operation(
-                "add_unique",
-                operation.table_name,
-                sql=sql,
-                constraint=_str(operation.constraint_name),
-            )
-        ]
-    if isinstance(operation, o.CreatePrimaryKeyOp):
-        return [
-            Operation(
-                "add_primary_key", operation.table_name, sql=sql,
-                constraint=_str(operation.constraint_name),
-            )
-        ]  # fmt: skip
-    if isinstance(operation, o.DropConstraintOp):
-        kind = (
-            "drop_foreign_key" if operation.constraint_type == "foreignkey" else "drop_constraint"
-        )
-        return [
-            Operation(
-                kind, operation.table_name, sql=sql, constraint=_str(operation.constraint_name)
-            )
-        ]
-    if isinstance(operation, o.BulkInsertOp):
-        return [Operation("insert", operation.table.name, sql=sql)]
-    if isinstance(operation, (o.CreateTableCommentOp, o.DropTableCommentOp)):
-        return [Operation("comment", operation.table_name, sql=sql)]
-    table = getattr(operation, "table_name", None)
-    return [
-        Operation(
-            "other", table if isinstance(table, str) else None, sql=sql,
-            detail=type(operation).__name__,
-        )
-    ]  # fmt: skip
-
-
-def _from_alter_column(operation: alembic_ops.AlterColumnOp, sql: str) -> list[Operation]:
-    table, column = operation.table_name, operation.column_name
-    result: list[Operation] = []
-    if operation.modify_type is not None:
-        result.append(
-            Operation(
-                "alter_column_type", table, column, sql,
-                old_type=render_type(operation.existing_type),
-                new_type=render_type(operation.modify_type),
-            )
-        )  # fmt: skip
-    if operation.modify_nullable is False and operation.existing_nullable is not False:
-        result.append(Operation("set_not_null", table, column, sql))
-    elif operation.modify_nullable is True:
-        result.append(Operation("drop_not_null", table, column, sql))
-    if operation.modify_server_default is not False:
-        default = operation.modify_server_default
-        result.append(Operation("set_default", table, column, sql, has_default=default is not None))
-    if operation.modify_name is not None:
-        result.append(
-            Operation("rename_column", table, column, sql, new_name=operation.modify_name)
-        )
-    if operation.modify_comment is not False:
-        result.append(Operation("comment", table, column, sql))
-    return result or [Operation("other", table, column, sql, detail="alter_column")]
-
-
-def _str(value: object) -> str | None:
-    # Alembic types constraint names as str | _NoneName | None; only real strings are names.
-    return value if isinstance(value, str) else None
-
-
-def _not_null_check_column(condition: str) -> str | None:
-    match = _NOT_NULL_CHECK_RE.match(condition)
-    return match.group(1) if match else None
+    if not name:
+        return None
+    parts = [p.strip('"').lower() for p in name.split(".")]
+    if len(parts) > 1 and parts[-2] == "public":
+        parts = parts[-1:]
+    return ".".join(parts[-2:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,45 +135,23 @@ def _not_null_check_column(condition: str) -> str | None:
 
 
 def split_statements(text: str) -> list[str]:
-    """Split SQL on semicolons outside quotes and comments (sqlglot's tokenizer knows them)."""
+    """Split SQL on semicolons outside quotes, dollar quotes and comments (PostgreSQL's scanner)."""
     try:
-        tokens = sqlglot.tokenize(text, read="postgres")
+        tokens = parser.scan(text)
     except Exception:  # an unterminated string: hand back the whole text as one statement
         return [text.strip()] if text.strip() else []
     statements: list[str] = []
     start = 0
     for token in tokens:
-        if token.token_type == sqlglot.TokenType.SEMICOLON:
+        if token.name == "ASCII_59":  # ';'
             statements.append(text[start : token.start])
             start = token.end + 1
     statements.append(text[start:])
     return [s.strip() for s in statements if s.strip()]
 
 
-_COMMAND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^REINDEX\b", re.I), "reindex"),
-    (re.compile(r"^VACUUM\b", re.I), "vacuum"),
-    (re.compile(r"^CLUSTER\b", re.I), "cluster"),
-    (re.compile(r"^ALTER\s+TABLE\b.*\bVALIDATE\s+CONSTRAINT\b", re.I | re.S),
-     "validate_constraint"),
-    (re.compile(r"^ALTER\s+TABLE\b.*\bUSING\s+INDEX\b", re.I | re.S),
-     "add_constraint_using_index"),
-    (re.compile(r"^(CREATE|DROP)\s+(EXTENSION|TYPE|FUNCTION|TRIGGER|SEQUENCE|SCHEMA|VIEW)", re.I),
-     "ddl_object"),
-    (re.compile(r"^CREATE\s+OR\s+REPLACE\s+(FUNCTION|VIEW|TRIGGER)", re.I), "ddl_object"),
-    (re.compile(r"^ALTER\s+(TYPE|SEQUENCE|FUNCTION|SCHEMA|EXTENSION)\b", re.I), "ddl_object"),
-    (re.compile(r"^(GRANT|REVOKE|ANALYZE|NOTIFY|LOCK\s+TABLE|DO\b)", re.I), "other"),
-)  # fmt: skip
-_TABLE_AFTER = re.compile(
-    r"^(?:ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?|REINDEX\s+\(?[^)]*\)?\s*(?:TABLE|INDEX)"
-    r"(?:\s+CONCURRENTLY)?|VACUUM(?:\s*\([^)]*\))?(?:\s+FULL|\s+ANALYZE|\s+VERBOSE|\s+FREEZE)*"
-    r"|CLUSTER(?:\s+VERBOSE)?)\s+([\w.\"]+)",
-    re.I,
-)
-
-
 def parse_sql(text: str) -> list[Operation]:
-    """Parse raw SQL into operations; a statement that cannot be parsed becomes ``unparseable``."""
+    """Parse raw SQL into operations; a statement PostgreSQL rejects becomes ``unparseable``."""
     result: list[Operation] = []
     for statement in split_statements(text):
         result.extend(_parse_statement(statement))
@@ -357,213 +159,263 @@ def parse_sql(text: str) -> list[Operation]:
 
 
 def _parse_statement(statement: str) -> list[Operation]:
-    for pattern, kind in _COMMAND_PATTERNS:
-        if pattern.search(statement):
-            return [_from_command(kind, statement)]
     try:
-        parsed = sqlglot.parse_one(statement, read="postgres")
-    except Exception as exc:  # sqlglot raises ParseError, TokenError and a few others
+        parsed = pg_parse(statement)
+    except Exception as exc:  # pglast.parser.ParseError: PostgreSQL would reject it too
         return [Operation("unparseable", sql=statement, source="sql", detail=_first_line(exc))]
-    try:
-        if not isinstance(parsed, exp.Expression):
-            raise TypeError(f"unexpected parse result {type(parsed).__name__}")
-        return [replace(op, sql=statement, source="sql") for op in _from_expression(parsed)]
-    except Exception as exc:  # an AST shape we did not expect must not crash the analysis
-        return [Operation("unparseable", sql=statement, source="sql", detail=_first_line(exc))]
+    result: list[Operation] = []
+    for raw in parsed:
+        try:
+            ops = _from_node(raw.stmt, statement)
+        except Exception as exc:  # an AST shape we did not expect must not crash the analysis
+            ops = [Operation("unparseable", detail=f"{type(raw.stmt).__name__}: {exc}")]
+        result += [replace(op, sql=statement, source="sql") for op in ops]
+    return result
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _from_command(kind: str, statement: str) -> Operation:
-    match = _TABLE_AFTER.match(statement.strip())
-    table = match.group(1).replace('"', "") if match else None
-    upper = statement.upper()
-    if kind == "vacuum":
-        full = bool(re.match(r"^VACUUM\s*(\(([^)]*\bFULL\b[^)]*)\)|\bFULL\b)", upper))
-        return Operation(
-            "vacuum", table, sql=statement, source="sql", detail="full" if full else None
-        )
-    if kind == "reindex":
-        return Operation(
-            "reindex", table, sql=statement, source="sql", concurrently="CONCURRENTLY" in upper
-        )
-    if kind == "validate_constraint":
-        name = re.search(r"VALIDATE\s+CONSTRAINT\s+\"?(\w+)", statement, re.I)
-        return Operation(
-            kind, table, sql=statement, source="sql", constraint=name.group(1) if name else None
-        )
-    return Operation(kind, table, sql=statement, source="sql")
+def _deparse(node: Any) -> str:
+    try:
+        return str(RawStream()(node))
+    except Exception:  # a node the printer does not know: its type is still informative
+        return type(node).__name__
 
 
-def _name(node: exp.Expression | None) -> str | None:
+def _relation(node: Any) -> str | None:
     if node is None:
         return None
-    if isinstance(node, exp.Table):
-        parts = [p for p in (node.args.get("db"), node.args.get("this")) if p is not None]
-        return ".".join(p.name for p in parts) or None
-    if isinstance(node, exp.Schema):
-        return _name(node.this)
-    return node.name or None
+    name = getattr(node, "relname", None)
+    schema = getattr(node, "schemaname", None)
+    if not name:
+        return None
+    return f"{schema}.{name}" if schema else str(name)
 
 
-def _drop_target(node: exp.Expression) -> str | None:
-    # sqlglot keeps DROP targets in "tables" (a list, even for one column or constraint).
-    targets = node.args.get("tables") or ([node.this] if node.this is not None else [])
-    return _name(targets[0]) if targets else None
+def _dotted(names: Any) -> str | None:
+    parts = [getattr(n, "sval", None) for n in (names or ())]
+    return ".".join(p for p in parts if p) or None
 
 
-def _from_expression(node: exp.Expression) -> list[Operation]:
-    if isinstance(node, exp.Alter):
-        table = _name(node.this)
-        actions = node.args.get("actions") or []
+def _type_name(node: Any) -> str | None:
+    return _deparse(node).upper() if node is not None else None
+
+
+def _enum(value: Any) -> str:
+    return str(getattr(value, "name", value))
+
+
+_OTHER_STATEMENTS = (
+    ast.DoStmt, ast.GrantStmt, ast.LockStmt, ast.NotifyStmt, ast.AlterOwnerStmt,
+    ast.GrantRoleStmt,
+)  # fmt: skip
+
+
+def _from_node(node: Any, statement: str) -> list[Operation]:
+    if isinstance(node, ast.AlterTableStmt):
+        table = _relation(node.relation)
+        if _enum(node.objtype) != "OBJECT_TABLE":
+            return [Operation("ddl_object", table, detail=_enum(node.objtype))]
+        return [_from_alter_cmd(cmd, table) for cmd in node.cmds or ()] or [
+            Operation("other", table, detail="ALTER TABLE")
+        ]
+    if isinstance(node, ast.RenameStmt):
+        return [_from_rename(node)]
+    if isinstance(node, ast.IndexStmt):
         return [
-            _from_alter_action(action, table, not_valid=bool(node.args.get("not_valid")))
-            for action in actions
-        ] or [Operation("other", table, detail="ALTER")]
-    if isinstance(node, exp.Create):
-        kind = (node.args.get("kind") or "").upper()
-        if kind == "INDEX":
-            index = node.this
-            table = _name(index.args.get("table")) if isinstance(index, exp.Index) else None
+            Operation(
+                "create_index", _relation(node.relation), concurrently=bool(node.concurrent),
+                constraint=node.idxname, unique=bool(node.unique),
+            )
+        ]  # fmt: skip
+    if isinstance(node, ast.DropStmt):
+        kind = _enum(node.removeType)
+        targets = [
+            _dotted(obj) if isinstance(obj, tuple) else getattr(obj, "sval", None)
+            for obj in node.objects or ()
+        ]
+        cascade = _enum(node.behavior) == "DROP_CASCADE"
+        if kind == "OBJECT_INDEX":
             return [
-                Operation(
-                    "create_index", table, concurrently=bool(node.args.get("concurrently")),
-                    constraint=_name(index.this) if isinstance(index, exp.Index) else None,
-                )
-            ]  # fmt: skip
-        if kind == "TABLE":
-            return [Operation("create_table", _name(node.this))]
-        return [Operation("ddl_object", _name(node.this), detail=kind)]
-    if isinstance(node, exp.Drop):
-        kind = (node.args.get("kind") or "").upper()
-        target = _drop_target(node)
-        if kind == "INDEX":
-            concurrently = bool(node.args.get("concurrently"))
-            return [Operation("drop_index", None, concurrently=concurrently, constraint=target)]
-        if kind == "TABLE":
-            return [Operation("drop_table", target, cascade=bool(node.args.get("cascade")))]
-        return [Operation("ddl_object", target, detail=f"DROP {kind}")]
-    if isinstance(node, exp.TruncateTable):
-        tables = tuple(filter(None, (_name(t) for t in node.expressions)))
-        cascade = str(node.args.get("option") or "").upper() == "CASCADE"
+                Operation("drop_index", None, concurrently=bool(node.concurrent), constraint=t)
+                for t in targets
+            ]
+        if kind == "OBJECT_TABLE":
+            return [Operation("drop_table", t, cascade=cascade) for t in targets]
+        return [Operation("ddl_object", targets[0] if targets else None, detail=f"DROP {kind}")]
+    if isinstance(node, ast.CreateStmt):
+        columns = tuple(
+            (elt.colname, _type_name(elt.typeName) or "")
+            for elt in node.tableElts or ()
+            if isinstance(elt, ast.ColumnDef) and elt.colname
+        )
+        constraints = [e for e in node.tableElts or () if isinstance(e, ast.Constraint)]
+        for elt in node.tableElts or ():
+            if isinstance(elt, ast.ColumnDef):
+                constraints += [c for c in elt.constraints or () if isinstance(c, ast.Constraint)]
+        referenced = tuple(
+            dict.fromkeys(
+                name
+                for c in constraints
+                if _enum(c.contype) == "CONSTR_FOREIGN"
+                for name in [_relation(c.pktable)]
+                if name
+            )
+        )
+        return [
+            Operation("create_table", _relation(node.relation), columns=columns, tables=referenced)
+        ]
+    if isinstance(node, ast.TruncateStmt):
+        tables = tuple(filter(None, (_relation(r) for r in node.relations or ())))
+        cascade = _enum(node.behavior) == "DROP_CASCADE"
         return [
             Operation("truncate", tables[0] if tables else None, tables=tables, cascade=cascade)
         ]
-    if isinstance(node, exp.Update):
-        return [Operation("update", _name(node.this))]
-    if isinstance(node, exp.Delete):
-        return [Operation("delete", _name(node.this))]
-    if isinstance(node, exp.Insert):
-        target = node.this
+    if isinstance(node, ast.VacuumStmt):
+        options = {str(o.defname).lower() for o in node.options or ()}
+        vacuumed = [_relation(r.relation) for r in node.rels or ()]
+        first = vacuumed[0] if vacuumed else None
+        if not node.is_vacuumcmd:
+            return [Operation("analyze", first)]
+        return [Operation("vacuum", first, detail="full" if "full" in options else None)]
+    if isinstance(node, ast.ReindexStmt):
+        params = {str(p.defname).lower() for p in node.params or ()}
         return [
-            Operation("insert", _name(target.this if isinstance(target, exp.Schema) else target))
-        ]
-    if isinstance(node, exp.Set):
-        if "lock_timeout" in node.sql(dialect="postgres").lower():
+            Operation(
+                "reindex", _relation(node.relation) or node.name,
+                concurrently="concurrently" in params,
+            )
+        ]  # fmt: skip
+    if isinstance(node, ast.ClusterStmt):
+        return [Operation("cluster", _relation(node.relation))]
+    if isinstance(node, ast.VariableSetStmt):
+        if str(node.name or "").lower() == "lock_timeout":
             return [Operation("set_lock_timeout")]
         return [Operation("set")]
-    if isinstance(node, exp.Select):
-        if re.search(r"set_config\s*\(\s*'lock_timeout'", node.sql(dialect="postgres"), re.I):
+    if isinstance(node, ast.ConstraintsSetStmt):
+        return [Operation("set", detail="SET CONSTRAINTS")]
+    if isinstance(node, ast.SelectStmt):
+        if re.search(r"set_config\s*\(\s*'lock_timeout'", statement, re.I):
             return [Operation("set_lock_timeout")]
         return [Operation("select")]
-    if isinstance(node, exp.Comment):
-        return [Operation("comment", _name(node.this))]
-    if isinstance(node, exp.Command):
-        return [Operation("unparseable", detail=f"unrecognised statement {node.name.upper()}")]
-    return [Operation("other", detail=type(node).__name__)]
+    if isinstance(node, ast.UpdateStmt):
+        return [Operation("update", _relation(node.relation))]
+    if isinstance(node, ast.DeleteStmt):
+        return [Operation("delete", _relation(node.relation))]
+    if isinstance(node, ast.InsertStmt):
+        return [Operation("insert", _relation(node.relation))]
+    if isinstance(node, ast.CommentStmt):
+        target = node.object
+        name = _dotted(target) if isinstance(target, tuple) else None
+        return [Operation("comment", name)]
+    if isinstance(node, ast.TransactionStmt):
+        return [Operation("transaction", detail=_enum(node.kind).removeprefix("TRANS_STMT_"))]
+    if isinstance(node, _OTHER_STATEMENTS):
+        return [Operation("other", detail=type(node).__name__)]
+    # CREATE FUNCTION / TYPE / EXTENSION / VIEW / SEQUENCE / TRIGGER, ALTER TYPE, ...: objects
+    # that are not a table's data or shape.
+    return [Operation("ddl_object", detail=type(node).__name__)]
 
 
-def _from_alter_action(action: exp.Expression, table: str | None, *, not_valid: bool) -> Operation:
-    if isinstance(action, exp.ColumnDef):
-        return _from_column_def(action, table)
-    if isinstance(action, exp.AlterColumn):
-        column = action.name
-        if action.args.get("dtype") is not None:
-            return Operation(
-                "alter_column_type", table, column,
-                new_type=action.args["dtype"].sql(dialect="postgres").upper(),
-            )  # fmt: skip
-        if action.args.get("allow_null") is False:
-            return Operation("set_not_null", table, column)
-        if action.args.get("allow_null") is True:
-            return Operation("drop_not_null", table, column)
-        if "default" in action.args and action.args.get("default") is not None:
-            return Operation("set_default", table, column, has_default=True)
-        return Operation("other", table, column, detail="ALTER COLUMN")
-    if isinstance(action, exp.Drop):
-        kind = (action.args.get("kind") or "").upper()
-        target = _drop_target(action)
-        if kind == "CONSTRAINT":
-            # The constraint type is not in the statement; naming conventions usually say it.
-            is_fk = bool(target and re.match(r"^(fk|.*_fkey$|.*_fk$)", target, re.I))
-            kind = "drop_foreign_key" if is_fk else "drop_constraint"
-            return Operation(kind, table, constraint=target)
-        return Operation("drop_column", table, target)
-    if isinstance(action, exp.RenameColumn):
+def _from_rename(node: Any) -> Operation:
+    kind = _enum(node.renameType)
+    table = _relation(node.relation)
+    if kind == "OBJECT_TABLE":
+        return Operation("rename_table", table, new_name=node.newname)
+    if kind == "OBJECT_COLUMN" and _enum(node.relationType) == "OBJECT_TABLE":
+        return Operation("rename_column", table, node.subname, new_name=node.newname)
+    if kind == "OBJECT_TABCONSTRAINT":
+        return Operation("rename_constraint", table, constraint=node.subname, new_name=node.newname)
+    if kind == "OBJECT_INDEX":
+        return Operation("rename_index", None, constraint=table, new_name=node.newname)
+    return Operation("ddl_object", table, detail=f"RENAME {kind}")
+
+
+def _from_alter_cmd(cmd: Any, table: str | None) -> Operation:
+    subtype = _enum(cmd.subtype)
+    if subtype == "AT_AddColumn":
+        return _from_column_def(cmd.def_, table)
+    if subtype == "AT_DropColumn":
+        cascade = _enum(cmd.behavior) == "DROP_CASCADE"
+        return Operation("drop_column", table, cmd.name, cascade=cascade)
+    if subtype == "AT_AlterColumnType":
+        definition = cmd.def_
+        using = getattr(definition, "raw_default", None)
         return Operation(
-            "rename_column", table, _name(action.this), new_name=_name(action.args.get("to"))
-        )
-    if isinstance(action, exp.AlterRename):
-        return Operation("rename_table", table, new_name=_name(action.this))
-    if isinstance(action, exp.AddConstraint):
-        return _from_add_constraint(action, table, not_valid=not_valid)
-    return Operation("other", table, detail=type(action).__name__)
+            "alter_column_type", table, cmd.name,
+            new_type=_type_name(getattr(definition, "typeName", None)),
+            expression=_deparse(using) if using is not None else None,
+        )  # fmt: skip
+    if subtype == "AT_SetNotNull":
+        return Operation("set_not_null", table, cmd.name)
+    if subtype == "AT_DropNotNull":
+        return Operation("drop_not_null", table, cmd.name)
+    if subtype == "AT_ColumnDefault":
+        return Operation("set_default", table, cmd.name, has_default=cmd.def_ is not None)
+    if subtype == "AT_AddConstraint":
+        return _from_constraint(cmd.def_, table)
+    if subtype == "AT_ValidateConstraint":
+        return Operation("validate_constraint", table, constraint=cmd.name)
+    if subtype == "AT_DropConstraint":
+        # The constraint type is not in the statement; naming conventions usually say it.
+        name = cmd.name or ""
+        is_fk = bool(re.match(r"^(fk|.*_fkey$|.*_fk$)", name, re.I))
+        return Operation("drop_foreign_key" if is_fk else "drop_constraint", table, constraint=name)
+    # ENABLE/DISABLE TRIGGER, SET (storage options), OWNER, ...: a lock, no data or shape change.
+    return Operation("other", table, cmd.name, detail=subtype)
 
 
-def _from_column_def(column_def: exp.ColumnDef, table: str | None) -> Operation:
-    kind = column_def.args.get("kind")
-    type_sql = kind.sql(dialect="postgres").upper() if kind is not None else None
-    nullable, has_default, volatile = True, False, None
-    for constraint in column_def.args.get("constraints") or []:
-        inner = constraint.args.get("kind")
-        not_null = isinstance(inner, exp.NotNullColumnConstraint) and not inner.args.get(
-            "allow_null"
-        )
-        if not_null or isinstance(inner, exp.PrimaryKeyColumnConstraint):
+def _from_constraint(constraint: Any, table: str | None) -> Operation:
+    contype = _enum(constraint.contype)
+    name = constraint.conname
+    not_valid = bool(constraint.skip_validation)
+    if getattr(constraint, "indexname", None):
+        return Operation("add_constraint_using_index", table, constraint=name)
+    if contype == "CONSTR_FOREIGN":
+        referenced = _relation(constraint.pktable)
+        return Operation(
+            "add_foreign_key", table, not_valid=not_valid, constraint=name,
+            tables=(referenced,) if referenced else (),
+        )  # fmt: skip
+    if contype == "CONSTR_CHECK":
+        expression = _deparse(constraint.raw_expr)
+        match = NOT_NULL_CHECK_RE.match(expression)
+        return Operation(
+            "add_check", table, match.group(1) if match else None, not_valid=not_valid,
+            constraint=name, expression=expression,
+        )  # fmt: skip
+    if contype == "CONSTR_UNIQUE":
+        return Operation("add_unique", table, constraint=name)
+    if contype == "CONSTR_PRIMARY":
+        return Operation("add_primary_key", table, constraint=name)
+    if contype == "CONSTR_EXCLUSION":
+        return Operation("add_exclusion", table, constraint=name)
+    return Operation("other", table, constraint=name, detail=contype)
+
+
+def _from_column_def(column_def: Any, table: str | None) -> Operation:
+    type_sql = _type_name(column_def.typeName)
+    nullable = not column_def.is_not_null
+    has_default, volatile = False, None
+    unique = False
+    for constraint in column_def.constraints or ():
+        contype = _enum(constraint.contype)
+        if contype in ("CONSTR_NOTNULL", "CONSTR_PRIMARY"):
             nullable = False
-        elif isinstance(inner, exp.DefaultColumnConstraint):
+        if contype in ("CONSTR_PRIMARY", "CONSTR_UNIQUE"):
+            unique = True
+        if contype == "CONSTR_DEFAULT":
             has_default = True
-            text = inner.this.sql(dialect="postgres") if inner.this is not None else ""
-            if _VOLATILE_RE.search(text):
+            text = _deparse(constraint.raw_expr)
+            if VOLATILE_RE.search(text):
                 volatile = text
-        elif isinstance(
-            inner, (exp.GeneratedAsIdentityColumnConstraint, exp.ComputedColumnConstraint)
-        ):
-            has_default, volatile = True, inner.sql(dialect="postgres")
+        elif contype in ("CONSTR_IDENTITY", "CONSTR_GENERATED"):
+            has_default, volatile = True, _deparse(constraint)
     if type_sql and re.match(r"^(SMALL|BIG)?SERIAL", type_sql):
         has_default, volatile = True, f"{type_sql} (nextval)"
     return Operation(
-        "add_column", table, column_def.name, nullable=nullable, has_default=has_default,
-        volatile_default=volatile, new_type=type_sql,
+        "add_column", table, column_def.colname, nullable=nullable, has_default=has_default,
+        volatile_default=volatile, new_type=type_sql, unique=unique,
     )  # fmt: skip
-
-
-def _from_add_constraint(
-    action: exp.AddConstraint, table: str | None, *, not_valid: bool
-) -> Operation:
-    for item in action.expressions:
-        name = item.name if isinstance(item, exp.Constraint) else None
-        kinds = item.expressions if isinstance(item, exp.Constraint) else [item]
-        for kind in kinds:
-            if isinstance(kind, exp.ForeignKey):
-                reference = kind.args.get("reference")
-                referenced = _name(reference.this) if reference is not None else None
-                return Operation(
-                    "add_foreign_key", table, not_valid=not_valid, constraint=name,
-                    tables=(referenced,) if referenced else (),
-                )  # fmt: skip
-            if isinstance(kind, exp.CheckColumnConstraint):
-                expression = kind.this.sql(dialect="postgres") if kind.this is not None else ""
-                return Operation(
-                    "add_check", table, _not_null_check_column(expression), not_valid=not_valid,
-                    constraint=name, expression=expression,
-                )  # fmt: skip
-            if isinstance(kind, exp.UniqueColumnConstraint):
-                return Operation("add_unique", table, constraint=name)
-            if isinstance(kind, (exp.PrimaryKey, exp.PrimaryKeyColumnConstraint)):
-                return Operation("add_primary_key", table, constraint=name)
-            if isinstance(kind, exp.ExcludeColumnConstraint):
-                return Operation("add_exclusion", table, constraint=name)
-    return Operation("other", table, detail="ADD CONSTRAINT")

@@ -58,10 +58,13 @@ class RevisionReport:
     compatibility: str  # "expand" or "contract"
     compatibility_reasons: list[str]
     deploy_order: str
-    reversibility: str  # reversible, irreversible, missing, empty, records-nothing, needs-review
-    needs_review: str | None
+    reversibility: str  # reversible, irreversible, missing, empty, records nothing, unknown
+    unreadable: str | None  # why the revision could not be read (None when it was)
     operations: list[dict[str, Any]]
     findings: list[Finding] = field(default_factory=list)
+    output: str = ""  # what the revision printed while captured (kept out of the report's stream)
+    seconds: float = 0.0
+    read_via: str | None = None  # set when upgrade() was rendered through env.py, not called
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -76,7 +79,10 @@ class RevisionReport:
                 "deploy_order": self.deploy_order,
             },
             "reversibility": self.reversibility,
-            "needs_review": self.needs_review,
+            "unreadable": self.unreadable,
+            "read_via": self.read_via,
+            "output": self.output,
+            "seconds": round(self.seconds, 4),
             "operations": self.operations,
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -230,7 +236,7 @@ class MigrationReport:
                 "errors": self._count("error"),
                 "warnings": self._count("warning"),
                 "suppressed": sum(1 for f in self.all_findings() if not f.counts),
-                "needs_review": [r.revision for r in self.revisions if r.needs_review],
+                "unreadable": [r.revision for r in self.revisions if r.unreadable],
             },
             "graph": [f.to_dict() for f in self.graph_findings],
             "revisions": [r.to_dict() for r in self.revisions],
@@ -294,8 +300,8 @@ class MigrationReport:
             )
             out.append(f"- Deploy order: {rev.deploy_order}")
             out.append(f"- Reversibility: {rev.reversibility}")
-            if rev.needs_review:
-                out.append(f"- Needs review: {rev.needs_review}")
+            if rev.unreadable:
+                out.append(f"- Could not be read: {rev.unreadable}")
             if not rev.findings:
                 out.append("- No findings.")
             out += ["", *(_markdown_finding(f) for f in rev.findings)]
@@ -309,7 +315,8 @@ class MigrationReport:
         for rev in self.revisions:
             out.append(
                 f"\n{rev.revision} ({rev.path}): {rev.compatibility}, {rev.reversibility}"
-                + (f", needs review: {rev.needs_review}" if rev.needs_review else "")
+                + (f", could not be read: {rev.unreadable}" if rev.unreadable else "")
+                + (f", read through {rev.read_via}" if rev.read_via else "")
             )
             out.append(f"  deploy order: {rev.deploy_order}")
             out += [_text_finding(rev.revision, f) for f in rev.findings]

@@ -278,19 +278,23 @@ _CATALOGUE = (
     Rule(
         "downgrade-irreversible", "error",
         "Irreversible revision",
-        "downgrade() raises NotImplementedError: a rollback past this revision is impossible, so "
-        "a bad release can only be fixed forward.",
+        "downgrade() raises (NotImplementedError, or any other exception when run offline): a "
+        "rollback past this revision is impossible, so a bad release can only be fixed forward.",
         "Make it reversible, or set allow_irreversible: true in the spec after planning a "
         "fix-forward.",
     ),
     # Analysis limits and suppressions.
     Rule(
-        "needs-review", "warning",
-        "Needs review: not analysable offline",
-        "The revision needs a live database (a data migration) or failed while being rendered "
-        "offline, so its operations after that point were not checked.",
-        "Review it by hand and run it on staging (--staging-url); keep data migrations in their "
-        "own revision.",
+        "revision-unreadable", "error",
+        "Revision that could not be read",
+        "The revision failed to import, raised (or called exit()) while run offline, or passed "
+        "its time limit, so nothing it does after that point was checked: a revision that "
+        "cannot be read could drop a column unseen. An unchecked migration never passes.",
+        "Make it importable offline (migrations.python / --python runs the capture with the "
+        "service's interpreter, so application imports resolve), keep data migrations in their "
+        "own revision, or, once reviewed by hand, suppress it with a reason: "
+        "`# deployflow: allow revision-unreadable -- <why>` in the file or "
+        "`migrations.unreadable: {<revision>: <why>}` in the spec.",
     ),
     Rule(
         "suppression-without-reason", "error",

@@ -87,6 +87,31 @@ class MigrationsSpec(StrictModel):
             "Approved downtime windows; a deploy needing downtime proceeds only inside one."
         ),
     )
+    python: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The service's Python interpreter: a command on PATH, or a path (a relative one "
+            "from the folder of alembic.ini), e.g. '.venv/bin/python'. The revisions are then "
+            "captured by a worker process of that interpreter (which needs Alembic and "
+            "SQLAlchemy, not deployflow), so revisions that "
+            "import the application resolve as in the service's own CI. Empty: deployflow's "
+            "own interpreter, in process."
+        ),
+    )
+    revision_timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="How long one revision may take to import and run offline, e.g. '30s'.",
+    )
+    unreadable: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Revisions known not to be readable offline, each with the reason it was accepted "
+            "after a review by hand: {<revision id or file name>: <reason>}. Any other revision "
+            "that cannot be read is an error."
+        ),
+    )
     rules: dict[str, RuleSetting] = Field(
         default_factory=dict,
         description=(
@@ -94,6 +119,17 @@ class MigrationsSpec(StrictModel):
             "'off' disables a rule."
         ),
     )
+
+    @field_validator("unreadable")
+    @classmethod
+    def _reasons_given(cls, value: dict[str, str]) -> dict[str, str]:
+        missing = sorted(rev for rev, reason in value.items() if not reason.strip())
+        if missing:
+            raise ValueError(
+                f"no reason given for {', '.join(missing)}; write why the revision is accepted "
+                "unread, e.g. {abc123: 'data migration, reviewed by hand in PR 42'}"
+            )
+        return value
 
     @field_validator("rules")
     @classmethod

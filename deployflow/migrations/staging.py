@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from deployflow.migrations.capture import ALEMBIC_LOCK
+from deployflow.migrations.graph import version_locations
 from deployflow.migrations.report import StagingLeg, StagingResult
 
 
@@ -156,7 +157,9 @@ def round_trip(
         except SQLAlchemyError as exc:
             result.error = f"cannot connect to {shown}: {type(exc).__name__}"
             return result
-        script = ScriptDirectory(str(alembic_dir))
+        script = ScriptDirectory(
+            str(alembic_dir), version_locations=[str(p) for p in version_locations(alembic_dir)]
+        )
         legs = (
             ("upgrade", to_rev, True),
             ("downgrade", from_rev or "base", False),

@@ -315,6 +315,10 @@ class BuildContext:
 
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     blocks: BlockLoader | None = None
+    # What a run is about, for backends that template it into commands (the command target's
+    # {service} and {environment}); empty where no run is at hand.
+    service: str = ""
+    environment: str = ""
 
     def load_block(self, block_type: str, name: str, field_path: str) -> Any:
         """The named block, or a ``BackendConfigError`` that names ``field_path``."""

@@ -25,11 +25,20 @@ class MetricQueries(StrictModel):
     error_rate: str = Field(description="Fraction of requests that failed, 0..1.")
     p95_latency: str = Field(description="95th percentile latency in seconds.")
     request_count: str = Field(description="Requests served in the window.")
+    latency_buckets: str | None = Field(
+        None,
+        description=(
+            "Requests per latency histogram bucket in the window, one series per 'le' label, "
+            "e.g. sum by (le) (increase(http_request_duration_seconds_bucket{...}[{window}])). "
+            "With it the canary's latency is compared with the stable's over the same window "
+            "(rank test and P95 ratio); without it, against the pre-deploy baseline."
+        ),
+    )
 
-    @field_validator("error_rate", "p95_latency", "request_count")
+    @field_validator("error_rate", "p95_latency", "request_count", "latency_buckets")
     @classmethod
-    def _has_version(cls, value: str) -> str:
-        if "{version}" not in value:
+    def _has_version(cls, value: str | None) -> str | None:
+        if value is not None and "{version}" not in value:
             raise ValueError("the query must select the version with the {version} placeholder")
         return value
 
@@ -90,6 +99,26 @@ def _scalar(result: Any) -> float | None:
     return None if math.isnan(number) or math.isinf(number) else number
 
 
+def _buckets(result: Any) -> tuple[tuple[float, float], ...]:
+    """(upper bound, cumulative count) pairs of a ``sum by (le)`` answer, in bound order; series
+    without a numeric ``le`` or a number are left out, and an answer without ``+Inf`` is none."""
+    if not isinstance(result, list):
+        return ()
+    pairs: list[tuple[float, float]] = []
+    for series in result:
+        try:
+            bound = float(series["metric"]["le"])
+            count = float(series["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if math.isnan(bound) or math.isnan(count) or math.isinf(count):
+            continue
+        pairs.append((bound, count))
+    if not any(math.isinf(bound) for bound, _ in pairs):
+        return ()
+    return tuple(sorted(pairs))
+
+
 class PrometheusMetrics:
     """The ``Metrics`` backend for Prometheus.
 
@@ -146,15 +175,29 @@ class PrometheusMetrics:
         except self._failures as exc:
             raise _QueryFailed(f"query to {self.display_url} failed: {_short(exc)}") from None
 
+    def _histogram(self, version: str, window_seconds: float) -> tuple[tuple[float, float], ...]:
+        if self.queries.latency_buckets is None:
+            return ()
+        query = render_promql(self.queries.latency_buckets, version, window_seconds)
+        try:
+            result = self._client.custom_query(query, timeout=math.ceil(self.timeout))
+        except self._failures as exc:
+            raise _QueryFailed(f"query to {self.display_url} failed: {_short(exc)}") from None
+        return _buckets(result)
+
     def sample(self, version: str, window_seconds: float) -> MetricSample:
-        """Error rate, P95 and request count of ``version`` over the trailing window."""
+        """Error rate, P95, request count and (when configured) the latency histogram of
+        ``version`` over the trailing window."""
         try:
             requests_seen = self._guard(self.queries.request_count, version, window_seconds)
             error_rate = self._guard(self.queries.error_rate, version, window_seconds)
             p95 = self._guard(self.queries.p95_latency, version, window_seconds)
+            buckets = self._histogram(version, window_seconds)
         except _QueryFailed as exc:
             return MetricSample(None, None, None, error=str(exc))
-        return MetricSample(error_rate=error_rate, p95_seconds=p95, requests=requests_seen)
+        return MetricSample(
+            error_rate=error_rate, p95_seconds=p95, requests=requests_seen, buckets=buckets
+        )
 
     def p95(self, version: str, window_seconds: float) -> Reading:
         """P95 latency of ``version`` in seconds over the trailing window."""

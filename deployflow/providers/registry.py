@@ -26,9 +26,17 @@ from deployflow.providers.base import (
     Router,
     Target,
 )
+from deployflow.providers.command import (
+    CommandRouter,
+    CommandRouterSpec,
+    CommandTarget,
+    CommandTargetSpec,
+)
+from deployflow.providers.github_actions import GitHubActionsTarget, GitHubActionsTargetSpec
 from deployflow.providers.grafana import GrafanaAnnotationsSpec, GrafanaAnnotator
 from deployflow.providers.haproxy import HAProxyRouter, HAProxyRouterSpec
 from deployflow.providers.local_process import LocalProcessTarget, LocalProcessTargetSpec
+from deployflow.providers.nginx import NginxRouter, NginxRouterSpec
 from deployflow.providers.oncall import StaticOnCall, StaticOnCallSpec
 from deployflow.providers.pagerduty import PagerDutyOnCall, PagerDutyOnCallSpec
 from deployflow.providers.prometheus import PrometheusMetrics, PrometheusMetricsSpec
@@ -65,7 +73,11 @@ def _without_context(build: Callable[[S], B]) -> Callable[[S, BuildContext], B]:
 
 BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("target", LocalProcessTargetSpec, _without_context(LocalProcessTarget.from_spec)),
+    BackendKind("target", CommandTargetSpec, CommandTarget.from_spec),
+    BackendKind("target", GitHubActionsTargetSpec, GitHubActionsTarget.from_spec),
     BackendKind("router", HAProxyRouterSpec, _without_context(HAProxyRouter.from_spec)),
+    BackendKind("router", NginxRouterSpec, _without_context(NginxRouter.from_spec)),
+    BackendKind("router", CommandRouterSpec, CommandRouter.from_spec),
     BackendKind("metrics", PrometheusMetricsSpec, _without_context(PrometheusMetrics.from_spec)),
     BackendKind("notifier", SlackNotifierSpec, SlackNotifier.from_spec),
     BackendKind("on_call", PagerDutyOnCallSpec, PagerDutyOnCall.from_spec),

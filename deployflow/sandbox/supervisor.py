@@ -1,4 +1,5 @@
-"""The whole local sandbox in one context manager: HAProxy, Prometheus, app processes, traffic.
+"""The whole local sandbox in one context manager: HAProxy (or nginx), Prometheus, app processes,
+traffic.
 
 Everything a deploy needs to find is in files under ``state_dir`` (instance records, the HAProxy
 admin socket, the scrape targets file), because the deploy flow builds its own
@@ -8,6 +9,7 @@ admin socket, the scrape targets file), because the deploy flow builds its own
         instances/<version>.json  logs/<version>.log   the app processes (LocalProcessTarget)
         prometheus-targets.json                         Prometheus file_sd targets
         haproxy/                                        config, log, pid record, admin socket
+        nginx/                                          (router "nginx") config, upstream file, log
         prometheus/                                     config, TSDB, log, pid record
         sandbox.json                                    env_vars() of the running sandbox
 """
@@ -20,12 +22,14 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from deployflow.polling import wait_for
 from deployflow.processes import stop_recorded, write_json_atomic
-from deployflow.providers.haproxy import HAProxyRouter
+from deployflow.providers.base import Router
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.sandbox.haproxy import LocalHAProxy
+from deployflow.sandbox.nginx import LocalNginx
 from deployflow.sandbox.prometheus import LocalPrometheus
 from deployflow.sandbox.traffic import TrafficGenerator
 
@@ -42,9 +46,15 @@ ENV_HAPROXY_SOCKET = "DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET"
 ENV_FRONTEND_URL = "DEPLOYFLOW_SANDBOX_FRONTEND_URL"
 ENV_STATE_DIR = "DEPLOYFLOW_SANDBOX_STATE_DIR"
 ENV_SCRAPE_TARGETS = "DEPLOYFLOW_SANDBOX_SCRAPE_TARGETS_FILE"
+ENV_NGINX_CONFIG = "DEPLOYFLOW_SANDBOX_NGINX_CONFIG"
+ENV_NGINX_UPSTREAM_FILE = "DEPLOYFLOW_SANDBOX_NGINX_UPSTREAM_FILE"
+ENV_NGINX_STATE_LISTEN = "DEPLOYFLOW_SANDBOX_NGINX_STATE_LISTEN"
+
+SandboxRouter = Literal["haproxy", "nginx"]
 
 _HAPROXY_RECORD = Path("haproxy") / "haproxy.pid.json"
 _PROMETHEUS_RECORD = Path("prometheus") / "prometheus.pid.json"
+_NGINX_RECORD = Path("nginx") / "nginx.pid.json"
 
 
 def scrape_targets_file(state_dir: Path) -> Path:
@@ -99,6 +109,7 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         *,
         traffic_max_duration: float | None = None,
+        router: SandboxRouter = "haproxy",
     ) -> None:
         """Configure the sandbox; ``__enter__`` (or ``start``) brings it up.
 
@@ -111,6 +122,8 @@ class Sandbox:
             env: Extra environment for the app processes (e.g. ``DEPLOYFLOW_DEMO_FAULTS``).
             traffic_max_duration: Seconds after which the traffic generator stops by itself
                 (default: it runs until the sandbox stops).
+            router: What splits the traffic: a real HAProxy (runtime API) or a real nginx
+                (upstream file and reload).
         """
         self.state_dir = Path(state_dir).resolve()
         self.command = list(command)
@@ -119,7 +132,9 @@ class Sandbox:
         self.env = dict(env or {})
         self.traffic_max_duration = traffic_max_duration
         self.target = sandbox_target(self.state_dir, self.command, self.env)
+        self.router_kind: SandboxRouter = router
         self.haproxy: LocalHAProxy | None = None
+        self.nginx: LocalNginx | None = None
         self.prometheus: LocalPrometheus | None = None
         self.traffic: TrafficGenerator | None = None
 
@@ -130,20 +145,24 @@ class Sandbox:
         self.target.stop_all()
         stop_recorded(self.state_dir / _PROMETHEUS_RECORD)
         stop_recorded(self.state_dir / _HAPROXY_RECORD)
+        stop_recorded(self.state_dir / _NGINX_RECORD)
 
     def start(self) -> Sandbox:
         """Bring everything up; on any failure, tear down what was started and re-raise."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.kill_leftovers()
-            self.haproxy = LocalHAProxy(self.state_dir / "haproxy").start()
+            if self.router_kind == "nginx":
+                self.nginx = LocalNginx(self.state_dir / "nginx").start()
+            else:
+                self.haproxy = LocalHAProxy(self.state_dir / "haproxy").start()
             self.prometheus = LocalPrometheus(
                 self.state_dir / "prometheus", scrape_targets_file(self.state_dir)
             ).start()
             stable = self.target.start(self.initial_version)
             self.router().set_split(stable, None, 0)
             self.traffic = TrafficGenerator(
-                self.haproxy.frontend_url, rps=self.rps, max_duration=self.traffic_max_duration
+                self.frontend_url, rps=self.rps, max_duration=self.traffic_max_duration
             ).start()
             write_json_atomic(self.state_dir / "sandbox.json", self.env_vars())
         except BaseException:
@@ -164,6 +183,8 @@ class Sandbox:
             steps.append(("prometheus", self.prometheus.stop))
         if self.haproxy is not None:
             steps.append(("haproxy", self.haproxy.stop))
+        if self.nginx is not None:
+            steps.append(("nginx", self.nginx.stop))
         for name, step in steps:
             try:
                 step()
@@ -193,13 +214,14 @@ class Sandbox:
 
     # -- access ----------------------------------------------------------------------------------
 
-    def _require_running(self) -> tuple[LocalHAProxy, LocalPrometheus]:
-        if self.haproxy is None or self.prometheus is None:
+    def _require_running(self) -> tuple[LocalHAProxy | LocalNginx, LocalPrometheus]:
+        proxy = self.nginx if self.router_kind == "nginx" else self.haproxy
+        if proxy is None or self.prometheus is None:
             raise RuntimeError("the sandbox is not running: use it as a context manager")
-        return self.haproxy, self.prometheus
+        return proxy, self.prometheus
 
-    def router(self) -> HAProxyRouter:
-        """A router on the sandbox's HAProxy."""
+    def router(self) -> Router:
+        """A router on the sandbox's HAProxy (or nginx)."""
         return self._require_running()[0].router()
 
     @property
@@ -214,19 +236,25 @@ class Sandbox:
 
     def env_vars(self) -> dict[str, str]:
         """Variables the service spec interpolates (``${DEPLOYFLOW_SANDBOX_...}``)."""
-        haproxy, prometheus = self._require_running()
-        return {
+        proxy, prometheus = self._require_running()
+        found = {
             ENV_PROMETHEUS_URL: prometheus.url,
-            ENV_HAPROXY_SOCKET: str(haproxy.admin_socket),
-            ENV_FRONTEND_URL: haproxy.frontend_url,
+            ENV_FRONTEND_URL: proxy.frontend_url,
             ENV_STATE_DIR: str(self.state_dir),
             ENV_SCRAPE_TARGETS: str(scrape_targets_file(self.state_dir)),
         }
+        if isinstance(proxy, LocalNginx):
+            found[ENV_NGINX_CONFIG] = str(proxy.config_file)
+            found[ENV_NGINX_UPSTREAM_FILE] = str(proxy.upstream_file)
+            found[ENV_NGINX_STATE_LISTEN] = proxy.state_listen
+        else:
+            found[ENV_HAPROXY_SOCKET] = str(proxy.admin_socket)
+        return found
 
     def pids(self) -> list[int]:
-        """Process ids of everything the sandbox runs now (HAProxy, Prometheus, app versions)."""
+        """Process ids of everything the sandbox runs now (HAProxy or nginx, Prometheus, apps)."""
         found = [instance.pid for instance in self.target.instances() if instance.pid is not None]
-        for server in (self.haproxy, self.prometheus):
+        for server in (self.haproxy, self.nginx, self.prometheus):
             if server is not None and server.pid is not None:
                 found.append(server.pid)
         return found

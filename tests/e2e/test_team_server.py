@@ -4,8 +4,10 @@ Nothing runs a flow in the test process. A ``prefect server start`` subprocess s
 PostgreSQL database; the pool and the deployment are created with the Prefect CLI from the
 repository root (``prefect.yaml``); two ``prefect worker start`` processes pick the runs up, and
 the flow runs they start write deployflow's tracking rows to another database on the same
-PostgreSQL server. The tests run in order on one sandbox: v2 is promoted while a dry run for
-another environment runs beside it, then v3 (20% errors) is rolled back.
+PostgreSQL server. The tests run in order on one sandbox: the registered deployment is checked
+against prefect.yaml, v2 is promoted while a dry run for another environment runs beside it (and a
+deploy through a second Prefect server is refused), then v3 (20% errors) is rolled back while a run
+whose spec the worker cannot read fails naming it.
 
 The fixtures are split into "starting" and "ready" halves so that slow start-ups overlap on this
 2-core machine: the sandbox starts while the server migrates its database, and the workers boot
@@ -23,6 +25,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
 
@@ -234,6 +237,48 @@ def team(
     return ready
 
 
+def test_deployment_matches_prefect_yaml(team_deployment: DeploymentResponse) -> None:
+    assert team_deployment.entrypoint == "flows/deploy.py:deploy"
+    assert team_deployment.work_pool_name == POOL
+    assert team_deployment.parameters == {
+        "spec_path": "examples/sandbox.yaml",
+        "environment": "sandbox",
+        "strategy": "auto",
+        "dry_run": False,
+    }
+    assert set(team_deployment.tags) == {"deployflow", "release"}
+    assert "rollback" in (team_deployment.description or "")
+    assert team_deployment.schedules == []
+    # The pull step was resolved at deploy time to this checkout (see prefect.yaml).
+    assert team_deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT.resolve())}}
+    ]
+
+
+def test_parameter_form_is_described_typed_and_requires_version(
+    team_deployment: DeploymentResponse,
+) -> None:
+    schema = team_deployment.parameter_openapi_schema
+    properties = schema["properties"]
+
+    assert {"spec_path", "version", "environment", "strategy", "dry_run"} <= set(properties)
+    # Descriptions come from the Args section of the flow's Google-style docstring.
+    for name, prop in properties.items():
+        assert prop.get("description"), f"parameter {name} has no description"
+    assert set(_enum_of(schema, "strategy")) == {"auto", "canary", "direct"}
+    assert "version" in schema["required"]
+    assert team_deployment.enforce_parameter_schema is True
+
+
+def _enum_of(schema: dict, name: str) -> list[str]:
+    prop = schema["properties"][name]
+    if "enum" in prop:
+        return list(prop["enum"])
+    # pydantic may put a Literal alias in definitions and reference it.
+    ref = (prop.get("allOf") or [prop])[0]["$ref"].rsplit("/", 1)[-1]
+    return list(schema["definitions"][ref]["enum"])
+
+
 def test_prefect_server_stores_its_state_in_postgresql(team_server: PrefectServer) -> None:
     tables = public_tables(team_server.database_url)
 
@@ -316,8 +361,27 @@ def test_two_workers_share_a_canary_release_and_a_dry_run(
     assert planned["stages"] == []
 
 
-def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team) -> None:
-    ((bad_id, bad),) = team.run_to_the_end([{"version": "v3"}]).items()
+def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team, tmp_path: Path) -> None:
+    missing_spec = tmp_path / "no-such-spec.yaml"
+    runs = team.run_to_the_end(
+        [{"version": "v3"}, {"spec_path": str(missing_spec), "version": "v1"}]
+    )
+    (bad_id, bad), (unread_id, unread) = runs.items()
+
+    # A spec the worker cannot read fails the run in its load-spec task, naming the file.
+    assert unread.state is not None
+    assert unread.state.is_failed(), f"{unread.state.type}: {unread.state.message}"
+    message = unread.state.message or ""
+    assert str(missing_spec) in message
+    assert "cannot read the spec" in message
+    with api_client(team.server.api_url) as client:
+        [task_run] = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[unread_id]))
+        )
+    assert task_run.name.startswith("load-spec")
+    assert task_run.state is not None
+    assert task_run.state.is_failed()
+
     with api_client(team.server.api_url) as client:
         ran_on = wait_for(
             lambda: executing_workers(client, [bad_id]),

@@ -37,13 +37,14 @@ def spec_data(**changes: object) -> dict:
 
 
 def test_an_unknown_kind_names_the_known_ones() -> None:
-    data = spec_data(router={"kind": "nginx", "upstream_file": "/etc/x"})
+    data = spec_data(router={"kind": "envoy", "admin": "http://127.0.0.1:9901"})
     data["notifications"] = {"notifiers": [{"kind": "teams"}]}
     with pytest.raises(SpecError) as error:
         parse_spec(data)
-    assert ("router.kind", "unknown router kind 'nginx'; known kinds: 'haproxy'") in (
-        error.value.problems
-    )
+    assert (
+        "router.kind",
+        "unknown router kind 'envoy'; known kinds: 'haproxy', 'nginx', 'command'",
+    ) in (error.value.problems)
     assert (
         "notifications.notifiers.0.kind",
         "unknown notifier kind 'teams'; known kinds: 'slack'",
@@ -60,7 +61,11 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
     assert isinstance(registry.build("metrics", spec.metrics, ctx), PrometheusMetrics)
     assert [b.kind for b in registry.BACKENDS] == [
         "local-process",
+        "command",
+        "github-actions",
         "haproxy",
+        "nginx",
+        "command",
         "prometheus",
         "slack",
         "pagerduty",

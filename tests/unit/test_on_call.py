@@ -53,12 +53,12 @@ def test_bad_on_call_sections_name_the_field() -> None:
     )
     assert (
         "schedule_ids or escalation_policy_ids"
-        in problems({"kind": "pagerduty"})["notifications.on_call.pagerduty"]
+        in problems({"kind": "pagerduty"})["notifications.on_call"]
     )
     found = problems({"kind": "static", "names": ["@a"], "confirm": {"Prod!": True}})
-    assert "'Prod!': not an environment name" in found["notifications.on_call.static.confirm"]
+    assert "'Prod!': not an environment name" in found["notifications.on_call.confirm"]
     found = problems({"kind": "static", "names": ["@a"], "confirm_timeout": "0s"})
-    assert "notifications.on_call.static.confirm_timeout" in found
+    assert "notifications.on_call.confirm_timeout" in found
 
 
 def test_pagerduty_without_a_block_needs_the_fallback_token() -> None:

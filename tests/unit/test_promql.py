@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from deployflow.providers.prometheus import _scalar, promql_duration, render_promql
+from deployflow.providers.prometheus import (
+    MetricQueries,
+    _buckets,
+    _scalar,
+    promql_duration,
+    render_promql,
+)
 from deployflow.spec import SpecError
 
 pytestmark = pytest.mark.unit
@@ -30,6 +38,30 @@ def test_scalar_of_vector_scalar_empty_and_nan() -> None:
     assert _scalar({"resultType": "scalar", "value": [1, "3"]}) == 3.0
     assert _scalar([]) is None
     assert _scalar([{"metric": {}, "value": [1, "NaN"]}]) is None
+
+
+def test_buckets_of_a_sum_by_le_answer_in_bound_order() -> None:
+    answer = [
+        {"metric": {"le": "+Inf"}, "value": [1, "40"]},
+        {"metric": {"le": "0.05"}, "value": [1, "38.5"]},
+        {"metric": {"le": "0.01"}, "value": [1, "12"]},
+        {"metric": {}, "value": [1, "3"]},  # no le: not a bucket
+        {"metric": {"le": "0.1"}, "value": [1, "NaN"]},
+    ]
+    assert _buckets(answer) == ((0.01, 12.0), (0.05, 38.5), (math.inf, 40.0))
+
+
+def test_buckets_without_the_open_bucket_or_data_are_none() -> None:
+    assert _buckets([{"metric": {"le": "0.05"}, "value": [1, "3"]}]) == ()
+    assert _buckets([]) == ()
+    assert _buckets({"resultType": "scalar", "value": [1, "3"]}) == ()
+
+
+def test_the_bucket_query_is_optional_but_must_select_the_version() -> None:
+    base = {"error_rate": "{version}", "p95_latency": "{version}", "request_count": "{version}"}
+    assert MetricQueries(**base).latency_buckets is None
+    with pytest.raises(ValueError, match="latency_buckets"):
+        MetricQueries(**base, latency_buckets="sum by (le) (x_bucket)")
 
 
 def test_prometheus_credentials_never_reach_descriptions_or_errors():

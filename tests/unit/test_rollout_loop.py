@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from deployflow.analysis import MetricSample, Thresholds, Verdict
-from deployflow.rollout import observe_stage
+from deployflow.rollout import latest_stable_p95, observe_stage, stable_error_rate_bound
 
 pytestmark = pytest.mark.unit
 
-HEALTHY = MetricSample(error_rate=0.0, p95_seconds=0.02, requests=100)
+# Enough requests for a clean canary to be shown below 5% at the confidence of one of 8 looks.
+HEALTHY = MetricSample(error_rate=0.0, p95_seconds=0.02, requests=1000)
 BROKEN = MetricSample(error_rate=0.3, p95_seconds=0.02, requests=100)
 EMPTY = MetricSample(error_rate=None, p95_seconds=None, requests=None)
 
@@ -61,7 +62,7 @@ def test_healthy_stage_promotes_when_the_window_ends() -> None:
     assert result.verdict is Verdict.PROMOTE
     assert len(result.measurements) == 6  # every 10 s over 60 s
     assert clock.now == pytest.approx(60.0)
-    assert source.calls[0] == ("v2", 30.0)
+    assert source.calls[0] == ("v2", 10.0)  # the stage so far
 
 
 def test_failure_rolls_back_at_once_without_waiting_for_the_window() -> None:
@@ -91,7 +92,7 @@ def test_late_data_after_the_window_can_still_promote() -> None:
 
 def test_stage_result_reports_the_last_figures() -> None:
     result = observe(Script(HEALTHY), FakeClock(), observe_seconds=10.0)
-    assert result.to_dict()["values"] == {"error_rate": 0.0, "p95_seconds": 0.02, "requests": 100}
+    assert result.to_dict()["values"] == {"error_rate": 0.0, "p95_seconds": 0.02, "requests": 1000}
 
 
 def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_data() -> None:
@@ -116,7 +117,130 @@ def test_a_canary_that_died_fails_the_stage_at_once_instead_of_holding_on_no_dat
     assert result.reason.metric == "canary_down"
     assert result.reason.reason == "v2 is no longer running"
     assert clock.now == pytest.approx(20.0)
-    assert len(source.calls) == 2
+    assert len(source.calls) == 1  # a dead canary is not sampled
+
+
+def test_every_look_measures_stable_over_the_same_growing_window() -> None:
+    clock, source = FakeClock(), Script(HEALTHY)
+    result = observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        observe_seconds=60.0,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        control_version="v1",
+    )
+    assert result.verdict is Verdict.PROMOTE
+    # The stage so far, from the moment its weight was set, stable over the same window; once
+    # the stage is longer than the 30 s window, that recent window too.
+    assert source.calls == [
+        ("v2", 10.0), ("v1", 10.0), ("v2", 20.0), ("v1", 20.0), ("v2", 30.0), ("v1", 30.0),
+        ("v2", 40.0), ("v1", 40.0), ("v2", 30.0), ("v1", 30.0),
+        ("v2", 50.0), ("v1", 50.0), ("v2", 30.0), ("v1", 30.0),
+        ("v2", 60.0), ("v1", 60.0), ("v2", 30.0), ("v1", 30.0),
+    ]  # fmt: skip
+    assert "vs stable 0% over 1,000 requests" in result.explanation
+    assert result.to_dict()["explanation"] == result.explanation
+
+
+def test_a_canary_that_never_gathers_enough_requests_is_not_promoted() -> None:
+    # 0 errors in 60 requests: its upper bound stays above 5% at this stage's per-look confidence.
+    thin = MetricSample(error_rate=0.0, p95_seconds=0.02, requests=60)
+    result = observe(Script(thin), FakeClock(), observe_seconds=30.0)
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "inconclusive"
+    assert "cannot be told apart from 5.0%" in result.reason.reason
+
+
+def test_the_stable_error_rate_comes_from_the_latest_stage_that_saw_stable_with_traffic() -> None:
+    stable = MetricSample(error_rate=0.005, p95_seconds=0.02, requests=4000)
+    seen = observe(Script(HEALTHY), FakeClock(), observe_seconds=10.0)
+    assert stable_error_rate_bound([seen], 0.999) == 0.0  # no control measured: nothing excused
+    clock = FakeClock()
+    measured = observe_stage(
+        Script(HEALTHY, stable),
+        version="v2",
+        index=1,
+        weight=50,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10),
+        observe_seconds=10.0,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        control_version="v1",
+    )
+    bound = stable_error_rate_bound([seen, measured], 0.999)
+    assert 0.005 < bound < 0.01  # above the 0.5% observed: an upper bound, not the point
+    # The same stage's stable P95 is what a canary with all the traffic is held against.
+    assert latest_stable_p95([measured, seen], 0.05) == 0.02
+    assert latest_stable_p95([seen], 0.05) == 0.05  # never measured: the pre-deploy baseline
+
+
+def test_a_canary_that_died_after_its_last_measurement_is_not_promoted() -> None:
+    clock, source = FakeClock(), Script(HEALTHY)
+    checks = iter([None, "v2 is no longer running"])
+    result = observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10),
+        observe_seconds=10.0,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        gone=lambda: next(checks),
+    )
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "canary_down"
+
+
+class LateFault:
+    """Healthy for 30 s; then 30% errors, which the stage so far dilutes to 4%."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        if self.clock.now < 40.0:
+            return HEALTHY
+        if window_seconds <= 30.0:
+            return BROKEN
+        return MetricSample(error_rate=0.04, p95_seconds=0.02, requests=5000)
+
+
+def test_a_fault_late_in_a_long_stage_fails_on_the_recent_window() -> None:
+    clock = FakeClock()
+    result = observe_stage(
+        LateFault(clock),
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        observe_seconds=60.0,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert result.verdict is Verdict.ROLLBACK
+    assert clock.now == pytest.approx(40.0)  # the first look after the fault
+    assert result.reason is not None
+    assert result.reason.metric == "error_rate"
+    assert result.measurements[-1].note.startswith("over the last 30 s: error rate canary 30.0%")
 
 
 def test_a_canary_that_dies_while_measured_is_not_promoted_on_its_earlier_figures() -> None:

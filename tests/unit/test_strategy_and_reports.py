@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Verdict
+from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Thresholds, Verdict
 from deployflow.checks.result import CheckStatus
 from deployflow.release import (
     CheckRecord,
@@ -22,7 +22,7 @@ from deployflow.release import (
 from deployflow.rollout import StageResult
 from deployflow.spec import CanaryStrategySpec, DirectStrategySpec, SmokeRequest
 from deployflow.strategy import choose_strategy
-from deployflow.verify import VerificationReport, check_health, check_smoke
+from deployflow.verify import VerificationReport, check_health, check_metrics, check_smoke
 
 pytestmark = pytest.mark.unit
 
@@ -117,6 +117,62 @@ def test_health_and_smoke_checks() -> None:
     failed = check_smoke(client(500), "http://lb", smoke)
     assert not failed.ok
     assert "expected 200" in failed.detail
+
+
+def flaky(failing: set[int]) -> tuple[httpx.Client, list[int]]:
+    """A client whose n-th request (from 0) answers 500 when n is in ``failing``."""
+    sent: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(len(sent))
+        return httpx.Response(500 if sent[-1] in failing else 200)
+
+    return httpx.Client(transport=httpx.MockTransport(answer)), sent
+
+
+def test_one_flaky_smoke_answer_is_within_the_stable_error_rate() -> None:
+    smoke = SmokeRequest(name="checkout", path="/api/checkout", attempts=5)
+    c, sent = flaky({2})
+    check = check_smoke(c, "http://lb", smoke, expected_error_rate=0.005)
+    assert check.ok, check.detail
+    assert len(sent) == 5
+    assert "1 of 5 requests failed (HTTP 500" in check.detail
+    assert "within chance" in check.detail
+
+
+def test_failures_beyond_the_stable_error_rate_fail_the_path() -> None:
+    smoke = SmokeRequest(name="checkout", path="/api/checkout", attempts=5)
+    check = check_smoke(flaky({1, 3})[0], "http://lb", smoke, expected_error_rate=0.005)
+    assert not check.ok
+    assert "beyond chance" in check.detail
+    # Without a stable error rate to excuse it, a single failure fails the path.
+    assert not check_smoke(flaky({2})[0], "http://lb", smoke).ok
+
+
+class OneSample:
+    def __init__(self, sample: MetricSample) -> None:
+        self.one = sample
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        return self.one
+
+
+def test_a_restored_stable_with_too_few_requests_to_judge_is_not_failed_on_them() -> None:
+    # Just after a rollback from 100%: 1 error in 8 requests is 12.5%, and proves nothing.
+    thin = OneSample(MetricSample(error_rate=1 / 8, p95_seconds=0.02, requests=8))
+    check = check_metrics(
+        thin, "v1", window_seconds=6, baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=5), required=False,
+    )  # fmt: skip
+    assert not check.critical
+    assert "judged on health and smoke requests alone" in check.detail
+    # A new version is never called healthy on such evidence.
+    required = check_metrics(
+        thin, "v2", window_seconds=6, baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=5),
+    )  # fmt: skip
+    assert required.critical
+    assert not required.ok
 
 
 def test_unreachable_endpoint_fails_the_check() -> None:

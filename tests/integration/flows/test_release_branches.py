@@ -156,10 +156,24 @@ def test_a_canary_that_does_not_start_leaves_traffic_alone(deploy, service, ledg
 
 
 def test_a_bad_stage_rolls_back_to_stable_and_records_the_incident(deploy, service, ledger):
+    from prefect.context import FlowRunContext
+
     service.run_stable("v1")
     service.behave("v3", error_rate=0.2)
+    set_split = service.router.set_split
+    restores: list[str] = []
+
+    def recording(stable, canary, canary_weight):
+        if canary_weight == 0:
+            context = FlowRunContext.get()
+            restores.append(context.flow.name if context and context.flow else "?")
+        set_split(stable, canary, canary_weight)
+
+    service.router.set_split = recording  # type: ignore[method-assign]
     outcome = deploy("v3")
     assert outcome.status == "rolled_back", outcome.message
+    # Traffic went back inside the rollout, the moment the verdict came; the rollback confirmed.
+    assert restores == ["progressive-rollout", "rollback"]
     assert len(outcome.stages) == 1
     assert outcome.stages[0].weight == 5
     assert outcome.rollback is not None

@@ -1,4 +1,4 @@
-"""The real backends pass the contract tests the fakes pass: local processes, HAProxy,
+"""The real backends pass the contract tests the fakes pass: local processes, HAProxy, nginx,
 Prometheus, and Slack through slack-sdk against the local Slack Web API server."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from deployflow.providers.base import Instance
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.providers.prometheus import MetricQueries, PrometheusMetrics
 from deployflow.sandbox.haproxy import LocalHAProxy
+from deployflow.sandbox.nginx import LocalNginx
 from deployflow.sandbox.prometheus import LocalPrometheus
 from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
 from tests.contracts import MetricsContract, NotifierContract, RouterContract, TargetContract
@@ -26,6 +27,8 @@ QUERIES = MetricQueries(
     p95_latency="histogram_quantile(0.95, sum by (le) (rate("
     'deployflow_demo_http_request_duration_seconds_bucket{version="{version}"}[{window}])))',
     request_count='sum(increase(deployflow_demo_http_requests_total{version="{version}"}[{window}]))',
+    latency_buckets="sum by (le) (increase("
+    'deployflow_demo_http_request_duration_seconds_bucket{version="{version}"}[{window}]))',
 )
 
 
@@ -51,6 +54,23 @@ class TestHAProxyRouter(RouterContract):
     @pytest.fixture
     def instances(self) -> tuple[Instance, Instance]:
         # HAProxy points its slots at addresses; nothing needs to listen for the split to hold.
+        return Instance("v1", "127.0.0.1", free_port()), Instance("v2", "127.0.0.1", free_port())
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNginx]:
+    with LocalNginx(tmp_path_factory.mktemp("contract-nginx")) as server:
+        yield server
+
+
+class TestNginxRouter(RouterContract):
+    @pytest.fixture
+    def router(self, nginx: LocalNginx):
+        return nginx.router()
+
+    @pytest.fixture
+    def instances(self) -> tuple[Instance, Instance]:
+        # nginx only needs the addresses to parse; nothing needs to listen for the split to hold.
         return Instance("v1", "127.0.0.1", free_port()), Instance("v2", "127.0.0.1", free_port())
 
 

@@ -7,6 +7,7 @@ updates to every 5 s) covers every test of the module.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from deployflow.providers.prometheus import MetricQueries, PrometheusMetrics
 from deployflow.sandbox.demo_app import FAULTS_ENV
 from deployflow.sandbox.prometheus import LocalPrometheus
 from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
+from deployflow.stats import Histogram
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +176,11 @@ def test_example_queries_measure_error_rate_latency_and_count(scraped):
     assert healthy.error_rate == 0.0  # "or vector(0)": no errors is 0, not "no data"
     assert healthy.p95_seconds is not None
     assert 0.01 < healthy.p95_seconds < 0.05
+    # The histogram: one (le, cumulative count) pair per bucket, ending with +Inf at the total.
+    histogram = Histogram.from_cumulative(list(healthy.buckets))
+    assert histogram.bounds[-1] == math.inf
+    assert histogram.total == pytest.approx(healthy.requests, rel=0.05)
+    assert histogram.quantile(0.95) == pytest.approx(healthy.p95_seconds, rel=0.3)
     assert metrics.sample("never-deployed", 300) == MetricSample(None, None, None)
 
 

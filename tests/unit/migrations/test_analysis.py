@@ -1,4 +1,4 @@
-"""Graph problems, reversibility, needs-review, suppressions, overrides, SQL parsing, CLI input."""
+"""Graph, reversibility, unreadable revisions, suppressions, overrides, SQL parsing, CLI input."""
 
 from __future__ import annotations
 
@@ -82,13 +82,14 @@ def test_irreversible_is_accepted_when_the_spec_allows_it() -> None:
     assert "allowed" in report.revisions[0].reversibility
 
 
-def test_data_migration_needs_review_and_does_not_crash() -> None:
+def test_data_migration_that_cannot_run_offline_is_an_error_not_a_crash() -> None:
     report = check_migrations(PROJECTS / "data_migration", from_rev="dm_a")
     [revision] = report.revisions
-    assert revision.needs_review
-    assert "fetchall" in revision.needs_review
-    assert "needs-review" in _rules(report, "dm_b")
-    assert "needs review" in report.to_markdown().lower()
+    assert revision.unreadable
+    assert "fetchall" in revision.unreadable
+    assert "revision-unreadable" in _rules(report, "dm_b")
+    assert report.exit_code == 1
+    assert "could not be read" in report.to_markdown().lower()
 
 
 def test_safe_operations_pass_with_default_settings(capsys) -> None:

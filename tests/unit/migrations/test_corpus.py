@@ -20,7 +20,7 @@ RULE_DIRS = sorted(p for p in (CORPUS / "rules").iterdir() if p.is_dir())
 NOT_IN_RULE_CORPUS = {
     "graph-multiple-heads", "graph-branch-point", "graph-gap", "graph-not-ancestor",
     "downgrade-missing", "downgrade-empty", "downgrade-records-nothing", "downgrade-irreversible",
-    "needs-review", "suppression-without-reason", "suppression-unknown-rule",
+    "revision-unreadable", "suppression-without-reason", "suppression-unknown-rule",
 }  # fmt: skip
 
 
