@@ -4,7 +4,13 @@ Register them with a Prefect server (or Cloud) with ``prefect block register -m 
 """
 
 from blocks.github import GitHubCredentialsBlock
+from blocks.pagerduty import PagerDutyCredentialsBlock
 from blocks.slack import SlackNotificationBlock
 from blocks.tracking import TrackingDatabaseBlock
 
-__all__ = ["GitHubCredentialsBlock", "SlackNotificationBlock", "TrackingDatabaseBlock"]
+__all__ = [
+    "GitHubCredentialsBlock",
+    "PagerDutyCredentialsBlock",
+    "SlackNotificationBlock",
+    "TrackingDatabaseBlock",
+]

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from prefect.blocks.core import Block
 
 from blocks.github import GitHubCredentialsBlock
+from blocks.pagerduty import PagerDutyCredentialsBlock
 from blocks.slack import SlackNotificationBlock
 from blocks.tracking import TrackingDatabaseBlock
 from deployflow.providers.base import BackendConfigError
@@ -16,6 +17,7 @@ B = TypeVar("B", bound=Block)
 BLOCK_TYPES: dict[str, type[Block]] = {
     "slack": SlackNotificationBlock,
     "github": GitHubCredentialsBlock,
+    "pagerduty": PagerDutyCredentialsBlock,
     "tracking": TrackingDatabaseBlock,
 }
 

@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, model_serializer
 
 from deployflow.providers import registry
 from deployflow.providers.base import (
+    Annotator,
     BuildContext,
     FlagProvider,
     Metrics,
     Notifier,
+    OnCall,
     Router,
     Target,
 )
@@ -28,7 +30,7 @@ from deployflow.tracking.ledger import Ledger
 
 
 class Backends(BaseModel):
-    """Target, router, metrics, notifiers and the tracking ledger of one run."""
+    """Target, router, metrics, notifiers, on-call source and tracking ledger of one run."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -37,6 +39,10 @@ class Backends(BaseModel):
     metrics: Metrics
     notifiers: tuple[Notifier, ...] = ()
     ledger: Ledger
+    # Who is on call (notifications.on_call); None when the spec names nobody.
+    on_call: OnCall | None = None
+    # Dashboards that mark the deploy (notifications.dashboards).
+    annotators: tuple[Annotator, ...] = ()
     # Health and smoke requests go through this transport; None is the network. Tests pass
     # ``FakeService.transport`` (as httpx's own tests pass ``MockTransport``).
     http_transport: httpx.BaseTransport | None = None
@@ -52,6 +58,8 @@ class Backends(BaseModel):
             "notifiers": [n.describe() for n in self.notifiers],
             "ledger": self.ledger.describe(),
             "flags": self.flags.describe() if self.flags else None,
+            "on_call": self.on_call.describe() if self.on_call is not None else None,
+            "annotators": [a.describe() for a in self.annotators],
         }
 
 
@@ -73,4 +81,12 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
         ),
         ledger=ledger,
         flags=registry.build("flags", spec.flags.provider, ctx) if spec.flags else None,
+        annotators=tuple(
+            registry.build("annotator", section, ctx) for section in spec.notifications.dashboards
+        ),
+        on_call=(
+            registry.build("on_call", spec.notifications.on_call, ctx)
+            if spec.notifications.on_call is not None
+            else None
+        ),
     )

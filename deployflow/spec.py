@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from deployflow.checks.spec import PreChecksSpec
 from deployflow.migrations.spec import MigrationsSpec
+from deployflow.providers.oncall import OnCallSection
 from deployflow.providers.registry import Role, kinds, spec_union
 from deployflow.risk import RiskSpec
 from deployflow.spec_types import (
@@ -57,10 +58,14 @@ if TYPE_CHECKING:
     MetricsSpec: TypeAlias = StrictModel
     NotifierSpec: TypeAlias = StrictModel
     FlagProviderSpec: TypeAlias = StrictModel
+    OnCallSpec: TypeAlias = OnCallSection
+    AnnotatorSpec: TypeAlias = StrictModel
 else:
     TargetSpec = spec_union("target")
     RouterSpec = spec_union("router")
     MetricsSpec = spec_union("metrics")
+    OnCallSpec = spec_union("on_call")
+    AnnotatorSpec = spec_union("annotator")
     NotifierSpec = spec_union("notifier")
     FlagProviderSpec = spec_union("flags")
 
@@ -240,8 +245,27 @@ class NotificationsSpec(StrictModel):
         default_factory=list,
         description="Where announcements and rollback alerts go; empty: the run log only.",
     )
-    on_call: str | None = Field(None, description="On-call engineer confirmed for the release.")
+    on_call: OnCallSpec | None = Field(
+        None,
+        description="Who is on call, by kind: "
+        + ", ".join(b.kind for b in kinds("on_call"))
+        + "; a plain string names one person (static). 'confirm' lists the environments "
+        "whose deploys wait for that person to confirm before traffic moves.",
+    )
     dashboard_url: str | None = Field(None, description="Monitoring dashboard for the release.")
+    dashboards: list[AnnotatorSpec] = Field(
+        default_factory=list,
+        description="Dashboards that mark each deploy (a region) and its stages (points), by "
+        "kind: " + ", ".join(b.kind for b in kinds("annotator")),
+    )
+
+    @field_validator("on_call", mode="before")
+    @classmethod
+    def _name_is_static(cls, value: Any) -> Any:
+        # `on_call: "@alice"` (the first form of this key) still means one named person.
+        if isinstance(value, str):
+            return {"kind": "static", "names": [value]}
+        return value
 
 
 class ServiceSpec(StrictModel):
@@ -350,6 +374,10 @@ def parse_spec(
             if error["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling; see examples/sandbox.yaml)"
             role = _BACKEND_SECTIONS.get(str(loc[0])) if loc else None
+            if loc[:2] == ("notifications", "on_call"):
+                role = "on_call"
+            if loc[:2] == ("notifications", "dashboards"):
+                role = "annotator"
             if role:
                 loc = _without_kind_tag(loc, role)
             if role and error["type"] in ("literal_error", "union_tag_invalid"):

@@ -9,12 +9,14 @@ The CLI lives with the deployments because it is one more way the flows are offe
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from deployflow.spec import SpecError, load_spec, validate_environment, validate_version
 from deployflow.strategy import STRATEGY_CHOICES
@@ -161,6 +163,32 @@ def cmd_check_migrations(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    try:
+        run_id = UUID(args.run_id)
+    except ValueError:
+        raise BadInput(
+            f"RUN_ID: {args.run_id!r} is not a flow run id (a UUID, as the deploy's log shows)"
+        ) from None
+    name = (args.as_name if args.as_name is not None else getpass.getuser()).strip()
+    if not name:
+        raise BadInput("--as: give the name of the person confirming")
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        # Without it Prefect would start a temporary server of its own, where no deploy waits.
+        raise BadInput("PREFECT_API_URL: set it to the Prefect server the deploy runs on")
+    from flows.oncall import ConfirmationRefused, approve
+
+    try:
+        run_name = approve(run_id, name)
+    except ConfirmationRefused as exc:
+        print(f"deployflow: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"confirmed: {name} is on call and watching {run_name}; the deploy goes on")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from deployments.demo import run_demo
 
@@ -194,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser(
+        "approve", help="confirm being on call for a deploy that waits for it (step 4)"
+    )
+    p.add_argument("run_id", metavar="RUN_ID", help="the waiting deploy's flow run id")
+    p.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="who confirms (default: your login name)"
+    )
+    p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("history", help="deployments recorded in the tracking database")
     p.add_argument("--service")

@@ -16,15 +16,18 @@ from typing import Annotated, Any
 
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
+from deployflow import events
 from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
 from deployflow.notify.slack import format_deploy_announcement
-from deployflow.providers.base import BackendConfigError, Instance
+from deployflow.notify.story import deploy_card, outcome_line, stage_line
+from deployflow.providers.base import BackendConfigError, DeployCard, Instance, OnCallRoster
 from deployflow.reconcile import abandon_release
 from deployflow.release import (
     CheckRecord,
@@ -44,13 +47,15 @@ from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.lease import Lease
 from flows.bluegreen import blue_green
+from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
+from tasks.events import send_events
 from tasks.execute import discover_stable, execute, measure_baseline, retire_previous
 from tasks.migrations import migration_checks
-from tasks.notify import notify_and_prepare
+from tasks.notify import annotate, notify_and_prepare, notify_thread, who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
@@ -114,6 +119,14 @@ def finish(outcome: ReleaseOutcome, backends: Backends) -> State[Any]:
     # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
     # flow-run inputs of this task (which the UI's Task Runs tab cannot show).
     complete(quote(outcome), backends.ledger)  # type: ignore[call-overload]
+    send_events(events.ended(outcome))
+    if outcome.notifications:
+        line = outcome_line(outcome)
+        notify_thread(backends.notifiers, outcome.notifications, [line], outcome=line)
+    if backends.annotators:
+        verdict = f"{outcome.version} {outcome.status.replace('_', ' ')}: {outcome.message}"
+        tags = [*annotation_tags(outcome), outcome.status]
+        annotate(backends.annotators, tags, points=[verdict], end=verdict)
     data = outcome.to_dict()
     name = state_name(outcome)
     if outcome.status == "succeeded":
@@ -130,6 +143,7 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
     database, so a later deploy knows whether this one is alive.
     """
     outcome, stable = begin(spec, b, req)
+    send_events(events.started(outcome))
     with Lease(b.ledger, outcome.require_id()):
         return steps(spec, b, req, outcome, stable)
 
@@ -169,12 +183,21 @@ def steps(
     outcome.strategy_factors = plan.rationale_dict()
     record_plan(b.ledger, outcome.require_id(), plan)
 
-    outcome.notifications = notify_and_prepare(  # step 4
-        b.notifiers, announcement(spec, req, plan), spec.notifications.on_call
+    roster = who_is_on_call(b.on_call) if b.on_call is not None else None  # step 4
+    on_call = roster.summary if roster is not None else None
+    text = announcement(spec, req, plan, on_call)
+    outcome.notifications = notify_and_prepare(
+        b.notifiers, text, on_call, card(spec, req, plan, on_call, text)
     )
+    if b.annotators:
+        started = f"deploy {spec.service} {req.version} to {req.environment} ({plan.kind})"
+        annotate(b.annotators, annotation_tags(outcome), start=started)
     if req.dry_run:
         planned = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
         return ended(outcome, "succeeded", planned)
+    refusal = on_call_gate(spec, req, roster)
+    if refusal is not None:
+        return ended(outcome, "aborted", f"{refusal}; nothing was started")
 
     try:
         canary = start_new_version(spec, b, req, outcome, stable)  # step 5
@@ -376,6 +399,7 @@ def roll_out_and_verify(
     except Exception as exc:
         get_run_logger().exception("the rollout broke")
         return step_failed_trigger("the rollout", exc)
+    tell_stages(b, outcome)
     trigger = stage_trigger(outcome.stages[-1])
     if trigger is not None:
         return trigger
@@ -437,16 +461,17 @@ def plan_text(plan: StrategyChoice) -> str:
     return f"{plan.kind} {'/'.join(f'{w}%' for w in plan.steps)} ({plan.rationale})"
 
 
-def announcement(spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice) -> str:
-    n = spec.notifications
+def announcement(
+    spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice, on_call: str | None
+) -> str:
     return format_deploy_announcement(
         spec.service,
         req.version,
         req.environment,
         plan.rationale,
         stages=plan.steps,
-        on_call=n.on_call,
-        dashboard_url=n.dashboard_url,
+        on_call=on_call,
+        dashboard_url=spec.notifications.dashboard_url,
         risk_factors=[
             f"{f.name}: +{f.contribution:g} (weight {f.weight:g} x {f.units:g}): {f.fact}"
             + (f" [at least {f.floor}]" if f.floor else "")
@@ -454,3 +479,60 @@ def announcement(spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice) -
             if f.contribution or f.floor
         ],
     )
+
+
+def card(
+    spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice, on_call: str | None, text: str
+) -> DeployCard:
+    return deploy_card(
+        text,
+        service=spec.service,
+        version=req.version,
+        environment=req.environment,
+        strategy=plan.kind,
+        stages=plan.steps,
+        on_call=on_call,
+        dashboard_url=spec.notifications.dashboard_url,
+        run_url=run_url(req.flow_run_id),
+    )
+
+
+def run_url(flow_run_id: str | None) -> str | None:
+    """The run in the Prefect UI, when a server with a UI is configured."""
+    base = PREFECT_UI_URL.value()
+    if not base or not flow_run_id:
+        return None
+    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def tell_stages(b: Backends, outcome: ReleaseOutcome) -> None:
+    """The stages' results as events, replies in the deploy's Slack thread and dashboard points
+    (at the time each stage ended). Sent when the rollout subflow returns."""
+    send_events(*events.stages_promoted(outcome))
+    lines = [stage_line(s) for s in outcome.stages]
+    notify_thread(b.notifiers, outcome.notifications, lines)
+    if b.annotators:
+        times = [int(s.finished_at.timestamp() * 1000) for s in outcome.stages]
+        annotate(b.annotators, annotation_tags(outcome), points=lines, times=times)
+
+
+def annotation_tags(outcome: ReleaseOutcome) -> list[str]:
+    return [
+        "deployflow",
+        f"service:{outcome.service}",
+        f"environment:{outcome.environment}",
+        f"version:{outcome.version}",
+    ]
+
+
+def on_call_gate(spec: ServiceSpec, req: ReleaseRequest, roster: OnCallRoster | None) -> str | None:
+    """Step 4's people in the loop: where the spec asks for it (``notifications.on_call.confirm``
+    for this environment), wait for somebody to confirm being on call. Returns why the deploy must
+    not go on, or None."""
+    section = spec.notifications.on_call
+    if section is None or not section.confirmation_required(req.environment):
+        return None
+    answer = confirm_on_call(
+        spec.service, req.version, req.environment, roster, section.confirm_timeout
+    )
+    return answer.refusal

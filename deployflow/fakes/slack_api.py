@@ -1,4 +1,5 @@
-"""A local Slack Web API: ``chat.postMessage`` and ``auth.test`` on a loopback port.
+"""A local Slack Web API: ``chat.postMessage`` (with threads), ``chat.update`` and ``auth.test``
+on a loopback port.
 
 Point ``slack_sdk.WebClient(base_url=fake.base_url)`` (or ``SlackNotifier``) at it. It checks the
 bearer token like Slack does, answers Slack's error codes, records the messages it accepted, and can
@@ -27,12 +28,15 @@ from deployflow.fakes.loopback import LoopbackServer
 
 @dataclass(frozen=True)
 class ReceivedMessage:
-    """A message the fake accepted through ``chat.postMessage``."""
+    """A message the fake accepted through ``chat.postMessage`` (``ts`` is the id Slack gave it,
+    ``thread_ts`` the parent it replies to), or a rewrite through ``chat.update``."""
 
     channel: str
     text: str | None
     blocks: list[dict[str, Any]] | None
     payload: dict[str, Any]
+    ts: str = ""
+    thread_ts: str | None = None
 
 
 @dataclass
@@ -48,6 +52,7 @@ class _State:
     token: str
     channels: dict[str, str]  # name without '#' -> channel id, and id -> id
     messages: list[ReceivedMessage] = field(default_factory=list)
+    updates: list[ReceivedMessage] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     failures: list[_InjectedFailure] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -130,6 +135,8 @@ class _SlackHandler(BaseHTTPRequestHandler):
             )
         elif method == "chat.postMessage":
             self._post_message(payload)
+        elif method == "chat.update":
+            self._update(payload)
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"ok": False, "error": "unknown_method"})
 
@@ -147,14 +154,42 @@ class _SlackHandler(BaseHTTPRequestHandler):
         if not text and not blocks:
             self._reply(HTTPStatus.OK, {"ok": False, "error": "no_text"})
             return
+        thread_ts = payload.get("thread_ts") or None
         with state.lock:
             ts = f"1700000000.{state.next_ts:06d}"
             state.next_ts += 1
-            state.messages.append(ReceivedMessage(channel, text, blocks, payload))
+            state.messages.append(
+                ReceivedMessage(channel, text, blocks, payload, ts=ts, thread_ts=thread_ts)
+            )
         self._reply(
             HTTPStatus.OK,
             {"ok": True, "channel": channel_id, "ts": ts, "message": {"text": text, "ts": ts}},
         )
+
+    def _update(self, payload: dict[str, Any]) -> None:
+        state = self.server.state
+        channel = str(payload.get("channel") or "")
+        ts = str(payload.get("ts") or "")
+        # Like Slack, chat.update takes the channel's id only, never its name.
+        if channel not in state.channels or state.channels[channel] != channel:
+            self._reply(HTTPStatus.OK, {"ok": False, "error": "channel_not_found"})
+            return
+        blocks = payload.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        with state.lock:
+            known = any(
+                m.ts == ts and state.channels.get(m.channel.removeprefix("#")) == channel
+                for m in state.messages
+            )
+            if known:
+                state.updates.append(
+                    ReceivedMessage(channel, payload.get("text"), blocks, payload, ts=ts)
+                )
+        if not known:
+            self._reply(HTTPStatus.OK, {"ok": False, "error": "message_not_found"})
+            return
+        self._reply(HTTPStatus.OK, {"ok": True, "channel": channel, "ts": ts})
 
 
 class _SlackServer(ThreadingHTTPServer):
@@ -203,6 +238,16 @@ class FakeSlackAPI:
         """Messages accepted so far, oldest first (a copy)."""
         with self._state.lock:
             return list(self._state.messages)
+
+    @property
+    def updates(self) -> list[ReceivedMessage]:
+        """Rewrites accepted through ``chat.update`` so far, oldest first (a copy)."""
+        with self._state.lock:
+            return list(self._state.updates)
+
+    def thread(self, ts: str) -> list[ReceivedMessage]:
+        """The replies in the thread of message ``ts``, oldest first."""
+        return [m for m in self.messages if m.thread_ts == ts]
 
     @property
     def calls(self) -> list[str]:

@@ -8,7 +8,7 @@ an error message meant for logs, which never contains the token.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.client import HTTPException
 from typing import Any, Literal
 
@@ -23,10 +23,12 @@ from slack_sdk.http_retry import (
     RetryHandler,
     RetryState,
 )
+from slack_sdk.web import SlackResponse
 
 from deployflow.providers.base import (
     BackendConfigError,
     BuildContext,
+    DeployCard,
     NotificationResult,
     Notifier,
 )
@@ -155,6 +157,8 @@ class SlackNotifier:
         options: dict[str, Any] = {}
         if base_url is not None:
             options["base_url"] = base_url
+        self._cards: dict[str, DeployCard] = {}
+        self._channel_ids: dict[str, str] = {}
         self._client = WebClient(
             token=token.get_secret_value(), timeout=timeout, retry_handlers=handlers, **options
         )
@@ -203,18 +207,60 @@ class SlackNotifier:
             return f"Slack API answered HTTP {status} ({code or 'no error code'})"
         return f"Slack API refused the message ({code or 'no error code'})"
 
-    def post(self, text: str, blocks: list[dict[str, Any]] | None = None) -> NotificationResult:
+    def post(
+        self,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> NotificationResult:
         """Send a message; never raises for a delivery failure.
 
         Args:
             text: Message text (Slack mrkdwn); also the notification fallback when blocks are sent.
             blocks: Optional Block Kit blocks.
+            thread_ts: Post as a reply in the thread of this message.
 
         Returns:
             ``ok=True`` with Slack's ``ts``, or ``ok=False`` with a token-free error message.
         """
+        return self._send(
+            lambda: self._client.chat_postMessage(
+                channel=self.channel, text=text, blocks=blocks, thread_ts=thread_ts
+            )
+        )
+
+    def announce(self, card: DeployCard) -> NotificationResult:
+        """The deploy's parent message (Block Kit); its stages and verdict go in its thread."""
+        result = self.post(card.text, blocks=deploy_blocks(card))
+        if result.ok and result.ts is not None:
+            self._cards[result.ts] = card
+        return result
+
+    def reply(self, parent: NotificationResult, text: str) -> NotificationResult:
+        """A reply in the thread of ``parent``; a top-level message when the parent never
+        made it to Slack (so the news still reaches the channel)."""
+        return self.post(text, thread_ts=parent.ts if parent.ok else None)
+
+    def conclude(self, parent: NotificationResult, outcome: str) -> NotificationResult:
+        """Rewrite the parent message with the outcome at its top (chat.update)."""
+        card = self._cards.get(parent.ts or "")
+        channel_id = self._channel_ids.get(parent.ts or "")
+        if not parent.ok or card is None or channel_id is None:
+            return NotificationResult(
+                ok=False, channel=self.channel, error="no parent message to update"
+            )
+        return self._send(
+            lambda: self._client.chat_update(
+                channel=channel_id,
+                ts=parent.ts or "",
+                text=f"{outcome}\n{card.text}",
+                blocks=deploy_blocks(card, outcome),
+            )
+        )
+
+    def _send(self, call: Callable[[], SlackResponse]) -> NotificationResult:
         try:
-            response = self._client.chat_postMessage(channel=self.channel, text=text, blocks=blocks)
+            response = call()
         except SlackApiError as exc:
             error = self._describe_api_error(exc)
         except TimeoutError:
@@ -224,7 +270,11 @@ class SlackNotifier:
             reason = getattr(exc, "reason", exc)
             error = f"cannot reach Slack API at {self._client.base_url}: {reason}"
         else:
-            return NotificationResult(ok=True, channel=self.channel, ts=response.get("ts"))
+            ts, channel_id = response.get("ts"), response.get("channel")
+            if isinstance(ts, str) and isinstance(channel_id, str):
+                # chat.update wants the channel's id, which only Slack's answer tells.
+                self._channel_ids[ts] = channel_id
+            return NotificationResult(ok=True, channel=self.channel, ts=ts)
         error = self._scrub(error)
         logger.warning("Slack notification to %s not delivered: %s", self.channel, error)
         return NotificationResult(ok=False, channel=self.channel, error=error)
@@ -276,3 +326,27 @@ def format_deploy_announcement(
         lines.append("Risk factors:")
         lines += [f"• {_escape(line)}" for line in risk_factors]
     return "\n".join(lines)
+
+
+def deploy_blocks(card: DeployCard, outcome: str | None = None) -> list[dict[str, Any]]:
+    """Block Kit for a deploy's parent message: the outcome once known, the title, the facts as
+    fields, the links."""
+    blocks: list[dict[str, Any]] = []
+    if outcome is not None:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": outcome}})
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": card.title}})
+    if card.fields:
+        blocks.append(
+            {
+                "type": "section",
+                # Slack shows at most 10 fields in a section.
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*{_escape(label)}*\n{value}"}
+                    for label, value in card.fields[:10]
+                ],
+            }
+        )
+    if card.links:
+        links = " · ".join(f"<{url}|{_escape(label)}>" for label, url in card.links)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": links}]})
+    return blocks

@@ -15,7 +15,7 @@ description never contains a secret.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -217,6 +217,109 @@ class Notifier(Protocol):
     because a chat outage must never stop a rollback."""
 
     def post(self, text: str) -> NotificationResult: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class DeployCard:
+    """The facts of one deploy, for a notifier that shows them as one message (Slack Block Kit).
+
+    Attributes:
+        title: One line naming the deploy (mrkdwn), e.g. ``Deploying *shop* `v2` to *production*``.
+        fields: Labelled facts in order: service, version, environment, strategy, on-call...
+        links: Label -> URL: the dashboard, the Prefect run.
+        text: The plain announcement (mrkdwn), the fallback shown in notifications.
+    """
+
+    title: str
+    fields: tuple[tuple[str, str], ...]
+    links: tuple[tuple[str, str], ...]
+    text: str
+
+
+@runtime_checkable
+class ThreadedNotifier(Notifier, Protocol):
+    """A notifier that keeps one conversation per deploy: a parent message (``announce``), the
+    stages and the verdict as replies in its thread, and the parent rewritten with the outcome at
+    the end (``conclude``). Best effort like ``post``: none of these raises for a delivery
+    failure; ``parent`` is what ``announce`` returned."""
+
+    def announce(self, card: DeployCard) -> NotificationResult: ...
+
+    def reply(self, parent: NotificationResult, text: str) -> NotificationResult: ...
+
+    def conclude(self, parent: NotificationResult, outcome: str) -> NotificationResult: ...
+
+
+@dataclass(frozen=True)
+class AnnotationResult:
+    """Outcome of one annotation call: ``ok`` with the dashboard's id, or why not (no secret)."""
+
+    ok: bool
+    target: str
+    id: int | None = None
+    error: str | None = None
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    """Marks a deploy on dashboards: a region from its start to its end, a point per event
+    (stage, promotion, rollback). Best effort: never raises for a delivery failure. One annotator
+    serves one deploy (it remembers its region)."""
+
+    def start_region(self, text: str, tags: Sequence[str]) -> AnnotationResult: ...
+
+    def point(self, text: str, tags: Sequence[str], at_ms: int | None = None) -> AnnotationResult:
+        """A point now, or at ``at_ms`` (milliseconds since the epoch)."""
+        ...
+
+    def end_region(self, text: str) -> AnnotationResult: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class OnCallPerson:
+    """Somebody on call: a name for people, and how to reach them when the source knows."""
+
+    name: str
+    email: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.email else self.name
+
+
+@dataclass(frozen=True)
+class OnCallRoster:
+    """Who is on call now, as one source says.
+
+    Attributes:
+        source: Where the answer came from, e.g. ``pagerduty schedules PABC123``.
+        people: The people on call now (first escalation level), in the source's order.
+        error: Why the source could not be asked (None when it answered); never a secret.
+    """
+
+    source: str
+    people: tuple[OnCallPerson, ...] = ()
+    error: str | None = None
+
+    @property
+    def summary(self) -> str:
+        """One line for announcements and the confirmation form."""
+        if self.error is not None:
+            return f"unknown ({self.error})"
+        if not self.people:
+            return f"nobody ({self.source} names nobody on call now)"
+        return ", ".join(str(p) for p in self.people)
+
+
+@runtime_checkable
+class OnCall(Protocol):
+    """Says who is on call for the service. An observation: ``current`` never raises, a source
+    that cannot be asked is ``OnCallRoster.error``."""
+
+    def current(self) -> OnCallRoster: ...
 
     def describe(self) -> str: ...
 

@@ -1,6 +1,8 @@
 """One registry: a backend kind maps to its spec model and its builder.
 
-The spec's backend sections (``target``, ``router``, ``metrics``, ``notifications.notifiers``) are
+The spec's backend sections (``target``, ``router``, ``metrics``, ``notifications.notifiers``,
+``notifications.on_call``,
+``notifications.dashboards``) are
 discriminated unions on ``kind`` built from this table, so an unknown kind is a spec error listing
 the known ones, and ``build`` dispatches on the section's model. Adding a backend is one module
 (its spec model, its class with ``from_spec``), and one line here.
@@ -17,10 +19,12 @@ from pydantic import Field
 from deployflow.flags.flagd_file import FlagdFileProvider, FlagdFileSpec
 from deployflow.notify.slack import SlackNotifier, SlackNotifierSpec
 from deployflow.providers.base import (
+    Annotator,
     BuildContext,
     FlagProvider,
     Metrics,
     Notifier,
+    OnCall,
     Router,
     Target,
 )
@@ -31,13 +35,16 @@ from deployflow.providers.command import (
     CommandTargetSpec,
 )
 from deployflow.providers.github_actions import GitHubActionsTarget, GitHubActionsTargetSpec
+from deployflow.providers.grafana import GrafanaAnnotationsSpec, GrafanaAnnotator
 from deployflow.providers.haproxy import HAProxyRouter, HAProxyRouterSpec
 from deployflow.providers.local_process import LocalProcessTarget, LocalProcessTargetSpec
 from deployflow.providers.nginx import NginxRouter, NginxRouterSpec
+from deployflow.providers.oncall import StaticOnCall, StaticOnCallSpec
+from deployflow.providers.pagerduty import PagerDutyOnCall, PagerDutyOnCallSpec
 from deployflow.providers.prometheus import PrometheusMetrics, PrometheusMetricsSpec
 from deployflow.spec_types import StrictModel
 
-Role = Literal["target", "router", "metrics", "notifier", "flags"]
+Role = Literal["target", "router", "metrics", "notifier", "flags", "on_call", "annotator"]
 B = TypeVar("B")
 S = TypeVar("S", bound=StrictModel)
 
@@ -76,6 +83,9 @@ BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("metrics", PrometheusMetricsSpec, _without_context(PrometheusMetrics.from_spec)),
     BackendKind("notifier", SlackNotifierSpec, SlackNotifier.from_spec),
     BackendKind("flags", FlagdFileSpec, _without_context(FlagdFileProvider.from_spec)),
+    BackendKind("on_call", PagerDutyOnCallSpec, PagerDutyOnCall.from_spec),
+    BackendKind("on_call", StaticOnCallSpec, _without_context(StaticOnCall.from_spec)),
+    BackendKind("annotator", GrafanaAnnotationsSpec, GrafanaAnnotator.from_spec),
 )
 
 _CONTRACTS: dict[Role, type] = {
@@ -84,6 +94,8 @@ _CONTRACTS: dict[Role, type] = {
     "metrics": Metrics,
     "notifier": Notifier,
     "flags": FlagProvider,
+    "on_call": OnCall,
+    "annotator": Annotator,
 }
 
 

@@ -69,6 +69,9 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
         "prometheus",
         "slack",
         "flagd-file",
+        "pagerduty",
+        "static",
+        "grafana",
     ]
 
 

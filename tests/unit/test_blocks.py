@@ -10,7 +10,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from blocks import GitHubCredentialsBlock, SlackNotificationBlock, TrackingDatabaseBlock
+from blocks import (
+    GitHubCredentialsBlock,
+    PagerDutyCredentialsBlock,
+    SlackNotificationBlock,
+    TrackingDatabaseBlock,
+)
 from deployflow.notify.slack import SlackNotifier
 from deployflow.tracking import db
 
@@ -19,6 +24,7 @@ pytestmark = pytest.mark.unit
 SLACK_TOKEN = "xoxb-1111-unit-secret-token"
 GITHUB_TOKEN = "ghp_unitSecretToken0123456789"
 DB_PASSWORD = "pg-unit-s3cret-pw"
+PAGERDUTY_TOKEN = "pd-unit-secret-key-9876"
 
 
 def _renderings(block) -> list[str]:
@@ -34,8 +40,9 @@ def _renderings(block) -> list[str]:
             TrackingDatabaseBlock(url=f"postgresql+psycopg://deployflow:{DB_PASSWORD}@db:5432/t"),
             DB_PASSWORD,
         ),
+        (PagerDutyCredentialsBlock(token=PAGERDUTY_TOKEN), PAGERDUTY_TOKEN),
     ],
-    ids=["slack", "github", "tracking"],
+    ids=["slack", "github", "tracking", "pagerduty"],
 )
 def test_secret_never_appears_when_a_block_is_shown_or_serialised(block, secret):
     for text in _renderings(block):
@@ -51,6 +58,7 @@ def test_secret_never_appears_when_a_block_is_shown_or_serialised(block, secret)
         (SlackNotificationBlock, ["token"]),
         (GitHubCredentialsBlock, ["token"]),
         (TrackingDatabaseBlock, ["url"]),
+        (PagerDutyCredentialsBlock, ["token"]),
     ],
 )
 def test_schema_marks_secrets_and_describes_every_field(cls, secret_fields):
@@ -152,3 +160,12 @@ def test_tracking_block_client_is_an_engine_migrated_to_head(tmp_path):
         assert db.current_revision(engine) == db.head_revision()
     finally:
         engine.dispose()
+
+
+def test_pagerduty_block_builds_an_on_call_source_for_the_spec_ids():
+    block = PagerDutyCredentialsBlock(token=PAGERDUTY_TOKEN, base_url="http://pd.test/")
+    source = block.get_client(["PSCHED1"], ["PPOL1"])
+    assert source.base_url == "http://pd.test"
+    assert source.describe() == "pagerduty schedules PSCHED1; escalation policies PPOL1"
+    assert PAGERDUTY_TOKEN not in repr(source)
+    assert block.get_client(["S"], base_url="http://other.test").base_url == "http://other.test"

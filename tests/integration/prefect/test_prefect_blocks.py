@@ -14,7 +14,12 @@ from tests.integration.prefect.conftest import PrefectCLI
 pytestmark = pytest.mark.integration
 
 TOKEN = "xoxb-2222-integration-secret-token"
-BLOCK_SLUGS = ["githubcredentialsblock", "slacknotificationblock", "trackingdatabaseblock"]
+BLOCK_SLUGS = [
+    "githubcredentialsblock",
+    "pagerdutycredentialsblock",
+    "slacknotificationblock",
+    "trackingdatabaseblock",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def slack() -> Iterator[FakeSlackAPI]:
 
 
 def test_block_register_makes_every_block_type_known_to_the_server(registered: str):
-    assert "Successfully registered 3 blocks" in registered, registered
+    assert "Successfully registered 4 blocks" in registered, registered
     with get_client(sync_client=True) as client:
         for slug in BLOCK_SLUGS:
             block_type = client.read_block_type_by_slug(slug)
@@ -75,8 +80,10 @@ def test_a_spec_names_saved_blocks_and_connect_builds_from_them(
     """The way a run gets its secrets: the spec names blocks, connect loads them (get_client)."""
     from blocks.github import GitHubCredentialsBlock
     from blocks.loader import PrefectBlocks
+    from blocks.pagerduty import PagerDutyCredentialsBlock
     from deployflow.backends import connect
     from deployflow.checks.spec import PreChecksSpec
+    from deployflow.fakes.pagerduty_api import FakePagerDutyAPI
     from deployflow.providers.base import BackendConfigError, BuildContext
     from deployflow.spec import parse_spec
     from deployflow.tracking.ledger import Ledger
@@ -86,6 +93,11 @@ def test_a_spec_names_saved_blocks_and_connect_builds_from_them(
         "team-slack", overwrite=True
     )
     GitHubCredentialsBlock(token="ghp-integration-token").save("team-github", overwrite=True)
+    pagerduty = FakePagerDutyAPI(token="pd-integration-key").start()
+    pagerduty.put_on_call("PSCHED1", "Alice Example")
+    PagerDutyCredentialsBlock(token="pd-integration-key", base_url=pagerduty.base_url).save(
+        "team-pagerduty", overwrite=True
+    )
     spec = parse_spec(
         {
             "service": "shop",
@@ -102,7 +114,12 @@ def test_a_spec_names_saved_blocks_and_connect_builds_from_them(
             },
             # The spec's channel overrides the block's: one bot token, a channel per service.
             "notifications": {
-                "notifiers": [{"kind": "slack", "block": "team-slack", "channel": "#deploys"}]
+                "notifiers": [{"kind": "slack", "block": "team-slack", "channel": "#deploys"}],
+                "on_call": {
+                    "kind": "pagerduty",
+                    "block": "team-pagerduty",
+                    "schedule_ids": ["PSCHED1"],
+                },
             },
         }
     )
@@ -112,6 +129,10 @@ def test_a_spec_names_saved_blocks_and_connect_builds_from_them(
     [notifier] = backends.notifiers
     assert notifier.post("deploying shop v2").ok
     assert [m.channel for m in slack.messages] == ["#deploys"]
+    assert backends.on_call is not None
+    roster = backends.on_call.current()
+    pagerduty.stop()
+    assert roster.summary == "Alice Example <alice@example.com>"
 
     review = PreChecksSpec.model_validate(
         {"checkout": ".", "review": {"repo": "acme/shop", "credentials_block": "team-github"}}

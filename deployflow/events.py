@@ -1,0 +1,104 @@
+"""What a deploy tells the world as events, so automations can react (a rollback pages somebody,
+runs a follow-up flow...). Plain data here; ``tasks/events.py`` sends them to Prefect.
+
+Names: ``deployflow.deploy.started``, ``deployflow.deploy.stage.promoted``,
+``deployflow.deploy.rolled-back``, ``deployflow.deploy.succeeded``, ``deployflow.deploy.aborted``
+and ``deployflow.deploy.failed``. The event's resource is the deploy (its tracking row); the
+service, the version and the environment are related resources with the roles ``service``,
+``version`` and ``environment``, so an automation can match, for example, every rollback of
+``payments`` in ``production``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployflow.analysis import Verdict
+from deployflow.release import ReleaseOutcome, Status
+
+PREFIX = "deployflow.deploy"
+
+_ENDINGS: dict[Status, str] = {
+    "succeeded": "succeeded",
+    "rolled_back": "rolled-back",
+    "aborted": "aborted",
+    "failed": "failed",
+}
+
+
+@dataclass(frozen=True)
+class DeployEvent:
+    """One event, in the shape of Prefect's ``emit_event`` arguments."""
+
+    event: str
+    resource: dict[str, str]
+    related: list[dict[str, str]]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _resources(outcome: ReleaseOutcome) -> tuple[dict[str, str], list[dict[str, str]]]:
+    deploy = outcome.deployment_id if outcome.deployment_id is not None else "untracked"
+    resource = {
+        "prefect.resource.id": f"deployflow.deployment.{deploy}",
+        "prefect.resource.name": f"{outcome.service} {outcome.version} to {outcome.environment}",
+    }
+    related = [
+        {
+            "prefect.resource.id": f"deployflow.service.{outcome.service}",
+            "prefect.resource.role": "service",
+            "prefect.resource.name": outcome.service,
+        },
+        {
+            "prefect.resource.id": f"deployflow.version.{outcome.service}.{outcome.version}",
+            "prefect.resource.role": "version",
+            "prefect.resource.name": outcome.version,
+        },
+        {
+            "prefect.resource.id": f"deployflow.environment.{outcome.environment}",
+            "prefect.resource.role": "environment",
+            "prefect.resource.name": outcome.environment,
+        },
+    ]
+    return resource, related
+
+
+def started(outcome: ReleaseOutcome) -> DeployEvent:
+    """The deploy has its tracking row and begins the steps."""
+    resource, related = _resources(outcome)
+    payload = {
+        "previous_version": outcome.previous_version,
+        "dry_run": outcome.dry_run,
+        "git_ref": outcome.git_ref,
+    }
+    return DeployEvent(f"{PREFIX}.started", resource, related, payload)
+
+
+def stages_promoted(outcome: ReleaseOutcome) -> list[DeployEvent]:
+    """One event per stage whose analysis promoted it, in order."""
+    resource, related = _resources(outcome)
+    return [
+        DeployEvent(
+            f"{PREFIX}.stage.promoted",
+            resource,
+            related,
+            {"stage": stage.index, "weight": stage.weight, **stage.last_values()},
+        )
+        for stage in outcome.stages
+        if stage.verdict == Verdict.PROMOTE
+    ]
+
+
+def ended(outcome: ReleaseOutcome) -> DeployEvent:
+    """How the deploy ended: succeeded, rolled-back, aborted or failed, with the reason."""
+    resource, related = _resources(outcome)
+    payload: dict[str, Any] = {
+        "status": outcome.status,
+        "message": outcome.message,
+        "previous_version": outcome.previous_version,
+        "strategy": outcome.strategy,
+        "dry_run": outcome.dry_run,
+    }
+    if outcome.rollback is not None:
+        payload["trigger"] = outcome.rollback.trigger.to_dict()
+    return DeployEvent(f"{PREFIX}.{_ENDINGS[outcome.status]}", resource, related, payload)

@@ -1,0 +1,78 @@
+"""The stages told as they are in a run: replies in the deploy's Slack thread (local Slack API)
+and Grafana points at the time each stage ended (local annotations API)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from pydantic import SecretStr
+
+from deployflow.analysis import Measurement, MetricSample, Outcome, Verdict
+from deployflow.backends import Backends
+from deployflow.fakes.backends import FakeService
+from deployflow.fakes.grafana_api import FakeGrafanaAPI
+from deployflow.fakes.slack_api import FakeSlackAPI
+from deployflow.notify.slack import SlackNotifier
+from deployflow.providers.base import DeployCard
+from deployflow.providers.grafana import GrafanaAnnotator
+from deployflow.release import ReleaseOutcome
+from deployflow.rollout import StageResult
+from deployflow.tracking.ledger import Ledger
+from flows.deploy import tell_stages
+from tasks.notify import notify_and_prepare
+
+pytestmark = pytest.mark.integration
+
+CARD = DeployCard(title="Deploying *shop* `v2`", fields=(), links=(), text="Deploying shop v2")
+
+
+def stage(index: int, weight: int, ended: datetime) -> StageResult:
+    m = Measurement(Outcome.SUCCESSFUL, MetricSample(0.001, 0.02, 342.2), 0.02)
+    return StageResult(index, weight, Verdict.PROMOTE, [m], None, ended, ended)
+
+
+@flow(name="deploy-story-under-test")
+def tell(backends: Backends, outcome: ReleaseOutcome) -> None:
+    outcome.notifications = notify_and_prepare(backends.notifiers, CARD.text, "@alice", CARD)
+    tell_stages(backends, outcome)
+
+
+def test_stages_are_replies_in_the_thread_and_points_when_they_ended(
+    prefect_server, tmp_path: Path
+):
+    service = FakeService()
+    first = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    second = datetime(2026, 11, 28, 9, 10, tzinfo=UTC)
+    outcome = ReleaseOutcome(service="shop", environment="staging", version="v2")
+    outcome.stages = [stage(0, 5, first), stage(1, 25, second)]
+    with (
+        FakeSlackAPI(token="xoxb-story", channels=["deploys"]) as slack,
+        FakeGrafanaAPI(token="glsa-story") as grafana,
+    ):
+        backends = Backends(
+            target=service.target,
+            router=service.router,
+            metrics=service.metrics,
+            notifiers=(
+                SlackNotifier(SecretStr("xoxb-story"), "#deploys", base_url=slack.base_url),
+            ),
+            ledger=Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}"),
+            annotators=(GrafanaAnnotator(SecretStr("glsa-story"), grafana.base_url, "shop"),),
+        )
+        tell(backends, outcome)
+        parent, *replies = slack.messages
+        points = grafana.annotations
+
+    assert [r.thread_ts for r in replies] == [parent.ts, parent.ts]
+    assert [r.text for r in replies] == [
+        "Stage 1 · 5% canary · promoted · errors 0.10%, P95 20 ms, 342 requests",
+        "Stage 2 · 25% canary · promoted · errors 0.10%, P95 20 ms, 342 requests",
+    ]
+    assert [p["time"] for p in points] == [
+        int(first.timestamp() * 1000),
+        int(second.timestamp() * 1000),
+    ]
+    assert all("service:shop" in p["tags"] for p in points)

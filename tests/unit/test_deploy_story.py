@@ -1,0 +1,60 @@
+"""The deploy told in Slack: the card of the parent message, a line per stage, the outcome."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Verdict
+from deployflow.notify.slack import deploy_blocks
+from deployflow.notify.story import deploy_card, outcome_line, stage_line
+from deployflow.release import ReleaseOutcome
+from deployflow.rollout import StageResult
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+
+
+def stage(verdict: Verdict, sample: MetricSample, reason: Breach | None = None) -> StageResult:
+    m = Measurement(Outcome.SUCCESSFUL, sample, 0.02)
+    return StageResult(0, 5, verdict, [m], reason, NOW, NOW)
+
+
+def test_a_stage_line_has_figures_for_people() -> None:
+    line = stage_line(stage(Verdict.PROMOTE, MetricSample(0.001, 0.01995879120879121, 342.2053)))
+    assert line == "Stage 1 · 5% canary · promoted · errors 0.10%, P95 20 ms, 342 requests"
+
+
+def test_a_rolled_back_stage_says_why() -> None:
+    breach = Breach("error_rate", 0.2, 0.05, "error rate 20.00% > 5.00%")
+    line = stage_line(stage(Verdict.ROLLBACK, MetricSample(0.2, 0.03, 100), breach))
+    assert line.startswith("Stage 1 · 5% canary · *rollback* · errors 20.00%")
+    assert line.endswith("\n> error rate 20.00% &gt; 5.00%")
+
+
+def test_the_outcome_line_names_status_and_reason() -> None:
+    o = ReleaseOutcome(service="shop", environment="prod", version="v3", status="rolled_back")
+    o.message = "rolled back to v2: error rate 20% > 5%"
+    assert outcome_line(o) == ":rewind: *rolled back*: rolled back to v2: error rate 20% &gt; 5%"
+
+
+def test_the_card_shows_the_facts_and_links_and_keeps_mentions() -> None:
+    card = deploy_card(
+        "fallback text",
+        service="shop",
+        version="v2",
+        environment="production",
+        strategy="canary",
+        stages=[5, 25, 100],
+        on_call="<@U024BE7LH>",
+        dashboard_url="http://grafana.test/d/x",
+        run_url=None,
+    )
+    assert dict(card.fields)["On-call"] == "<@U024BE7LH>"
+    assert dict(card.fields)["Stages"] == "5% → 25% → 100%"
+    blocks = deploy_blocks(card, ":white_check_mark: *succeeded*")
+    assert blocks[0]["text"]["text"] == ":white_check_mark: *succeeded*"
+    assert blocks[-1]["elements"][0]["text"] == "<http://grafana.test/d/x|Dashboard>"
+    assert card.text == "fallback text"
