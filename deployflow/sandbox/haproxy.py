@@ -35,9 +35,17 @@ def _binary() -> str:
     return found
 
 
-def render_config(admin_socket: Path, port: int, health_path: str = "/healthz") -> str:
+def render_config(
+    admin_socket: Path, port: int, health_path: str = "/healthz", *, health_checks: bool = True
+) -> str:
     """The HAProxy configuration of the sandbox: one frontend, backend ``app`` with two
     health-checked slots."""
+    checks = (
+        f"    option httpchk GET {health_path}\n"
+        "    default-server check inter 500ms fall 2 rise 1\n"
+        if health_checks
+        else "    # No health checks: this HAProxy routes to addresses nothing may listen on.\n"
+    )
     return f"""\
 global
     stats socket {admin_socket} mode 600 level admin
@@ -61,9 +69,7 @@ backend {BACKEND}
     balance roundrobin
     # Health checks keep users off a server that stopped answering: two failed checks half a
     # second apart take it out, one good check puts it back. A slot in maintenance is not checked.
-    option httpchk GET {health_path}
-    default-server check inter 500ms fall 2 rise 1
-    # Placeholders, re-pointed at runtime through the admin socket.
+{checks}    # Placeholders, re-pointed at runtime through the admin socket.
     server {STABLE_SERVER} 127.0.0.1:1 weight 100 disabled
     server {CANARY_SERVER} 127.0.0.1:1 weight 0 disabled
 """
@@ -77,15 +83,20 @@ class LocalHAProxy:
             router = haproxy.router()
     """
 
-    def __init__(self, state_dir: Path, *, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self, state_dir: Path, *, start_timeout: float = 10.0, health_checks: bool = True
+    ) -> None:
         """Prepare paths and a port; nothing runs yet.
 
         Args:
             state_dir: Directory for the config, log, pid record and (if short enough) socket.
             start_timeout: Seconds HAProxy gets to open its socket and port.
+            health_checks: Health-check both slots (off only for tests that route to addresses
+                nothing listens on).
         """
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
+        self.health_checks = health_checks
         self.port = free_port()
         self.config_file = self.state_dir / "haproxy.cfg"
         self._short_dir: Path | None = None
@@ -130,7 +141,9 @@ class LocalHAProxy:
                 message carries HAProxy's own output.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(render_config(self.admin_socket, self.port))
+        self.config_file.write_text(
+            render_config(self.admin_socket, self.port, health_checks=self.health_checks)
+        )
         check = subprocess.run(
             [_binary(), "-c", "-f", str(self.config_file)],
             capture_output=True,

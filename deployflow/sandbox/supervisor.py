@@ -43,9 +43,10 @@ DEMO_APP_COMMAND = (
 )  # fmt: skip
 
 # Requests per second of the sandbox's traffic. The canary judge promotes only on evidence: with
-# no errors, showing a canary below a 5% error rate takes about 130-170 of its requests, so a 5%
-# first stage needs about 20 s at 150 requests/s (55 s at 60).
-SANDBOX_RPS = 150.0
+# no errors, showing a canary below a 5% error rate takes about 165 of its requests at the default
+# confidence, so a 5% first stage needs about 33 s at 100 requests/s (55 s at 60). More traffic
+# costs CPU (about half a core at 100 requests/s for the traffic, HAProxy and two demo apps).
+SANDBOX_RPS = 100.0
 
 ENV_PROMETHEUS_URL = "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL"
 ENV_HAPROXY_SOCKET = "DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET"

@@ -34,6 +34,7 @@ from deployflow.sandbox.postgres import LocalPostgres
 from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox
 from deployflow.spec import ServiceSpec, load_spec
 from tests.backends import build_metrics, build_router, build_target
+from tests.e2e.conftest import FAST_EVIDENCE
 from tests.e2e.team_conftest_helpers import (
     POOL,
     PrefectServer,
@@ -162,6 +163,7 @@ def team_env(
         "DEPLOYFLOW_DEMO_FAULTS": FAULTS,
         "DEPLOYFLOW_DATABASE_URL": tracking_url,
         "DEPLOYFLOW_OBSERVE": "4s",
+        **FAST_EVIDENCE,
         # Nothing should land here with a database URL set; it keeps stray files off ~/.deployflow.
         "DEPLOYFLOW_DATA_DIR": str(tmp_path_factory.mktemp("team-data")),
     }
