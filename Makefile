@@ -34,7 +34,7 @@ demo: server
 	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(UV) run deployflow demo
 
 test: fixtures
-	$(UV) run pytest
+	$(UV) run pytest -n 2 --dist loadfile
 
 fuzz: bootstrap
 	DEPLOYFLOW_FUZZ_EXAMPLES=$${DEPLOYFLOW_FUZZ_EXAMPLES:-10000} $(UV) run pytest -q \
