@@ -14,10 +14,9 @@ import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
-from deployflow.fakes.loopback import LoopbackServer
+from deployflow.fakes.loopback import LoopbackServer, ServedFake
 
 
 @dataclass
@@ -112,7 +111,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class FakeGrafanaAPI:
+class FakeGrafanaAPI(ServedFake):
     """Grafana's annotations API in a background thread, for tests and the sandbox.
 
     Args:
@@ -121,7 +120,6 @@ class FakeGrafanaAPI:
 
     def __init__(self, token: str = "glsa_fake_token") -> None:
         self._state = _State(token=token)
-        self._loop: LoopbackServer | None = None
 
     @property
     def base_url(self) -> str:
@@ -135,22 +133,5 @@ class FakeGrafanaAPI:
         with self._state.lock:
             return [dict(a) for a in self._state.annotations.values()]
 
-    def start(self) -> FakeGrafanaAPI:
-        self._loop = LoopbackServer(_Server(self._state), name="fake-grafana-api").start()
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
-
-    def __enter__(self) -> FakeGrafanaAPI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _serve(self) -> LoopbackServer:
+        return LoopbackServer(_Server(self._state), name="fake-grafana-api")

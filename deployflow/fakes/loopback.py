@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Self
 
 
 class LoopbackServer:
@@ -46,3 +48,37 @@ class LoopbackServer:
             self.server.shutdown()
             self._thread.join(timeout=5)
         self.server.server_close()
+
+
+class ServedFake:
+    """``start``/``stop`` and ``with`` for a fake API served by one ``LoopbackServer``.
+
+    A subclass builds its server in ``_serve`` and reads ``self._loop`` while it runs.
+    """
+
+    _loop: LoopbackServer | None = None
+
+    def _serve(self) -> LoopbackServer:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Bind a free loopback port and serve in a daemon thread."""
+        self._loop = self._serve().start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

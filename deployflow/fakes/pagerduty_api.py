@@ -18,11 +18,10 @@ import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from deployflow.fakes.loopback import LoopbackServer
+from deployflow.fakes.loopback import LoopbackServer, ServedFake
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class FakePagerDutyAPI:
+class FakePagerDutyAPI(ServedFake):
     """A PagerDuty REST API server in a background thread, for tests and the sandbox.
 
     Args:
@@ -167,7 +166,6 @@ class FakePagerDutyAPI:
 
     def __init__(self, token: str = "pd-fake-token") -> None:
         self._state = _State(token=token)
-        self._loop: LoopbackServer | None = None
 
     @property
     def base_url(self) -> str:
@@ -204,22 +202,5 @@ class FakePagerDutyAPI:
         with self._state.lock:
             self._state.failures.append(_Failure(status, times, retry_after))
 
-    def start(self) -> FakePagerDutyAPI:
-        self._loop = LoopbackServer(_Server(self._state), name="fake-pagerduty-api").start()
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
-
-    def __enter__(self) -> FakePagerDutyAPI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _serve(self) -> LoopbackServer:
+        return LoopbackServer(_Server(self._state), name="fake-pagerduty-api")

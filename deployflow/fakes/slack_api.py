@@ -19,11 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
-from deployflow.fakes.loopback import LoopbackServer
+from deployflow.fakes.loopback import LoopbackServer, ServedFake
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ class _SlackServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _SlackHandler)
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(ServedFake):
     """A Slack Web API server in a background thread, for tests and the sandbox.
 
     Args:
@@ -219,7 +218,6 @@ class FakeSlackAPI:
             known[name.removeprefix("#")] = channel_id
             known[channel_id] = channel_id
         self._state = _State(token=token, channels=known)
-        self._loop: LoopbackServer | None = None
 
     @property
     def port(self) -> int:
@@ -277,24 +275,5 @@ class FakeSlackAPI:
         with self._state.lock:
             self._state.failures.append(_InjectedFailure(status, times, retry_after, code))
 
-    def start(self) -> FakeSlackAPI:
-        """Bind a free loopback port and serve in a daemon thread."""
-        self._loop = LoopbackServer(_SlackServer(self._state), name="fake-slack-api").start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
-
-    def __enter__(self) -> FakeSlackAPI:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _serve(self) -> LoopbackServer:
+        return LoopbackServer(_SlackServer(self._state), name="fake-slack-api")
