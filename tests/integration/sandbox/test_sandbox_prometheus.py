@@ -135,9 +135,10 @@ def test_p95_of_healthy_versions_agree_and_injected_latency_stands_out(scraped):
         "(deployflow_demo_http_request_duration_seconds_bucket))",
         "version",
     )
-    # The deploy rolls back when canary P95 > 2x stable P95: healthy versions stay well below.
+    # The deploy rolls back when canary P95 > 2x stable P95: healthy versions stay below. (One
+    # bucket apart is 1.5x, which a loaded machine produces: the assertion is the policy line.)
     assert 0.01 < p95["v1"] < 0.05
-    assert 0.5 < p95["v2"] / p95["v1"] < 1.5
+    assert 0.5 < p95["v2"] / p95["v1"] < 2.0
     assert p95["v4-slow"] > 2 * p95["v1"]
 
 
