@@ -331,6 +331,19 @@ def parse_instance(data: Any, version: str | None, what: str) -> tuple[Instance,
     return instance, instance.base_url
 
 
+def parse_instance_list(
+    data: Any, what: str, *, verb: str = "answer"
+) -> list[tuple[Instance, str]]:
+    """Instances and their base URLs from a status answer: a JSON list of instance objects.
+
+    Raises:
+        ValueError: ``data`` is not a list, or an item is not an instance object.
+    """
+    if not isinstance(data, list):
+        raise ValueError(f"{what} must {verb} a JSON list of instances, got {type(data).__name__}")
+    return [parse_instance(item, None, f"{what} item {i}") for i, item in enumerate(data)]
+
+
 class CommandTarget:
     """Start, stop and list versions through the user's own commands (implements ``Target``).
 
@@ -415,19 +428,11 @@ class CommandTarget:
         """
         hook = self.hooks["status"]
         data = self.runner.run_json(hook, self._values())
-        if not isinstance(data, list):
-            raise CommandHookError(
-                f"command target: status hook must print a JSON list of instances, got "
-                f"{type(data).__name__}"
-            )
-        found: list[Instance] = []
-        for index, item in enumerate(data):
-            try:
-                instance, url = parse_instance(item, None, f"status hook item {index}")
-            except ValueError as exc:
-                raise CommandHookError(f"command target: {exc}") from None
-            found.append(self._remember(instance, url))
-        return found
+        try:
+            listed = parse_instance_list(data, "status hook", verb="print")
+        except ValueError as exc:
+            raise CommandHookError(f"command target: {exc}") from None
+        return [self._remember(instance, url) for instance, url in listed]
 
     def start(self, version: str) -> Instance:
         """Start ``version`` with the ``start`` hook and wait until it is healthy.

@@ -56,6 +56,7 @@ from deployflow.providers.command import (
     _check_version,
     _HookSettings,
     parse_instance,
+    parse_instance_list,
 )
 from deployflow.providers.local_process import INHERITED_ENV
 from deployflow.spec_types import Duration, HttpUrl, StrictModel
@@ -522,22 +523,15 @@ class GitHubActionsTarget:
                 data = response.json()
             except (httpx.HTTPError, ValueError) as exc:
                 raise BackendError(f"{BACKEND}: cannot read the {what}: {exc}") from None
-        else:
-            assert self.status_hook is not None
+        elif self.status_hook is not None:
             data = self.runner.run_json(self.status_hook, self.values)
-        if not isinstance(data, list):
-            raise BackendError(
-                f"{BACKEND}: the {what} must answer a JSON list of instances, got "
-                f"{type(data).__name__}"
-            )
-        found: list[Instance] = []
-        for index, item in enumerate(data):
-            try:
-                instance, url = parse_instance(item, None, f"{what} item {index}")
-            except ValueError as exc:
-                raise BackendError(f"{BACKEND}: {exc}") from None
-            found.append(self._remember(instance, url))
-        return found
+        else:  # the spec requires one of the two; a hand-built target may lack both
+            raise BackendError(f"{BACKEND}: neither a status URL nor a status command is set")
+        try:
+            listed = parse_instance_list(data, f"the {what}")
+        except ValueError as exc:
+            raise BackendError(f"{BACKEND}: {exc}") from None
+        return [self._remember(instance, url) for instance, url in listed]
 
     def start(self, version: str) -> Instance:
         """Run the ``start`` workflow for ``version``, then wait until it is healthy.
