@@ -8,6 +8,7 @@ the API, the UI or a log.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -24,9 +25,12 @@ from deployflow.providers.base import (
     OnCall,
     Router,
     Target,
+    close_backend,
 )
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
+
+logger = logging.getLogger(__name__)
 
 
 class Backends(BaseModel):
@@ -61,6 +65,20 @@ class Backends(BaseModel):
             "on_call": self.on_call.describe() if self.on_call is not None else None,
             "annotators": [a.describe() for a in self.annotators],
         }
+
+    def close(self) -> None:
+        """Release what the backends hold (the github-actions target's HTTP clients, for
+        example); backends without ``close`` hold nothing. The ledger outlives the run: its
+        engine is shared by the process. Every backend is closed even if one fails."""
+        backends: list[object] = [self.target, self.router, self.metrics, *self.notifiers]
+        backends += [self.flags, self.on_call, *self.annotators]
+        for backend in backends:
+            if backend is None:
+                continue
+            try:
+                close_backend(backend)
+            except Exception:  # cleanup: the run's outcome is already decided
+                logger.exception("closing %s failed", type(backend).__name__)
 
 
 def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:

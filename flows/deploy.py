@@ -110,7 +110,10 @@ def deploy(
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
     )
-    return finish(release(spec, backends, request), backends)
+    try:
+        return finish(release(spec, backends, request), backends)
+    finally:
+        backends.close()  # e.g. the github-actions target's HTTP clients
 
 
 def finish(outcome: ReleaseOutcome, backends: Backends) -> State[Any]:

@@ -19,6 +19,7 @@ from deployflow.providers.base import (
     Reading,
     Router,
     Target,
+    close_backend,
 )
 
 
@@ -48,6 +49,11 @@ class TargetContract:
     def test_logs_of_an_unknown_version_are_empty_not_an_error(self, target: Target) -> None:
         assert target.logs("never-started") == ""
         assert isinstance(target.logs("never-started", lines=5), str)
+
+    def test_closing_is_optional_and_safe_twice(self, target: Target) -> None:
+        target.stop("never-started")  # something to release, for a target holding clients
+        close_backend(target)
+        close_backend(target)
 
 
 class RouterContract:

@@ -10,6 +10,10 @@ Two kinds of call, two styles of failure:
 
 Every backend also says what it is (``describe()``), for logs, reports and the Prefect UI; a
 description never contains a secret.
+
+A backend that holds something until it is released (HTTP clients, connections) also has
+``close()`` (``Closeable``); for the others closing is a no-op. ``close_backend`` calls it where it
+exists, and a deploy closes its backends when it ends.
 """
 
 from __future__ import annotations
@@ -49,8 +53,27 @@ class Instance:
 
 
 @runtime_checkable
+class Closeable(Protocol):
+    """A backend holding resources until ``close()``; optional in every contract. ``close`` is
+    safe to call twice, and the backend is not used after it."""
+
+    def close(self) -> None: ...
+
+
+def close_backend(backend: object) -> None:
+    """Release what ``backend`` holds: its ``close()`` when it has one, else nothing (the
+    default). A backend's own ``close`` must not raise; cleanup never hides the outcome."""
+    if isinstance(backend, Closeable):
+        backend.close()
+
+
+@runtime_checkable
 class Target(Protocol):
-    """Where versions of the service run, and how one is started and stopped."""
+    """Where versions of the service run, and how one is started and stopped.
+
+    Optionally ``close()`` (``Closeable``): a target holding clients or connections releases them
+    there; the deploy calls it once it ends. Without it there is nothing to release.
+    """
 
     def start(self, version: str) -> Instance:
         """Start ``version`` and return once it is healthy; a running version is reused.

@@ -27,107 +27,47 @@ none) and ``{weight}`` (the canary's percentage); ``state`` prints
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Literal
 
 import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deployflow.polling import DeadlineExceeded, wait_for
-from deployflow.processes import CommandResult, run_command
-from deployflow.providers.base import (
-    BackendConfigError,
-    BackendError,
-    BuildContext,
-    Instance,
-    RouterState,
+from deployflow.providers.base import BackendError, BuildContext, Instance, RouterState
+from deployflow.providers.hooks import (
+    LOGS_PLACEHOLDERS,
+    ROUTER_PLACEHOLDERS,
+    RUN_PLACEHOLDERS,
+    SPLIT_PLACEHOLDERS,
+    TARGET_PLACEHOLDERS,
+    CommandHook,
+    CommandHookError,
+    Hook,
+    HookRunner,
+    HookSettings,
+    check_template,
+    check_version,
+    parse_instance,
+    parse_instance_list,
 )
 from deployflow.providers.local_process import INHERITED_ENV
-from deployflow.spec_types import (
-    VERSION_PATTERN,
-    Argv,
-    Duration,
-    HttpUrl,
-    StrictModel,
-    program_problem,
-)
+from deployflow.spec_types import Duration, HttpUrl
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_VERSION = re.compile(VERSION_PATTERN)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MAX_JSON_SHOWN = 200
-
-
-class CommandHookError(BackendError):
-    """A hook exited non-zero, timed out, or printed something that is not the JSON it owes."""
+__all__ = [  # the hook pieces live in hooks.py; these names stay importable from here
+    "CommandHook",
+    "CommandHookError",
+    "CommandRouter",
+    "CommandRouterSpec",
+    "CommandTarget",
+    "CommandTargetSpec",
+    "Hook",
+    "HookRunner",
+]
 
 
-class CommandHook(StrictModel):
-    """One user command: an argv template and a deadline."""
-
-    spec_programs: ClassVar[tuple[str, ...]] = ("argv",)
-
-    argv: Argv = Field(
-        description="argv template, run without a shell; a relative program path ('./hooks/x') "
-        "is relative to the spec's folder."
-    )
-    timeout: Duration = Field(
-        60.0, description="Deadline, e.g. '60s'; at it the hook's whole process group is killed."
-    )
-
-
-class _HookSettings(StrictModel):
-    """What the hooks of one backend share: their environment and working directory."""
-
-    spec_relative_paths: ClassVar[tuple[str, ...]] = ("working_dir",)
-
-    env: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="Environment variables set for the hooks (tokens may go here: they are never "
-        "logged, and are masked in error messages).",
-    )
-    inherit_env: list[str] = Field(
-        default_factory=lambda: list(INHERITED_ENV),
-        description="Variables passed on from deployflow's own environment (KUBECONFIG, for "
-        "example); nothing else is.",
-    )
-    working_dir: Path | None = Field(
-        None, description="Directory the hooks run in; default: deployflow's own."
-    )
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name in value:
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not an environment variable name")
-        return value
-
-
-RUN_PLACEHOLDERS = ("environment", "service")
-TARGET_PLACEHOLDERS = ("version", *RUN_PLACEHOLDERS)
-LOGS_PLACEHOLDERS = (*TARGET_PLACEHOLDERS, "lines")
-ROUTER_PLACEHOLDERS = RUN_PLACEHOLDERS
-SPLIT_PLACEHOLDERS = (*ROUTER_PLACEHOLDERS, "stable", "canary", "weight")
-
-
-def _check_template(hook: CommandHook | None, allowed: Sequence[str], field: str) -> None:
-    if hook is None:
-        return
-    for arg in hook.argv:
-        for name in _PLACEHOLDER.findall(arg):
-            if name not in allowed:
-                shown = ", ".join("{" + p + "}" for p in allowed)
-                raise ValueError(f"{field}: placeholder {{{name}}} is unknown; allowed: {shown}")
-
-
-class CommandTargetSpec(_HookSettings):
+class CommandTargetSpec(HookSettings):
     """Versions are started, stopped and listed by the user's own commands."""
 
     kind: Literal["command"] = Field(description="The user's own start/stop/status hooks.")
@@ -157,13 +97,13 @@ class CommandTargetSpec(_HookSettings):
     @model_validator(mode="after")
     def _placeholders(self) -> CommandTargetSpec:
         for field in ("start", "stop"):
-            _check_template(getattr(self, field), TARGET_PLACEHOLDERS, field)
-        _check_template(self.status, RUN_PLACEHOLDERS, "status")
-        _check_template(self.logs, LOGS_PLACEHOLDERS, "logs")
+            check_template(getattr(self, field), TARGET_PLACEHOLDERS, field)
+        check_template(self.status, RUN_PLACEHOLDERS, "status")
+        check_template(self.logs, LOGS_PLACEHOLDERS, "logs")
         return self
 
 
-class CommandRouterSpec(_HookSettings):
+class CommandRouterSpec(HookSettings):
     """Traffic is split by the user's own commands (Istio, ALB, Gateway API...)."""
 
     kind: Literal["command"] = Field(description="The user's own set_split/state hooks.")
@@ -178,170 +118,9 @@ class CommandRouterSpec(_HookSettings):
 
     @model_validator(mode="after")
     def _placeholders(self) -> CommandRouterSpec:
-        _check_template(self.set_split, SPLIT_PLACEHOLDERS, "set_split")
-        _check_template(self.state, ROUTER_PLACEHOLDERS, "state")
+        check_template(self.set_split, SPLIT_PLACEHOLDERS, "set_split")
+        check_template(self.state, ROUTER_PLACEHOLDERS, "state")
         return self
-
-
-@dataclass(frozen=True)
-class Hook:
-    """A hook ready to run: its name (for messages), argv template and deadline."""
-
-    name: str
-    argv: tuple[str, ...]
-    timeout: float
-
-    @classmethod
-    def of(cls, name: str, spec: CommandHook) -> Hook:
-        return cls(name, tuple(spec.argv), spec.timeout)
-
-
-class HookRunner:
-    """Runs hooks with one environment; turns every failure into a ``CommandHookError``.
-
-    Args:
-        backend: How messages name the backend ("command target").
-        env: Variables set for the hooks (secrets allowed: never shown).
-        inherit_env: Names passed on from this process's environment.
-        working_dir: Where the hooks run.
-    """
-
-    def __init__(
-        self,
-        backend: str,
-        *,
-        env: Mapping[str, SecretStr | str] | None = None,
-        inherit_env: Sequence[str] = INHERITED_ENV,
-        working_dir: Path | None = None,
-    ) -> None:
-        self.backend = backend
-        self._env = {
-            name: value.get_secret_value() if isinstance(value, SecretStr) else value
-            for name, value in (env or {}).items()
-        }
-        self.inherit_env = tuple(inherit_env)
-        self.working_dir = working_dir
-
-    def check_programs(self, hooks: Sequence[Hook]) -> None:
-        """Refuse hooks whose program cannot run (before anything starts)."""
-        for hook in hooks:
-            problem = program_problem(hook.argv[0])
-            if problem:
-                raise BackendConfigError(f"{hook.name}.argv.0: {problem}")
-
-    def render(self, hook: Hook, values: Mapping[str, str]) -> list[str]:
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in values:
-                raise ValueError(f"{hook.name}: placeholder {{{name}}} has no value here")
-            return values[name]
-
-        return [_PLACEHOLDER.sub(substitute, arg) for arg in hook.argv]
-
-    def run(self, hook: Hook, values: Mapping[str, str]) -> CommandResult:
-        """Run ``hook``; a non-zero exit or a timeout raises ``CommandHookError``."""
-        argv = self.render(hook, values)
-        inherited = {name: os.environ[name] for name in self.inherit_env if name in os.environ}
-        variables = {f"DEPLOYFLOW_{name.upper()}": value for name, value in values.items()}
-        env = {**inherited, **variables, **self._env}
-        try:
-            result = run_command(argv, timeout=hook.timeout, env=env, cwd=self.working_dir)
-        except OSError as exc:
-            raise CommandHookError(
-                f"{self.backend}: {hook.name} hook cannot run {argv[0]!r}: {exc.strerror or exc}"
-            ) from exc
-        if result.timed_out:
-            raise CommandHookError(
-                f"{self.backend}: {hook.name} hook ({self.shown(argv)}) timed out after "
-                f"{hook.timeout:g}s and was killed{self._tail(result)}"
-            )
-        if result.returncode != 0:
-            raise CommandHookError(
-                f"{self.backend}: {hook.name} hook ({self.shown(argv)}) exited with code "
-                f"{result.returncode}{self._tail(result)}"
-            )
-        return result
-
-    def run_json(self, hook: Hook, values: Mapping[str, str]) -> Any:
-        """Run ``hook`` and parse its stdout as one JSON document."""
-        result = self.run(hook, values)
-        try:
-            return json.loads(result.stdout)
-        except ValueError:
-            raise CommandHookError(
-                f"{self.backend}: {hook.name} hook printed no JSON: "
-                f"{self.mask(result.stdout.strip()[:MAX_JSON_SHOWN])!r}{self._tail(result)}"
-            ) from None
-
-    def shown(self, argv: Sequence[str]) -> str:
-        return self.mask(" ".join(argv))
-
-    def mask(self, text: str) -> str:
-        """``text`` with every value of ``env`` replaced by ``***``."""
-        for value in self._env.values():
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return text
-
-    def _tail(self, result: CommandResult) -> str:
-        stderr = self.mask(result.stderr.strip())
-        if not stderr:
-            return ""
-        tail = "\n".join(stderr.splitlines()[-15:])[-2000:]
-        return f"; stderr:\n{tail}"
-
-
-def _check_version(version: str) -> None:
-    if not _VERSION.fullmatch(version):
-        raise ValueError(
-            f"version {version!r} is not allowed: use 1-128 characters from letters, digits and "
-            "'.', '_', '+', '-', starting with a letter or digit"
-        )
-
-
-def parse_instance(data: Any, version: str | None, what: str) -> tuple[Instance, str]:
-    """An ``Instance`` and its base URL from a hook's JSON object.
-
-    Raises:
-        ValueError: The object lacks host and port (or url), or holds the wrong types; the
-            message says what was expected.
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
-    if version is None:
-        found = data.get("version")
-        if not isinstance(found, str) or not _VERSION.fullmatch(found):
-            raise ValueError(f"{what} needs a 'version' string, got {found!r}")
-        version = found
-    url = data.get("url")
-    if url is not None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"{what}: 'url' must be an http(s) URL, got {url!r}")
-        parts = urlsplit(url)
-        if not parts.hostname:
-            raise ValueError(f"{what}: 'url' has no host: {url!r}")
-        default_port = 443 if parts.scheme == "https" else 80
-        return Instance(version, parts.hostname, parts.port or default_port), url.rstrip("/")
-    host, port = data.get("host"), data.get("port")
-    if not isinstance(host, str) or not host:
-        raise ValueError(f"{what} needs 'host' and 'port' (or 'url'); 'host' is {host!r}")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"{what}: 'port' must be an integer 1..65535, got {port!r}")
-    instance = Instance(version, host, port)
-    return instance, instance.base_url
-
-
-def parse_instance_list(
-    data: Any, what: str, *, verb: str = "answer"
-) -> list[tuple[Instance, str]]:
-    """Instances and their base URLs from a status answer: a JSON list of instance objects.
-
-    Raises:
-        ValueError: ``data`` is not a list, or an item is not an instance object.
-    """
-    if not isinstance(data, list):
-        raise ValueError(f"{what} must {verb} a JSON list of instances, got {type(data).__name__}")
-    return [parse_instance(item, None, f"{what} item {i}") for i, item in enumerate(data)]
 
 
 class CommandTarget:
@@ -444,7 +223,7 @@ class CommandTarget:
             BackendError: The instance did not become healthy in ``start_timeout`` (it is then
                 stopped); the message carries its log tail when there is a ``logs`` hook.
         """
-        _check_version(version)
+        check_version(version)
         running = next((i for i in self.instances() if i.version == version), None)
         if running is not None:
             return running
@@ -475,7 +254,7 @@ class CommandTarget:
         Raises:
             CommandHookError: The hook exited non-zero or timed out.
         """
-        _check_version(version)
+        check_version(version)
         self.runner.run(self.hooks["stop"], self._values(version))
 
     def logs(self, version: str, lines: int = 40) -> str:
@@ -483,7 +262,7 @@ class CommandTarget:
         if self.logs_hook is None:
             return ""
         try:
-            _check_version(version)
+            check_version(version)
             result = self.runner.run(
                 self.logs_hook, {**self._values(version), "lines": str(int(lines))}
             )

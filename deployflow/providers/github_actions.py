@@ -47,14 +47,18 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deployflow.polling import DeadlineExceeded, wait_for
 from deployflow.providers.base import BackendConfigError, BackendError, BuildContext, Instance
-from deployflow.providers.command import (
+from deployflow.providers.hooks import (
+    LOGS_PLACEHOLDERS,
+    PLACEHOLDER,
+    RUN_PLACEHOLDERS,
     TARGET_PLACEHOLDERS,
     CommandHook,
     Hook,
     HookRunner,
-    _check_template,
-    _check_version,
-    _HookSettings,
+    HookSettings,
+    check_placeholders,
+    check_template,
+    check_version,
     parse_instance,
     parse_instance_list,
 )
@@ -78,22 +82,11 @@ RUN_APPEARS_WITHIN = 120.0
 # GitHub asks for at least a minute when a secondary rate limit says nothing more precise.
 DEFAULT_RATE_LIMIT_WAIT = 60.0
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _WORKFLOW = re.compile(r"^[A-Za-z0-9_.-]+$")
 _INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 # GitHub prefixes each job log line with an ISO timestamp.
 _LOG_TIMESTAMP = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ")
-
-
-def _check_placeholders(values: Sequence[str], allowed: Sequence[str], field_path: str) -> None:
-    for value in values:
-        for name in _PLACEHOLDER.findall(value):
-            if name not in allowed:
-                shown = ", ".join("{" + p + "}" for p in allowed)
-                raise ValueError(
-                    f"{field_path}: placeholder {{{name}}} is unknown; allowed: {shown}"
-                )
 
 
 class WorkflowSpec(StrictModel):
@@ -133,7 +126,7 @@ class WorkflowSpec(StrictModel):
             if not _INPUT_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a workflow input name")
         for name, template in value.items():
-            _check_placeholders([template], TARGET_PLACEHOLDERS, name)
+            check_placeholders([template], TARGET_PLACEHOLDERS, name)
         return value
 
 
@@ -158,12 +151,12 @@ class InstanceAddressSpec(StrictModel):
                 raise ValueError("url: must be an http:// or https:// URL")
             if self.port is not None:
                 raise ValueError("port: give it inside url")
-        _check_placeholders([self.url or ""], TARGET_PLACEHOLDERS, "url")
-        _check_placeholders([self.host or ""], TARGET_PLACEHOLDERS, "host")
+        check_placeholders([self.url or ""], TARGET_PLACEHOLDERS, "url")
+        check_placeholders([self.host or ""], TARGET_PLACEHOLDERS, "host")
         return self
 
 
-class GitHubActionsTargetSpec(_HookSettings):
+class GitHubActionsTargetSpec(HookSettings):
     """Versions are deployed and removed by GitHub Actions workflows (workflow_dispatch).
 
     The token comes from a GitHub block saved in Prefect (``block``), or, as the documented
@@ -264,8 +257,8 @@ class GitHubActionsTargetSpec(_HookSettings):
                     f"{name}.inputs: {self.correlation_input!r} is the correlation_input; "
                     "deployflow fills it"
                 )
-        _check_template(self.status, ("environment", "service"), "status")
-        _check_template(self.logs, (*TARGET_PLACEHOLDERS, "lines"), "logs")
+        check_template(self.status, RUN_PLACEHOLDERS, "status")
+        check_template(self.logs, LOGS_PLACEHOLDERS, "logs")
         return self
 
 
@@ -295,7 +288,7 @@ class WorkflowRun:
 
 
 def _render(template: str, values: Mapping[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def _github_message(response: httpx.Response) -> str:
@@ -543,7 +536,7 @@ class GitHubActionsTarget:
                 (the message has the run URL, failing job and log lines), or the version never
                 became healthy (it is then stopped with the ``stop`` workflow).
         """
-        _check_version(version)
+        check_version(version)
         running = next((i for i in self.instances() if i.version == version), None)
         if running is not None:
             return running
@@ -576,7 +569,7 @@ class GitHubActionsTarget:
         Raises:
             BackendError: GitHub refused the dispatch, or the run failed or did not finish.
         """
-        _check_version(version)
+        check_version(version)
         self.run_workflow(self.workflows["stop"], version)
 
     def logs(self, version: str, lines: int = 40) -> str:
@@ -587,7 +580,7 @@ class GitHubActionsTarget:
         if self.logs_hook is None:
             return ""
         try:
-            _check_version(version)
+            check_version(version)
             result = self.runner.run(
                 self.logs_hook, {**self.values, "version": version, "lines": str(int(lines))}
             )

@@ -9,10 +9,10 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import SecretStr
 
 from deployflow.backends import Backends, connect
-from deployflow.fakes.backends import FakeService
+from deployflow.fakes.backends import FakeService, InMemoryTarget, RecordingNotifier
 from deployflow.notify.slack import SlackNotifier
 from deployflow.providers import registry
-from deployflow.providers.base import BackendConfigError, BuildContext
+from deployflow.providers.base import BackendConfigError, BuildContext, Target, close_backend
 from deployflow.providers.haproxy import HAProxyRouter
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.providers.prometheus import PrometheusMetrics
@@ -144,3 +144,53 @@ def test_haproxy_names_are_single_words_because_they_go_into_runtime_api_command
     with pytest.raises(SpecError) as error:
         parse_spec(spec_data(router=router))
     assert [path for path, _ in error.value.problems] == ["router.backend"]
+
+
+class ClosingTarget(InMemoryTarget):
+    """A target holding something until ``close()``; ``failing`` makes closing raise."""
+
+    def __init__(self, failing: bool = False) -> None:
+        super().__init__()
+        self.closed = 0
+        self.failing = failing
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.failing:
+            raise RuntimeError("client already gone")
+
+
+class ClosingNotifier(RecordingNotifier):
+    closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_closing_the_bundle_closes_what_has_close_and_leaves_the_ledger_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = FakeService()
+    target, notifier = ClosingTarget(failing=True), ClosingNotifier()
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
+    backends = Backends(
+        target=target,
+        router=service.router,  # no close(): nothing to release, not an error
+        metrics=service.metrics,
+        notifiers=(notifier,),
+        ledger=ledger,  # its close(id, status, summary) closes a deployment row, not the ledger
+    )
+    backends.close()
+    # The target's failure is logged and the notifier after it is still closed.
+    assert (target.closed, notifier.closed) == (1, 1)
+    assert "closing ClosingTarget failed" in caplog.text
+    assert ledger.deployed("shop", "sandbox") is None  # still usable
+
+
+def test_close_is_optional_in_the_target_contract() -> None:
+    plain, closing = InMemoryTarget(), ClosingTarget()
+    assert isinstance(plain, Target)
+    assert isinstance(closing, Target)
+    close_backend(plain)  # the default: nothing to release
+    close_backend(closing)
+    assert closing.closed == 1
