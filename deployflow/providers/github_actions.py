@@ -17,7 +17,11 @@ two concurrent dispatches of the same workflow can confuse.
 A run that fails, is cancelled or times out is a ``BackendError`` with the run's URL, the failing
 job and step, and the job log lines that match ``error_patterns`` (or the log's tail); the job's
 plain-text log is used, or, when it cannot be downloaded, its folder of the run's zip archive.
-A run still unfinished at the workflow's ``timeout`` is cancelled and is an error too.
+A run still unfinished at the workflow's ``timeout`` is cancelled and is an error too. A run that
+succeeds while a line of its jobs' logs matches ``error_patterns`` fails the step as well (a
+deploy script that prints ERROR and exits 0 did not deploy cleanly), with the matching lines; so
+does one whose logs cannot be read to check (fail safe). A ``start`` failed that way is followed
+by the ``stop`` workflow, so a half-deployed version is not left listed as running.
 
 GitHub's answers become clear errors: 401 names where the token came from, 403 says what
 permission is missing, 404 names the workflow and repository, 422 quotes GitHub's reason with
@@ -204,8 +208,8 @@ class GitHubActionsTargetSpec(HookSettings):
     )
     error_patterns: list[str] = Field(
         default_factory=list,
-        description="Regular expressions; the failing job's log lines that match one are shown "
-        "in the error (default: the log's tail).",
+        description="Regular expressions for the jobs' log lines: a matching line fails even a "
+        "successful run; a failed run's error shows the matching lines (default: the log's tail).",
     )
     poll_interval: Duration = Field(5.0, description="How often the run is polled, e.g. '5s'.")
     health_path: str = Field("/healthz", description="Path that answers 2xx when healthy.")
@@ -260,6 +264,11 @@ class GitHubActionsTargetSpec(HookSettings):
         check_template(self.status, RUN_PLACEHOLDERS, "status")
         check_template(self.logs, LOGS_PLACEHOLDERS, "logs")
         return self
+
+
+class WorkflowLogError(BackendError):
+    """A run that GitHub calls successful logged lines matching ``error_patterns`` (or its logs
+    could not be read to check them)."""
 
 
 @dataclass(frozen=True)
@@ -345,7 +354,8 @@ class GitHubActionsTarget:
         base_url: REST API root (GitHub Enterprise Server, or a fake in tests).
         ref: Default branch or tag the workflows run on.
         correlation_input: Input that receives a fresh id per dispatch (see the module doc).
-        error_patterns: Regexes picked out of a failing job's log.
+        error_patterns: Regexes searched in the jobs' logs: a matching line fails a successful
+            run too; a failed run's error shows the lines that match.
         poll_interval: Seconds between polls of a run.
         transport: httpx transport for the GitHub API; None is the network.
         sleep: How to wait out a rate limit (tests record instead of sleeping).
@@ -540,7 +550,16 @@ class GitHubActionsTarget:
         running = next((i for i in self.instances() if i.version == version), None)
         if running is not None:
             return running
-        run = self.run_workflow(self.workflows["start"], version)
+        try:
+            run = self.run_workflow(self.workflows["start"], version)
+        except WorkflowLogError as exc:
+            # The run "succeeded": the version may be deployed. Remove it, or the next attempt
+            # would find it listed and take it as started.
+            try:
+                self.stop(version)
+            except BackendError as stop_error:
+                raise BackendError(f"{exc}\n  removing {version} failed too: {stop_error}") from exc
+            raise BackendError(f"{exc}\n  {version} was removed with the stop workflow") from exc
         instance = self._address(version, run)
         try:
             wait_for(
@@ -710,7 +729,42 @@ class GitHubActionsTarget:
         )
         if finished.conclusion != "success":
             raise BackendError(self._failure_report(workflow, finished, version, deadline))
+        if self.error_patterns:
+            problem = self._errors_logged(workflow, finished, version, deadline)
+            if problem is not None:
+                raise WorkflowLogError(problem)
         return finished
+
+    def _errors_logged(
+        self, workflow: Workflow, run: WorkflowRun, version: str, deadline: float
+    ) -> str | None:
+        """Why a successful run fails the step anyway: its jobs' log lines that match
+        ``error_patterns``, or logs that cannot be read to check them; None when clean."""
+        head = (
+            f"{BACKEND}: {workflow.name} of {version}: workflow {workflow.workflow!r} run "
+            f"{run.url} succeeded"
+        )
+        deadline = max(deadline, time.monotonic() + 30.0)
+        try:
+            jobs = self._jobs(run.id, deadline)
+        except BackendError as exc:
+            return f"{head}, but its jobs cannot be read to check error_patterns: {exc}"
+        lines: list[str] = []
+        for job in jobs:
+            try:
+                log = self._job_log_lines(run.id, job, deadline)
+            except BackendError as exc:
+                return (
+                    f"{head}, but the log of job {job.get('name')!r} cannot be read to check "
+                    f"error_patterns: {exc}"
+                )
+            matching = self._matching(log)
+            if matching:
+                lines.append(f"  job {job.get('name')!r}: {job.get('html_url', job.get('id'))}")
+                lines.extend(f"    {line}" for line in self._shown_matches(matching))
+        if not lines:
+            return None
+        return "\n".join([f"{head}, but its log matches error_patterns:", *lines])
 
     def _cancel(self, run_id: int) -> str:
         try:
@@ -768,24 +822,41 @@ class GitHubActionsTarget:
     def _log_evidence(self, run_id: int, job: Mapping[str, Any], deadline: float) -> list[str]:
         """The job log's lines that match an error pattern, or its tail when none does."""
         try:
+            lines = self._job_log_lines(run_id, job, deadline)
+        except BackendError as exc:
+            return [f"(log unavailable: {exc})"]
+        matching = self._matching(lines)
+        if matching:
+            return self._shown_matches(matching)
+        label = "no line matches error_patterns; log tail:" if self.error_patterns else ""
+        return [label or "log tail:", *(_clip(line) for line in lines[-10:])]
+
+    def _matching(self, lines: Sequence[str]) -> list[str]:
+        return [line for line in lines if any(p.search(line) for p in self.error_patterns)]
+
+    @staticmethod
+    def _shown_matches(matching: Sequence[str]) -> list[str]:
+        label = "matching log lines:"
+        if len(matching) > MAX_LOG_LINES_SHOWN:
+            label = f"matching log lines (first {MAX_LOG_LINES_SHOWN} of {len(matching)}):"
+        return [label, *(_clip(line) for line in matching[:MAX_LOG_LINES_SHOWN])]
+
+    def _job_log_lines(self, run_id: int, job: Mapping[str, Any], deadline: float) -> list[str]:
+        """A job's non-blank log lines without GitHub's timestamps: its own log, or its folder of
+        the run's archive when that cannot be downloaded.
+
+        Raises:
+            BackendError: Neither can be read (the message has both reasons).
+        """
+        try:
             text = self._job_log(int(job["id"]), deadline)
         except BackendError as job_error:
             try:
                 text = self._job_log_from_run_archive(run_id, str(job.get("name", "")), deadline)
             except BackendError as exc:
-                return [f"(log unavailable: {job_error}; {exc})"]
+                raise BackendError(f"{job_error}; {exc}") from None
         lines = [_LOG_TIMESTAMP.sub("", line) for line in text.splitlines()]
-        lines = [line for line in lines if line.strip()]
-        matching = [line for line in lines if any(p.search(line) for p in self.error_patterns)]
-        if matching:
-            shown, label = matching[:MAX_LOG_LINES_SHOWN], "matching log lines:"
-            if len(matching) > MAX_LOG_LINES_SHOWN:
-                label = f"matching log lines (first {MAX_LOG_LINES_SHOWN} of {len(matching)}):"
-        else:
-            shown = lines[-10:]
-            label = "no line matches error_patterns; log tail:" if self.error_patterns else ""
-            label = label or "log tail:"
-        return [label, *(_clip(line) for line in shown)]
+        return [line for line in lines if line.strip()]
 
     def _job_log(self, job_id: int, deadline: float) -> str:
         """A job's plain-text log. GitHub answers 302 to a short-lived download URL on another

@@ -219,6 +219,37 @@ def test_a_run_past_its_timeout_is_cancelled_and_named(
     assert run["conclusion"] == "cancelled"
 
 
+def test_a_successful_run_that_logs_errors_fails_the_start_and_the_version_is_removed(
+    github: FakeGitHubActions, service: FakeDeployedService
+) -> None:
+    log = "helm upgrade shop ./chart\nERROR: hook post-upgrade failed, continuing\nDone"
+    github.script(REPO, "deploy.yml", ScriptedRun(conclusion="success", log=log, job="rollout"))
+    target = make_target(github, service)
+    with pytest.raises(BackendError) as error:
+        target.start("v5")
+    message = str(error.value)
+    run = github.runs[0].data
+    assert f"run {run['html_url']} succeeded, but its log matches error_patterns:" in message
+    assert f"job 'rollout': {run['html_url']}/job/" in message
+    assert "matching log lines:\n    ERROR: hook post-upgrade failed, continuing" in message
+    assert "helm upgrade" not in message
+    assert "v5 was removed with the stop workflow" in message
+    # The run deployed v5; the stop workflow took it away, so no retry takes it as started.
+    assert [r.workflow.file for r in github.runs] == ["deploy.yml", "undeploy.yml"]
+    assert service.deployed == set()
+    assert target.instances() == []
+
+
+def test_a_clean_successful_run_passes_the_error_patterns_and_a_stop_that_logs_errors_fails(
+    github: FakeGitHubActions, service: FakeDeployedService
+) -> None:
+    target = make_target(github, service)
+    assert target.start("v6").version == "v6"  # default log "Deploying / Done": nothing matches
+    github.script(REPO, "undeploy.yml", ScriptedRun(log="Traceback (most recent call last):"))
+    with pytest.raises(BackendError, match=r"stop of v6: .* succeeded, but its log matches"):
+        target.stop("v6")
+
+
 def test_a_rejected_token_names_where_it_came_from_never_the_token(
     github: FakeGitHubActions, service: FakeDeployedService
 ) -> None:
