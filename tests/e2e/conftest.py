@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deployflow.polling import wait_for
-from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox
+from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox, SandboxRouter
 from deployflow.spec import load_spec
 from tests.backends import build_metrics
 
@@ -22,13 +23,18 @@ FAST_EVIDENCE = {"DEPLOYFLOW_PROMOTE_CONFIDENCE": "0.5", "DEPLOYFLOW_MAX_HOLD": 
 FAULTS = json.dumps({"v3": {"error_rate": 0.2}, "v8": {"latency_ms": 120}})
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Sandbox]:
-    """The sandbox with v1 live and traffic flowing; env vars set for the spec; torn down after."""
+@contextlib.contextmanager
+def running_sandbox(
+    tmp_path_factory: pytest.TempPathFactory, spec_path: Path, router: SandboxRouter = "haproxy"
+) -> Iterator[Sandbox]:
+    """The sandbox with v1 live and traffic flowing, and the environment the spec at
+    ``spec_path`` reads set (FAST_EVIDENCE, DEPLOYFLOW_OBSERVE=4s); restored on exit."""
     state = tmp_path_factory.mktemp("sandbox")
     data = tmp_path_factory.mktemp("data")
     saved = dict(os.environ)
-    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=SANDBOX_RPS) as sb:
+    with Sandbox(
+        state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=SANDBOX_RPS, router=router
+    ) as sb:
         os.environ.update(sb.env_vars())
         os.environ["DEPLOYFLOW_DEMO_FAULTS"] = FAULTS
         os.environ["DEPLOYFLOW_DATA_DIR"] = str(data)
@@ -36,7 +42,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
         os.environ.update(FAST_EVIDENCE)
         os.environ.pop("DEPLOYFLOW_DATABASE_URL", None)
         try:
-            spec = load_spec(EXAMPLE_SPEC)
+            spec = load_spec(spec_path)
             sb.wait_for_metrics("v1", timeout=60)
             metrics = build_metrics(spec)
             wait_for(
@@ -49,3 +55,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> It
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Sandbox]:
+    """The sandbox with v1 live and traffic flowing; env vars set for the spec; torn down after."""
+    with running_sandbox(tmp_path_factory, EXAMPLE_SPEC) as sb:
+        yield sb
