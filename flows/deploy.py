@@ -53,7 +53,13 @@ from flows.rollout import progressive_rollout
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
 from tasks.events import send_events
-from tasks.execute import discover_stable, execute, measure_baseline, retire_previous
+from tasks.execute import (
+    discover_stable,
+    execute,
+    measure_baseline,
+    preflight,
+    retire_previous,
+)
 from tasks.migrations import migration_checks
 from tasks.notify import annotate, notify_and_prepare, notify_thread, who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
@@ -279,8 +285,14 @@ def start_new_version(
     outcome: ReleaseOutcome,
     stable: Instance | None,
 ) -> Instance | None:
-    """Step 5: the stable version's P95 baseline, then the new version started and healthy.
-    None (with the outcome ended) when the deploy cannot go on; no traffic has moved then."""
+    """Step 5: the backends' own checks, the stable version's P95 baseline, then the new version
+    started and healthy. None (with the outcome ended) when the deploy cannot go on; no traffic
+    has moved then."""
+    try:
+        preflight(b.router, b.target)
+    except Exception as exc:
+        ended(outcome, "aborted", f"blocked before anything started: {exc}")
+        return None
     if stable is not None:
         try:
             outcome.baseline_p95_seconds = measure_baseline(

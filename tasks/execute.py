@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from typing import Any
+
+from prefect import State, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployflow.providers.base import Instance, Metrics, Router, Target
+from deployflow.providers.base import (
+    FinalBackendError,
+    Instance,
+    Metrics,
+    Router,
+    Target,
+    preflight_backend,
+)
 from deployflow.release import find_stable
 
 
@@ -19,6 +28,19 @@ def discover_stable(router: Router, target: Target) -> Instance | None:
     else:
         logger.info("stable version %s at %s", stable.version, stable.address)
     return stable
+
+
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight(router: Router, target: Target) -> None:
+    """The router's and the target's own checks of their configuration, before anything starts
+    (``nginx -t`` for the nginx router); backends without one pass.
+
+    Raises:
+        BackendError: A backend cannot act as configured.
+    """
+    for backend in (router, target):
+        preflight_backend(backend)
+    get_run_logger().info("preflight: router and target ready")
 
 
 @task(name="measure-baseline", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -38,11 +60,24 @@ def measure_baseline(metrics: Metrics, stable: Instance, window_seconds: float) 
     return reading.value
 
 
-@task(name="execute", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def unless_final(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry unless the failure is final (``FinalBackendError``: e.g. a pipeline run that ran and
+    failed; another would only fail again, after as long)."""
+    return not isinstance(state.data, FinalBackendError)
+
+
+@task(
+    name="execute",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=unless_final,
+)
 def execute(target: Target, version: str) -> Instance:
     """Start the new version and return once it is healthy.
 
-    Starting is idempotent (a version that already runs is reused), which makes the retry safe.
+    Starting is idempotent (a version that already runs is reused), which makes the retry safe;
+    a final failure (a deploy pipeline run that failed) is not retried.
     """
     logger = get_run_logger()
     instance = target.start(version)

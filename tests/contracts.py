@@ -88,6 +88,11 @@ class RouterContract:
         state = router.state()
         assert (state.stable, state.canary, state.canary_weight) == (canary.address, None, 0)
 
+    def test_closing_is_optional_and_safe_twice(self, router: Router) -> None:
+        router.state()  # something to release, for a router holding a client
+        close_backend(router)
+        close_backend(router)
+
     @pytest.mark.parametrize("weight", [-1, 101])
     def test_a_weight_outside_0_100_is_refused(self, router: Router, instances, weight) -> None:
         stable, canary = instances

@@ -30,6 +30,12 @@ class BackendError(RuntimeError):
     """A backend refused an action or could not be reached to perform it."""
 
 
+class FinalBackendError(BackendError):
+    """An action failed for a reason that trying it again would only repeat: a deploy pipeline
+    run that ran to its end and failed, or was cancelled at its timeout. The flow's retries skip
+    it (a retry would dispatch, and wait for, another run)."""
+
+
 class BackendConfigError(ValueError):
     """A backend cannot be built from its configuration; the message names the field."""
 
@@ -65,6 +71,28 @@ def close_backend(backend: object) -> None:
     default). A backend's own ``close`` must not raise; cleanup never hides the outcome."""
     if isinstance(backend, Closeable):
         backend.close()
+
+
+@runtime_checkable
+class Preflight(Protocol):
+    """A backend that can tell, before a deploy changes anything, that it cannot act as configured
+    (nginx's configuration fails ``nginx -t``); optional in every contract."""
+
+    def preflight(self) -> None:
+        """Raises:
+        BackendError: It cannot act as configured; the message says what to fix.
+        """
+        ...
+
+
+def preflight_backend(backend: object) -> None:
+    """Run ``backend``'s ``preflight()`` when it has one (the default: nothing to check).
+
+    Raises:
+        BackendError: The backend's own check failed.
+    """
+    if isinstance(backend, Preflight):
+        backend.preflight()
 
 
 @runtime_checkable

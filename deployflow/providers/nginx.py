@@ -290,6 +290,28 @@ class NginxRouter:
     def describe(self) -> str:
         return f"nginx upstream {self.upstream} in {self.upstream_file}"
 
+    def preflight(self) -> None:
+        """``nginx -t`` on the configuration as it is, before a deploy changes anything
+        (``Preflight``): a configuration nginx rejects would refuse the first split, after the
+        new version was started for nothing.
+
+        Raises:
+            NginxError: nginx rejects its configuration (nginx's message quoted).
+        """
+        with self._lock():
+            test = self._run("test", self.test_command)
+        if not test.ok:
+            raise NginxError(
+                f"nginx -t rejects the configuration as it is ({self.main_config}), before "
+                f"deployflow changed anything: fix it first. nginx said: {_why(test)}"
+            )
+
+    def close(self) -> None:
+        """Close the state server's client (``Closeable``); a later call opens a new one."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     # -- reading what nginx serves ----------------------------------------------------------
 
     def _state_client(self) -> httpx.Client:

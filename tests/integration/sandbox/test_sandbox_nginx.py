@@ -81,6 +81,22 @@ def test_a_config_nginx_rejects_leaves_the_file_and_the_traffic_as_they_were(
     assert request_versions(nginx.frontend_url, 8)["v2"] == 2
 
 
+def test_preflight_runs_nginx_t_on_the_configuration_as_it_is(nginx: LocalNginx) -> None:
+    router = nginx.router()
+    router.preflight()
+    before = nginx.upstream_file.read_bytes()
+    main = nginx.config_file.read_text()
+    nginx.config_file.write_text(main + "no_such_directive on;\n")
+    try:
+        with pytest.raises(NginxError, match="before deployflow changed anything") as error:
+            router.preflight()
+        assert str(nginx.config_file) in str(error.value)
+        assert 'unknown directive "no_such_directive"' in str(error.value)
+    finally:
+        nginx.config_file.write_text(main)
+    assert nginx.upstream_file.read_bytes() == before
+
+
 def test_a_failed_reload_puts_the_previous_file_back(nginx, versions) -> None:
     v1, v2 = versions
     before = nginx.upstream_file.read_bytes()
