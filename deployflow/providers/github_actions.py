@@ -21,7 +21,8 @@ A run still unfinished at the workflow's ``timeout`` is cancelled and is an erro
 succeeds while a line of its jobs' logs matches ``error_patterns`` fails the step as well (a
 deploy script that prints ERROR and exits 0 did not deploy cleanly), with the matching lines; so
 does one whose logs cannot be read to check (fail safe). A ``start`` failed that way is followed
-by the ``stop`` workflow, so a half-deployed version is not left listed as running.
+by the ``stop`` workflow, so a half-deployed version is not left listed as running. Each of these
+is a ``FinalBackendError``: the deploy does not retry it (another run would end the same way).
 
 GitHub's answers become clear errors: 401 names where the token came from, 403 says what
 permission is missing, 404 names the workflow and repository, 422 quotes GitHub's reason with
@@ -50,7 +51,13 @@ import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deployflow.polling import DeadlineExceeded, wait_for
-from deployflow.providers.base import BackendConfigError, BackendError, BuildContext, Instance
+from deployflow.providers.base import (
+    BackendConfigError,
+    BackendError,
+    BuildContext,
+    FinalBackendError,
+    Instance,
+)
 from deployflow.providers.hooks import (
     LOGS_PLACEHOLDERS,
     PLACEHOLDER,
@@ -266,7 +273,7 @@ class GitHubActionsTargetSpec(HookSettings):
         return self
 
 
-class WorkflowLogError(BackendError):
+class WorkflowLogError(FinalBackendError):
     """A run that GitHub calls successful logged lines matching ``error_patterns`` (or its logs
     could not be read to check them)."""
 
@@ -558,8 +565,12 @@ class GitHubActionsTarget:
             try:
                 self.stop(version)
             except BackendError as stop_error:
-                raise BackendError(f"{exc}\n  removing {version} failed too: {stop_error}") from exc
-            raise BackendError(f"{exc}\n  {version} was removed with the stop workflow") from exc
+                raise FinalBackendError(
+                    f"{exc}\n  removing {version} failed too: {stop_error}"
+                ) from exc
+            raise FinalBackendError(
+                f"{exc}\n  {version} was removed with the stop workflow"
+            ) from exc
         instance = self._address(version, run)
         try:
             wait_for(
@@ -714,7 +725,7 @@ class GitHubActionsTarget:
             if not self._pause(deadline):
                 url = run.get("html_url", run_id)
                 cancelled = self._cancel(run_id)
-                raise BackendError(
+                raise FinalBackendError(
                     f"{BACKEND}: {workflow.name} of {version}: run {url} did not complete within "
                     f"{workflow.timeout:g}s (status {run.get('status')}); {cancelled}"
                 )
@@ -728,7 +739,7 @@ class GitHubActionsTarget:
             run_id, str(run.get("html_url", run_id)), "completed", run.get("conclusion")
         )
         if finished.conclusion != "success":
-            raise BackendError(self._failure_report(workflow, finished, version, deadline))
+            raise FinalBackendError(self._failure_report(workflow, finished, version, deadline))
         if self.error_patterns:
             problem = self._errors_logged(workflow, finished, version, deadline)
             if problem is not None:
@@ -751,6 +762,8 @@ class GitHubActionsTarget:
             return f"{head}, but its jobs cannot be read to check error_patterns: {exc}"
         lines: list[str] = []
         for job in jobs:
+            if job.get("conclusion") == "skipped":
+                continue  # an `if:` that did not hold: the job has no log
             try:
                 log = self._job_log_lines(run.id, job, deadline)
             except BackendError as exc:

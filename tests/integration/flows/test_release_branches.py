@@ -15,7 +15,7 @@ import flows.rollback
 import flows.rollout
 from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService, InMemoryRouter
-from deployflow.providers.base import BackendError, Instance
+from deployflow.providers.base import BackendError, FinalBackendError, Instance
 from deployflow.release import ReleaseOutcome
 from deployflow.spec import ServiceSpec, parse_spec
 from deployflow.tracking import repository
@@ -153,6 +153,39 @@ def test_a_canary_that_does_not_start_leaves_traffic_alone(deploy, service, ledg
     assert service.router.changes == []
     assert serving(service, "v1")
     assert recorded(ledger, outcome)["status"] == "failed"
+
+
+def test_a_final_start_failure_is_not_retried_and_another_is(deploy, service):
+    service.run_stable("v1")
+    attempts: list[str] = []
+
+    def start(version: str) -> Instance:
+        attempts.append(version)
+        if version == "v2":  # a pipeline run that ran and failed: another would fail the same way
+            raise FinalBackendError("run https://github.example/runs/7 ended with failure")
+        raise BackendError("connection reset while starting")
+
+    service.target.start = start  # type: ignore[method-assign]
+    assert deploy("v2").status == "failed"
+    assert deploy("v3").status == "failed"
+    assert attempts == ["v2", "v3", "v3"]
+
+
+def test_a_router_whose_preflight_fails_blocks_the_deploy_before_anything_starts(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+
+    def rejected() -> None:  # what NginxRouter.preflight raises when nginx -t fails
+        raise BackendError('nginx -t rejects the configuration as it is: unknown directive "x"')
+
+    service.router.preflight = rejected  # type: ignore[attr-defined]
+    outcome = deploy("v2")
+    assert outcome.status == "aborted"
+    assert outcome.message.startswith("blocked before anything started: nginx -t rejects")
+    assert running(service) == {"v1"}
+    assert service.router.changes == []
+    assert recorded(ledger, outcome)["status"] == "aborted"
 
 
 def test_a_bad_stage_rolls_back_to_stable_and_records_the_incident(deploy, service, ledger):

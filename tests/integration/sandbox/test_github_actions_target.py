@@ -22,7 +22,12 @@ from deployflow.fakes.github_actions_api import (
     ScriptedRun,
 )
 from deployflow.fakes.github_api import FakeAnswer
-from deployflow.providers.base import BackendConfigError, BackendError, BuildContext
+from deployflow.providers.base import (
+    BackendConfigError,
+    BackendError,
+    BuildContext,
+    FinalBackendError,
+)
 from deployflow.providers.command import Hook
 from deployflow.providers.github_actions import (
     GitHubActionsTarget,
@@ -163,7 +168,7 @@ def test_a_failed_run_names_the_run_the_job_the_step_and_the_matching_log_lines(
         REPO, "deploy.yml", ScriptedRun(conclusion="failure", failed_step="Roll out", log=log)
     )
     target = make_target(github, service)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(FinalBackendError) as error:  # final: the deploy does not retry it
         target.start("v3")
     message = str(error.value)
     run = github.runs[0].data
@@ -211,7 +216,7 @@ def test_a_run_past_its_timeout_is_cancelled_and_named(
 ) -> None:
     github.script(REPO, "deploy.yml", ScriptedRun(never_completes=True))
     start = Workflow("start", "deploy.yml", {"version": "{version}", "environment": "e"}, 0.3)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(FinalBackendError) as error:
         make_target(github, service, start=start).start("v4")
     run = github.runs[0].data
     assert f"run {run['html_url']} did not complete within 0.3s" in str(error.value)
@@ -225,7 +230,7 @@ def test_a_successful_run_that_logs_errors_fails_the_start_and_the_version_is_re
     log = "helm upgrade shop ./chart\nERROR: hook post-upgrade failed, continuing\nDone"
     github.script(REPO, "deploy.yml", ScriptedRun(conclusion="success", log=log, job="rollout"))
     target = make_target(github, service)
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(FinalBackendError) as error:
         target.start("v5")
     message = str(error.value)
     run = github.runs[0].data
