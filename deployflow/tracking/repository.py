@@ -414,7 +414,9 @@ def find_deployment(session: Session, run_id: str) -> Deployment | None:
     if exact is None and len(run_id) >= 8:
         matches = list(
             session.scalars(
-                select(Deployment.id).where(Deployment.flow_run_id.startswith(run_id)).limit(2)
+                select(Deployment.id)
+                .where(Deployment.flow_run_id.startswith(run_id, autoescape=True))
+                .limit(2)
             )
         )
         exact = matches[0] if len(matches) == 1 else None
