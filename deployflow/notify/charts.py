@@ -91,10 +91,11 @@ def render_chart(
         )
     errors_axes.set_title(title, fontsize=10)
     errors_axes.set_ylabel("error rate (%)")
-    errors_axes.set_ylim(bottom=0)
-    errors_axes.legend(loc="upper left", fontsize=8)
+    errors_axes.legend(loc="best", fontsize=8)
     latency_axes.set_ylabel("P95 (ms)")
-    latency_axes.set_ylim(bottom=0)
+    for axes in (errors_axes, latency_axes):
+        # From zero, with room above the highest line for the markers' labels.
+        axes.set_ylim(0, max(axes.get_ylim()[1], 1e-3) * 1.2)
     latency_axes.set_xlabel("time (UTC)")
     latency_axes.xaxis.set_major_formatter(DateFormatter("%H:%M:%S", tz=UTC))  # type: ignore[no-untyped-call]
     for axes in (errors_axes, latency_axes):

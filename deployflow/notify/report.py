@@ -120,7 +120,8 @@ def duration(delta: timedelta | float | None) -> str:
         return "n/a"
     seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
     if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+        whole = seconds >= 10 or round(seconds, 1) == round(seconds)
+        return f"{seconds:.0f} s" if whole else f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {secs} s" if secs else f"{minutes} min"
@@ -351,11 +352,11 @@ def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> lis
         causes.append(
             Cause(
                 0.6 + 0.3 * share if share >= 0.5 and len(by_endpoint) > 1 else 0.55,
-                f"The code behind {endpoint}" if len(by_endpoint) > 1 else "Every endpoint fails",
+                f"The code behind `{endpoint}`" if len(by_endpoint) > 1 else "Every endpoint fails",
                 (
-                    f"{requests(count)} of the canary's {requests(total_errors)} answered 5xx "
-                    f"were on {endpoint} ({percent(share)}); it failed {percent(count / served)} "
-                    f"of its {requests(served)}"
+                    f"{round(count)} of the canary's {requests(total_errors)} answered 5xx "
+                    f"were on `{endpoint}` ({percent(share)}); it failed "
+                    f"{percent(count / served)} of its {requests(served)}"
                     if served
                     else "",
                 ),
@@ -411,7 +412,9 @@ def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> lis
         causes.append(
             Cause(
                 0.45,
-                f"One of the {len(evidence.commits)} commits released ({evidence.commit_range})",
+                f"One of the {len(evidence.commits)} commits released ({evidence.commit_range})"
+                if len(evidence.commits) > 1
+                else f"The one commit released ({evidence.commit_range})",
                 tuple(f"{c.sha[:10]} {c.subject} ({c.author})" for c in newest)
                 + ((f"and {more} more",) if more else ()),
             )

@@ -168,7 +168,8 @@ def test_incident_report_tells_the_rollback_for_people(
     causes = md.split("## Candidate causes")[1].split("##")[0]
     assert causes.lstrip().startswith("1. **A defect in v3 that fails requests")
     assert "20.0% of its requests" in causes
-    assert "One of the 1 commits released" in causes
+    assert "The one commit released" in causes
+    assert "102 of the canary's 103 requests answered 5xx were on `/` (99.0%)" in causes
     # The chart: a real PNG, named in the markdown, embedded in the artifact version.
     assert report.chart_png is not None
     assert report.chart_png.startswith(PNG_SIGNATURE)
@@ -245,6 +246,7 @@ def test_dry_runs_and_refused_deploys_get_no_report() -> None:
         (requests(1.0), "1 request"),
         (duration(42.4), "42 s"),
         (duration(3.25), "3.2 s"),
+        (duration(5.0), "5 s"),
         (duration(185), "3 min 5 s"),
         (duration(timedelta(hours=2, minutes=10)), "2 h 10 min"),
         (duration(timedelta(days=3, hours=4)), "3 d 4 h"),
