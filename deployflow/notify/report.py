@@ -339,29 +339,8 @@ def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> lis
                 tuple(lines),
             )
         )
-    errors = _error_rows(evidence.breakdown)
-    total_errors = sum(r[2] for r in errors)
-    if errors:
-        by_endpoint: dict[str, float] = {}  # requests answered 5xx per endpoint
-        for endpoint, _, n in errors:
-            by_endpoint[endpoint] = by_endpoint.get(endpoint, 0.0) + n
-        endpoint, count = max(by_endpoint.items(), key=lambda item: item[1])
-        share = count / total_errors
-        served = sum(r[2] for r in (evidence.breakdown.rows if evidence.breakdown else ()) if
-                     r[0] == endpoint)  # fmt: skip
-        causes.append(
-            Cause(
-                0.6 + 0.3 * share if share >= 0.5 and len(by_endpoint) > 1 else 0.55,
-                f"The code behind `{endpoint}`" if len(by_endpoint) > 1 else "Every endpoint fails",
-                (
-                    f"{round(count)} of the canary's {requests(total_errors)} answered 5xx "
-                    f"were on `{endpoint}` ({percent(share)}); it failed "
-                    f"{percent(count / served)} of its {requests(served)}"
-                    if served
-                    else "",
-                ),
-            )
-        )
+    if evidence.breakdown is not None and _error_rows(evidence.breakdown):
+        causes.append(_endpoint_cause(evidence.breakdown))
     if metric.startswith("p95") or (
         canary_p95 is not None and stable_p95 and canary_p95 > 2 * stable_p95
     ):
@@ -421,6 +400,43 @@ def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> lis
         )
     causes.sort(key=lambda c: -c.weight)
     return [Cause(c.weight, c.title, tuple(e for e in c.evidence if e)) for c in causes]
+
+
+def _endpoint_cause(breakdown: RequestBreakdown) -> Cause:
+    """Whether the canary's failures sit on one endpoint (its code path) or on every endpoint
+    alike (the whole version: configuration, a dependency, start-up)."""
+    served: dict[str, float] = {}
+    failed: dict[str, float] = {}
+    for endpoint, code, n in breakdown.rows:
+        served[endpoint] = served.get(endpoint, 0.0) + n
+        if code.startswith("5"):
+            failed[endpoint] = failed.get(endpoint, 0.0) + n
+    total_served, total_failed = sum(served.values()), sum(failed.values())
+    rates = {e: failed.get(e, 0.0) / n for e, n in served.items() if n > 0}
+    worst = max(rates, key=lambda e: (rates[e], failed.get(e, 0.0)))
+    rest_served = total_served - served[worst]
+    rest_rate = (total_failed - failed[worst]) / rest_served if rest_served > 0 else None
+    lines = tuple(
+        f"`{e}`: {percent(rates[e])} of {requests(served[e])} answered 5xx"
+        for e in sorted(rates, key=lambda e: -rates[e])[:5]
+    )
+    if rest_rate is not None and rates[worst] < 2 * rest_rate:
+        return Cause(
+            0.55,
+            "Requests fail on every endpoint alike: the whole version (configuration, a "
+            "dependency, start-up), not one code path",
+            lines,
+        )
+    return Cause(
+        0.85,
+        f"The code behind `{worst}`",
+        (
+            f"{round(failed[worst])} of the canary's {requests(total_failed)} answered 5xx were "
+            f"on `{worst}` ({percent(failed[worst] / total_failed)}); it failed "
+            f"{percent(rates[worst])} of its {requests(served[worst])}, the other endpoints "
+            f"{percent(rest_rate or 0.0)}",
+        ),
+    )
 
 
 # --- rendering ----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from deployflow.fakes.backends import Behaviour, InMemoryTarget, ScriptedMetrics
 from deployflow.notify.charts import PNG_SIGNATURE, png_size
 from deployflow.notify.evidence import StorySources, commit_time, save_as, tell
 from deployflow.notify.report import (
+    ReportEvidence,
+    candidate_causes,
     duration,
     kind_of,
     lines_around,
@@ -25,6 +27,7 @@ from deployflow.notify.report import (
     percent,
     requests,
 )
+from deployflow.providers.base import RequestBreakdown
 from deployflow.tracking import repository
 from deployflow.tracking.db import session_factory
 from deployflow.tracking.ledger import Ledger
@@ -169,7 +172,9 @@ def test_incident_report_tells_the_rollback_for_people(
     assert causes.lstrip().startswith("1. **A defect in v3 that fails requests")
     assert "20.0% of its requests" in causes
     assert "The one commit released" in causes
-    assert "102 of the canary's 103 requests answered 5xx were on `/` (99.0%)" in causes
+    # The scripted fake fails "/" at the canary's 20% and "/pay" always: a path of its own.
+    assert "2. **The code behind `/pay`**" in causes
+    assert "1 of the canary's 103 requests answered 5xx were on `/pay`" in causes
     # The chart: a real PNG, named in the markdown, embedded in the artifact version.
     assert report.chart_png is not None
     assert report.chart_png.startswith(PNG_SIGNATURE)
@@ -266,3 +271,16 @@ def test_commit_time_of_a_ref(tmp_path: Path) -> None:
     assert commit_time(tmp_path, new) == datetime(2026, 11, 28, 8, 30, tzinfo=UTC)
     assert commit_time(tmp_path, "no-such-ref") is None
     assert commit_time(tmp_path / "missing", new) is None
+
+
+def test_failures_spread_over_every_endpoint_point_at_the_whole_version() -> None:
+    spread = RequestBreakdown(
+        rows=(("/a", "200", 80.0), ("/a", "500", 20.0), ("/b", "200", 40.0), ("/b", "500", 9.0))
+    )
+    deploy = {"version": "v3", "previous_version": "v2", "incidents": []}
+    (cause,) = candidate_causes(deploy, ReportEvidence(breakdown=spread))
+    assert cause.title.startswith("Requests fail on every endpoint alike")
+    assert cause.evidence == (
+        "`/a`: 20.0% of 100 requests answered 5xx",
+        "`/b`: 18.4% of 49 requests answered 5xx",
+    )
