@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from deployflow.analysis import Measurement, Verdict
@@ -221,6 +222,8 @@ class ReleaseOutcome:
     reconciled: list[str] = field(default_factory=list)
     message: str = ""
     git_ref: str | None = None
+    # When the commit ``git_ref`` names was made (the start of the lead time for changes).
+    commit_at: datetime | None = None
     flow_run_id: str | None = None
     deployment_id: int | None = None
 

@@ -114,6 +114,89 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tracking_session() -> Any:
+    from deployflow.tracking import db
+
+    engine = db.make_engine(db.database_url())
+    db.upgrade(engine)
+    return engine, db.session_factory(engine)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from deployflow.notify.evidence import report_dir, save_as
+    from deployflow.notify.report import CHART_NAME, Report
+    from deployflow.tracking import repository
+
+    if not args.run_id.strip():
+        raise BadInput("RUN_ID: give the deploy's flow run id (or its tracking id)")
+    engine, sessions = _tracking_session()
+    try:
+        with sessions() as session:
+            row = repository.find_deployment(session, args.run_id)
+            if row is None:
+                print(f"deployflow: no deploy with run id {args.run_id!r} is recorded in the "
+                      "tracking database", file=sys.stderr)  # fmt: skip
+                return EXIT_FAILED
+            stored = sorted(row.reports, key=lambda r: (r.kind != "incident", -r.id))
+            label = f"{row.service} {row.version} ({row.status.value})"
+            deployment_id, service = row.id, row.service
+            report = (
+                Report(stored[0].kind, stored[0].markdown, stored[0].chart_png) if stored else None
+            )
+    finally:
+        engine.dispose()
+    if report is None:
+        print(f"deployflow: deploy {deployment_id} of {label} has no report (reports are written "
+              "for rollbacks and released versions, not for dry runs or refused deploys)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    if args.output:
+        for path in save_as(report, Path(args.output)):
+            print(f"wrote {path}")
+        return EXIT_OK
+    chart = report_dir(service, deployment_id) / CHART_NAME
+    if report.chart_png is not None and not chart.exists():
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        chart.write_bytes(report.chart_png)
+    print(report.linked(str(chart)) if report.chart_png is not None else report.markdown, end="")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from deployflow.dora import compute, parse_since, table_rows
+
+    try:
+        period = parse_since(args.since)
+    except ValueError as exc:
+        raise BadInput(f"--since: {exc}") from None
+    for flag, value in (("--service", args.service), ("--environment", args.environment)):
+        if value is not None and not value.strip():
+            raise BadInput(f"{flag}: give a name, or leave the flag out for all")
+    until = datetime.now(UTC)
+    engine, sessions = _tracking_session()
+    try:
+        with sessions() as session:
+            results = compute(
+                session, until - period, until, service=args.service, environment=args.environment
+            )
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps([f.to_dict() for f in results]))
+        return EXIT_OK
+    if not results:
+        print(f"no deploys finished in the last {args.since}")
+        return EXIT_OK
+    print(f"DORA figures over the last {args.since} (since {(until - period):%Y-%m-%d %H:%M} UTC)")
+    for row in table_rows(results):
+        print(f"\n{row.pop('service')} / {row.pop('environment')}")
+        for name, value in row.items():
+            print(f"  {name + ':':<24}{value}")
+    return EXIT_OK
+
+
 def cmd_checks(args: argparse.Namespace) -> int:
     from deployflow.checks import CheckContext, run_all
 
@@ -238,6 +321,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser(
+        "report", help="the incident report or success summary of a deploy (from tracking)"
+    )
+    p.add_argument("run_id", metavar="RUN_ID", help="the deploy's flow run id (or tracking id)")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the markdown to FILE and its chart beside it as <FILE stem>-chart.png",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("stats", help="DORA figures of the deploys in the tracking database")
+    p.add_argument("--service", help="one service (default: each, and all together)")
+    p.add_argument("--environment", help="one environment (default: each)")
+    p.add_argument(
+        "--since", default="30d", help="period to look back over: 12h, 30d, 2w (default 30d)"
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("checks", help="run step 1 (pre-deployment checks) alone")
     p.add_argument("spec", help="path of the service spec YAML")

@@ -25,6 +25,7 @@ from deployflow import events
 from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
+from deployflow.notify.evidence import StorySources, commit_time
 from deployflow.notify.slack import format_deploy_announcement
 from deployflow.notify.story import deploy_card, outcome_line, stage_line
 from deployflow.providers.base import BackendConfigError, DeployCard, Instance, OnCallRoster
@@ -65,6 +66,7 @@ from tasks.notify import annotate, notify_and_prepare, notify_thread, who_is_on_
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
+from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan, record_start
 from tasks.verify import verify_instance
@@ -117,17 +119,33 @@ def deploy(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
     )
     try:
-        return finish(release(spec, backends, request), backends)
+        return finish(release(spec, backends, request), backends, story_sources(spec, backends))
     finally:
         backends.close()  # e.g. the github-actions target's HTTP clients
 
 
-def finish(outcome: ReleaseOutcome, backends: Backends) -> State[Any]:
+def story_sources(spec: ServiceSpec, backends: Backends) -> StorySources:
+    """Where the report after the deploy gets its evidence."""
+    return StorySources(
+        metrics=backends.metrics,
+        target=backends.target,
+        checkout=spec.pre_checks.checkout if spec.pre_checks else None,
+        window_seconds=spec.analysis.window,
+        error_rate_limit=spec.analysis.max_error_rate,
+    )
+
+
+def finish(
+    outcome: ReleaseOutcome, backends: Backends, story: StorySources | None = None
+) -> State[Any]:
     """Step 9, then the run's final state, named for what happened (``state_name``): Completed
-    for a release or a dry run, Failed otherwise; the message says the outcome."""
+    for a release or a dry run, Failed otherwise; the message says the outcome. With ``story``,
+    the incident report or success summary (charts, breakdown, log, commits) is written too."""
     # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
     # flow-run inputs of this task (which the UI's Task Runs tab cannot show).
-    complete(quote(outcome), backends.ledger)  # type: ignore[call-overload]
+    complete(quote(outcome), backends.ledger, incident_artifact=story is None)  # type: ignore[call-overload]
+    if story is not None and outcome.deployment_id is not None and not outcome.dry_run:
+        write_report(backends.ledger, outcome.deployment_id, quote(story))  # type: ignore[call-overload]
     send_events(events.ended(outcome))
     if outcome.notifications:
         line = outcome_line(outcome)
@@ -261,9 +279,13 @@ def begin(
     )
     stable = discover_stable(b.router, b.target)
     git_ref = req.git_ref
+    commit_at = None
     if spec.pre_checks is not None:
         # Record the commit, not a moving name like HEAD: the next deploy compares against it.
         git_ref = resolve_commit(git_ref or "HEAD", spec.pre_checks.checkout) or git_ref
+        if git_ref is not None and not req.dry_run:
+            # Where the lead time for changes starts (deployflow stats).
+            commit_at = commit_time(spec.pre_checks.checkout, git_ref)
     outcome = ReleaseOutcome(
         service=spec.service,
         environment=req.environment,
@@ -271,6 +293,7 @@ def begin(
         previous_version=stable.version if stable else None,
         dry_run=req.dry_run,
         git_ref=git_ref,
+        commit_at=commit_at,
         flow_run_id=req.flow_run_id,
         reconciled=reconciled,
     )

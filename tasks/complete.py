@@ -12,8 +12,17 @@ from tasks.artifacts import artifact_key
 
 
 @task(name="complete", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def complete(outcome: ReleaseOutcome, ledger: Ledger | None) -> None:
-    """Record the outcome in the tracking database and publish the reports as artifacts."""
+def complete(
+    outcome: ReleaseOutcome, ledger: Ledger | None, *, incident_artifact: bool = True
+) -> None:
+    """Record the outcome in the tracking database and publish the reports as artifacts.
+
+    Args:
+        outcome: The release.
+        ledger: The tracking database; None records nothing.
+        incident_artifact: Publish the short incident report of a rollback; the flow leaves it
+            to ``write_report`` (the full one, with charts) when that runs.
+    """
     summary = summary_markdown(outcome)
     if ledger is not None:
         ledger.record_outcome(outcome, outcome.message or summary.splitlines()[0].lstrip("# "))
@@ -36,7 +45,7 @@ def complete(outcome: ReleaseOutcome, ledger: Ledger | None) -> None:
             ],
             description=f"Canary stages of {outcome.service} {outcome.version}",
         )
-    if outcome.rollback is not None:
+    if outcome.rollback is not None and incident_artifact:
         create_markdown_artifact(
             key=artifact_key("incident", outcome.service),
             markdown=incident_markdown(outcome),

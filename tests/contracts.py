@@ -8,12 +8,15 @@ point at.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from deployflow.analysis import MetricSample
 from deployflow.providers.base import (
     Instance,
     Metrics,
+    MetricsOverTime,
     NotificationResult,
     Notifier,
     Reading,
@@ -129,6 +132,25 @@ class MetricsContract:
         reading = unreachable_metrics.p95("v1", 30)
         assert reading.value is None
         assert reading.error
+
+    def test_over_time_a_version_without_data_has_no_points(self, metrics: Metrics) -> None:
+        assert isinstance(metrics, MetricsOverTime)
+        end = datetime.now(UTC)
+        history = metrics.history("no-such-version", end - timedelta(minutes=2), end, 5, 10)
+        assert (history.error_rate, history.p95_seconds, history.error) == ((), (), None)
+        assert metrics.breakdown("no-such-version", end - timedelta(minutes=2), end).rows == ()
+
+    def test_over_time_an_unreachable_backend_is_an_error_value(
+        self, unreachable_metrics: Metrics
+    ) -> None:
+        assert isinstance(unreachable_metrics, MetricsOverTime)
+        end = datetime.now(UTC)
+        history = unreachable_metrics.history("v1", end - timedelta(minutes=2), end, 5, 10)
+        assert history.error
+        assert history.error_rate == ()
+        breakdown = unreachable_metrics.breakdown("v1", end - timedelta(minutes=2), end)
+        assert breakdown.error
+        assert breakdown.rows == ()
 
 
 class NotifierContract:

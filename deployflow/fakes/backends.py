@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 
@@ -18,8 +19,10 @@ from deployflow.analysis import MetricSample
 from deployflow.providers.base import (
     BackendError,
     Instance,
+    MetricHistory,
     NotificationResult,
     Reading,
+    RequestBreakdown,
     RouterState,
 )
 
@@ -147,6 +150,44 @@ class ScriptedMetrics:
         if self.down:
             return Reading(None, error="metrics backend unreachable")
         return Reading(self._behaviour(version).p95_seconds)
+
+    def history(
+        self,
+        version: str,
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+        window_seconds: float,
+    ) -> MetricHistory:
+        """The version's scripted figures at every step (flat lines); none for a version that
+        served no requests."""
+        if self.down:
+            return MetricHistory(error="metrics backend unreachable")
+        b = self._behaviour(version)
+        if not b.requests:
+            return MetricHistory()
+        t0, t1 = start.timestamp(), end.timestamp()
+        steps = max(int((t1 - t0) // step_seconds), 0)
+        times = [t0 + i * step_seconds for i in range(steps + 1)]
+        return MetricHistory(
+            error_rate=tuple((t, b.error_rate) for t in times if b.error_rate is not None),
+            p95_seconds=tuple((t, b.p95_seconds) for t in times if b.p95_seconds is not None),
+        )
+
+    def breakdown(self, version: str, start: datetime, end: datetime) -> RequestBreakdown:
+        """The scripted requests split between ``/`` answered 200 and the errors answered 500,
+        and the ``broken_paths`` answered 500."""
+        if self.down:
+            return RequestBreakdown(error="metrics backend unreachable")
+        b = self._behaviour(version)
+        if not b.requests:
+            return RequestBreakdown()
+        errors = round(b.requests * (b.error_rate or 0.0))
+        rows = [("/", "200", float(b.requests - errors))]
+        if errors:
+            rows.append(("/", "500", float(errors)))
+        rows += [(p, "500", 1.0) for p in sorted(b.broken_paths)]
+        return RequestBreakdown(rows=tuple(rows))
 
     def describe(self) -> str:
         return "scripted metrics"

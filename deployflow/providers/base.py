@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from deployflow.analysis import MetricSample
@@ -214,6 +215,56 @@ class Metrics(Protocol):
         ...
 
     def describe(self) -> str: ...
+
+
+Points = tuple[tuple[float, float], ...]
+"""(unix time in seconds, value) pairs, oldest first."""
+
+
+@dataclass(frozen=True)
+class MetricHistory:
+    """How one version did over a time range: its error rate (0..1) and P95 (seconds), one point
+    per step where it had data. ``error`` is set when the range queries failed."""
+
+    error_rate: Points = ()
+    p95_seconds: Points = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestBreakdown:
+    """Requests one version served over a time range, by endpoint and status code.
+
+    Attributes:
+        rows: (endpoint, status code, requests) triples.
+        error: Why there is no breakdown (the query failed, or none is configured).
+    """
+
+    rows: tuple[tuple[str, str, float], ...] = ()
+    error: str | None = None
+
+
+@runtime_checkable
+class MetricsOverTime(Metrics, Protocol):
+    """A metrics backend that also answers for a past time range (Prometheus' range queries):
+    what the reports after a deploy chart and break down. Observations like the rest: a failed
+    query is ``error`` in the answer, never raised."""
+
+    def history(
+        self,
+        version: str,
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+        window_seconds: float,
+    ) -> MetricHistory:
+        """Error rate and P95 of ``version`` every ``step_seconds`` from ``start`` to ``end``,
+        each over the ``window_seconds`` before its point."""
+        ...
+
+    def breakdown(self, version: str, start: datetime, end: datetime) -> RequestBreakdown:
+        """Requests of ``version`` between ``start`` and ``end`` by endpoint and status code."""
+        ...
 
 
 @runtime_checkable

@@ -7,12 +7,13 @@ A query that fails (server down, bad PromQL, timeout) does not raise: it becomes
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
 from deployflow.analysis import MetricSample
-from deployflow.providers.base import Reading
+from deployflow.providers.base import MetricHistory, Points, Reading, RequestBreakdown
 from deployflow.spec_types import Duration, HttpUrl, StrictModel, validate_version
 
 if TYPE_CHECKING:
@@ -35,7 +36,19 @@ class MetricQueries(StrictModel):
         ),
     )
 
-    @field_validator("error_rate", "p95_latency", "request_count", "latency_buckets")
+    requests_by_endpoint: str | None = Field(
+        None,
+        description=(
+            "Requests in the window by endpoint and status code, one series per pair, e.g. "
+            'sum by (path, code) (increase(http_requests_total{version="{version}"}[{window}])).'
+            " The endpoint is read from the first of the labels path, endpoint, handler, route, "
+            "uri; the status from code, status, status_code. The incident report's breakdown."
+        ),
+    )
+
+    @field_validator(
+        "error_rate", "p95_latency", "request_count", "latency_buckets", "requests_by_endpoint"
+    )
     @classmethod
     def _has_version(cls, value: str | None) -> str | None:
         if value is not None and "{version}" not in value:
@@ -117,6 +130,48 @@ def _buckets(result: Any) -> tuple[tuple[float, float], ...]:
     if not any(math.isinf(bound) for bound, _ in pairs):
         return ()
     return tuple(sorted(pairs))
+
+
+ENDPOINT_LABELS = ("path", "endpoint", "handler", "route", "uri")
+STATUS_LABELS = ("code", "status", "status_code")
+
+
+def _points(result: Any) -> Points:
+    """The values of the first series of a range answer; NaN and infinite points left out."""
+    if not isinstance(result, list) or not result:
+        return ()
+    out: list[tuple[float, float]] = []
+    for pair in result[0].get("values", []):
+        try:
+            t, v = float(pair[0]), float(pair[1])
+        except (IndexError, TypeError, ValueError):
+            continue
+        if not (math.isnan(v) or math.isinf(v)):
+            out.append((t, v))
+    return tuple(out)
+
+
+def _label(metric: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    return next((str(metric[n]) for n in names if n in metric), None)
+
+
+def _breakdown_rows(result: Any) -> tuple[tuple[str, str, float], ...]:
+    """(endpoint, code, requests) of a ``sum by (path, code)`` answer, most requests first."""
+    if not isinstance(result, list):
+        return ()
+    rows: list[tuple[str, str, float]] = []
+    for series in result:
+        try:
+            metric = series.get("metric", {})
+            count = float(series["value"][1])
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            continue
+        if math.isnan(count) or math.isinf(count) or count <= 0:
+            continue
+        endpoint = _label(metric, ENDPOINT_LABELS) or "(all)"
+        code = _label(metric, STATUS_LABELS) or "(any)"
+        rows.append((endpoint, code, count))
+    return tuple(sorted(rows, key=lambda r: (-r[2], r[0], r[1])))
 
 
 class PrometheusMetrics:
@@ -205,6 +260,44 @@ class PrometheusMetrics:
             return Reading(self._guard(self.queries.p95_latency, version, window_seconds))
         except _QueryFailed as exc:
             return Reading(None, error=str(exc))
+
+    def history(
+        self,
+        version: str,
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+        window_seconds: float,
+    ) -> MetricHistory:
+        """Error rate and P95 of ``version`` from ``start`` to ``end`` (range queries)."""
+        step = promql_duration(max(step_seconds, 0.001))
+        try:
+            series = []
+            for template in (self.queries.error_rate, self.queries.p95_latency):
+                query = render_promql(template, version, window_seconds)
+                result = self._client.custom_query_range(
+                    query, start_time=start, end_time=end, step=step,
+                    timeout=math.ceil(self.timeout),
+                )  # fmt: skip
+                series.append(_points(result))
+        except self._failures as exc:
+            return MetricHistory(error=f"range query to {self.display_url} failed: {_short(exc)}")
+        return MetricHistory(error_rate=series[0], p95_seconds=series[1])
+
+    def breakdown(self, version: str, start: datetime, end: datetime) -> RequestBreakdown:
+        """Requests of ``version`` between ``start`` and ``end`` by endpoint and status code
+        (``queries.requests_by_endpoint`` evaluated at ``end`` over the whole range)."""
+        template = self.queries.requests_by_endpoint
+        if template is None:
+            return RequestBreakdown(error="metrics.queries.requests_by_endpoint is not configured")
+        query = render_promql(template, version, max((end - start).total_seconds(), 1.0))
+        try:
+            result = self._client.custom_query(
+                query, params={"time": f"{end.timestamp():.3f}"}, timeout=math.ceil(self.timeout)
+            )
+        except self._failures as exc:
+            return RequestBreakdown(error=f"query to {self.display_url} failed: {_short(exc)}")
+        return RequestBreakdown(rows=_breakdown_rows(result))
 
 
 class _QueryFailed(Exception):

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -208,6 +209,10 @@ class DemoApp:
         time.sleep(self.base_latency + jitter + self.fault.latency_ms / 1000.0)
         if failed:
             status, body = 500, {"error": "injected fault", "version": self.version}
+            # Failed requests are logged (successes are not): the tail of this log is what an
+            # incident report shows around its trigger.
+            at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            print(f"{at} ERROR GET {path} -> 500: injected fault", flush=True)
         else:
             status, body = 200, {"version": self.version, "path": path}
             if path == "/api/checkout":

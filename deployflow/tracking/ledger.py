@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from deployflow import dora
+from deployflow.dora import DoraFigures
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
 from deployflow.tracking import db, repository
@@ -100,6 +103,7 @@ class Ledger:
                     git_ref=outcome.git_ref,
                     flow_run_id=outcome.flow_run_id,
                     status=DeploymentStatus.RUNNING,
+                    commit_at=outcome.commit_at,
                 )
                 row.heartbeat_at = datetime.now(UTC)  # alive from its first moment
                 return row.id
@@ -237,3 +241,37 @@ class Ledger:
                         ),
                     },
                 )
+
+    def deployment(self, deployment_id: int) -> dict[str, Any]:
+        """One deploy with its stages, incidents, checks and flag changes, as data (what its
+        report is written from)."""
+        with self._session() as s:
+            return repository.deployment_to_dict(repository.get_deployment(s, deployment_id))
+
+    def save_report(
+        self, deployment_id: int, kind: str, markdown: str, chart_png: bytes | None
+    ) -> None:
+        """Keep the incident report or success summary of a deploy (one of each per deploy)."""
+        with self._session() as s:
+            repository.save_report(
+                s, deployment_id, kind=kind, markdown=markdown, chart_png=chart_png
+            )
+
+    def released_before(
+        self, service: str, environment: str, before: datetime
+    ) -> DeployedVersion | None:
+        """The deploy whose version ran before one that started at ``before``."""
+        with self._session() as s:
+            return repository.released_before(s, service, environment, before)
+
+    def dora(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        service: str | None = None,
+        environment: str | None = None,
+    ) -> list[DoraFigures]:
+        """The DORA figures of the deploys that finished between ``since`` and ``until``."""
+        with self._session() as s:
+            return dora.compute(s, since, until, service=service, environment=environment)

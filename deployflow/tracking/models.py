@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -156,6 +157,9 @@ class Deployment(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     # Renewed by the running deploy (revision 0003); a stale one means its run is dead.
     heartbeat_at: Mapped[datetime | None]
+    # When the released commit (git_ref) was made: where the lead time for changes starts
+    # (revision 0005).
+    commit_at: Mapped[datetime | None]
 
     stages: Mapped[list[StageResult]] = relationship(
         back_populates="deployment",
@@ -180,6 +184,12 @@ class Deployment(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
         order_by="FlagChange.id",
+    )
+    reports: Mapped[list[DeployReport]] = relationship(
+        back_populates="deployment",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="DeployReport.id",
     )
 
     def __repr__(self) -> str:
@@ -282,3 +292,23 @@ class FlagChange(Base):
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     deployment: Mapped[Deployment] = relationship(back_populates="flag_changes")
+
+
+class DeployReport(Base):
+    """The story of a deploy after it ended (revision 0005): the incident report of a rollback or
+    the summary of a success, as markdown, and its chart as PNG (the markdown names it
+    ``chart.png``; ``deployflow report`` writes it beside the report file)."""
+
+    __tablename__ = "deploy_reports"
+    __table_args__ = (CheckConstraint("kind IN ('incident', 'summary')", name="kind_known"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    markdown: Mapped[str] = mapped_column(Text)
+    chart_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="reports")

@@ -21,6 +21,7 @@ from deployflow.tracking.models import (
     CheckResult,
     Deployment,
     DeploymentStatus,
+    DeployReport,
     FlagChange,
     Incident,
     StageResult,
@@ -46,6 +47,7 @@ UPDATABLE_FIELDS = frozenset(
         "finished_at",
         "summary",
         "heartbeat_at",
+        "commit_at",
     }
 )
 
@@ -136,6 +138,7 @@ def create_deployment(
     git_ref: str | None = None,
     status: DeploymentStatus | str = DeploymentStatus.PENDING,
     started_at: datetime | None = None,
+    commit_at: datetime | None = None,
 ) -> Deployment:
     """Record a new deploy and return it with its id assigned.
 
@@ -151,6 +154,7 @@ def create_deployment(
         git_ref: Commit or ref being deployed.
         status: Initial status, ``pending`` by default.
         started_at: Timezone-aware start time; now when omitted.
+        commit_at: When the commit ``git_ref`` names was made (lead time for changes).
 
     Returns:
         The flushed ``Deployment``.
@@ -170,6 +174,7 @@ def create_deployment(
         status=_status(status),
         canary_weight=0,
         started_at=started_at if started_at is not None else utcnow(),
+        commit_at=commit_at,
     )
     session.add(deployment)
     session.flush()
@@ -190,6 +195,7 @@ def get_deployment(session: Session, deployment_id: int) -> Deployment:
             selectinload(Deployment.incidents),
             selectinload(Deployment.checks),
             selectinload(Deployment.flag_changes),
+            selectinload(Deployment.reports),
         )
     )
     if deployment is None:
@@ -363,6 +369,87 @@ def add_flag_change(
     return change
 
 
+REPORT_KINDS = ("incident", "summary")
+
+
+def save_report(
+    session: Session,
+    deployment_id: int,
+    *,
+    kind: str,
+    markdown: str,
+    chart_png: bytes | None = None,
+) -> DeployReport:
+    """Keep the report of a deploy; a deploy has one of each kind, a new one replaces it.
+
+    Raises:
+        ValueError: ``kind`` is not ``incident`` or ``summary``, or the markdown is empty.
+    """
+    if kind not in REPORT_KINDS:
+        raise ValueError(f"kind: must be one of {', '.join(REPORT_KINDS)}, got {kind!r}")
+    for old in session.scalars(
+        select(DeployReport).where(
+            DeployReport.deployment_id == deployment_id, DeployReport.kind == kind
+        )
+    ):
+        session.delete(old)
+    report = DeployReport(
+        deployment_id=deployment_id,
+        kind=kind,
+        markdown=_required_text("markdown", markdown),
+        chart_png=chart_png,
+    )
+    session.add(report)
+    session.flush()
+    return report
+
+
+def find_deployment(session: Session, run_id: str) -> Deployment | None:
+    """The deployment a person names: its Prefect flow run id (or a unique prefix of at least 8
+    characters), or its tracking id. None when nothing matches, or a prefix matches several."""
+    run_id = run_id.strip()
+    if not run_id:
+        return None
+    exact = session.scalar(select(Deployment.id).where(Deployment.flow_run_id == run_id).limit(1))
+    if exact is None and len(run_id) >= 8:
+        matches = list(
+            session.scalars(
+                select(Deployment.id)
+                .where(Deployment.flow_run_id.startswith(run_id, autoescape=True))
+                .limit(2)
+            )
+        )
+        exact = matches[0] if len(matches) == 1 else None
+    if exact is None and run_id.isdigit():
+        exact = session.scalar(select(Deployment.id).where(Deployment.id == int(run_id)))
+    return get_deployment(session, exact) if exact is not None else None
+
+
+def finished_since(
+    session: Session,
+    since: datetime,
+    *,
+    service: str | None = None,
+    environment: str | None = None,
+) -> list[Deployment]:
+    """Real (not dry-run) deploys that ended at or after ``since``, with their stages, oldest
+    first; the DORA figures are computed from them."""
+    query = (
+        select(Deployment)
+        .where(
+            Deployment.dry_run.is_(False),
+            Deployment.finished_at.is_not(None),
+            Deployment.finished_at >= since,
+        )
+        .options(selectinload(Deployment.stages))
+    )
+    if service is not None:
+        query = query.where(Deployment.service == service)
+    if environment is not None:
+        query = query.where(Deployment.environment == environment)
+    return list(session.scalars(query.order_by(Deployment.finished_at, Deployment.id)))
+
+
 def last_successful(session: Session, service: str, environment: str) -> DeployedVersion | None:
     """The version (and git ref) currently deployed: the newest real succeeded deploy.
 
@@ -379,6 +466,33 @@ def last_successful(session: Session, service: str, environment: str) -> Deploye
             Deployment.dry_run.is_(False),
         )
         .order_by(finished.desc(), Deployment.id.desc())
+        .limit(1)
+    )
+    if deployment is None:
+        return None
+    return DeployedVersion(
+        deployment_id=deployment.id,
+        version=deployment.version,
+        git_ref=deployment.git_ref,
+        finished_at=deployment.finished_at,
+    )
+
+
+def released_before(
+    session: Session, service: str, environment: str, before: datetime
+) -> DeployedVersion | None:
+    """What ran before a deploy that started at ``before``: the newest real succeeded deploy
+    that finished before then (its git ref is where the released commits start)."""
+    deployment = session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.service == service,
+            Deployment.environment == environment,
+            Deployment.status == DeploymentStatus.SUCCEEDED,
+            Deployment.dry_run.is_(False),
+            Deployment.finished_at < before,
+        )
+        .order_by(Deployment.finished_at.desc(), Deployment.id.desc())
         .limit(1)
     )
     if deployment is None:
@@ -544,6 +658,7 @@ def deployment_to_dict(deployment: Deployment, *, include_children: bool = True)
         "git_ref": deployment.git_ref,
         "started_at": _iso(deployment.started_at),
         "finished_at": _iso(deployment.finished_at),
+        "commit_at": _iso(deployment.commit_at),
         "summary": deployment.summary,
     }
     if include_children:

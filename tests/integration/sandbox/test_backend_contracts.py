@@ -29,6 +29,8 @@ QUERIES = MetricQueries(
     request_count='sum(increase(deployflow_demo_http_requests_total{version="{version}"}[{window}]))',
     latency_buckets="sum by (le) (increase("
     'deployflow_demo_http_request_duration_seconds_bucket{version="{version}"}[{window}]))',
+    requests_by_endpoint="sum by (path, code) (increase("
+    'deployflow_demo_http_requests_total{version="{version}"}[{window}]))',
 )
 
 

@@ -22,7 +22,14 @@ from deployflow.tracking.models import Base
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"deployments", "stage_results", "incidents", "check_results", "flag_changes"}
+TABLES = {
+    "deployments",
+    "stage_results",
+    "incidents",
+    "check_results",
+    "flag_changes",
+    "deploy_reports",
+}
 _names = itertools.count()
 
 

@@ -1,0 +1,687 @@
+"""The story of a deploy after it ended: the incident report of a rollback and the summary of a
+success, written for people.
+
+Both are rendered from the deploy as the tracking database keeps it (``Ledger.deployment``: the
+row, its stages, its incident) plus ``ReportEvidence`` gathered once the deploy ended (range
+queries, the breakdown by endpoint and status code, the canary's log, the commits released), so
+``deployflow report`` shows what the run showed. Figures are for humans: percentages,
+milliseconds, whole request counts, the router's state in words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from deployflow.notify.charts import Marker, data_uri
+from deployflow.providers.base import MetricHistory, Points, RequestBreakdown
+
+CHART_NAME = "chart.png"
+# Log lines shown around the trigger: from a minute before it to a quarter minute after.
+LOG_BEFORE = timedelta(seconds=60)
+LOG_AFTER = timedelta(seconds=15)
+LOG_LINES_SHOWN = 30
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+_ERRORISH = re.compile(r"\b(error|exception|traceback|fatal|panic|critical|5\d\d)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit between the previous and the released ref."""
+
+    sha: str
+    author: str
+    committed_at: datetime
+    subject: str
+
+
+@dataclass(frozen=True)
+class ReportEvidence:
+    """What was gathered for the report once the deploy ended; ``problems`` says what could not
+    be had (each piece is optional: a report is written with whatever there is)."""
+
+    canary: MetricHistory | None = None
+    stable: MetricHistory | None = None
+    breakdown: RequestBreakdown | None = None
+    stable_breakdown: RequestBreakdown | None = None
+    log_lines: tuple[str, ...] = ()
+    commits: tuple[Commit, ...] | None = None  # None: no repository to ask
+    commit_range: str = ""
+    error_rate_limit: float | None = None
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A candidate cause of an incident, with the evidence for it; higher ``weight`` first."""
+
+    weight: float
+    title: str
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """A rendered report: markdown naming its chart ``CHART_NAME``, and the chart (if any)."""
+
+    kind: str  # "incident" or "summary"
+    markdown: str
+    chart_png: bytes | None = None
+
+    def embedded(self) -> str:
+        """The markdown with the chart inside it as a data URI (the Prefect artifact)."""
+        if self.chart_png is None:
+            return self.markdown
+        return self.markdown.replace(f"]({CHART_NAME})", f"]({data_uri(self.chart_png)})")
+
+    def linked(self, chart_file: str) -> str:
+        """The markdown pointing at the chart written as ``chart_file`` beside it."""
+        return self.markdown.replace(f"]({CHART_NAME})", f"]({chart_file})")
+
+
+# --- numbers for humans -------------------------------------------------------------------------
+
+
+def percent(rate: float | None) -> str:
+    """0.2 -> ``20.0%``, 0.0012 -> ``0.12%``; ``n/a`` for no value."""
+    if rate is None:
+        return "n/a"
+    value = rate * 100.0
+    if value == 0:
+        return "0%"
+    if abs(value) < 1:
+        return f"{value:.2f}%"
+    return f"{value:.1f}%"
+
+
+def millis(seconds: float | None) -> str:
+    """0.01995 -> ``20 ms``, 0.0042 -> ``4.2 ms``; ``n/a`` for no value."""
+    if seconds is None:
+        return "n/a"
+    ms = seconds * 1000.0
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def requests(count: float | None) -> str:
+    """342.205 -> ``342 requests``, 1 -> ``1 request``."""
+    if count is None:
+        return "n/a"
+    n = round(count)
+    return f"{n} request" if n == 1 else f"{n} requests"
+
+
+def duration(delta: timedelta | float | None) -> str:
+    """Seconds or a timedelta as ``42 s``, ``3 min 5 s``, ``2 h 10 min``, ``3 d 4 h``."""
+    if delta is None:
+        return "n/a"
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    if seconds < 60:
+        whole = seconds >= 10 or round(seconds, 1) == round(seconds)
+        return f"{seconds:.0f} s" if whole else f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def metric_value(metric: str, value: float | None) -> str:
+    """A trigger's value in the unit of its metric."""
+    if metric == "error_rate":
+        return percent(value)
+    if metric.startswith("p95") or metric in ("latency", "health_latency"):
+        return millis(value)
+    if value is None:
+        return "n/a"
+    return f"{value:g}"
+
+
+def as_time(value: str | datetime | None) -> datetime | None:
+    """A timestamp as the tracking data holds it (ISO 8601 text) as a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def _clock(at: datetime | None) -> str:
+    return at.strftime("%H:%M:%S") if at is not None else "--:--:--"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")[:300]
+
+
+# --- the deploy as the tracking database keeps it -----------------------------------------------
+
+
+def _last_figures(stage: Mapping[str, Any]) -> dict[str, Any]:
+    """The latest measurement of a stage that had data: the canary's and the stable's figures."""
+    for m in reversed(stage.get("measurements") or []):
+        if m.get("outcome") in ("successful", "failed") and m.get("requests") is not None:
+            return dict(m)
+    return {}
+
+
+def _stage_figures(stage: Mapping[str, Any]) -> str:
+    m = _last_figures(stage)
+    if not m:
+        return "no data"
+    return f"errors {percent(m.get('error_rate'))}, P95 {millis(m.get('p95_seconds'))}, " + (
+        requests(m.get("requests"))
+    )
+
+
+_VERDICTS = {"promote": "promoted", "rollback": "rolled back", "continue": "still observing"}
+
+
+def incident_of(deploy: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    incidents = deploy.get("incidents") or []
+    return incidents[-1] if incidents else None
+
+
+def trigger_time(deploy: Mapping[str, Any]) -> datetime | None:
+    """When the rollback was decided: the end of the stage that tripped it, or (verification or
+    a step that broke) the end of the last stage, else the deploy's end."""
+    incident = incident_of(deploy)
+    stages = deploy.get("stages") or []
+    if incident is not None and incident.get("stage") is not None:
+        for s in stages:
+            if s["index"] == incident["stage"]:
+                return as_time(s.get("finished_at"))
+    if stages:
+        return as_time(stages[-1].get("finished_at"))
+    return as_time(deploy.get("finished_at"))
+
+
+def timeline(deploy: Mapping[str, Any]) -> list[tuple[datetime | None, str]]:
+    """What happened, in order: the start, each stage (traffic moved, verdict), the trigger and
+    the rollback, or the promotion."""
+    version = deploy["version"]
+    events: list[tuple[datetime | None, str]] = [
+        (
+            as_time(deploy.get("started_at")),
+            f"Deploy of {version} to {deploy['environment']} started "
+            f"({deploy.get('strategy')}; {deploy.get('previous_version') or 'nothing'} live)",
+        )
+    ]
+    for s in deploy.get("stages") or []:
+        events.append(
+            (
+                as_time(s.get("started_at")),
+                f"Stage {s['index'] + 1}: {s['weight']}% of traffic on {version}",
+            )
+        )
+        verdict = _VERDICTS.get(s["verdict"], s["verdict"])
+        events.append(
+            (
+                as_time(s.get("finished_at")),
+                f"Stage {s['index'] + 1} {verdict}: {_stage_figures(s)}",
+            )
+        )
+    incident = incident_of(deploy)
+    finished = as_time(deploy.get("finished_at"))
+    status = deploy["status"]
+    if incident is not None:
+        metric = incident["metric"]
+        events.append(
+            (
+                trigger_time(deploy),
+                f"Trigger: {metric.replace('_', ' ')} {metric_value(metric, incident['value'])}"
+                f" (threshold {metric_value(metric, incident['threshold'])})",
+            )
+        )
+        evidence = incident.get("evidence") or {}
+        previous = deploy.get("previous_version") or "the previous version"
+        if evidence.get("error"):
+            done = f"Rollback FAILED: {evidence['error']}"
+        elif evidence.get("verified"):
+            done = f"Rollback done: all traffic on {previous}, verified healthy"
+        else:
+            done = f"Rollback done: traffic on {previous}, NOT verified healthy"
+        events.append((finished, done))
+    elif status == "succeeded":
+        events.append((finished, f"{version} serves all the traffic and passed verification"))
+    else:
+        events.append((finished, f"Ended {status.replace('_', ' ')}"))
+    return events
+
+
+def chart_markers(deploy: Mapping[str, Any]) -> list[Marker]:
+    """The stages' starts and the trigger, for the chart."""
+    markers = [
+        Marker(at, f"{s['weight']}%")
+        for s in deploy.get("stages") or []
+        if (at := as_time(s.get("started_at"))) is not None
+    ]
+    if incident_of(deploy) is not None and (at := trigger_time(deploy)) is not None:
+        markers.append(Marker(at, "trigger", alarm=True))
+    return markers
+
+
+# --- evidence -----------------------------------------------------------------------------------
+
+
+def _line_time(line: str) -> datetime | None:
+    match = _TIMESTAMP.search(line)
+    if match is None:
+        return None
+    text = match.group(0).replace(" ", "T").replace("Z", "+00:00")
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def lines_around(log: str, at: datetime | None) -> tuple[str, ...]:
+    """The log lines that tell about the trigger at ``at``: timestamped lines from
+    ``LOG_BEFORE`` before it to ``LOG_AFTER`` after it; in a log without timestamps, the lines
+    that look like errors. The last ``LOG_LINES_SHOWN`` of them."""
+    lines = [line.rstrip() for line in log.splitlines() if line.strip()]
+    timed = [(line, _line_time(line)) for line in lines]
+    if at is not None and any(t is not None for _, t in timed):
+        chosen = [
+            line for line, t in timed if t is not None and at - LOG_BEFORE <= t <= at + LOG_AFTER
+        ]
+    else:
+        chosen = [line for line in lines if _ERRORISH.search(line)]
+    return tuple(chosen[-LOG_LINES_SHOWN:])
+
+
+def _average(points: Points) -> float | None:
+    return sum(v for _, v in points) / len(points) if points else None
+
+
+def _peak(points: Points) -> float | None:
+    return max(v for _, v in points) if points else None
+
+
+def _error_rows(breakdown: RequestBreakdown | None) -> list[tuple[str, str, float]]:
+    if breakdown is None:
+        return []
+    return [r for r in breakdown.rows if r[1].startswith("5")]
+
+
+def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> list[Cause]:
+    """Where to look first, strongest evidence first. Each cause says what points at it; the
+    weights only order them (a person judges)."""
+    incident = incident_of(deploy)
+    causes: list[Cause] = []
+    metric = incident["metric"] if incident else ""
+    canary_rate = _average(evidence.canary.error_rate) if evidence.canary else None
+    stable_rate = _average(evidence.stable.error_rate) if evidence.stable else None
+    canary_p95 = _peak(evidence.canary.p95_seconds) if evidence.canary else None
+    stable_p95 = _average(evidence.stable.p95_seconds) if evidence.stable else None
+    version = deploy["version"]
+    previous = deploy.get("previous_version") or "the stable version"
+
+    if metric == "error_rate" or (canary_rate or 0) > 2 * (stable_rate or 0) + 0.01:
+        stable_fine = stable_rate is not None and stable_rate < (canary_rate or 0) / 3
+        lines = [
+            f"{version} failed {percent(canary_rate)} of its requests on average over the "
+            f"deploy; {previous} {percent(stable_rate)} over the same time",
+        ]
+        if incident and metric == "error_rate":
+            lines.append(f"the trigger: {incident['reason']}")
+        causes.append(
+            Cause(
+                0.9 if stable_fine else 0.5,
+                f"A defect in {version} that fails requests (the stable version did not)"
+                if stable_fine
+                else f"Requests fail in {version}",
+                tuple(lines),
+            )
+        )
+    if evidence.breakdown is not None and _error_rows(evidence.breakdown):
+        causes.append(_endpoint_cause(evidence.breakdown))
+    if metric.startswith("p95") or (
+        canary_p95 is not None and stable_p95 and canary_p95 > 2 * stable_p95
+    ):
+        causes.append(
+            Cause(
+                0.8 if metric.startswith("p95") else 0.4,
+                f"{version} is slower (a slow query, a new call, less capacity)",
+                (f"canary P95 up to {millis(canary_p95)} against {millis(stable_p95)} on stable",),
+            )
+        )
+    if stable_rate is not None and stable_rate > 0.01 and (canary_rate or 0) <= 3 * stable_rate:
+        causes.append(
+            Cause(
+                0.7,
+                "Something both versions depend on (a database, a downstream service, the "
+                "network), not the new code alone",
+                (
+                    f"the stable version failed {percent(stable_rate)} of its requests too "
+                    f"(canary {percent(canary_rate)})",
+                ),
+            )
+        )
+    if metric in ("metrics", "inconclusive", "canary_down", "error", "analysis"):
+        reason = incident["reason"] if incident else ""
+        title = {
+            "metrics": "The metrics backend, not the service: the analysis could not measure",
+            "inconclusive": "Not enough evidence: the canary could not be shown healthy in time",
+            "canary_down": f"{version} stopped answering (crash, out of memory, failed health)",
+        }.get(metric, "A step of the deploy itself broke")
+        causes.append(Cause(0.75, title, (reason,)))
+    messages: Counter[str] = Counter()
+    for line in evidence.log_lines:
+        if _ERRORISH.search(line):
+            text = _TIMESTAMP.sub("", line).strip(" -:")
+            messages[text[:160]] += 1
+    if messages:
+        text, count = messages.most_common(1)[0]
+        causes.append(
+            Cause(
+                0.5,
+                "What the canary's log says",
+                (f"{count} of {len(evidence.log_lines)} lines around the trigger: `{text}`",),
+            )
+        )
+    if evidence.commits:
+        newest = evidence.commits[:5]
+        more = len(evidence.commits) - len(newest)
+        causes.append(
+            Cause(
+                0.45,
+                f"One of the {len(evidence.commits)} commits released ({evidence.commit_range})"
+                if len(evidence.commits) > 1
+                else f"The one commit released ({evidence.commit_range})",
+                tuple(f"{c.sha[:10]} {c.subject} ({c.author})" for c in newest)
+                + ((f"and {more} more",) if more else ()),
+            )
+        )
+    causes.sort(key=lambda c: -c.weight)
+    return [Cause(c.weight, c.title, tuple(e for e in c.evidence if e)) for c in causes]
+
+
+def _endpoint_cause(breakdown: RequestBreakdown) -> Cause:
+    """Whether the canary's failures sit on one endpoint (its code path) or on every endpoint
+    alike (the whole version: configuration, a dependency, start-up)."""
+    served: dict[str, float] = {}
+    failed: dict[str, float] = {}
+    for endpoint, code, n in breakdown.rows:
+        served[endpoint] = served.get(endpoint, 0.0) + n
+        if code.startswith("5"):
+            failed[endpoint] = failed.get(endpoint, 0.0) + n
+    total_served, total_failed = sum(served.values()), sum(failed.values())
+    rates = {e: failed.get(e, 0.0) / n for e, n in served.items() if n > 0}
+    worst = max(rates, key=lambda e: (rates[e], failed.get(e, 0.0)))
+    rest_served = total_served - served[worst]
+    rest_rate = (total_failed - failed[worst]) / rest_served if rest_served > 0 else None
+    lines = tuple(
+        f"`{e}`: {percent(rates[e])} of {requests(served[e])} answered 5xx"
+        for e in sorted(rates, key=lambda e: -rates[e])[:5]
+    )
+    if rest_rate is not None and rates[worst] < 2 * rest_rate:
+        return Cause(
+            0.55,
+            "Requests fail on every endpoint alike: the whole version (configuration, a "
+            "dependency, start-up), not one code path",
+            lines,
+        )
+    return Cause(
+        0.85,
+        f"The code behind `{worst}`",
+        (
+            f"{round(failed[worst])} of the canary's {requests(total_failed)} answered 5xx were "
+            f"on `{worst}` ({percent(failed[worst] / total_failed)}); it failed "
+            f"{percent(rates[worst])} of its {requests(served[worst])}, the other endpoints "
+            f"{percent(rest_rate or 0.0)}",
+        ),
+    )
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def _stage_table(deploy: Mapping[str, Any]) -> list[str]:
+    stages = deploy.get("stages") or []
+    if not stages:
+        return []
+    lines = [
+        "| stage | traffic on canary | verdict | canary errors | canary P95 | stable errors "
+        "| stable P95 | canary requests | took |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in stages:
+        m = _last_figures(s)
+        stable = m.get("stable") or {}
+        start, end = as_time(s.get("started_at")), as_time(s.get("finished_at"))
+        took = duration(end - start) if start and end else "n/a"
+        lines.append(
+            f"| {s['index'] + 1} | {s['weight']}% | {_VERDICTS.get(s['verdict'], s['verdict'])} "
+            f"| {percent(m.get('error_rate'))} | {millis(m.get('p95_seconds'))} "
+            f"| {percent(stable.get('error_rate'))} | {millis(stable.get('p95_seconds'))} "
+            f"| {round(m['requests']) if m.get('requests') is not None else 'n/a'} | {took} |"
+        )
+    return lines
+
+
+def _timeline_lines(deploy: Mapping[str, Any]) -> list[str]:
+    start = as_time(deploy.get("started_at"))
+    lines = ["| time (UTC) | after | what happened |", "|---|---|---|"]
+    for at, text in timeline(deploy):
+        after = f"+{duration(at - start)}" if at is not None and start is not None else ""
+        lines.append(f"| {_clock(at)} | {after} | {_cell(text)} |")
+    return lines
+
+
+def _chart_lines(chart: bytes | None, evidence: ReportEvidence) -> list[str]:
+    if chart is not None:
+        return [
+            "",
+            f"![Error rate and P95 of the canary (red) and the stable version (blue)]"
+            f"({CHART_NAME})",
+        ]
+    missing = [
+        h.error for h in (evidence.canary, evidence.stable) if h is not None and h.error
+    ] or ["no metric points over the deploy"]
+    return ["", f"No chart: {'; '.join(missing)}."]
+
+
+def _breakdown_lines(title: str, breakdown: RequestBreakdown | None) -> list[str]:
+    if breakdown is None:
+        return []
+    if breakdown.error:
+        return ["", f"{title}: not available ({breakdown.error})."]
+    if not breakdown.rows:
+        return ["", f"{title}: no requests recorded."]
+    total = sum(r[2] for r in breakdown.rows)
+    lines = ["", f"{title}:", "", "| endpoint | status | requests | share |", "|---|---|---|---|"]
+    for endpoint, code, count in breakdown.rows[:20]:
+        lines.append(
+            f"| `{_cell(endpoint)}` | {code} | {round(count)} | {percent(count / total)} |"
+        )
+    return lines
+
+
+def _commit_lines(evidence: ReportEvidence) -> list[str]:
+    if evidence.commits is None:
+        return []
+    lines = ["", f"## Commits released ({evidence.commit_range})", ""]
+    if not evidence.commits:
+        return [*lines, "No commits between the previous and the released ref."]
+    lines += ["| commit | when (UTC) | author | subject |", "|---|---|---|---|"]
+    for c in evidence.commits[:30]:
+        lines.append(
+            f"| `{c.sha[:10]}` | {c.committed_at.strftime('%Y-%m-%d %H:%M')} | "
+            f"{_cell(c.author)} | {_cell(c.subject)} |"
+        )
+    if len(evidence.commits) > 30:
+        lines.append(f"\n…and {len(evidence.commits) - 30} older commits.")
+    return lines
+
+
+def incident_report(
+    deploy: Mapping[str, Any], evidence: ReportEvidence, chart: bytes | None
+) -> Report:
+    """The incident report of a deploy that was rolled back (or whose rollback failed)."""
+    incident = incident_of(deploy)
+    if incident is None:
+        raise ValueError(f"deploy {deploy.get('id')} has no incident: nothing rolled back")
+    ev: Mapping[str, Any] = incident.get("evidence") or {}
+    metric = incident["metric"]
+    start, end = as_time(deploy.get("started_at")), as_time(deploy.get("finished_at"))
+    verified = bool(ev.get("verified")) and not ev.get("error")
+    stage = incident.get("stage")
+    lines = [
+        f"# Incident: {deploy['service']} {deploy['version']} rolled back in "
+        f"{deploy['environment']}",
+        "",
+        f"- **Trigger**: {metric.replace('_', ' ')} {metric_value(metric, incident['value'])} "
+        f"against the threshold {metric_value(metric, incident['threshold'])}"
+        + (f", at stage {stage + 1}" if stage is not None else ""),
+        f"- **Why**: {incident['reason']}",
+        f"- **Traffic now**: {ev.get('router_after') or 'not known'}",
+        f"- **Traffic when it fired**: {ev.get('traffic_at_trigger') or 'not known'}",
+        f"- **Restored to**: {deploy.get('previous_version') or 'nothing'}; verified healthy: "
+        + ("yes" if verified else "**NO: investigate now**"),
+        f"- **Deploy**: {_clock(start)} to {_clock(end)} UTC"
+        + (f" ({duration(end - start)})" if start and end else "")
+        + (f", flow run `{deploy['flow_run_id']}`" if deploy.get("flow_run_id") else ""),
+    ]
+    if ev.get("error"):
+        lines.append(f"- **The rollback itself failed**: {ev['error']}")
+    lines += ["", "## Timeline", "", *_timeline_lines(deploy)]
+    lines += ["", "## Canary and stable over the deploy", *_chart_lines(chart, evidence)]
+    stage_table = _stage_table(deploy)
+    if stage_table:
+        lines += ["", *stage_table]
+    lines += _breakdown_lines("Canary requests by endpoint and status", evidence.breakdown)
+    lines += _breakdown_lines("Stable requests by endpoint and status", evidence.stable_breakdown)
+    lines += ["", "## Candidate causes", ""]
+    causes = candidate_causes(deploy, evidence)
+    if not causes:
+        lines.append("Nothing gathered points anywhere in particular; start from the timeline.")
+    for n, cause in enumerate(causes, 1):
+        lines.append(f"{n}. **{cause.title}**")
+        lines += [f"   - {_cell(e)}" for e in cause.evidence]
+    lines += ["", "## Canary log around the trigger", ""]
+    if evidence.log_lines:
+        lines += ["```", *evidence.log_lines, "```"]
+    else:
+        lines.append("The canary's log has no lines from around the trigger.")
+    lines += _commit_lines(evidence)
+    checks = ev.get("verification") or []
+    if checks:
+        lines += ["", "## Verification of the restored version", ""]
+        lines += [f"- {'✅' if c.get('ok') else '❌'} {c['name']}: {c['detail']}" for c in checks]
+    problems = [*(ev.get("problems") or []), *evidence.problems]
+    if problems:
+        lines += ["", "## Evidence not gathered", ""] + [f"- {p}" for p in problems]
+    lines += [
+        "",
+        "## Follow-up",
+        "",
+        "- [ ] Reproduce the failure against the canary build",
+        "- [ ] Add a check that would have caught it before traffic",
+        "- [ ] Decide whether the rollback thresholds fit this service",
+    ]
+    return Report("incident", "\n".join(lines) + "\n", chart)
+
+
+def success_summary(
+    deploy: Mapping[str, Any], evidence: ReportEvidence, chart: bytes | None
+) -> Report:
+    """The summary of a deploy that succeeded: a short table and the chart."""
+    start, end = as_time(deploy.get("started_at")), as_time(deploy.get("finished_at"))
+    stages = deploy.get("stages") or []
+    last = _last_figures(stages[-1]) if stages else {}
+    total = sum((_last_figures(s).get("requests") or 0) for s in stages)
+    stable = last.get("stable") or {}
+    plan = " → ".join(f"{s['weight']}%" for s in stages)
+    took = (
+        f"{duration(end - start)} ({_clock(start)} to {_clock(end)} UTC)" if start and end else ""
+    )
+    canary_now = f"errors {percent(last.get('error_rate'))}, P95 {millis(last.get('p95_seconds'))}"
+    stable_now = (
+        f"errors {percent(stable.get('error_rate'))}, P95 {millis(stable.get('p95_seconds'))}"
+    )
+    rows = [
+        ("Version", f"{deploy['version']} (was {deploy.get('previous_version') or 'nothing'})"),
+        ("Strategy", f"{deploy.get('strategy')}, {plan}"),
+        ("Took", took or "n/a"),
+        ("Canary at the last stage", canary_now if last else "no data"),
+        ("Stable at the last stage", stable_now if stable else "no data"),
+        ("Canary requests judged", str(round(total))),
+    ]
+    if evidence.commits is not None:
+        rows.append(("Commits released", f"{len(evidence.commits)} ({evidence.commit_range})"))
+    lines = [
+        f"# ✅ {deploy['service']} {deploy['version']} released to {deploy['environment']}",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {_cell(v)} |" for k, v in rows],
+    ]
+    lines += ["", "## Canary and stable over the deploy", *_chart_lines(chart, evidence)]
+    stage_table = _stage_table(deploy)
+    if stage_table:
+        lines += ["", *stage_table]
+    lines += ["", "## Timeline", "", *_timeline_lines(deploy)]
+    lines += _commit_lines(evidence)
+    if evidence.problems:
+        lines += ["", "## Evidence not gathered", ""] + [f"- {p}" for p in evidence.problems]
+    return Report("summary", "\n".join(lines) + "\n", chart)
+
+
+@dataclass(frozen=True)
+class ChartRange:
+    """The time the chart covers and its resolution."""
+
+    start: datetime
+    end: datetime
+    step_seconds: float
+    markers: list[Marker] = field(default_factory=list)
+
+
+def chart_range(deploy: Mapping[str, Any], window_seconds: float, points: int = 120) -> ChartRange:
+    """From a little before the first stage (the stable alone, for comparison) to the end."""
+    start = as_time(deploy.get("started_at"))
+    end = as_time(deploy.get("finished_at"))
+    if start is None or end is None:
+        raise ValueError("the deploy has not ended: no range to chart")
+    first = next((as_time(s.get("started_at")) for s in deploy.get("stages") or []), None) or start
+    begin = min(start, first - timedelta(seconds=max(window_seconds, 10.0)))
+    span = max((end - begin).total_seconds(), 1.0)
+    step = max(1.0, float(round(span / points)))
+    return ChartRange(begin, end, step, chart_markers(deploy))
+
+
+def kind_of(deploy: Mapping[str, Any]) -> str | None:
+    """Which report a deploy gets: ``incident`` after a rollback, ``summary`` after a real
+    release, None for the rest (dry runs, refused or no-op deploys)."""
+    if deploy.get("dry_run"):
+        return None
+    if incident_of(deploy) is not None:
+        return "incident"
+    if deploy["status"] == "succeeded" and deploy.get("stages"):
+        return "summary"
+    return None
+
+
+def render(
+    deploy: Mapping[str, Any], evidence: ReportEvidence, chart: bytes | None
+) -> Report | None:
+    """The report ``kind_of`` says the deploy gets, or None."""
+    kind = kind_of(deploy)
+    if kind == "incident":
+        return incident_report(deploy, evidence, chart)
+    if kind == "summary":
+        return success_summary(deploy, evidence, chart)
+    return None
+
+
+def chart_title(deploy: Mapping[str, Any]) -> str:
+    return (
+        f"{deploy['service']} {deploy['version']} (canary) vs "
+        f"{deploy.get('previous_version') or 'stable'} in {deploy['environment']}"
+    )
