@@ -11,6 +11,7 @@ from deployflow.backends import Backends, connect
 from deployflow.providers.base import BuildContext
 from deployflow.spec import ServiceSpec, load_spec, validate_version
 from deployflow.tracking.ledger import Ledger
+from tasks.retry_policy import QUICK_CALL, retried
 
 
 @task(name="load-spec", cache_policy=NO_CACHE)
@@ -31,7 +32,7 @@ def tracking_ledger(tracking_block: str | None) -> Ledger:
     return Ledger.for_url()
 
 
-@task(name="connect", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(name="connect", cache_policy=NO_CACHE, **retried(QUICK_CALL, retries=1))
 def connect_backends(
     spec: ServiceSpec, tracking_block: str | None, environment: str = ""
 ) -> Backends:

@@ -7,9 +7,10 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.providers.base import Instance, Metrics, Router, Target
 from deployflow.release import find_stable
+from tasks.retry_policy import QUICK_CALL, no_retries, retried
 
 
-@task(name="discover-stable", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="discover-stable", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def discover_stable(router: Router, target: Target) -> Instance | None:
     """The version the router sends traffic to now (None on a first release)."""
     stable = find_stable(router, target)
@@ -21,7 +22,7 @@ def discover_stable(router: Router, target: Target) -> Instance | None:
     return stable
 
 
-@task(name="measure-baseline", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="measure-baseline", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def measure_baseline(metrics: Metrics, stable: Instance, window_seconds: float) -> float:
     """P95 of the stable version before anything changes: the canary is judged against it.
 
@@ -38,11 +39,13 @@ def measure_baseline(metrics: Metrics, stable: Instance, window_seconds: float) 
     return reading.value
 
 
-@task(name="execute", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+# Never retried: a second start of a github-actions target dispatches a second workflow run, and
+# the target bounds its own start (health wait, workflow deadline).
+@task(name="execute", cache_policy=NO_CACHE, **no_retries())
 def execute(target: Target, version: str) -> Instance:
     """Start the new version and return once it is healthy.
 
-    Starting is idempotent (a version that already runs is reused), which makes the retry safe.
+    Not retried (see above); a start that fails fails the deploy before any traffic moves.
     """
     logger = get_run_logger()
     instance = target.start(version)
@@ -53,7 +56,7 @@ def execute(target: Target, version: str) -> Instance:
     return instance
 
 
-@task(name="retire-previous", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="retire-previous", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def retire_previous(target: Target, previous: Instance) -> None:
     """Stop the old version once the new one is verified."""
     target.stop(previous.version)
