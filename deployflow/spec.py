@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from deployflow.checks.spec import PreChecksSpec
+from deployflow.concurrency import ConcurrencyMode
 from deployflow.migrations.spec import MigrationsSpec
 from deployflow.providers.oncall import OnCallSection
 from deployflow.providers.registry import Role, kinds, spec_union
@@ -297,6 +298,14 @@ class ServiceSpec(StrictModel):
         None, description="Feature flags rolled out after a blue-green switch."
     )
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    concurrency: ConcurrencyMode = Field(
+        "refuse",
+        description=(
+            "A deploy started while another deploy of this service to the same environment runs: "
+            "'refuse' ends it at once, naming the running one; 'wait' queues it until that one "
+            "ends (a Prefect global concurrency limit per service and environment)."
+        ),
+    )
 
 
 def _interpolate(

@@ -11,6 +11,7 @@ their verdicts.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -51,6 +52,7 @@ from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
+from tasks.concurrency import deploy_slot
 from tasks.connect import connect_backends, load_service_spec
 from tasks.events import send_events
 from tasks.execute import discover_stable, execute, measure_baseline, retire_previous
@@ -105,12 +107,24 @@ def deploy(
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
     spec = load_service_spec(spec_path, version)
-    backends = connect_backends(spec, tracking_block, environment)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
     )
-    return finish(release(spec, backends, request), backends)
+    with one_deploy_at_a_time(spec, request):
+        backends = connect_backends(spec, tracking_block, environment)
+        return finish(release(spec, backends, request), backends)
+
+
+def one_deploy_at_a_time(spec: ServiceSpec, req: ReleaseRequest) -> AbstractContextManager[Any]:
+    """The service's and environment's Prefect concurrency limit, held for the whole deploy (the
+    spec's ``concurrency`` says whether a second deploy waits or is refused). A dry run starts
+    nothing and holds no slot: a nightly dry run never delays a release."""
+    if req.dry_run:
+        return nullcontext()
+    return deploy_slot(
+        spec.service, req.environment, spec.concurrency, get_run_logger(), req.flow_run_id
+    )
 
 
 def finish(outcome: ReleaseOutcome, backends: Backends) -> State[Any]:
