@@ -22,6 +22,7 @@ from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
+from blocks.service_spec import ServiceSpecBlock
 from deployflow import events
 from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
@@ -84,8 +85,9 @@ class ReleaseRequest:
     validate_parameters=True,
 )
 def deploy(
-    spec_path: str,
     version: Annotated[str, Field(pattern=VERSION_PATTERN)],
+    spec_path: str | None = None,
+    service: ServiceSpecBlock | None = None,
     environment: Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)] = "sandbox",
     strategy: StrategyName = "auto",
     dry_run: bool = False,
@@ -95,8 +97,12 @@ def deploy(
     """Release one version of a service, rolling back automatically when it misbehaves.
 
     Args:
-        spec_path: Path of the service spec YAML file on the machine that runs the flow.
         version: The version to release (letters, digits, '.', '_', '+', '-').
+        spec_path: Path of the service spec YAML file on the machine that runs the flow; a
+            relative path resolves against the run's working directory (the deployment's
+            checkout). Not read when a service is chosen.
+        service: The service, as a saved ServiceSpec block (the form lists them); chosen, it
+            replaces spec_path.
         environment: Where it goes (sandbox, staging, production...); recorded with the run.
         strategy: 'auto' follows the spec (a fixed kind, a per-environment pin, or the measured
             risk); 'canary', 'direct' or 'blue-green' override it.
@@ -106,7 +112,7 @@ def deploy(
         tracking_block: Name of the deployflow tracking database block; empty uses
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
-    spec = load_service_spec(spec_path, version)
+    spec = load_service_spec(spec_path, version, service)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None

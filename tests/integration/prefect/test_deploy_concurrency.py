@@ -12,6 +12,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 
+from blocks.service_spec import ServiceSpecBlock
 from deployflow.concurrency import DeployRefused, limit_name
 from deployflow.polling import wait_for
 from flows.deploy import deploy
@@ -78,24 +79,28 @@ def test_waiting_deploy_starts_when_the_running_one_ends(caplog: pytest.LogCaptu
     assert events == ["first ended", "second started"]
 
 
-def test_deploy_flow_is_refused_before_touching_any_backend(tmp_path: Path):
+def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend(tmp_path: Path):
     spec = {
         "service": "shop",
         "target": {"kind": "local-process", "command": [sys.executable],
                    "state_dir": str(tmp_path)},
-        "router": {"kind": "haproxy", "admin_socket": str(tmp_path / "no-such-socket"),
+        "router": {"kind": "haproxy", "admin_socket": "no-such-socket",
                    "frontend_url": "http://frontend.invalid"},
         "metrics": {"kind": "prometheus", "url": "http://prometheus.invalid",
                     "queries": {"error_rate": "{version}", "p95_latency": "{version}",
                                 "request_count": "{version}"}},
     }  # fmt: skip
-    spec_path = tmp_path / "shop.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
+    ServiceSpecBlock(spec=yaml.safe_dump(spec), base_dir=str(tmp_path)).save(
+        "shop-conc", overwrite=True
+    )
+    # What a worker does with the form's choice: the API stores a reference to the block.
+    chosen = {"$ref": {"block_document_slug": "servicespec/shop-conc"}}
+    params = deploy.validate_parameters({"version": "v2", "service": chosen})
+    assert isinstance(params["service"], ServiceSpecBlock)
+    assert params["service"].get_spec().router.admin_socket == tmp_path / "no-such-socket"
 
     with deploy_slot("shop", "conc-flow", "refuse", log):
-        state = deploy(
-            spec_path=str(spec_path), version="v2", environment="conc-flow", return_state=True
-        )
+        state = deploy(**{**params, "environment": "conc-flow"}, return_state=True)
 
     assert state.is_failed()
     assert "refused: another deploy of shop to conc-flow is running" in (state.message or "")
