@@ -18,7 +18,11 @@ class DeployInProgress(ConcurrentDeploy):
     """Another deploy of the same service and environment is running."""
 
 
-@task(name="reconcile-interrupted", cache_policy=NO_CACHE, **retried(QUICK_CALL))
+@task(
+    name="reconcile-interrupted",
+    cache_policy=NO_CACHE,
+    **retried(QUICK_CALL, final=(ConcurrentDeploy,)),  # a deploy in progress is an answer
+)
 def reconcile_interrupted(
     ledger: Ledger,
     router: Router,

@@ -12,7 +12,10 @@ their time; a repeat would be a second release action, not a second look.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from prefect import State
 
 RETRIES = 2
 # Seconds before the first and the second retry; Prefect varies each by the jitter factor.
@@ -27,14 +30,33 @@ CHECK = 3600.0  # one pre-deployment gate: a test suite or a build runs here
 DATABASE = 60.0  # one tracking-database transaction
 
 
-def retried(timeout_seconds: float, retries: int = RETRIES) -> dict[str, Any]:
-    """Task options for a call that may safely be repeated: retries, jittered delays, timeout."""
-    return {
+def retried(
+    timeout_seconds: float, retries: int = RETRIES, *, final: tuple[type[Exception], ...] = ()
+) -> dict[str, Any]:
+    """Task options for a call that may safely be repeated: retries, jittered delays, timeout.
+    An exception of a ``final`` type is an answer, not a glitch: it is never retried."""
+    options: dict[str, Any] = {
         "retries": retries,
         "retry_delay_seconds": RETRY_DELAYS[: max(retries, 1)],
         "retry_jitter_factor": RETRY_JITTER_FACTOR,
         "timeout_seconds": timeout_seconds,
     }
+    if final:
+        options["retry_condition_fn"] = _retry_unless(final)
+    return options
+
+
+def _retry_unless(final: tuple[type[Exception], ...]) -> Callable[[Any, Any, State[Any]], bool]:
+    def retry(task: Any, task_run: Any, state: State[Any]) -> bool:
+        try:
+            state.result()
+        except final:
+            return False
+        except Exception:
+            return True
+        return True
+
+    return retry
 
 
 def no_retries(timeout_seconds: float | None = None) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.release import ReleaseOutcome
 from deployflow.strategy import StrategyChoice
-from deployflow.tracking.ledger import Ledger
+from deployflow.tracking.ledger import ConcurrentDeploy, Ledger
 from tasks.retry_policy import DATABASE, retried
 
 
-@task(name="record-start", cache_policy=NO_CACHE, **retried(DATABASE))
+@task(name="record-start", cache_policy=NO_CACHE, **retried(DATABASE, final=(ConcurrentDeploy,)))
 def record_start(ledger: Ledger, outcome: ReleaseOutcome) -> int:
     """Create the deployment row before anything is touched; returns its id.
 

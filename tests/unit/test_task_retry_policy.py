@@ -8,9 +8,12 @@ import pkgutil
 
 import pytest
 from prefect import Task
+from prefect.states import Failed
 
 import tasks
+from deployflow.providers.base import BackendError
 from deployflow.spec import AnalysisSpec
+from tasks.reconcile import DeployInProgress
 from tasks.retry_policy import observation_timeout
 from tasks.rollout import observe_stage_for
 
@@ -65,3 +68,14 @@ def test_stage_observation_timeout_covers_the_stage_and_its_holds():
     assert observing.timeout_seconds == observation_timeout(600.0, 30.0, 3)
     # The observation and every extra measurement it may hold for fit inside the timeout.
     assert observing.timeout_seconds > 600 + 3 * 30
+
+
+@pytest.mark.parametrize("name", ["reconcile-interrupted", "record-start"])
+def test_a_refusal_is_an_answer_and_never_retried_but_a_glitch_is(name: str):
+    task = all_tasks()[name]
+    retry = task.retry_condition_fn
+    assert retry is not None
+    refused = Failed(data=DeployInProgress("v9 of shop to sandbox is still running"))
+    glitch = Failed(data=BackendError("connection reset"))
+    assert retry(task, None, refused) is False
+    assert retry(task, None, glitch) is True
