@@ -3,6 +3,7 @@ Prefect server: a second deploy is refused (the default) or waits (``concurrency
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
@@ -62,18 +63,19 @@ def test_waiting_deploy_starts_when_the_running_one_ends(caplog: pytest.LogCaptu
             events.append("second started")
 
     with deploy_slot("shop", "conc-wait", "refuse", log):
-        waiter = threading.Thread(target=second, daemon=True)
+        # The thread sees the test server's settings (Prefect keeps them in context variables).
+        waiter = threading.Thread(target=contextvars.copy_context().run, args=(second,), daemon=True)
         waiter.start()
         wait_for(
             lambda: "waiting for it to end" in caplog.text,
-            timeout=30,
+            timeout=120,  # a loaded server answers 503 for a while; the client retries
             interval=0.05,
             what="the second deploy to say it waits",
         )
         assert events == []  # still waiting while the first holds the slot
         events.append("first ended")
         first_ends.set()
-    waiter.join(timeout=60)
+    waiter.join(timeout=120)  # the server's Retry-After is at most about 40 s
 
     assert not waiter.is_alive(), "the waiting deploy never got the slot"
     assert events == ["first ended", "second started"]
