@@ -64,7 +64,8 @@ def test_waiting_deploy_starts_when_the_running_one_ends(caplog: pytest.LogCaptu
 
     with deploy_slot("shop", "conc-wait", "refuse", log):
         # The thread sees the test server's settings (Prefect keeps them in context variables).
-        waiter = threading.Thread(target=contextvars.copy_context().run, args=(second,), daemon=True)
+        in_context = contextvars.copy_context().run
+        waiter = threading.Thread(target=in_context, args=(second,), daemon=True)
         waiter.start()
         wait_for(
             lambda: "waiting for it to end" in caplog.text,
