@@ -5,12 +5,14 @@ Register them with a Prefect server (or Cloud) with ``prefect block register -m 
 
 from blocks.github import GitHubCredentialsBlock
 from blocks.pagerduty import PagerDutyCredentialsBlock
+from blocks.service_spec import ServiceSpecBlock
 from blocks.slack import SlackNotificationBlock
 from blocks.tracking import TrackingDatabaseBlock
 
 __all__ = [
     "GitHubCredentialsBlock",
     "PagerDutyCredentialsBlock",
+    "ServiceSpecBlock",
     "SlackNotificationBlock",
     "TrackingDatabaseBlock",
 ]

@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from deployflow.checks.spec import PreChecksSpec
+from deployflow.concurrency import ConcurrencyMode
 from deployflow.migrations.spec import MigrationsSpec
 from deployflow.providers.oncall import OnCallSection
 from deployflow.providers.registry import Role, kinds, spec_union
@@ -41,8 +42,11 @@ __all__ = [
     "AnalysisSpec",
     "ServiceSpec",
     "SpecError",
+    "check_spec_text",
     "load_spec",
     "parse_spec",
+    "parse_spec_text",
+    "spec_from_text",
     "validate_environment",
     "validate_version",
 ]
@@ -297,6 +301,14 @@ class ServiceSpec(StrictModel):
         None, description="Feature flags rolled out after a blue-green switch."
     )
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    concurrency: ConcurrencyMode = Field(
+        "refuse",
+        description=(
+            "A deploy started while another deploy of this service to the same environment runs: "
+            "'refuse' ends it at once, naming the running one; 'wait' queues it until that one "
+            "ends (a Prefect global concurrency limit per service and environment)."
+        ),
+    )
 
 
 def _interpolate(
@@ -361,10 +373,25 @@ def parse_spec(
     data: Any, source: str = "spec", env: Mapping[str, str] | None = None
 ) -> ServiceSpec:
     """Validate an already-parsed YAML document. Raises SpecError listing every problem."""
+    spec, problems = _validated(data, os.environ if env is None else env)
+    if problems or spec is None:
+        raise SpecError(source, problems)
+    return spec
+
+
+def _validated(
+    data: Any, env: Mapping[str, str], *, unset_variables_later: bool = False
+) -> tuple[ServiceSpec | None, list[tuple[str, str]]]:
+    """The spec and every problem. With ``unset_variables_later``, a ``${VAR}`` not set here is
+    not a problem, nor is the value holding it (the machine that runs the deploy sets it)."""
     if not isinstance(data, dict):
-        raise SpecError(source, [("(top level)", "the spec must be a mapping of keys to values")])
+        return None, [("(top level)", "the spec must be a mapping of keys to values")]
     problems: list[tuple[str, str]] = []
-    data = _interpolate(data, "", os.environ if env is None else env, problems)
+    data = _interpolate(data, "", env, problems)
+    unset = {path for path, _ in problems} if unset_variables_later else set()
+    if unset_variables_later:
+        problems = []
+    spec: ServiceSpec | None = None
     try:
         spec = ServiceSpec.model_validate(data)
     except ValidationError as exc:
@@ -386,11 +413,10 @@ def parse_spec(
                 given = given if given is not None else error["input"]
                 message = f"unknown {role} kind {given!r}; known kinds: {known}"
                 loc = (*loc[: -1 if loc[-1] == "kind" else None], "kind")
-            problems.append((_loc(loc), message))
-        raise SpecError(source, problems) from None
-    if problems:
-        raise SpecError(source, problems)
-    return spec
+            where = _loc(loc)
+            if not any(where == u or where.startswith(f"{u}.") for u in unset):
+                problems.append((where, message))
+    return spec, problems
 
 
 MAX_SPEC_BYTES = 1024 * 1024
@@ -425,9 +451,17 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def read_spec_text(path: Path) -> str:
+def describe_spec_path(path: Path) -> str:
+    """How errors name a spec file: a relative path with the folder it was resolved against (a
+    worker's flow run starts in a directory of its own, which the user may not expect)."""
+    if path.is_absolute():
+        return str(path)
+    return f"{path} (resolved against {Path.cwd()})"
+
+
+def read_spec_text(path: Path, source: str | None = None) -> str:
     """The spec file's text: a regular UTF-8 file of at most ``MAX_SPEC_BYTES``."""
-    source = str(path)
+    source = source or describe_spec_path(path)
     try:
         info = path.stat()
     except OSError as exc:
@@ -461,18 +495,62 @@ def load_spec(path: Path | str, env: Mapping[str, str] | None = None) -> Service
         SpecError: Every problem, with its field path; never the file's content.
     """
     path = Path(path)
-    text = read_spec_text(path)
+    source = describe_spec_path(path)
+    text = read_spec_text(path, source)
+    return spec_from_text(text, source, path.parent, env)
+
+
+def parse_spec_text(
+    text: str, source: str = "spec", env: Mapping[str, str] | None = None
+) -> ServiceSpec:
+    """Parse and validate a spec's YAML text, as ``load_spec`` does for a file, without
+    resolving its relative paths or checking its programs (which depend on the machine that runs
+    the deploy). A ServiceSpec block is checked with this when it is saved.
+
+    Raises:
+        SpecError: Every problem, with its field path; never the text's content.
+    """
+    return parse_spec(_yaml_document(text, source), source, env)
+
+
+def _yaml_document(text: str, source: str) -> Any:
+    if len(text.encode("utf-8")) > MAX_SPEC_BYTES:
+        raise SpecError(source, [("(text)", f"a spec may have at most {MAX_SPEC_BYTES} bytes")])
     try:
-        data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise SpecError(str(path), [("(yaml)", _yaml_problem(exc))]) from None
+        raise SpecError(source, [("(yaml)", _yaml_problem(exc))]) from None
     except RecursionError:
-        raise SpecError(str(path), [("(yaml)", "nested too deeply")]) from None
-    spec = parse_spec(data, str(path), env)
-    spec = resolve_paths(spec, path.parent)
+        raise SpecError(source, [("(yaml)", "nested too deeply")]) from None
+
+
+def check_spec_text(text: str, source: str = "spec", env: Mapping[str, str] | None = None) -> None:
+    """Check a spec's YAML text that will be deployed from another machine (a ServiceSpec block
+    being saved): every problem ``parse_spec_text`` finds, except ``${VAR}`` references not set
+    here and the values holding them, which the machine running the deploy resolves and checks.
+
+    Raises:
+        SpecError: Every other problem, with its field path.
+    """
+    data = _yaml_document(text, source)
+    _, problems = _validated(data, os.environ if env is None else env, unset_variables_later=True)
+    if problems:
+        raise SpecError(source, problems)
+
+
+def spec_from_text(
+    text: str, source: str, base: Path, env: Mapping[str, str] | None = None
+) -> ServiceSpec:
+    """A spec from YAML text whose relative paths resolve against ``base``: the whole check of
+    ``load_spec`` (schema, then programs that can be run here).
+
+    Raises:
+        SpecError: Every problem, with its field path.
+    """
+    spec = resolve_paths(parse_spec_text(text, source, env), base)
     problems = program_problems(spec)
     if problems:
-        raise SpecError(str(path), problems)
+        raise SpecError(source, problems)
     return spec
 
 

@@ -19,7 +19,8 @@ from deployflow.strategy import StrategyChoice
 from deployflow.verify import VerificationReport
 from flows.flags import flag_rollout
 from tasks.bluegreen import check_green_in_isolation, observe_green_in_isolation, switch_to_green
-from tasks.rollout import observe_canary_stage, promote
+from tasks.retry_policy import observation_timeout
+from tasks.rollout import observe_stage_for, promote
 from tasks.verify import verify_instance
 
 
@@ -75,7 +76,11 @@ def blue_green(
     result.trigger = isolation_trigger(green.version, result.isolation)
     if result.trigger is not None:
         return result
-    isolated = observe_green_in_isolation(
+    isolated = observe_green_in_isolation.with_options(
+        timeout_seconds=observation_timeout(
+            plan.observe_seconds, analysis.interval, analysis.max_hold_measurements
+        )
+    )(
         b.metrics, b.target, b.ledger, deployment_id, green,
         smoke=smoke, analysis=analysis, observe_seconds=plan.observe_seconds,
         probe_requests=plan.probe_requests, baseline_p95_seconds=baseline_p95_seconds,
@@ -105,7 +110,7 @@ def blue_green(
         if rolled.trigger is not None:
             result.trigger = rolled.trigger
             return result
-    kept = observe_canary_stage(
+    kept = observe_stage_for(plan.keep_previous_seconds, analysis)(
         b.metrics, b.target, b.router, b.ledger, deployment_id,
         version=green.version, index=len(result.stages), weight=100,
         observe_seconds=plan.keep_previous_seconds, analysis=analysis,

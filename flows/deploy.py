@@ -11,6 +11,7 @@ their verdicts.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
+from blocks.service_spec import ServiceSpecBlock
 from deployflow import events
 from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
@@ -52,6 +54,7 @@ from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
+from tasks.concurrency import deploy_slot
 from tasks.connect import connect_backends, load_service_spec
 from tasks.events import send_events
 from tasks.execute import (
@@ -90,8 +93,9 @@ class ReleaseRequest:
     validate_parameters=True,
 )
 def deploy(
-    spec_path: str,
     version: Annotated[str, Field(pattern=VERSION_PATTERN)],
+    spec_path: str | None = None,
+    service: ServiceSpecBlock | None = None,
     environment: Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)] = "sandbox",
     strategy: StrategyName = "auto",
     dry_run: bool = False,
@@ -101,8 +105,12 @@ def deploy(
     """Release one version of a service, rolling back automatically when it misbehaves.
 
     Args:
-        spec_path: Path of the service spec YAML file on the machine that runs the flow.
         version: The version to release (letters, digits, '.', '_', '+', '-').
+        spec_path: Path of the service spec YAML file on the machine that runs the flow; a
+            relative path resolves against the run's working directory (the deployment's
+            checkout). Not read when a service is chosen.
+        service: The service, as a saved ServiceSpec block (the form lists them); chosen, it
+            replaces spec_path.
         environment: Where it goes (sandbox, staging, production...); recorded with the run.
         strategy: 'auto' follows the spec (a fixed kind, a per-environment pin, or the measured
             risk); 'canary', 'direct' or 'blue-green' override it.
@@ -112,16 +120,30 @@ def deploy(
         tracking_block: Name of the deployflow tracking database block; empty uses
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
-    spec = load_service_spec(spec_path, version)
-    backends = connect_backends(spec, tracking_block, environment)
+    spec = load_service_spec(spec_path, version, service)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
     )
-    try:
-        return finish(release(spec, backends, request), backends, story_sources(spec, backends))
-    finally:
-        backends.close()  # e.g. the github-actions target's HTTP clients
+    with one_deploy_at_a_time(spec, request):
+        backends = connect_backends(spec, tracking_block, environment)
+        try:
+            return finish(
+                release(spec, backends, request), backends, story_sources(spec, backends)
+            )
+        finally:
+            backends.close()  # e.g. the github-actions target's HTTP clients
+
+
+def one_deploy_at_a_time(spec: ServiceSpec, req: ReleaseRequest) -> AbstractContextManager[Any]:
+    """The service's and environment's Prefect concurrency limit, held for the whole deploy (the
+    spec's ``concurrency`` says whether a second deploy waits or is refused). A dry run starts
+    nothing and holds no slot: a nightly dry run never delays a release."""
+    if req.dry_run:
+        return nullcontext()
+    return deploy_slot(
+        spec.service, req.environment, spec.concurrency, get_run_logger(), req.flow_run_id
+    )
 
 
 def story_sources(spec: ServiceSpec, backends: Backends) -> StorySources:

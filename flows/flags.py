@@ -14,7 +14,7 @@ from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec
 from tasks.flags import set_flag
 from tasks.notify import notify_rollback
-from tasks.rollout import observe_canary_stage
+from tasks.rollout import observe_stage_for
 
 
 @dataclass
@@ -66,7 +66,7 @@ def flag_rollout(
             set_flag(b.flags, b.ledger, deployment_id, step.flag, step.percent,
                      f"step: {step.percent}% of users")
         )  # fmt: skip
-        observed = observe_canary_stage(
+        observed = observe_stage_for(flags.observe, analysis)(
             b.metrics, b.target, b.router, b.ledger, deployment_id,
             version=version, index=index, weight=100, observe_seconds=flags.observe,
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
@@ -86,7 +86,7 @@ def flag_rollout(
             f":no_entry: feature flag {step.flag} turned off for everyone on {version} "
             f"(kill switch at {step.percent}%): {why}",
         )
-        after = observe_canary_stage(
+        after = observe_stage_for(flags.observe, analysis)(
             b.metrics, b.target, b.router, b.ledger, deployment_id,
             version=version, index=index, weight=100, observe_seconds=flags.observe,
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,

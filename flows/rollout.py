@@ -11,7 +11,7 @@ from deployflow.rollout import StageResult, next_baseline
 from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
 from tasks.rollback import restore_stable_traffic
-from tasks.rollout import observe_canary_stage, set_traffic
+from tasks.rollout import observe_stage_for, set_traffic
 
 
 @flow(
@@ -48,7 +48,7 @@ def progressive_rollout(
     fallback_p95 = baseline_p95_seconds
     for index, weight in enumerate(plan.steps):
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
-        result = observe_canary_stage(
+        result = observe_stage_for(plan.observe_seconds, analysis)(
             backends.metrics,
             backends.target,
             backends.router,

@@ -16,9 +16,15 @@ from deployflow.rollout import StageResult, observe_stage, thresholds_from
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.tracking.ledger import Ledger
 from deployflow.verify import VerificationReport
+from tasks.retry_policy import QUICK_CALL, VERIFY, no_retries, retried
 
 
-@task(name="check-green-in-isolation", cache_policy=NO_CACHE, task_run_name="check {green.version}")
+@task(
+    name="check-green-in-isolation",
+    cache_policy=NO_CACHE,
+    task_run_name="check {green.version}",
+    **retried(VERIFY),
+)
 def check_green_in_isolation(
     target: Target,
     green: Instance,
@@ -47,6 +53,7 @@ def check_green_in_isolation(
     name="observe-green-in-isolation",
     cache_policy=NO_CACHE,
     task_run_name="observe {green.version} under probe traffic",
+    **no_retries(),  # as observe-stage: a repeat would observe and record green twice
 )
 def observe_green_in_isolation(
     metrics: Metrics,
@@ -110,7 +117,13 @@ def observe_green_in_isolation(
     return result
 
 
-@task(name="switch-to-green", cache_policy=NO_CACHE, task_run_name="switch to {green.version}")
+# Never retried: the traffic switch is the release itself; a failure goes to the rollback.
+@task(
+    name="switch-to-green",
+    cache_policy=NO_CACHE,
+    task_run_name="switch to {green.version}",
+    **no_retries(QUICK_CALL),
+)
 def switch_to_green(
     router: Router, ledger: Ledger, deployment_id: int, blue: Instance, green: Instance
 ) -> float:

@@ -9,9 +9,10 @@ from prefect.cache_policies import NO_CACHE
 from deployflow.release import ReleaseOutcome, incident_markdown, summary_markdown
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
+from tasks.retry_policy import DATABASE, retried
 
 
-@task(name="complete", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="complete", cache_policy=NO_CACHE, **retried(DATABASE))
 def complete(
     outcome: ReleaseOutcome, ledger: Ledger | None, *, incident_artifact: bool = True
 ) -> None:

@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.loader import PrefectBlocks, load_block
+from blocks.service_spec import ServiceSpecBlock
 from blocks.tracking import TrackingDatabaseBlock
 from deployflow.backends import Backends, connect
 from deployflow.providers.base import BuildContext
-from deployflow.spec import ServiceSpec, load_spec, validate_version
+from deployflow.spec import (
+    ServiceSpec,
+    SpecError,
+    describe_spec_path,
+    load_spec,
+    validate_version,
+)
 from deployflow.tracking.ledger import Ledger
+from tasks.retry_policy import QUICK_CALL, retried
 
 
 @task(name="load-spec", cache_policy=NO_CACHE)
-def load_service_spec(spec_path: str, version: str) -> ServiceSpec:
-    """Read and validate the service spec and the version; every problem is named."""
+def load_service_spec(
+    spec_path: str | None, version: str, service: ServiceSpecBlock | None = None
+) -> ServiceSpec:
+    """Read and validate the service spec and the version; every problem is named.
+
+    The spec is the ServiceSpec block chosen in the form (``service``) when there is one, else the
+    file at ``spec_path`` (relative to the flow run's working directory).
+    """
     validate_version(version)
+    logger = get_run_logger()
+    if service is not None:
+        spec = service.get_spec()
+        if spec_path:
+            logger.info("spec_path %s not read: the ServiceSpec block was chosen", spec_path)
+        logger.info("spec from %s: service %s", service.describe(), spec.service)
+        return spec
+    if not spec_path:
+        raise SpecError(
+            "parameters",
+            [("service", "choose a saved ServiceSpec block, or give spec_path (a spec file)")],
+        )
     spec = load_spec(spec_path)
-    get_run_logger().info("spec %s: service %s", spec_path, spec.service)
+    logger.info("spec %s: service %s", describe_spec_path(Path(spec_path)), spec.service)
     return spec
 
 
@@ -31,7 +59,7 @@ def tracking_ledger(tracking_block: str | None) -> Ledger:
     return Ledger.for_url()
 
 
-@task(name="connect", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(name="connect", cache_policy=NO_CACHE, **retried(QUICK_CALL, retries=1))
 def connect_backends(
     spec: ServiceSpec, tracking_block: str | None, environment: str = ""
 ) -> Backends:

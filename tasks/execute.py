@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect import State, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.providers.base import (
-    FinalBackendError,
+    BackendError,
     Instance,
     Metrics,
     Router,
@@ -16,9 +14,10 @@ from deployflow.providers.base import (
     preflight_backend,
 )
 from deployflow.release import find_stable
+from tasks.retry_policy import QUICK_CALL, no_retries, retried
 
 
-@task(name="discover-stable", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="discover-stable", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def discover_stable(router: Router, target: Target) -> Instance | None:
     """The version the router sends traffic to now (None on a first release)."""
     stable = find_stable(router, target)
@@ -30,7 +29,8 @@ def discover_stable(router: Router, target: Target) -> Instance | None:
     return stable
 
 
-@task(name="preflight", cache_policy=NO_CACHE)
+# A configuration the backend rejects (nginx -t) is an answer, not a glitch: never retried.
+@task(name="preflight", cache_policy=NO_CACHE, **retried(QUICK_CALL, final=(BackendError,)))
 def preflight(router: Router, target: Target) -> None:
     """The router's and the target's own checks of their configuration, before anything starts
     (``nginx -t`` for the nginx router); backends without one pass.
@@ -43,7 +43,7 @@ def preflight(router: Router, target: Target) -> None:
     get_run_logger().info("preflight: router and target ready")
 
 
-@task(name="measure-baseline", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="measure-baseline", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def measure_baseline(metrics: Metrics, stable: Instance, window_seconds: float) -> float:
     """P95 of the stable version before anything changes: the canary is judged against it.
 
@@ -60,24 +60,13 @@ def measure_baseline(metrics: Metrics, stable: Instance, window_seconds: float) 
     return reading.value
 
 
-def unless_final(task: Any, task_run: Any, state: State[Any]) -> bool:
-    """Retry unless the failure is final (``FinalBackendError``: e.g. a pipeline run that ran and
-    failed; another would only fail again, after as long)."""
-    return not isinstance(state.data, FinalBackendError)
-
-
-@task(
-    name="execute",
-    cache_policy=NO_CACHE,
-    retries=1,
-    retry_delay_seconds=2,
-    retry_condition_fn=unless_final,
-)
+# Never retried: a second start of a github-actions target dispatches a second workflow run, and
+# the target bounds its own start (health wait, workflow deadline).
+@task(name="execute", cache_policy=NO_CACHE, **no_retries())
 def execute(target: Target, version: str) -> Instance:
     """Start the new version and return once it is healthy.
 
-    Starting is idempotent (a version that already runs is reused), which makes the retry safe;
-    a final failure (a deploy pipeline run that failed) is not retried.
+    Not retried (see above); a start that fails fails the deploy before any traffic moves.
     """
     logger = get_run_logger()
     instance = target.start(version)
@@ -88,7 +77,7 @@ def execute(target: Target, version: str) -> Instance:
     return instance
 
 
-@task(name="retire-previous", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="retire-previous", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def retire_previous(target: Target, previous: Instance) -> None:
     """Stop the old version once the new one is verified."""
     target.stop(previous.version)

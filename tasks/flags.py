@@ -8,13 +8,13 @@ from prefect.cache_policies import NO_CACHE
 from deployflow.flags.rollout import FlagChangeRecord
 from deployflow.providers.base import BackendError, FlagProvider
 from deployflow.tracking.ledger import Ledger
+from tasks.retry_policy import QUICK_CALL, retried
 
 
 @task(
     name="set-flag",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=1,
+    **retried(QUICK_CALL),
     task_run_name="{flag} to {percent}%",
 )
 def set_flag(

@@ -10,9 +10,10 @@ from deployflow.checks.result import CheckStatus
 from deployflow.migrations import MigrationInputError, MigrationsSpec, check_migrations
 from deployflow.release import CheckRecord
 from tasks.artifacts import artifact_key
+from tasks.retry_policy import CHECK, retried
 
 
-@task(name="migration-checks", cache_policy=NO_CACHE)
+@task(name="migration-checks", cache_policy=NO_CACHE, **retried(CHECK, retries=1))
 def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckRecord:
     """Check the service's Alembic migrations between the deployed revision and head.
 

@@ -16,6 +16,7 @@ from deployflow.providers.base import (
     OnCallRoster,
     ThreadedNotifier,
 )
+from tasks.retry_policy import NOTIFY, QUICK_CALL, retried
 
 
 def _post_all(
@@ -38,7 +39,7 @@ def _post_all(
     return results
 
 
-@task(name="who-is-on-call", cache_policy=NO_CACHE)
+@task(name="who-is-on-call", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def who_is_on_call(source: OnCall) -> OnCallRoster:
     """Ask the on-call source (PagerDuty, the spec) who is on call now. Never raises: a source
     that cannot be asked is logged and comes back as the roster's error."""
@@ -51,7 +52,7 @@ def who_is_on_call(source: OnCall) -> OnCallRoster:
     return roster
 
 
-@task(name="notify-and-prepare", cache_policy=NO_CACHE)
+@task(name="notify-and-prepare", cache_policy=NO_CACHE, **retried(NOTIFY))
 def notify_and_prepare(
     notifiers: Sequence[Notifier],
     announcement: str,
@@ -72,7 +73,7 @@ def notify_and_prepare(
     return _post_all(notifiers, announcement, card)
 
 
-@task(name="notify-thread", cache_policy=NO_CACHE)
+@task(name="notify-thread", cache_policy=NO_CACHE, **retried(NOTIFY))
 def notify_thread(
     notifiers: Sequence[Notifier],
     parents: Sequence[NotificationResult],
@@ -101,14 +102,14 @@ def notify_thread(
     return delivered
 
 
-@task(name="notify-rollback", cache_policy=NO_CACHE)
+@task(name="notify-rollback", cache_policy=NO_CACHE, **retried(NOTIFY))
 def notify_rollback(notifiers: Sequence[Notifier], text: str) -> list[NotificationResult]:
     """Tell people about a rollback. Never raises: the rollback goes on whatever happens here."""
     get_run_logger().warning("rollback notice:\n%s", text)
     return _post_all(notifiers, text)
 
 
-@task(name="annotate-dashboards", cache_policy=NO_CACHE)
+@task(name="annotate-dashboards", cache_policy=NO_CACHE, **retried(NOTIFY))
 def annotate(
     annotators: Sequence[Annotator],
     tags: Sequence[str],

@@ -15,6 +15,7 @@ from deployflow.checks import CheckContext, CheckResult, PreCheckReport, PreChec
 from deployflow.checks.result import CheckStatus
 from deployflow.release import CheckRecord
 from tasks.artifacts import artifact_key
+from tasks.retry_policy import CHECK, retried
 
 GITHUB_TOKEN_ENV = "GITHUB_TOKEN"
 
@@ -33,6 +34,7 @@ def github_token(spec: PreChecksSpec) -> SecretStr | None:
 @task(
     name="pre-deployment-check",
     cache_policy=NO_CACHE,
+    **retried(CHECK, retries=1),
     task_run_name="check: {kind}",
 )
 def pre_deployment_check(kind: str, spec: PreChecksSpec, ctx: CheckContext) -> CheckResult:

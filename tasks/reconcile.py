@@ -11,13 +11,18 @@ from deployflow.providers.base import Router, Target
 from deployflow.reconcile import decide_unfinished, reconcile
 from deployflow.tracking.lease import lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger
+from tasks.retry_policy import QUICK_CALL, retried
 
 
 class DeployInProgress(ConcurrentDeploy):
     """Another deploy of the same service and environment is running."""
 
 
-@task(name="reconcile-interrupted", cache_policy=NO_CACHE)
+@task(
+    name="reconcile-interrupted",
+    cache_policy=NO_CACHE,
+    **retried(QUICK_CALL, final=(ConcurrentDeploy,)),  # a deploy in progress is an answer
+)
 def reconcile_interrupted(
     ledger: Ledger,
     router: Router,

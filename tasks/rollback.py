@@ -6,9 +6,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.providers.base import BackendError, Instance, Router, RouterState, Target
+from tasks.retry_policy import QUICK_CALL, retried
 
 
-@task(name="restore-stable-traffic", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
+@task(name="restore-stable-traffic", cache_policy=NO_CACHE, **retried(QUICK_CALL, retries=3))
 def restore_stable_traffic(router: Router, stable: Instance) -> RouterState:
     """All traffic back to the stable version, confirmed by reading the router back.
 
@@ -23,7 +24,7 @@ def restore_stable_traffic(router: Router, stable: Instance) -> RouterState:
     return state
 
 
-@task(name="stop-canary", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="stop-canary", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def stop_canary(target: Target, version: str) -> str:
     """Stop the canary; the tail of its log is returned as evidence."""
     log_tail = target.logs(version, lines=40)
@@ -32,7 +33,7 @@ def stop_canary(target: Target, version: str) -> str:
     return log_tail
 
 
-@task(name="router-state", cache_policy=NO_CACHE)
+@task(name="router-state", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def router_state(router: Router) -> RouterState:
     """Where traffic goes now, as the router reports it (evidence)."""
     return router.state()

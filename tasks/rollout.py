@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Measurement
@@ -10,9 +10,10 @@ from deployflow.providers.base import BackendError, Instance, Metrics, Router, T
 from deployflow.rollout import StageResult, observe_stage, thresholds_from
 from deployflow.spec import AnalysisSpec
 from deployflow.tracking.ledger import Ledger
+from tasks.retry_policy import QUICK_CALL, no_retries, observation_timeout, retried
 
 
-@task(name="set-traffic", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="set-traffic", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def set_traffic(
     router: Router,
     ledger: Ledger,
@@ -36,7 +37,7 @@ def set_traffic(
     get_run_logger().info("traffic: %s%% on %s; router now: %s", weight, canary.version, state)
 
 
-@task(name="promote", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="promote", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def promote(router: Router, ledger: Ledger, deployment_id: int, canary: Instance) -> None:
     """The canary becomes the stable server with all the traffic."""
     ledger.traffic_moving(deployment_id, stage=None, weight=100)
@@ -48,6 +49,9 @@ def promote(router: Router, ledger: Ledger, deployment_id: int, canary: Instance
     name="observe-stage",
     cache_policy=NO_CACHE,
     task_run_name="observe {weight}% on {version}",
+    # Never retried: a repeat would observe the stage again from the start and record it twice;
+    # a failed metric query is already a measurement (Error) the analysis judges.
+    **no_retries(),
 )
 def observe_canary_stage(
     metrics: Metrics,
@@ -118,3 +122,12 @@ def observe_canary_stage(
     else:
         logger.info("stage %d verdict %s: %s", index + 1, result.verdict.value, result.explanation)
     return result
+
+
+def observe_stage_for(observe_seconds: float, analysis: AnalysisSpec) -> Task[..., StageResult]:
+    """``observe_canary_stage`` with a timeout fitted to this stage's length (see
+    ``observation_timeout``): only a hung observation reaches it."""
+    timeout = observation_timeout(
+        observe_seconds, analysis.interval, analysis.max_hold_measurements
+    )
+    return observe_canary_stage.with_options(timeout_seconds=timeout)

@@ -7,10 +7,11 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.release import ReleaseOutcome
 from deployflow.strategy import StrategyChoice
-from deployflow.tracking.ledger import Ledger
+from deployflow.tracking.ledger import ConcurrentDeploy, Ledger
+from tasks.retry_policy import DATABASE, retried
 
 
-@task(name="record-start", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="record-start", cache_policy=NO_CACHE, **retried(DATABASE, final=(ConcurrentDeploy,)))
 def record_start(ledger: Ledger, outcome: ReleaseOutcome) -> int:
     """Create the deployment row before anything is touched; returns its id.
 
@@ -20,7 +21,7 @@ def record_start(ledger: Ledger, outcome: ReleaseOutcome) -> int:
     return ledger.start(outcome)
 
 
-@task(name="record-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="record-plan", cache_policy=NO_CACHE, **retried(DATABASE))
 def record_plan(ledger: Ledger, deployment_id: int, plan: StrategyChoice) -> None:
     """The chosen strategy goes on the deployment row."""
     ledger.set_strategy(deployment_id, plan.kind)

@@ -12,11 +12,13 @@ from deployflow.providers.base import Instance, Metrics, Router, Target
 from deployflow.rollout import thresholds_from
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.verify import VerificationReport, frontend_answers, verify_version
+from tasks.retry_policy import QUICK_CALL, VERIFY, retried
 
 
 @task(
     name="post-deploy-verification",
     cache_policy=NO_CACHE,
+    **retried(VERIFY),
     task_run_name="verify {instance.version}",
 )
 def verify_instance(
@@ -60,7 +62,7 @@ def verify_instance(
     return report
 
 
-@task(name="router-serving", cache_policy=NO_CACHE)
+@task(name="router-serving", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def router_serving(router: Router, transport: httpx.BaseTransport | None = None) -> bool:
     """Whether the router still serves users at its frontend (any answer counts)."""
     with httpx.Client(transport=transport) as client:

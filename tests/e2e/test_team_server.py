@@ -239,7 +239,9 @@ def team(
     return ready
 
 
-def test_deployment_matches_prefect_yaml(team_deployment: DeploymentResponse) -> None:
+def test_deployment_matches_prefect_yaml(
+    team_server: PrefectServer, team_deployment: DeploymentResponse
+) -> None:
     assert team_deployment.entrypoint == "flows/deploy.py:deploy"
     assert team_deployment.work_pool_name == POOL
     assert team_deployment.parameters == {
@@ -250,11 +252,29 @@ def test_deployment_matches_prefect_yaml(team_deployment: DeploymentResponse) ->
     }
     assert set(team_deployment.tags) == {"deployflow", "release"}
     assert "rollback" in (team_deployment.description or "")
-    assert team_deployment.schedules == []
+    # The nightly dry run is registered with its own parameters, and switched off.
+    [nightly] = team_deployment.schedules
+    assert nightly.slug == "nightly-dry-run"
+    assert nightly.active is False
+    assert nightly.parameters == {"version": "nightly", "environment": "staging", "dry_run": True}
     # The pull step was resolved at deploy time to this checkout (see prefect.yaml).
     assert team_deployment.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT.resolve())}}
     ]
+    # For remote workers: a clone of the repository and branch recorded at deploy time.
+    with api_client(team_server.api_url) as client:
+        from_git = client.read_deployment_by_name("deploy/deploy-from-git")
+    [clone, chdir] = from_git.pull_steps or []
+    source = clone["prefect.deployments.steps.git_clone"]
+    assert source["repository"]
+    assert source["branch"]
+    assert "{{" not in source["repository"] + source["branch"]
+    assert chdir == {
+        "prefect.deployments.steps.set_working_directory": {"directory": "{{ clone.directory }}"}
+    }
+    assert from_git.job_variables == {
+        "env": {"DEPLOYFLOW_LEASE_SECONDS": "30", "PYTHONUNBUFFERED": "1"}
+    }
 
 
 def test_parameter_form_is_described_typed_and_requires_version(
@@ -263,7 +283,11 @@ def test_parameter_form_is_described_typed_and_requires_version(
     schema = team_deployment.parameter_openapi_schema
     properties = schema["properties"]
 
-    assert {"spec_path", "version", "environment", "strategy", "dry_run"} <= set(properties)
+    assert {"spec_path", "service", "version", "environment", "strategy", "dry_run"} <= set(
+        properties
+    )
+    # The form lists the saved ServiceSpec blocks for the service.
+    assert schema["definitions"]["ServiceSpecBlock"]["block_type_slug"] == "servicespec"
     # Descriptions come from the Args section of the flow's Google-style docstring.
     for name, prop in properties.items():
         assert prop.get("description"), f"parameter {name} has no description"

@@ -35,13 +35,15 @@ def slack() -> Iterator[FakeSlackAPI]:
 
 
 def test_block_register_makes_every_block_type_known_to_the_server(registered: str):
-    assert "Successfully registered 4 blocks" in registered, registered
+    assert "Successfully registered 5 blocks" in registered, registered
     with get_client(sync_client=True) as client:
         for slug in BLOCK_SLUGS:
             block_type = client.read_block_type_by_slug(slug)
             schema = client.get_most_recent_block_schema_for_block_type(block_type.id)
             assert schema is not None, f"{slug} has no schema"
             assert schema.fields["secret_fields"], f"{slug} registered without secret fields"
+        # The service spec holds no secret (a spec names blocks for those).
+        assert client.read_block_type_by_slug("servicespec").name == "ServiceSpec"
 
 
 def test_saved_slack_block_keeps_its_secret_hidden_and_posts_for_real(

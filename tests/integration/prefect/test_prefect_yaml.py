@@ -1,0 +1,73 @@
+"""prefect.yaml as Prefect reads it: two deployments, the inactive nightly dry run with its own
+parameters, and the deploy-from-git pull steps cloning this repository into an empty folder."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect.cli.deploy._models import PrefectYamlModel
+from prefect.deployments.steps.pull import git_clone
+from prefect.deployments.steps.utility import run_shell_script
+from prefect.utilities.templating import apply_values
+
+from tests.integration.prefect.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+
+
+def test_both_deployments_have_the_nightly_dry_run_inactive_with_its_own_parameters(config):
+    model = PrefectYamlModel.model_validate(config)
+
+    assert [d.name for d in model.deployments] == ["deploy", "deploy-from-git"]
+    for deployment in model.deployments:
+        assert deployment.entrypoint == "flows/deploy.py:deploy"
+        [nightly] = deployment.schedules or []
+        assert nightly.active is False  # never fires in a test or on a fresh server
+        assert nightly.cron == "0 2 * * *"
+        nightly_run = {"version": "nightly", "environment": "staging", "dry_run": True}
+        assert nightly.parameters == nightly_run
+
+
+def test_deploy_from_git_clones_the_recorded_repository_and_branch(
+    config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    branch = subprocess.run(
+        ["git", "rev-parse", "--abbrev-ref", "HEAD"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    if branch == "HEAD":
+        pytest.skip("a detached checkout has no branch to clone")
+    # The repository is given (as an operator would); the branch is the checkout's, by default.
+    monkeypatch.setenv("DEPLOYFLOW_GIT_REPOSITORY", str(REPO_ROOT))
+    monkeypatch.delenv("DEPLOYFLOW_GIT_BRANCH", raising=False)
+    monkeypatch.chdir(REPO_ROOT)
+    outputs: dict[str, Any] = {}
+    for step in config["build"]:
+        [(name, inputs)] = step.items()
+        assert name == "prefect.deployments.steps.run_shell_script"
+        result = asyncio.run(run_shell_script(inputs["script"], stream_output=False))
+        outputs[inputs["id"]] = result
+    assert outputs["repository"]["stdout"] == str(REPO_ROOT)
+    assert outputs["branch"]["stdout"] == branch
+
+    [from_git] = [d for d in config["deployments"] if d["name"] == "deploy-from-git"]
+    clone_step, chdir_step = apply_values(from_git["pull"], outputs, remove_notset=False)
+    inputs = dict(clone_step["prefect.deployments.steps.git_clone"])
+    assert inputs.pop("id") == "clone"
+    assert inputs == {"repository": str(REPO_ROOT), "branch": branch}
+    monkeypatch.chdir(tmp_path)  # a worker's flow run starts in an empty folder
+    cloned = git_clone(**inputs)
+
+    assert (Path(cloned["directory"]) / "flows" / "deploy.py").is_file()
+    directory = chdir_step["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert apply_values(directory, {"clone": cloned}) == cloned["directory"]
