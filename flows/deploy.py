@@ -128,9 +128,7 @@ def deploy(
     with one_deploy_at_a_time(spec, request):
         backends = connect_backends(spec, tracking_block, environment)
         try:
-            return finish(
-                release(spec, backends, request), backends, story_sources(spec, backends)
-            )
+            return finish(release(spec, backends, request), backends, story_sources(spec, backends))
         finally:
             backends.close()  # e.g. the github-actions target's HTTP clients
 

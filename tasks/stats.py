@@ -10,9 +10,10 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.dora import parse_since, table_rows
 from deployflow.tracking.ledger import Ledger
+from tasks.retry_policy import DATABASE, retried
 
 
-@task(name="dora-figures", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="dora-figures", cache_policy=NO_CACHE, **retried(DATABASE))
 def publish_dora_figures(
     ledger: Ledger, since: str, service: str | None, environment: str | None
 ) -> list[dict[str, object]]:

@@ -13,11 +13,13 @@ from deployflow.notify.evidence import StorySources, report_dir, save, tell
 from deployflow.notify.report import as_time
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
+from tasks.retry_policy import VERIFY, retried
 
 ARTIFACT_PREFIXES = {"incident": "incident", "summary": "deploy-report"}
 
 
-@task(name="write-report", cache_policy=NO_CACHE)
+# It catches its own failures (a report never fails the deploy); the timeout bounds a hung query.
+@task(name="write-report", cache_policy=NO_CACHE, **retried(VERIFY))
 def write_report(ledger: Ledger, deployment_id: int, sources: StorySources) -> str | None:
     """Gather the evidence, render the report and keep it; returns the report file's path, or
     None when the deploy gets no report (dry run, refused, nothing released). Never fails the
