@@ -44,7 +44,7 @@ from deployflow.release import (
 )
 from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
-from deployflow.strategy import StrategyChoice, StrategyName
+from deployflow.strategy import StrategyChoice, StrategyName, risk_decides
 from deployflow.tracking.lease import Lease
 from flows.bluegreen import blue_green
 from flows.oncall import confirm_on_call
@@ -167,15 +167,17 @@ def steps(
         get_run_logger().error(blocked_message(failed))
         return ended(outcome, "aborted", blocked_message(failed))
 
-    risk = assess_risk_task(  # step 3
-        b.ledger,
-        spec.risk,
-        service=spec.service,
-        environment=req.environment,
-        checkout=spec.pre_checks.checkout if spec.pre_checks else None,
-        new_ref=outcome.git_ref,
-        checks=outcome.checks,
-    )
+    risk = None
+    if risk_decides(spec.strategy):  # step 3: one git diff and one query, only when they count
+        risk = assess_risk_task(
+            b.ledger,
+            spec.risk,
+            service=spec.service,
+            environment=req.environment,
+            checkout=spec.pre_checks.checkout if spec.pre_checks else None,
+            new_ref=outcome.git_ref,
+            checks=outcome.checks,
+        )
     plan = choose_strategy_task(
         spec.strategy, req.strategy, stable is not None, req.environment, risk
     )
