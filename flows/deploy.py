@@ -47,6 +47,7 @@ from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName, risk_decides
 from deployflow.tracking.lease import Lease
 from flows.bluegreen import blue_green
+from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
@@ -421,7 +422,40 @@ def roll_out_and_verify(
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")
         return step_failed_trigger("promotion or verification", exc)
-    return verification_trigger(outcome.verification)
+    trigger = verification_trigger(outcome.verification)
+    if trigger is not None or spec.flags is None:
+        return trigger
+    return release_flags(spec, b, outcome, canary)
+
+
+def release_flags(
+    spec: ServiceSpec, b: Backends, outcome: ReleaseOutcome, promoted: Instance
+) -> Trigger | None:
+    """After a canary's or a direct release's promotion and verification, the spec's release
+    flags step by step (the flag-rollout subflow, as after a blue-green switch); the previous
+    version still runs until the deploy succeeds, so a version still bad with its flags killed
+    is rolled back like any other."""
+    assert spec.flags is not None
+    try:
+        rolled = flag_rollout(
+            b,
+            outcome.require_id(),
+            spec.flags,
+            spec.analysis,
+            promoted.version,
+            outcome.baseline_p95_seconds,
+            first_index=len(outcome.stages),
+        )
+    except Exception as exc:
+        get_run_logger().exception("the flag rollout broke")
+        return step_failed_trigger("the flag rollout", exc)
+    outcome.stages = [*outcome.stages, *rolled.stages]
+    outcome.flag_changes = [c.to_dict() for c in rolled.changes]
+    if rolled.killed is not None and rolled.trigger is None:
+        get_run_logger().warning(
+            "flag %s was killed; %s itself is healthy and stays", rolled.killed, promoted.version
+        )
+    return rolled.trigger
 
 
 def switch_and_keep_blue(
