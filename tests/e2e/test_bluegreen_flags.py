@@ -209,6 +209,7 @@ def commit(repo: Path, message: str, files: dict[str, str], parent: str | None =
 
 
 DROP_COLUMN = '''"""drop users.age"""
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0042"
@@ -223,7 +224,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass
+    op.add_column("users", sa.Column("age", sa.Integer(), nullable=True))
 '''
 
 
