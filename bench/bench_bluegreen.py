@@ -1,7 +1,9 @@
-"""Benchmark the blue-green switch on the sandbox's real HAProxy under steady traffic.
+"""Benchmark the blue-green switch on the sandbox's real HAProxy (or nginx) under steady traffic.
 
-Run with ``uv run python bench/bench_bluegreen.py [ROUNDS]``. Two demo-app versions run beside
-each other; traffic goes through HAProxy without pause from two client threads. Each round
+Run with ``uv run python bench/bench_bluegreen.py [ROUNDS] [haproxy|nginx]``. Two demo-app versions
+run beside each other; traffic goes through the router without pause from two client threads.
+HAProxy switches through its runtime API; nginx through its upstream file, one ``nginx -t`` and one
+reload per switch (the router waits until nginx serves the new file). Each round
 switches all traffic to green the way the blue-green subflow does (``set_split(blue, green,
 100)``, confirmed by reading the router back), then switches back the way the rollback does
 (``set_split(blue, None, 0)``). Printed: switch and switch-back times (from the decision to the
@@ -24,6 +26,7 @@ import httpx
 from deployflow.providers.base import Instance, Router
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.sandbox.haproxy import LocalHAProxy
+from deployflow.sandbox.nginx import LocalNginx
 from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
 
 CLIENTS = 2
@@ -86,11 +89,17 @@ def settle() -> None:
 
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    kind = sys.argv[2] if len(sys.argv) > 2 else "haproxy"
+    if kind not in ("haproxy", "nginx"):
+        print(f"router must be 'haproxy' or 'nginx', got {kind!r}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="bench-bluegreen-") as tmp:
         target = LocalProcessTarget(DEMO_APP_COMMAND, state_dir=Path(tmp) / "apps")
         try:
             blue, green = target.start("blue"), target.start("green")
-            with LocalHAProxy(Path(tmp) / "haproxy") as proxy:
+            proxy_dir = Path(tmp) / kind
+            proxy = LocalNginx(proxy_dir) if kind == "nginx" else LocalHAProxy(proxy_dir)
+            with proxy:
                 router = proxy.router()
                 router.promote(blue)
                 switches, backs = [], []
@@ -106,7 +115,7 @@ def main() -> int:
     ms = [s * 1000 for s in switches]
     back_ms = [s * 1000 for s in backs]
     total = sum(traffic.served.values()) + len(traffic.failures)
-    print(f"rounds: {rounds} switches to green and {rounds} switches back, {CLIENTS} clients")
+    print(f"{kind}: {rounds} switches to green and {rounds} switches back, {CLIENTS} clients")
     print(f"switch to green:  median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms")
     print(
         f"switch back:      median {statistics.median(back_ms):.1f} ms, max {max(back_ms):.1f} ms"

@@ -130,12 +130,15 @@ class RollbackRecord:
     """A rollback: its trigger, the verification of the restored version, the evidence.
 
     ``error`` is set when the rollback itself failed (traffic may not be on stable).
+    ``restore_seconds`` is the time from the restore call to the router confirming all traffic
+    on stable (for blue-green: the switch back).
     """
 
     trigger: Trigger
     verification: VerificationReport | None = None
     evidence: RollbackEvidence = field(default_factory=RollbackEvidence)
     error: str | None = None
+    restore_seconds: float | None = None
 
     @property
     def verified(self) -> bool:
@@ -143,7 +146,12 @@ class RollbackRecord:
         return self.error is None and self.verification is not None and self.verification.ok
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.trigger.to_dict(), "verified": self.verified, "error": self.error}
+        return {
+            **self.trigger.to_dict(),
+            "verified": self.verified,
+            "error": self.error,
+            "restore_seconds": self.restore_seconds,
+        }
 
 
 class ReleaseNotSucceeded(Exception):

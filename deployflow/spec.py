@@ -222,7 +222,8 @@ class SmokeRequest(StrictModel):
 
 
 class FlagsSpec(StrictModel):
-    """Feature flags a release turns on after its traffic switch, step by step (blue-green)."""
+    """Feature flags a release turns on step by step: after a blue-green switch, or after a
+    canary's or a direct release's promotion and verification."""
 
     provider: FlagProviderSpec = Field(
         description="Where the flags live: " + ", ".join(b.kind for b in kinds("flags"))
@@ -298,7 +299,9 @@ class ServiceSpec(StrictModel):
     )
     smoke: list[SmokeRequest] = Field(default_factory=list)
     flags: FlagsSpec | None = Field(
-        None, description="Feature flags rolled out after a blue-green switch."
+        None,
+        description="Feature flags rolled out after a blue-green switch or after a canary's or "
+        "direct release's promotion.",
     )
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
     concurrency: ConcurrencyMode = Field(

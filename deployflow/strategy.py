@@ -77,6 +77,13 @@ def _plan(
     return StrategyChoice("direct", (100,), direct.observe, rationale, risk)
 
 
+def risk_decides(configured: StrategySpec) -> bool:
+    """Whether the release's risk is measured: only when the spec leaves the kind to it
+    (``kind: auto``). A fixed kind never reads the table, so its git diff and history query
+    are not run (a per-run override or a pin of an auto spec still shows the table)."""
+    return isinstance(configured, AutoStrategySpec)
+
+
 def choose_strategy(
     configured: StrategySpec,
     override: StrategyName,

@@ -47,9 +47,10 @@ from deployflow.release import (
 )
 from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
-from deployflow.strategy import StrategyChoice, StrategyName
+from deployflow.strategy import StrategyChoice, StrategyName, risk_decides
 from deployflow.tracking.lease import Lease
 from flows.bluegreen import blue_green
+from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
@@ -214,15 +215,17 @@ def steps(
         get_run_logger().error(blocked_message(failed))
         return ended(outcome, "aborted", blocked_message(failed))
 
-    risk = assess_risk_task(  # step 3
-        b.ledger,
-        spec.risk,
-        service=spec.service,
-        environment=req.environment,
-        checkout=spec.pre_checks.checkout if spec.pre_checks else None,
-        new_ref=outcome.git_ref,
-        checks=outcome.checks,
-    )
+    risk = None
+    if risk_decides(spec.strategy):  # step 3: one git diff and one query, only when they count
+        risk = assess_risk_task(
+            b.ledger,
+            spec.risk,
+            service=spec.service,
+            environment=req.environment,
+            checkout=spec.pre_checks.checkout if spec.pre_checks else None,
+            new_ref=outcome.git_ref,
+            checks=outcome.checks,
+        )
     plan = choose_strategy_task(
         spec.strategy, req.strategy, stable is not None, req.environment, risk
     )
@@ -477,7 +480,40 @@ def roll_out_and_verify(
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")
         return step_failed_trigger("promotion or verification", exc)
-    return verification_trigger(outcome.verification)
+    trigger = verification_trigger(outcome.verification)
+    if trigger is not None or spec.flags is None:
+        return trigger
+    return release_flags(spec, b, outcome, canary)
+
+
+def release_flags(
+    spec: ServiceSpec, b: Backends, outcome: ReleaseOutcome, promoted: Instance
+) -> Trigger | None:
+    """After a canary's or a direct release's promotion and verification, the spec's release
+    flags step by step (the flag-rollout subflow, as after a blue-green switch); the previous
+    version still runs until the deploy succeeds, so a version still bad with its flags killed
+    is rolled back like any other."""
+    assert spec.flags is not None
+    try:
+        rolled = flag_rollout(
+            b,
+            outcome.require_id(),
+            spec.flags,
+            spec.analysis,
+            promoted.version,
+            outcome.baseline_p95_seconds,
+            first_index=len(outcome.stages),
+        )
+    except Exception as exc:
+        get_run_logger().exception("the flag rollout broke")
+        return step_failed_trigger("the flag rollout", exc)
+    outcome.stages = [*outcome.stages, *rolled.stages]
+    outcome.flag_changes = [c.to_dict() for c in rolled.changes]
+    if rolled.killed is not None and rolled.trigger is None:
+        get_run_logger().warning(
+            "flag %s was killed; %s itself is healthy and stays", rolled.killed, promoted.version
+        )
+    return rolled.trigger
 
 
 def switch_and_keep_blue(

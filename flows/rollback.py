@@ -59,7 +59,7 @@ def rollback(
     logger.warning("rolling back %s: %s", canary.version, trigger.reason)
     measurements = tuple(last_measurements[-5:])
     try:
-        after = restore_stable_traffic(backends.router, stable)
+        after, restore_seconds = restore_stable_traffic(backends.router, stable)
     except Exception as exc:
         return _restore_failed(backends, service, stable, canary, trigger, measurements, exc)
     backends.ledger.traffic_restored(deployment_id)
@@ -89,6 +89,7 @@ def rollback(
             traffic_at_trigger(stable, canary, trigger), after, log_tail, measurements,
             tuple(problems),
         ),
+        restore_seconds=restore_seconds,
     )  # fmt: skip
     # Notifying comes last and cannot fail the rollback: traffic is already safe.
     notify_rollback(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -10,18 +12,22 @@ from tasks.retry_policy import QUICK_CALL, retried
 
 
 @task(name="restore-stable-traffic", cache_policy=NO_CACHE, **retried(QUICK_CALL, retries=3))
-def restore_stable_traffic(router: Router, stable: Instance) -> RouterState:
-    """All traffic back to the stable version, confirmed by reading the router back.
+def restore_stable_traffic(router: Router, stable: Instance) -> tuple[RouterState, float]:
+    """All traffic back to the stable version, confirmed by reading the router back. Returns
+    the state and the seconds from the call to the router confirming it (a blue-green switch
+    back is this one call).
 
     Raises:
         BackendError: the router refused, or does not report the rollback.
     """
+    started = time.perf_counter()
     router.set_split(stable, None, 0)
     state = router.state()
+    seconds = time.perf_counter() - started
     if state.stable != stable.address or state.canary_weight != 0:
         raise BackendError(f"router did not take the rollback: {state}")
-    get_run_logger().warning("traffic restored: %s", state)
-    return state
+    get_run_logger().warning("traffic restored in %.1f ms: %s", seconds * 1000, state)
+    return state, seconds
 
 
 @task(name="stop-canary", cache_policy=NO_CACHE, **retried(QUICK_CALL))

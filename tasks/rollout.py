@@ -74,13 +74,15 @@ def observe_canary_stage(
     logger = get_run_logger()
 
     def gone() -> str | None:
-        if not any(i.version == version for i in target.instances()):
+        instance = next((i for i in target.instances() if i.version == version), None)
+        if instance is None:
             return f"{version} is no longer running ({target.describe()})"
         try:
             state = router.state()
         except BackendError:
             return None  # the router itself failing is the rollback's business, not a verdict
-        if weight > 0 and state.canary is None:
+        # A version promoted to the stable slot (flags rolled out after promotion) has traffic.
+        if weight > 0 and state.canary is None and state.stable != instance.address:
             return (
                 f"{router.describe()} sends {version} no traffic: its server is down "
                 "(failing the router's health check)"

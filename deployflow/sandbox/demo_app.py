@@ -44,7 +44,7 @@ JITTER_SECONDS = 0.003
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
-_FAULT_KEYS = frozenset({"error_rate", "latency_ms", "new_checkout_error_rate"})
+_FAULT_KEYS = frozenset({"error_rate", "latency_ms", "new_checkout_error_rate", "error_paths"})
 NEW_CHECKOUT_FLAG = "new-checkout"
 # Evaluates a boolean flag for a targeting key.
 FlagEvaluator = Callable[[str, str], bool]
@@ -63,11 +63,15 @@ class Fault:
         latency_ms: Extra delay in milliseconds added to every app request.
         new_checkout_error_rate: Fraction of requests on the new checkout path (flag
             ``new-checkout`` on) that answer 500.
+        error_paths: The app paths ``error_rate`` applies to; empty: every app path. A fault in
+            a page no smoke request covers passes every check sent straight to the version and
+            shows only under users' traffic.
     """
 
     error_rate: float = 0.0
     latency_ms: float = 0.0
     new_checkout_error_rate: float = 0.0
+    error_paths: frozenset[str] = frozenset()
 
 
 def parse_faults(raw: str | None) -> dict[str, Fault]:
@@ -106,7 +110,7 @@ def parse_faults(raw: str | None) -> dict[str, Fault]:
         if unknown:
             raise FaultConfigError(
                 f"{where} has unknown key(s) {unknown}; allowed: 'error_rate', 'latency_ms', "
-                "'new_checkout_error_rate'"
+                "'new_checkout_error_rate', 'error_paths'"
             )
         error_rate = _number(entry.get("error_rate", 0.0), f"{where}.error_rate")
         latency_ms = _number(entry.get("latency_ms", 0.0), f"{where}.latency_ms")
@@ -118,8 +122,16 @@ def parse_faults(raw: str | None) -> dict[str, Fault]:
                 raise FaultConfigError(f"{where}.{name} must be between 0 and 1, got {rate}")
         if latency_ms < 0:
             raise FaultConfigError(f"{where}.latency_ms must be >= 0, got {latency_ms}")
+        paths = entry.get("error_paths", [])
+        if not isinstance(paths, list) or not all(p in APP_PATHS for p in paths):
+            raise FaultConfigError(
+                f"{where}.error_paths must be a list of app paths {list(APP_PATHS)}, got {paths!r}"
+            )
         faults[str(version)] = Fault(
-            error_rate=error_rate, latency_ms=latency_ms, new_checkout_error_rate=new_checkout
+            error_rate=error_rate,
+            latency_ms=latency_ms,
+            new_checkout_error_rate=new_checkout,
+            error_paths=frozenset(paths),
         )
     return faults
 
@@ -200,6 +212,8 @@ class DemoApp:
             n = self._served
             self._served += 1
             failed = int((n + 1) * self.fault.error_rate) > int(n * self.fault.error_rate)
+        if self.fault.error_paths and path not in self.fault.error_paths:
+            failed = False
         new_path = path == "/api/checkout" and self.new_checkout(user or f"request-{n}")
         if new_path:
             with self._rng_lock:

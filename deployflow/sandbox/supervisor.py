@@ -11,6 +11,7 @@ admin socket, the scrape targets file), because the deploy flow builds its own
         haproxy/                                        config, log, pid record, admin socket
         nginx/                                          (router "nginx") config, upstream file, log
         prometheus/                                     config, TSDB, log, pid record
+        flags.json                                      flagd flag definitions (no flag at start)
         sandbox.json                                    env_vars() of the running sandbox
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from deployflow.flags.flagd_file import SCHEMA as FLAGD_SCHEMA
 from deployflow.polling import wait_for
 from deployflow.processes import stop_recorded, write_json_atomic
 from deployflow.providers.base import Router
@@ -56,6 +58,7 @@ ENV_SCRAPE_TARGETS = "DEPLOYFLOW_SANDBOX_SCRAPE_TARGETS_FILE"
 ENV_NGINX_CONFIG = "DEPLOYFLOW_SANDBOX_NGINX_CONFIG"
 ENV_NGINX_UPSTREAM_FILE = "DEPLOYFLOW_SANDBOX_NGINX_UPSTREAM_FILE"
 ENV_NGINX_STATE_LISTEN = "DEPLOYFLOW_SANDBOX_NGINX_STATE_LISTEN"
+ENV_FLAGS_FILE = "DEPLOYFLOW_SANDBOX_FLAGS_FILE"
 
 SandboxRouter = Literal["haproxy", "nginx"]
 
@@ -67,6 +70,17 @@ _NGINX_RECORD = Path("nginx") / "nginx.pid.json"
 def scrape_targets_file(state_dir: Path) -> Path:
     """The file_sd file the sandbox's Prometheus watches."""
     return Path(state_dir).resolve() / "prometheus-targets.json"
+
+
+def flags_file(state_dir: Path) -> Path:
+    """The flagd flag-definition file of the sandbox: versions started with ``--flags`` read it
+    in-process, and a spec's ``flags.provider`` (``flagd-file``) writes it."""
+    return Path(state_dir).resolve() / "flags.json"
+
+
+def with_flags(command: Sequence[str], flags: Path) -> list[str]:
+    """The demo app's argv template evaluating its feature flags from the flagd file ``flags``."""
+    return [*command, "--flags", str(flags)]
 
 
 def sandbox_target(
@@ -117,6 +131,7 @@ class Sandbox:
         *,
         traffic_max_duration: float | None = None,
         router: SandboxRouter = "haproxy",
+        flags: bool = False,
     ) -> None:
         """Configure the sandbox; ``__enter__`` (or ``start``) brings it up.
 
@@ -131,9 +146,13 @@ class Sandbox:
                 (default: it runs until the sandbox stops).
             router: What splits the traffic: a real HAProxy (runtime API) or a real nginx
                 (upstream file and reload).
+            flags: Start ``initial_version`` with ``--flags`` on the sandbox's flagd file (the
+                demo app then evaluates ``new-checkout``). Deploys decide for their own versions
+                through the spec's ``target.command`` (``${DEPLOYFLOW_SANDBOX_FLAGS_FILE}``).
         """
         self.state_dir = Path(state_dir).resolve()
-        self.command = list(command)
+        self.flags_file = flags_file(self.state_dir)
+        self.command = with_flags(command, self.flags_file) if flags else list(command)
         self.initial_version = initial_version
         self.rps = rps
         self.env = dict(env or {})
@@ -159,6 +178,8 @@ class Sandbox:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.kill_leftovers()
+            # No flag at start; a version reading the file finds it (and every flag off).
+            write_json_atomic(self.flags_file, {"$schema": FLAGD_SCHEMA, "flags": {}})
             if self.router_kind == "nginx":
                 self.nginx = LocalNginx(self.state_dir / "nginx").start()
             else:
@@ -253,6 +274,7 @@ class Sandbox:
             ENV_FRONTEND_URL: proxy.frontend_url,
             ENV_STATE_DIR: str(self.state_dir),
             ENV_SCRAPE_TARGETS: str(scrape_targets_file(self.state_dir)),
+            ENV_FLAGS_FILE: str(self.flags_file),
         }
         if isinstance(proxy, LocalNginx):
             found[ENV_NGINX_CONFIG] = str(proxy.config_file)

@@ -36,6 +36,7 @@ class TrafficGenerator:
         max_duration: float | None = None,
         workers: int = 4,
         request_timeout: float = 5.0,
+        keep_alive: bool = True,
     ) -> None:
         """Configure the generator; ``start()`` begins sending.
 
@@ -46,6 +47,9 @@ class TrafficGenerator:
             max_duration: Seconds after which the generator stops by itself (None: never).
             workers: Threads sharing the schedule; each one waits for its own responses.
             request_timeout: Seconds before a request counts as a transport error.
+            keep_alive: Reuse connections between requests (as browsers do). Without it every
+                request opens its own connection, which an nginx reload never closes under it
+                (a retiring worker closes its idle keep-alive connections at once).
         """
         if rps <= 0:
             raise ValueError(f"rps must be greater than zero, got {rps}")
@@ -61,6 +65,7 @@ class TrafficGenerator:
         self.max_duration = max_duration
         self.workers = workers
         self.request_timeout = request_timeout
+        self.keep_alive = keep_alive
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._counts: Counter[int] = Counter()
@@ -101,7 +106,12 @@ class TrafficGenerator:
         next_send = started + index / self.rps
         deadline = float("inf") if self.max_duration is None else started + self.max_duration
         sent = 0
-        with httpx.Client(base_url=self.base_url, timeout=self.request_timeout) as client:
+        # httpx's default limits, with no idle connection kept when keep_alive is off.
+        idle = 20 if self.keep_alive else 0
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=idle)
+        with httpx.Client(
+            base_url=self.base_url, timeout=self.request_timeout, limits=limits
+        ) as client:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now >= deadline:

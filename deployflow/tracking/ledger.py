@@ -236,6 +236,7 @@ class Ledger:
                         **r.evidence.to_dict(),
                         "verified": r.verified,
                         "error": r.error,
+                        "restore_seconds": r.restore_seconds,
                         "verification": (
                             [c.to_dict() for c in r.verification.checks] if r.verification else []
                         ),

@@ -11,8 +11,15 @@ import pytest
 from deployflow.checks.result import CheckStatus
 from deployflow.release import CheckRecord, ReleaseOutcome, summary_markdown
 from deployflow.risk import ChangeSize, RiskFacts, RiskSpec, assess_risk, measure_change
-from deployflow.spec import AutoStrategySpec, CanaryStrategySpec, SpecError, parse_spec
-from deployflow.strategy import choose_strategy, release_risk_facts
+from deployflow.spec import (
+    AutoStrategySpec,
+    BlueGreenStrategySpec,
+    CanaryStrategySpec,
+    DirectStrategySpec,
+    SpecError,
+    parse_spec,
+)
+from deployflow.strategy import choose_strategy, release_risk_facts, risk_decides
 
 pytestmark = pytest.mark.unit
 
@@ -125,6 +132,22 @@ def test_a_fixed_kind_in_the_spec_wins_and_shows_the_risk() -> None:
     assert choice.kind == "canary"
     assert choice.rationale_dict()["level"] == "high"
     assert {f["name"] for f in choice.rationale_dict()["factors"]} >= {"migrations", "freeze"}
+
+
+def test_the_risk_is_measured_only_when_the_spec_leaves_the_kind_to_it() -> None:
+    assert risk_decides(AutoStrategySpec(pin={"production": "canary"}))
+    fixed = (CanaryStrategySpec(), DirectStrategySpec(), BlueGreenStrategySpec())
+    assert not any(risk_decides(kind) for kind in fixed)
+    # A fixed kind without a table says so, rather than an empty risk.
+    choice = choose_strategy(BlueGreenStrategySpec(), "auto", has_stable=True, risk=None)
+    assert choice.kind == "blue-green"
+    assert choice.rationale == "blue-green from the spec"
+    assert choice.rationale_dict() == {
+        "explanation": "blue-green from the spec",
+        "score": None,
+        "level": None,
+        "factors": [],
+    }
 
 
 def test_release_facts_come_from_the_checks_and_the_history() -> None:

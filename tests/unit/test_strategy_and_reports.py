@@ -85,6 +85,7 @@ def test_outcome_json_shape_and_exit_code() -> None:
         "reason": "error rate 20.00% above the maximum 5.00%",
         "verified": True,
         "error": None,
+        "restore_seconds": None,
     }
     assert data["stages"][0]["verdict"] == "rollback"
 

@@ -1,10 +1,12 @@
 """Blue-green through the deploy flow with in-memory backends (fixtures of
-test_release_branches): green judged in isolation, one switch, a switch back in one step."""
+test_release_branches): green judged in isolation, one switch, a switch back in one step; and the
+release's feature flags after any strategy's switch or promotion, with the kill switch."""
 
 from __future__ import annotations
 
 import pytest
 
+import flows.deploy
 from deployflow.analysis import MetricSample
 from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService
@@ -30,7 +32,13 @@ def green_ever_had_traffic(service: FakeService, address: str) -> bool:
     )
 
 
-def test_blue_green_switches_once_keeps_blue_then_promotes(deploy, service, ledger, tmp_path):
+def test_blue_green_switches_once_keeps_blue_then_promotes(
+    deploy, service, ledger, tmp_path, monkeypatch
+):
+    def not_measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the risk was measured although the spec fixes the kind")
+
+    monkeypatch.setattr(flows.deploy, "assess_risk_task", not_measured)
     blue = service.run_stable("v1")
     outcome = deploy("v2", make_spec(tmp_path, strategy=BLUE_GREEN))
     assert outcome.status == "succeeded", outcome.message
@@ -46,11 +54,15 @@ def test_blue_green_switches_once_keeps_blue_then_promotes(deploy, service, ledg
     assert serving(service, "v2")
     assert running(service) == {"v2"}
     assert [s["weight"] for s in recorded(ledger, outcome)["stages"]] == [0, 100]
-    # The risk was assessed and shown even though the spec fixes the kind.
+    # The spec fixes the kind: the risk is not measured (no git diff, no history query).
     rationale = outcome.to_dict()["strategy_rationale"]
-    assert rationale["explanation"].startswith("blue-green from the spec (risk medium")
-    assert "unknown_change" in {f["name"] for f in rationale["factors"]}
-    assert "Risk factors:" in service.notifier.messages[0]
+    assert rationale == {
+        "explanation": "blue-green from the spec",
+        "score": None,
+        "level": None,
+        "factors": [],
+    }
+    assert "Risk factors:" not in service.notifier.messages[0]
 
 
 def test_green_failing_in_isolation_never_gets_user_traffic(deploy, service, ledger, tmp_path):
@@ -98,11 +110,8 @@ def test_a_green_that_fails_after_the_switch_is_switched_back_in_one_step(
     assert recorded(ledger, outcome)["canary_weight"] == 0
 
 
-def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
-    prefect_server, service, ledger, tmp_path
-):
-    flags = FlagdFileProvider(tmp_path / "flags.json")
-    backends = Backends(
+def with_flags(service: FakeService, ledger, flags: FlagdFileProvider) -> Backends:
+    return Backends(
         target=service.target,
         router=service.router,
         metrics=service.metrics,
@@ -111,6 +120,22 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
         http_transport=service.transport,
         flags=flags,
     )
+
+
+def flags_section(path, **extra: object) -> dict[str, object]:
+    return {
+        "provider": {"kind": "flagd-file", "path": str(path)},
+        "release": ["new-checkout"],
+        "observe": "10ms",
+        **extra,
+    }
+
+
+def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
+    prefect_server, service, ledger, tmp_path
+):
+    flags = FlagdFileProvider(tmp_path / "flags.json")
+    backends = with_flags(service, ledger, flags)
     service.run_stable("v1")
     sample = service.metrics.sample
 
@@ -120,15 +145,7 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
         return sample(version, window_seconds)
 
     service.metrics.sample = new_checkout_path_fails  # type: ignore[method-assign]
-    spec = make_spec(
-        tmp_path,
-        strategy=BLUE_GREEN,
-        flags={
-            "provider": {"kind": "flagd-file", "path": str(tmp_path / "flags.json")},
-            "release": ["new-checkout"],
-            "observe": "10ms",
-        },
-    )
+    spec = make_spec(tmp_path, strategy=BLUE_GREEN, flags=flags_section(flags.path))
     outcome = branches.run_release(spec, backends, ReleaseRequest("v2", "flags-env"))
     assert outcome.status == "succeeded", outcome.message
     assert flags.rollout("new-checkout") == 0  # killed, no redeploy
@@ -145,3 +162,101 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
         ("new-checkout", 0),
     ]
     assert "## Feature flags" in summary_markdown(outcome)
+
+
+def test_a_canary_release_rolls_its_flags_out_after_promotion_and_kills_a_bad_one(
+    prefect_server, service, ledger, tmp_path
+):
+    flags = FlagdFileProvider(tmp_path / "flags.json")
+    service.run_stable("v1")
+    sample = service.metrics.sample
+    seen_at_flag_steps: list[RouterState] = []
+
+    def new_checkout_path_fails(version: str, window_seconds: float) -> MetricSample:
+        if version == "v2" and (flags.rollout("new-checkout") or 0) > 0:
+            seen_at_flag_steps.append(service.router.state())
+            return MetricSample(0.3, 0.05, 600.0)
+        return sample(version, window_seconds)
+
+    service.metrics.sample = new_checkout_path_fails  # type: ignore[method-assign]
+    spec = make_spec(tmp_path, flags=flags_section(flags.path))  # canary 5/25/50/100
+    outcome = branches.run_release(
+        spec, with_flags(service, ledger, flags), ReleaseRequest("v2", "canary-flags")
+    )
+    assert outcome.status == "succeeded", outcome.message
+    assert outcome.strategy == "canary"
+    # The four stages, then the flag's first step (killed) and v2 observed with the flag off.
+    assert [(s.weight, s.verdict.value) for s in outcome.stages] == [
+        (5, "promote"), (25, "promote"), (50, "promote"), (100, "promote"),
+        (100, "rollback"), (100, "promote"),
+    ]  # fmt: skip
+    v2 = service.target.running["v2"].address
+    # The flag moved only after the promotion: v2 alone in the stable slot.
+    assert seen_at_flag_steps
+    assert all(s == RouterState(v2, None, 0) for s in seen_at_flag_steps)
+    assert [(c["percent"], c["reason"].split(":")[0]) for c in outcome.flag_changes] == [
+        (5, "step"),
+        (0, "kill switch at 5%"),
+    ]
+    assert flags.rollout("new-checkout") == 0
+    assert serving(service, "v2")
+    assert running(service) == {"v2"}
+    assert outcome.message.endswith("feature flag(s) new-checkout turned off by the kill switch")
+    row = recorded(ledger, outcome)
+    assert [(f["flag"], f["percent"]) for f in row["flag_changes"]] == [
+        ("new-checkout", 5),
+        ("new-checkout", 0),
+    ]
+
+
+def test_a_direct_release_still_bad_with_its_flag_killed_is_rolled_back(
+    prefect_server, service, ledger, tmp_path
+):
+    flags = FlagdFileProvider(tmp_path / "flags.json")
+    service.run_stable("v1")
+    sample = service.metrics.sample
+
+    def bad_once_its_flag_was_touched(version: str, window_seconds: float) -> MetricSample:
+        if version == "v2" and flags.path.exists():
+            return MetricSample(0.3, 0.05, 600.0)
+        return sample(version, window_seconds)
+
+    service.metrics.sample = bad_once_its_flag_was_touched  # type: ignore[method-assign]
+    spec = make_spec(
+        tmp_path,
+        strategy={"kind": "direct", "observe": "10ms"},
+        flags=flags_section(flags.path, steps=[50, 100]),
+    )
+    outcome = branches.run_release(
+        spec, with_flags(service, ledger, flags), ReleaseRequest("v2", "direct-flags")
+    )
+    assert outcome.status == "rolled_back", outcome.message
+    assert [(s.weight, s.verdict.value) for s in outcome.stages] == [
+        (100, "promote"), (100, "rollback"), (100, "rollback"),
+    ]  # fmt: skip
+    # Killed first, then (still bad without it) traffic back on v1.
+    assert [c["percent"] for c in outcome.flag_changes] == [50, 0]
+    assert flags.rollout("new-checkout") == 0
+    assert outcome.rollback is not None
+    assert outcome.rollback.verified
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}
+
+
+def test_a_direct_release_turns_its_flags_fully_on(prefect_server, service, ledger, tmp_path):
+    flags = FlagdFileProvider(tmp_path / "flags.json")
+    service.run_stable("v1")
+    spec = make_spec(
+        tmp_path,
+        strategy={"kind": "direct", "observe": "10ms"},
+        flags=flags_section(flags.path, steps=[50, 100]),
+    )
+    outcome = branches.run_release(
+        spec, with_flags(service, ledger, flags), ReleaseRequest("v2", "direct-flags-on")
+    )
+    assert outcome.status == "succeeded", outcome.message
+    assert [s.weight for s in outcome.stages] == [100, 100, 100]
+    assert [c["percent"] for c in outcome.flag_changes] == [50, 100]
+    assert flags.rollout("new-checkout") == 100
+    assert serving(service, "v2")
+    assert running(service) == {"v2"}

@@ -1,5 +1,6 @@
 """NginxRouter against a real nginx: the split is what nginx serves, a config nginx -t rejects
-changes nothing, and a reload that does not take is an error."""
+changes nothing, a reload that does not take is an error, and a blue-green switch (and back) is
+one test and one reload each, with no request failing under steady traffic."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from deployflow.polling import wait_for
 from deployflow.processes import free_port
 from deployflow.providers.base import Instance, RouterState
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.providers.nginx import NginxError, NginxRouter
-from deployflow.sandbox.nginx import LocalNginx
+from deployflow.sandbox.nginx import LocalNginx, nginx_binary
 from deployflow.sandbox.supervisor import DEMO_APP_COMMAND
+from deployflow.sandbox.traffic import TrafficGenerator
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +144,43 @@ def test_an_unreachable_state_server_is_a_backend_error(tmp_path: Path) -> None:
     )
     with pytest.raises(NginxError, match="unreachable"):
         router.state()
+
+
+def test_a_blue_green_switch_is_one_reload_and_no_request_fails_under_steady_traffic(
+    nginx: LocalNginx, versions, tmp_path: Path, request_versions
+) -> None:
+    blue, green = versions
+    log = tmp_path / "commands.log"
+    binary = nginx_binary()
+    conf = str(nginx.config_file)
+
+    def counted(what: str, *argv: str) -> list[str]:
+        # The same nginx command, leaving a line in the log each time it runs.
+        return ["sh", "-c", f'echo {what} >> "$0"; exec "$@"', str(log), binary, "-c", conf, *argv]
+
+    router = NginxRouter(
+        nginx.config_file,
+        nginx.upstream_file,
+        state_listen=nginx.state_listen,
+        frontend_url=nginx.frontend_url,
+        test_command=counted("test", "-t", "-q"),
+        reload_command=counted("reload", "-s", "reload"),
+    )
+    router.set_split(blue, None, 0)
+    log.unlink()
+    # A new connection per request: nginx keeps its listening socket across a reload and lets
+    # requests in flight finish, but a retiring worker closes idle keep-alive connections at once,
+    # so a client reusing one at that instant must retry (bench/bench_bluegreen.py counts those).
+    with TrafficGenerator(nginx.frontend_url, rps=100, workers=4, keep_alive=False) as traffic:
+        wait_for(lambda: traffic.total >= 20, timeout=10, what="traffic through nginx")
+        sent = traffic.total
+        router.set_split(blue, green, 100)  # the switch: blue down and green in one file
+        assert router.state() == RouterState(blue.address, green.address, 100)
+        assert set(request_versions(nginx.frontend_url, 8)) == {"v2"}
+        router.set_split(blue, None, 0)  # the switch back
+        assert set(request_versions(nginx.frontend_url, 8)) == {"v1"}
+        during = traffic.total - sent
+    assert log.read_text().split() == ["test", "reload", "test", "reload"]
+    assert during >= 20, "the switches must meet traffic"
+    assert traffic.transport_errors == 0
+    assert set(traffic.status_counts()) == {200}, traffic.status_counts()

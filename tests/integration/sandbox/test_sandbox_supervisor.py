@@ -13,6 +13,7 @@ import pytest
 from deployflow.processes import ProcessRecord
 from deployflow.providers.base import RouterState
 from deployflow.sandbox.supervisor import (
+    ENV_FLAGS_FILE,
     ENV_FRONTEND_URL,
     ENV_HAPROXY_SOCKET,
     ENV_PROMETHEUS_URL,
@@ -32,6 +33,8 @@ def test_sandbox_serves_v1_through_haproxy_with_metrics_and_cleans_up(tmp_path, 
         assert Path(env[ENV_HAPROXY_SOCKET]).is_socket()
         assert httpx.get(f"{env[ENV_PROMETHEUS_URL]}/-/ready").status_code == 200
         assert httpx.get(f"{env[ENV_FRONTEND_URL]}/healthz").json()["version"] == "v1"
+        # The flagd file versions started with --flags read: there, with every flag off.
+        assert json.loads(Path(env[ENV_FLAGS_FILE]).read_text())["flags"] == {}
         # What the deploy flow does: its own objects, built only from files and env_vars().
         flow_target = sandbox_target(Path(env[ENV_STATE_DIR]))
         (v1,) = flow_target.instances()

@@ -100,6 +100,8 @@ def test_parse_faults_unset_means_no_faults(raw):
         ('{"v2": {"error_rate": true}}', r"error_rate must be a finite number"),
         ('{"v2": {"latency_ms": -1}}', r"latency_ms must be >= 0"),
         ('{"v2": {"latency": 300}}', r"unknown key\(s\) \['latency'\]; allowed"),
+        ('{"v2": {"error_paths": "/"}}', r"error_paths must be a list of app paths"),
+        ('{"v2": {"error_paths": ["/healthz"]}}', r"error_paths must be a list of app paths"),
     ],
 )
 def test_parse_faults_names_the_bad_field(raw, message):
@@ -121,6 +123,14 @@ def test_demo_app_fails_the_configured_fraction_and_counts_by_code():
     assert 10 <= failures <= 30  # seeded: deterministic, but stated as the property we mean
     assert _count(app, "500", "/api/items") == failures
     assert _count(app, "200", "/api/items") == 40 - failures
+
+
+def test_demo_app_error_paths_limit_the_fault_to_those_paths():
+    fault = parse_faults('{"v4": {"error_rate": 1.0, "error_paths": ["/"]}}')["v4"]
+    app = DemoApp("v4", fault, base_latency=0.0)
+    smoke = [app.handle_app_request(p)[0] for p in ("/api/items", "/api/checkout") * 5]
+    assert smoke == [200] * 10
+    assert [app.handle_app_request("/")[0] for _ in range(3)] == [500] * 3
 
 
 def test_demo_app_healthy_version_is_fast_and_never_fails():
