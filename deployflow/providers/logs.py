@@ -183,11 +183,12 @@ class CommandLogSource:
 
     def read(self, version: str, cursor: object | None) -> LogRead:
         now = time.time()
-        if not isinstance(cursor, _TailCursor):
-            return LogRead((), _TailCursor(now))
+        first = not isinstance(cursor, _TailCursor)
+        previous = cursor if isinstance(cursor, _TailCursor) else _TailCursor(now)
         # A second of overlap: tools like journalctl take whole seconds; the overlap with the
-        # previous output's tail is not counted twice.
-        argv = _template(self.argv, version, cursor.at - 1.0)
+        # previous output's tail is not counted twice. The first read only learns that tail.
+        argv = _template(self.argv, version, previous.at - 1.0)
+        cursor = previous
         try:
             result = run_command(argv, timeout=self.timeout)
         except OSError as exc:
@@ -201,7 +202,7 @@ class CommandLogSource:
                 error=f"{argv[0]} exited {result.returncode}: {' / '.join(tail) or 'no stderr'}",
             )
         output = result.stdout.splitlines()
-        fresh = new_lines(cursor.seen, output)
+        fresh = [] if first else new_lines(previous.seen, output)
         return LogRead(tuple(fresh), _TailCursor(now, tuple(output[-OVERLAP_LINES:])))
 
 

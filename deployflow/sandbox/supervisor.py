@@ -10,7 +10,8 @@ admin socket, the scrape targets file), because the deploy flow builds its own
         prometheus-targets.json                         Prometheus file_sd targets
         haproxy/                                        config, log, pid record, admin socket
         nginx/                                          (router "nginx") config, upstream file, log
-        prometheus/                                     config, TSDB, log, pid record
+        prometheus/                                     config, rules, TSDB, log, pid record
+        alertmanager/                                   config, state, log, pid record
         sandbox.json                                    env_vars() of the running sandbox
 """
 
@@ -29,6 +30,7 @@ from deployflow.polling import wait_for
 from deployflow.processes import stop_recorded, write_json_atomic
 from deployflow.providers.base import Router
 from deployflow.providers.local_process import LocalProcessTarget
+from deployflow.sandbox.alertmanager import LocalAlertmanager
 from deployflow.sandbox.haproxy import LocalHAProxy
 from deployflow.sandbox.nginx import LocalNginx
 from deployflow.sandbox.prometheus import LocalPrometheus
@@ -49,6 +51,7 @@ DEMO_APP_COMMAND = (
 SANDBOX_RPS = 100.0
 
 ENV_PROMETHEUS_URL = "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL"
+ENV_ALERTMANAGER_URL = "DEPLOYFLOW_SANDBOX_ALERTMANAGER_URL"
 ENV_HAPROXY_SOCKET = "DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET"
 ENV_FRONTEND_URL = "DEPLOYFLOW_SANDBOX_FRONTEND_URL"
 ENV_STATE_DIR = "DEPLOYFLOW_SANDBOX_STATE_DIR"
@@ -61,6 +64,7 @@ SandboxRouter = Literal["haproxy", "nginx"]
 
 _HAPROXY_RECORD = Path("haproxy") / "haproxy.pid.json"
 _PROMETHEUS_RECORD = Path("prometheus") / "prometheus.pid.json"
+_ALERTMANAGER_RECORD = Path("alertmanager") / "alertmanager.pid.json"
 _NGINX_RECORD = Path("nginx") / "nginx.pid.json"
 
 
@@ -143,6 +147,7 @@ class Sandbox:
         self.haproxy: LocalHAProxy | None = None
         self.nginx: LocalNginx | None = None
         self.prometheus: LocalPrometheus | None = None
+        self.alertmanager: LocalAlertmanager | None = None
         self.traffic: TrafficGenerator | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -151,6 +156,7 @@ class Sandbox:
         """Stop processes that an earlier, crashed sandbox in ``state_dir`` left running."""
         self.target.stop_all()
         stop_recorded(self.state_dir / _PROMETHEUS_RECORD)
+        stop_recorded(self.state_dir / _ALERTMANAGER_RECORD)
         stop_recorded(self.state_dir / _HAPROXY_RECORD)
         stop_recorded(self.state_dir / _NGINX_RECORD)
 
@@ -163,9 +169,15 @@ class Sandbox:
                 self.nginx = LocalNginx(self.state_dir / "nginx").start()
             else:
                 self.haproxy = LocalHAProxy(self.state_dir / "haproxy").start()
+            # Alertmanager comes up while Prometheus starts (start-up time stays that of the
+            # slower one); Prometheus queues its alerts until Alertmanager answers.
+            self.alertmanager = LocalAlertmanager(self.state_dir / "alertmanager").launch()
             self.prometheus = LocalPrometheus(
-                self.state_dir / "prometheus", scrape_targets_file(self.state_dir)
+                self.state_dir / "prometheus",
+                scrape_targets_file(self.state_dir),
+                alertmanager=self.alertmanager.address,
             ).start()
+            self.alertmanager.wait_ready()
             stable = self.target.start(self.initial_version)
             self.router().set_split(stable, None, 0)
             self.traffic = TrafficGenerator(
@@ -192,6 +204,8 @@ class Sandbox:
             steps.insert(0, ("traffic", self.traffic.stop))
         if self.prometheus is not None:
             steps.append(("prometheus", self.prometheus.stop))
+        if self.alertmanager is not None:
+            steps.append(("alertmanager", self.alertmanager.stop))
         if self.haproxy is not None:
             steps.append(("haproxy", self.haproxy.stop))
         if self.nginx is not None:
@@ -231,6 +245,12 @@ class Sandbox:
             raise RuntimeError("the sandbox is not running: use it as a context manager")
         return proxy, self.prometheus
 
+    def require_alertmanager(self) -> LocalAlertmanager:
+        """The sandbox's Alertmanager (which the Prometheus rules' alerts reach)."""
+        if self.alertmanager is None:
+            raise RuntimeError("the sandbox is not running: use it as a context manager")
+        return self.alertmanager
+
     def router(self) -> Router:
         """A router on the sandbox's HAProxy (or nginx)."""
         return self._require_running()[0].router()
@@ -250,6 +270,7 @@ class Sandbox:
         proxy, prometheus = self._require_running()
         found = {
             ENV_PROMETHEUS_URL: prometheus.url,
+            ENV_ALERTMANAGER_URL: self.require_alertmanager().url,
             ENV_FRONTEND_URL: proxy.frontend_url,
             ENV_STATE_DIR: str(self.state_dir),
             ENV_SCRAPE_TARGETS: str(scrape_targets_file(self.state_dir)),
@@ -265,7 +286,7 @@ class Sandbox:
     def pids(self) -> list[int]:
         """Process ids of everything the sandbox runs now (HAProxy or nginx, Prometheus, apps)."""
         found = [instance.pid for instance in self.target.instances() if instance.pid is not None]
-        for server in (self.haproxy, self.nginx, self.prometheus):
+        for server in (self.haproxy, self.nginx, self.prometheus, self.alertmanager):
             if server is not None and server.pid is not None:
                 found.append(server.pid)
         return found
