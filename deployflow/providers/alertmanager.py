@@ -101,7 +101,8 @@ class AlertmanagerAlerts:
         self.url = url.rstrip("/")
         self.display_url = without_credentials(self.url)
         self.matchers = list(matchers)
-        self._client = httpx.Client(timeout=timeout, transport=transport)
+        self.timeout = timeout
+        self.transport = transport
 
     @classmethod
     def from_spec(cls, spec: AlertmanagerSpec) -> AlertmanagerAlerts:
@@ -119,7 +120,9 @@ class AlertmanagerAlerts:
         ]
         where = f"alertmanager at {self.display_url}"
         try:
-            response = self._client.get(f"{self.url}/api/v2/alerts", params=params)
+            # A client per ask: a watch lives as long as a run, and an idle pool would outlive it.
+            with httpx.Client(timeout=self.timeout, transport=self.transport) as client:
+                response = client.get(f"{self.url}/api/v2/alerts", params=params)
         except httpx.HTTPError as exc:
             return AlertsRead(error=f"{where} does not answer: {type(exc).__name__}: {exc}")
         if response.status_code != 200:

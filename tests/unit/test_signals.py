@@ -432,3 +432,47 @@ def test_preflight_names_the_alerts_the_unanswered_alertmanager_and_the_dependen
     unanswered = preflight(AlertWatch(Alerts(AlertsRead(error="refused"))), [])
     assert unanswered == ["alerts cannot be evaluated (refused)"]
     assert preflight(AlertWatch(Alerts(AlertsRead())), [Dep("db", True)]) == []
+
+
+def test_the_log_errors_fault_logs_errors_while_answering_200_on_time() -> None:
+    from deployflow.sandbox.demo_app import DemoApp, parse_faults
+
+    fault = parse_faults('{"v4": {"log_errors": 0.5}}')["v4"]
+    lines: list[str] = []
+    app = DemoApp("v4", fault, base_latency=0.0, log=lines.append)
+    answers = [app.handle_app_request("/api/items")[0] for _ in range(10)]
+    assert answers == [200] * 10
+    assert len(lines) == 5
+    assert all(" ERROR v4 /api/items: injected fault (log_errors)" in line for line in lines)
+    assert app.metrics.log_errors.labels("v4")._value.get() == 5
+    failing = DemoApp("v3", parse_faults('{"v3": {"error_rate": 1}}')["v3"], base_latency=0.0,
+                      log=lines.append)  # fmt: skip
+    assert failing.handle_app_request("/")[0] == 500
+    assert lines[-1].endswith("ERROR v3 / answered 500: injected fault")
+
+
+class MockPrometheus:
+    def __init__(self, result: object, status: str = "success") -> None:
+        self.body = {"status": status, "data": {"resultType": "vector", "result": result}}
+
+    def transport(self):
+        import httpx
+
+        return httpx.MockTransport(lambda request: httpx.Response(200, json=self.body))
+
+
+def test_a_prometheus_dependency_judges_every_series() -> None:
+    from deployflow.providers.dependencies import PrometheusDependency
+
+    up = [{"metric": {"job": "db"}, "value": [0, "1"]}]
+    down = [*up, {"metric": {"job": "db", "instance": "b"}, "value": [0, "0"]}]
+
+    def check(result: object):
+        return PrometheusDependency(
+            "db", "http://prom.test", 'up{job="db"}', 1.0, None,
+            transport=MockPrometheus(result).transport(),
+        ).check()  # fmt: skip
+
+    assert check(up).ok
+    assert check(down) == DependencyStatus("db", False, 'up{job="db"}: value 0 below 1')
+    assert check([]).detail == 'up{job="db"}: the query returned no data'
