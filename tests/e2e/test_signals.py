@@ -1,7 +1,8 @@
-"""Signals beyond the canary queries, in whole deploys on the sandbox: a release rolled back by
-its logs alone, one rolled back by an alert the sandbox Prometheus's rule raises in the real
-Alertmanager, and one blocked before anything starts by an alert already firing and a dependency
-down. The tests run in order on one sandbox whose stable version stays v1.
+"""Signals beyond the canary queries, in whole deploys on the sandbox: one blocked before anything
+starts by an alert already firing and a dependency down, one rolled back by an alert the sandbox
+Prometheus's rule raises in the real Alertmanager, and one rolled back by its logs alone. The tests
+run in order on one sandbox whose stable version stays v1 (the alert test comes before the logs
+test, whose spec has no alerts section, so no test waits for another's alert to resolve).
 """
 
 from __future__ import annotations
@@ -96,44 +97,6 @@ def no_demo_alert_fires(sandbox: Sandbox) -> None:
     )
 
 
-def test_error_lines_alone_roll_back_a_release_whose_metrics_are_healthy(
-    sandbox: Sandbox, log_only_faults: None
-) -> None:
-    with signals_spec("logs", LOGS) as spec_file:
-        result = run(spec_file, "v4")
-
-    assert result["status"] == "rolled_back", result["message"]
-    rollback = result["rollback"]
-    assert rollback["metric"] == "log_errors", rollback
-    assert rollback["stage"] == 0
-    assert rollback["value"] > rollback["threshold"] == 5
-    assert "matching the error patterns" in rollback["reason"]
-    assert rollback["verified"] is True
-    # The metrics saw nothing wrong: every request answered 200.
-    assert result["stages"][0]["values"]["error_rate"] in (0.0, None)
-    incident = artifact_markdown(result["flow_run_id"], artifact_key("incident", "demo"))
-    assert "log: " in incident
-    assert "ERROR v4 " in incident
-    assert "injected fault (log_errors)" in incident
-    assert_only_v1_serves()
-
-
-def test_an_alert_that_fires_during_the_release_rolls_it_back(
-    sandbox: Sandbox, log_only_faults: None
-) -> None:
-    no_demo_alert_fires(sandbox)  # v4's alert, from the test before
-    with signals_spec("alerts", ALERTS) as spec_file:
-        result = run(spec_file, "v5")
-
-    assert result["status"] == "rolled_back", result["message"]
-    rollback = result["rollback"]
-    # In a stage, or (when the alert came after the last stage promoted) in verification.
-    assert rollback["metric"] == "alerts", rollback
-    assert ALERT_LOG_ERRORS in rollback["reason"]
-    assert rollback["verified"] is True
-    assert_only_v1_serves()
-
-
 def test_an_alert_firing_before_the_start_and_a_dependency_down_block_the_deploy(
     sandbox: Sandbox,
 ) -> None:
@@ -166,4 +129,42 @@ dependencies:
     assert "dependency down: payments (http://127.0.0.1:" in message
     assert "scraping" not in message  # up, so not named
     assert result["stages"] == []
+    assert_only_v1_serves()
+
+
+def test_an_alert_that_fires_during_the_release_rolls_it_back(
+    sandbox: Sandbox, log_only_faults: None
+) -> None:
+    no_demo_alert_fires(sandbox)  # none should: the test before resolved its own
+    with signals_spec("alerts", ALERTS) as spec_file:
+        result = run(spec_file, "v5")
+
+    assert result["status"] == "rolled_back", result["message"]
+    rollback = result["rollback"]
+    # In a stage, or (when the alert came after the last stage promoted) in verification.
+    assert rollback["metric"] == "alerts", rollback
+    assert ALERT_LOG_ERRORS in rollback["reason"]
+    assert rollback["verified"] is True
+    assert_only_v1_serves()
+
+
+def test_error_lines_alone_roll_back_a_release_whose_metrics_are_healthy(
+    sandbox: Sandbox, log_only_faults: None
+) -> None:
+    with signals_spec("logs", LOGS) as spec_file:
+        result = run(spec_file, "v4")
+
+    assert result["status"] == "rolled_back", result["message"]
+    rollback = result["rollback"]
+    assert rollback["metric"] == "log_errors", rollback
+    assert rollback["stage"] == 0
+    assert rollback["value"] > rollback["threshold"] == 5
+    assert "matching the error patterns" in rollback["reason"]
+    assert rollback["verified"] is True
+    # The metrics saw nothing wrong: every request answered 200.
+    assert result["stages"][0]["values"]["error_rate"] in (0.0, None)
+    incident = artifact_markdown(result["flow_run_id"], artifact_key("incident", "demo"))
+    assert "log: " in incident
+    assert "ERROR v4 " in incident
+    assert "injected fault (log_errors)" in incident
     assert_only_v1_serves()
