@@ -169,15 +169,14 @@ class Sandbox:
                 self.nginx = LocalNginx(self.state_dir / "nginx").start()
             else:
                 self.haproxy = LocalHAProxy(self.state_dir / "haproxy").start()
-            # Alertmanager comes up while Prometheus starts (start-up time stays that of the
-            # slower one); Prometheus queues its alerts until Alertmanager answers.
+            # Alertmanager comes up while Prometheus, v1 and the traffic start, so the sandbox
+            # starts about as fast as without it; Prometheus queues alerts until it answers.
             self.alertmanager = LocalAlertmanager(self.state_dir / "alertmanager").launch()
             self.prometheus = LocalPrometheus(
                 self.state_dir / "prometheus",
                 scrape_targets_file(self.state_dir),
                 alertmanager=self.alertmanager.address,
             ).start()
-            self.alertmanager.wait_ready()
             stable = self.target.start(self.initial_version)
             self.router().set_split(stable, None, 0)
             self.traffic = TrafficGenerator(
@@ -187,6 +186,7 @@ class Sandbox:
                 # Each worker waits for its own answers: about 20 requests/s per worker.
                 workers=max(4, math.ceil(self.rps / 20)),
             ).start()
+            self.alertmanager.wait_ready()
             write_json_atomic(self.state_dir / "sandbox.json", self.env_vars())
         except BaseException:
             self.stop()

@@ -476,3 +476,25 @@ def test_a_prometheus_dependency_judges_every_series() -> None:
     assert check(up).ok
     assert check(down) == DependencyStatus("db", False, 'up{job="db"}: value 0 below 1')
     assert check([]).detail == 'up{job="db"}: the query returned no data'
+
+
+def test_the_incident_report_shows_each_evidence_line_once() -> None:
+    from dataclasses import replace
+
+    from deployflow.release import RollbackEvidence, incident_markdown
+    from tests.unit.test_strategy_and_reports import rolled_back
+
+    outcome = rolled_back()
+    assert outcome.rollback is not None
+    seen = _measurement(Outcome.FAILED)
+    looks = (
+        replace(seen, evidence=("log: 12:00:01 ERROR v3 sync failed",)),
+        replace(seen, evidence=("log: 12:00:01 ERROR v3 sync failed", "alert: DemoLogErrors")),
+    )
+    outcome.rollback = replace(outcome.rollback, evidence=RollbackEvidence(last_measurements=looks))
+    report = incident_markdown(outcome)
+    block = report.split("Log lines matching the error patterns, and alerts that fired:")[1]
+    assert block.split("```")[1].strip().splitlines() == [
+        "log: 12:00:01 ERROR v3 sync failed",
+        "alert: DemoLogErrors",
+    ]
