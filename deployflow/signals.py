@@ -122,7 +122,12 @@ class LogWatch:
     def __init__(self, source: LogSource, spec: LogsSpec) -> None:
         self.source = source
         self.spec = spec
-        self.pattern = re.compile("|".join(f"(?:{p})" for p in spec.patterns))
+        # One by one, not joined: a pattern may start with its own flags, e.g. "(?i)error".
+        self.patterns = [re.compile(p) for p in spec.patterns]
+
+    def matches(self, line: str) -> bool:
+        """Whether ``line`` matches any of the error patterns."""
+        return any(p.search(line) for p in self.patterns)
 
     def describe(self) -> str:
         return f"{self.source.describe()} for {' | '.join(self.spec.patterns)}"
@@ -150,7 +155,7 @@ class _LogProbe:
             note = f"logs cannot be read: {read.error}"
             return SignalReading("logs", Outcome.ERROR, note)
         for line in read.lines:
-            if self.watch.pattern.search(line):
+            if self.watch.matches(line):
                 self.matches += 1
                 self.kept.append(_clip(line))
         spec = self.watch.spec

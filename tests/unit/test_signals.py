@@ -361,6 +361,13 @@ def run_stage(probe, clock: FakeClock, on_measurement=None):
     )  # fmt: skip
 
 
+def test_each_pattern_may_carry_its_own_flags() -> None:
+    watch = LogWatch(ListSource(), logs_spec(patterns=["(?i)traceback", "^FATAL"]))
+    assert watch.matches("Traceback (most recent call last):")
+    assert watch.matches("FATAL: out of memory")
+    assert not watch.matches("all good, no FATAL here")
+
+
 def test_error_lines_roll_back_a_stage_whose_metrics_are_healthy() -> None:
     source = ListSource()
     source.lines.append("ERROR before the stage: not counted")
