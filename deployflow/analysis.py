@@ -91,6 +91,8 @@ class Measurement:
     breaches: tuple[Breach, ...] = ()
     note: str = ""
     control: MetricSample | None = None  # the stable version over the same window
+    # What other signals saw (log lines matching the error patterns, firing alerts).
+    evidence: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         control = self.control
@@ -103,6 +105,7 @@ class Measurement:
             "error": self.sample.error,
             "breaches": [b.to_dict() for b in self.breaches],
             "note": self.note,
+            "evidence": list(self.evidence),
             "stable": None
             if control is None
             else {

@@ -19,6 +19,7 @@ from deployflow.providers import registry
 from deployflow.providers.base import (
     Annotator,
     BuildContext,
+    Dependency,
     FlagProvider,
     Metrics,
     Notifier,
@@ -27,6 +28,7 @@ from deployflow.providers.base import (
     Target,
     close_backend,
 )
+from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
 
@@ -52,6 +54,10 @@ class Backends(BaseModel):
     http_transport: httpx.BaseTransport | None = None
     # The spec's flags.provider; None when the spec releases no feature flags.
     flags: FlagProvider | None = None
+    # The spec's logs, alerts and dependencies sections (None / empty when it has none).
+    logs: LogWatch | None = None
+    alerts: AlertWatch | None = None
+    dependencies: tuple[Dependency, ...] = ()
 
     @model_serializer
     def _describe(self) -> dict[str, Any]:
@@ -64,6 +70,9 @@ class Backends(BaseModel):
             "flags": self.flags.describe() if self.flags else None,
             "on_call": self.on_call.describe() if self.on_call is not None else None,
             "annotators": [a.describe() for a in self.annotators],
+            "logs": self.logs.describe() if self.logs is not None else None,
+            "alerts": self.alerts.describe() if self.alerts is not None else None,
+            "dependencies": [d.describe() for d in self.dependencies],
         }
 
     def close(self) -> None:
@@ -90,8 +99,13 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
     """
     if not ctx.service:
         ctx = replace(ctx, service=spec.service)
+    target: Target = registry.build("target", spec.target, ctx)
+    ctx = replace(ctx, target=target)
+    logs = None
+    if spec.logs is not None:
+        logs = LogWatch(registry.build("logs", spec.logs.source, ctx), spec.logs)
     return Backends(
-        target=registry.build("target", spec.target, ctx),
+        target=target,
         router=registry.build("router", spec.router, ctx),
         metrics=registry.build("metrics", spec.metrics, ctx),
         notifiers=tuple(
@@ -107,4 +121,7 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
             if spec.notifications.on_call is not None
             else None
         ),
+        logs=logs,
+        alerts=AlertWatch(registry.build("alerts", spec.alerts, ctx)) if spec.alerts else None,
+        dependencies=tuple(registry.build("dependency", d, ctx) for d in spec.dependencies),
     )

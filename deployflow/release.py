@@ -435,6 +435,10 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Signal evidence lines (log lines, alerts) an incident report shows at most.
+MAX_EVIDENCE_SHOWN = 30
+
+
 def incident_markdown(outcome: ReleaseOutcome) -> str:
     """The incident report artifact written when a rollback happened."""
     r = outcome.rollback
@@ -468,6 +472,10 @@ def incident_markdown(outcome: ReleaseOutcome) -> str:
                 f"{_fmt(m.sample.p95_seconds, 'p95_seconds')} | "
                 f"{_fmt(m.sample.requests, 'requests')} | {_cell(m.note)} |"
             )
+    signals = list(dict.fromkeys(e for m in ev.last_measurements for e in m.evidence))
+    if signals:
+        lines += ["", "Log lines matching the error patterns, and alerts that fired:", "", "```"]
+        lines += [*signals[-MAX_EVIDENCE_SHOWN:], "```"]
     if ev.traffic_at_trigger:
         lines += ["", f"Traffic when the trigger fired: {ev.traffic_at_trigger}"]
     if ev.router_after:

@@ -24,6 +24,7 @@ from deployflow.analysis import (
     evaluate,
 )
 from deployflow.providers.base import Metrics
+from deployflow.signals import SignalProbe, with_signals
 from deployflow.spec import AnalysisSpec
 from deployflow.stats import Histogram, wilson_bounds
 
@@ -165,6 +166,7 @@ def observe_stage(
     on_measurement: Callable[[Measurement], None] | None = None,
     gone: Callable[[], str | None] | None = None,
     control_version: str | None = None,
+    signals: Sequence[SignalProbe] = (),
 ) -> StageResult:
     """Measure ``version`` every interval until the stage promotes or rolls back.
 
@@ -181,6 +183,9 @@ def observe_stage(
     of each look is set so that all the looks of the stage together keep the stated confidence.
     Once the stage is longer than ``window_seconds``, each look also checks that recent window
     alone, which only ever fails a stage (a fault that starts late shows there at once).
+
+    ``signals`` (the logs, the alerts; already bound to the version) are asked at every look and
+    folded into its measurement: the worst outcome counts (``deployflow.signals.with_signals``).
     """
     looks = looks_in_stage(observe_seconds, interval_seconds, thresholds.max_hold_measurements)
     # A stage longer than the window also checks the recent window at each look, so a fault that
@@ -213,12 +218,18 @@ def observe_stage(
                 )
 
             measurement = measure(window)
+            requests = measurement.sample.requests
             if recent_too and window > window_seconds + 1e-9:
                 recent = measure(window_seconds)
                 if recent.outcome is Outcome.FAILED and measurement.outcome is not Outcome.FAILED:
                     measurement = replace(
                         recent, note=f"over the last {window_seconds:g} s: {recent.note}"
                     )
+            if signals:
+                elapsed = clock() - start
+                measurement = with_signals(
+                    measurement, [probe(elapsed, requests) for probe in signals]
+                )
         measurements.append(measurement)
         if on_measurement is not None:
             on_measurement(measurement)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, cast
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from deployflow.checks.spec import PreChecksSpec
 from deployflow.concurrency import ConcurrencyMode
@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     FlagProviderSpec: TypeAlias = StrictModel
     OnCallSpec: TypeAlias = OnCallSection
     AnnotatorSpec: TypeAlias = StrictModel
+    LogSourceSpec: TypeAlias = StrictModel
+    AlertsSpec: TypeAlias = StrictModel
+    DependencySpec: TypeAlias = StrictModel
 else:
     TargetSpec = spec_union("target")
     RouterSpec = spec_union("router")
@@ -72,6 +75,9 @@ else:
     AnnotatorSpec = spec_union("annotator")
     NotifierSpec = spec_union("notifier")
     FlagProviderSpec = spec_union("flags")
+    LogSourceSpec = spec_union("logs")
+    AlertsSpec = spec_union("alerts")
+    DependencySpec = spec_union("dependency")
 
 
 class AnalysisSpec(StrictModel):
@@ -243,6 +249,52 @@ class FlagsSpec(StrictModel):
         return _check_steps(steps)
 
 
+class LogsSpec(StrictModel):
+    """The canary's logs as a signal: lines matching an error pattern, counted each interval
+    like the metrics; over the threshold fails the measurement, unreadable logs are an Error."""
+
+    source: LogSourceSpec = Field(
+        description="Where the version's logs are read, by kind: "
+        + ", ".join(b.kind for b in kinds("logs"))
+    )
+    patterns: list[str] = Field(
+        min_length=1,
+        description="Regular expressions (Python syntax); a line matching any is an error line.",
+    )
+    max_per_minute: float | None = Field(
+        None, ge=0, description="Most error lines per minute (never less than one minute's)."
+    )
+    max_per_1k_requests: float | None = Field(
+        None,
+        ge=0,
+        description="Most error lines per 1,000 requests the metrics counted (never less than "
+        "1,000 requests' worth); used when the request count is known, else max_per_minute.",
+    )
+    evidence_lines: int = Field(
+        10, ge=1, le=100, description="Matching lines kept as evidence for the incident report."
+    )
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            if not pattern:
+                raise ValueError(f"pattern {index} is empty (it would match every line)")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern {index} {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _threshold(self) -> LogsSpec:
+        if self.max_per_minute is None and self.max_per_1k_requests is None:
+            raise ValueError("give max_per_minute and/or max_per_1k_requests")
+        return self
+
+
 class NotificationsSpec(StrictModel):
     """Announcements and who is on call."""
 
@@ -312,6 +364,30 @@ class ServiceSpec(StrictModel):
             "ends (a Prefect global concurrency limit per service and environment)."
         ),
     )
+    logs: LogsSpec | None = Field(
+        None, description="The canary's logs as a signal: error patterns and a threshold."
+    )
+    alerts: AlertsSpec | None = Field(
+        None,
+        description="Alerts as a signal, by kind: "
+        + ", ".join(b.kind for b in kinds("alerts"))
+        + "; a matching alert firing before the deploy blocks it, during a stage fails it.",
+    )
+    dependencies: list[DependencySpec] = Field(
+        default_factory=list,
+        description="Services this one depends on, by kind: "
+        + ", ".join(b.kind for b in kinds("dependency"))
+        + "; one down blocks the deploy and fails verification.",
+    )
+
+    @field_validator("dependencies")
+    @classmethod
+    def _unique_dependencies(cls, dependencies: list[Any]) -> list[Any]:
+        names = [d.name for d in dependencies]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"dependency names must be unique: {', '.join(twice)} given twice")
+        return dependencies
 
 
 def _interpolate(
@@ -358,6 +434,8 @@ _BACKEND_SECTIONS: dict[str, Role] = {
     "metrics": "metrics",
     "notifications": "notifier",
     "flags": "flags",
+    "alerts": "alerts",
+    "dependencies": "dependency",
 }
 
 
@@ -408,6 +486,8 @@ def _validated(
                 role = "on_call"
             if loc[:2] == ("notifications", "dashboards"):
                 role = "annotator"
+            if loc[:2] == ("logs", "source"):
+                role = "logs"
             if role:
                 loc = _without_kind_tag(loc, role)
             if role and error["type"] in ("literal_error", "union_tag_invalid"):

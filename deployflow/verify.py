@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from deployflow.analysis import Outcome, Thresholds, evaluate
-from deployflow.providers.base import Instance, Metrics, Router, Target
+from deployflow.providers.base import AlertSource, Dependency, Instance, Metrics, Router, Target
 from deployflow.spec import SmokeRequest
 from deployflow.stats import binomial_tail
 
@@ -151,6 +151,30 @@ def check_metrics(
     )
 
 
+def check_dependency(dependency: Dependency) -> VerificationCheck:
+    """A service this one depends on is up (it names the one that is down)."""
+    status = dependency.check()
+    return VerificationCheck(
+        f"dependency: {status.name}", status.ok, True, status.detail, "dependency"
+    )
+
+
+def check_alerts(alerts: AlertSource) -> VerificationCheck:
+    """No alert matching the spec's matchers fires; an Alertmanager that cannot be asked fails
+    the check (a release is never called healthy on missing evidence)."""
+    read = alerts.firing()
+    if read.error is not None:
+        return VerificationCheck(
+            "alerts", False, True, f"cannot be evaluated: {read.error}", "alerts"
+        )
+    if read.alerts:
+        shown = "; ".join(str(a) for a in read.alerts[:5])
+        return VerificationCheck(
+            "alerts", False, True, f"firing: {shown}", "alerts", float(len(read.alerts)), 0.0
+        )
+    return VerificationCheck("alerts", True, True, f"none firing ({alerts.describe()})", "alerts")
+
+
 def verify_version(
     instance: Instance,
     *,
@@ -164,6 +188,8 @@ def verify_version(
     client: httpx.Client,
     metrics_required: bool = True,
     expected_error_rate: float = 0.0,
+    dependencies: Sequence[Dependency] = (),
+    alerts: AlertSource | None = None,
 ) -> VerificationReport:
     """Step 7 (and the rollback's own check): the health endpoint of ``instance``, the smoke
     requests and critical paths through the router, and the metrics of its version.
@@ -173,6 +199,9 @@ def verify_version(
     (``metrics_required``). The
     version a rollback restored is judged on what is available: when metrics are down, its health
     and smoke requests decide, and the report says the metrics were unavailable.
+
+    Each of ``dependencies`` must be up, and no alert of ``alerts`` may fire (the rollback's check
+    leaves the alerts out: those the canary set off take a while to resolve).
     """
     checks = [check_health(client, target.health_url(instance), name=f"health: {instance.version}")]
     checks.extend(
@@ -195,6 +224,9 @@ def verify_version(
             required=metrics_required,
         )
     )
+    checks.extend(check_dependency(d) for d in dependencies)
+    if alerts is not None:
+        checks.append(check_alerts(alerts))
     return VerificationReport(tuple(checks))
 
 

@@ -95,7 +95,7 @@ def blue_green(
     result.verification = verify_instance(
         green, target=b.target, router=b.router, metrics=b.metrics, smoke=smoke,
         analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
-        transport=b.http_transport,
+        transport=b.http_transport, dependencies=b.dependencies, alerts=b.alerts,
     )  # fmt: skip
     result.trigger = verification_trigger(result.verification)
     if result.trigger is not None:
@@ -114,7 +114,7 @@ def blue_green(
         b.metrics, b.target, b.router, b.ledger, deployment_id,
         version=green.version, index=len(result.stages), weight=100,
         observe_seconds=plan.keep_previous_seconds, analysis=analysis,
-        baseline_p95_seconds=baseline_p95_seconds,
+        baseline_p95_seconds=baseline_p95_seconds, logs=b.logs, alerts=b.alerts,
     )  # fmt: skip
     result.stages.append(kept)
     if kept.verdict is not Verdict.PROMOTE:

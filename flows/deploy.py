@@ -71,6 +71,7 @@ from tasks.prechecks import github_token, pre_deployment_check, publish_precheck
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
 from tasks.story import write_report
+from tasks.signals import preflight_signals
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan, record_start
 from tasks.verify import verify_instance
@@ -333,7 +334,16 @@ def start_new_version(
 ) -> Instance | None:
     """Step 5: the backends' own checks, the stable version's P95 baseline, then the new version
     started and healthy. None (with the outcome ended) when the deploy cannot go on; no traffic
-    has moved then."""
+    has moved then.
+
+    First of all, do not deploy into an incident: matching alerts already firing, or a
+    dependency already down, block the deploy before anything starts."""
+    if b.alerts is not None or b.dependencies:
+        problems = preflight_signals(b.alerts, b.dependencies)
+        if problems:
+            blocked = "; ".join(problems)
+            ended(outcome, "aborted", f"blocked before any traffic moved: {blocked}")
+            return None
     try:
         preflight(b.router, b.target)
     except Exception as exc:
@@ -476,6 +486,8 @@ def roll_out_and_verify(
             baseline_p95_seconds=latest_stable_p95(outcome.stages, outcome.baseline_p95_seconds),
             transport=b.http_transport,
             expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
+            dependencies=b.dependencies,
+            alerts=b.alerts,
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")

@@ -81,6 +81,7 @@ def rollback(
         transport=backends.http_transport,
         metrics_required=False,
         expected_error_rate=stable_error_rate,
+        dependencies=backends.dependencies,
     )
     record = RollbackRecord(
         trigger,

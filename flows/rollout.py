@@ -61,6 +61,8 @@ def progressive_rollout(
             analysis=analysis,
             baseline_p95_seconds=fallback_p95,
             control_version=stable.version if stable is not None else None,
+            logs=backends.logs,
+            alerts=backends.alerts,
         )
         results.append(result)
         fallback_p95 = next_baseline(fallback_p95, result)

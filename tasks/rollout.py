@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from deployflow.analysis import Measurement
 from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
 from deployflow.rollout import StageResult, observe_stage, thresholds_from
+from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import AnalysisSpec
 from deployflow.tracking.ledger import Ledger
 from tasks.retry_policy import QUICK_CALL, no_retries, observation_timeout, retried
@@ -67,11 +68,16 @@ def observe_canary_stage(
     analysis: AnalysisSpec,
     baseline_p95_seconds: float | None,
     control_version: str | None = None,
+    logs: LogWatch | None = None,
+    alerts: AlertWatch | None = None,
 ) -> StageResult:
     """Measure the canary every interval, against ``control_version`` (the stable version) over
     the same window, until the stage promotes or rolls back; a canary the target no longer runs,
-    or whose router slot is down (its health check failing), fails the stage at once."""
+    or whose router slot is down (its health check failing), fails the stage at once. ``logs``
+    and ``alerts`` (the spec's sections) are judged at every look beside the metrics."""
     logger = get_run_logger()
+    # Bound now, as the stage begins: the logs are read from here on.
+    signals = [watch.probe(version) for watch in (logs, alerts) if watch is not None]
 
     def gone() -> str | None:
         instance = next((i for i in target.instances() if i.version == version), None)
@@ -115,6 +121,7 @@ def observe_canary_stage(
         on_measurement=log,
         gone=gone,
         control_version=control_version,
+        signals=signals,
     )
     ledger.stage_observed(deployment_id, result)
     if result.reason:

@@ -8,8 +8,9 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployflow.providers.base import Instance, Metrics, Router, Target
+from deployflow.providers.base import Dependency, Instance, Metrics, Router, Target
 from deployflow.rollout import thresholds_from
+from deployflow.signals import AlertWatch
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.verify import VerificationReport, frontend_answers, verify_version
 from tasks.retry_policy import QUICK_CALL, VERIFY, retried
@@ -33,8 +34,11 @@ def verify_instance(
     transport: httpx.BaseTransport | None = None,
     metrics_required: bool = True,
     expected_error_rate: float = 0.0,
+    dependencies: Sequence[Dependency] = (),
+    alerts: AlertWatch | None = None,
 ) -> VerificationReport:
-    """Health endpoint, smoke requests and critical paths through the router, metrics.
+    """Health endpoint, smoke requests and critical paths through the router, metrics, the
+    dependencies (each named), and the alerts (when given).
 
     ``metrics_required`` False (the rollback's check of the restored version) lets health and
     smoke decide when metrics cannot be had. ``expected_error_rate`` is the stable version's
@@ -53,6 +57,8 @@ def verify_instance(
             client=client,
             metrics_required=metrics_required,
             expected_error_rate=expected_error_rate,
+            dependencies=dependencies,
+            alerts=alerts.source if alerts is not None else None,
         )
     logger = get_run_logger()
     for c in report.checks:

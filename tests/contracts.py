@@ -14,7 +14,10 @@ import pytest
 
 from deployflow.analysis import MetricSample
 from deployflow.providers.base import (
+    AlertSource,
+    Dependency,
     Instance,
+    LogSource,
     Metrics,
     MetricsOverTime,
     NotificationResult,
@@ -170,3 +173,70 @@ class NotifierContract:
         result = failing_notifier.post("rolling back shop v3")
         assert not result.ok
         assert result.error
+
+
+class LogSourceContract:
+    """Fixtures: ``log_source`` (a source) with ``write_log`` (appends a line to a version's
+    logs), and ``unreadable_log_source``."""
+
+    def test_is_a_log_source(self, log_source: LogSource) -> None:
+        assert isinstance(log_source, LogSource)
+        assert log_source.describe()
+
+    def test_a_read_returns_each_new_line_once(self, log_source: LogSource, write_log) -> None:
+        write_log("c1", "before the stage")
+        first = log_source.read("c1", None)
+        assert (first.lines, first.error) == ((), None)
+        write_log("c1", "ERROR one")
+        write_log("c1", "two")
+        second = log_source.read("c1", first.cursor)
+        assert (second.lines, second.error) == (("ERROR one", "two"), None)
+        assert log_source.read("c1", second.cursor).lines == ()
+        write_log("c1", "three")
+        assert log_source.read("c1", second.cursor).lines == ("three",)
+
+    def test_logs_that_cannot_be_read_are_an_error_value_never_an_exception(
+        self, unreadable_log_source: LogSource
+    ) -> None:
+        first = unreadable_log_source.read("c1", None)
+        read = unreadable_log_source.read("c1", first.cursor)
+        assert read.error
+        assert read.lines == ()
+
+
+class AlertSourceContract:
+    """Fixtures: ``alert_source`` with ``fire_alert`` (makes an alert matching the source's
+    matchers fire, by name) and ``unreachable_alert_source``."""
+
+    def test_is_an_alert_source(self, alert_source: AlertSource) -> None:
+        assert isinstance(alert_source, AlertSource)
+        assert alert_source.describe()
+
+    def test_a_matching_alert_is_reported_by_name(self, alert_source: AlertSource, fire_alert):
+        fire_alert("ContractCheckout")
+        read = alert_source.firing()
+        assert read.error is None
+        assert "ContractCheckout" in read.names
+
+    def test_an_unreachable_source_is_an_error_value_never_an_exception(
+        self, unreachable_alert_source: AlertSource
+    ) -> None:
+        read = unreachable_alert_source.firing()
+        assert read.error
+        assert read.alerts == ()
+
+
+class DependencyContract:
+    """Fixtures: ``up_dependency`` and ``down_dependency``."""
+
+    def test_an_up_dependency_is_ok(self, up_dependency: Dependency) -> None:
+        assert isinstance(up_dependency, Dependency)
+        status = up_dependency.check()
+        assert status.ok, status.detail
+        assert status.name == up_dependency.name
+
+    def test_a_down_dependency_is_named_never_an_exception(self, down_dependency: Dependency):
+        status = down_dependency.check()
+        assert not status.ok
+        assert status.name == down_dependency.name
+        assert status.detail

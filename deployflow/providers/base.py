@@ -244,6 +244,21 @@ class RequestBreakdown:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class LogRead:
+    """Log lines of one version written after a cursor.
+
+    Attributes:
+        lines: The new lines, oldest first, without line endings.
+        cursor: Where this read ended; pass it to the next ``read``. Opaque to the caller.
+        error: Why the logs could not be read (None when they were); never a secret.
+    """
+
+    lines: tuple[str, ...] = ()
+    cursor: object | None = None
+    error: str | None = None
+
+
 @runtime_checkable
 class MetricsOverTime(Metrics, Protocol):
     """A metrics backend that also answers for a past time range (Prometheus' range queries):
@@ -265,6 +280,81 @@ class MetricsOverTime(Metrics, Protocol):
     def breakdown(self, version: str, start: datetime, end: datetime) -> RequestBreakdown:
         """Requests of ``version`` between ``start`` and ``end`` by endpoint and status code."""
         ...
+
+
+@runtime_checkable
+class LogSource(Protocol):
+    """Where the logs of a version are read (a file glob, a command such as ``journalctl`` or
+    ``kubectl logs``, the target's own logs). An observation: ``read`` never raises, logs that
+    cannot be read are ``LogRead.error`` (the analysis counts it as an Error measurement)."""
+
+    def read(self, version: str, cursor: object | None) -> LogRead:
+        """The lines of ``version`` written after ``cursor``; with ``cursor`` None, no lines and
+        a cursor at the end of the logs now (where a stage starts reading)."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class FiringAlert:
+    """One alert that fires now: its name, its labels, since when, and its summary if any."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    starts_at: str = ""
+    summary: str = ""
+
+    def __str__(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.labels if k != "alertname")
+        text = f"{self.name}{{{shown}}}" if shown else self.name
+        if self.starts_at:
+            text += f" since {self.starts_at}"
+        return text + (f" ({self.summary})" if self.summary else "")
+
+
+@dataclass(frozen=True)
+class AlertsRead:
+    """The alerts matching the spec's matchers that fire now (active, not silenced or
+    inhibited), or why they could not be asked for (``error``)."""
+
+    alerts: tuple[FiringAlert, ...] = ()
+    error: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({a.name for a in self.alerts})
+
+
+@runtime_checkable
+class AlertSource(Protocol):
+    """Which alerts fire now (Alertmanager). An observation: never raises."""
+
+    def firing(self) -> AlertsRead: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class DependencyStatus:
+    """Whether one service this one depends on is up, with the figure or answer that shows it."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@runtime_checkable
+class Dependency(Protocol):
+    """A service the deployed one depends on (a database, a payment API). An observation:
+    ``check`` never raises; a dependency that cannot be checked is not ok."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self) -> DependencyStatus: ...
+
+    def describe(self) -> str: ...
 
 
 @runtime_checkable
@@ -446,6 +536,9 @@ class BuildContext:
     # {service} and {environment}); empty where no run is at hand.
     service: str = ""
     environment: str = ""
+    # The run's target, for backends that read through it (the ``target`` log source); None
+    # until ``connect`` has built it.
+    target: Target | None = None
 
     def load_block(self, block_type: str, name: str, field_path: str) -> Any:
         """The named block, or a ``BackendConfigError`` that names ``field_path``."""

@@ -2,7 +2,7 @@
 
 The spec's backend sections (``target``, ``router``, ``metrics``, ``notifications.notifiers``,
 ``notifications.on_call``,
-``notifications.dashboards``) are
+``notifications.dashboards``, ``logs.source``, ``alerts``, ``dependencies``) are
 discriminated unions on ``kind`` built from this table, so an unknown kind is a spec error listing
 the known ones, and ``build`` dispatches on the section's model. Adding a backend is one module
 (its spec model, its class with ``from_spec``), and one line here.
@@ -18,10 +18,14 @@ from pydantic import Field
 
 from deployflow.flags.flagd_file import FlagdFileProvider, FlagdFileSpec
 from deployflow.notify.slack import SlackNotifier, SlackNotifierSpec
+from deployflow.providers.alertmanager import AlertmanagerAlerts, AlertmanagerSpec
 from deployflow.providers.base import (
+    AlertSource,
     Annotator,
     BuildContext,
+    Dependency,
     FlagProvider,
+    LogSource,
     Metrics,
     Notifier,
     OnCall,
@@ -34,17 +38,42 @@ from deployflow.providers.command import (
     CommandTarget,
     CommandTargetSpec,
 )
+from deployflow.providers.dependencies import (
+    HttpDependency,
+    HttpDependencySpec,
+    PrometheusDependency,
+    PrometheusDependencySpec,
+)
 from deployflow.providers.github_actions import GitHubActionsTarget, GitHubActionsTargetSpec
 from deployflow.providers.grafana import GrafanaAnnotationsSpec, GrafanaAnnotator
 from deployflow.providers.haproxy import HAProxyRouter, HAProxyRouterSpec
 from deployflow.providers.local_process import LocalProcessTarget, LocalProcessTargetSpec
+from deployflow.providers.logs import (
+    CommandLogSource,
+    CommandLogSourceSpec,
+    FileLogSource,
+    FileLogSourceSpec,
+    TargetLogSource,
+    TargetLogSourceSpec,
+)
 from deployflow.providers.nginx import NginxRouter, NginxRouterSpec
 from deployflow.providers.oncall import StaticOnCall, StaticOnCallSpec
 from deployflow.providers.pagerduty import PagerDutyOnCall, PagerDutyOnCallSpec
 from deployflow.providers.prometheus import PrometheusMetrics, PrometheusMetricsSpec
 from deployflow.spec_types import StrictModel
 
-Role = Literal["target", "router", "metrics", "notifier", "flags", "on_call", "annotator"]
+Role = Literal[
+    "target",
+    "router",
+    "metrics",
+    "notifier",
+    "flags",
+    "on_call",
+    "annotator",
+    "logs",
+    "alerts",
+    "dependency",
+]
 B = TypeVar("B")
 S = TypeVar("S", bound=StrictModel)
 
@@ -86,6 +115,14 @@ BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("on_call", PagerDutyOnCallSpec, PagerDutyOnCall.from_spec),
     BackendKind("on_call", StaticOnCallSpec, _without_context(StaticOnCall.from_spec)),
     BackendKind("annotator", GrafanaAnnotationsSpec, GrafanaAnnotator.from_spec),
+    BackendKind("logs", FileLogSourceSpec, _without_context(FileLogSource.from_spec)),
+    BackendKind("logs", CommandLogSourceSpec, _without_context(CommandLogSource.from_spec)),
+    BackendKind("logs", TargetLogSourceSpec, TargetLogSource.from_spec),
+    BackendKind("alerts", AlertmanagerSpec, _without_context(AlertmanagerAlerts.from_spec)),
+    BackendKind("dependency", HttpDependencySpec, _without_context(HttpDependency.from_spec)),
+    BackendKind(
+        "dependency", PrometheusDependencySpec, _without_context(PrometheusDependency.from_spec)
+    ),
 )
 
 _CONTRACTS: dict[Role, type] = {
@@ -96,6 +133,9 @@ _CONTRACTS: dict[Role, type] = {
     "flags": FlagProvider,
     "on_call": OnCall,
     "annotator": Annotator,
+    "logs": LogSource,
+    "alerts": AlertSource,
+    "dependency": Dependency,
 }
 
 

@@ -6,7 +6,10 @@ App endpoints (``/``, ``/api/items``, ``/api/checkout``) answer after a base lat
 15-20 ms, so the P95 of two healthy versions agree closely and the canary analysis (roll back when
 canary P95 > 2x stable P95) does not trip on noise. ``DEPLOYFLOW_DEMO_FAULTS`` makes a version
 misbehave, e.g. ``{"v2": {"error_rate": 0.2, "latency_ms": 300}}``; ``/healthz`` stays healthy under
-faults on purpose, because a bad release often passes its health check.
+faults on purpose, because a bad release often passes its health check. Every injected failure
+writes an ``ERROR`` line to the version's output (its log file in the sandbox) and counts in
+``deployflow_demo_log_errors_total``; ``log_errors`` makes that fraction of requests log an error
+while still answering 200 on time (a fault only the logs, or an alert on that counter, show).
 
 Feature flags: with ``--flags FILE`` the app evaluates the flag ``new-checkout`` per request with
 OpenFeature (``openfeature-sdk`` and ``openfeature-provider-flagd`` reading the flagd file
@@ -44,7 +47,9 @@ JITTER_SECONDS = 0.003
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
-_FAULT_KEYS = frozenset({"error_rate", "latency_ms", "new_checkout_error_rate", "error_paths"})
+_FAULT_KEYS = frozenset(
+    {"error_rate", "latency_ms", "new_checkout_error_rate", "error_paths", "log_errors"}
+)
 NEW_CHECKOUT_FLAG = "new-checkout"
 # Evaluates a boolean flag for a targeting key.
 FlagEvaluator = Callable[[str, str], bool]
@@ -66,12 +71,14 @@ class Fault:
         error_paths: The app paths ``error_rate`` applies to; empty: every app path. A fault in
             a page no smoke request covers passes every check sent straight to the version and
             shows only under users' traffic.
+        log_errors: Fraction of app requests that log an ERROR line but answer 200 on time.
     """
 
     error_rate: float = 0.0
     latency_ms: float = 0.0
     new_checkout_error_rate: float = 0.0
     error_paths: frozenset[str] = frozenset()
+    log_errors: float = 0.0
 
 
 def parse_faults(raw: str | None) -> dict[str, Fault]:
@@ -110,14 +117,20 @@ def parse_faults(raw: str | None) -> dict[str, Fault]:
         if unknown:
             raise FaultConfigError(
                 f"{where} has unknown key(s) {unknown}; allowed: 'error_rate', 'latency_ms', "
-                "'new_checkout_error_rate', 'error_paths'"
+                "'new_checkout_error_rate', 'error_paths', 'log_errors'"
             )
         error_rate = _number(entry.get("error_rate", 0.0), f"{where}.error_rate")
         latency_ms = _number(entry.get("latency_ms", 0.0), f"{where}.latency_ms")
         new_checkout = _number(
             entry.get("new_checkout_error_rate", 0.0), f"{where}.new_checkout_error_rate"
         )
-        for name, rate in (("error_rate", error_rate), ("new_checkout_error_rate", new_checkout)):
+        log_errors = _number(entry.get("log_errors", 0.0), f"{where}.log_errors")
+        rates = (
+            ("error_rate", error_rate),
+            ("new_checkout_error_rate", new_checkout),
+            ("log_errors", log_errors),
+        )
+        for name, rate in rates:
             if not 0.0 <= rate <= 1.0:
                 raise FaultConfigError(f"{where}.{name} must be between 0 and 1, got {rate}")
         if latency_ms < 0:
@@ -132,6 +145,7 @@ def parse_faults(raw: str | None) -> dict[str, Fault]:
             latency_ms=latency_ms,
             new_checkout_error_rate=new_checkout,
             error_paths=frozenset(paths),
+            log_errors=log_errors,
         )
     return faults
 
@@ -160,6 +174,12 @@ class DemoMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.log_errors = Counter(
+            "deployflow_demo_log_errors",
+            "ERROR lines the service logged, by version (what an alert rule on logs watches).",
+            ("version",),
+            registry=self.registry,
+        )
 
 
 class DemoApp:
@@ -173,8 +193,10 @@ class DemoApp:
         rng: random.Random | None = None,
         base_latency: float = BASE_LATENCY_SECONDS,
         flags: FlagEvaluator | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.version = version
+        self.log = log or _print_line
         self.flags = flags
         self.fault = fault
         self.base_latency = base_latency
@@ -185,6 +207,7 @@ class DemoApp:
             for code in ("200", "500"):
                 self.metrics.requests.labels(version, code, path)
         self.metrics.duration.labels(version)
+        self.metrics.log_errors.labels(version)
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()  # random.Random is not documented as thread-safe
         self._served = 0
@@ -200,6 +223,12 @@ class DemoApp:
         except Exception:  # a flag that cannot be read must never break checkout
             return False
 
+    def log_error(self, message: str) -> None:
+        """One ERROR line in the service's log, counted in its metrics."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.log(f"{stamp} ERROR {self.version} {message}")
+        self.metrics.log_errors.labels(self.version).inc()
+
     def handle_app_request(self, path: str, user: str | None = None) -> tuple[int, dict[str, Any]]:
         """Serve an app endpoint: wait the latency, maybe fail, record metrics. ``user`` is the
         flags' targeting key (one per request when None)."""
@@ -212,6 +241,8 @@ class DemoApp:
             n = self._served
             self._served += 1
             failed = int((n + 1) * self.fault.error_rate) > int(n * self.fault.error_rate)
+            rate = self.fault.log_errors
+            logs_error = int((n + 1) * rate) > int(n * rate)
         if self.fault.error_paths and path not in self.fault.error_paths:
             failed = False
         new_path = path == "/api/checkout" and self.new_checkout(user or f"request-{n}")
@@ -223,17 +254,26 @@ class DemoApp:
         time.sleep(self.base_latency + jitter + self.fault.latency_ms / 1000.0)
         if failed:
             status, body = 500, {"error": "injected fault", "version": self.version}
-            # Failed requests are logged (successes are not): the tail of this log is what an
-            # incident report shows around its trigger.
-            at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            print(f"{at} ERROR GET {path} -> 500: injected fault", flush=True)
+            self.log_error(f"{path} answered 500: injected fault")
         else:
+            if logs_error:
+                self.log_error(f"{path}: injected fault (log_errors): order sync failed, retried")
             status, body = 200, {"version": self.version, "path": path}
             if path == "/api/checkout":
                 body["checkout"] = "new" if new_path else "old"
         self.metrics.requests.labels(self.version, str(status), path).inc()
         self.metrics.duration.labels(self.version).observe(time.perf_counter() - started)
         return status, body
+
+
+_OUTPUT_LOCK = threading.Lock()
+
+
+def _print_line(line: str) -> None:
+    # One lock: lines written by the serving threads never interleave.
+    with _OUTPUT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def _handler_class(app: DemoApp) -> type[BaseHTTPRequestHandler]:
@@ -315,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     print(
         f"demo_app {args.version} listening on {args.host}:{args.port} "
-        f"(error_rate={fault.error_rate}, latency_ms={fault.latency_ms})",
+        f"(error_rate={fault.error_rate}, latency_ms={fault.latency_ms}, "
+        f"log_errors={fault.log_errors})",
         flush=True,
     )
     try:

@@ -98,6 +98,19 @@ class ManagedProcess:
         """Start, then poll ``ready`` until it is truthy; stop and raise ``error`` with the
         server's own output when it exits or is not ready in time."""
         self.start()
+        self.wait_until(ready, timeout=timeout, what=what, error=error, interval=interval)
+
+    def wait_until(
+        self,
+        ready: Callable[[], object],
+        *,
+        timeout: float,
+        what: str,
+        error: type[Exception],
+        interval: float = 0.05,
+    ) -> None:
+        """Poll ``ready`` of a started child until it is truthy; stop it and raise ``error``
+        with its own output when it exits or is not ready in time."""
         try:
             wait_for(
                 lambda: self.exited() or ready(), timeout=timeout, interval=interval, what=what

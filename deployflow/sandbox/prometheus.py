@@ -20,6 +20,33 @@ from deployflow.sandbox.processes import ManagedProcess
 
 JOB_NAME = "deployflow-demo"
 
+# The sandbox's alert rule: a version that logged ERROR lines in the last 10 seconds. It watches
+# the demo app's count of its own error lines (a log-based metric, as teams derive with mtail or
+# Loki), so a fault that only shows in the logs also raises an alert.
+ALERT_LOG_ERRORS = "DemoLogErrors"
+
+
+def render_rules() -> str:
+    """The sandbox's alerting rules (JSON is valid YAML), evaluated every second."""
+    rules: dict[str, Any] = {
+        "groups": [
+            {
+                "name": "deployflow-demo",
+                "interval": "1s",
+                "rules": [
+                    {
+                        "alert": ALERT_LOG_ERRORS,
+                        "expr": "sum by (version) "
+                        "(increase(deployflow_demo_log_errors_total[10s])) > 0",
+                        "labels": {"service": "demo", "severity": "page"},
+                        "annotations": {"summary": "{{ $labels.version }} logs ERROR lines"},
+                    }
+                ],
+            }
+        ]
+    }
+    return json.dumps(rules, indent=2) + "\n"
+
 
 class PrometheusError(RuntimeError):
     """Prometheus is missing or did not come up."""
@@ -32,8 +59,15 @@ def _binary() -> str:
     return found
 
 
-def render_config(targets_file: Path, scrape_interval: str) -> str:
-    """Prometheus configuration: one job whose targets come from ``targets_file``.
+def render_config(
+    targets_file: Path,
+    scrape_interval: str,
+    *,
+    rules_file: Path | None = None,
+    alertmanager: str | None = None,
+) -> str:
+    """Prometheus configuration: one job whose targets come from ``targets_file``; with
+    ``rules_file`` and ``alertmanager`` (``host:port``) its alerts go there.
 
     JSON is valid YAML, so the config is written as JSON and needs no YAML library.
     """
@@ -50,6 +84,10 @@ def render_config(targets_file: Path, scrape_interval: str) -> str:
             }
         ],
     }
+    if rules_file is not None:
+        config["rule_files"] = [str(rules_file)]
+    if alertmanager is not None:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     return json.dumps(config, indent=2) + "\n"
 
 
@@ -68,6 +106,7 @@ class LocalPrometheus:
         scrape_interval: str = "1s",
         *,
         start_timeout: float = 30.0,
+        alertmanager: str | None = None,
     ) -> None:
         """Prepare paths and a port; nothing runs yet.
 
@@ -76,13 +115,17 @@ class LocalPrometheus:
             targets_file: file_sd JSON file listing the scrape targets (created empty if absent).
             scrape_interval: Scrape interval as Prometheus writes durations ("1s").
             start_timeout: Seconds Prometheus gets to report ready.
+            alertmanager: ``host:port`` of an Alertmanager: the sandbox's alert rules are loaded
+                and their alerts sent there.
         """
+        self.alertmanager = alertmanager
         self.state_dir = Path(state_dir).resolve()
         self.targets_file = Path(targets_file).resolve()
         self.scrape_interval = scrape_interval
         self.start_timeout = start_timeout
         self.port = free_port()
         self.config_file = self.state_dir / "prometheus.yml"
+        self.rules_file = self.state_dir / "rules.yml"
         argv = [
             _binary(),
             f"--config.file={self.config_file}",
@@ -123,7 +166,16 @@ class LocalPrometheus:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.targets_file.exists():
             write_json_atomic(self.targets_file, [])
-        self.config_file.write_text(render_config(self.targets_file, self.scrape_interval))
+        if self.alertmanager is not None:
+            self.rules_file.write_text(render_rules())
+        self.config_file.write_text(
+            render_config(
+                self.targets_file,
+                self.scrape_interval,
+                rules_file=self.rules_file if self.alertmanager is not None else None,
+                alertmanager=self.alertmanager,
+            )
+        )
         self._process.start_and_wait(
             self._ready,
             timeout=self.start_timeout,

@@ -10,7 +10,8 @@ admin socket, the scrape targets file), because the deploy flow builds its own
         prometheus-targets.json                         Prometheus file_sd targets
         haproxy/                                        config, log, pid record, admin socket
         nginx/                                          (router "nginx") config, upstream file, log
-        prometheus/                                     config, TSDB, log, pid record
+        prometheus/                                     config, rules, TSDB, log, pid record
+        alertmanager/                                   config, state, log, pid record
         flags.json                                      flagd flag definitions (no flag at start)
         sandbox.json                                    env_vars() of the running sandbox
 """
@@ -31,6 +32,7 @@ from deployflow.polling import wait_for
 from deployflow.processes import stop_recorded, write_json_atomic
 from deployflow.providers.base import Router
 from deployflow.providers.local_process import LocalProcessTarget
+from deployflow.sandbox.alertmanager import LocalAlertmanager
 from deployflow.sandbox.haproxy import LocalHAProxy
 from deployflow.sandbox.nginx import LocalNginx
 from deployflow.sandbox.prometheus import LocalPrometheus
@@ -51,6 +53,7 @@ DEMO_APP_COMMAND = (
 SANDBOX_RPS = 100.0
 
 ENV_PROMETHEUS_URL = "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL"
+ENV_ALERTMANAGER_URL = "DEPLOYFLOW_SANDBOX_ALERTMANAGER_URL"
 ENV_HAPROXY_SOCKET = "DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET"
 ENV_FRONTEND_URL = "DEPLOYFLOW_SANDBOX_FRONTEND_URL"
 ENV_STATE_DIR = "DEPLOYFLOW_SANDBOX_STATE_DIR"
@@ -64,6 +67,7 @@ SandboxRouter = Literal["haproxy", "nginx"]
 
 _HAPROXY_RECORD = Path("haproxy") / "haproxy.pid.json"
 _PROMETHEUS_RECORD = Path("prometheus") / "prometheus.pid.json"
+_ALERTMANAGER_RECORD = Path("alertmanager") / "alertmanager.pid.json"
 _NGINX_RECORD = Path("nginx") / "nginx.pid.json"
 
 
@@ -162,6 +166,7 @@ class Sandbox:
         self.haproxy: LocalHAProxy | None = None
         self.nginx: LocalNginx | None = None
         self.prometheus: LocalPrometheus | None = None
+        self.alertmanager: LocalAlertmanager | None = None
         self.traffic: TrafficGenerator | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -170,6 +175,7 @@ class Sandbox:
         """Stop processes that an earlier, crashed sandbox in ``state_dir`` left running."""
         self.target.stop_all()
         stop_recorded(self.state_dir / _PROMETHEUS_RECORD)
+        stop_recorded(self.state_dir / _ALERTMANAGER_RECORD)
         stop_recorded(self.state_dir / _HAPROXY_RECORD)
         stop_recorded(self.state_dir / _NGINX_RECORD)
 
@@ -184,8 +190,13 @@ class Sandbox:
                 self.nginx = LocalNginx(self.state_dir / "nginx").start()
             else:
                 self.haproxy = LocalHAProxy(self.state_dir / "haproxy").start()
+            # Alertmanager comes up while Prometheus, v1 and the traffic start, so the sandbox
+            # starts about as fast as without it; Prometheus queues alerts until it answers.
+            self.alertmanager = LocalAlertmanager(self.state_dir / "alertmanager").launch()
             self.prometheus = LocalPrometheus(
-                self.state_dir / "prometheus", scrape_targets_file(self.state_dir)
+                self.state_dir / "prometheus",
+                scrape_targets_file(self.state_dir),
+                alertmanager=self.alertmanager.address,
             ).start()
             stable = self.target.start(self.initial_version)
             self.router().set_split(stable, None, 0)
@@ -196,6 +207,7 @@ class Sandbox:
                 # Each worker waits for its own answers: about 20 requests/s per worker.
                 workers=max(4, math.ceil(self.rps / 20)),
             ).start()
+            self.alertmanager.wait_ready()
             write_json_atomic(self.state_dir / "sandbox.json", self.env_vars())
         except BaseException:
             self.stop()
@@ -213,6 +225,8 @@ class Sandbox:
             steps.insert(0, ("traffic", self.traffic.stop))
         if self.prometheus is not None:
             steps.append(("prometheus", self.prometheus.stop))
+        if self.alertmanager is not None:
+            steps.append(("alertmanager", self.alertmanager.stop))
         if self.haproxy is not None:
             steps.append(("haproxy", self.haproxy.stop))
         if self.nginx is not None:
@@ -252,6 +266,12 @@ class Sandbox:
             raise RuntimeError("the sandbox is not running: use it as a context manager")
         return proxy, self.prometheus
 
+    def require_alertmanager(self) -> LocalAlertmanager:
+        """The sandbox's Alertmanager (which the Prometheus rules' alerts reach)."""
+        if self.alertmanager is None:
+            raise RuntimeError("the sandbox is not running: use it as a context manager")
+        return self.alertmanager
+
     def router(self) -> Router:
         """A router on the sandbox's HAProxy (or nginx)."""
         return self._require_running()[0].router()
@@ -271,6 +291,7 @@ class Sandbox:
         proxy, prometheus = self._require_running()
         found = {
             ENV_PROMETHEUS_URL: prometheus.url,
+            ENV_ALERTMANAGER_URL: self.require_alertmanager().url,
             ENV_FRONTEND_URL: proxy.frontend_url,
             ENV_STATE_DIR: str(self.state_dir),
             ENV_SCRAPE_TARGETS: str(scrape_targets_file(self.state_dir)),
@@ -287,7 +308,7 @@ class Sandbox:
     def pids(self) -> list[int]:
         """Process ids of everything the sandbox runs now (HAProxy or nginx, Prometheus, apps)."""
         found = [instance.pid for instance in self.target.instances() if instance.pid is not None]
-        for server in (self.haproxy, self.nginx, self.prometheus):
+        for server in (self.haproxy, self.nginx, self.prometheus, self.alertmanager):
             if server is not None and server.pid is not None:
                 found.append(server.pid)
         return found

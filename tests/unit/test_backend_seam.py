@@ -72,6 +72,12 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
         "pagerduty",
         "static",
         "grafana",
+        "file",
+        "command",
+        "target",
+        "alertmanager",
+        "http",
+        "prometheus",
     ]
 
 

@@ -42,7 +42,7 @@ def test_sandbox_serves_v1_through_haproxy_with_metrics_and_cleans_up(tmp_path, 
         assert sandbox.router().state() == RouterState(v1.address, None, 0)
         assert sandbox.wait_for_metrics("v1", timeout=30) > 0
         pids = sandbox.pids()
-        assert len(pids) == 3  # v1, HAProxy, Prometheus
+        assert len(pids) == 4  # v1, HAProxy, Prometheus, Alertmanager
         traffic = sandbox.traffic
         assert traffic is not None
     assert all(process_gone(pid) for pid in pids)
@@ -79,6 +79,6 @@ def test_leftovers_are_killed_and_nothing_survives_a_failing_body(tmp_path, erro
     with pytest.raises(type(error)):
         _run_failing_body(state_dir, error, pids)
     assert leftover.wait(timeout=5) is not None
-    assert len(pids) == 3  # v1, HAProxy, Prometheus: the leftover was not counted as running
+    assert len(pids) == 4  # v1, HAProxy, Prometheus, Alertmanager; the leftover not counted
     assert all(process_gone(pid) for pid in pids)
     assert list((state_dir / "instances").glob("*.json")) == []
