@@ -70,8 +70,8 @@ from tasks.notify import annotate, notify_and_prepare, notify_thread, who_is_on_
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
 from tasks.rollout import promote
-from tasks.story import write_report
 from tasks.signals import preflight_signals
+from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan, record_start
 from tasks.verify import verify_instance
