@@ -4,12 +4,14 @@ Register them with a Prefect server (or Cloud) with ``prefect block register -m 
 """
 
 from blocks.github import GitHubCredentialsBlock
+from blocks.grafana import GrafanaBlock
 from blocks.pagerduty import PagerDutyCredentialsBlock
 from blocks.slack import SlackNotificationBlock
 from blocks.tracking import TrackingDatabaseBlock
 
 __all__ = [
     "GitHubCredentialsBlock",
+    "GrafanaBlock",
     "PagerDutyCredentialsBlock",
     "SlackNotificationBlock",
     "TrackingDatabaseBlock",

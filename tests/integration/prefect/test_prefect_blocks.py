@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 TOKEN = "xoxb-2222-integration-secret-token"
 BLOCK_SLUGS = [
     "githubcredentialsblock",
+    "grafanablock",
     "pagerdutycredentialsblock",
     "slacknotificationblock",
     "trackingdatabaseblock",
@@ -35,7 +36,7 @@ def slack() -> Iterator[FakeSlackAPI]:
 
 
 def test_block_register_makes_every_block_type_known_to_the_server(registered: str):
-    assert "Successfully registered 4 blocks" in registered, registered
+    assert "Successfully registered 5 blocks" in registered, registered
     with get_client(sync_client=True) as client:
         for slug in BLOCK_SLUGS:
             block_type = client.read_block_type_by_slug(slug)
