@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from deployflow.analysis import Measurement, Verdict
@@ -223,6 +224,8 @@ class ReleaseOutcome:
     git_ref: str | None = None
     flow_run_id: str | None = None
     deployment_id: int | None = None
+    # When the deploy began (its row was created): the start of its dashboard time range.
+    started_at: datetime | None = None
 
     def require_id(self) -> int:
         """The tracking row's id, which every step after the start needs."""
