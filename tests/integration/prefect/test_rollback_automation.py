@@ -4,6 +4,7 @@ facts as parameters; the follow-up flow itself leaves its artifact."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +54,23 @@ def test_prefect_yaml_runs_the_follow_up_on_a_rollback(prefect_server):
         service="shop", environment="automation-prod", version="v2", deployment_id=40
     )
     succeeded.status, succeeded.message = "succeeded", "v2 serves all the traffic"
-    send_events(events.ended(succeeded), events.ended(rolled_back))
+    send_events(events.ended(succeeded))
+    sent: list[float] = []
 
     def runs() -> list[FlowRun] | None:
         with get_client(sync_client=True) as client:
             found = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
             )
+        if not found and (not sent or time.monotonic() - sent[-1] > 10):
+            # Again after a while: on a loaded machine the server may load the new automation
+            # after the first event went by (deploys emit one event per rollback; so does this).
+            send_events(events.ended(rolled_back))
+            sent.append(time.monotonic())
         return found or None
 
-    [run] = wait_for(runs, timeout=120, interval=0.5, what="the automation's flow run")
+    found = wait_for(runs, timeout=120, interval=0.5, what="the automation's flow run")
+    run = found[0]
     assert run.parameters == {
         "deploy": "deployflow.deployment.41",
         "service": "shop",
@@ -83,11 +91,11 @@ def test_prefect_yaml_runs_the_follow_up_on_a_rollback(prefect_server):
             )
         return [e.event for e in page.events] or None
 
-    assert wait_for(feed, timeout=60, interval=0.5, what="the event") == [
+    assert set(wait_for(feed, timeout=60, interval=0.5, what="the event")) == {
         "deployflow.deploy.rolled-back"
-    ]
-    # The succeeded deploy's event started nothing.
-    assert len(runs() or []) == 1
+    }
+    # Only rollbacks start the follow-up: every run is about row 41, none about 40.
+    assert {r.parameters["deploy"] for r in runs() or []} == {"deployflow.deployment.41"}
     # What the run does once a worker picks it up.
     text = after_rollback(**run.parameters)
     assert text.startswith("# shop v3 was rolled back in automation-prod")
