@@ -4,6 +4,7 @@ Register them with a Prefect server (or Cloud) with ``prefect block register -m 
 """
 
 from blocks.github import GitHubCredentialsBlock
+from blocks.grafana import GrafanaBlock
 from blocks.pagerduty import PagerDutyCredentialsBlock
 from blocks.service_spec import ServiceSpecBlock
 from blocks.slack import SlackNotificationBlock
@@ -11,6 +12,7 @@ from blocks.tracking import TrackingDatabaseBlock
 
 __all__ = [
     "GitHubCredentialsBlock",
+    "GrafanaBlock",
     "PagerDutyCredentialsBlock",
     "ServiceSpecBlock",
     "SlackNotificationBlock",

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from prefect.blocks.core import Block
 
 from blocks.github import GitHubCredentialsBlock
+from blocks.grafana import GrafanaBlock
 from blocks.pagerduty import PagerDutyCredentialsBlock
 from blocks.slack import SlackNotificationBlock
 from blocks.tracking import TrackingDatabaseBlock
@@ -18,6 +19,7 @@ BLOCK_TYPES: dict[str, type[Block]] = {
     "slack": SlackNotificationBlock,
     "github": GitHubCredentialsBlock,
     "pagerduty": PagerDutyCredentialsBlock,
+    "grafana": GrafanaBlock,
     "tracking": TrackingDatabaseBlock,
 }
 

@@ -12,10 +12,11 @@ service, the version and the environment are related resources with the roles ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from deployflow.analysis import Verdict
 from deployflow.release import ReleaseOutcome, Status
+from deployflow.rollout import StageResult
 
 PREFIX = "deployflow.deploy"
 
@@ -37,7 +38,20 @@ class DeployEvent:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-def _resources(outcome: ReleaseOutcome) -> tuple[dict[str, str], list[dict[str, str]]]:
+class DeployIdentity(Protocol):
+    """Which deploy an event is about (a ``ReleaseOutcome`` is one)."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def environment(self) -> str: ...
+    @property
+    def deployment_id(self) -> int | None: ...
+
+
+def _resources(outcome: DeployIdentity) -> tuple[dict[str, str], list[dict[str, str]]]:
     deploy = outcome.deployment_id if outcome.deployment_id is not None else "untracked"
     resource = {
         "prefect.resource.id": f"deployflow.deployment.{deploy}",
@@ -74,19 +88,19 @@ def started(outcome: ReleaseOutcome) -> DeployEvent:
     return DeployEvent(f"{PREFIX}.started", resource, related, payload)
 
 
+def stage_promoted(deploy: DeployIdentity, stage: StageResult) -> DeployEvent | None:
+    """The event of one stage whose analysis promoted it, or None for any other verdict."""
+    if stage.verdict != Verdict.PROMOTE:
+        return None
+    resource, related = _resources(deploy)
+    payload = {"stage": stage.index, "weight": stage.weight, **stage.last_values()}
+    return DeployEvent(f"{PREFIX}.stage.promoted", resource, related, payload)
+
+
 def stages_promoted(outcome: ReleaseOutcome) -> list[DeployEvent]:
     """One event per stage whose analysis promoted it, in order."""
-    resource, related = _resources(outcome)
-    return [
-        DeployEvent(
-            f"{PREFIX}.stage.promoted",
-            resource,
-            related,
-            {"stage": stage.index, "weight": stage.weight, **stage.last_values()},
-        )
-        for stage in outcome.stages
-        if stage.verdict == Verdict.PROMOTE
-    ]
+    found = (stage_promoted(outcome, stage) for stage in outcome.stages)
+    return [event for event in found if event is not None]
 
 
 def ended(outcome: ReleaseOutcome) -> DeployEvent:

@@ -234,6 +234,8 @@ class ReleaseOutcome:
     commit_at: datetime | None = None
     flow_run_id: str | None = None
     deployment_id: int | None = None
+    # When the deploy began (its row was created): the start of its dashboard time range.
+    started_at: datetime | None = None
 
     def require_id(self) -> int:
         """The tracking row's id, which every step after the start needs."""

@@ -124,20 +124,128 @@ class AnalysisSpec(StrictModel):
     )
 
 
+DEFAULT_PAUSE_TIMEOUT = 1800.0
+
+
+class PauseSettings(StrictModel):
+    """How long a manual gate waits for a person before the canary is rolled back."""
+
+    timeout: Duration = Field(
+        DEFAULT_PAUSE_TIMEOUT,
+        description="How long to wait for an approval, e.g. '30m'; then the canary rolls back.",
+    )
+
+
+class PauseStep(StrictModel):
+    """A manual gate between two canary stages (as Argo Rollouts' pause step): traffic stays where
+    it is until a person approves; nobody approving in time rolls the canary back."""
+
+    pause: PauseSettings = Field(default_factory=PauseSettings)
+
+
+CanaryStep = Annotated[int, Field(ge=1, le=100)] | PauseStep
+
+
+def _default_canary_steps() -> list[int | PauseStep]:
+    return [5, 25, 50, 100]
+
+
 class CanaryStrategySpec(StrictModel):
-    """Shift traffic in steps, observing each one."""
+    """Shift traffic in steps, observing each one; ``pause`` steps wait for a person."""
 
     kind: Literal["canary"] = Field("canary", description="Progressive canary.")
-    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
-        default_factory=lambda: [5, 25, 50, 100],
-        description="Canary traffic percentages, strictly increasing, ending at 100.",
+    steps: list[CanaryStep] = Field(
+        default_factory=_default_canary_steps,
+        description="Canary traffic percentages, strictly increasing, ending at 100; a 'pause' "
+        "(or {pause: {timeout: 30m}}) between two of them waits for a person's approval.",
     )
     observe: Duration = Field(600.0, description="How long each stage is observed, e.g. '10m'.")
 
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _pause_words(cls, steps: Any) -> Any:
+        """``pause`` alone is a pause with the default timeout; other words are refused here,
+        where the message can say what is allowed."""
+        if not isinstance(steps, list):
+            return steps
+        items: list[Any] = []
+        for index, item in enumerate(steps):
+            if isinstance(item, str) and item.strip() == "pause":
+                items.append({"pause": {}})
+            elif isinstance(item, str):
+                raise ValueError(
+                    f"step {index + 1} is {item!r}: a step is a percentage (1 to 100), 'pause' "
+                    "or {pause: {timeout: 30m}}"
+                )
+            elif isinstance(item, dict):
+                items.append(_pause_step(index, item))
+            else:
+                items.append(item)
+        return items
+
     @field_validator("steps")
     @classmethod
-    def _steps(cls, steps: list[int]) -> list[int]:
-        return _check_steps(steps)
+    def _steps(cls, steps: list[int | PauseStep]) -> list[int | PauseStep]:
+        _check_pauses(steps)
+        _check_steps([s for s in steps if isinstance(s, int)])
+        return steps
+
+    @property
+    def weights(self) -> list[int]:
+        """The traffic percentages, without the pauses."""
+        return [s for s in self.steps if isinstance(s, int)]
+
+    @property
+    def pauses(self) -> list[tuple[int, float]]:
+        """(index of the stage a pause follows, its timeout in seconds), in order."""
+        found: list[tuple[int, float]] = []
+        stage = -1
+        for step in self.steps:
+            if isinstance(step, int):
+                stage += 1
+            else:
+                found.append((stage, step.pause.timeout))
+        return found
+
+
+def _pause_step(index: int, item: dict[str, Any]) -> PauseStep:
+    """A mapping among the steps is a pause; its problems are named with the step's number (a
+    union's errors would list every form it is not)."""
+    if "pause" in item and item["pause"] is None:
+        item = {**item, "pause": {}}  # `- pause:` with nothing under it
+    try:
+        return PauseStep.model_validate(item)
+    except ValidationError as exc:
+        found = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            if e["type"] != "extra_forbidden"
+            else f"{'.'.join(str(p) for p in e['loc'])}: unknown key (a pause has only timeout)"
+            for e in exc.errors()
+        )
+        form = "{pause: {timeout: 30m}}"
+        raise ValueError(f"step {index + 1} is not a pause ({form}): {found}") from None
+
+
+def _check_pauses(steps: list[int | PauseStep]) -> None:
+    """A pause needs stage figures to judge and a stage left to gate: never first, never last,
+    never two in a row."""
+    pause = [isinstance(s, PauseStep) for s in steps]
+    if pause and pause[0]:
+        raise ValueError(
+            "a pause cannot be the first step: there are no stage figures to judge yet; put it "
+            "after a percentage"
+        )
+    if pause and pause[-1]:
+        raise ValueError(
+            "a pause cannot be the last step: nothing is left to gate after 100%; put it before "
+            "a later percentage"
+        )
+    for index, (a, b) in enumerate(itertools.pairwise(pause)):
+        if a and b:
+            raise ValueError(
+                f"steps {index + 1} and {index + 2} are both pauses: one pause between two "
+                "percentages is enough (give it a longer timeout)"
+            )
 
 
 def _check_steps(steps: list[int]) -> list[int]:

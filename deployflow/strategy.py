@@ -39,6 +39,12 @@ class StrategyChoice:
     risk: RiskAssessment | None = None
     keep_previous_seconds: float = 0.0
     probe_requests: int = 0
+    # Manual gates of a canary: (index of the stage a pause follows, its timeout in seconds).
+    pauses: tuple[tuple[int, float], ...] = ()
+
+    def pause_after(self, index: int) -> float | None:
+        """The timeout of the pause that follows stage ``index``, or None when none does."""
+        return next((timeout for at, timeout in self.pauses if at == index), None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +69,14 @@ def _plan(
     else:
         blue_green = configured
     if kind == "canary":
-        return StrategyChoice("canary", tuple(canary.steps), canary.observe, rationale, risk)
+        return StrategyChoice(
+            "canary",
+            tuple(canary.weights),
+            canary.observe,
+            rationale,
+            risk,
+            pauses=tuple(canary.pauses),
+        )
     if kind == "blue-green":
         return StrategyChoice(
             "blue-green",

@@ -264,11 +264,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from flows.oncall import ConfirmationRefused, approve
 
     try:
-        run_name = approve(run_id, name)
+        answered = approve(run_id, name)
     except ConfirmationRefused as exc:
         print(f"deployflow: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"confirmed: {name} is on call and watching {run_name}; the deploy goes on")
+    if answered.form == "stage":
+        print(f"approved: {name} lets {answered.run_name} go on to its next stage")
+    else:
+        print(f"confirmed: {name} is on call and watching {answered.run_name}; the deploy goes on")
     return EXIT_OK
 
 
@@ -307,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser(
-        "approve", help="confirm being on call for a deploy that waits for it (step 4)"
+        "approve",
+        help="confirm being on call (step 4), or approve a canary's next stage at a pause step",
     )
     p.add_argument("run_id", metavar="RUN_ID", help="the waiting deploy's flow run id")
     p.add_argument(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import State, flow, get_run_logger
@@ -29,8 +30,9 @@ from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
 from deployflow.notify.evidence import StorySources, commit_time
 from deployflow.notify.slack import format_deploy_announcement
-from deployflow.notify.story import deploy_card, outcome_line, stage_line
+from deployflow.notify.story import deploy_card, outcome_line
 from deployflow.providers.base import BackendConfigError, DeployCard, Instance, OnCallRoster
+from deployflow.providers.grafana import dashboard_link
 from deployflow.reconcile import abandon_release
 from deployflow.release import (
     CheckRecord,
@@ -52,6 +54,7 @@ from deployflow.tracking.lease import Lease
 from flows.bluegreen import blue_green
 from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
+from flows.progress import Progress, annotation_tags, tell_interrupted
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
@@ -130,7 +133,12 @@ def deploy(
     with one_deploy_at_a_time(spec, request):
         backends = connect_backends(spec, tracking_block, environment)
         try:
-            return finish(release(spec, backends, request), backends, story_sources(spec, backends))
+            return finish(
+                release(spec, backends, request),
+                backends,
+                story_sources(spec, backends),
+                spec.notifications.dashboard_url,
+            )
         finally:
             backends.close()  # e.g. the github-actions target's HTTP clients
 
@@ -158,11 +166,15 @@ def story_sources(spec: ServiceSpec, backends: Backends) -> StorySources:
 
 
 def finish(
-    outcome: ReleaseOutcome, backends: Backends, story: StorySources | None = None
+    outcome: ReleaseOutcome,
+    backends: Backends,
+    story: StorySources | None = None,
+    spec_dashboard: str | None = None,
 ) -> State[Any]:
     """Step 9, then the run's final state, named for what happened (``state_name``): Completed
     for a release or a dry run, Failed otherwise; the message says the outcome. With ``story``,
-    the incident report or success summary (charts, breakdown, log, commits) is written too."""
+    the incident report or success summary (charts, breakdown, log, commits) is written too. The
+    verdict's message links ``spec_dashboard`` over the deploy's whole time range."""
     # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
     # flow-run inputs of this task (which the UI's Task Runs tab cannot show).
     complete(quote(outcome), backends.ledger, incident_artifact=story is None)  # type: ignore[call-overload]
@@ -171,6 +183,9 @@ def finish(
     send_events(events.ended(outcome))
     if outcome.notifications:
         line = outcome_line(outcome)
+        link = outcome_dashboard(outcome, spec_dashboard)
+        if link is not None:
+            line += f"\n<{link}|Dashboard of the deploy>"
         notify_thread(backends.notifiers, outcome.notifications, [line], outcome=line)
     if backends.annotators:
         verdict = f"{outcome.version} {outcome.status.replace('_', ' ')}: {outcome.message}"
@@ -236,9 +251,10 @@ def steps(
 
     roster = who_is_on_call(b.on_call) if b.on_call is not None else None  # step 4
     on_call = roster.summary if roster is not None else None
-    text = announcement(spec, req, plan, on_call)
+    dashboard = outcome_dashboard(outcome, spec.notifications.dashboard_url, live=True)
+    text = announcement(spec, req, plan, on_call, dashboard)
     outcome.notifications = notify_and_prepare(
-        b.notifiers, text, on_call, card(spec, req, plan, on_call, text)
+        b.notifiers, text, on_call, card(spec, req, plan, on_call, text, dashboard)
     )
     if b.annotators:
         started = f"deploy {spec.service} {req.version} to {req.environment} ({plan.kind})"
@@ -280,8 +296,11 @@ def interrupted(
     what = type(signal).__name__
     result = abandon_release(b.router, b.target, stable, version)
     logger.error("interrupted (%s): %s", what, result.message)
+    ending = f"interrupted ({what}): {result.message}"
     if result.restored:
-        b.ledger.close(outcome.require_id(), "failed", f"interrupted ({what}): {result.message}")
+        b.ledger.close(outcome.require_id(), "failed", ending)
+    # Nothing after this runs (the run is being stopped): the thread and the feed hear it now.
+    tell_interrupted(b, ended(outcome, "failed", ending), outcome_line(outcome))
 
 
 def ended(outcome: ReleaseOutcome, status: Status, message: str) -> ReleaseOutcome:
@@ -320,6 +339,7 @@ def begin(
         commit_at=commit_at,
         flow_run_id=req.flow_run_id,
         reconciled=reconciled,
+        started_at=datetime.now(UTC),
     )
     outcome.deployment_id = record_start(b.ledger, outcome)
     return outcome, stable
@@ -402,6 +422,7 @@ def roll_back(
         outcome.baseline_p95_seconds,
         last,
         stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
+        Progress.of(outcome),
     )
     if outcome.rollback.error is not None:
         failed = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.reason}"
@@ -466,11 +487,11 @@ def roll_out_and_verify(
             stable,
             canary,
             outcome.baseline_p95_seconds,
+            Progress.of(outcome),
         )
     except Exception as exc:
         get_run_logger().exception("the rollout broke")
         return step_failed_trigger("the rollout", exc)
-    tell_stages(b, outcome)
     trigger = stage_trigger(outcome.stages[-1])
     if trigger is not None:
         return trigger
@@ -567,8 +588,22 @@ def plan_text(plan: StrategyChoice) -> str:
     return f"{plan.kind} {'/'.join(f'{w}%' for w in plan.steps)} ({plan.rationale})"
 
 
+def outcome_dashboard(
+    outcome: ReleaseOutcome, url: str | None, *, live: bool = False
+) -> str | None:
+    """The spec's dashboard over the deploy: from its start to now while it runs (``live``), to
+    its end once it is over."""
+    if url is None or outcome.started_at is None:
+        return url
+    return dashboard_link(url, outcome.started_at, None if live else datetime.now(UTC))
+
+
 def announcement(
-    spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice, on_call: str | None
+    spec: ServiceSpec,
+    req: ReleaseRequest,
+    plan: StrategyChoice,
+    on_call: str | None,
+    dashboard: str | None = None,
 ) -> str:
     return format_deploy_announcement(
         spec.service,
@@ -577,7 +612,7 @@ def announcement(
         plan.rationale,
         stages=plan.steps,
         on_call=on_call,
-        dashboard_url=spec.notifications.dashboard_url,
+        dashboard_url=dashboard,
         risk_factors=[
             f"{f.name}: +{f.contribution:g} (weight {f.weight:g} x {f.units:g}): {f.fact}"
             + (f" [at least {f.floor}]" if f.floor else "")
@@ -588,7 +623,12 @@ def announcement(
 
 
 def card(
-    spec: ServiceSpec, req: ReleaseRequest, plan: StrategyChoice, on_call: str | None, text: str
+    spec: ServiceSpec,
+    req: ReleaseRequest,
+    plan: StrategyChoice,
+    on_call: str | None,
+    text: str,
+    dashboard: str | None = None,
 ) -> DeployCard:
     return deploy_card(
         text,
@@ -598,7 +638,7 @@ def card(
         strategy=plan.kind,
         stages=plan.steps,
         on_call=on_call,
-        dashboard_url=spec.notifications.dashboard_url,
+        dashboard_url=dashboard,
         run_url=run_url(req.flow_run_id),
     )
 
@@ -609,26 +649,6 @@ def run_url(flow_run_id: str | None) -> str | None:
     if not base or not flow_run_id:
         return None
     return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
-
-
-def tell_stages(b: Backends, outcome: ReleaseOutcome) -> None:
-    """The stages' results as events, replies in the deploy's Slack thread and dashboard points
-    (at the time each stage ended). Sent when the rollout subflow returns."""
-    send_events(*events.stages_promoted(outcome))
-    lines = [stage_line(s) for s in outcome.stages]
-    notify_thread(b.notifiers, outcome.notifications, lines)
-    if b.annotators:
-        times = [int(s.finished_at.timestamp() * 1000) for s in outcome.stages]
-        annotate(b.annotators, annotation_tags(outcome), points=lines, times=times)
-
-
-def annotation_tags(outcome: ReleaseOutcome) -> list[str]:
-    return [
-        "deployflow",
-        f"service:{outcome.service}",
-        f"environment:{outcome.environment}",
-        f"version:{outcome.version}",
-    ]
 
 
 def on_call_gate(spec: ServiceSpec, req: ReleaseRequest, roster: OnCallRoster | None) -> str | None:

@@ -1,18 +1,29 @@
-"""People in the loop: the deploy waits for somebody to confirm being on call.
+"""People in the loop: the deploy waits for somebody to confirm being on call, and a canary's
+``pause`` steps wait for somebody to approve the next stage.
 
-``confirm_on_call`` pauses the flow run with a Prefect input form (``pause_flow_run(
-wait_for_input=...)``). The form is answered in the Prefect UI, through the API
-(``resume_flow_run(run_id, run_input={...})``) or with ``deployflow approve RUN_ID [--as NAME]``.
+``confirm_on_call`` and ``approve_next_stage`` pause the flow run with a Prefect input form
+(``pause_flow_run(wait_for_input=...)``). A form is answered in the Prefect UI, through the API
+(``resume_flow_run(run_id, run_input={...})``) or with ``deployflow approve RUN_ID [--as NAME]``
+(RUN_ID: the deploy's run, or the rollout subflow's run that waits).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 from prefect.input import RunInput
@@ -20,8 +31,10 @@ from prefect.runtime import flow_run
 from prefect.states import Running
 from pydantic import Field
 
+from deployflow.gates import approval_prompt, nobody_approved
 from deployflow.providers.base import OnCallRoster
 from deployflow.providers.oncall import NOBODY_CONFIRMED, confirmation_prompt
+from deployflow.rollout import StageResult
 
 
 class OnCallConfirmation(RunInput):
@@ -72,7 +85,7 @@ def confirm_on_call(
             wait_for_input=form, timeout=seconds, poll_interval=poll_interval(timeout)
         )
     except FlowPauseTimeout:
-        _running_again()
+        running_again()
         logger.error("%s within %ss: aborting before any traffic moved", NOBODY_CONFIRMED, seconds)
         return ConfirmationAnswer(refusal=NOBODY_CONFIRMED)
     except Exception as exc:  # resumed without the form, or the pause itself refused: fail safe
@@ -88,10 +101,11 @@ def confirm_on_call(
     return ConfirmationAnswer(confirmed_by=answer.name)
 
 
-def _running_again() -> None:
+def running_again() -> None:
     """A pause that timed out leaves the run Paused, and Prefect runs no task in a paused run;
-    the deploy still has to record why it aborted. The server refuses to resume an expired pause,
-    so the run is put back to Running by force (the pause is over: nobody can answer it now)."""
+    the deploy still has to record why it aborted (or roll back). The server refuses to resume
+    an expired pause, so the run is put back to Running by force (the pause is over: nobody can
+    answer it now)."""
     run_id = flow_run.get_id()
     if run_id is None:
         return
@@ -99,40 +113,135 @@ def _running_again() -> None:
         client.set_flow_run_state(run_id, Running(), force=True)
 
 
+class StageApproval(RunInput):
+    """The form a canary's ``pause`` step waits for."""
+
+    approved: bool = Field(False, description="Go on to the next stage of this canary.")
+    name: str = Field(min_length=1, max_length=200, description="Your name.")
+
+
+@dataclass(frozen=True)
+class StageAnswer:
+    """Who approved the next stage, or why the canary must roll back (exactly one is set)."""
+
+    approved_by: str | None = None
+    refusal: str | None = None
+
+
+def approve_next_stage(
+    version: str, stages: Sequence[StageResult], next_weight: int, timeout: float
+) -> StageAnswer:
+    """Pause this (rollout) flow run until somebody approves the stage at ``next_weight``; the
+    form shows the figures of ``stages`` so far. Never raises: no answer, a refusal or an answer
+    that cannot be read is a refusal (the safe side is rolling back)."""
+    logger = get_run_logger()
+    last = stages[-1]
+    form = StageApproval.with_initial_data(
+        description=approval_prompt(version, stages, next_weight, timeout),
+        name="",
+        approved=False,
+    )
+    seconds = math.ceil(timeout)
+    logger.warning(
+        "pause after stage %d (%d%%): waiting up to %ss for approval to go to %d%%: answer the "
+        "form in the UI or run `deployflow approve %s --as NAME`",
+        last.index + 1,
+        last.weight,
+        seconds,
+        next_weight,
+        flow_run.get_parent_flow_run_id() or flow_run.get_id(),
+    )
+    try:
+        answer = pause_flow_run(
+            wait_for_input=form, timeout=seconds, poll_interval=poll_interval(timeout)
+        )
+    except FlowPauseTimeout:
+        running_again()
+        refusal = nobody_approved(last, next_weight, seconds)
+        logger.error("%s: rolling back", refusal)
+        return StageAnswer(refusal=refusal)
+    except Exception as exc:  # resumed without the form, or the pause itself refused: fail safe
+        logger.exception("the approval could not be read")
+        return StageAnswer(refusal=f"the approval of {next_weight}% could not be read: {exc}")
+    if not answer.approved:
+        refusal = f"{answer.name} did not approve going from {last.weight}% to {next_weight}%"
+        logger.error("%s: rolling back", refusal)
+        return StageAnswer(refusal=refusal)
+    logger.info("%s approved going to %d%%", answer.name, next_weight)
+    return StageAnswer(approved_by=answer.name)
+
+
 class ConfirmationRefused(Exception):
     """The confirmation could not be given; the message says why, for people."""
 
 
-def approve(run_id: UUID, name: str) -> str:
-    """Answer a paused deploy's on-call form as ``name`` (what ``deployflow approve`` does).
+@dataclass(frozen=True)
+class Approval:
+    """What ``approve`` answered: the run that waited and which form it was."""
+
+    run_name: str
+    form: str  # "on-call" or "stage"
+
+
+def _waiting(client: SyncPrefectClient, run: FlowRun) -> FlowRun | None:
+    """``run`` if it waits for a form, else its paused subflow run that does (a canary's pause
+    waits in the rollout subflow), else None."""
+    state = run.state
+    if state is not None and state.is_paused() and state.state_details.run_input_keyset:
+        return run
+    children = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+        )
+    )
+    for child in children:
+        if child.state is not None and child.state.state_details.run_input_keyset:
+            return child
+    return None
+
+
+def approve(run_id: UUID, name: str) -> Approval:
+    """Answer a paused deploy's form as ``name`` (what ``deployflow approve`` does): the on-call
+    confirmation, or the approval of a canary's next stage.
 
     Returns:
-        The flow run's name, for the message.
+        The flow run's name and which form was answered, for the message.
 
     Raises:
-        ConfirmationRefused: No such run, it is not waiting for a confirmation, or its wait ended.
+        ConfirmationRefused: No such run, it is not waiting for an answer, or its wait ended.
     """
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(run_id)
         except ObjectNotFound:
             raise ConfirmationRefused(f"no flow run {run_id} on this Prefect server") from None
-        state = run.state
-        if state is None or not state.is_paused() or state.state_details.run_input_keyset is None:
-            shown = state.name if state is not None else "no state"
+        waiting = _waiting(client, run)
+        if waiting is None or waiting.state is None:
+            shown = run.state.name if run.state is not None else "no state"
             raise ConfirmationRefused(
                 f"flow run {run.name} ({run_id}) is not waiting for an on-call confirmation "
-                f"(state: {shown})"
+                f"or a stage approval (state: {shown})"
             )
-    answer = OnCallConfirmation(watching=True, name=name)
+        keyset = waiting.state.state_details.run_input_keyset or {}
+        try:
+            schema = json.loads(client.read_flow_run_input(waiting.id, keyset["schema"]))
+        except Exception:  # an old run without its schema: it is the on-call form
+            schema = {}
+    stage_form = "approved" in schema.get("properties", {})
+    answer = (
+        StageApproval(approved=True, name=name).model_dump(include={"approved", "name"})
+        if stage_form
+        else OnCallConfirmation(watching=True, name=name).model_dump(include={"watching", "name"})
+    )
     try:
-        resume_flow_run(run_id, run_input=answer.model_dump(include={"watching", "name"}))
+        resume_flow_run(waiting.id, run_input=answer)
     except FlowPauseTimeout:
         raise ConfirmationRefused(
-            f"the confirmation window of {run.name} ({run_id}) has closed: it timed out"
+            f"the window of {run.name} ({run_id}) has closed: it timed out"
         ) from None
     except (NotPausedError, RuntimeError) as exc:
         raise ConfirmationRefused(
             f"flow run {run.name} ({run_id}) was not resumed: {exc}"
         ) from None
-    return run.name
+    return Approval(run.name, "stage" if stage_form else "on-call")

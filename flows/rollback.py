@@ -11,7 +11,7 @@ from deployflow.backends import Backends
 from deployflow.providers.base import Instance, RouterState
 from deployflow.release import RollbackEvidence, RollbackRecord, Trigger
 from deployflow.spec import AnalysisSpec, SmokeRequest
-from tasks.notify import notify_rollback
+from flows.progress import Progress, tell_rollback
 from tasks.rollback import restore_stable_traffic, router_state, stop_canary
 from tasks.verify import router_serving, verify_instance
 
@@ -33,6 +33,7 @@ def rollback(
     baseline_p95_seconds: float | None,
     last_measurements: Sequence[Measurement],
     stable_error_rate: float = 0.0,
+    progress: Progress | None = None,
 ) -> RollbackRecord:
     """Put all traffic back on the stable version first; then stop the canary, verify the stable
     version and gather evidence, none of which can stand in the way of the restore.
@@ -54,6 +55,7 @@ def rollback(
         last_measurements: The canary's latest measurements, kept as evidence.
         stable_error_rate: The stable version's error rate (at most) measured during the rollout;
             its smoke requests' failures are judged against it.
+        progress: The deploy's thread: the notice is a reply there (and rewrites its parent).
     """
     logger = get_run_logger()
     logger.warning("rolling back %s: %s", canary.version, trigger.reason)
@@ -61,7 +63,9 @@ def rollback(
     try:
         after, restore_seconds = restore_stable_traffic(backends.router, stable)
     except Exception as exc:
-        return _restore_failed(backends, service, stable, canary, trigger, measurements, exc)
+        return _restore_failed(
+            backends, service, stable, canary, trigger, measurements, exc, progress
+        )
     backends.ledger.traffic_restored(deployment_id)
 
     problems: list[str] = []
@@ -93,8 +97,9 @@ def rollback(
         restore_seconds=restore_seconds,
     )  # fmt: skip
     # Notifying comes last and cannot fail the rollback: traffic is already safe.
-    notify_rollback(
-        backends.notifiers,
+    tell_rollback(
+        backends,
+        progress,
         f":rewind: {service} {canary.version} rolled back to {stable.version}: "
         f"{trigger.reason}. Stable verified: {'yes' if report.ok else 'NO'}",
     )
@@ -118,6 +123,7 @@ def _restore_failed(
     trigger: Trigger,
     measurements: tuple[Measurement, ...],
     error: Exception,
+    progress: Progress | None = None,
 ) -> RollbackRecord:
     """Traffic could not be put back. If the router no longer serves anyone, the canary serves
     nobody either: stop it. If the router still serves, stopping the canary would turn its share
@@ -151,8 +157,9 @@ def _restore_failed(
         problems.append(f"router state after the failed restore: {exc}")
     message = f"traffic could not be restored to {stable.version}: {error}. {action}"
     logger.error("ROLLBACK FAILED: %s", message)
-    notify_rollback(
-        backends.notifiers,
+    tell_rollback(
+        backends,
+        progress,
         f":rotating_light: {service} {canary.version}: ROLLBACK FAILED: {message}. "
         f"Trigger: {trigger.reason}",
     )

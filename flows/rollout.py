@@ -1,4 +1,5 @@
-"""Step 6: the progressive rollout subflow: one conditional branch per canary stage."""
+"""Step 6: the progressive rollout subflow: one conditional branch per canary stage, each told as
+it ends; a ``pause`` step waits for a person between two stages."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from prefect import flow, get_run_logger
 
 from deployflow.analysis import Verdict
 from deployflow.backends import Backends
+from deployflow.gates import gate_refused
 from deployflow.providers.base import Instance
 from deployflow.rollout import StageResult, next_baseline
 from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
+from flows.oncall import approve_next_stage
+from flows.progress import Progress, tell_stage
 from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_stage_for, set_traffic
 
@@ -27,8 +31,11 @@ def progressive_rollout(
     stable: Instance | None,
     canary: Instance,
     baseline_p95_seconds: float | None,
+    progress: Progress | None = None,
 ) -> list[StageResult]:
-    """Shift traffic stage by stage; stop at the first stage that does not promote.
+    """Shift traffic stage by stage; stop at the first stage that does not promote. Each stage
+    is told (event, thread reply, dashboard point) the moment it ends; after a stage that a
+    ``pause`` step follows, the run waits for a person: no approval in time rolls back.
 
     A rollback verdict puts all traffic back on the stable version here, at once; the rollback
     subflow then confirms it, stops the canary, verifies stable and tells people.
@@ -42,6 +49,7 @@ def progressive_rollout(
         canary: The new version.
         baseline_p95_seconds: Stable P95 before the deploy; once a stage has measured stable
             alongside the canary, that P95 replaces it for the stages after.
+        progress: Where the deploy tells its stages; None tells nobody.
     """
     logger = get_run_logger()
     results: list[StageResult] = []
@@ -65,7 +73,14 @@ def progressive_rollout(
             alerts=backends.alerts,
         )
         results.append(result)
+        tell_stage(backends, progress, result)
         fallback_p95 = next_baseline(fallback_p95, result)
+        timeout = plan.pause_after(index)
+        last = index + 1 == len(plan.steps)
+        if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
+            answer = approve_next_stage(canary.version, results, plan.steps[index + 1], timeout)
+            if answer.refusal is not None:
+                result = results[-1] = gate_refused(result, answer.refusal)
         if result.verdict is Verdict.ROLLBACK and stable is not None:
             restore_at_once(backends, stable)
         if result.verdict is not Verdict.PROMOTE:

@@ -2,34 +2,68 @@
 
 A region spans the deploy (``POST /api/annotations`` with ``time`` and ``timeEnd`` at its start,
 ``PATCH /api/annotations/<id>`` with the real end), and a point marks each stage and the outcome.
-The service account token comes from ``DEPLOYFLOW_GRAFANA_TOKEN`` (never from the spec). Best
-effort: an annotation that cannot be written is an ``AnnotationResult`` with ``ok=False``.
+The service account token comes from a Grafana block saved in Prefect (``block``), or from
+``DEPLOYFLOW_GRAFANA_TOKEN``; never from the spec. Best effort: an annotation that cannot be
+written is an ``AnnotationResult`` with ``ok=False``.
+
+``dashboard_link`` gives a dashboard URL the deploy's time range (Grafana's ``from``/``to``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from deployflow.providers.base import AnnotationResult, Annotator, BackendConfigError, BuildContext
 from deployflow.spec_types import HttpUrl, StrictModel
 
 TOKEN_ENV = "DEPLOYFLOW_GRAFANA_TOKEN"
+GRAFANA_BLOCK_TYPE = "grafana"
 
 
 class GrafanaAnnotationsSpec(StrictModel):
     """Annotations on a Grafana dashboard (or organisation-wide when no dashboard is named)."""
 
     kind: Literal["grafana"] = Field(description="Grafana HTTP API, /api/annotations.")
-    url: HttpUrl = Field(description="Grafana's base URL, e.g. https://grafana.example.com.")
+    block: str | None = Field(
+        None,
+        min_length=1,
+        description="Name of the deployflow Grafana block (URL and token); empty: 'url' here "
+        f"and the token from {TOKEN_ENV}.",
+    )
+    url: HttpUrl | None = Field(
+        None,
+        description="Grafana's base URL, e.g. https://grafana.example.com; overrides the "
+        "block's. Needed without a block.",
+    )
     dashboard_uid: str | None = Field(
         None, min_length=1, description="UID of the dashboard to annotate; empty: all of them."
     )
     panel_id: int | None = Field(None, ge=1, description="Only this panel of the dashboard.")
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> GrafanaAnnotationsSpec:
+        if self.block is None and self.url is None:
+            raise ValueError("a grafana annotator needs 'block' (a saved Grafana block) or 'url'")
+        return self
+
+
+def dashboard_link(url: str, start: datetime, end: datetime | None = None) -> str:
+    """``url`` showing the deploy's time range: Grafana's ``from`` and ``to`` in milliseconds
+    since the epoch, ``to=now`` while the deploy runs. Other query parameters are kept; an
+    earlier ``from``/``to`` is replaced."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    query = [(k, v) for k, v in query if k not in ("from", "to")]
+    query.append(("from", str(int(start.timestamp() * 1000))))
+    query.append(("to", str(int(end.timestamp() * 1000)) if end is not None else "now"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _now_ms() -> int:
@@ -73,13 +107,19 @@ class GrafanaAnnotator:
         """The annotator a spec's ``kind: grafana`` section describes.
 
         Raises:
-            BackendConfigError: ``DEPLOYFLOW_GRAFANA_TOKEN`` is not set.
+            BackendConfigError: The named block is not saved, or without a block
+                ``DEPLOYFLOW_GRAFANA_TOKEN`` is not set.
         """
+        if spec.block is not None:
+            block = ctx.load_block(GRAFANA_BLOCK_TYPE, spec.block, "notifications.dashboards.block")
+            annotator: Annotator = block.get_client(spec.dashboard_uid, spec.panel_id, url=spec.url)
+            return annotator
         token = ctx.env.get(TOKEN_ENV, "").strip()
-        if not token:
+        if not token or spec.url is None:
             raise BackendConfigError(
-                f"notifications.dashboards: the grafana annotator has no token: set {TOKEN_ENV} "
-                "where the flow runs (a service account token with annotations:write)"
+                f"notifications.dashboards: the grafana annotator has no token: save a Grafana "
+                f"block and name it in 'block', or set {TOKEN_ENV} where the flow runs (a "
+                "service account token with annotations:write)"
             )
         return cls(SecretStr(token), spec.url, spec.dashboard_uid, spec.panel_id)
 

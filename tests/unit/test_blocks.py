@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from blocks import (
     GitHubCredentialsBlock,
+    GrafanaBlock,
     PagerDutyCredentialsBlock,
     SlackNotificationBlock,
     TrackingDatabaseBlock,
@@ -25,6 +26,7 @@ SLACK_TOKEN = "xoxb-1111-unit-secret-token"
 GITHUB_TOKEN = "ghp_unitSecretToken0123456789"
 DB_PASSWORD = "pg-unit-s3cret-pw"
 PAGERDUTY_TOKEN = "pd-unit-secret-key-9876"
+GRAFANA_TOKEN = "glsa_unitSecretGrafanaToken42"
 
 
 def _renderings(block) -> list[str]:
@@ -41,8 +43,9 @@ def _renderings(block) -> list[str]:
             DB_PASSWORD,
         ),
         (PagerDutyCredentialsBlock(token=PAGERDUTY_TOKEN), PAGERDUTY_TOKEN),
+        (GrafanaBlock(url="https://grafana.test", token=GRAFANA_TOKEN), GRAFANA_TOKEN),
     ],
-    ids=["slack", "github", "tracking", "pagerduty"],
+    ids=["slack", "github", "tracking", "pagerduty", "grafana"],
 )
 def test_secret_never_appears_when_a_block_is_shown_or_serialised(block, secret):
     for text in _renderings(block):
@@ -59,6 +62,7 @@ def test_secret_never_appears_when_a_block_is_shown_or_serialised(block, secret)
         (GitHubCredentialsBlock, ["token"]),
         (TrackingDatabaseBlock, ["url"]),
         (PagerDutyCredentialsBlock, ["token"]),
+        (GrafanaBlock, ["token"]),
     ],
 )
 def test_schema_marks_secrets_and_describes_every_field(cls, secret_fields):
@@ -169,3 +173,17 @@ def test_pagerduty_block_builds_an_on_call_source_for_the_spec_ids():
     assert source.describe() == "pagerduty schedules PSCHED1; escalation policies PPOL1"
     assert PAGERDUTY_TOKEN not in repr(source)
     assert block.get_client(["S"], base_url="http://other.test").base_url == "http://other.test"
+
+
+def test_grafana_block_builds_an_annotator_for_a_dashboard():
+    block = GrafanaBlock(url="https://grafana.test/", token=GRAFANA_TOKEN)
+    annotator = block.get_client("payments", 3)
+    assert (annotator.url, annotator.dashboard_uid, annotator.panel_id) == (
+        "https://grafana.test",
+        "payments",
+        3,
+    )
+    assert GRAFANA_TOKEN not in repr(annotator)
+    assert block.get_client(url="http://127.0.0.1:3000").url == "http://127.0.0.1:3000"
+    with pytest.raises(ValidationError, match="must start with http"):
+        GrafanaBlock(url="grafana.test", token=GRAFANA_TOKEN)

@@ -1,5 +1,6 @@
-"""The stages told as they are in a run: replies in the deploy's Slack thread (local Slack API)
-and Grafana points at the time each stage ended (local annotations API)."""
+"""The stages told as they end in a run: replies in the deploy's Slack thread (local Slack API)
+and Grafana points at the time each stage ended (local annotations API); a Slack that fails
+blocks nothing."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from deployflow.providers.grafana import GrafanaAnnotator
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
 from deployflow.tracking.ledger import Ledger
-from flows.deploy import tell_stages
+from flows.progress import Progress, tell_stage
 from tasks.notify import notify_and_prepare
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,8 @@ def stage(index: int, weight: int, ended: datetime) -> StageResult:
 @flow(name="deploy-story-under-test")
 def tell(backends: Backends, outcome: ReleaseOutcome) -> None:
     outcome.notifications = notify_and_prepare(backends.notifiers, CARD.text, "@alice", CARD)
-    tell_stages(backends, outcome)
+    for stage in outcome.stages:
+        tell_stage(backends, Progress.of(outcome), stage)
 
 
 def test_stages_are_replies_in_the_thread_and_points_when_they_ended(
@@ -76,3 +78,51 @@ def test_stages_are_replies_in_the_thread_and_points_when_they_ended(
         int(second.timestamp() * 1000),
     ]
     assert all("service:shop" in p["tags"] for p in points)
+
+
+class BrokenThread:
+    """A threaded notifier and annotator that breaks every promise (raises)."""
+
+    def describe(self) -> str:
+        return "broken"
+
+    def post(self, text: str):
+        raise RuntimeError("post")
+
+    announce = reply = conclude = post  # type: ignore[assignment]
+
+    def start_region(self, text, tags):
+        raise RuntimeError("start")
+
+    point = end_region = start_region  # type: ignore[assignment]
+
+
+@flow(name="deploy-story-broken-under-test")
+def tell_broken(backends: Backends, outcome: ReleaseOutcome) -> str:
+    from deployflow.providers.base import NotificationResult
+    from flows.progress import tell_rollback
+
+    outcome.notifications = [NotificationResult(True, "broken", ts="1.0")]
+    progress = Progress.of(outcome)
+    for stage in outcome.stages:
+        tell_stage(backends, progress, stage)
+    tell_rollback(backends, progress, ":rewind: rolled back")
+    return "went on"
+
+
+def test_notifiers_that_raise_block_nothing(prefect_server, tmp_path: Path):
+    service = FakeService()
+    outcome = ReleaseOutcome(service="shop", environment="staging", version="v2")
+    outcome.stages = [stage(0, 5, datetime(2026, 11, 28, 9, 0, tzinfo=UTC))]
+    broken = BrokenThread()
+    backends = Backends(
+        target=service.target,
+        router=service.router,
+        metrics=service.metrics,
+        notifiers=(broken, service.notifier),  # type: ignore[arg-type]
+        ledger=Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}"),
+        annotators=(broken,),  # type: ignore[arg-type]
+    )
+    assert tell_broken(backends, outcome) == "went on"
+    # The notifier without threads still got the rollback notice.
+    assert service.notifier.messages == [":rewind: rolled back"]

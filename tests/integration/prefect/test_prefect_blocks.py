@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 TOKEN = "xoxb-2222-integration-secret-token"
 BLOCK_SLUGS = [
     "githubcredentialsblock",
+    "grafanablock",
     "pagerdutycredentialsblock",
     "slacknotificationblock",
     "trackingdatabaseblock",

@@ -1,0 +1,51 @@
+"""Manual gates inside a canary (a ``pause`` step): what the person is shown, and what a gate
+that is not passed means for the rollout. Plain data; ``flows/oncall.py`` pauses the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from deployflow.analysis import Breach, Verdict
+from deployflow.notify.story import stage_line
+from deployflow.rollout import StageResult
+
+GATE_METRIC = "manual gate"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def approval_prompt(
+    version: str, stages: Sequence[StageResult], next_weight: int, timeout: float
+) -> str:
+    """The form's text: the stages so far with their figures, and what approving does."""
+    last = stages[-1]
+    lines = [
+        f"Canary {version} paused after stage {last.index + 1} ({last.weight}% of traffic).",
+        "",
+        *(f"- {stage_line(s)}" for s in stages),
+        "",
+        f"Approve to go on to {next_weight}%. Without an approval within {_duration(timeout)} "
+        "the canary is rolled back.",
+    ]
+    return "\n".join(lines)
+
+
+def nobody_approved(last: StageResult, next_weight: int, timeout: float) -> str:
+    return (
+        f"nobody approved going from {last.weight}% to {next_weight}% within "
+        f"{_duration(timeout)} (pause after stage {last.index + 1})"
+    )
+
+
+def gate_refused(last: StageResult, refusal: str) -> StageResult:
+    """The stage a pause followed, now ending the rollout: its figures promoted it, the gate did
+    not, so the rollout stops there and rolls back like any stage that did not promote."""
+    breach = Breach(metric=GATE_METRIC, value=None, threshold=None, reason=refusal)
+    return dataclasses.replace(last, verdict=Verdict.ROLLBACK, reason=breach)

@@ -1,0 +1,223 @@
+"""A canary's ``pause`` step on the real Prefect server, with in-memory backends: the rollout
+waits with a form that shows the stage figures so far; ``deployflow approve`` (given the deploy's
+run) lets it go on; nobody approving rolls it back. Meanwhile each stage is told in the deploy's
+Slack thread the moment it ends, and the rollback notice is a reply in that thread."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect import State, flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from pydantic import SecretStr
+
+from deployflow.backends import Backends
+from deployflow.fakes.backends import FakeService
+from deployflow.fakes.slack_api import FakeSlackAPI
+from deployflow.notify.slack import SlackNotifier
+from deployflow.polling import wait_for
+from deployflow.providers.base import DeployCard
+from deployflow.release import ReleaseOutcome
+from deployflow.spec import ServiceSpec
+from deployflow.tracking.ledger import Ledger
+from deployments.cli import main
+from flows.deploy import ReleaseRequest, finish, interrupted, release
+from tasks.notify import notify_and_prepare
+from tests.integration.flows.test_release_branches import make_spec
+
+pytestmark = pytest.mark.integration
+
+CARD = DeployCard(title="Deploying *shop* `v2`", fields=(), links=(), text="Deploying shop v2")
+
+
+@flow(name="paused-deploy-under-test")
+def deploy_and_finish(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) -> State:
+    return finish(release(spec, backends, request), backends, spec.notifications.dashboard_url)
+
+
+def runs(flow_name: str, state: StateType) -> list[FlowRun]:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state]))
+            ),
+        )
+
+
+def form_text(run: FlowRun) -> str:
+    assert run.state is not None
+    keyset = run.state.state_details.run_input_keyset
+    assert keyset is not None
+    with get_client(sync_client=True) as client:
+        return json.loads(client.read_flow_run_input(run.id, keyset["description"]))
+
+
+@pytest.fixture
+def slack():
+    with FakeSlackAPI(token="xoxb-pause", channels=["deploys"]) as api:
+        yield api
+
+
+def start(tmp_path: Path, slack: FakeSlackAPI, environment: str, pause: str):
+    service = FakeService()
+    service.run_stable("v1")
+    spec = make_spec(
+        tmp_path,
+        strategy={"kind": "canary", "steps": [25, {"pause": {"timeout": pause}}, 100],
+                  "observe": "10ms"},
+        notifications={"dashboard_url": "http://grafana.test/d/shop?orgId=1"},
+    )  # fmt: skip
+    backends = Backends(
+        target=service.target,
+        router=service.router,
+        metrics=service.metrics,
+        notifiers=(SlackNotifier(SecretStr("xoxb-pause"), "#deploys", base_url=slack.base_url),),
+        ledger=Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}"),
+        http_transport=service.transport,
+    )
+    return service, spec, backends, ReleaseRequest("v2", environment)
+
+
+def test_approve_given_the_deploy_run_lets_the_canary_go_on(prefect_server, tmp_path, slack):
+    # Long enough for a loaded machine; the paused run looks for the answer every 4 s.
+    service, spec, backends, request = start(tmp_path, slack, "pause-ok", "40s")
+    seen: dict[str, object] = {}
+
+    def approver() -> None:
+        paused = wait_for(
+            lambda: runs("progressive-rollout", StateType.PAUSED) or None,
+            timeout=120,
+            interval=0.2,
+            what="a paused rollout",
+        )
+        seen["form"] = form_text(paused[0])
+        # Told live: stage 1's reply is in the thread while the rollout still waits.
+        seen["thread"] = [m.text for m in slack.messages[1:]]
+        seen["weight"] = service.router.state().canary_weight
+        [deploy_run] = runs("paused-deploy-under-test", StateType.RUNNING)
+        seen["code"] = main(["approve", str(deploy_run.id), "--as", "Alice Example"])
+
+    thread = threading.Thread(target=approver, daemon=True)
+    thread.start()
+    state = deploy_and_finish(spec, backends, request, return_state=True)
+    thread.join(timeout=120)
+
+    assert state.is_completed(), state.message
+    assert seen["code"] == 0
+    assert "Canary v2 paused after stage 1 (25% of traffic)." in str(seen["form"])
+    assert "- Stage 1 · 25% canary · promoted · errors" in str(seen["form"])
+    assert seen["weight"] == 25  # traffic held where it was during the pause
+    [line] = seen["thread"]  # type: ignore[misc]
+    assert line.startswith("Stage 1 · 25% canary · promoted")
+    parent, *replies = slack.messages
+    assert [r.thread_ts for r in replies] == [parent.ts] * 3
+    assert replies[1].text.startswith("Stage 2 · 100% canary · promoted")
+    assert replies[2].text.startswith(":white_check_mark: *succeeded*")
+    # The dashboard link runs from the deploy's start to now in the parent, to its end at the end.
+    started = re.search(r"from=(\d+)&to=now\|Dashboard>", json.dumps(parent.blocks))
+    ended = re.search(r"orgId=1&from=(\d+)&to=(\d+)\|Dashboard of the deploy>", replies[2].text)
+    assert started is not None, parent.blocks
+    assert ended is not None, replies[2].text
+    assert started.group(1) == ended.group(1) < ended.group(2)
+    service_state = service.router.state()
+    assert service_state.canary_weight == 0
+    assert {i.version for i in service.target.instances()} == {"v2"}
+
+
+def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, tmp_path, slack):
+    service, spec, backends, request = start(tmp_path, slack, "pause-timeout", "2s")
+
+    state = deploy_and_finish(spec, backends, request, return_state=True)
+
+    assert state.name == "RolledBack", state.message
+    why = "nobody approved going from 25% to 100% within 2 s (pause after stage 1)"
+    assert state.message == f"v2 rolled_back: rolled back to v1: {why}"
+    data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
+    assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("manual gate", 0)
+    # Traffic went back to v1 and v2 never got more than the stage before the pause.
+    assert max(c.canary_weight for c in service.router.changes) == 25
+    assert service.router.state().canary_weight == 0
+    assert {i.version for i in service.target.instances()} == {"v1"}
+    # Every notice is a reply in the deploy's thread; the parent was rewritten with the outcome.
+    parent, *replies = slack.messages
+    assert [r.thread_ts for r in replies] == [parent.ts] * len(replies)
+    texts = [r.text for r in replies]
+    assert texts[0].startswith("Stage 1 · 25% canary · promoted")
+    assert texts[1].startswith(":rewind: shop v2 rolled back to v1: " + why)
+    assert texts[2].startswith(":rewind: *rolled back*")
+    assert [u.ts for u in slack.updates] == [parent.ts, parent.ts]
+
+
+def test_approve_refuses_a_run_that_waits_for_nothing(prefect_server, capsys):
+    @flow(name="not-paused")
+    def quick() -> UUID:
+        from prefect.runtime import flow_run
+
+        return UUID(str(flow_run.get_id()))
+
+    run_id = quick()
+    assert main(["approve", str(run_id)]) == 1
+    assert "is not waiting for an on-call confirmation or a stage approval" in (
+        capsys.readouterr().err
+    )
+
+
+@flow(name="interrupted-under-test")
+def interrupted_after_the_announcement(backends: Backends, service: FakeService) -> ReleaseOutcome:
+    """What the deploy flow does when a signal arrives mid-stage, after its thread was started:
+    ``interrupted`` (called from ``steps``' handler) with v2 taking 25% of the traffic."""
+    stable = service.target.instances()[0]
+    canary = service.target.start("v2")
+    service.router.set_split(stable, canary, 25)
+    outcome = ReleaseOutcome(service="shop", environment="interrupted-prod", version="v2")
+    outcome.deployment_id = backends.ledger.start(outcome)
+    outcome.notifications = notify_and_prepare(backends.notifiers, CARD.text, None, CARD)
+    interrupted(backends, outcome, stable, "v2", KeyboardInterrupt())
+    return outcome
+
+
+def test_an_interrupted_run_ends_its_thread_and_sends_its_ending_event(
+    prefect_server, tmp_path, slack
+):
+    service, _, backends, _ = start(tmp_path, slack, "interrupted-prod", "5m")
+
+    interrupted_after_the_announcement(backends, service)
+
+    assert service.router.state().canary_weight == 0
+    ending = ":x: *failed*: interrupted (KeyboardInterrupt): all traffic back on v1, stopped v2"
+    parent, reply = slack.messages
+    assert (reply.thread_ts, reply.text) == (parent.ts, ending)
+    [update] = slack.updates
+    assert update.ts == parent.ts
+    assert update.blocks[0]["text"]["text"] == ending
+
+    def ended() -> list[str] | None:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(
+                EventFilter(
+                    event=EventNameFilter(prefix=["deployflow.deploy."]),
+                    # The environment is this test's alone (row ids repeat across ledgers).
+                    related=EventRelatedFilter(id=["deployflow.environment.interrupted-prod"]),
+                ),
+                limit=50,
+            )
+        return [e.event for e in page.events] or None
+
+    assert wait_for(ended, timeout=60, interval=0.5, what="the ending event") == [
+        "deployflow.deploy.failed"
+    ]
