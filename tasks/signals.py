@@ -9,9 +9,10 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.providers.base import Dependency
 from deployflow.signals import AlertWatch, preflight
+from tasks.retry_policy import QUICK_CALL, retried
 
 
-@task(name="pre-flight-signals", cache_policy=NO_CACHE)
+@task(name="pre-flight-signals", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def preflight_signals(alerts: AlertWatch | None, dependencies: Sequence[Dependency]) -> list[str]:
     """Why the deploy must not start: matching alerts already firing (or an Alertmanager that
     cannot be asked), dependencies already down. Empty when it may start."""
