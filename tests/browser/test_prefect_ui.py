@@ -62,7 +62,7 @@ router:
 metrics:
   kind: prometheus
   url: http://127.0.0.1:9
-  queries: {error_rate: "e", p95_latency: "p", request_count: "r"}
+  queries: {error_rate: "e{version}", p95_latency: "p{version}", request_count: "r{version}"}
 strategy:
   kind: canary
   steps: [50, 100]
@@ -278,7 +278,9 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
     ]:
         expect(form_field(page, title)).to_contain_text(words)
     expect(strategy.locator(".p-select-button__value")).to_have_text("auto")
-    strategy.locator("button.p-select-button__control").click()
+    # The select opens from the keyboard (a click only focuses it).
+    strategy.locator("button.p-select-button__control").focus()
+    page.keyboard.press("Space")
     options = page.locator(".p-select-option")
     expect(options).to_have_count(4)
     assert [t.strip() for t in options.all_inner_texts()] == [
