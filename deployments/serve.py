@@ -7,6 +7,9 @@ work pool, use ``prefect deploy`` and ``prefect.yaml`` instead.
 
 from __future__ import annotations
 
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+
 from flows.deploy import deploy
 
 DEPLOYMENT_NAME = "deploy"
@@ -24,7 +27,12 @@ def main() -> None:
     Uses the same defaults as ``prefect.yaml``, so both ways of running offer the same form in the
     Prefect UI. Relative spec paths resolve against the directory this is started from.
     """
-    deploy.serve(
+    # ``prefect.serve`` of a deployment, not ``deploy.serve()``: a flow served by object runs in a
+    # subprocess that receives the flow pickled by value, without the module globals its
+    # annotations name, so Prefect 3.9 refused every run's parameters ("DeployModel is not fully
+    # defined"). A served deployment starts each run as ``python -m prefect.engine``, which imports
+    # flows/deploy.py from its entrypoint the way a worker does.
+    deployment = deploy.to_deployment(
         name=DEPLOYMENT_NAME,
         description=(
             "Release one version of a service with checks, canary analysis and automatic "
@@ -33,6 +41,9 @@ def main() -> None:
         tags=["deployflow", "release", "served"],
         parameters=DEFAULT_PARAMETERS,
     )
+    # Called outside an event loop, to_deployment returns the deployment (its type says either).
+    assert isinstance(deployment, RunnerDeployment)
+    serve(deployment)
 
 
 if __name__ == "__main__":

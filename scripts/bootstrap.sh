@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian machine: the system packages deployflow's sandbox and tests
-# run for real (HAProxy, nginx, Prometheus, PostgreSQL, Node.js for the TypeScript check fixture), uv, and
+# run for real (HAProxy, nginx, Prometheus, PostgreSQL, Node.js for the TypeScript check fixture, chromium
+# for the browser tests), uv, and
 # the project environment from uv.lock. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The browser tests (tests/browser) drive Debian's chromium through Playwright: no browser download.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v uv >/dev/null 2>&1 && [ ! -x .deployflow/tools/bin/uv ]; then
   python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 fi

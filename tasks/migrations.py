@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.checks.result import CheckStatus
-from deployflow.migrations import MigrationInputError, MigrationsSpec, check_migrations
+from deployflow.migrations import MigrationsSpec
 from deployflow.release import CheckRecord
 from tasks.artifacts import artifact_key
 from tasks.retry_policy import CHECK, retried
@@ -25,6 +25,10 @@ def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckReco
         reason = "the spec has no migrations section: this service has no database migrations"
         logger.info("skipped: %s", reason)
         return CheckRecord.skipped("migrations", "migrations", reason)
+    # Here, not at the top: the analysis imports pglast and Alembic (seconds of a worker's start),
+    # which a service without migrations never needs.
+    from deployflow.migrations import MigrationInputError, check_migrations
+
     try:
         report = check_migrations(settings.path, from_rev=None, settings=settings)
     except MigrationInputError as exc:

@@ -33,6 +33,7 @@ _LAYER_MARKERS = {
     "unit": pytest.mark.unit,
     "integration": pytest.mark.integration,
     "e2e": pytest.mark.e2e,
+    "browser": pytest.mark.browser,
 }
 
 

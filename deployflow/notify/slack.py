@@ -10,20 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from http.client import HTTPException
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry import (
-    ConnectionErrorRetryHandler,
-    HttpRequest,
-    HttpResponse,
-    RateLimitErrorRetryHandler,
-    RetryHandler,
-    RetryState,
-)
-from slack_sdk.web import SlackResponse
 
 from deployflow.providers.base import (
     BackendConfigError,
@@ -33,6 +22,13 @@ from deployflow.providers.base import (
     Notifier,
 )
 from deployflow.spec_types import HttpUrl, StrictModel
+
+if TYPE_CHECKING:
+    # slack_sdk is imported when a notifier is built (``SlackNotifier.__init__``), not with this
+    # module: the backend registry imports it in every run, most of which post nothing to Slack.
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.http_retry import HttpResponse, RetryHandler
+    from slack_sdk.web import SlackResponse
 
 logger = logging.getLogger(__name__)
 
@@ -94,29 +90,33 @@ def _retry_after_seconds(response: HttpResponse) -> float | None:
     return None
 
 
-class _BoundedRateLimitRetry(RateLimitErrorRetryHandler):
+def _bounded_rate_limit_retry(max_wait: float) -> RetryHandler:
     """Retry a 429 once, only if Slack asks us to wait no longer than ``max_wait`` seconds.
 
     slack_sdk's handler sleeps for whatever ``Retry-After`` says; during a rollback a long sleep is
     worse than a missed message, so a long wait becomes a failure result instead.
     """
+    from slack_sdk.http_retry import (
+        HttpRequest,
+        RateLimitErrorRetryHandler,
+        RetryState,
+    )
 
-    def __init__(self, max_wait: float) -> None:
-        super().__init__(max_retry_count=1)
-        self.max_wait = max_wait
+    class BoundedRateLimitRetry(RateLimitErrorRetryHandler):
+        def _can_retry(
+            self,
+            *,
+            state: RetryState,
+            request: HttpRequest,
+            response: HttpResponse | None = None,
+            error: Exception | None = None,
+        ) -> bool:
+            if response is None or response.status_code != 429:
+                return False
+            wait = _retry_after_seconds(response)
+            return wait is not None and wait <= max_wait
 
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if response is None or response.status_code != 429:
-            return False
-        wait = _retry_after_seconds(response)
-        return wait is not None and wait <= self.max_wait
+    return BoundedRateLimitRetry(max_retry_count=1)
 
 
 class SlackNotifier:
@@ -151,7 +151,10 @@ class SlackNotifier:
             raise ValueError(f"timeout: must be at least 1 second, got {timeout}")
         self.channel = channel.strip()
         self._token = token
-        handlers: list[RetryHandler] = [_BoundedRateLimitRetry(max_rate_limit_wait)]
+        from slack_sdk import WebClient
+        from slack_sdk.http_retry import ConnectionErrorRetryHandler
+
+        handlers: list[RetryHandler] = [_bounded_rate_limit_retry(max_rate_limit_wait)]
         if connection_retries > 0:
             handlers.append(ConnectionErrorRetryHandler(max_retry_count=connection_retries))
         options: dict[str, Any] = {}
@@ -259,6 +262,8 @@ class SlackNotifier:
         )
 
     def _send(self, call: Callable[[], SlackResponse]) -> NotificationResult:
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
         try:
             response = call()
         except SlackApiError as exc:

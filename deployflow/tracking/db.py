@@ -4,24 +4,29 @@ Alembic is configured in code (no ``alembic.ini`` needed at runtime), so an inst
 migrate its own database. ``upgrade`` is safe to call from several processes at once: it holds a
 database-level lock (a PostgreSQL advisory lock, or SQLite's write lock taken by ``BEGIN
 IMMEDIATE``) around Alembic, and every migration runs in that one transaction.
+
+Alembic (with Mako, about a tenth of a worker's import time) is imported only when a migration
+runs: a database already at the newest revision, the case of every deploy after the first, is
+recognised with one query (``upgrade``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +134,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     Args:
         connection: When given, ``env.py`` runs the migrations on it (inside its transaction).
     """
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -138,6 +145,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest migration revision shipped with this deployflow."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships at least one revision
         raise TrackingDatabaseError("no migrations found in the deployflow package")
@@ -204,6 +213,8 @@ def _run_alembic(url_or_engine: str | URL | Engine, action: str, revision: str) 
         logger.info("tracking database %s: %s to %s", shown, action, revision)
         try:
             with _migration_connection(engine) as connection:
+                from alembic import command
+
                 config = alembic_config(connection)
                 if action == "upgrade":
                     command.upgrade(config, revision)
@@ -228,9 +239,42 @@ def upgrade(url_or_engine: str | URL | Engine | None = None, revision: str = "he
     Raises:
         TrackingDatabaseError: The database is unreachable or a migration failed (rolled back).
     """
-    _run_alembic(
-        url_or_engine if url_or_engine is not None else database_url(), "upgrade", revision
-    )
+    target = url_or_engine if url_or_engine is not None else database_url()
+    if revision == "head" and _at_head(target):
+        return
+    _run_alembic(target, "upgrade", revision)
+
+
+_REVISION_LINE = re.compile(r'^(down_revision|revision)\b[^=]*=\s*(None|"([^"]*)")', re.M)
+
+
+def shipped_head() -> str | None:
+    """The newest revision shipped, read from the migration files without importing Alembic;
+    None when the files do not name exactly one head (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = {name: value for name, _, value in _REVISION_LINE.findall(path.read_text())}
+        if not found.get("revision"):
+            return None
+        revisions.add(found["revision"])
+        if found.get("down_revision"):
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _at_head(url_or_engine: str | URL | Engine) -> bool:
+    """True when the database is at the shipped head (one query); False when unsure."""
+    head = shipped_head()
+    if head is None:
+        return False
+    try:
+        with _engine_for(url_or_engine) as engine, engine.connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except SQLAlchemyError:  # no table yet, or unreachable: the migration path says which
+        return False
+    return [row[0] for row in rows] == [head]
 
 
 def downgrade(url_or_engine: str | URL | Engine | None, revision: str) -> None:
@@ -253,4 +297,6 @@ def current_revision(url_or_engine: str | URL | Engine | None = None) -> str | N
         _engine_for(url_or_engine if url_or_engine is not None else database_url()) as engine,
         engine.connect() as connection,
     ):
+        from alembic.runtime.migration import MigrationContext
+
         return MigrationContext.configure(connection).get_current_revision()

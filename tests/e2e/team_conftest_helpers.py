@@ -182,19 +182,20 @@ class Workers:
 
 @contextmanager
 def process_workers(
-    names: Iterable[str], env: Mapping[str, str], log_dir: Path
+    names: Iterable[str], env: Mapping[str, str], log_dir: Path, limit: int = 1
 ) -> Iterator[Workers]:
     """``prefect worker start`` per name on the pool; each process group is killed at the end.
 
-    ``--limit 1``: a worker runs one deploy at a time, as a team would size a worker that moves
-    traffic; it also makes concurrent runs spread over the workers instead of one taking all.
+    ``--limit 1`` by default: a worker runs one deploy at a time, as a team would size a worker
+    that moves traffic; it also makes concurrent runs spread over the workers instead of one taking
+    all. bench/bench_scale.py runs more at once.
     """
     workers = Workers({}, {})
     try:
         for name in names:
             argv = [
                 sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL,
-                "--name", name, "--type", "process", "--limit", "1",
+                "--name", name, "--type", "process", "--limit", str(limit),
             ]  # fmt: skip
             log = log_dir / f"{name}.log"
             workers.logs[name] = log

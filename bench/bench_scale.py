@@ -1,0 +1,134 @@
+"""Benchmark: 50 deploys of 50 services at once on a team server.
+
+Run with ``uv run python bench/bench_scale.py [DEPLOYS] [WORKERS] [LIMIT]`` (defaults 50, 2, 10).
+A Prefect server on PostgreSQL, the tracking database on the same PostgreSQL, and WORKERS process
+workers (each running up to LIMIT flow runs at once) on this machine; DEPLOYS flow runs of
+``bench/fake_deploy.py`` (the deploy flow's real steps, tasks, subflows and tracking writes on
+in-memory backends), one per service, created at the same instant.
+
+Checked: every run ends Completed with its tracking row ``succeeded`` (no deploy refused or held
+by another service's: the one-active-deploy guard is per service and environment), and runs of
+different services overlapped. Printed: wall time from the trigger to the last run's end, the time
+runs waited for a worker and ran, how many ran at once, and the server's rate (flow and task runs
+and state transitions it recorded per second).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from team_server import TeamServer, team_server
+
+from deployflow.polling import wait_for
+from tests.e2e.team_conftest_helpers import final_states, tracked_by_flow_run
+
+
+def timeline(ts: TeamServer, run_id: UUID) -> dict[str, datetime]:
+    """When the run entered each state type (first time)."""
+    seen: dict[str, datetime] = {}
+    for state in sorted(ts.client.read_flow_run_states(run_id), key=lambda s: s.timestamp):
+        seen.setdefault(state.type.value, state.timestamp)
+    return seen
+
+
+def max_overlap(spans: list[tuple[datetime, datetime]]) -> int:
+    """The most spans open at one instant."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def server_counts(ts: TeamServer) -> dict[str, int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(ts.server.database_url)
+    try:
+        with engine.connect() as conn:
+            return {
+                table: int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+                for table in ("flow_run", "task_run", "flow_run_state", "task_run_state", "log")
+            }
+    finally:
+        engine.dispose()
+
+
+def seconds(values: list[float]) -> str:
+    return f"median {statistics.median(values):.1f} s, max {max(values):.1f} s"
+
+
+def main(deploys: int, workers: int, limit: int) -> int:
+    started = time.monotonic()
+    with team_server(workers, limit) as ts:
+        print(f"set-up (PostgreSQL, Prefect server, {workers} workers): "
+              f"{time.monotonic() - started:.0f} s")  # fmt: skip
+        before = server_counts(ts)
+        t0 = time.monotonic()
+        run_ids = [
+            ts.client.create_flow_run_from_deployment(
+                ts.deployment_id, parameters={"service": f"svc{i:02d}", "version": "v2"}
+            ).id
+            for i in range(deploys)
+        ]
+        created = time.monotonic() - t0
+        runs: dict[UUID, Any] = wait_for(
+            lambda: final_states(ts.client, run_ids, ts.workers),
+            timeout=3600,
+            interval=2,
+            what=f"{deploys} deploys to finish",
+        )
+        wall = time.monotonic() - t0
+        after = server_counts(ts)
+
+        failures = []
+        for run_id, run in runs.items():
+            if run.state.type.value != "COMPLETED" or run.state.name != "Completed":
+                failures.append(f"{run.name}: {run.state.name}: {run.state.message}")
+                continue
+            row = tracked_by_flow_run(ts.tracking_url, run_id)
+            if row["status"] != "succeeded":
+                failures.append(f"{run.name}: tracked {row['status']}: {row.get('message')}")
+        times = {run_id: timeline(ts, run_id) for run_id in run_ids}
+        started_runs = [t for t in times.values() if "RUNNING" in t]
+        waited = [(t["RUNNING"] - t["SCHEDULED"]).total_seconds() for t in started_runs]
+        ran = [(t["COMPLETED"] - t["RUNNING"]).total_seconds() for t in started_runs
+               if "COMPLETED" in t]  # fmt: skip
+        spans = [(t["RUNNING"], t.get("COMPLETED") or t["RUNNING"]) for t in started_runs]
+        overlap = max_overlap(spans)
+        if overlap < 2:
+            failures.append("the deploys never ran at the same time")
+
+    delta = {k: after[k] - before[k] for k in after}
+    transitions = delta["flow_run_state"] + delta["task_run_state"]
+    print(f"{deploys} deploys of {deploys} services, {workers} process workers (limit {limit})")
+    print(f"  trigger: {deploys} flow runs created through the API in {created:.1f} s")
+    print(f"  wall time, trigger to the last run's end: {wall:.0f} s "
+          f"({deploys / wall * 60:.1f} deploys/minute)")  # fmt: skip
+    print(f"  waited for a worker (Scheduled to Running): {seconds(waited)}")
+    print(f"  ran (Running to Completed): {seconds(ran)}")
+    print(f"  runs at once, at most: {overlap} (worker capacity {workers * limit})")
+    print(f"  server recorded: {delta['flow_run']} flow runs (with subflows), "
+          f"{delta['task_run']} task runs, {transitions} state transitions, "
+          f"{delta['log']} log lines")  # fmt: skip
+    print(f"  server rate: {transitions / wall:.1f} state transitions/s, "
+          f"{(delta['flow_run'] + delta['task_run']) / wall:.1f} runs/s")  # fmt: skip
+    if failures:
+        print(f"  NOT CORRECT: {len(failures)} of {deploys}:")
+        for line in failures:
+            print(f"    {line}")
+        return 1
+    print(f"  correct: all {deploys} Completed and tracked succeeded; none waited on another "
+          f"service's deploy ({overlap} ran at once)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:]]
+    sys.exit(main(*(args + [50, 2, 10][len(args) :])))

@@ -1,0 +1,169 @@
+"""Benchmark: how long a triggered deploy takes to reach its first task on a worker, and the import
+time a worker pays for each run.
+
+Run with ``uv run python bench/bench_start_latency.py [RUNS] [--before REF]``. Each run's worker
+starts a fresh ``python -m prefect.engine`` process that imports flows/deploy.py; that import is
+measured alone with ``python -X importtime -c 'import flows.deploy'`` (best of three), listing the
+heavy modules it pulls in. Then RUNS deploys (bench/fake_deploy.py: the real steps on in-memory
+backends) are triggered one after another on a Prefect server on PostgreSQL with one process
+worker, and each run's timeline is read back from the API: trigger to claimed by the worker, to
+Running (process start, imports, flow loaded), to the first task's start.
+
+``--before REF`` measures the same on the code of a git ref (exported with ``git archive`` to a
+temporary directory; bench/fake_deploy.py is copied in), so the effect of a change prints beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from uuid import UUID
+
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+from team_server import ENTRYPOINT, REPO_ROOT, TeamServer, team_server
+
+from deployflow.polling import wait_for
+from tests.e2e.team_conftest_helpers import POOL, final_states
+
+HEAVY = ("alembic", "mako", "sqlalchemy", "pglast", "slack_sdk", "prometheus_api_client")
+
+
+def import_profile(checkout: Path) -> tuple[float, dict[str, float]]:
+    """Seconds to import flows.deploy (best of three) and the heavy modules' cumulative seconds;
+    ``cpu`` in the dict is the importing process's CPU time (user + system), which a loaded
+    machine inflates less than the wall-clock figures of ``-X importtime``."""
+    best: tuple[float, dict[str, float]] | None = None
+    for _ in range(3):
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import flows.deploy"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        cumulative: dict[str, float] = {}
+        for line in result.stderr.splitlines():
+            if not line.startswith("import time:") or "cumulative" in line:
+                continue
+            _, cum, name = line.split("|")
+            module = name.strip()
+            if module in HEAVY or module == "flows.deploy":
+                cumulative[module] = max(cumulative.get(module, 0.0), int(cum) / 1e6)
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cumulative["cpu"] = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+            cpu_after.ru_stime - cpu_before.ru_stime
+        )
+        total = cumulative.pop("flows.deploy")
+        if best is None or total < best[0]:
+            best = (total, cumulative)
+    assert best is not None
+    return best
+
+
+def export(ref: str, into: Path) -> Path:
+    """The tree of ``ref`` in ``into``, with this bench's flow file copied in."""
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "bench").mkdir(exist_ok=True)
+    shutil.copy(REPO_ROOT / "bench" / "fake_deploy.py", into / "bench" / "fake_deploy.py")
+    return into
+
+
+def deployment_in(ts: TeamServer, checkout: Path, name: str) -> UUID:
+    """A deployment of the bench flow whose runs start in ``checkout``."""
+    flow_id = ts.client.create_flow_from_name("deploy-on-fakes")
+    return ts.client.create_deployment(
+        flow_id,
+        name,
+        entrypoint=ENTRYPOINT,
+        work_pool_name=POOL,
+        path=str(checkout),
+        pull_steps=[
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(checkout)}}
+        ],
+        enforce_parameter_schema=False,
+    )
+
+
+def latencies(ts: TeamServer, deployment_id: UUID, runs: int, tag: str) -> list[dict[str, float]]:
+    """Trigger ``runs`` deploys one after another; each one's phases in seconds."""
+    phases = []
+    for i in range(runs):
+        run = ts.client.create_flow_run_from_deployment(
+            deployment_id, parameters={"service": f"{tag}{i}", "version": "v2"}
+        )
+        wait_for(
+            lambda run_id=run.id: final_states(ts.client, [run_id], ts.workers),
+            timeout=600,
+            interval=0.5,
+            what="the run to finish",
+        )
+        states = sorted(ts.client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
+        first = {}
+        for state in states:
+            first.setdefault(state.type.value, state.timestamp)
+        tasks = ts.client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
+        )
+        first_task = min(t.start_time for t in tasks if t.start_time is not None)
+        trigger = run.created or first["SCHEDULED"]
+        phases.append({
+            "claimed": (first["PENDING"] - trigger).total_seconds(),
+            "running": (first["RUNNING"] - first["PENDING"]).total_seconds(),
+            "first task": (first_task - first["RUNNING"]).total_seconds(),
+            "trigger to first task": (first_task - trigger).total_seconds(),
+        })  # fmt: skip
+    return phases
+
+
+def show_imports(label: str, profile: tuple[float, dict[str, float]]) -> None:
+    wall, modules = profile[0], dict(profile[1])
+    cpu = modules.pop("cpu")
+    parts = ", ".join(f"{m} {s:.2f}" for m, s in sorted(modules.items(), key=lambda kv: -kv[1]))
+    print(f"  {label}: import flows.deploy {wall:.2f} s wall, {cpu:.2f} s CPU; "
+          f"heavy modules (s, wall): {parts or 'none'}")  # fmt: skip
+
+
+def show_latency(label: str, phases: list[dict[str, float]]) -> None:
+    print(f"  {label} ({len(phases)} runs, median / max in s):")
+    for phase in phases[0]:
+        values = [p[phase] for p in phases]
+        print(f"    {phase:<22} {statistics.median(values):6.1f} / {max(values):6.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="?", type=int, default=3)
+    parser.add_argument("--before", metavar="REF", help="also measure the code of this git ref")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="deployflow-before-") as tmp:
+        checkouts = {"now": REPO_ROOT}
+        if args.before:
+            checkouts[f"before ({args.before})"] = export(args.before, Path(tmp))
+        print("worker import time (python -X importtime, best of 3):")
+        for label, checkout in checkouts.items():
+            show_imports(label, import_profile(checkout))
+
+        started = time.monotonic()
+        with team_server(workers=1, limit=1) as ts:
+            print(f"start latency on a team server (set-up {time.monotonic() - started:.0f} s; "
+                  "worker polls every 1 s):")  # fmt: skip
+            for n, (label, checkout) in enumerate(checkouts.items()):
+                deployment_id = deployment_in(ts, checkout, f"latency-{n}")
+                show_latency(label, latencies(ts, deployment_id, args.runs, f"svc{n}-"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
