@@ -25,7 +25,8 @@ def prefect_server() -> Iterator[str]:
 
     # No telemetry from test servers: this machine, and many CI runners, cannot reach it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with prefect_test_harness(server_startup_timeout=90):
+    # It starts in seconds on an idle machine; a loaded 2-core runner has taken over 90 s.
+    with prefect_test_harness(server_startup_timeout=240):
         yield str(PREFECT_API_URL.value())
 
 
