@@ -218,6 +218,15 @@ def _judge_error_rate(
     plausible, best = best_final_upper_bound(errors, requests, final_requests, levels[1], levels[1])
     if best < limit:
         return _Finding("undecided", undecided)
+    if plausible > limit:
+        # Above the maximum at the promotion confidence, and no time left to show otherwise: an
+        # error-rate rollback (a canary at or below the maximum is never this far above it).
+        reason = (
+            f"error rate {text}: above {_rate(limit)} (at least {_rate(plausible)} at the "
+            f"promotion confidence), and the {_requests(final_requests)} expected by the "
+            "stage's last look could not show it below"
+        )
+        return _Finding("above", reason, Breach("error_rate", error_rate, limit, reason))
     hopeless = (
         f"error rate {text}: even at {_rate(plausible)}, the lowest rate these requests "
         f"plausibly allow, the {_requests(final_requests)} expected by the stage's last look "

@@ -317,3 +317,16 @@ def test_futility_never_ends_a_stage_for_a_canary_shown_healthy(
     if result.outcome is Outcome.SUCCESSFUL:
         assert result.hopeless == ""
     assert result.outcome is not Outcome.FAILED
+
+
+def test_a_canary_plausibly_above_the_maximum_with_no_time_left_fails_on_its_error_rate() -> None:
+    # 20% over 20 requests: not yet above 5% at the rollback confidence, but above it at the
+    # promotion confidence, and 120 requests by the last look could not show it below: the
+    # stage fails on the error rate, not as "inconclusive".
+    sample = MetricSample(error_rate=0.2, p95_seconds=0.02, requests=20)
+    assert evaluate(sample, BASE, T, looks=24).outcome is Outcome.INCONCLUSIVE
+    result = evaluate(sample, BASE, T, looks=24, final_requests=120)
+    assert result.outcome is Outcome.FAILED
+    (breach,) = result.breaches
+    assert breach.metric == "error_rate"
+    assert "at the promotion confidence" in breach.reason
