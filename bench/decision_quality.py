@@ -20,6 +20,16 @@ the same streams for comparison.
 
 Goals: no healthy run rolled back; every 6% and 2.5x run rolled back; no 3% run rolled back on
 its error rate.
+
+``--sandbox`` runs real deploys instead (the deploy flow, on a temporary Prefect server, against
+the real sandbox: HAProxy, Prometheus, the demo service at the sandbox's 100 requests/s). Every
+version, stable included, answers with the demo service's noisy-healthy profile (about 0.5%
+random 500s, a heavy latency tail); the regressed ones add 6% random 500s or a 2.5x latency.
+``--sandbox-runs`` deploys of each scenario run interleaved; ``--cpu-load`` keeps a busy-loop
+process running beside them. Beside the sandbox's traffic a probe sends 20 requests/s and
+records which version answered each, which gives the breach-to-safe time of a rollback: from the
+canary's first answer (it is bad from its first request) to its last, and from the verdict to the
+canary's last answer. The same table as the simulation is printed, with those times.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import subprocess
 import sys
 import time
 from bisect import bisect_left
@@ -235,6 +246,7 @@ class RunResult:
     cause: str  # "promoted", or the metric of the rollback reason
     looks: int  # measurements until the verdict (all stages)
     seconds: float  # from the canary's first traffic to the verdict
+    stage: int = -1  # index of the stage that rolled back
 
 
 def one_rollout(
@@ -282,7 +294,7 @@ def one_rollout(
         looks += taken
         if verdict is not Verdict.PROMOTE:
             cause = reason.metric if reason else "no verdict"
-            return RunResult(True, cause, looks, clock.now - started)
+            return RunResult(True, cause, looks, clock.now - started, index)
     return RunResult(False, "promoted", looks, clock.now - started)
 
 
@@ -297,8 +309,8 @@ def _median(values: list[float]) -> float:
 def table(args: argparse.Namespace, legacy: bool, model: LatencyModel) -> list[str]:
     lines = [
         "| scenario | runs | rolled back | on error rate | on P95 | inconclusive | "
-        "median looks / s to roll back |",
-        "|---|---|---|---|---|---|---|",
+        "at stage 1 | median looks / s to roll back |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for number, scenario in enumerate(SCENARIOS):
         results = [
@@ -313,7 +325,307 @@ def table(args: argparse.Namespace, legacy: bool, model: LatencyModel) -> list[s
         lines.append(
             f"| {scenario.name} | {len(results)} | {len(back)} ({len(back) / len(results):.0%}) "
             f"| {causes['error_rate']} | {causes['p95_latency']} | "
-            f"{causes['inconclusive']} | {speed} |"
+            f"{causes['inconclusive']} | {sum(1 for r in back if r.stage == 0)} | {speed} |"
+        )
+    return lines
+
+
+# -- sandbox mode: real deploys ------------------------------------------------------------------
+
+PROBE_RPS = 20.0
+
+
+@dataclass(frozen=True)
+class SandboxScenario:
+    name: str
+    prefix: str  # versions of this scenario are named prefix + run number
+    fault: dict[str, float]
+    regressed: bool
+
+
+def sandbox_scenarios() -> dict[str, SandboxScenario]:
+    from deployflow.sandbox.demo_app import NOISY_HEALTHY
+
+    return {
+        "healthy": SandboxScenario("healthy (noisy)", "h", dict(NOISY_HEALTHY), False),
+        "3%": SandboxScenario(
+            "3% errors", "t", {**NOISY_HEALTHY, "random_error_rate": 0.03}, False
+        ),
+        "6%": SandboxScenario("6% errors", "e", {**NOISY_HEALTHY, "random_error_rate": 0.06}, True),
+        "20%": SandboxScenario(
+            "20% errors", "x", {**NOISY_HEALTHY, "random_error_rate": 0.2}, True
+        ),
+        "p95": SandboxScenario("P95 2.5x", "p", {**NOISY_HEALTHY, "latency_factor": 2.5}, True),
+    }
+
+
+class VersionProbe:
+    """Send ``PROBE_RPS`` requests/s through the frontend; remember (sent at, version) of each
+    answer (the demo service names itself in every body, errors included)."""
+
+    def __init__(self, base_url: str) -> None:
+        import threading
+
+        self.base_url = base_url
+        self.answers: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        period = 1.0 / PROBE_RPS
+        with httpx.Client(base_url=self.base_url, timeout=5.0) as client:
+            next_send = time.time()
+            while not self._stop.wait(max(0.0, next_send - time.time())):
+                sent = time.time()
+                next_send = max(next_send + period, sent)
+                try:
+                    version = client.get("/api/items").json().get("version")
+                except (httpx.HTTPError, ValueError, AttributeError):
+                    continue
+                if version:
+                    self.answers.append((sent, str(version)))
+
+    def __enter__(self) -> VersionProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class SandboxRun:
+    scenario: str
+    status: str
+    cause: str
+    stage: int | None
+    detect_seconds: float | None  # the failing stage's start to its verdict
+    breach_to_safe: float | None  # the canary's first answer to its last (probe)
+    verdict_to_safe: float | None  # the verdict to the canary's last answer (probe)
+
+
+def _sandbox_run(
+    name: str, version: str, spec_path: str, probe: VersionProbe, started: float
+) -> SandboxRun:
+    from datetime import datetime
+
+    from deployments.run import run_deploy
+
+    outcome = run_deploy(spec_path, version, "bench", "canary", False)
+    status = outcome["status"]
+    rollback = outcome.get("rollback") or {}
+    stages = outcome.get("stages") or []
+    answered = [sent for sent, v in list(probe.answers) if v == version and sent >= started]
+    if status != "rolled_back":
+        cause = "promoted" if status == "succeeded" else f"{status}: {outcome.get('message')}"
+        return SandboxRun(name, status, cause, None, None, None, None)
+    trigger = rollback.get("trigger") or rollback
+    stage = trigger.get("stage")
+    detect = verdict_to_safe = breach_to_safe = None
+    if stages:
+        last = stages[-1]
+        begun = datetime.fromisoformat(last["started_at"]).timestamp()
+        verdict_at = datetime.fromisoformat(last["finished_at"]).timestamp()
+        detect = verdict_at - begun
+        if answered:
+            # Negative: the canary's last answer went out before the verdict (restored at once).
+            verdict_to_safe = max(0.0, max(answered) - verdict_at)
+            breach_to_safe = max(answered) - min(answered)
+    return SandboxRun(
+        name,
+        status,
+        str(trigger.get("metric", "?")),
+        stage,
+        detect,
+        breach_to_safe,
+        verdict_to_safe,
+    )
+
+
+def _busy_loop() -> subprocess.Popen[bytes]:
+    """A process that keeps one core busy until it is stopped."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One deploy of the sandbox plan."""
+
+    label: str  # the table row
+    scenario: SandboxScenario
+    version: str
+    interval: float
+    cpu_load: bool
+    round: int
+
+
+def sandbox_plan(args: argparse.Namespace) -> list[Planned]:
+    """Rounds of one deploy per scenario (and per variant), so slow drifts of the machine's load
+    spread over every row."""
+    known = sandbox_scenarios()
+    wanted = [known[key] for key in args.sandbox_scenarios]
+    loaded = [known[key] for key in args.cpu_load_scenarios] if args.cpu_load else []
+    plan: list[Planned] = []
+    for run in range(1, args.sandbox_runs + 1):
+        for scenario in wanted:
+            plan.append(
+                Planned(
+                    scenario.name, scenario, f"{scenario.prefix}{run}", args.interval, False, run
+                )
+            )
+        for scenario in loaded:
+            plan.append(
+                Planned(
+                    f"{scenario.name}, CPU load",
+                    scenario,
+                    f"{scenario.prefix}{run}-load",
+                    args.interval,
+                    True,
+                    run,
+                )
+            )
+        if args.breach_interval is not None:
+            scenario = known["20%"]
+            plan.append(
+                Planned(
+                    f"{scenario.name}, interval {args.breach_interval:g} s",
+                    scenario,
+                    f"{scenario.prefix}{run}-fast",
+                    args.breach_interval,
+                    False,
+                    run,
+                )
+            )
+    return plan
+
+
+def sandbox_table(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    from deployflow.polling import wait_for
+    from deployflow.providers import registry
+    from deployflow.providers.base import BuildContext
+    from deployflow.sandbox.demo_app import NOISY_HEALTHY
+    from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox
+    from deployflow.spec import load_spec
+
+    plan = sandbox_plan(args)
+    faults: dict[str, dict[str, float]] = {"v1": dict(NOISY_HEALTHY)}
+    faults.update({p.version: p.scenario.fault for p in plan})
+    example = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
+    text = example.read_text()
+    steps_line = "steps: [5, 25, 50, 100]"
+    if steps_line not in text:
+        print(f"{example} no longer holds {steps_line!r}", file=sys.stderr)
+        return 1
+    # Beside the example, so its relative paths (pre-checks) still hold.
+    spec_path = example.parent / ".bench-decision-quality.yaml"
+    spec_path.write_text(
+        text.replace(steps_line, f"steps: [{', '.join(str(s) for s in args.steps)}]")
+    )
+    settings = {
+        "DEPLOYFLOW_DEMO_FAULTS": json.dumps(faults),
+        "DEPLOYFLOW_OBSERVE": f"{args.observe:g}s",
+        "DEPLOYFLOW_INTERVAL": f"{args.interval:g}s",
+        "DEPLOYFLOW_WINDOW": f"{args.window:g}s",
+        "DEPLOYFLOW_MAX_HOLD": str(args.max_hold),
+        "DEPLOYFLOW_PROMOTE_CONFIDENCE": f"{args.promote_confidence:g}",
+    }
+    print(
+        f"{len(plan)} deploys on the sandbox ({SANDBOX_RPS:g} requests/s, probe "
+        f"{PROBE_RPS:g}/s); steps {args.steps}; observe {args.observe:g} s, interval "
+        f"{args.interval:g} s, window {args.window:g} s, hold up to {args.max_hold}; promote "
+        f"confidence {args.promote_confidence:g}; CPU load: one busy-loop process",
+        flush=True,
+    )
+    runs: list[tuple[str, SandboxRun]] = []
+    began = time.perf_counter()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="deployflow-dq-") as tmp,
+            # A shared machine can take minutes to start a Prefect server.
+            prefect_test_harness(server_startup_timeout=600),
+            Sandbox(Path(tmp) / "sandbox", env=settings, rps=SANDBOX_RPS) as sb,
+        ):
+            os.environ.update(sb.env_vars())
+            os.environ.update(settings)
+            os.environ["DEPLOYFLOW_DATA_DIR"] = str(Path(tmp) / "data")
+            spec = load_spec(spec_path)
+            metrics = registry.build("metrics", spec.metrics, BuildContext())
+            sb.wait_for_metrics("v1", timeout=60)
+            wait_for(
+                lambda: metrics.p95("v1", spec.analysis.baseline_window).value,
+                timeout=60,
+                interval=0.5,
+                what="a P95 baseline for v1",
+            )
+            print(f"sandbox up after {time.perf_counter() - began:.0f} s", flush=True)
+            with VersionProbe(sb.frontend_url) as probe:
+                for planned in plan:
+                    os.environ["DEPLOYFLOW_INTERVAL"] = f"{planned.interval:g}s"
+                    load = _busy_loop() if planned.cpu_load else None
+                    try:
+                        result = _sandbox_run(
+                            planned.label, planned.version, str(spec_path), probe, time.time()
+                        )
+                    finally:
+                        if load is not None:
+                            load.terminate()
+                            load.wait(timeout=10)
+                    runs.append((planned.label, result))
+                    print(f"  {planned.version}: {result}", flush=True)
+                    following = plan[len(runs)] if len(runs) < len(plan) else None
+                    if following is None or following.round != planned.round:
+                        # A round is complete: the table so far, in case the run is cut short.
+                        labels = list(dict.fromkeys(label for label, _ in runs))
+                        table_so_far = sandbox_lines(labels, [r for _, r in runs])
+                        print("\n".join(table_so_far), flush=True)
+    finally:
+        spec_path.unlink(missing_ok=True)
+    print(f"\n{time.perf_counter() - began:.0f} s\n")
+    labels = list(dict.fromkeys(p.label for p in plan))
+    print("\n".join(sandbox_lines(labels, [r for _, r in runs])))
+    return 0
+
+
+def _seconds(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "n/a"
+    return f"{_median(known):.1f} s (max {max(known):.1f} s)"
+
+
+def sandbox_lines(labels: list[str], runs: list[SandboxRun]) -> list[str]:
+    lines = [
+        "| scenario | runs | rolled back | on error rate | on P95 | inconclusive | other | "
+        "at stage 1 | median s to the verdict | breach-to-safe | verdict-to-safe |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in labels:
+        mine = [r for r in runs if r.scenario == label]
+        back = [r for r in mine if r.status == "rolled_back"]
+        causes = Counter(r.cause for r in back)
+        other = len(mine) - len(back) - sum(1 for r in mine if r.status == "succeeded")
+        other += sum(
+            n for c, n in causes.items() if c not in ("error_rate", "p95_latency", "inconclusive")
+        )
+        first = sum(1 for r in back if r.stage == 0)
+        detect = [r.detect_seconds for r in back if r.detect_seconds is not None]
+        lines.append(
+            f"| {label} | {len(mine)} | {len(back)} ({len(back) / max(len(mine), 1):.0%}) "
+            f"| {causes['error_rate']} | {causes['p95_latency']} | {causes['inconclusive']} "
+            f"| {other} | {first} | {'n/a' if not detect else f'{_median(detect):.0f} s'} | "
+            f"{_seconds([r.breach_to_safe for r in back])} | "
+            f"{_seconds([r.verdict_to_safe for r in back])} |"
         )
     return lines
 
@@ -333,7 +645,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--promote-confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--legacy", action="store_true", help="also run the judge before")
+    parser.add_argument(
+        "--sandbox", action="store_true", help="real deploys on the sandbox instead of simulation"
+    )
+    parser.add_argument("--sandbox-runs", type=int, default=5, help="deploys per scenario")
+    parser.add_argument(
+        "--sandbox-scenarios",
+        nargs="+",
+        default=["healthy", "6%", "p95"],
+        choices=["healthy", "3%", "6%", "20%", "p95"],
+    )
+    parser.add_argument(
+        "--cpu-load",
+        action="store_true",
+        help="(sandbox) also run --cpu-load-scenarios with a busy-loop process beside the deploy",
+    )
+    parser.add_argument(
+        "--cpu-load-scenarios",
+        nargs="+",
+        default=["healthy", "6%"],
+        choices=["healthy", "3%", "6%", "20%", "p95"],
+    )
+    parser.add_argument(
+        "--breach-interval",
+        type=float,
+        help="(sandbox) also deploy 20%% canaries at this interval, for breach-to-safe",
+    )
     args = parser.parse_args(argv)
+    if args.sandbox:
+        return sandbox_table(args)
 
     model = LatencyModel(random.Random(args.seed))
     print(

@@ -15,7 +15,13 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from deployflow.stats import Histogram, mann_whitney, per_look_confidence, wilson_bounds
+from deployflow.stats import (
+    Histogram,
+    best_final_upper_bound,
+    mann_whitney,
+    per_look_confidence,
+    wilson_bounds,
+)
 
 
 class Outcome(StrEnum):
@@ -93,6 +99,9 @@ class Measurement:
     control: MetricSample | None = None  # the stable version over the same window
     # What other signals saw (log lines matching the error patterns, firing alerts).
     evidence: tuple[str, ...] = ()
+    # Why the stage cannot show this canary healthy by its last look, however long it observes
+    # (empty while it still can): the stage ends at once (``analyse_stage``).
+    hopeless: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         control = self.control
@@ -106,6 +115,7 @@ class Measurement:
             "breaches": [b.to_dict() for b in self.breaches],
             "note": self.note,
             "evidence": list(self.evidence),
+            "hopeless": self.hopeless,
             "stable": None
             if control is None
             else {
@@ -174,6 +184,7 @@ class _Finding:
     state: Literal["above", "below", "undecided"]
     text: str
     breach: Breach | None = None
+    hopeless: str = ""  # an undecided finding the stage's remaining looks cannot decide "below"
 
 
 def _judge_error_rate(
@@ -182,6 +193,7 @@ def _judge_error_rate(
     control: MetricSample | None,
     thresholds: Thresholds,
     levels: tuple[float, float],
+    final_requests: float | None = None,
 ) -> _Finding:
     limit = thresholds.max_error_rate
     errors = error_rate * requests
@@ -201,7 +213,29 @@ def _judge_error_rate(
         return _Finding("above", reason, Breach("error_rate", error_rate, limit, reason))
     if ci.high < limit or (limit == 0.0 and errors == 0.0):
         return _Finding("below", f"error rate {text}: below {_rate(limit)}")
-    return _Finding("undecided", f"error rate {text}: cannot be told apart from {_rate(limit)} yet")
+    undecided = f"error rate {text}: cannot be told apart from {_rate(limit)} yet"
+    if final_requests is None or final_requests <= requests:
+        return _Finding("undecided", undecided)
+    # Futility: even if the canary is as good as these requests plausibly allow, the requests
+    # the stage will have seen by its last look cannot show it below the maximum.
+    plausible, best = best_final_upper_bound(errors, requests, final_requests, levels[1], levels[1])
+    if best < limit:
+        return _Finding("undecided", undecided)
+    if plausible > limit:
+        # Above the maximum at the promotion confidence, and no time left to show otherwise: an
+        # error-rate rollback (a canary at or below the maximum is never this far above it).
+        reason = (
+            f"error rate {text}: above {_rate(limit)} (at least {_rate(plausible)} at the "
+            f"promotion confidence), and the {_requests(final_requests)} expected by the "
+            "stage's last look could not show it below"
+        )
+        return _Finding("above", reason, Breach("error_rate", error_rate, limit, reason))
+    hopeless = (
+        f"error rate {text}: even at {_rate(plausible)}, the lowest rate these requests "
+        f"plausibly allow, the {_requests(final_requests)} expected by the stage's last look "
+        f"could not show it below {_rate(limit)} (upper bound {_rate(best)})"
+    )
+    return _Finding("undecided", undecided, hopeless=hopeless)
 
 
 def _judge_latency_concurrent(
@@ -277,6 +311,7 @@ def evaluate(
     *,
     control: MetricSample | None = None,
     looks: int = 1,
+    final_requests: float | None = None,
 ) -> Measurement:
     """Classify one sample of the canary, against the stable version's sample from the same
     window (``control``) and, when stable had no traffic, the pre-deploy baseline.
@@ -287,7 +322,10 @@ def evaluate(
     canary's P95 is above ``max_p95_ratio`` times the stable's *and* a rank test on the two
     histograms says the canary is slower beyond chance. Anything in between is inconclusive.
     ``looks`` is how many measurements the stage may take: each is held to the confidence that
-    keeps the whole stage at ``thresholds.confidence``.
+    keeps the whole stage at ``thresholds.confidence``. ``final_requests`` is how many requests
+    the canary is expected to have served by the stage's last look: when even a canary as good
+    as the sample plausibly allows could not be shown below the maximum error rate by then, the
+    measurement says so (``hopeless``) and the stage ends without waiting for its holds.
     """
     if sample.error is not None:
         return Measurement(
@@ -314,7 +352,14 @@ def evaluate(
     promote_level = per_look_confidence(thresholds.promote_confidence, promotion_looks)
     usable_control = _usable(control, thresholds)
     findings = [
-        _judge_error_rate(requests, error_rate, usable_control, thresholds, (level, promote_level))
+        _judge_error_rate(
+            requests,
+            error_rate,
+            usable_control,
+            thresholds,
+            (level, promote_level),
+            final_requests,
+        )
     ]
 
     latency: _Finding | None = None
@@ -343,8 +388,14 @@ def evaluate(
             Outcome.FAILED, sample, baseline_p95_seconds, breaches, note, control=control
         )
     if any(f.state == "undecided" for f in findings):
+        hopeless = "; ".join(f.hopeless for f in findings if f.hopeless)
         return Measurement(
-            Outcome.INCONCLUSIVE, sample, baseline_p95_seconds, note=note, control=control
+            Outcome.INCONCLUSIVE,
+            sample,
+            baseline_p95_seconds,
+            note=note,
+            control=control,
+            hopeless=hopeless,
         )
     return Measurement(Outcome.SUCCESSFUL, sample, baseline_p95_seconds, note=note, control=control)
 
@@ -397,6 +448,16 @@ def analyse_stage(
             None,
             f"{errors} consecutive metric queries failed (limit "
             f"{thresholds.consecutive_error_limit}): {last.note}",
+        )
+        return StageDecision(Verdict.ROLLBACK, reason, counts)
+
+    latest = measurements[-1] if measurements else None
+    if latest is not None and latest.outcome is Outcome.INCONCLUSIVE and latest.hopeless:
+        reason = Breach(
+            "inconclusive",
+            None,
+            None,
+            f"the stage cannot show the canary healthy in the time it has left: {latest.hopeless}",
         )
         return StageDecision(Verdict.ROLLBACK, reason, counts)
 

@@ -192,6 +192,7 @@ def observe_stage(
     # starts mid-stage is not diluted by the healthy traffic before it; the budget covers both.
     recent_too = window_seconds < looks * interval_seconds - 1e-9
     tests = 2 * looks if recent_too else looks
+    horizon = looks * interval_seconds  # the stage's last look, held to the end
     started_at = datetime.now(UTC)
     start = clock()
     measurements: list[Measurement] = []
@@ -208,16 +209,29 @@ def observe_stage(
         else:
             window = max(clock() - start, interval_seconds)
 
-            def measure(seconds: float) -> Measurement:
+            def measure(seconds: float, final: float | None = None) -> Measurement:
                 sample = source.sample(version, seconds)
                 control = None
                 if control_version is not None:
                     control = source.sample(control_version, seconds)
+                requests = sample.requests
+                final_requests = None
+                if final is not None and requests is not None and math.isfinite(requests):
+                    final_requests = requests * final
                 return evaluate(
-                    sample, baseline_p95_seconds, thresholds, control=control, looks=tests
+                    sample,
+                    baseline_p95_seconds,
+                    thresholds,
+                    control=control,
+                    looks=tests,
+                    final_requests=final_requests,
                 )
 
-            measurement = measure(window)
+            # From the second look on, the requests seen so far tell how many the stage will
+            # have by its last look (traffic is steady within a stage); the first look can
+            # undercount by a scrape interval.
+            final = horizon / window if window >= 2 * interval_seconds - 1e-9 else None
+            measurement = measure(window, final)
             requests = measurement.sample.requests
             if recent_too and window > window_seconds + 1e-9:
                 recent = measure(window_seconds)

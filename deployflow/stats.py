@@ -11,6 +11,11 @@
   spent evenly over the most looks the stage can take (a Bonferroni alpha-spending rule), which
   holds whatever the correlation between looks, so checking every interval does not inflate false
   alarms beyond the stated confidence.
+- ``best_final_upper_bound``: how low a stage could still push an error rate's upper bound by
+  its last look, if the canary is as good as its requests so far plausibly allow. When even that
+  stays above the maximum, observing on cannot show the canary healthy: the stage can stop at
+  once instead of holding to the end (a futility rule; it only ever ends a stage that could not
+  promote, it never fails a canary that could).
 - ``Histogram`` and ``mann_whitney``: latency compared from histogram bucket counts of canary and
   stable in the same window. A rank test on bucketed counts (every request in one bucket ties with
   the others in it; the variance is tie-corrected) says whether the canary is slower beyond
@@ -88,6 +93,28 @@ def wilson_bounds(errors: float, requests: float, low_level: float, high_level: 
     low = 0.0 if p == 0.0 else _wilson_end(p, n, _NORMAL.inv_cdf(low_level), -1.0)
     high = 1.0 if p == 1.0 else _wilson_end(p, n, _NORMAL.inv_cdf(high_level), 1.0)
     return Interval(p, min(low, p), max(high, p), low_level + high_level - 1.0)
+
+
+def best_final_upper_bound(
+    errors: float,
+    requests: float,
+    final_requests: float,
+    plausible_level: float,
+    high_level: float,
+) -> tuple[float, float]:
+    """The best upper bound a rate can plausibly reach by ``final_requests`` requests.
+
+    The rate is taken as low as ``errors`` of ``requests`` plausibly allow (the lower Wilson bound
+    at ``plausible_level``); ``final_requests`` requests at exactly that rate give a Wilson upper
+    bound at ``high_level``. Returns (that rate, that upper bound). A larger sample or fewer
+    errors lowers both.
+    """
+    if final_requests < requests:
+        raise ValueError(
+            f"final_requests ({final_requests}) must be at least requests ({requests})"
+        )
+    rate = wilson_bounds(errors, requests, plausible_level, 0.5).low
+    return rate, wilson_bounds(rate * final_requests, final_requests, 0.5, high_level).high
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:

@@ -11,6 +11,13 @@ writes an ``ERROR`` line to the version's output (its log file in the sandbox) a
 ``deployflow_demo_log_errors_total``; ``log_errors`` makes that fraction of requests log an error
 while still answering 200 on time (a fault only the logs, or an alert on that counter, show).
 
+Noise like a real service's, for measuring the canary judge (``bench/decision_quality.py
+--sandbox``): ``random_error_rate`` fails requests at random (independently, so a window may see
+more or fewer than the rate), ``latency_tail`` gives the latency a lognormal body and slows that
+fraction of requests by a Pareto(1.5) factor (a heavy tail, capped at ``TAIL_CAP_SECONDS``), and
+``latency_factor`` multiplies the whole latency (a P95 regression). ``NOISY_HEALTHY`` is the
+profile the bench gives every version: about 0.5% random 500s and a 4% heavy tail.
+
 Feature flags: with ``--flags FILE`` the app evaluates the flag ``new-checkout`` per request with
 OpenFeature (``openfeature-sdk`` and ``openfeature-provider-flagd`` reading the flagd file
 in-process), by a stable targeting key (the ``X-User`` header, else one per request). When the flag
@@ -47,8 +54,21 @@ LATENCY_BUCKETS = (
     0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 _FAULT_KEYS = frozenset(
-    {"error_rate", "latency_ms", "new_checkout_error_rate", "error_paths", "log_errors"}
+    {
+        "error_rate",
+        "latency_ms",
+        "new_checkout_error_rate",
+        "error_paths",
+        "log_errors",
+        "random_error_rate",
+        "latency_factor",
+        "latency_tail",
+    }
 )
+# The slowest a heavy-tail request gets, so one draw cannot hold a server thread for minutes.
+TAIL_CAP_SECONDS = 2.0
+# Healthy, with the noise of a real service: about 0.5% random 500s and a heavy latency tail.
+NOISY_HEALTHY: dict[str, float] = {"random_error_rate": 0.005, "latency_tail": 0.04}
 NEW_CHECKOUT_FLAG = "new-checkout"
 # Evaluates a boolean flag for a targeting key.
 FlagEvaluator = Callable[[str, str], bool]
@@ -71,6 +91,10 @@ class Fault:
             a page no smoke request covers passes every check sent straight to the version and
             shows only under users' traffic.
         log_errors: Fraction of app requests that log an ERROR line but answer 200 on time.
+        random_error_rate: Chance (0..1) that each app request answers 500, independently.
+        latency_factor: Multiplies every app request's latency (> 0; 2.5 is a 2.5x P95).
+        latency_tail: Fraction (0..1) of app requests slowed by a Pareto(1.5) factor, on a
+            lognormal body: a heavy-tailed latency.
     """
 
     error_rate: float = 0.0
@@ -78,6 +102,9 @@ class Fault:
     new_checkout_error_rate: float = 0.0
     error_paths: frozenset[str] = frozenset()
     log_errors: float = 0.0
+    random_error_rate: float = 0.0
+    latency_factor: float = 1.0
+    latency_tail: float = 0.0
 
 
 def parse_faults(raw: str | None) -> dict[str, Fault]:
@@ -115,37 +142,46 @@ def parse_faults(raw: str | None) -> dict[str, Fault]:
         unknown = sorted(set(entry) - _FAULT_KEYS)
         if unknown:
             raise FaultConfigError(
-                f"{where} has unknown key(s) {unknown}; allowed: 'error_rate', 'latency_ms', "
-                "'new_checkout_error_rate', 'error_paths', 'log_errors'"
+                f"{where} has unknown key(s) {unknown}; allowed: "
+                + ", ".join(repr(k) for k in sorted(_FAULT_KEYS))
             )
-        error_rate = _number(entry.get("error_rate", 0.0), f"{where}.error_rate")
-        latency_ms = _number(entry.get("latency_ms", 0.0), f"{where}.latency_ms")
-        new_checkout = _number(
-            entry.get("new_checkout_error_rate", 0.0), f"{where}.new_checkout_error_rate"
-        )
-        log_errors = _number(entry.get("log_errors", 0.0), f"{where}.log_errors")
+        values = {
+            key: _number(entry.get(key, default), f"{where}.{key}")
+            for key, default in (
+                ("error_rate", 0.0),
+                ("latency_ms", 0.0),
+                ("new_checkout_error_rate", 0.0),
+                ("log_errors", 0.0),
+                ("random_error_rate", 0.0),
+                ("latency_factor", 1.0),
+                ("latency_tail", 0.0),
+            )
+        }
         rates = (
-            ("error_rate", error_rate),
-            ("new_checkout_error_rate", new_checkout),
-            ("log_errors", log_errors),
+            "error_rate",
+            "new_checkout_error_rate",
+            "log_errors",
+            "random_error_rate",
+            "latency_tail",
         )
-        for name, rate in rates:
-            if not 0.0 <= rate <= 1.0:
-                raise FaultConfigError(f"{where}.{name} must be between 0 and 1, got {rate}")
-        if latency_ms < 0:
-            raise FaultConfigError(f"{where}.latency_ms must be >= 0, got {latency_ms}")
+        for name in rates:
+            if not 0.0 <= values[name] <= 1.0:
+                raise FaultConfigError(
+                    f"{where}.{name} must be between 0 and 1, got {values[name]}"
+                )
+        if values["latency_ms"] < 0:
+            raise FaultConfigError(f"{where}.latency_ms must be >= 0, got {values['latency_ms']}")
+        if not 0.0 < values["latency_factor"] <= 100.0:
+            raise FaultConfigError(
+                f"{where}.latency_factor must be above 0 and at most 100, "
+                f"got {values['latency_factor']}"
+            )
         paths = entry.get("error_paths", [])
         if not isinstance(paths, list) or not all(p in APP_PATHS for p in paths):
             raise FaultConfigError(
                 f"{where}.error_paths must be a list of app paths {list(APP_PATHS)}, got {paths!r}"
             )
-        faults[str(version)] = Fault(
-            error_rate=error_rate,
-            latency_ms=latency_ms,
-            new_checkout_error_rate=new_checkout,
-            error_paths=frozenset(paths),
-            log_errors=log_errors,
-        )
+        faults[str(version)] = Fault(error_paths=frozenset(paths), **values)
     return faults
 
 
@@ -232,25 +268,33 @@ class DemoApp:
         """Serve an app endpoint: wait the latency, maybe fail, record metrics. ``user`` is the
         flags' targeting key (one per request when None)."""
         started = time.perf_counter()
+        fault = self.fault
         with self._rng_lock:
-            jitter = self._rng.uniform(0.0, JITTER_SECONDS)
+            rng = self._rng
+            if fault.latency_tail > 0.0:
+                latency = (self.base_latency + JITTER_SECONDS / 2) * math.exp(rng.gauss(0.0, 0.3))
+                if rng.random() < fault.latency_tail:
+                    latency = min(latency * (1.0 + rng.paretovariate(1.5)), TAIL_CAP_SECONDS)
+            else:
+                latency = self.base_latency + rng.uniform(0.0, JITTER_SECONDS)
+            randomly_failed = rng.random() < fault.random_error_rate
             # Errors are spread evenly (request n fails when n * rate crosses a whole number), so
             # "20% errors" is 20% in every window, not only on average: demos and tests that
             # expect a rollback at the first stage do not depend on luck.
             n = self._served
             self._served += 1
-            failed = int((n + 1) * self.fault.error_rate) > int(n * self.fault.error_rate)
-            rate = self.fault.log_errors
-            logs_error = int((n + 1) * rate) > int(n * rate)
-        if self.fault.error_paths and path not in self.fault.error_paths:
+            failed = int((n + 1) * fault.error_rate) > int(n * fault.error_rate)
+            logs_error = int((n + 1) * fault.log_errors) > int(n * fault.log_errors)
+        if fault.error_paths and path not in fault.error_paths:
             failed = False
+        failed = failed or randomly_failed
         new_path = path == "/api/checkout" and self.new_checkout(user or f"request-{n}")
         if new_path:
             with self._rng_lock:
                 rate, m = self.fault.new_checkout_error_rate, self._served_new
                 self._served_new += 1
                 failed = failed or int((m + 1) * rate) > int(m * rate)
-        time.sleep(self.base_latency + jitter + self.fault.latency_ms / 1000.0)
+        time.sleep(latency * fault.latency_factor + fault.latency_ms / 1000.0)
         if failed:
             status, body = 500, {"error": "injected fault", "version": self.version}
             self.log_error(f"{path} answered 500: injected fault")
@@ -353,9 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     print(
-        f"demo_app {args.version} listening on {args.host}:{args.port} "
-        f"(error_rate={fault.error_rate}, latency_ms={fault.latency_ms}, "
-        f"log_errors={fault.log_errors})",
+        f"demo_app {args.version} listening on {args.host}:{args.port} ({fault})",
         flush=True,
     )
     try:

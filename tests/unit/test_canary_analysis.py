@@ -263,3 +263,70 @@ def test_a_rate_at_or_below_the_maximum_is_never_a_breach_and_above_never_passes
         assert result.outcome is not Outcome.FAILED
     else:
         assert result.outcome is not Outcome.SUCCESSFUL
+
+
+# -- futility: a stage that cannot show the canary healthy by its last look ends at once ----------
+
+
+def test_a_canary_that_cannot_be_shown_below_the_maximum_in_time_ends_its_stage() -> None:
+    # 6% over 180 requests; the stage's last look will have seen 480: even at the lowest rate
+    # these requests allow, 480 requests cannot show it below 5%.
+    sample = MetricSample(error_rate=11 / 180, p95_seconds=0.02, requests=180)
+    result = evaluate(sample, BASE, T, looks=8, final_requests=480)
+    assert result.outcome is Outcome.INCONCLUSIVE
+    assert "could not show it below 5.0%" in result.hopeless
+    assert "480 requests expected by the stage's last look" in result.hopeless
+    decision = analyse_stage([result], T, window_complete=False)
+    assert decision.verdict is Verdict.ROLLBACK
+    assert decision.reason is not None
+    assert decision.reason.metric == "inconclusive"
+    assert decision.reason.reason.startswith("the stage cannot show the canary healthy")
+
+
+@pytest.mark.parametrize(
+    ("errors", "requests", "final"),
+    [
+        (1, 180, 480),  # healthy
+        (5, 180, 1800),  # 3% with a long stage ahead
+        (11, 180, None),  # no projection: the old rule (hold, then roll back)
+        (11, 180, 180),  # the last look: nothing left to project
+    ],
+)
+def test_a_canary_that_may_still_be_shown_healthy_keeps_observing(
+    errors: int, requests: int, final: int | None
+) -> None:
+    sample = MetricSample(error_rate=errors / requests, p95_seconds=0.02, requests=requests)
+    result = evaluate(sample, BASE, T, looks=8, final_requests=final)
+    assert result.hopeless == ""
+    assert analyse_stage([result], T, window_complete=False).verdict is Verdict.CONTINUE
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(0.0, 0.03),
+    requests=st.integers(20, 5000),
+    stretch=st.floats(1.0, 10.0),
+)
+def test_futility_never_ends_a_stage_for_a_canary_shown_healthy(
+    rate: float, requests: int, stretch: float
+) -> None:
+    # Futility only judges undecided findings: a canary whose upper bound already clears the
+    # maximum is never hopeless, whatever is projected.
+    sample = MetricSample(error_rate=rate, p95_seconds=0.02, requests=requests)
+    result = evaluate(sample, BASE, T, looks=8, final_requests=requests * stretch)
+    if result.outcome is Outcome.SUCCESSFUL:
+        assert result.hopeless == ""
+    assert result.outcome is not Outcome.FAILED
+
+
+def test_a_canary_plausibly_above_the_maximum_with_no_time_left_fails_on_its_error_rate() -> None:
+    # 20% over 20 requests: not yet above 5% at the rollback confidence, but above it at the
+    # promotion confidence, and 120 requests by the last look could not show it below: the
+    # stage fails on the error rate, not as "inconclusive".
+    sample = MetricSample(error_rate=0.2, p95_seconds=0.02, requests=20)
+    assert evaluate(sample, BASE, T, looks=24).outcome is Outcome.INCONCLUSIVE
+    result = evaluate(sample, BASE, T, looks=24, final_requests=120)
+    assert result.outcome is Outcome.FAILED
+    (breach,) = result.breaches
+    assert breach.metric == "error_rate"
+    assert "at the promotion confidence" in breach.reason

@@ -156,7 +156,10 @@ def test_a_canary_that_never_gathers_enough_requests_is_not_promoted() -> None:
     assert result.verdict is Verdict.ROLLBACK
     assert result.reason is not None
     assert result.reason.metric == "inconclusive"
-    assert "cannot be told apart from 5.0%" in result.reason.reason
+    # Its requests stop growing, so the stage sees it cannot get enough of them before its holds
+    # run out: it ends at the look that shows this rather than at the last hold.
+    assert "could not show it below 5.0%" in result.reason.reason
+    assert len(result.measurements) == 4  # 30 s window and 2 holds would be 5 looks
 
 
 def test_the_stable_error_rate_comes_from_the_latest_stage_that_saw_stable_with_traffic() -> None:
@@ -263,3 +266,65 @@ def test_a_canary_that_dies_while_measured_is_not_promoted_on_its_earlier_figure
     assert result.verdict is Verdict.ROLLBACK
     assert result.reason is not None
     assert result.reason.metric == "canary_down"
+
+
+class Steady:
+    """A canary and stable at steady traffic: the requests in a window grow with its length."""
+
+    def __init__(self, canary_rps: float, canary_error_rate: float) -> None:
+        self.canary_rps = canary_rps
+        self.canary_error_rate = canary_error_rate
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        if version == "v1":
+            return MetricSample(0.005, 0.02, 20 * self.canary_rps * window_seconds)
+        return MetricSample(self.canary_error_rate, 0.02, self.canary_rps * window_seconds)
+
+
+def observe_steady(source: Steady, max_hold: int = 5):
+    clock = FakeClock()
+    result = observe_stage(
+        source,
+        version="v2",
+        control_version="v1",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, max_hold_measurements=max_hold),
+        observe_seconds=6.0,
+        interval_seconds=2.0,
+        window_seconds=6.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    return result, clock.now
+
+
+def test_a_six_percent_canary_ends_the_stage_once_it_cannot_be_shown_below_five() -> None:
+    # 30 canary requests/s: 6% can neither be shown above 5% nor below it within the stage's
+    # 16 s (8 looks); the stage ends at the look that shows it never will, not at the last hold.
+    result, seconds = observe_steady(Steady(30, 0.06))
+    assert result.verdict is Verdict.ROLLBACK
+    assert result.reason is not None
+    assert result.reason.metric == "inconclusive"
+    assert "could not show it below 5.0%" in result.reason.reason
+    assert 4.0 <= seconds <= 6.0
+
+
+@pytest.mark.parametrize(("rate", "max_hold"), [(0.005, 5), (0.03, 30)])
+def test_a_canary_that_can_still_be_shown_healthy_keeps_its_stage(
+    rate: float, max_hold: int
+) -> None:
+    # 0.5% is shown below 5% at the end of the window; 3% at 30 canary requests/s needs about
+    # 30 s, which 30 holds give it (futility must not cut it short).
+    result, seconds = observe_steady(Steady(30, rate), max_hold=max_hold)
+    assert result.verdict is Verdict.PROMOTE
+    if rate < 0.01:
+        assert seconds == pytest.approx(6.0)
+
+
+def test_the_first_look_never_ends_a_stage_for_futility() -> None:
+    # At the first look the requests so far can undercount the rate by a scrape interval, so they
+    # do not predict the stage's total; a look that shows nothing decisive keeps observing.
+    result, _ = observe_steady(Steady(30, 0.08), max_hold=0)
+    assert len(result.measurements) >= 2

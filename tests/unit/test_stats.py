@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from deployflow.stats import (
     Histogram,
+    best_final_upper_bound,
     binomial_tail,
     bucket_index,
     common_buckets,
@@ -177,3 +178,31 @@ def test_bucket_index_follows_le() -> None:
     assert bucket_index(BOUNDS, 0.01) == 0
     assert bucket_index(BOUNDS, 0.0100001) == 1
     assert bucket_index(BOUNDS, 99.0) == len(BOUNDS) - 1
+
+
+def test_the_best_final_bound_takes_the_rate_as_low_as_the_sample_allows() -> None:
+    rate, bound = best_final_upper_bound(11, 180, 480, 0.99, 0.99)
+    assert rate == pytest.approx(wilson_bounds(11, 180, 0.99, 0.5).low)
+    assert rate < 11 / 180
+    assert bound == pytest.approx(wilson_bounds(rate * 480, 480, 0.5, 0.99).high)
+    assert best_final_upper_bound(0, 100, 1000, 0.99, 0.99)[0] == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    errors=st.integers(0, 50),
+    requests=st.integers(50, 2000),
+    more=st.floats(1.0, 20.0),
+)
+def test_more_requests_ahead_never_raise_the_best_final_bound(
+    errors: int, requests: int, more: float
+) -> None:
+    errors = min(errors, requests)
+    near = best_final_upper_bound(errors, requests, requests * more, 0.99, 0.99)[1]
+    far = best_final_upper_bound(errors, requests, requests * more * 2, 0.99, 0.99)[1]
+    assert far <= near + 1e-12
+
+
+def test_the_final_sample_cannot_be_smaller_than_the_one_seen() -> None:
+    with pytest.raises(ValueError, match="final_requests"):
+        best_final_upper_bound(1, 100, 99, 0.99, 0.99)

@@ -102,6 +102,9 @@ def test_parse_faults_unset_means_no_faults(raw):
         ('{"v2": {"latency": 300}}', r"unknown key\(s\) \['latency'\]; allowed"),
         ('{"v2": {"error_paths": "/"}}', r"error_paths must be a list of app paths"),
         ('{"v2": {"error_paths": ["/healthz"]}}', r"error_paths must be a list of app paths"),
+        ('{"v2": {"random_error_rate": -0.1}}', r"random_error_rate must be between 0 and 1"),
+        ('{"v2": {"latency_tail": 2}}', r"latency_tail must be between 0 and 1"),
+        ('{"v2": {"latency_factor": 0}}', r"latency_factor must be above 0 and at most 100"),
     ],
 )
 def test_parse_faults_names_the_bad_field(raw, message):
@@ -131,6 +134,33 @@ def test_demo_app_error_paths_limit_the_fault_to_those_paths():
     smoke = [app.handle_app_request(p)[0] for p in ("/api/items", "/api/checkout") * 5]
     assert smoke == [200] * 10
     assert [app.handle_app_request("/")[0] for _ in range(3)] == [500] * 3
+
+
+def test_parse_faults_reads_the_noise_profile():
+    raw = '{"v2": {"random_error_rate": 0.06, "latency_tail": 0.04, "latency_factor": 2.5}}'
+    assert parse_faults(raw) == {
+        "v2": Fault(random_error_rate=0.06, latency_tail=0.04, latency_factor=2.5)
+    }
+
+
+def test_random_errors_vary_between_windows_unlike_spread_ones():
+    # error_rate fails exactly 1 in 4 of every 20 requests; random_error_rate at the same rate
+    # gives windows with more and fewer failures, as a real flaky service does.
+    app = DemoApp("v2", Fault(random_error_rate=0.25), rng=random.Random(3), base_latency=0.0)
+    windows = [[app.handle_app_request("/")[0] for _ in range(20)].count(500) for _ in range(3)]
+    assert len(set(windows)) > 1
+    assert 0 < sum(windows) < 60
+
+
+def test_latency_factor_multiplies_the_latency():
+    app = DemoApp("v2", Fault(latency_factor=3.0), rng=random.Random(1), base_latency=0.01)
+    for _ in range(3):
+        app.handle_app_request("/")
+    total = app.metrics.registry.get_sample_value(
+        "deployflow_demo_http_request_duration_seconds_sum", {"version": "v2"}
+    )
+    assert total is not None
+    assert total >= 3 * 0.03
 
 
 def test_demo_app_healthy_version_is_fast_and_never_fails():
