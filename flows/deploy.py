@@ -51,6 +51,7 @@ from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName, risk_decides
 from deployflow.tracking.lease import Lease
+from deployflow.tracking.ledger import Ledger
 from flows.bluegreen import blue_green
 from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
@@ -58,7 +59,7 @@ from flows.progress import Progress, annotation_tags, tell_interrupted
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
 from tasks.complete import complete
-from tasks.concurrency import deploy_slot
+from tasks.concurrency import deploy_slot, live_deploy_in
 from tasks.connect import connect_backends, load_service_spec
 from tasks.events import send_events
 from tasks.execute import (
@@ -130,27 +131,35 @@ def deploy(
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
     )
-    with one_deploy_at_a_time(spec, request):
-        backends = connect_backends(spec, tracking_block, environment)
-        try:
+    backends = connect_backends(spec, tracking_block, environment)
+    try:
+        with one_deploy_at_a_time(spec, request, backends.ledger):
             return finish(
                 release(spec, backends, request),
                 backends,
                 story_sources(spec, backends),
                 spec.notifications.dashboard_url,
             )
-        finally:
-            backends.close()  # e.g. the github-actions target's HTTP clients
+    finally:
+        backends.close()  # e.g. the github-actions target's HTTP clients
 
 
-def one_deploy_at_a_time(spec: ServiceSpec, req: ReleaseRequest) -> AbstractContextManager[Any]:
+def one_deploy_at_a_time(
+    spec: ServiceSpec, req: ReleaseRequest, ledger: Ledger | None
+) -> AbstractContextManager[Any]:
     """The service's and environment's Prefect concurrency limit, held for the whole deploy (the
-    spec's ``concurrency`` says whether a second deploy waits or is refused). A dry run starts
-    nothing and holds no slot: a nightly dry run never delays a release."""
+    spec's ``concurrency`` says whether a second deploy waits or is refused; a slot left by a
+    deploy that died, which the tracking database no longer sees running, is waited out). A dry
+    run starts nothing and holds no slot: a nightly dry run never delays a release."""
     if req.dry_run:
         return nullcontext()
     return deploy_slot(
-        spec.service, req.environment, spec.concurrency, get_run_logger(), req.flow_run_id
+        spec.service,
+        req.environment,
+        spec.concurrency,
+        get_run_logger(),
+        req.flow_run_id,
+        holder_alive=lambda: live_deploy_in(ledger, spec.service, req.environment, req.flow_run_id),
     )
 
 

@@ -6,8 +6,9 @@ Not a task: a slot is held around the whole deploy (``flows/deploy.py``), not ar
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +26,8 @@ from deployflow.concurrency import (
     refusal_message,
     waiting_message,
 )
+from deployflow.tracking.lease import lease_alive, lease_seconds
+from deployflow.tracking.ledger import Ledger
 
 # How long the server keeps a slot whose holder stopped renewing it (a worker that died): the next
 # deploy waits at most this long for it. Renewed in the background while the deploy runs.
@@ -60,6 +63,7 @@ def deploy_slot(
     mode: ConcurrencyMode,
     logger: Logger,
     flow_run_id: str | None = None,
+    holder_alive: Callable[[], bool] | None = None,
 ) -> Iterator[str]:
     """Hold the service's and environment's slot while the block runs; yields the limit's name.
 
@@ -68,8 +72,13 @@ def deploy_slot(
     moving, and stopping the run halfway would be worse than a second deploy being let in (the
     tracking database's guard still refuses that one).
 
+    A slot is also held for up to ``SLOT_LEASE_SECONDS`` by a deploy whose process died. In
+    'refuse' mode, ``holder_alive`` (the tracking database's view: is a deploy of this service
+    and environment running with a live lease?) tells the two apart: a dead holder is waited out
+    instead of refusing, so a deploy after a crash is not turned away by a slot nobody uses.
+
     Raises:
-        DeployRefused: ``mode`` is 'refuse' and another deploy holds the slot.
+        DeployRefused: ``mode`` is 'refuse' and another live deploy holds the slot.
     """
     name = limit_name(service, environment)
     ensure_limit(name)
@@ -94,9 +103,34 @@ def deploy_slot(
         except Exception as exc:
             if not _slot_taken(exc):
                 raise
-            if mode == "refuse":
+            if mode == "refuse" and (holder_alive is None or holder_alive()):
                 raise DeployRefused(refusal_message(service, environment)) from None
-            logger.warning(waiting_message(service, environment))
+            if mode == "refuse":
+                logger.warning(
+                    "the Prefect concurrency limit %r is held, but no deploy of %s to %s is "
+                    "running in the tracking database (a run that died keeps its slot until the "
+                    "slot's %g s lease lapses): waiting for it",
+                    name,
+                    service,
+                    environment,
+                    SLOT_LEASE_SECONDS,
+                )
+            else:
+                logger.warning(waiting_message(service, environment))
             take(stack, max_retries=None)
         logger.info("holding the Prefect concurrency limit %r", name)
         yield name
+
+
+def live_deploy_in(ledger: Ledger | None, service: str, environment: str, own: str | None) -> bool:
+    """Whether the tracking database shows another deploy of this service and environment
+    running with a live lease. Cannot tell (no database, or it cannot be read): True, the side
+    that refuses."""
+    if ledger is None:
+        return True
+    try:
+        rows = ledger.unfinished(service, environment, except_flow_run=own)
+    except Exception:
+        return True
+    now = datetime.now(UTC)
+    return any(not r.ended and lease_alive(r.heartbeat_at, now, lease_seconds()) for r in rows)

@@ -352,11 +352,18 @@ def test_slow_version_rolls_back_on_p95_against_the_stable_in_the_same_window(
     assert rollback["value"] > rollback["threshold"]
 
 
+# The killed deploy's own environment: its Prefect concurrency slot stays held until the slot's
+# lease lapses (60 s, Prefect's shortest), which would make the next release of demo to sandbox
+# wait that long; the reconciliation under test is per service and environment alike.
+KILLED_ENVIRONMENT = "kill-test"
+
+
 def killed_row() -> dict:
     engine = db.make_engine(db.database_url())
     try:
         with db.session_factory(engine)() as s:
-            [row] = [r for r in repository.unfinished(s, "demo", "sandbox") if r.version == "v10"]
+            unfinished = repository.unfinished(s, "demo", KILLED_ENVIRONMENT)
+            [row] = [r for r in unfinished if r.version == "v10"]
             return {"id": row.id, "heartbeat_at": row.heartbeat_at}
     finally:
         engine.dispose()
@@ -364,7 +371,7 @@ def killed_row() -> dict:
 
 @contextlib.contextmanager
 def deploy_with_canary_traffic(
-    version: str, prefect_server: str, log: Path
+    version: str, prefect_server: str, log: Path, environment: str = "sandbox"
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`deployflow deploy VERSION` in its own process, yielded once its canary takes traffic
     (with a long observe window, so it stays there); killed with its group afterwards."""
@@ -373,7 +380,7 @@ def deploy_with_canary_traffic(
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
-             version],
+             version, "--environment", environment],
             env=env, cwd=Path(__file__).parents[2], stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -400,7 +407,9 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
     spec = load_spec(EXAMPLE_SPEC)
     target, router = build_target(spec), build_router(spec)
     stable_before = router.state().stable
-    with deploy_with_canary_traffic("v10", prefect_server, tmp_path / "killed.log") as killed:
+    with deploy_with_canary_traffic(
+        "v10", prefect_server, tmp_path / "killed.log", KILLED_ENVIRONMENT
+    ) as killed:
         os.killpg(killed.pid, signal.SIGKILL)
     assert router.state().canary_weight > 0  # the kill left traffic on the canary
     assert "v10" in {i.version for i in target.instances()}
@@ -412,7 +421,11 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
     )
 
     result = deploy(
-        spec_path=str(EXAMPLE_SPEC), version="v11", dry_run=True, return_state=True
+        spec_path=str(EXAMPLE_SPEC),
+        version="v11",
+        environment=KILLED_ENVIRONMENT,
+        dry_run=True,
+        return_state=True,
     ).result(raise_on_failure=False)
     result = outcome_of(result)
 

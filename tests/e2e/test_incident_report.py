@@ -67,8 +67,8 @@ def test_a_rollback_writes_the_incident_report_with_a_chart(
     assert "`/api/" in breakdown
     # The canary's own error lines from around the trigger.
     log = markdown.split("## Canary log around the trigger")[1].split("##")[0]
-    assert "ERROR GET /api/" in log
-    assert "-> 500: injected fault" in log
+    assert "ERROR v3 /api/" in log
+    assert "answered 500: injected fault" in log
     causes = markdown.split("## Candidate causes")[1].split("##")[0]
     assert "1. **A defect in v3 that fails requests" in causes
 

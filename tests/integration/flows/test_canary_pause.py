@@ -46,7 +46,11 @@ CARD = DeployCard(title="Deploying *shop* `v2`", fields=(), links=(), text="Depl
 
 @flow(name="paused-deploy-under-test")
 def deploy_and_finish(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) -> State:
-    return finish(release(spec, backends, request), backends, spec.notifications.dashboard_url)
+    return finish(
+        release(spec, backends, request),
+        backends,
+        spec_dashboard=spec.notifications.dashboard_url,
+    )
 
 
 def runs(flow_name: str, state: StateType) -> list[FlowRun]:

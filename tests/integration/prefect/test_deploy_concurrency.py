@@ -13,6 +13,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 
+import flows.deploy
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.concurrency import DeployRefused, limit_name
 from deployflow.polling import wait_for
@@ -82,7 +83,9 @@ def test_waiting_deploy_starts_when_the_running_one_ends(caplog: pytest.LogCaptu
     assert events == ["first ended", "second started"]
 
 
-def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend(tmp_path: Path):
+def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     spec = {
         "service": "shop",
         "target": {"kind": "local-process", "command": [sys.executable],
@@ -102,6 +105,9 @@ def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend
     assert isinstance(params["service"], ServiceSpecBlock)
     assert params["service"].get_spec().router.admin_socket == tmp_path / "no-such-socket"
 
+    # The slot's holder is this test, not a deploy with a row in the tracking database; say it
+    # is alive there (a holder the database does not see running is waited out, not refused).
+    monkeypatch.setattr(flows.deploy, "live_deploy_in", lambda *args: True)
     with deploy_slot("shop", "conc-flow", "refuse", log):
         state = deploy(**{**params, "environment": "conc-flow"}, return_state=True)
 

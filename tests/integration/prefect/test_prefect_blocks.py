@@ -36,7 +36,7 @@ def slack() -> Iterator[FakeSlackAPI]:
 
 
 def test_block_register_makes_every_block_type_known_to_the_server(registered: str):
-    assert "Successfully registered 5 blocks" in registered, registered
+    assert "Successfully registered 6 blocks" in registered, registered
     with get_client(sync_client=True) as client:
         for slug in BLOCK_SLUGS:
             block_type = client.read_block_type_by_slug(slug)
