@@ -43,5 +43,6 @@ def row(heartbeat_age_s: float | None, *, ended: bool = False) -> UnfinishedDepl
         (Rows(row(1.0, ended=True)), False),  # ended, traffic to settle: not running
     ],
 )
-def test_a_slot_holder_is_alive_only_when_the_database_sees_it_running(ledger, alive):
+def test_a_slot_holder_is_alive_only_when_the_database_sees_it_running(ledger, alive, monkeypatch):
+    monkeypatch.setenv("DEPLOYFLOW_LEASE_SECONDS", "30")
     assert live_deploy_in(cast(Ledger | None, ledger), "shop", "prod", "own") is alive
