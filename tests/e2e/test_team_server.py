@@ -436,6 +436,10 @@ def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team, tmp_pa
     assert row["status"] == "rolled_back", row["summary"]
     assert row["previous_version"] == "v2"
     (incident,) = row["incidents"]
-    assert incident["metric"] == "error_rate"
-    assert incident["value"] > incident["threshold"] == 0.05
+    # 20% errors: shown above 5% by its bound, or stopped early because the stage could no
+    # longer show it below 5% by its last look (issue 14's futility rule; few requests per look
+    # on a loaded machine).
+    assert incident["metric"] in ("error_rate", "inconclusive"), incident
+    if incident["metric"] == "error_rate":
+        assert incident["value"] > incident["threshold"] == 0.05
     assert {i.version for i in build_target(team.spec()).instances()} == {"v2"}

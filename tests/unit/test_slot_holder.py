@@ -15,13 +15,16 @@ pytestmark = pytest.mark.unit
 
 
 class Rows:
-    def __init__(self, *rows: UnfinishedDeploy, fail: bool = False) -> None:
+    """Rows whose heartbeat ages count from the moment they are read (parameters are built at
+    collection, minutes before a test runs in the whole suite)."""
+
+    def __init__(self, *rows: tuple[float | None, bool], fail: bool = False) -> None:
         self.rows, self.fail = rows, fail
 
     def unfinished(self, service: str, environment: str, *, except_flow_run: Any) -> list[Any]:
         if self.fail:
             raise OSError("database is locked")
-        return list(self.rows)
+        return [row(age, ended=ended) for age, ended in self.rows]
 
 
 def row(heartbeat_age_s: float | None, *, ended: bool = False) -> UnfinishedDeploy:
@@ -37,10 +40,10 @@ def row(heartbeat_age_s: float | None, *, ended: bool = False) -> UnfinishedDepl
         (None, True),  # no database: cannot tell, refuse
         (Rows(fail=True), True),  # unreadable: cannot tell, refuse
         (Rows(), False),  # nobody running: the holder died
-        (Rows(row(1.0)), True),  # a fresh heartbeat
-        (Rows(row(3600.0)), False),  # a lapsed lease: killed
-        (Rows(row(None)), False),  # died before its first heartbeat
-        (Rows(row(1.0, ended=True)), False),  # ended, traffic to settle: not running
+        (Rows((1.0, False)), True),  # a fresh heartbeat
+        (Rows((3600.0, False)), False),  # a lapsed lease: killed
+        (Rows((None, False)), False),  # died before its first heartbeat
+        (Rows((1.0, True)), False),  # ended, traffic to settle: not running
     ],
 )
 def test_a_slot_holder_is_alive_only_when_the_database_sees_it_running(ledger, alive, monkeypatch):
