@@ -128,6 +128,18 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def writing_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Like ``session_factory``, for transactions that may write.
+
+    On SQLite each transaction begins ``IMMEDIATE``: it takes the write lock at ``BEGIN``, where the
+    busy timeout applies. A deferred transaction that reads first and writes later cannot wait for
+    the lock at its first write: SQLite answers "database is locked" at once when another
+    connection wrote meanwhile (WAL snapshot), so a busy deploy and its lease heartbeat would fail
+    each other. Other databases ignore the option.
+    """
+    return session_factory(engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"}))
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic ``Config`` pointing at the packaged migrations, built in code.
 

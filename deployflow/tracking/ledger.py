@@ -58,6 +58,8 @@ class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = db.session_factory(engine)
+        # Every ledger transaction may write (and they are short): each takes the write lock first.
+        self._writes = db.writing_session_factory(engine)
 
     @classmethod
     def for_url(cls, url: str | None = None) -> Ledger:
@@ -80,7 +82,7 @@ class Ledger:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
+        with self._writes() as s, s.begin():
             yield s
 
     def start(self, outcome: ReleaseOutcome) -> int:

@@ -289,10 +289,20 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
     shot(page, "1-deploy-form-strategy")
     page.keyboard.press("Escape")
 
-    form_field(page, "spec_path").locator("textarea").fill(str(spec))
-    form_field(page, "version").locator("textarea").fill("v7")
-    form_field(page, "dry_run").get_by_role("switch").click()
-    page.get_by_role("button", name="Submit").click()
+    # Each input is checked to have taken before the form is sent: on a loaded machine the form
+    # re-renders slowly and a click sent too early submits what was there before.
+    spec_input = form_field(page, "spec_path").locator("textarea")
+    spec_input.fill(str(spec))
+    expect(spec_input).to_have_value(str(spec), timeout=UI_TIMEOUT_MS)
+    version_input = form_field(page, "version").locator("textarea")
+    version_input.fill("v7")
+    expect(version_input).to_have_value("v7", timeout=UI_TIMEOUT_MS)
+    dry_run = form_field(page, "dry_run").get_by_role("switch")
+    dry_run.click()
+    expect(dry_run).to_be_checked(timeout=UI_TIMEOUT_MS)
+    submit = page.get_by_role("button", name="Submit")
+    expect(submit).to_be_enabled(timeout=UI_TIMEOUT_MS)
+    submit.click()
 
     with api_client(ui_server.api_url) as client:
 
@@ -303,7 +313,11 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
             )
             return next((r for r in runs if r.parameters.get("spec_path") == str(spec)), None)
 
-        run = wait_for(started_run, timeout=30, interval=0.5, what="the run the form started")
+        try:
+            run = wait_for(started_run, timeout=90, interval=0.5, what="the run the form started")
+        except Exception:
+            shot(page, "x-form-not-submitted")
+            pytest.fail(f"no run from the form; the page says:\n{page.inner_text('body')[:2000]}")
         assert run.parameters["dry_run"] is True
         assert run.parameters["spec_path"] == str(spec)
 

@@ -95,6 +95,7 @@ def deploy(prefect_server, ledger, service, tmp_path):
         return run_release(spec or make_spec(tmp_path), backends, req)
 
     run.environment = environment  # type: ignore[attr-defined]
+    run.tmp_path = tmp_path  # type: ignore[attr-defined]
     return run
 
 
@@ -321,7 +322,9 @@ def test_metrics_dying_mid_stage_roll_back_and_the_restore_is_verified_without_t
 
 def test_a_bad_first_release_has_nothing_to_roll_back_to(deploy, service, ledger):
     service.behave("v1", healthy=False)
-    outcome = deploy("v1")
+    # A first release goes direct; a direct spec keeps its observe short (the default is 60 s).
+    direct = make_spec(deploy.tmp_path, strategy={"kind": "direct", "observe": "10ms"})
+    outcome = deploy("v1", spec=direct)
     assert outcome.status == "failed"
     assert outcome.strategy == "direct"
     assert outcome.message.endswith("no previous version to roll back to")
