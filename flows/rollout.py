@@ -77,18 +77,33 @@ def progressive_rollout(
         fallback_p95 = next_baseline(fallback_p95, result)
         timeout = plan.pause_after(index)
         last = index + 1 == len(plan.steps)
+        refused = False
         if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
             answer = approve_next_stage(canary.version, results, plan.steps[index + 1], timeout)
             if answer.refusal is not None:
                 result = results[-1] = gate_refused(result, answer.refusal)
+                refused = True
         if result.verdict is Verdict.ROLLBACK and stable is not None:
             restore_at_once(backends, stable)
+        if refused:
+            record_gate_verdict(backends, deployment_id, result)
         if result.verdict is not Verdict.PROMOTE:
             logger.warning(
                 "stage %d at %d%% did not promote: stopping the rollout", index + 1, weight
             )
             break
     return results
+
+
+def record_gate_verdict(backends: Backends, deployment_id: int, result: StageResult) -> None:
+    """The tracking database says what the gate decided, not the figures' promote. A failure
+    to write it is logged: it never holds up the rollback."""
+    try:
+        backends.ledger.stage_verdict_changed(deployment_id, result)
+    except Exception:
+        get_run_logger().exception(
+            "could not record that the gate after stage %d refused", result.index + 1
+        )
 
 
 def restore_at_once(backends: Backends, stable: Instance) -> None:

@@ -442,6 +442,20 @@ def _endpoint_cause(breakdown: RequestBreakdown) -> Cause:
 # --- rendering ----------------------------------------------------------------------------------
 
 
+MAX_SIGNAL_LINES = 30
+
+
+def signal_lines(incident_evidence: Mapping[str, Any]) -> list[str]:
+    """What the log and alert signals saw in the last looks before the rollback: each line once,
+    in the order seen, the latest ``MAX_SIGNAL_LINES``."""
+    seen = dict.fromkeys(
+        line
+        for m in incident_evidence.get("last_measurements") or ()
+        for line in m.get("evidence") or ()
+    )
+    return list(seen)[-MAX_SIGNAL_LINES:]
+
+
 def _stage_table(deploy: Mapping[str, Any]) -> list[str]:
     stages = deploy.get("stages") or []
     if not stages:
@@ -569,6 +583,11 @@ def incident_report(
         lines += ["```", *evidence.log_lines, "```"]
     else:
         lines.append("The canary's log has no lines from around the trigger.")
+    signals = signal_lines(ev)
+    if signals:
+        lines += ["", "## What the other signals saw", ""]
+        lines += ["Log lines matching the error patterns, and alerts that fired:", ""]
+        lines += ["```", *signals, "```"]
     lines += _commit_lines(evidence)
     checks = ev.get("verification") or []
     if checks:

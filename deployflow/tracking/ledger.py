@@ -200,6 +200,17 @@ class Ledger:
                 reason=result.reason.reason if result.reason else None,
             )
 
+    def stage_verdict_changed(self, deployment_id: int, result: StageResult) -> None:
+        """The stage ``result`` ended with another verdict than the one recorded (a gate)."""
+        with self._session() as s:
+            repository.set_stage_verdict(
+                s,
+                deployment_id,
+                index=result.index,
+                verdict=result.verdict.value,
+                reason=result.reason.reason if result.reason else None,
+            )
+
     def record_outcome(self, outcome: ReleaseOutcome, summary: str) -> None:
         """The end of a deploy, in one transaction: status, summary, every check, the incident."""
         if outcome.deployment_id is None:

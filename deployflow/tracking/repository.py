@@ -285,6 +285,29 @@ def add_stage_result(
     return stage
 
 
+def set_stage_verdict(
+    session: Session, deployment_id: int, *, index: int, verdict: str, reason: str | None
+) -> StageResult:
+    """Change the verdict of a recorded stage (a manual gate refused a stage its figures had
+    promoted); the latest row of that stage is changed.
+
+    Raises:
+        LookupError: No such stage was recorded for that deployment.
+    """
+    stage = session.scalars(
+        select(StageResult)
+        .where(StageResult.deployment_id == deployment_id, StageResult.index == index)
+        .order_by(StageResult.id.desc())
+        .limit(1)
+    ).first()
+    if stage is None:
+        raise LookupError(f"deployment {deployment_id} has no recorded stage {index}")
+    stage.verdict = _required_text("verdict", verdict)
+    stage.reason = reason
+    session.flush()
+    return stage
+
+
 def add_incident(
     session: Session,
     deployment_id: int,

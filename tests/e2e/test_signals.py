@@ -166,4 +166,7 @@ def test_error_lines_alone_roll_back_a_release_whose_metrics_are_healthy(
     incident = artifact_markdown(result["flow_run_id"], artifact_key("incident", "demo"))
     assert "ERROR v4 " in incident
     assert "injected fault (log_errors)" in incident
+    # The lines the log signal matched are the report's evidence, not only the log's tail.
+    matched = incident.split("## What the other signals saw")[1].split("```")[1]
+    assert any(line.startswith("log: ") and "ERROR v4 " in line for line in matched.splitlines())
     assert_only_v1_serves()

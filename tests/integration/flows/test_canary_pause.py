@@ -165,6 +165,9 @@ def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, t
     assert texts[1].startswith(":rewind: shop v2 rolled back to v1: " + why)
     assert texts[2].startswith(":rewind: *rolled back*")
     assert [u.ts for u in slack.updates] == [parent.ts, parent.ts]
+    # The tracking database says what the gate decided, not what the figures alone said.
+    (stage,) = backends.ledger.deployment(data["deployment_id"])["stages"]
+    assert (stage["verdict"], stage["reason"]) == ("rollback", why)
 
 
 def test_approve_refuses_a_run_that_waits_for_nothing(prefect_server, capsys):

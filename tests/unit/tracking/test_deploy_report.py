@@ -18,9 +18,11 @@ from deployflow.fakes.backends import Behaviour, InMemoryTarget, ScriptedMetrics
 from deployflow.notify.charts import PNG_SIGNATURE, png_size
 from deployflow.notify.evidence import StorySources, commit_time, save_as, tell
 from deployflow.notify.report import (
+    MAX_SIGNAL_LINES,
     ReportEvidence,
     candidate_causes,
     duration,
+    incident_report,
     kind_of,
     lines_around,
     millis,
@@ -283,4 +285,30 @@ def test_failures_spread_over_every_endpoint_point_at_the_whole_version() -> Non
     assert cause.evidence == (
         "`/a`: 20.0% of 100 requests answered 5xx",
         "`/b`: 18.4% of 49 requests answered 5xx",
+    )
+
+
+def test_the_incident_report_shows_what_the_log_and_alert_signals_saw(
+    tracking_engine: Engine,
+) -> None:
+    deploy = Ledger(tracking_engine).deployment(seed(tracking_engine, rolled_back=True))
+    many = [f"log: 10:00:{n:02d} ERROR v3 sync failed" for n in range(MAX_SIGNAL_LINES + 5)]
+    deploy["incidents"][0]["evidence"]["last_measurements"] = [
+        {**measurement(0.0, 0.02, 500), "evidence": many[:20]},
+        {**measurement(0.0, 0.02, 500), "evidence": [*many[10:], "alert: DemoLogErrors"]},
+    ]
+
+    md = incident_report(deploy, ReportEvidence(), None).markdown
+
+    seen = md.split("## What the other signals saw")[1].split("```")[1].strip().splitlines()
+    # Each line once, in the order seen, the latest MAX_SIGNAL_LINES of them.
+    assert seen == [*many, "alert: DemoLogErrors"][-MAX_SIGNAL_LINES:]
+
+
+def test_an_incident_without_signal_lines_has_no_signal_section(tracking_engine: Engine) -> None:
+    deploy = Ledger(tracking_engine).deployment(seed(tracking_engine, rolled_back=True))
+
+    assert (
+        "## What the other signals saw"
+        not in incident_report(deploy, ReportEvidence(), None).markdown
     )
