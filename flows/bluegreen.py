@@ -18,6 +18,7 @@ from deployflow.spec import AnalysisSpec, FlagsSpec, SmokeRequest
 from deployflow.strategy import StrategyChoice
 from deployflow.verify import VerificationReport
 from flows.flags import flag_rollout
+from flows.progress import Progress, tell_stage
 from tasks.bluegreen import check_green_in_isolation, observe_green_in_isolation, switch_to_green
 from tasks.retry_policy import observation_timeout
 from tasks.rollout import observe_stage_for, promote
@@ -53,6 +54,7 @@ def blue_green(
     green: Instance,
     baseline_p95_seconds: float | None,
     flags: FlagsSpec | None = None,
+    progress: Progress | None = None,
 ) -> BlueGreenResult:
     """Judge green with no user traffic, switch all traffic at once, watch green while blue stays
     warm for ``keep_previous``, then promote green. Stops at the first trigger; switching back is
@@ -68,6 +70,7 @@ def blue_green(
         green: The new version, started and healthy, with no traffic.
         baseline_p95_seconds: Blue's P95 before the deploy.
         flags: Feature flags to roll out after the switch, while blue is still warm.
+        progress: Where the deploy tells each stage as it ends (None tells nobody).
     """
     logger = get_run_logger()
     b = backends
@@ -87,6 +90,7 @@ def blue_green(
         transport=b.http_transport,
     )  # fmt: skip
     result.stages.append(isolated)
+    tell_stage(b, progress, isolated)
     if isolated.verdict is not Verdict.PROMOTE:
         result.trigger = stage_trigger(isolated)
         return result
@@ -103,7 +107,7 @@ def blue_green(
     if flags is not None:
         rolled = flag_rollout(
             b, deployment_id, flags, analysis, green.version, baseline_p95_seconds,
-            first_index=len(result.stages),
+            first_index=len(result.stages), progress=progress,
         )  # fmt: skip
         result.stages.extend(rolled.stages)
         result.flag_changes, result.flag_killed = rolled.changes, rolled.killed
@@ -117,6 +121,7 @@ def blue_green(
         baseline_p95_seconds=baseline_p95_seconds, logs=b.logs, alerts=b.alerts,
     )  # fmt: skip
     result.stages.append(kept)
+    tell_stage(b, progress, kept)
     if kept.verdict is not Verdict.PROMOTE:
         result.trigger = stage_trigger(kept)
         return result

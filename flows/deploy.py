@@ -545,6 +545,7 @@ def release_flags(
             promoted.version,
             outcome.baseline_p95_seconds,
             first_index=len(outcome.stages),
+            progress=Progress.of(outcome),
         )
     except Exception as exc:
         get_run_logger().exception("the flag rollout broke")
@@ -578,6 +579,7 @@ def switch_and_keep_blue(
             green,
             outcome.baseline_p95_seconds,
             spec.flags,
+            Progress.of(outcome),
         )
     except Exception as exc:
         get_run_logger().exception("the blue-green release broke")

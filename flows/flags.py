@@ -12,8 +12,8 @@ from deployflow.flags.rollout import FlagChangeRecord, flag_rollout_plan, kill_r
 from deployflow.release import Trigger, stage_trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec
+from flows.progress import Progress, tell_rollback, tell_stage
 from tasks.flags import set_flag
-from tasks.notify import notify_rollback
 from tasks.rollout import observe_stage_for
 
 
@@ -41,6 +41,7 @@ def flag_rollout(
     version: str,
     baseline_p95_seconds: float | None,
     first_index: int,
+    progress: Progress | None = None,
 ) -> FlagRolloutResult:
     """Turn each flag on step by step, each step judged by the same analysis as a stage. A step
     that does not promote turns its flag off at once (the kill switch, no redeploy); the version
@@ -54,6 +55,7 @@ def flag_rollout(
         version: The version serving all the traffic (green).
         baseline_p95_seconds: The previous version's P95 before the deploy.
         first_index: Stage index of the first flag step.
+        progress: Where the deploy tells each step as it ends (None tells nobody).
     """
     logger = get_run_logger()
     b = backends
@@ -72,6 +74,7 @@ def flag_rollout(
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
         result.stages.append(observed)
+        tell_stage(b, progress, observed)
         index += 1
         if observed.verdict is Verdict.PROMOTE:
             continue
@@ -81,8 +84,9 @@ def flag_rollout(
         )
         result.killed = step.flag
         logger.warning("flag %s killed; is %s healthy without it?", step.flag, version)
-        notify_rollback(  # never raises: the kill is done whatever happens to the notice
-            b.notifiers,
+        tell_rollback(  # never raises: the kill is done whatever happens to the notice
+            b,
+            progress,
             f":no_entry: feature flag {step.flag} turned off for everyone on {version} "
             f"(kill switch at {step.percent}%): {why}",
         )
@@ -92,6 +96,7 @@ def flag_rollout(
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
         result.stages.append(after)
+        tell_stage(b, progress, after)
         result.trigger = stage_trigger(after)
         return result
     return result

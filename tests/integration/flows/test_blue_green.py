@@ -5,13 +5,16 @@ release's feature flags after any strategy's switch or promotion, with the kill 
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 import flows.deploy
 from deployflow.analysis import MetricSample
 from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService
+from deployflow.fakes.grafana_api import FakeGrafanaAPI
 from deployflow.flags.flagd_file import FlagdFileProvider
 from deployflow.providers.base import RouterState
+from deployflow.providers.grafana import GrafanaAnnotator
 from deployflow.release import summary_markdown
 from flows.deploy import ReleaseRequest
 from tests.integration.flows import test_release_branches as branches
@@ -110,7 +113,9 @@ def test_a_green_that_fails_after_the_switch_is_switched_back_in_one_step(
     assert recorded(ledger, outcome)["canary_weight"] == 0
 
 
-def with_flags(service: FakeService, ledger, flags: FlagdFileProvider) -> Backends:
+def with_flags(
+    service: FakeService, ledger, flags: FlagdFileProvider, annotators: tuple = ()
+) -> Backends:
     return Backends(
         target=service.target,
         router=service.router,
@@ -119,6 +124,7 @@ def with_flags(service: FakeService, ledger, flags: FlagdFileProvider) -> Backen
         ledger=ledger,
         http_transport=service.transport,
         flags=flags,
+        annotators=annotators,
     )
 
 
@@ -135,7 +141,9 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
     prefect_server, service, ledger, tmp_path
 ):
     flags = FlagdFileProvider(tmp_path / "flags.json")
-    backends = with_flags(service, ledger, flags)
+    grafana = FakeGrafanaAPI(token="glsa-bg").start()
+    annotator = GrafanaAnnotator(SecretStr("glsa-bg"), grafana.base_url, "shop")
+    backends = with_flags(service, ledger, flags, annotators=(annotator,))
     service.run_stable("v1")
     sample = service.metrics.sample
 
@@ -146,8 +154,19 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
 
     service.metrics.sample = new_checkout_path_fails  # type: ignore[method-assign]
     spec = make_spec(tmp_path, strategy=BLUE_GREEN, flags=flags_section(flags.path))
-    outcome = branches.run_release(spec, backends, ReleaseRequest("v2", "flags-env"))
+    try:
+        outcome = branches.run_release(spec, backends, ReleaseRequest("v2", "flags-env"))
+        annotations = grafana.annotations
+    finally:
+        grafana.stop()
     assert outcome.status == "succeeded", outcome.message
+    # Each blue-green stage and flag step is told as it ends (a dashboard point each), and the
+    # kill switch between them.
+    region, *points = [a["text"] for a in annotations]
+    assert region == "deploy shop v2 to flags-env (blue-green)"
+    assert [p.split(" · ")[0][:40] for p in points] == [
+        "Stage 1", "Stage 2", ":no_entry: feature flag new-checkout tur", "Stage 3", "Stage 4",
+    ], points  # fmt: skip
     assert flags.rollout("new-checkout") == 0  # killed, no redeploy
     assert [(c["percent"], c["reason"].split(":")[0]) for c in outcome.flag_changes] == [
         (5, "step"),
