@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from deployflow.analysis import Breach, Verdict
+from deployflow.analysis import Breach, Measurement, Verdict
 from deployflow.notify.story import stage_line
 from deployflow.rollout import StageResult
 
@@ -32,7 +32,8 @@ def approval_prompt(
         *(f"- {stage_line(s)}" for s in stages),
         "",
         f"Approve to go on to {next_weight}%. Without an approval within {_duration(timeout)} "
-        "the canary is rolled back.",
+        "the canary is rolled back. It is judged against the stable version meanwhile: a look "
+        "that fails rolls it back at once.",
     ]
     return "\n".join(lines)
 
@@ -49,3 +50,18 @@ def gate_refused(last: StageResult, refusal: str) -> StageResult:
     not, so the rollout stops there and rolls back like any stage that did not promote."""
     breach = Breach(metric=GATE_METRIC, value=None, threshold=None, reason=refusal)
     return dataclasses.replace(last, verdict=Verdict.ROLLBACK, reason=breach)
+
+
+def failed_while_paused(last: StageResult, look: Measurement) -> StageResult:
+    """The stage a pause followed, ended by a look that failed during the wait: it rolls back
+    on that look's breach (the metric that tripped, with its figures), whatever the answer."""
+    first = look.breaches[0] if look.breaches else Breach("inconclusive", None, None, look.note)
+    breach = dataclasses.replace(
+        first, reason=f"while paused for approval after stage {last.index + 1}: {first.reason}"
+    )
+    return dataclasses.replace(
+        last,
+        verdict=Verdict.ROLLBACK,
+        reason=breach,
+        measurements=[*last.measurements, look],
+    )

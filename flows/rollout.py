@@ -7,12 +7,13 @@ from prefect import flow, get_run_logger
 
 from deployflow.analysis import Verdict
 from deployflow.backends import Backends
-from deployflow.gates import gate_refused
+from deployflow.gates import failed_while_paused, gate_refused
 from deployflow.providers.base import Instance
 from deployflow.rollout import StageResult, next_baseline
 from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
 from flows.oncall import approve_next_stage
+from flows.pause_watch import PausedCanaryWatch
 from flows.progress import Progress, tell_stage
 from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_stage_for, set_traffic
@@ -79,8 +80,19 @@ def progressive_rollout(
         last = index + 1 == len(plan.steps)
         refused = False
         if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
-            answer = approve_next_stage(canary.version, results, plan.steps[index + 1], timeout)
-            if answer.refusal is not None:
+            next_weight = plan.steps[index + 1]
+            if stable is None:
+                answer = approve_next_stage(canary.version, results, next_weight, timeout)
+                breach = None
+            else:
+                watch = PausedCanaryWatch(backends, analysis, stable, canary, fallback_p95, timeout)
+                with watch:
+                    answer = approve_next_stage(canary.version, results, next_weight, timeout)
+                breach = watch.breach
+            if breach is not None:  # decides even over an approval given at the same moment
+                result = results[-1] = failed_while_paused(result, breach)
+                refused = True
+            elif answer.refusal is not None:
                 result = results[-1] = gate_refused(result, answer.refusal)
                 refused = True
         if result.verdict is Verdict.ROLLBACK and stable is not None:

@@ -8,8 +8,14 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from deployflow.analysis import Measurement, MetricSample, Outcome, Verdict
-from deployflow.gates import GATE_METRIC, approval_prompt, gate_refused, nobody_approved
+from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Verdict
+from deployflow.gates import (
+    GATE_METRIC,
+    approval_prompt,
+    failed_while_paused,
+    gate_refused,
+    nobody_approved,
+)
 from deployflow.release import stage_trigger
 from deployflow.rollout import StageResult
 from deployflow.strategy import choose_strategy
@@ -77,6 +83,7 @@ def test_the_form_shows_the_stage_figures_so_far_and_what_happens() -> None:
         "Approve to go on to 50%. Without an approval within 30 min the canary is rolled back."
         in text
     )
+    assert "a look that fails rolls it back at once" in text
 
 
 def test_a_refused_gate_rolls_back_from_the_stage_it_followed() -> None:
@@ -90,4 +97,26 @@ def test_a_refused_gate_rolls_back_from_the_stage_it_followed() -> None:
         25,
         GATE_METRIC,
         why,
+    )
+
+
+def test_a_look_that_failed_during_the_pause_rolls_back_on_its_own_breach() -> None:
+    last = stage(1, 25)
+    breach = Breach("error_rate", 0.3, 0.05, "error rate canary 30.0% over 600 requests")
+    look = Measurement(Outcome.FAILED, MetricSample(0.3, 0.02, 600.0), 0.02, (breach,))
+
+    ended = failed_while_paused(last, look)
+
+    assert ended.verdict is Verdict.ROLLBACK
+    assert ended.measurements == [*last.measurements, look]
+    trigger = stage_trigger(ended)
+    assert trigger is not None
+    assert (trigger.stage, trigger.weight, trigger.metric, trigger.value) == (
+        1,
+        25,
+        "error_rate",
+        0.3,
+    )
+    assert trigger.reason == (
+        "while paused for approval after stage 2: error rate canary 30.0% over 600 requests"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -168,6 +169,42 @@ def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, t
     # The tracking database says what the gate decided, not what the figures alone said.
     (stage,) = backends.ledger.deployment(data["deployment_id"])["stages"]
     assert (stage["verdict"], stage["reason"]) == ("rollback", why)
+
+
+def test_a_canary_that_fails_while_paused_is_rolled_back_without_waiting(
+    prefect_server, tmp_path, slack
+):
+    # Nobody answers: without the watch the rollout would wait the whole minute.
+    service, spec, backends, request = start(tmp_path, slack, "pause-watch", "60s")
+
+    def fail_once_paused() -> None:
+        wait_for(
+            lambda: runs("progressive-rollout", StateType.PAUSED) or None,
+            timeout=120,
+            interval=0.2,
+            what="a paused rollout",
+        )
+        service.behave("v2", error_rate=0.3)
+
+    thread = threading.Thread(target=fail_once_paused, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    state = deploy_and_finish(spec, backends, request, return_state=True)
+    took = time.monotonic() - started
+    thread.join(timeout=10)
+
+    assert state.name == "RolledBack", state.message
+    assert took < 60, "the rollout waited for the pause's timeout"
+    data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
+    assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("error_rate", 0)
+    assert data["rollback"]["reason"].startswith("while paused for approval after stage 1: ")
+    # Traffic never went past the stage before the pause, and is back on v1.
+    assert max(c.canary_weight for c in service.router.changes) == 25
+    assert service.router.state().canary_weight == 0
+    assert {i.version for i in service.target.instances()} == {"v1"}
+    (stage,) = backends.ledger.deployment(data["deployment_id"])["stages"]
+    assert stage["verdict"] == "rollback"
+    assert stage["reason"] == data["rollback"]["reason"]
 
 
 def test_approve_refuses_a_run_that_waits_for_nothing(prefect_server, capsys):

@@ -1,0 +1,125 @@
+"""A canary that waits at a ``pause`` step keeps being judged while nobody has answered yet.
+
+A pause can last hours (its timeout) with the canary holding its share of the traffic. Argo
+Rollouts' pause only waits; here a background thread measures the canary against the stable
+version every analysis interval, as a stage would, and the moment a look fails (the error rate
+above its limit beyond chance, P95 beyond its ratio, the canary gone) it puts all traffic back on
+stable at once and answers the paused run's form itself with "not approved", so the rollout
+rolls back without waiting for a person or the timeout. A failed look decides even when a
+person approves at the same moment: the rollout reads the watch before the answer.
+
+A look that cannot be evaluated (metrics down, no data) rolls nothing back here: the person
+looking at the form sees the same dashboards, and the next stage is judged from the start (it
+never promotes on missing data).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from types import TracebackType
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.flow_runs import resume_flow_run
+from prefect.runtime import flow_run
+
+from deployflow.analysis import Measurement, Outcome, evaluate
+from deployflow.backends import Backends
+from deployflow.providers.base import Instance
+from deployflow.rollout import canary_gone, thresholds_from
+from deployflow.spec import AnalysisSpec
+
+WATCH_ANSWERER = "deployflow (the canary failed while paused)"
+
+
+class PausedCanaryWatch:
+    """Judge ``canary`` against ``stable`` every interval while the rollout waits at a pause.
+
+    Use as a context manager around the wait; afterwards ``breach`` is the failed look (None
+    while none failed).
+    """
+
+    def __init__(
+        self,
+        backends: Backends,
+        analysis: AnalysisSpec,
+        stable: Instance,
+        canary: Instance,
+        baseline_p95_seconds: float | None,
+        timeout: float,
+    ) -> None:
+        self.backends = backends
+        self.analysis = analysis
+        self.stable = stable
+        self.canary = canary
+        self.baseline_p95_seconds = baseline_p95_seconds
+        # Every look of the whole wait together keeps the analysis's confidence.
+        self.looks = max(1, math.ceil(timeout / analysis.interval))
+        self.breach: Measurement | None = None
+        self._logger = get_run_logger()  # bound here: the thread has no run context
+        self._run_id = UUID(str(flow_run.get_id()))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, name=f"deployflow-paused-watch-{canary.version}", daemon=True
+        )
+
+    def __enter__(self) -> PausedCanaryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        # At most one look in flight (its metric queries have their own timeouts).
+        self._thread.join(timeout=self.analysis.interval + 60)
+
+    def look(self) -> Measurement:
+        """One look at the canary over the recent window, against stable over the same one."""
+        version = self.canary.version
+        if not any(i.version == version for i in self.backends.target.instances()):
+            return canary_gone(
+                f"{version} is no longer running ({self.backends.target.describe()})",
+                self.baseline_p95_seconds,
+            )
+        metrics, window = self.backends.metrics, self.analysis.window
+        return evaluate(
+            metrics.sample(version, window),
+            self.baseline_p95_seconds,
+            thresholds_from(self.analysis),
+            control=metrics.sample(self.stable.version, window),
+            looks=self.looks,
+        )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.analysis.interval):
+            try:
+                measurement = self.look()
+            except Exception:  # a broken look is no verdict; the next one may work
+                self._logger.warning("a look at the paused canary failed", exc_info=True)
+                continue
+            if measurement.outcome is Outcome.FAILED:
+                self.breach = measurement
+                self._act(measurement)
+                return
+
+    def _act(self, measurement: Measurement) -> None:
+        why = measurement.breaches[0].reason if measurement.breaches else measurement.note
+        self._logger.error(
+            "%s failed while the rollout waited for approval: %s; traffic back on %s",
+            self.canary.version,
+            why,
+            self.stable.version,
+        )
+        try:
+            self.backends.router.set_split(self.stable, None, 0)
+        except Exception:  # the rollout restores again, with retries, once the wait ends
+            self._logger.exception("could not put traffic back on %s", self.stable.version)
+        try:
+            resume_flow_run(self._run_id, run_input={"approved": False, "name": WATCH_ANSWERER})
+        except Exception:  # answered meanwhile, or the server is gone: the breach still decides
+            self._logger.warning("could not end the wait early", exc_info=True)
