@@ -25,7 +25,12 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
 
@@ -443,3 +448,31 @@ def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team, tmp_pa
     if incident["metric"] == "error_rate":
         assert incident["value"] > incident["threshold"] == 0.05
     assert {i.version for i in build_target(team.spec()).instances()} == {"v2"}
+
+    # prefect.yaml's after-rollback automation reacted to the rollback's event, and a worker ran
+    # the follow-up with the event's facts as its parameters.
+    with api_client(team.server.api_url) as client:
+        followup_id = client.read_deployment_by_name("after-rollback/after-rollback").id
+
+        def followed_up() -> list[FlowRun] | None:
+            found = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[followup_id]))
+            )
+            return [r for r in found if r.state is not None and r.state.is_final()] or None
+
+        try:
+            [followup] = wait_for(
+                followed_up, timeout=RUN_TIMEOUT, interval=1, what="the after-rollback run"
+            )
+        except Exception as exc:
+            raise AssertionError(f"no follow-up run\n{team.workers.log_text()}") from exc
+    assert followup.state is not None
+    assert followup.state.is_completed(), followup.state.message
+    reason = followup.parameters.pop("reason")
+    assert followup.parameters == {
+        "deploy": f"deployflow.deployment.{row['id']}",
+        "service": "demo",
+        "version": "v3",
+        "environment": "sandbox",
+    }
+    assert "rolled back to v2" in reason, reason
