@@ -302,6 +302,24 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
     expect(dry_run).to_be_checked(timeout=UI_TIMEOUT_MS)
     submit = page.get_by_role("button", name="Submit")
     expect(submit).to_be_enabled(timeout=UI_TIMEOUT_MS)
+    # What the UI's calls to the API answered, to say why a submission did not take.
+    api_failures: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            api_failures.append(f"{r.status} {r.request.method} {r.url}")
+            if r.url.startswith(ui_server.api_url) and r.status >= 500
+            else None
+        ),
+    )
+    page.on(
+        "requestfailed",
+        lambda r: (
+            api_failures.append(f"failed {r.method} {r.url}: {r.failure}")
+            if r.url.startswith(ui_server.api_url)
+            else None
+        ),
+    )
     submit.click()
 
     with api_client(ui_server.api_url) as client:
@@ -313,11 +331,23 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
             )
             return next((r for r in runs if r.parameters.get("spec_path") == str(spec)), None)
 
-        try:
-            run = wait_for(started_run, timeout=90, interval=0.5, what="the run the form started")
-        except Exception:
-            shot(page, "x-form-not-submitted")
-            pytest.fail(f"no run from the form; the page says:\n{page.inner_text('body')[:2000]}")
+        def run_or_server_error() -> Any:
+            return started_run() or ("server error" if api_failures else None)
+
+        run = wait_for(run_or_server_error, timeout=90, interval=0.5, what="the form's run")
+        if run == "server error":
+            # The session's SQLite Prefect server, shared with this worker's other tests, can
+            # answer 5xx under load; the UI says "Something went wrong" and a person sends the
+            # form again. Once: a second failure is a failure.
+            shot(page, "x-form-server-error")
+            first_failures = list(api_failures)
+            api_failures.clear()
+            submit.click()
+            try:
+                run = wait_for(started_run, timeout=90, interval=0.5, what="the form's run")
+            except Exception:
+                pytest.fail(f"the form failed twice: {first_failures} then {api_failures}")
+        assert not isinstance(run, str)
         assert run.parameters["dry_run"] is True
         assert run.parameters["spec_path"] == str(spec)
 
