@@ -63,9 +63,10 @@ class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
 
     def last_values(self) -> dict[str, float | None]:
-        """Figures of the latest measurement that had data, for reports."""
+        """Figures of the latest measurement that had data, for reports (an inconclusive one
+        too: a stage stopped early for too little evidence still shows what it saw)."""
         for m in reversed(self.measurements):
-            if m.outcome in (Outcome.SUCCESSFUL, Outcome.FAILED):
+            if m.sample.error is None and m.sample.requests is not None:
                 return {
                     "error_rate": m.sample.error_rate,
                     "p95_seconds": m.sample.p95_seconds,

@@ -237,3 +237,14 @@ def test_only_failed_and_errored_checks_block() -> None:
         ]
     ]
     assert [c.name for c in blocking_checks(checks)] == ["tests", "migrations"]
+
+
+def test_a_stage_stopped_for_too_little_evidence_still_shows_what_it_saw() -> None:
+    at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    seen = Measurement(Outcome.INCONCLUSIVE, MetricSample(0.215, 0.02, 13.0), 0.02)
+    broken = Measurement(Outcome.ERROR, MetricSample(None, None, None, error="timeout"), 0.02)
+    stage = StageResult(0, 5, Verdict.ROLLBACK, [seen, broken], None, at, at)
+
+    assert stage.last_values() == {"error_rate": 0.215, "p95_seconds": 0.02, "requests": 13.0}
+    nothing = StageResult(0, 5, Verdict.ROLLBACK, [broken], None, at, at)
+    assert nothing.last_values() == {"error_rate": None, "p95_seconds": None, "requests": None}
