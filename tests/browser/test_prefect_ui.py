@@ -335,22 +335,24 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
             # Playwright's sync API hands the page's events to the handlers above only while it
             # is called: a short wait on the page lets them through between two polls.
             page.wait_for_timeout(250)
-            failed = api_failures or page.get_by_text("Something went wrong").count() > 0
-            return started_run() or ("server error" if failed else None)
+            return started_run() or ("server error" if api_failures else None)
 
-        run = wait_for(run_or_server_error, timeout=90, interval=0.5, what="the form's run")
-        if run == "server error":
-            # The session's SQLite Prefect server, shared with this worker's other tests, can
-            # answer 5xx under load; the UI says "Something went wrong" and a person sends the
-            # form again. Once: a second failure is a failure.
+        # Prefect's server answers 503 ("Service Unavailable", which it documents as retryable)
+        # when its SQLite database is busy: a deferred transaction cannot wait for the lock. Its
+        # Python client retries those; its UI shows "Something went wrong" and a person sends
+        # the form again. Up to three times here: a server that refuses every one fails the test.
+        refused: list[str] = []
+        for _attempt in range(3):
+            run = wait_for(run_or_server_error, timeout=90, interval=0.5, what="the form's run")
+            if run != "server error":
+                break
             shot(page, "x-form-server-error")
-            first_failures = list(api_failures) or ["the UI said: Something went wrong"]
+            refused += api_failures
             api_failures.clear()
-            submit.click()
-            try:
-                run = wait_for(started_run, timeout=90, interval=0.5, what="the form's run")
-            except Exception:
-                pytest.fail(f"the form failed twice: {first_failures} then {api_failures}")
+            if len(refused) < 3:
+                submit.click()
+        else:
+            pytest.fail(f"the server refused the form three times: {refused}")
         assert not isinstance(run, str)
         assert run.parameters["dry_run"] is True
         assert run.parameters["spec_path"] == str(spec)
