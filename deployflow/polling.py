@@ -1,9 +1,12 @@
-"""Poll a condition with a deadline: the one way deployflow waits for something to become true."""
+"""Waiting and repeating: poll a condition with a deadline (the one way deployflow waits for
+something to become true), and repeat a step in the background while a block runs."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -38,3 +41,52 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise DeadlineExceeded(f"{what} not reached within {timeout:.1f}s") from last_error
         time.sleep(interval)
+
+
+class Repeat:
+    """Call ``step`` every ``interval`` seconds in a daemon thread while the ``with`` block runs.
+
+    The first call comes one interval after the block starts. ``step`` returning True ends the
+    repetition early; an exception from it is the caller's to handle (catch it inside ``step``: an
+    escaping one ends the thread). Leaving the block stops the thread and waits up to
+    ``join_timeout`` seconds for a step in flight.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        step: Callable[[], bool | None],
+        *,
+        name: str,
+        join_timeout: float = 5.0,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, got {interval}")
+        self.interval = interval
+        self.step = step
+        self.join_timeout = join_timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def running(self) -> bool:
+        """True while the thread may still call ``step``."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.step():
+                return
+
+    def __enter__(self) -> Repeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.join_timeout)

@@ -16,7 +16,6 @@ never promotes on missing data).
 from __future__ import annotations
 
 import math
-import threading
 from types import TracebackType
 from uuid import UUID
 
@@ -26,6 +25,7 @@ from prefect.runtime import flow_run
 
 from deployflow.analysis import Measurement, Outcome, evaluate
 from deployflow.backends import Backends
+from deployflow.polling import Repeat
 from deployflow.providers.base import Instance
 from deployflow.rollout import canary_gone, thresholds_from
 from deployflow.spec import AnalysisSpec
@@ -59,13 +59,16 @@ class PausedCanaryWatch:
         self.breach: Measurement | None = None
         self._logger = get_run_logger()  # bound here: the thread has no run context
         self._run_id = UUID(str(flow_run.get_id()))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._watch, name=f"deployflow-paused-watch-{canary.version}", daemon=True
+        self._looks = Repeat(
+            analysis.interval,
+            self._look_once,
+            name=f"deployflow-paused-watch-{canary.version}",
+            # At most one look in flight (its metric queries have their own timeouts).
+            join_timeout=analysis.interval + 60,
         )
 
     def __enter__(self) -> PausedCanaryWatch:
-        self._thread.start()
+        self._looks.__enter__()
         return self
 
     def __exit__(
@@ -74,9 +77,7 @@ class PausedCanaryWatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        # At most one look in flight (its metric queries have their own timeouts).
-        self._thread.join(timeout=self.analysis.interval + 60)
+        self._looks.__exit__(exc_type, exc, tb)
 
     def look(self) -> Measurement:
         """One look at the canary over the recent window, against stable over the same one."""
@@ -95,17 +96,18 @@ class PausedCanaryWatch:
             looks=self.looks,
         )
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.analysis.interval):
-            try:
-                measurement = self.look()
-            except Exception:  # a broken look is no verdict; the next one may work
-                self._logger.warning("a look at the paused canary failed", exc_info=True)
-                continue
-            if measurement.outcome is Outcome.FAILED:
-                self.breach = measurement
-                self._act(measurement)
-                return
+    def _look_once(self) -> bool:
+        """One look; True (stop looking) once it failed and traffic is back on stable."""
+        try:
+            measurement = self.look()
+        except Exception:  # a broken look is no verdict; the next one may work
+            self._logger.warning("a look at the paused canary failed", exc_info=True)
+            return False
+        if measurement.outcome is not Outcome.FAILED:
+            return False
+        self.breach = measurement
+        self._act(measurement)
+        return True
 
     def _act(self, measurement: Measurement) -> None:
         why = measurement.breaches[0].reason if measurement.breaches else measurement.note

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from datetime import datetime, timedelta
 from types import TracebackType
 
+from deployflow.polling import Repeat
 from deployflow.tracking.ledger import Ledger
 
 LEASE_SECONDS_ENV = "DEPLOYFLOW_LEASE_SECONDS"
@@ -54,24 +54,19 @@ class Lease:
         self.ledger = ledger
         self.deployment_id = deployment_id
         self.seconds = seconds if seconds is not None else lease_seconds()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._renew, name=f"deploy-lease-{deployment_id}", daemon=True
+        self._renewals = Repeat(
+            self.seconds / RENEWALS_PER_LEASE, self._renew, name=f"deploy-lease-{deployment_id}"
         )
 
     def _renew(self) -> None:
-        interval = self.seconds / RENEWALS_PER_LEASE
-        while not self._stop.wait(interval):
-            try:
-                self.ledger.renew(self.deployment_id)
-            except Exception as exc:
-                logger.warning(
-                    "could not renew the lease of deploy %s: %s", self.deployment_id, exc
-                )
+        try:
+            self.ledger.renew(self.deployment_id)
+        except Exception as exc:
+            logger.warning("could not renew the lease of deploy %s: %s", self.deployment_id, exc)
 
     def __enter__(self) -> Lease:
         self.ledger.renew(self.deployment_id)
-        self._thread.start()
+        self._renewals.__enter__()
         return self
 
     def __exit__(
@@ -80,5 +75,4 @@ class Lease:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._renewals.__exit__(exc_type, exc, tb)

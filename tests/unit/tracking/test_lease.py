@@ -49,4 +49,4 @@ def test_a_lease_is_renewed_while_held_and_not_after(tmp_path) -> None:
             interval=0.05,
             what="a renewal",
         )
-    assert not lease._thread.is_alive()  # renewals end with the deploy
+    assert not lease._renewals.running  # renewals end with the deploy
