@@ -12,13 +12,12 @@ import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from deployflow.processes import free_port
-from deployflow.sandbox.processes import ManagedProcess
+from deployflow.sandbox.processes import LocalServer, ManagedProcess
 
 
 class AlertmanagerError(RuntimeError):
@@ -44,12 +43,14 @@ def render_config() -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-class LocalAlertmanager:
+class LocalAlertmanager(LocalServer):
     """Run Alertmanager with its state in ``state_dir``; clustering off (no port 9094).
 
     ``launch`` starts the process without waiting, so the sandbox can start Prometheus meanwhile;
     ``wait_ready`` then waits for ``/-/ready``. ``start`` does both.
     """
+
+    stop_timeout = 10.0
 
     def __init__(self, state_dir: Path, *, start_timeout: float = 30.0) -> None:
         self.state_dir = Path(state_dir).resolve()
@@ -80,10 +81,6 @@ class LocalAlertmanager:
     def address(self) -> str:
         """``host:port``, as Prometheus's alerting config names it."""
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
 
     def launch(self) -> LocalAlertmanager:
         """Write the config and start the process; do not wait."""
@@ -140,17 +137,3 @@ class LocalAlertmanager:
         response.raise_for_status()
         alerts: list[dict[str, Any]] = response.json()
         return alerts
-
-    def stop(self) -> None:
-        self._process.stop(timeout=10.0)
-
-    def __enter__(self) -> LocalAlertmanager:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

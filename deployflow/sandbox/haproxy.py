@@ -10,11 +10,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from deployflow.processes import free_port, port_open
 from deployflow.providers.haproxy import HAProxyRouter
-from deployflow.sandbox.processes import ManagedProcess
+from deployflow.sandbox.processes import LocalServer, ManagedProcess
 
 # sun_path is 108 bytes on Linux; HAProxy also appends a ".<pid>.tmp" suffix while binding.
 _MAX_SOCKET_PATH = 90
@@ -75,7 +74,7 @@ backend {BACKEND}
 """
 
 
-class LocalHAProxy:
+class LocalHAProxy(LocalServer):
     """Run ``haproxy -db`` with the sandbox config in ``state_dir``.
 
     Example:
@@ -117,11 +116,6 @@ class LocalHAProxy:
     def frontend_url(self) -> str:
         """Base URL of the frontend that clients call."""
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of HAProxy while it runs."""
-        return self._process.pid
 
     def router(self) -> HAProxyRouter:
         """A router bound to this HAProxy's admin socket and slot names."""
@@ -166,18 +160,7 @@ class LocalHAProxy:
 
     def stop(self) -> None:
         """Stop HAProxy and remove its socket; safe to call twice."""
-        self._process.stop()
+        super().stop()
         self.admin_socket.unlink(missing_ok=True)
         if self._short_dir is not None:
             shutil.rmtree(self._short_dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalHAProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

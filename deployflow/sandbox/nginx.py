@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import TracebackType
 
 from deployflow.processes import free_port, port_open
 from deployflow.providers.nginx import NginxRouter
-from deployflow.sandbox.processes import ManagedProcess
+from deployflow.sandbox.processes import LocalServer, ManagedProcess
 
 UPSTREAM = "deployflow"
 
@@ -70,7 +69,7 @@ http {{
 """
 
 
-class LocalNginx:
+class LocalNginx(LocalServer):
     """Run nginx with the sandbox config in ``state_dir``.
 
     Example:
@@ -103,11 +102,6 @@ class LocalNginx:
         """Listen address of the router's state server."""
         return f"127.0.0.1:{self.state_port}"
 
-    @property
-    def pid(self) -> int | None:
-        """Process id of the nginx master while it runs."""
-        return self._process.pid
-
     def router(self) -> NginxRouter:
         """A router owning this nginx's upstream file."""
         return NginxRouter(
@@ -139,18 +133,3 @@ class LocalNginx:
             error=NginxError,
         )
         return self
-
-    def stop(self) -> None:
-        """Stop nginx; safe to call twice."""
-        self._process.stop()
-
-    def __enter__(self) -> LocalNginx:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from deployflow.polling import DeadlineExceeded, wait_for
 from deployflow.processes import (
@@ -122,3 +124,35 @@ class ManagedProcess:
             output = self.log_tail()
             self.stop()
             raise error(f"{self.name} exited at start:\n{output}")
+
+
+class LocalServer:
+    """A sandbox server run as one ``ManagedProcess``: its ``pid``, ``stop``, and a ``with`` block
+    that starts it on entry and stops it on exit. Subclasses set ``_process`` and define
+    ``start``; ``stop_timeout`` is how long the server gets to exit on SIGTERM."""
+
+    _process: ManagedProcess
+    stop_timeout: float = 5.0
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server while it runs."""
+        return self._process.pid
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server; safe to call twice."""
+        self._process.stop(timeout=self.stop_timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -10,13 +10,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from deployflow.processes import free_port, write_json_atomic
-from deployflow.sandbox.processes import ManagedProcess
+from deployflow.sandbox.processes import LocalServer, ManagedProcess
 
 JOB_NAME = "deployflow-demo"
 
@@ -91,13 +90,15 @@ def render_config(
     return json.dumps(config, indent=2) + "\n"
 
 
-class LocalPrometheus:
-    """Run Prometheus with the sandbox config, its TSDB in ``state_dir``.
+class LocalPrometheus(LocalServer):
+    """Run Prometheus with the sandbox config, its TSDB in ``state_dir`` (kept after ``stop``).
 
     Example:
         with LocalPrometheus(Path(".sandbox/prometheus"), Path(".sandbox/targets.json")) as prom:
             httpx.get(f"{prom.url}/api/v1/query", params={"query": "up"})
     """
+
+    stop_timeout = 10.0
 
     def __init__(
         self,
@@ -151,11 +152,6 @@ class LocalPrometheus:
         """Base URL of the HTTP API."""
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        """Process id of Prometheus while it runs."""
-        return self._process.pid
-
     def start(self) -> LocalPrometheus:
         """Write the config, start Prometheus and wait for ``/-/ready``.
 
@@ -201,18 +197,3 @@ class LocalPrometheus:
             raise PrometheusError(f"query {promql!r} failed: {body.get('error', body)}")
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
-
-    def stop(self) -> None:
-        """Stop Prometheus; safe to call twice. The TSDB stays in ``state_dir`` for inspection."""
-        self._process.stop(timeout=10.0)
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
