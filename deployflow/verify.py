@@ -111,14 +111,35 @@ def check_metrics(
     baseline_p95_seconds: float | None,
     thresholds: Thresholds,
     required: bool = True,
+    evidence_seconds: float | None = None,
 ) -> VerificationCheck:
     """Error rate and P95 of ``version`` over the window are within the thresholds.
+
+    ``evidence_seconds``, when longer than the window, is how long the version has served the
+    traffic its promotion was judged on (since its last stage began): the check is then judged
+    over all of it, so a version whose error rate the last stage showed below the maximum over
+    its requests is not failed on the fewer requests of one short window, and over the recent
+    window alone, which only ever fails it (a fault since then shows there undiluted); the two
+    share the confidence budget.
 
     A measurement that cannot be evaluated (metrics down, no data) fails the check when
     ``required``; otherwise it is reported as unavailable and does not count. A breach always
     counts.
     """
-    measurement = evaluate(source.sample(version, window_seconds), baseline_p95_seconds, thresholds)
+    scope = ""  # which window decided, when it was the recent one
+    if evidence_seconds is not None and evidence_seconds > window_seconds + 1e-9:
+        measurement = evaluate(
+            source.sample(version, evidence_seconds), baseline_p95_seconds, thresholds, looks=2
+        )
+        recent = evaluate(
+            source.sample(version, window_seconds), baseline_p95_seconds, thresholds, looks=2
+        )
+        if recent.outcome is Outcome.FAILED and measurement.outcome is not Outcome.FAILED:
+            measurement, scope = recent, f"over the last {window_seconds:g} s: "
+    else:
+        measurement = evaluate(
+            source.sample(version, window_seconds), baseline_p95_seconds, thresholds
+        )
     sample = measurement.sample
     figures = (
         f"error rate {sample.error_rate if sample.error_rate is not None else 'n/a'}, "
@@ -130,7 +151,7 @@ def check_metrics(
     if measurement.outcome is Outcome.FAILED:
         breach = measurement.breaches[0]
         return VerificationCheck(
-            f"metrics: {version}", False, True, breach.reason, breach.metric, breach.value,
+            f"metrics: {version}", False, True, scope + breach.reason, breach.metric, breach.value,
             breach.threshold,
         )  # fmt: skip
     if not required:
@@ -190,6 +211,7 @@ def verify_version(
     expected_error_rate: float = 0.0,
     dependencies: Sequence[Dependency] = (),
     alerts: AlertSource | None = None,
+    evidence_seconds: float | None = None,
 ) -> VerificationReport:
     """Step 7 (and the rollback's own check): the health endpoint of ``instance``, the smoke
     requests and critical paths through the router, and the metrics of its version.
@@ -202,6 +224,7 @@ def verify_version(
 
     Each of ``dependencies`` must be up, and no alert of ``alerts`` may fire (the rollback's check
     leaves the alerts out: those the canary set off take a while to resolve).
+    ``evidence_seconds``: how long the version has served its promoted share (``check_metrics``).
     """
     checks = [check_health(client, target.health_url(instance), name=f"health: {instance.version}")]
     checks.extend(
@@ -222,6 +245,7 @@ def verify_version(
             baseline_p95_seconds=baseline_p95_seconds,
             thresholds=thresholds,
             required=metrics_required,
+            evidence_seconds=evidence_seconds,
         )
     )
     checks.extend(check_dependency(d) for d in dependencies)

@@ -518,6 +518,7 @@ def roll_out_and_verify(
             expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
             dependencies=b.dependencies,
             alerts=b.alerts,
+            serving_since=outcome.stages[-1].started_at,
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")

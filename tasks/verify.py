@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import httpx
 from prefect import get_run_logger, task
@@ -36,6 +37,7 @@ def verify_instance(
     expected_error_rate: float = 0.0,
     dependencies: Sequence[Dependency] = (),
     alerts: AlertWatch | None = None,
+    serving_since: datetime | None = None,
 ) -> VerificationReport:
     """Health endpoint, smoke requests and critical paths through the router, metrics, the
     dependencies (each named), and the alerts (when given).
@@ -43,7 +45,12 @@ def verify_instance(
     ``metrics_required`` False (the rollback's check of the restored version) lets health and
     smoke decide when metrics cannot be had. ``expected_error_rate`` is the stable version's
     error rate (an upper bound) the smoke requests' failures are judged against.
+    ``serving_since`` is when the version's last stage began: its metrics are judged over all
+    the traffic since (and the recent window alone for a fresh fault), not one short window.
     """
+    evidence_seconds = None
+    if serving_since is not None:
+        evidence_seconds = (datetime.now(UTC) - serving_since).total_seconds()
     with httpx.Client(timeout=5.0, transport=transport) as client:
         report = verify_version(
             instance,
@@ -59,6 +66,7 @@ def verify_instance(
             expected_error_rate=expected_error_rate,
             dependencies=dependencies,
             alerts=alerts.source if alerts is not None else None,
+            evidence_seconds=evidence_seconds,
         )
     logger = get_run_logger()
     for c in report.checks:

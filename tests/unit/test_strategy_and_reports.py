@@ -176,6 +176,54 @@ def test_a_restored_stable_with_too_few_requests_to_judge_is_not_failed_on_them(
     assert not required.ok
 
 
+class ByWindow:
+    """A metrics source answering by window length: one sample for short windows, one for long."""
+
+    def __init__(self, short: MetricSample, long: MetricSample, cut: float = 10) -> None:
+        self.short, self.long, self.cut = short, long, cut
+        self.windows: list[float] = []
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        self.windows.append(window_seconds)
+        return self.short if window_seconds <= self.cut else self.long
+
+
+def test_verification_weighs_everything_the_version_served_since_its_last_stage() -> None:
+    # Seen on the sandbox: a 3% canary shown below 5% over its last stage's 1,675 requests was
+    # rolled back at verification because one 6 s window (718 requests) could not tell 3.8% from 5%.
+    source = ByWindow(
+        short=MetricSample(error_rate=0.038, p95_seconds=0.036, requests=718),
+        long=MetricSample(error_rate=0.035, p95_seconds=0.036, requests=2_400),
+    )
+    limits = Thresholds(min_requests=10)
+    short_only = check_metrics(
+        source, "t2", window_seconds=6, baseline_p95_seconds=0.037, thresholds=limits
+    )
+    assert not short_only.ok
+    assert "cannot be evaluated" in short_only.detail
+    whole = check_metrics(
+        source, "t2", window_seconds=6, baseline_p95_seconds=0.037, thresholds=limits,
+        evidence_seconds=24,
+    )  # fmt: skip
+    assert whole.ok, whole.detail
+    assert sorted(source.windows[-2:]) == [6, 24]
+
+
+def test_a_fault_since_the_last_stage_fails_verification_through_the_recent_window() -> None:
+    # The version turned bad after promotion: 20% over the last 6 s, diluted to 4% overall.
+    source = ByWindow(
+        short=MetricSample(error_rate=0.20, p95_seconds=0.036, requests=600),
+        long=MetricSample(error_rate=0.04, p95_seconds=0.036, requests=6_000),
+    )
+    check = check_metrics(
+        source, "v2", window_seconds=6, baseline_p95_seconds=0.037,
+        thresholds=Thresholds(min_requests=10), evidence_seconds=60,
+    )  # fmt: skip
+    assert not check.ok
+    assert check.metric == "error_rate"
+    assert check.detail.startswith("over the last 6 s:")
+
+
 def test_unreachable_endpoint_fails_the_check() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
