@@ -521,6 +521,10 @@ def sandbox_table(args: argparse.Namespace) -> int:
     plan = sandbox_plan(args)
     faults: dict[str, dict[str, float]] = {"v1": dict(NOISY_HEALTHY)}
     faults.update({p.version: p.scenario.fault for p in plan})
+    # A promoted canary that is not healthy (a 3% one may be: it is below the 5% policy) would
+    # be the next runs' stable: a healthy version is released after it, untimed, so every run
+    # is judged against a healthy stable.
+    faults.update({f"{p.version}-reset": dict(NOISY_HEALTHY) for p in plan})
     example = Path(__file__).resolve().parents[1] / "examples" / "sandbox.yaml"
     text = example.read_text()
     steps_line = "steps: [5, 25, 50, 100]"
@@ -583,6 +587,10 @@ def sandbox_table(args: argparse.Namespace) -> int:
                             load.wait(timeout=10)
                     runs.append((planned.label, result))
                     print(f"  {planned.version}: {result}", flush=True)
+                    if result.status == "succeeded" and planned.scenario.fault != NOISY_HEALTHY:
+                        reset = f"{planned.version}-reset"
+                        again = _sandbox_run("reset", reset, str(spec_path), probe, time.time())
+                        print(f"  {reset} (a healthy stable again, not counted): {again}")
                     following = plan[len(runs)] if len(runs) < len(plan) else None
                     if following is None or following.round != planned.round:
                         # A round is complete: the table so far, in case the run is cut short.
