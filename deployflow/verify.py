@@ -142,9 +142,9 @@ def check_metrics(
         )
     sample = measurement.sample
     figures = (
-        f"error rate {sample.error_rate if sample.error_rate is not None else 'n/a'}, "
-        f"P95 {sample.p95_seconds if sample.p95_seconds is not None else 'n/a'} s, "
-        f"{sample.requests if sample.requests is not None else 'n/a'} requests"
+        f"error rate {'n/a' if sample.error_rate is None else f'{sample.error_rate:.2%}'}, "
+        f"P95 {'n/a' if sample.p95_seconds is None else f'{sample.p95_seconds * 1000:.1f} ms'}, "
+        f"{'n/a' if sample.requests is None else f'{sample.requests:,.0f}'} requests"
     )
     if measurement.outcome is Outcome.SUCCESSFUL:
         return VerificationCheck(f"metrics: {version}", True, True, figures, "metrics")

@@ -8,6 +8,10 @@ stable at once and answers the paused run's form itself with "not approved", so 
 rolls back without waiting for a person or the timeout. A failed look decides even when a
 person approves at the same moment: the rollout reads the watch before the answer.
 
+The spec's ``logs`` and ``alerts`` signals are judged at every look too, as in a stage (the logs
+read from the moment the pause began): an alert that fires or error lines beyond their limit while
+the rollout waits roll it back the same way.
+
 A look that cannot be evaluated (metrics down, no data) rolls nothing back here: the person
 looking at the form sees the same dashboards, and the next stage is judged from the start (it
 never promotes on missing data).
@@ -16,6 +20,7 @@ never promotes on missing data).
 from __future__ import annotations
 
 import math
+import time
 from types import TracebackType
 from uuid import UUID
 
@@ -28,6 +33,7 @@ from deployflow.backends import Backends
 from deployflow.polling import Repeat
 from deployflow.providers.base import Instance
 from deployflow.rollout import canary_gone, thresholds_from
+from deployflow.signals import with_signals
 from deployflow.spec import AnalysisSpec
 
 WATCH_ANSWERER = "deployflow (the canary failed while paused)"
@@ -57,6 +63,13 @@ class PausedCanaryWatch:
         # Every look of the whole wait together keeps the analysis's confidence.
         self.looks = max(1, math.ceil(timeout / analysis.interval))
         self.breach: Measurement | None = None
+        # Bound now, as the wait begins: the logs are read from here on.
+        self._signals = [
+            watch.probe(canary.version)
+            for watch in (backends.logs, backends.alerts)
+            if watch is not None
+        ]
+        self._started = time.monotonic()
         self._logger = get_run_logger()  # bound here: the thread has no run context
         self._run_id = UUID(str(flow_run.get_id()))
         self._looks = Repeat(
@@ -88,13 +101,21 @@ class PausedCanaryWatch:
                 self.baseline_p95_seconds,
             )
         metrics, window = self.backends.metrics, self.analysis.window
-        return evaluate(
+        measurement = evaluate(
             metrics.sample(version, window),
             self.baseline_p95_seconds,
             thresholds_from(self.analysis),
             control=metrics.sample(self.stable.version, window),
             looks=self.looks,
         )
+        if not self._signals:
+            return measurement
+        # The log lines count from the start of the wait: so do the requests they are judged by.
+        elapsed = time.monotonic() - self._started
+        requests = measurement.sample.requests
+        if self.backends.logs is not None and elapsed > window:
+            requests = metrics.sample(version, elapsed).requests
+        return with_signals(measurement, [probe(elapsed, requests) for probe in self._signals])
 
     def _look_once(self) -> bool:
         """One look; True (stop looking) once it failed and traffic is back on stable."""

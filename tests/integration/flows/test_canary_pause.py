@@ -31,14 +31,16 @@ from deployflow.fakes.backends import FakeService
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.notify.slack import SlackNotifier
 from deployflow.polling import wait_for
-from deployflow.providers.base import DeployCard
+from deployflow.providers.base import AlertsRead, DeployCard, FiringAlert
 from deployflow.release import ReleaseOutcome
+from deployflow.signals import AlertWatch
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
 from flows.deploy import ReleaseRequest, finish, interrupted, release
 from tasks.notify import notify_and_prepare
 from tests.integration.flows.test_release_branches import make_spec
+from tests.unit.test_signals import Alerts
 
 pytestmark = pytest.mark.integration
 
@@ -205,6 +207,37 @@ def test_a_canary_that_fails_while_paused_is_rolled_back_without_waiting(
     (stage,) = backends.ledger.deployment(data["deployment_id"])["stages"]
     assert stage["verdict"] == "rollback"
     assert stage["reason"] == data["rollback"]["reason"]
+
+
+def test_an_alert_that_fires_while_paused_rolls_the_canary_back(prefect_server, tmp_path, slack):
+    # The metrics stay healthy; the spec's alerts section is what sees the trouble.
+    service, spec, backends, request = start(tmp_path, slack, "pause-alert", "30s")
+    alerts = Alerts(AlertsRead())
+    backends = backends.model_copy(update={"alerts": AlertWatch(alerts)})
+
+    def fire_once_paused() -> None:
+        wait_for(
+            lambda: runs("progressive-rollout", StateType.PAUSED) or None,
+            timeout=120,
+            interval=0.2,
+            what="a paused rollout",
+        )
+        labels = (("alertname", "ShopCheckoutDown"), ("service", "shop"))
+        alerts.read = AlertsRead((FiringAlert("ShopCheckoutDown", labels),))
+
+    thread = threading.Thread(target=fire_once_paused, daemon=True)
+    thread.start()
+    state = deploy_and_finish(spec, backends, request, return_state=True)
+    thread.join(timeout=10)
+
+    assert state.name == "RolledBack", state.message
+    data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
+    assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("alerts", 0)
+    assert data["rollback"]["reason"] == (
+        "while paused for approval after stage 1: alert(s) firing: ShopCheckoutDown"
+    )
+    assert max(c.canary_weight for c in service.router.changes) == 25
+    assert {i.version for i in service.target.instances()} == {"v1"}
 
 
 def test_approve_refuses_a_run_that_waits_for_nothing(prefect_server, capsys):
