@@ -50,6 +50,8 @@ def verify_instance(
     """
     evidence_seconds = None
     if serving_since is not None:
+        if serving_since.tzinfo is None:  # deployflow writes UTC; a naive one is taken as such
+            serving_since = serving_since.replace(tzinfo=UTC)
         evidence_seconds = (datetime.now(UTC) - serving_since).total_seconds()
     with httpx.Client(timeout=5.0, transport=transport) as client:
         report = verify_version(
