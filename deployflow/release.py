@@ -400,15 +400,14 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
             "",
             "## Stages",
             "",
-            "| stage | canary weight | verdict | error rate | P95 | requests | measurements "
-            "| why |",
+            "| stage | observed | verdict | error rate | P95 | requests | measurements | why |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for s in outcome.stages:
             v = s.last_values()
             counts = ", ".join(f"{k} {n}" for k, n in s.counts.items() if n)
             lines.append(
-                f"| {s.index + 1} | {s.weight}% | {s.verdict.value} | "
+                f"| {s.index + 1} | {s.observed} | {s.verdict.value} | "
                 f"{_fmt(v['error_rate'], 'error_rate')} | {_fmt(v['p95_seconds'], 'p95_seconds')} "
                 f"| {_fmt(v['requests'], 'requests')} | {counts} | {_cell(s.explanation)} |"
             )

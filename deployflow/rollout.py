@@ -61,6 +61,13 @@ class StageResult:
     started_at: datetime
     finished_at: datetime
     counts: dict[str, int] = field(default_factory=dict)
+    # What was observed, when it is not a canary at ``weight`` ("green in isolation", a flag step).
+    label: str = ""
+
+    @property
+    def observed(self) -> str:
+        """What the stage observed, in words: its label, else "25% canary"."""
+        return self.label or f"{self.weight}% canary"
 
     def last_values(self) -> dict[str, float | None]:
         """Figures of the latest measurement that had data, for reports (an inconclusive one
@@ -100,6 +107,7 @@ class StageResult:
         return {
             "index": self.index,
             "weight": self.weight,
+            "observed": self.observed,
             "verdict": self.verdict.value,
             "reason": self.reason.to_dict() if self.reason else None,
             "values": self.last_values(),

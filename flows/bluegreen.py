@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prefect import flow, get_run_logger
 
@@ -120,6 +120,7 @@ def blue_green(
         observe_seconds=plan.keep_previous_seconds, analysis=analysis,
         baseline_p95_seconds=baseline_p95_seconds, logs=b.logs, alerts=b.alerts,
     )  # fmt: skip
+    kept = replace(kept, label=f"100% {green.version}, {blue.version} kept warm")
     result.stages.append(kept)
     tell_stage(b, progress, kept)
     if kept.verdict is not Verdict.PROMOTE:

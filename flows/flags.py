@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prefect import flow, get_run_logger
 
@@ -73,6 +73,7 @@ def flag_rollout(
             version=version, index=index, weight=100, observe_seconds=flags.observe,
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
+        observed = replace(observed, label=f"flag {step.flag} on for {step.percent}% of users")
         result.stages.append(observed)
         tell_stage(b, progress, observed)
         index += 1
@@ -95,6 +96,7 @@ def flag_rollout(
             version=version, index=index, weight=100, observe_seconds=flags.observe,
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
+        after = replace(after, label=f"{version} with flag {step.flag} off")
         result.stages.append(after)
         tell_stage(b, progress, after)
         result.trigger = stage_trigger(after)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import httpx
 from prefect import get_run_logger, task
@@ -112,6 +113,7 @@ def observe_green_in_isolation(
             on_measurement=measured,
             gone=gone,
         )
+    result = replace(result, label=f"{green.version} in isolation")
     ledger.stage_observed(deployment_id, result)
     logger.info("isolation verdict %s", result.verdict.value)
     return result

@@ -65,7 +65,7 @@ def stage_line(stage: StageResult) -> str:
     verdict = {Verdict.PROMOTE: "promoted", Verdict.ROLLBACK: "*rollback*"}.get(
         stage.verdict, stage.verdict.value
     )
-    line = f"Stage {stage.index + 1} · {stage.weight}% canary · {verdict} · {_figures(stage)}"
+    line = f"Stage {stage.index + 1} · {stage.observed} · {verdict} · {_figures(stage)}"
     if stage.reason is not None and stage.verdict == Verdict.ROLLBACK:
         line += f"\n> {_escape(stage.reason.reason)}"
     return line

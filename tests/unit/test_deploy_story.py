@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -32,6 +33,15 @@ def test_a_rolled_back_stage_says_why() -> None:
     line = stage_line(stage(Verdict.ROLLBACK, MetricSample(0.2, 0.03, 100), breach))
     assert line.startswith("Stage 1 · 5% canary · *rollback* · errors 20.00%")
     assert line.endswith("\n> error rate 20.00% &gt; 5.00%")
+
+
+def test_a_stage_that_is_not_a_canary_says_what_it_observed() -> None:
+    # Blue-green's green in isolation has no users (weight 0): "0% canary" told people nothing.
+    green = replace(
+        stage(Verdict.PROMOTE, MetricSample(0.0, 0.02, 40)), weight=0, label="v2 in isolation"
+    )
+    assert stage_line(green).startswith("Stage 1 · v2 in isolation · promoted · errors 0.00%")
+    assert green.to_dict()["observed"] == "v2 in isolation"
 
 
 def test_the_outcome_line_names_status_and_reason() -> None:

@@ -93,7 +93,7 @@ def test_outcome_json_shape_and_exit_code() -> None:
 def test_summary_and_incident_name_the_trigger_and_evidence() -> None:
     outcome = rolled_back()
     summary = summary_markdown(outcome)
-    assert "| 1 | 5% | rollback | 20.00% |" in summary
+    assert "| 1 | 5% canary | rollback | 20.00% |" in summary
     incident = incident_markdown(outcome)
     assert "**error_rate** = 20.00% against the threshold 5.00%" in incident
     assert "Traceback: boom" in incident

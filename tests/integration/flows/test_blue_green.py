@@ -167,6 +167,13 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
     assert [p.split(" · ")[0][:40] for p in points] == [
         "Stage 1", "Stage 2", ":no_entry: feature flag new-checkout tur", "Stage 3", "Stage 4",
     ], points  # fmt: skip
+    # Each stage says what it observed (none of them is a canary at a weight).
+    assert [p.split(" · ")[1] for p in points if p.startswith("Stage")] == [
+        "v2 in isolation",
+        "flag new-checkout on for 5% of users",
+        "v2 with flag new-checkout off",
+        "100% v2, v1 kept warm",
+    ], points
     assert flags.rollout("new-checkout") == 0  # killed, no redeploy
     assert [(c["percent"], c["reason"].split(":")[0]) for c in outcome.flag_changes] == [
         (5, "step"),
