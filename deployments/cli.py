@@ -12,10 +12,11 @@ import argparse
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from deployflow.spec import SpecError, load_spec, validate_environment, validate_version
@@ -29,6 +30,12 @@ from deployments.run import (
     print_outcome,
     run_deploy,
 )
+
+if TYPE_CHECKING:
+    from blocks.service_spec import ServiceSpecBlock
+
+# Prefect's block document names: lowercase letters, digits and dashes.
+BLOCK_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
 class BadInput(Exception):
@@ -58,24 +65,58 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _saved_service(name: str) -> ServiceSpecBlock:
+    """The ServiceSpec block saved as ``name`` on the Prefect server this process talks to.
+
+    Raises:
+        BadInput: The name is not a block name, or no such block is saved there.
+    """
+    if not BLOCK_NAME.fullmatch(name):
+        raise BadInput(
+            f"--service: {name!r} is not a block name (lowercase letters, digits and '-')"
+        )
+    from blocks.loader import load_block
+    from blocks.service_spec import ServiceSpecBlock
+    from deployflow.providers.base import BackendConfigError
+
+    try:
+        return load_block(ServiceSpecBlock, name)
+    except BackendConfigError as exc:
+        raise BadInput(f"--service: {exc}") from None
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
+    service: ServiceSpecBlock | None = None
     try:
         validate_version(args.version, "--version")
         validate_environment(args.environment, "--environment")
-        load_spec(args.spec)
+        if (args.spec is None) == (args.service is None):
+            raise BadInput(
+                "give the service as a spec file (SPEC) or a saved ServiceSpec block "
+                "(--service NAME), one of the two"
+            )
+        if args.service is not None:
+            service = _saved_service(args.service)
+            service.get_spec()
+        else:
+            load_spec(args.spec)
     except SpecError as exc:
         _print_problems(exc)
+        return EXIT_BAD_INPUT
+    except BadInput as exc:
+        print(f"deployflow: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from prefect.exceptions import TerminationSignal
 
     try:
         result = run_deploy(
-            str(Path(args.spec).resolve()),
+            str(Path(args.spec).resolve()) if args.spec is not None else None,
             args.version,
             args.environment,
             args.strategy,
             args.dry_run,
             args.tracking_block,
+            service=service,
         )
     except (KeyboardInterrupt, TerminationSignal) as exc:
         # The flow already put traffic back on the stable version (or recorded why it could
@@ -296,7 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("deploy", help="release a version through the deploy flow")
-    p.add_argument("spec", help="path of the service spec YAML")
+    p.add_argument("spec", nargs="?", help="path of the service spec YAML (or --service)")
+    p.add_argument(
+        "--service",
+        metavar="NAME",
+        help="a ServiceSpec block saved on the Prefect server (PREFECT_API_URL), instead of SPEC",
+    )
     p.add_argument("--version", required=True, help="version to release")
     p.add_argument("--environment", default="sandbox", help="target environment (recorded)")
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")

@@ -7,7 +7,10 @@ Exit codes: 0 succeeded, 3 rolled back, 1 failed or aborted, 2 bad input (nothin
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blocks.service_spec import ServiceSpecBlock
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ROLLED_BACK = 0, 1, 2, 3
 EXIT_INTERRUPTED = 128  # plus the signal number, as shells report it
@@ -24,14 +27,16 @@ def ui_url(flow_run_id: str | None) -> str | None:
 
 
 def run_deploy(
-    spec_path: str,
+    spec_path: str | None,
     version: str,
     environment: str,
     strategy: str,
     dry_run: bool,
     tracking_block: str | None = None,
+    service: ServiceSpecBlock | None = None,
 ) -> dict[str, Any]:
-    """Run the deploy flow in this process and return its outcome as a dict."""
+    """Run the deploy flow in this process and return its outcome as a dict; the service is the
+    spec file at ``spec_path`` or the saved ``service`` block."""
     # Without PREFECT_API_URL, Prefect starts a temporary local server; its first start migrates a
     # fresh SQLite database, which takes longer than Prefect's 20 s default on a busy laptop.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -45,6 +50,7 @@ def run_deploy(
             strategy=strategy,
             dry_run=dry_run,
             tracking_block=tracking_block,
+            service=service,
             return_state=True,
         )
     except Exception as exc:  # the flow never ran: no Prefect API, for example

@@ -55,6 +55,23 @@ def test_deploy_with_bad_environment_exits_2(
     assert "--environment" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "one of the two"),  # neither a spec file nor a saved service
+        ([str(EXAMPLE), "--service", "shop"], "one of the two"),  # both
+        (["--service", "Shop Prod"], "'Shop Prod' is not a block name"),
+    ],
+)
+def test_deploy_needs_exactly_one_service_source_and_exits_2_otherwise(
+    sandbox_env: None, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    assert main(["deploy", *args, "--version", "v2"]) == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert err.startswith("deployflow: error: ")
+
+
 def test_unknown_strategy_is_a_usage_error(sandbox_env: None) -> None:
     with pytest.raises(SystemExit) as info:
         main(["deploy", str(EXAMPLE), "--version", "v2", "--strategy", "yolo"])
@@ -84,7 +101,7 @@ def test_ctrl_c_during_a_deploy_is_reported_and_exits_130(
 ) -> None:
     import deployments.cli
 
-    def interrupted(*args: object) -> dict:
+    def interrupted(*args: object, **kwargs: object) -> dict:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(deployments.cli, "run_deploy", interrupted)

@@ -87,7 +87,9 @@ def test_any_command_line_exits_cleanly_and_deploys_only_accepted_input(
         monkeypatch.setenv(name, value)
     started: list[dict[str, Any]] = []
 
-    def run_deploy(spec_path: str, version: str, environment: str, *rest: Any) -> dict[str, Any]:
+    def run_deploy(
+        spec_path: str, version: str, environment: str, *rest: Any, **named: Any
+    ) -> dict[str, Any]:
         # Stands in for the Prefect flow: the property is about what reaches it, not what it does.
         started.append({"spec": spec_path, "version": version, "environment": environment})
         return {"status": "succeeded", "version": version, "strategy": "canary", "stages": []}

@@ -4,6 +4,7 @@ Prefect server: a second deploy is refused (the default) or waits (``concurrency
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import sys
 import threading
@@ -17,6 +18,7 @@ import flows.deploy
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.concurrency import DeployRefused, limit_name
 from deployflow.polling import wait_for
+from deployments.cli import main
 from flows.deploy import deploy
 from tasks.concurrency import deploy_slot
 
@@ -83,10 +85,9 @@ def test_waiting_deploy_starts_when_the_running_one_ends(caplog: pytest.LogCaptu
     assert events == ["first ended", "second started"]
 
 
-def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    spec = {
+def unreachable_spec(tmp_path: Path) -> dict[str, object]:
+    """A spec whose every backend is unreachable: a deploy that touched one would fail on it."""
+    return {
         "service": "shop",
         "target": {"kind": "local-process", "command": [sys.executable],
                    "state_dir": str(tmp_path)},
@@ -96,6 +97,12 @@ def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend
                     "queries": {"error_rate": "{version}", "p95_latency": "{version}",
                                 "request_count": "{version}"}},
     }  # fmt: skip
+
+
+def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    spec = unreachable_spec(tmp_path)
     ServiceSpecBlock(spec=yaml.safe_dump(spec), base_dir=str(tmp_path)).save(
         "shop-conc", overwrite=True
     )
@@ -113,3 +120,26 @@ def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend
 
     assert state.is_failed()
     assert "refused: another deploy of shop to conc-flow is running" in (state.message or "")
+
+
+def test_the_cli_deploys_a_saved_service_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    ServiceSpecBlock(spec=yaml.safe_dump(unreachable_spec(tmp_path)), base_dir=str(tmp_path)).save(
+        "shop-cli", overwrite=True
+    )
+    # A name nothing is saved under is bad input: exit 2, nothing started.
+    assert main(["deploy", "--service", "shop-nope", "--version", "v2"]) == 2
+    assert "--service: no ServiceSpecBlock named 'shop-nope'" in capsys.readouterr().err
+
+    # The saved one runs the deploy flow with that service: held slot, so it is refused before
+    # any backend is touched, and the refusal names the block's service.
+    monkeypatch.setattr(flows.deploy, "live_deploy_in", lambda *args: True)
+    with deploy_slot("shop", "conc-cli", "refuse", log):
+        code = main(
+            ["deploy", "--service", "shop-cli", "--version", "v2", "--environment", "conc-cli",
+             "--json"]
+        )  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert "refused: another deploy of shop to conc-cli is running" in result["message"]
