@@ -17,6 +17,7 @@ import httpx
 
 from deployflow.analysis import MetricSample
 from deployflow.providers.base import (
+    AlertsRead,
     BackendError,
     Instance,
     MetricHistory,
@@ -263,3 +264,16 @@ class FakeService:
         if url.path == "/healthz":
             return httpx.Response(200 if b.healthy else 500)
         return httpx.Response(500 if url.path in b.broken_paths else 200)
+
+
+class FakeAlerts:
+    """An ``AlertSource`` whose answer a test sets: ``read`` is what ``firing`` returns."""
+
+    def __init__(self, read: AlertsRead | None = None) -> None:
+        self.read = read if read is not None else AlertsRead()
+
+    def firing(self) -> AlertsRead:
+        return self.read
+
+    def describe(self) -> str:
+        return "alerts (fake)"

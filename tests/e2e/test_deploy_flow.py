@@ -32,6 +32,7 @@ from deployflow.tracking.lease import lease_alive
 from flows.deploy import deploy
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
+from tests.e2e.helpers import artifact_markdown
 
 pytestmark = pytest.mark.e2e
 
@@ -237,25 +238,6 @@ def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> N
     dead = tracked(dead_id)
     assert dead["status"] == "failed"
     assert "interrupted" in dead["summary"]
-
-
-def artifact_markdown(flow_run_id: str, key: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]),
-            )
-        )
-    assert found, f"no artifact {key} on flow run {flow_run_id}"
-    return str(found[0].data)
 
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"

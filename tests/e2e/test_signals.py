@@ -25,7 +25,7 @@ from flows.deploy import deploy
 from tasks.artifacts import artifact_key
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
-from tests.e2e.test_deploy_flow import artifact_markdown
+from tests.e2e.helpers import artifact_markdown
 
 pytestmark = pytest.mark.e2e
 

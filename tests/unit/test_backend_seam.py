@@ -18,22 +18,9 @@ from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.providers.prometheus import PrometheusMetrics
 from deployflow.spec import SpecError, parse_spec
 from deployflow.tracking.ledger import Ledger
+from tests.samples import spec_data
 
 TOKEN = "xoxb-never-shown-1234"
-
-
-def spec_data(**changes: object) -> dict:
-    data: dict = {
-        "service": "shop",
-        "target": {"kind": "local-process", "command": ["app"], "state_dir": "state"},
-        "router": {"kind": "haproxy", "admin_socket": "/run/h.sock",
-                   "frontend_url": "http://lb.test/"},
-        "metrics": {"kind": "prometheus", "url": "http://prom.test",
-                    "queries": {"error_rate": "e{version}", "p95_latency": "p{version}",
-                                "request_count": "r{version}"}},
-    }  # fmt: skip
-    data.update(changes)
-    return data
 
 
 def test_an_unknown_kind_names_the_known_ones() -> None:

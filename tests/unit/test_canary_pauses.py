@@ -18,8 +18,9 @@ from deployflow.gates import (
 )
 from deployflow.release import stage_trigger
 from deployflow.rollout import StageResult
+from deployflow.spec import parse_spec
 from deployflow.strategy import choose_strategy
-from tests.unit.test_spec import SANDBOX_ENV, example, parse_spec, problems
+from tests.samples import SANDBOX_ENV, example, problems
 
 pytestmark = pytest.mark.unit
 

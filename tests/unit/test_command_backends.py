@@ -18,7 +18,7 @@ from deployflow.providers.command import (
 )
 from deployflow.spec import SpecError, load_spec, parse_spec
 from deployments.cli import main
-from tests.unit.test_backend_seam import spec_data
+from tests.samples import spec_data
 
 pytestmark = pytest.mark.unit
 

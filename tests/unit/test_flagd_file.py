@@ -12,7 +12,7 @@ from deployflow.flags.rollout import FlagStep, flag_rollout_plan
 from deployflow.providers import registry
 from deployflow.providers.base import BackendError, BuildContext, FlagProvider
 from deployflow.spec import SpecError, parse_spec
-from tests.unit.test_risk import spec_with
+from tests.samples import spec_data
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +71,7 @@ def test_the_plan_takes_each_flag_through_every_step() -> None:
 
 def test_the_spec_flags_section_builds_a_provider_through_the_registry(tmp_path: Path) -> None:
     spec = parse_spec(
-        spec_with(
+        spec_data(
             flags={
                 "provider": {"kind": "flagd-file", "path": str(tmp_path / "f.json")},
                 "release": ["new-checkout"],
@@ -84,7 +84,7 @@ def test_the_spec_flags_section_builds_a_provider_through_the_registry(tmp_path:
     assert built.describe() == f"flagd file {tmp_path / 'f.json'}"
     with pytest.raises(SpecError) as bad:
         parse_spec(
-            spec_with(
+            spec_data(
                 flags={"provider": {"kind": "launchdarkly"}, "release": [], "steps": [50, 20]}
             )
         )

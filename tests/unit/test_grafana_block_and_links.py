@@ -12,7 +12,7 @@ from deployflow.providers import registry
 from deployflow.providers.base import BuildContext
 from deployflow.providers.grafana import dashboard_link
 from deployflow.spec import SpecError, parse_spec
-from tests.unit.test_backend_seam import spec_data
+from tests.samples import spec_data
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ from deployflow.providers import registry
 from deployflow.providers.base import BuildContext, Instance, RouterState
 from deployflow.providers.nginx import NginxRouter, plan_servers, render_upstream_file
 from deployflow.spec import SpecError, load_spec, parse_spec
-from tests.unit.test_backend_seam import spec_data
+from tests.samples import spec_data
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from deployflow.providers.base import BackendConfigError, BuildContext, OnCallPe
 from deployflow.providers.oncall import StaticOnCall, confirmation_prompt
 from deployflow.providers.pagerduty import PagerDutyOnCall
 from deployflow.spec import SpecError, parse_spec
-from tests.unit.test_backend_seam import spec_data
+from tests.samples import spec_data
 
 pytestmark = pytest.mark.unit
 

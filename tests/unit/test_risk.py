@@ -20,6 +20,7 @@ from deployflow.spec import (
     parse_spec,
 )
 from deployflow.strategy import choose_strategy, release_risk_facts, risk_decides
+from tests.samples import spec_data
 
 pytestmark = pytest.mark.unit
 
@@ -220,28 +221,10 @@ def test_measure_change_counts_lines_and_files_between_two_commits(tmp_path: Pat
     assert "not a commit" in str(measure_change(tmp_path, "--output=x", "HEAD"))
 
 
-def spec_with(**extra: object) -> dict[str, object]:
-    return {
-        "service": "shop",
-        "target": {"kind": "local-process", "command": ["app"], "state_dir": "/tmp/x"},
-        "router": {"kind": "haproxy", "admin_socket": "/tmp/s", "frontend_url": "http://f.test"},
-        "metrics": {
-            "kind": "prometheus",
-            "url": "http://p.test",
-            "queries": {
-                "error_rate": "{version}",
-                "p95_latency": "{version}",
-                "request_count": "{version}",
-            },
-        },
-        **extra,
-    }
-
-
 def test_the_spec_refuses_bad_risk_and_strategy_settings() -> None:
     with pytest.raises(SpecError) as bad:
         parse_spec(
-            spec_with(
+            spec_data(
                 risk={
                     "thresholds": {"canary": 50, "blue_green": 20},
                     "freeze_windows": [
@@ -256,7 +239,7 @@ def test_the_spec_refuses_bad_risk_and_strategy_settings() -> None:
     assert "risk.freeze_windows.0: start and end need a time zone" in text
     assert "strategy.auto.pin.production" in text
     spec = parse_spec(
-        spec_with(
+        spec_data(
             strategy={"kind": "auto", "blue_green": {"keep_previous": "2m"}},
             risk={"critical_paths": ["src/payments/*"]},
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Thresholds, Verdict
-from deployflow.fakes.backends import InMemoryTarget
+from deployflow.fakes.backends import FakeAlerts, InMemoryTarget
 from deployflow.providers.alertmanager import parse_matcher
 from deployflow.providers.base import AlertsRead, DependencyStatus, FiringAlert, LogRead
 from deployflow.providers.dependencies import judge_values
@@ -397,17 +397,6 @@ def test_unreadable_logs_never_promote_and_roll_back_past_the_error_limit() -> N
     assert "logs cannot be read: permission denied" in result.explanation
 
 
-class Alerts:
-    def __init__(self, read: AlertsRead) -> None:
-        self.read = read
-
-    def firing(self) -> AlertsRead:
-        return self.read
-
-    def describe(self) -> str:
-        return "alerts"
-
-
 class Dep:
     def __init__(self, name: str, ok: bool) -> None:
         self.name, self.ok = name, ok
@@ -421,7 +410,7 @@ class Dep:
 
 def test_a_firing_alert_fails_the_stage_at_once() -> None:
     alert = FiringAlert("DemoLogErrors", (("alertname", "DemoLogErrors"), ("version", "v2")))
-    result = run_stage(AlertWatch(Alerts(AlertsRead((alert,)))).probe("v2"), FakeClock())
+    result = run_stage(AlertWatch(FakeAlerts(AlertsRead((alert,)))).probe("v2"), FakeClock())
     assert result.verdict is Verdict.ROLLBACK
     assert len(result.measurements) == 1
     assert result.reason is not None
@@ -432,13 +421,13 @@ def test_a_firing_alert_fails_the_stage_at_once() -> None:
 def test_preflight_names_the_alerts_the_unanswered_alertmanager_and_the_dependency_down() -> None:
     alert = FiringAlert("DatabaseDown", (("alertname", "DatabaseDown"),), "2026-11-28T11:00:00Z")
     found = preflight(
-        AlertWatch(Alerts(AlertsRead((alert,)))), [Dep("db", True), Dep("payments", False)]
+        AlertWatch(FakeAlerts(AlertsRead((alert,)))), [Dep("db", True), Dep("payments", False)]
     )
     assert found[0].startswith("alert(s) already firing: DatabaseDown (do not deploy into an")
     assert found[1] == "dependency down: payments (HTTP 503)"
-    unanswered = preflight(AlertWatch(Alerts(AlertsRead(error="refused"))), [])
+    unanswered = preflight(AlertWatch(FakeAlerts(AlertsRead(error="refused"))), [])
     assert unanswered == ["alerts cannot be evaluated (refused)"]
-    assert preflight(AlertWatch(Alerts(AlertsRead())), [Dep("db", True)]) == []
+    assert preflight(AlertWatch(FakeAlerts(AlertsRead())), [Dep("db", True)]) == []
 
 
 def test_the_log_errors_fault_logs_errors_while_answering_200_on_time() -> None:
@@ -489,7 +478,7 @@ def test_the_incident_report_shows_each_evidence_line_once() -> None:
     from dataclasses import replace
 
     from deployflow.release import RollbackEvidence, incident_markdown
-    from tests.unit.test_strategy_and_reports import rolled_back
+    from tests.samples import rolled_back
 
     outcome = rolled_back()
     assert outcome.rollback is not None

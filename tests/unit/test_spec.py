@@ -3,30 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from deployflow.spec import SpecError, load_spec, parse_spec, validate_version
 from deployflow.spec_types import format_duration, parse_duration
+from tests.samples import EXAMPLE, SANDBOX_ENV, example, problems
 
 pytestmark = pytest.mark.unit
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
-SANDBOX_ENV = {
-    "DEPLOYFLOW_SANDBOX_STATE_DIR": "/tmp/sandbox",
-    "DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET": "/tmp/sandbox/haproxy.sock",
-    "DEPLOYFLOW_SANDBOX_FRONTEND_URL": "http://127.0.0.1:8080",
-    "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL": "http://127.0.0.1:9090",
-}
-
-
-def example() -> dict:
-    return yaml.safe_load(EXAMPLE.read_text())
-
-
-def problems(data: dict, env: dict | None = None) -> dict[str, str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(data, "t.yaml", SANDBOX_ENV if env is None else env)
-    return dict(info.value.problems)
 
 
 def test_example_spec_loads_with_defaults_and_env() -> None:

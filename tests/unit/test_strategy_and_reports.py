@@ -9,10 +9,6 @@ from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Thre
 from deployflow.checks.result import CheckStatus
 from deployflow.release import (
     CheckRecord,
-    ReleaseOutcome,
-    RollbackEvidence,
-    RollbackRecord,
-    Trigger,
     blocking_checks,
     incident_markdown,
     stage_trigger,
@@ -23,6 +19,7 @@ from deployflow.rollout import StageResult
 from deployflow.spec import CanaryStrategySpec, DirectStrategySpec, SmokeRequest
 from deployflow.strategy import choose_strategy
 from deployflow.verify import VerificationReport, check_health, check_metrics, check_smoke
+from tests.samples import rolled_back
 
 pytestmark = pytest.mark.unit
 
@@ -50,26 +47,6 @@ def test_first_release_goes_direct() -> None:
 def test_unknown_override_is_refused() -> None:
     with pytest.raises(ValueError, match="strategy"):
         choose_strategy(CANARY, "linear", has_stable=True)  # type: ignore[arg-type]
-
-
-def rolled_back() -> ReleaseOutcome:
-    now = datetime.now(UTC)
-    failed = Measurement(Outcome.FAILED, MetricSample(0.2, 0.02, 40), 0.01)
-    breach = Breach("error_rate", 0.2, 0.05, "error rate 20.00% above the maximum 5.00%")
-    return ReleaseOutcome(
-        service="demo",
-        environment="prod",
-        version="v3",
-        status="rolled_back",
-        strategy="canary",
-        previous_version="v2",
-        stages=[StageResult(0, 5, Verdict.ROLLBACK, [failed], breach, now, now, {"failed": 1})],
-        rollback=RollbackRecord(
-            Trigger(0, 5, "error_rate", 0.2, 0.05, "error rate 20.00% above the maximum 5.00%"),
-            verification=VerificationReport(()),
-            evidence=RollbackEvidence(canary_log_tail="Traceback: boom"),
-        ),
-    )
 
 
 def test_outcome_json_shape_and_exit_code() -> None:

@@ -18,7 +18,7 @@ from deployflow.providers.grafana import GrafanaAnnotator
 from deployflow.release import summary_markdown
 from flows.deploy import ReleaseRequest
 from tests.integration.flows import test_release_branches as branches
-from tests.integration.flows.test_release_branches import make_spec, recorded, running, serving
+from tests.integration.flows.helpers import make_spec, recorded, running, serving
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFil
 from pydantic import SecretStr
 
 from deployflow.backends import Backends
-from deployflow.fakes.backends import FakeService
+from deployflow.fakes.backends import FakeAlerts, FakeService
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.notify.slack import SlackNotifier
 from deployflow.polling import wait_for
@@ -39,8 +39,7 @@ from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
 from flows.deploy import ReleaseRequest, finish, interrupted, release
 from tasks.notify import notify_and_prepare
-from tests.integration.flows.test_release_branches import make_spec
-from tests.unit.test_signals import Alerts
+from tests.integration.flows.helpers import make_spec
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +211,7 @@ def test_a_canary_that_fails_while_paused_is_rolled_back_without_waiting(
 def test_an_alert_that_fires_while_paused_rolls_the_canary_back(prefect_server, tmp_path, slack):
     # The metrics stay healthy; the spec's alerts section is what sees the trouble.
     service, spec, backends, request = start(tmp_path, slack, "pause-alert", "30s")
-    alerts = Alerts(AlertsRead())
+    alerts = FakeAlerts(AlertsRead())
     backends = backends.model_copy(update={"alerts": AlertWatch(alerts)})
 
     def fire_once_paused() -> None:

@@ -36,7 +36,7 @@ from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
 from flows.deploy import ReleaseRequest, finish, release
 from flows.oncall import ConfirmationAnswer, confirm_on_call
-from tests.integration.flows.test_release_branches import make_spec
+from tests.integration.flows.helpers import make_spec
 
 pytestmark = pytest.mark.integration
 

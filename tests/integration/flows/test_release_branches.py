@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from prefect import Task, flow
@@ -17,37 +16,14 @@ from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService, InMemoryRouter
 from deployflow.providers.base import BackendError, FinalBackendError, Instance
 from deployflow.release import ReleaseOutcome
-from deployflow.spec import ServiceSpec, parse_spec
+from deployflow.spec import ServiceSpec
 from deployflow.tracking import repository
 from deployflow.tracking.ledger import Ledger
 from flows.deploy import ReleaseRequest, release
 from tasks.complete import complete
+from tests.integration.flows.helpers import make_spec, recorded, running, serving
 
 _environments = itertools.count()
-
-
-def make_spec(tmp: Path, **extra: object) -> ServiceSpec:
-    data = {
-        "service": "shop",
-        "target": {"kind": "local-process", "command": ["app"], "state_dir": str(tmp)},
-        "router": {
-            "kind": "haproxy",
-            "admin_socket": str(tmp / "sock"),
-            "frontend_url": "http://frontend.test",
-        },
-        "metrics": {
-            "kind": "prometheus",
-            "url": "http://prometheus.test",
-            "queries": {"error_rate": "{version}", "p95_latency": "{version}",
-                        "request_count": "{version}"},
-        },
-        "analysis": {"interval": "5ms", "window": "1s", "baseline_window": "1s",
-                     "min_requests": 10},
-        "strategy": {"kind": "canary", "steps": [5, 25, 50, 100], "observe": "10ms"},
-        "smoke": [{"name": "checkout", "path": "/api/checkout"}],
-        **extra,
-    }  # fmt: skip
-    return parse_spec(data)
 
 
 @flow(name="release-under-test")
@@ -97,24 +73,6 @@ def deploy(prefect_server, ledger, service, tmp_path):
     run.environment = environment  # type: ignore[attr-defined]
     run.tmp_path = tmp_path  # type: ignore[attr-defined]
     return run
-
-
-def recorded(ledger: Ledger, outcome: ReleaseOutcome):
-    assert outcome.deployment_id is not None
-    with ledger._sessions() as s:
-        return repository.deployment_to_dict(
-            repository.get_deployment(s, outcome.deployment_id), include_children=True
-        )
-
-
-def running(service: FakeService) -> set[str]:
-    return {i.version for i in service.target.instances()}
-
-
-def serving(service: FakeService, version: str) -> bool:
-    state = service.router.state()
-    address = next(i.address for i in service.target.instances() if i.version == version)
-    return state.stable == address and state.canary_weight == 0
 
 
 def test_healthy_canary_is_promoted_through_every_stage(deploy, service, ledger):
