@@ -7,6 +7,7 @@ import pytest
 
 from deployflow.providers.github_actions import _next_link, _rate_limit_wait
 from deployflow.spec import SpecError, parse_spec
+from tests import samples
 
 
 def spec_data(**target: object) -> dict:
@@ -18,15 +19,7 @@ def spec_data(**target: object) -> dict:
         "status_url": "https://shop.internal/versions",
     }
     section.update(target)
-    return {
-        "service": "shop",
-        "target": section,
-        "router": {"kind": "haproxy", "admin_socket": "/run/h.sock",
-                   "frontend_url": "http://lb.test/"},
-        "metrics": {"kind": "prometheus", "url": "http://prom.test",
-                    "queries": {"error_rate": "e{version}", "p95_latency": "p{version}",
-                                "request_count": "r{version}"}},
-    }  # fmt: skip
+    return samples.spec_data(target=section)
 
 
 def problems(**target: object) -> list[tuple[str, str]]:

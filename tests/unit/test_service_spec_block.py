@@ -12,9 +12,7 @@ from pydantic import ValidationError
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.spec import SpecError, load_spec
 from flows.deploy import deploy
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
-
+from tests.samples import EXAMPLE
 
 SANDBOX_VARIABLES = {
     "DEPLOYFLOW_SANDBOX_FRONTEND_URL": "http://127.0.0.1:18080",

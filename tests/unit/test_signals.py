@@ -30,6 +30,7 @@ from deployflow.signals import (
 )
 from deployflow.spec import LogsSpec, SpecError, parse_spec
 from tests.contracts import LogSourceContract
+from tests.samples import spec_data
 
 pytestmark = pytest.mark.unit
 
@@ -157,20 +158,6 @@ def test_matchers_are_normalised(text: str, normal: str) -> None:
 
 
 # -- spec ------------------------------------------------------------------------------------------
-
-
-def spec_data(**sections: object) -> dict:
-    data: dict = {
-        "service": "shop",
-        "target": {"kind": "local-process", "command": ["app"], "state_dir": "/s"},
-        "router": {"kind": "haproxy", "admin_socket": "/run/h.sock",
-                   "frontend_url": "http://lb.test/"},
-        "metrics": {"kind": "prometheus", "url": "http://prom.test",
-                    "queries": {"error_rate": "e{version}", "p95_latency": "p{version}",
-                                "request_count": "r{version}"}},
-    }  # fmt: skip
-    data.update(sections)
-    return data
 
 
 def problems(data: dict) -> list[tuple[str, str]]:
