@@ -49,6 +49,8 @@ class DeployIdentity(Protocol):
     def environment(self) -> str: ...
     @property
     def deployment_id(self) -> int | None: ...
+    @property
+    def flow_run_id(self) -> str | None: ...
 
 
 def _resources(outcome: DeployIdentity) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -74,6 +76,15 @@ def _resources(outcome: DeployIdentity) -> tuple[dict[str, str], list[dict[str, 
             "prefect.resource.name": outcome.environment,
         },
     ]
+    if outcome.flow_run_id:
+        # The deploy's own run: the feed links to it, and tells apart deploys whose tracking ids
+        # are alike (several tracking databases under one Prefect server).
+        related.append(
+            {
+                "prefect.resource.id": f"prefect.flow-run.{outcome.flow_run_id}",
+                "prefect.resource.role": "deploy-run",
+            }
+        )
     return resource, related
 
 

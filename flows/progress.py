@@ -34,6 +34,7 @@ class Progress:
     environment: str
     deployment_id: int | None
     parents: tuple[NotificationResult, ...] = ()
+    flow_run_id: str | None = None
 
     @classmethod
     def of(cls, outcome: ReleaseOutcome) -> Progress:
@@ -43,6 +44,7 @@ class Progress:
             outcome.environment,
             outcome.deployment_id,
             tuple(outcome.notifications),
+            outcome.flow_run_id,
         )
 
     @property

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventRelatedFilter,
+    EventResourceFilter,
+)
 
 from deployflow.fakes.grafana_api import FakeGrafanaAPI
 from deployflow.fakes.slack_api import FakeSlackAPI
@@ -47,14 +52,17 @@ def short_spec(slack_url: str, grafana_url: str) -> Path:
     return path
 
 
-def deploy_events(deployment_id: int) -> list[Any] | None:
+def deploy_events(deployment_id: int, flow_run_id: str) -> list[Any] | None:
     """The events about this deploy, oldest first, once its ending arrived (the server
-    persists events in batches, a few seconds late)."""
+    persists events in batches, a few seconds late). The session's Prefect server is shared by
+    tests with tracking databases of their own, whose row ids repeat: the deploy's run tells
+    this deploy's events apart."""
     with get_client(sync_client=True) as client:
         page = client.read_events(
             EventFilter(
                 event=EventNameFilter(prefix=["deployflow.deploy."]),
                 resource=EventResourceFilter(id=[f"deployflow.deployment.{deployment_id}"]),
+                related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
             ),
             limit=50,
         )
@@ -103,7 +111,7 @@ def test_a_rollback_is_told_as_it_happens_and_writes_the_incident_report_with_a_
     assert all("service:demo" in a["tags"] for a in annotations)
     # Prefect's event feed: the deploy started and was rolled back, about demo v3 in sandbox.
     events = wait_for(
-        lambda: deploy_events(result["deployment_id"]),
+        lambda: deploy_events(result["deployment_id"], result["flow_run_id"]),
         timeout=60,
         interval=1,
         what="the deploy's events in Prefect",

@@ -44,6 +44,17 @@ def test_started_names_the_deploy_and_relates_service_version_environment() -> N
     assert event.payload["previous_version"] == "2.3.9"
 
 
+def test_events_relate_the_deploy_run_so_alike_tracking_ids_are_told_apart() -> None:
+    # Two tracking databases under one Prefect server both have a row 17.
+    run = "7d1f5a0e-0000-4000-8000-000000000017"
+    event = events.started(outcome(flow_run_id=run))
+    roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in event.related}
+    assert roles["deploy-run"] == f"prefect.flow-run.{run}"
+    assert "deploy-run" not in {
+        r["prefect.resource.role"] for r in events.started(outcome()).related
+    }
+
+
 def test_only_promoted_stages_are_announced_in_order() -> None:
     stages = [
         stage(0, 5, Verdict.PROMOTE),
