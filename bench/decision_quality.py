@@ -233,7 +233,7 @@ def legacy_stage(
             legacy_evaluate(service.sample("canary", args.window), baseline, thresholds)
         )
         complete = clock.now - start >= args.observe - 1e-9
-        decision = analyse_stage(measurements, thresholds, window_complete=complete, held=held)
+        decision = analyse_stage(measurements, thresholds, may_promote=complete, held=held)
         if decision.verdict is not Verdict.CONTINUE:
             return decision.verdict, decision.reason, len(measurements)
         if complete:

@@ -3,9 +3,16 @@
 Everything here is a pure function of data, in the manner of Argo Rollouts' AnalysisRun:
 ``evaluate`` classifies one sample as Successful / Failed / Inconclusive / Error, weighing the
 evidence the sample size allows (``deployflow.stats``) and comparing the canary with the stable
-version over the same window (Kayenta's concurrent control), and
-``analyse_stage`` applies the limits (failures, consecutive errors, holds) to decide whether the
-stage promotes, keeps observing, or rolls back. Missing data never promotes.
+version over the same window (Kayenta's concurrent control), and ``analyse_stage`` decides
+whether the stage promotes, keeps observing, or rolls back.
+
+A verdict is a claim about evidence. Harm shown beyond doubt (a failed measurement, metrics that
+cannot be read several times running) rolls back at once. Health shown well enough for the
+traffic the next stage puts at risk (``exposure_confidence``) promotes, once the stage's observe
+time is over. Anything else is "not shown yet": the stage keeps observing, up to its maximum
+duration, and then does what the spec's ``on_inconclusive`` says (ask a person, go on when the
+point estimates are within the limits, or roll back). Lack of evidence is never called harm, and
+missing data never promotes.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from typing import Any, Literal
 
 from deployflow.stats import (
     Histogram,
-    best_final_upper_bound,
     mann_whitney,
     per_look_confidence,
     wilson_bounds,
@@ -39,6 +45,12 @@ class Verdict(StrEnum):
     CONTINUE = "continue"  # keep observing
     PROMOTE = "promote"
     ROLLBACK = "rollback"
+    # Neither healthy nor harmful shown within the stage's maximum duration, and the spec says
+    # a person decides (``on_inconclusive: pause``): traffic stays, a form asks.
+    PAUSE = "pause"
+
+
+OnInconclusive = Literal["pause", "promote", "rollback"]
 
 
 @dataclass(frozen=True)
@@ -50,12 +62,25 @@ class Thresholds:
     min_requests: float = 20
     failure_limit: int = 0
     consecutive_error_limit: int = 3
-    max_hold_measurements: int = 3
     # The chance, per stage, that a healthy canary is not failed by luck (spent over its looks).
     confidence: float = 0.999
-    # The chance, per stage, that a canary right at a maximum is not promoted (spent over the
-    # looks that may promote: the last of the window and the held ones).
+    # The chance that a canary right at a maximum is not promoted to all the traffic (spent over
+    # the looks that may promote); a stage that leads to less traffic needs less
+    # (``exposure_confidence``).
     promote_confidence: float = 0.95
+    # What a stage that is neither shown healthy nor harmful by its maximum duration does.
+    on_inconclusive: OnInconclusive = "pause"
+
+
+def exposure_confidence(promote_confidence: float, exposure: float) -> float:
+    """The confidence a promotion needs when it gives the canary ``exposure`` (0..1] of the
+    traffic: the chance of promoting a canary right at a limit, times the share of traffic it
+    then serves, stays within ``1 - promote_confidence``. 5% to 25% needs 80% at the default
+    0.95, to 50% 90%, to 100% 95%; never less than 50% (the estimate itself within the limit).
+    """
+    if not 0.0 < exposure <= 1.0:
+        raise ValueError(f"exposure must be in (0, 1], got {exposure}")
+    return 1.0 - min(0.5, (1.0 - promote_confidence) / exposure)
 
 
 @dataclass(frozen=True)
@@ -99,9 +124,9 @@ class Measurement:
     control: MetricSample | None = None  # the stable version over the same window
     # What other signals saw (log lines matching the error patterns, firing alerts).
     evidence: tuple[str, ...] = ()
-    # Why the stage cannot show this canary healthy by its last look, however long it observes
-    # (empty while it still can): the stage ends at once (``analyse_stage``).
-    hopeless: str = ""
+    # The point estimates (error rate, P95 ratio) are within the limits, whatever the doubt
+    # around them: what ``on_inconclusive: promote`` goes on with.
+    within_limits: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         control = self.control
@@ -115,7 +140,7 @@ class Measurement:
             "breaches": [b.to_dict() for b in self.breaches],
             "note": self.note,
             "evidence": list(self.evidence),
-            "hopeless": self.hopeless,
+            "within_limits": self.within_limits,
             "stable": None
             if control is None
             else {
@@ -134,6 +159,9 @@ class StageDecision:
     verdict: Verdict
     reason: Breach | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    # How a promotion or a pause was reached when it was not on evidence alone (the spec's
+    # ``on_inconclusive`` at the stage's maximum duration), for people.
+    note: str = ""
 
 
 def _clean(value: float | None) -> float | None:
@@ -179,12 +207,18 @@ def _usable(sample: MetricSample | None, thresholds: Thresholds) -> MetricSample
 
 @dataclass(frozen=True)
 class _Finding:
-    """One metric's verdict: ``above`` (a breach), ``below`` (healthy) or ``undecided``."""
+    """One metric's verdict: ``above`` (a breach), ``below`` (healthy) or ``undecided``;
+    ``within`` says whether its point estimate is within the limit."""
 
     state: Literal["above", "below", "undecided"]
     text: str
+    within: bool
     breach: Breach | None = None
-    hopeless: str = ""  # an undecided finding the stage's remaining looks cannot decide "below"
+
+
+def _level(confidence: float) -> str:
+    """A confidence as people read it: 99.9%, 80%."""
+    return f"{confidence * 100:.4g}%"
 
 
 def _judge_error_rate(
@@ -193,49 +227,36 @@ def _judge_error_rate(
     control: MetricSample | None,
     thresholds: Thresholds,
     levels: tuple[float, float],
-    final_requests: float | None = None,
 ) -> _Finding:
     limit = thresholds.max_error_rate
     errors = error_rate * requests
     ci = wilson_bounds(errors, requests, *levels)
-    level = ci.confidence
-    text = (
-        f"canary {_rate(ci.estimate)} ({level * 100:.4g}% CI {_span(ci.low, ci.high)}) "
-        f"over {_requests(requests)}"
-    )
+    seen = f"error rate {_rate(ci.estimate)} over {_requests(requests)}"
     control_rate = _clean(control.error_rate) if control is not None else None
     if control is not None and control_rate is not None and control.requests is not None:
-        text += f" vs stable {_rate(control_rate)} over {_requests(control.requests)}"
+        stable = f"stable {_rate(control_rate)} over {_requests(control.requests)}"
     else:
-        text += " (no stable traffic to compare with)"
+        stable = "no stable traffic to compare with"
+    within = ci.estimate <= limit
     if ci.low > limit:
-        reason = f"error rate {text}: above {_rate(limit)}"
-        return _Finding("above", reason, Breach("error_rate", error_rate, limit, reason))
-    if ci.high < limit or (limit == 0.0 and errors == 0.0):
-        return _Finding("below", f"error rate {text}: below {_rate(limit)}")
-    undecided = f"error rate {text}: cannot be told apart from {_rate(limit)} yet"
-    if final_requests is None or final_requests <= requests:
-        return _Finding("undecided", undecided)
-    # Futility: even if the canary is as good as these requests plausibly allow, the requests
-    # the stage will have seen by its last look cannot show it below the maximum.
-    plausible, best = best_final_upper_bound(errors, requests, final_requests, levels[1], levels[1])
-    if best < limit:
-        return _Finding("undecided", undecided)
-    if plausible > limit:
-        # Above the maximum at the promotion confidence, and no time left to show otherwise: an
-        # error-rate rollback (a canary at or below the maximum is never this far above it).
         reason = (
-            f"error rate {text}: above {_rate(limit)} (at least {_rate(plausible)} at the "
-            f"promotion confidence), and the {_requests(final_requests)} expected by the "
-            "stage's last look could not show it below"
+            f"{seen}, above the {_rate(limit)} limit (at least {_rate(ci.low)} at "
+            f"{_level(levels[0])} confidence; {stable})"
         )
-        return _Finding("above", reason, Breach("error_rate", error_rate, limit, reason))
-    hopeless = (
-        f"error rate {text}: even at {_rate(plausible)}, the lowest rate these requests "
-        f"plausibly allow, the {_requests(final_requests)} expected by the stage's last look "
-        f"could not show it below {_rate(limit)} (upper bound {_rate(best)})"
+        return _Finding("above", reason, within, Breach("error_rate", error_rate, limit, reason))
+    if ci.high < limit or (limit == 0.0 and errors == 0.0):
+        return _Finding(
+            "below",
+            f"{seen}, below the {_rate(limit)} limit (at most {_rate(ci.high)} at "
+            f"{_level(levels[1])} confidence; {stable})",
+            within,
+        )
+    return _Finding(
+        "undecided",
+        f"{seen}, not yet shown below the {_rate(limit)} limit (at most {_rate(ci.high)} at "
+        f"{_level(levels[1])} confidence; {stable})",
+        within,
     )
-    return _Finding("undecided", undecided, hopeless=hopeless)
 
 
 def _judge_latency_concurrent(
@@ -255,19 +276,21 @@ def _judge_latency_concurrent(
     ratio = p95_canary / p95_stable
     limit = thresholds.max_p95_ratio
     text = (
-        f"P95 canary {_ms(p95_canary)} vs stable {_ms(p95_stable)} in the same window "
-        f"({ratio:.2f}x; rank test {_p(test.p_value)}, "
-        f"P(canary slower)={test.probability:.2f})"
+        f"P95 {_ms(p95_canary)} against stable's {_ms(p95_stable)} in the same window "
+        f"({ratio:.2f}x; rank test {_p(test.p_value)})"
     )
     alpha = 1.0 - level
     if ratio > limit and test.p_value < alpha:
-        reason = f"{text}: above {limit:g}x"
+        reason = f"{text}, above the {limit:g}x limit"
         return _Finding(
-            "above", reason, Breach("p95_latency", p95_canary, limit * p95_stable, reason)
+            "above",
+            reason,
+            False,
+            Breach("p95_latency", p95_canary, limit * p95_stable, reason),
         )
     if ratio <= limit:
-        return _Finding("below", f"{text}: within {limit:g}x")
-    return _Finding("undecided", f"{text}: above {limit:g}x but not beyond chance yet")
+        return _Finding("below", f"{text}, within {limit:g}x", True)
+    return _Finding("undecided", f"{text}, above {limit:g}x but not beyond chance yet", False)
 
 
 def _judge_latency_baseline(
@@ -278,8 +301,9 @@ def _judge_latency_baseline(
     why: str,
 ) -> _Finding | None:
     """The second guard, when no stable traffic can be compared with: the canary's P95 against
-    the stable P95 measured before the deploy. With a histogram, a breach needs the lower bound
-    of the P95 above the limit, not one point. None when there is no baseline."""
+    the stable P95 measured before the deploy, when stable served all the traffic (the load a
+    version with all the traffic serves). With a histogram, a breach needs the lower bound of
+    the P95 above the limit, not one point. None when there is no baseline."""
     if baseline_p95_seconds is None or baseline_p95_seconds <= 0:
         return None
     limit = thresholds.max_p95_ratio * baseline_p95_seconds
@@ -288,20 +312,22 @@ def _judge_latency_baseline(
     if p95 is None and histogram is not None:
         p95 = histogram.quantile(0.95)
     if p95 is None:
-        return _Finding("undecided", "P95 latency has no data although requests were counted")
+        return _Finding(
+            "undecided", "P95 latency has no data although requests were counted", False
+        )
     bounds = histogram.quantile_bounds(0.95, level) if histogram is not None else None
     lowest = bounds[0] if bounds is not None else p95
     shown = f"P95 {_ms(p95)}" + (f" (at least {_ms(lowest)})" if bounds is not None else "")
     text = (
         f"{shown} against {thresholds.max_p95_ratio:g}x the pre-deploy baseline "
-        f"{_ms(baseline_p95_seconds)} ({_ms(limit)}; {why})"
+        f"{_ms(baseline_p95_seconds)}, stable with all the traffic ({_ms(limit)}; {why})"
     )
     if lowest > limit:
-        reason = f"P95 latency above the limit: {text}"
-        return _Finding("above", reason, Breach("p95_latency", p95, limit, reason))
+        reason = f"{text}: above the limit"
+        return _Finding("above", reason, False, Breach("p95_latency", p95, limit, reason))
     if p95 > limit:
-        return _Finding("undecided", f"{text}: above the limit but not beyond chance yet")
-    return _Finding("below", text)
+        return _Finding("undecided", f"{text}: above the limit but not beyond chance yet", False)
+    return _Finding("below", text, True)
 
 
 def evaluate(
@@ -311,21 +337,19 @@ def evaluate(
     *,
     control: MetricSample | None = None,
     looks: int = 1,
-    final_requests: float | None = None,
+    promotion_looks: int = 1,
+    exposure: float = 1.0,
 ) -> Measurement:
     """Classify one sample of the canary, against the stable version's sample from the same
     window (``control``) and, when stable had no traffic, the pre-deploy baseline.
 
     The error rate fails only when the lower bound of its confidence interval is above the
-    maximum (at ``thresholds.confidence``) and succeeds only when the upper bound is below it (at
-    ``thresholds.promote_confidence``); the latency fails only when the
-    canary's P95 is above ``max_p95_ratio`` times the stable's *and* a rank test on the two
-    histograms says the canary is slower beyond chance. Anything in between is inconclusive.
-    ``looks`` is how many measurements the stage may take: each is held to the confidence that
-    keeps the whole stage at ``thresholds.confidence``. ``final_requests`` is how many requests
-    the canary is expected to have served by the stage's last look: when even a canary as good
-    as the sample plausibly allows could not be shown below the maximum error rate by then, the
-    measurement says so (``hopeless``) and the stage ends without waiting for its holds.
+    maximum (at ``thresholds.confidence``, spent over the stage's ``looks``) and succeeds only
+    when the upper bound is below it (at ``exposure_confidence`` of the traffic the promotion
+    gives the canary, ``exposure``, spent over the ``promotion_looks`` that may promote); the
+    latency fails only when the canary's P95 is above ``max_p95_ratio`` times the stable's *and*
+    a rank test on the two histograms says the canary is slower beyond chance. Anything in
+    between is inconclusive: not shown yet, which is never a reason to roll back by itself.
     """
     if sample.error is not None:
         return Measurement(
@@ -346,20 +370,14 @@ def evaluate(
         )
 
     # One-sided levels: rollbacks spend their budget over every look of the stage, promotions
-    # over the looks that may promote.
+    # over the looks that may promote, in proportion to the traffic the promotion puts at risk.
     level = per_look_confidence(thresholds.confidence, looks)
-    promotion_looks = min(looks, thresholds.max_hold_measurements + 1)
-    promote_level = per_look_confidence(thresholds.promote_confidence, promotion_looks)
+    promote_level = per_look_confidence(
+        exposure_confidence(thresholds.promote_confidence, exposure), promotion_looks
+    )
     usable_control = _usable(control, thresholds)
     findings = [
-        _judge_error_rate(
-            requests,
-            error_rate,
-            usable_control,
-            thresholds,
-            (level, promote_level),
-            final_requests,
-        )
+        _judge_error_rate(requests, error_rate, usable_control, thresholds, (level, promote_level))
     ]
 
     latency: _Finding | None = None
@@ -382,22 +400,22 @@ def evaluate(
         findings.append(latency)
 
     note = "; ".join(f.text for f in findings)
+    within = all(f.within for f in findings)
     breaches = tuple(f.breach for f in findings if f.breach is not None)
+    outcome = Outcome.SUCCESSFUL
     if breaches:
-        return Measurement(
-            Outcome.FAILED, sample, baseline_p95_seconds, breaches, note, control=control
-        )
-    if any(f.state == "undecided" for f in findings):
-        hopeless = "; ".join(f.hopeless for f in findings if f.hopeless)
-        return Measurement(
-            Outcome.INCONCLUSIVE,
-            sample,
-            baseline_p95_seconds,
-            note=note,
-            control=control,
-            hopeless=hopeless,
-        )
-    return Measurement(Outcome.SUCCESSFUL, sample, baseline_p95_seconds, note=note, control=control)
+        outcome = Outcome.FAILED
+    elif any(f.state == "undecided" for f in findings):
+        outcome = Outcome.INCONCLUSIVE
+    return Measurement(
+        outcome,
+        sample,
+        baseline_p95_seconds,
+        breaches,
+        note,
+        control=control,
+        within_limits=within,
+    )
 
 
 def _counts(measurements: list[Measurement]) -> dict[str, int]:
@@ -416,23 +434,41 @@ def _trailing(measurements: list[Measurement], outcome: Outcome) -> int:
     return run
 
 
+def _has_estimates(m: Measurement, thresholds: Thresholds) -> bool:
+    """The measurement had data to estimate from (not an error, enough requests)."""
+    requests = _clean(m.sample.requests)
+    return (
+        m.sample.error is None
+        and requests is not None
+        and requests >= thresholds.min_requests
+        and _clean(m.sample.error_rate) is not None
+    )
+
+
 def analyse_stage(
     measurements: list[Measurement],
     thresholds: Thresholds,
     *,
-    window_complete: bool,
-    held: int = 0,
+    may_promote: bool,
+    out_of_time: bool = False,
+    time_limit: str = "",
 ) -> StageDecision:
     """Decide what a stage does after its latest measurement.
 
     Args:
         measurements: every measurement of this stage so far, oldest first.
-        thresholds: the limits.
-        window_complete: the stage's observe duration has elapsed.
-        held: measurements already taken after the window ended because the last one was not
-            successful; past ``max_hold_measurements`` the stage rolls back.
+        thresholds: the limits, and what to do when time runs out (``on_inconclusive``).
+        may_promote: this look is one of the stage's chances to promote (its observe time is
+            over, and the stage is at one of ``deployflow.rollout.promotion_times``).
+        out_of_time: the stage has reached its maximum duration without a verdict.
+        time_limit: that maximum in words ("30 min"), for the reason.
 
-    A stage promotes only when its window is complete and its latest measurement is successful.
+    Harm shown (a failed measurement beyond ``failure_limit``; metric queries failing more than
+    ``consecutive_error_limit`` times running) rolls back at once. At a look that may promote, a
+    successful latest measurement promotes. Anything else keeps observing until
+    ``out_of_time``, then ``thresholds.on_inconclusive`` decides: ``pause`` asks a person,
+    ``promote`` goes on when the latest point estimates are within the limits (and rolls back
+    otherwise), ``rollback`` rolls back.
     """
     counts = _counts(measurements)
     failed = [m for m in measurements if m.outcome is Outcome.FAILED]
@@ -446,35 +482,41 @@ def analyse_stage(
             "metrics",
             None,
             None,
-            f"{errors} consecutive metric queries failed (limit "
+            f"{errors} metric queries failed in a row (limit "
             f"{thresholds.consecutive_error_limit}): {last.note}",
         )
         return StageDecision(Verdict.ROLLBACK, reason, counts)
 
-    latest = measurements[-1] if measurements else None
-    if latest is not None and latest.outcome is Outcome.INCONCLUSIVE and latest.hopeless:
-        reason = Breach(
-            "inconclusive",
-            None,
-            None,
-            f"the stage cannot show the canary healthy in the time it has left: {latest.hopeless}",
-        )
-        return StageDecision(Verdict.ROLLBACK, reason, counts)
-
-    if not window_complete:
+    if not may_promote:
         return StageDecision(Verdict.CONTINUE, None, counts)
 
-    if measurements and measurements[-1].outcome is Outcome.SUCCESSFUL:
+    latest = measurements[-1] if measurements else None
+    if latest is not None and latest.outcome is Outcome.SUCCESSFUL:
         return StageDecision(Verdict.PROMOTE, None, counts)
 
-    if held < thresholds.max_hold_measurements:
+    if not out_of_time:
         return StageDecision(Verdict.CONTINUE, None, counts)
 
-    last_note = measurements[-1].note if measurements else "no measurement was taken"
-    reason = Breach(
-        "inconclusive",
-        None,
-        None,
-        f"the stage could not be shown healthy after {held} extra measurements: {last_note}",
-    )
-    return StageDecision(Verdict.ROLLBACK, reason, counts)
+    seen = latest.note if latest is not None and latest.note else "no measurement was taken"
+    within = time_limit and f" within {time_limit}"
+    unproven = f"not shown healthy or harmful{within}: {seen}"
+    rule = thresholds.on_inconclusive
+    if rule == "pause":
+        return StageDecision(
+            Verdict.PAUSE,
+            Breach("inconclusive", None, None, f"{unproven}; a person decides"),
+            counts,
+        )
+    if rule == "promote" and latest is not None and latest.within_limits:
+        note = f"promoted on its estimates within the limits ({unproven})"
+        return StageDecision(Verdict.PROMOTE, None, counts, note=note)
+    if rule == "promote":
+        why = (
+            "its estimates are not within the limits"
+            if latest is not None and _has_estimates(latest, thresholds)
+            else "there is nothing to promote on"
+        )
+        text = f"{unproven}; on_inconclusive 'promote' goes on only within the limits, and {why}"
+        return StageDecision(Verdict.ROLLBACK, Breach("inconclusive", None, None, text), counts)
+    text = f"{unproven}; on_inconclusive is 'rollback'"
+    return StageDecision(Verdict.ROLLBACK, Breach("inconclusive", None, None, text), counts)

@@ -65,3 +65,47 @@ def failed_while_paused(last: StageResult, look: Measurement) -> StageResult:
         reason=breach,
         measurements=[*last.measurements, look],
     )
+
+
+def inconclusive_prompt(
+    version: str, stages: Sequence[StageResult], next_step: str, timeout: float
+) -> str:
+    """The form's text when a stage was shown neither healthy nor harmful in its time and the
+    spec asks a person (``on_inconclusive: pause``)."""
+    last = stages[-1]
+    why = last.reason.reason if last.reason is not None else last.explanation
+    lines = [
+        f"Canary {version}: stage {last.index + 1} ({last.observed}) was shown neither healthy "
+        "nor harmful in its time.",
+        "",
+        f"Last look: {why}",
+        "",
+        *(f"- {stage_line(s)}" for s in stages),
+        "",
+        f"Tick 'approved' to promote it to {next_step}; leave it unticked to roll back. Without "
+        f"an answer within {_duration(timeout)} the canary is rolled back. It is judged against "
+        "the stable version meanwhile: a look that fails rolls it back at once.",
+    ]
+    return "\n".join(lines)
+
+
+def nobody_decided(timeout: float) -> str:
+    return f"nobody decided within {_duration(timeout)}"
+
+
+def decided_by_person(
+    last: StageResult, approved_by: str | None, refusal: str | None
+) -> StageResult:
+    """A paused stage (``on_inconclusive: pause``) after the person's answer: promoted by
+    ``approved_by``, or rolled back for ``refusal`` (nobody answered, or they chose to)."""
+    if approved_by is not None:
+        note = (
+            f"promoted by {approved_by}: the stage was shown neither healthy nor harmful in "
+            "its time"
+        )
+        return dataclasses.replace(last, verdict=Verdict.PROMOTE, reason=None, note=note)
+    why = f"stage {last.index + 1} ({last.observed}) was shown neither healthy nor harmful"
+    if last.reason is not None:
+        why = last.reason.reason.removesuffix("; a person decides")
+    breach = Breach("inconclusive", None, None, f"{refusal or 'rolled back'} after: {why}")
+    return dataclasses.replace(last, verdict=Verdict.ROLLBACK, reason=breach)

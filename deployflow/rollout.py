@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from deployflow.analysis import (
@@ -29,24 +30,63 @@ from deployflow.spec import AnalysisSpec
 from deployflow.stats import Histogram, wilson_bounds
 
 
-def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
-    """The analysis limits the spec asks for."""
+def thresholds_from(analysis: AnalysisSpec, environment: str = "") -> Thresholds:
+    """The analysis limits the spec asks for; ``on_inconclusive`` as it applies in
+    ``environment`` (``AnalysisSpec.inconclusive_rule``)."""
+    on_inconclusive = analysis.inconclusive_rule(environment)
     return Thresholds(
         max_error_rate=analysis.max_error_rate,
         max_p95_ratio=analysis.max_p95_ratio,
         min_requests=analysis.min_requests,
         failure_limit=analysis.failure_limit,
         consecutive_error_limit=analysis.consecutive_error_limit,
-        max_hold_measurements=analysis.max_hold_measurements,
         confidence=analysis.confidence,
         promote_confidence=analysis.promote_confidence,
+        on_inconclusive=on_inconclusive,
     )
 
 
-def looks_in_stage(observe_seconds: float, interval_seconds: float, max_hold: int) -> int:
-    """The most measurements a stage can take: one per interval over the observe time, then the
-    held ones. The stage's false-alarm budget is spread over this many looks."""
-    return max(1, math.ceil(observe_seconds / interval_seconds - 1e-9)) + max_hold
+PROMOTION_STRETCH = 1.25
+
+
+def promotion_times(observe_seconds: float, max_seconds: float) -> list[float]:
+    """When a stage may promote, in seconds from its start: at the end of its observe time, then
+    each time it has run another quarter longer, and at its maximum duration. A few chances,
+    fixed in advance, so the promotion's doubt budget is split between few of them (a 10 min
+    stage of up to 30 min: 10, 12.5, 15.6, 19.5, 24.4 and 30 min)."""
+    times, at = [], observe_seconds
+    while at < max_seconds - 1e-9:
+        times.append(at)
+        at *= PROMOTION_STRETCH
+    times.append(max(max_seconds, observe_seconds))
+    return times
+
+
+def looks_in_stage(
+    observe_seconds: float, max_seconds: float, interval_seconds: float
+) -> tuple[int, int]:
+    """(every look a stage can take, the looks that may promote): one look per interval up to
+    its maximum duration, and one per ``promotion_times``. The stage's false-alarm budget is
+    spread over the first, its promotion budget over the second."""
+    total = max(1, math.ceil(max(observe_seconds, max_seconds) / interval_seconds - 1e-9))
+    return total, min(total, len(promotion_times(observe_seconds, max_seconds)))
+
+
+def exposure_after(steps: Sequence[int], index: int) -> float:
+    """The share of traffic (0..1] the canary serves once stage ``index`` promotes: the next
+    step's weight, or all of it after the last."""
+    return (steps[index + 1] if index + 1 < len(steps) else 100) / 100.0
+
+
+def duration_words(seconds: float) -> str:
+    """``18 s``, ``30 min``, ``1 h 30 min``: a stage's time limit in a reason."""
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:g} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 @dataclass
@@ -63,6 +103,9 @@ class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
     # What was observed, when it is not a canary at ``weight`` ("green in isolation", a flag step).
     label: str = ""
+    # How a promotion was reached when it was not on evidence alone (the spec's on_inconclusive
+    # rule, a person's answer to a pause), for people.
+    note: str = ""
 
     @property
     def observed(self) -> str:
@@ -86,6 +129,8 @@ class StageResult:
         """Why the stage ended as it did, in figures a person can check."""
         if self.reason is not None:
             return self.reason.reason
+        if self.note:
+            return self.note
         return self.measurements[-1].note if self.measurements else ""
 
     def stable_p95_seconds(self) -> float | None:
@@ -113,27 +158,11 @@ class StageResult:
             "values": self.last_values(),
             "explanation": self.explanation,
             "counts": self.counts,
+            "note": self.note,
             "measurements": [m.to_dict() for m in self.measurements],
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
         }
-
-
-def next_baseline(baseline_p95_seconds: float | None, result: StageResult) -> float | None:
-    """The stable P95 the next stage falls back on when stable has no traffic to compare with
-    (the last stage at 100%): the stable's P95 measured alongside this stage, which saw the
-    same conditions (load, time of day) the next stage will, else the pre-deploy baseline."""
-    return result.stable_p95_seconds() or baseline_p95_seconds
-
-
-def latest_stable_p95(stages: Sequence[StageResult], baseline: float | None) -> float | None:
-    """The stable P95 measured alongside the latest stage that saw stable with traffic, else
-    ``baseline`` (the pre-deploy one): what a canary with all the traffic is held against."""
-    for stage in reversed(stages):
-        p95 = stage.stable_p95_seconds()
-        if p95 is not None:
-            return p95
-    return baseline
 
 
 def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:
@@ -170,6 +199,8 @@ def observe_stage(
     observe_seconds: float,
     interval_seconds: float,
     window_seconds: float,
+    max_seconds: float | None = None,
+    exposure: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_measurement: Callable[[Measurement], None] | None = None,
@@ -177,12 +208,16 @@ def observe_stage(
     control_version: str | None = None,
     signals: Sequence[SignalProbe] = (),
 ) -> StageResult:
-    """Measure ``version`` every interval until the stage promotes or rolls back.
+    """Measure ``version`` every interval until the stage promotes, rolls back or pauses.
 
     The first measurement is taken one interval after the weight changed, so it sees traffic at
-    the new weight. A failure ends the stage at once; promotion waits for the observe window.
-    ``gone`` says why the canary no longer runs (None while it does): a dead canary is a failed
-    measurement at once, not "no data" to wait out, and is asked again before a promotion.
+    the new weight. Harm shown ends the stage at once; promotion waits for the observe window
+    and needs the canary shown healthy at the confidence the next stage's ``exposure`` (its
+    share of traffic, 0..1] asks for. A stage shown neither healthy nor harmful keeps observing
+    up to ``max_seconds`` (default: the observe time, no longer), then follows
+    ``thresholds.on_inconclusive``. ``gone`` says why the canary no longer runs (None while it
+    does): a dead canary is a failed measurement at once, not "no data" to wait out, and is
+    asked again before a promotion.
 
     Every measurement compares ``version`` with ``control_version`` (the stable version, None on
     a first release) measured over the same window, so load that slows both is not blamed on the
@@ -196,16 +231,16 @@ def observe_stage(
     ``signals`` (the logs, the alerts; already bound to the version) are asked at every look and
     folded into its measurement: the worst outcome counts (``deployflow.signals.with_signals``).
     """
-    looks = looks_in_stage(observe_seconds, interval_seconds, thresholds.max_hold_measurements)
+    limit = observe_seconds if max_seconds is None else max(max_seconds, observe_seconds)
+    looks, promotion_looks = looks_in_stage(observe_seconds, limit, interval_seconds)
+    chances = promotion_times(observe_seconds, limit)
     # A stage longer than the window also checks the recent window at each look, so a fault that
     # starts mid-stage is not diluted by the healthy traffic before it; the budget covers both.
     recent_too = window_seconds < looks * interval_seconds - 1e-9
     tests = 2 * looks if recent_too else looks
-    horizon = looks * interval_seconds  # the stage's last look, held to the end
     started_at = datetime.now(UTC)
     start = clock()
     measurements: list[Measurement] = []
-    held = 0
     next_tick = start + interval_seconds
     while True:
         delay = next_tick - clock()
@@ -218,29 +253,22 @@ def observe_stage(
         else:
             window = max(clock() - start, interval_seconds)
 
-            def measure(seconds: float, final: float | None = None) -> Measurement:
+            def measure(seconds: float) -> Measurement:
                 sample = source.sample(version, seconds)
                 control = None
                 if control_version is not None:
                     control = source.sample(control_version, seconds)
-                requests = sample.requests
-                final_requests = None
-                if final is not None and requests is not None and math.isfinite(requests):
-                    final_requests = requests * final
                 return evaluate(
                     sample,
                     baseline_p95_seconds,
                     thresholds,
                     control=control,
                     looks=tests,
-                    final_requests=final_requests,
+                    promotion_looks=promotion_looks,
+                    exposure=exposure,
                 )
 
-            # From the second look on, the requests seen so far tell how many the stage will
-            # have by its last look (traffic is steady within a stage); the first look can
-            # undercount by a scrape interval.
-            final = horizon / window if window >= 2 * interval_seconds - 1e-9 else None
-            measurement = measure(window, final)
+            measurement = measure(window)
             requests = measurement.sample.requests
             if recent_too and window > window_seconds + 1e-9:
                 recent = measure(window_seconds)
@@ -256,18 +284,26 @@ def observe_stage(
         measurements.append(measurement)
         if on_measurement is not None:
             on_measurement(measurement)
-        window_complete = clock() - start >= observe_seconds - 1e-9
-        decision = analyse_stage(
-            measurements, thresholds, window_complete=window_complete, held=held
+        elapsed = clock() - start
+        # A promotion is looked for only at the stage's chances (``promotion_times``).
+        may_promote = bool(chances) and elapsed >= chances[0] - 1e-9
+        while chances and elapsed >= chances[0] - 1e-9:
+            chances.pop(0)
+        decide = partial(
+            analyse_stage,
+            thresholds=thresholds,
+            may_promote=may_promote,
+            out_of_time=elapsed >= limit - 1e-9,
+            time_limit=duration_words(limit),
         )
-        if decision.verdict is Verdict.PROMOTE and gone is not None:
-            # Metrics lag: a canary that died since it was measured must not be promoted.
-            why_gone = gone()
+        decision = decide(measurements)
+        if decision.verdict is not Verdict.CONTINUE and decision.verdict is not Verdict.ROLLBACK:
+            # Metrics lag: a canary that died since it was measured must not be promoted, nor a
+            # person asked about it.
+            why_gone = gone() if gone is not None else None
             if why_gone is not None:
                 measurements.append(canary_gone(why_gone, baseline_p95_seconds))
-                decision = analyse_stage(
-                    measurements, thresholds, window_complete=window_complete, held=held
-                )
+                decision = decide(measurements)
         if decision.verdict is not Verdict.CONTINUE:
             return StageResult(
                 index=index,
@@ -278,6 +314,5 @@ def observe_stage(
                 started_at=started_at,
                 finished_at=datetime.now(UTC),
                 counts=decision.counts,
+                note=decision.note,
             )
-        if window_complete:
-            held += 1

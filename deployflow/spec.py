@@ -100,8 +100,28 @@ class AnalysisSpec(StrictModel):
     consecutive_error_limit: int = Field(
         3, ge=0, description="Consecutive failed metric queries tolerated before rolling back."
     )
-    max_hold_measurements: int = Field(
-        3, ge=0, description="Extra measurements after the window when the last was not healthy."
+    max_stage_duration: Duration | None = Field(
+        None,
+        description=(
+            "The longest a stage observes to reach a verdict: a canary shown neither healthy nor "
+            "harmful when its observe time ends keeps being observed up to this, then "
+            "on_inconclusive decides. Default: three times the stage's observe time (30m for "
+            "10m stages)."
+        ),
+    )
+    on_inconclusive: Literal["pause", "promote", "rollback"] | None = Field(
+        None,
+        description=(
+            "What a stage shown neither healthy nor harmful by max_stage_duration does: 'pause' "
+            "asks a person to promote or roll back (nobody answering within decision_timeout "
+            "rolls back), 'promote' goes on when the error rate and P95 estimates are within the "
+            "limits (and rolls back otherwise), 'rollback' rolls back. Default: 'pause' in "
+            "environments whose name starts with 'prod', 'promote' elsewhere."
+        ),
+    )
+    decision_timeout: Duration = Field(
+        1800.0,
+        description="How long a stage paused by on_inconclusive waits for a person's answer.",
     )
     confidence: float = Field(
         0.999,
@@ -118,10 +138,37 @@ class AnalysisSpec(StrictModel):
         ge=0.5,
         le=0.9999,
         description=(
-            "Confidence a promotion needs, per stage: the upper bound of the error rate's "
-            "interval must be below the maximum; spent over the measurements that may promote."
+            "Confidence a promotion to all the traffic needs: the upper bound of the error "
+            "rate's interval must be below the maximum. A stage that leads to less traffic "
+            "needs less, in proportion (5% to 25% needs 80% at 0.95); spent over the "
+            "measurements that may promote."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_hold_measurements" in data:
+            raise ValueError(
+                "max_hold_measurements was replaced by max_stage_duration (the longest a stage "
+                "observes to reach a verdict, e.g. '30m') and on_inconclusive (pause, promote "
+                "or rollback when it is reached)"
+            )
+        return data
+
+    def stage_limit(self, observe_seconds: float) -> float:
+        """The longest a stage whose observe time is ``observe_seconds`` observes."""
+        if self.max_stage_duration is None:
+            return 3.0 * observe_seconds
+        return max(self.max_stage_duration, observe_seconds)
+
+    def inconclusive_rule(self, environment: str) -> Literal["pause", "promote", "rollback"]:
+        """``on_inconclusive`` as it applies in ``environment``: the spec's choice, else a
+        person decides in production (users are at stake and somebody is on call) and the
+        estimates decide elsewhere (an unattended staging pipeline must not wait for people)."""
+        if self.on_inconclusive is not None:
+            return self.on_inconclusive
+        return "pause" if environment.lower().startswith("prod") else "promote"
 
 
 DEFAULT_PAUSE_TIMEOUT = 1800.0
@@ -487,6 +534,31 @@ class ServiceSpec(StrictModel):
         + ", ".join(b.kind for b in kinds("dependency"))
         + "; one down blocks the deploy and fails verification.",
     )
+
+    def for_environment(self, environment: str) -> ServiceSpec:
+        """This spec with the rules that depend on the environment settled for ``environment``
+        (``analysis.on_inconclusive``), so every step of the deploy reads one answer."""
+        rule = self.analysis.inconclusive_rule(environment)
+        analysis = self.analysis.model_copy(update={"on_inconclusive": rule})
+        return self.model_copy(update={"analysis": analysis})
+
+    @model_validator(mode="after")
+    def _stage_limit_covers_observe(self) -> ServiceSpec:
+        limit = self.analysis.max_stage_duration
+        if limit is None:
+            return self
+        strategy = self.strategy
+        canary = strategy if isinstance(strategy, CanaryStrategySpec) else None
+        if isinstance(strategy, AutoStrategySpec):
+            canary = strategy.canary
+        observe = canary.observe if canary is not None else None
+        if observe is not None and limit < observe:
+            raise ValueError(
+                f"analysis.max_stage_duration ({limit:g} s) is shorter than the canary's observe "
+                f"time ({observe:g} s): a stage observes at least its observe time, so the "
+                "maximum must be at least as long"
+            )
+        return self
 
     @field_validator("dependencies")
     @classmethod

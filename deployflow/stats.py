@@ -11,11 +11,8 @@
   spent evenly over the most looks the stage can take (a Bonferroni alpha-spending rule), which
   holds whatever the correlation between looks, so checking every interval does not inflate false
   alarms beyond the stated confidence.
-- ``best_final_upper_bound``: how low a stage could still push an error rate's upper bound by
-  its last look, if the canary is as good as its requests so far plausibly allow. When even that
-  stays above the maximum, observing on cannot show the canary healthy: the stage can stop at
-  once instead of holding to the end (a futility rule; it only ever ends a stage that could not
-  promote, it never fails a canary that could).
+- ``requests_to_show_below``: how many requests a version at a given error rate needs before
+  its upper bound clears a limit; what the deploy plan quotes as the time a stage will need.
 - ``Histogram`` and ``mann_whitney``: latency compared from histogram bucket counts of canary and
   stable in the same window. A rank test on bucketed counts (every request in one bucket ties with
   the others in it; the variance is tie-corrected) says whether the canary is slower beyond
@@ -95,26 +92,24 @@ def wilson_bounds(errors: float, requests: float, low_level: float, high_level: 
     return Interval(p, min(low, p), max(high, p), low_level + high_level - 1.0)
 
 
-def best_final_upper_bound(
-    errors: float,
-    requests: float,
-    final_requests: float,
-    plausible_level: float,
-    high_level: float,
-) -> tuple[float, float]:
-    """The best upper bound a rate can plausibly reach by ``final_requests`` requests.
-
-    The rate is taken as low as ``errors`` of ``requests`` plausibly allow (the lower Wilson bound
-    at ``plausible_level``); ``final_requests`` requests at exactly that rate give a Wilson upper
-    bound at ``high_level``. Returns (that rate, that upper bound). A larger sample or fewer
-    errors lowers both.
-    """
-    if final_requests < requests:
-        raise ValueError(
-            f"final_requests ({final_requests}) must be at least requests ({requests})"
-        )
-    rate = wilson_bounds(errors, requests, plausible_level, 0.5).low
-    return rate, wilson_bounds(rate * final_requests, final_requests, 0.5, high_level).high
+def requests_to_show_below(rate: float, limit: float, level: float) -> int | None:
+    """How many requests a version failing at ``rate`` needs before the Wilson upper bound of
+    its error rate, at one-sided ``level``, falls below ``limit``: what a stage must see to
+    promote it. None when no number will (``rate`` at or above ``limit``)."""
+    if rate >= limit:
+        return None
+    low, high = 1, 2
+    while wilson_bounds(rate * high, high, 0.5, level).high >= limit:
+        low, high = high, high * 2
+        if high > 10**12:
+            return None
+    while low < high:  # the bound falls as requests grow at a fixed rate: bisect
+        mid = (low + high) // 2
+        if wilson_bounds(rate * mid, mid, 0.5, level).high < limit:
+            high = mid
+        else:
+            low = mid + 1
+    return high
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:

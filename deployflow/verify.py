@@ -1,8 +1,10 @@
 """Step 7 (and the rollback's own check): is this version healthy, are its critical paths up?
 
-Each check returns a ``VerificationCheck``; nothing raises for an unhealthy service. A check that
-cannot be evaluated (no data, metrics down) is a failure: deployflow never calls a release healthy
-on missing evidence.
+Each check returns a ``VerificationCheck``; nothing raises for an unhealthy service. A breach (an
+error rate or P95 beyond its limit beyond doubt, a health endpoint or critical path down) fails
+the check. Metrics that show no breach but cannot tell the version healthy beyond doubt either
+pass: the stages before judged it, and doubt is not harm. Metrics that cannot be read fail the
+check only where they are ``required`` (nothing else judged the version).
 """
 
 from __future__ import annotations
@@ -122,9 +124,9 @@ def check_metrics(
     window alone, which only ever fails it (a fault since then shows there undiluted); the two
     share the confidence budget.
 
-    A measurement that cannot be evaluated (metrics down, no data) fails the check when
-    ``required``; otherwise it is reported as unavailable and does not count. A breach always
-    counts.
+    A breach fails the check. Figures within the limits that are not beyond doubt pass it, the
+    report saying so. A measurement that cannot be evaluated (metrics down, no data) fails the
+    check when ``required``; otherwise it is reported as unavailable and does not count.
     """
     scope = ""  # which window decided, when it was the recent one
     if evidence_seconds is not None and evidence_seconds > window_seconds + 1e-9:
@@ -154,6 +156,18 @@ def check_metrics(
             f"metrics: {version}", False, True, scope + breach.reason, breach.metric, breach.value,
             breach.threshold,
         )  # fmt: skip
+    if (
+        measurement.outcome is Outcome.INCONCLUSIVE
+        and measurement.note
+        and sample.error_rate is not None
+    ):
+        return VerificationCheck(
+            f"metrics: {version}",
+            True,
+            True,
+            f"no breach, not beyond doubt either: {measurement.note}",
+            "metrics",
+        )
     if not required:
         return VerificationCheck(
             f"metrics: {version}",

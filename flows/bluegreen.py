@@ -19,6 +19,7 @@ from deployflow.strategy import StrategyChoice
 from deployflow.verify import VerificationReport
 from flows.flags import flag_rollout
 from flows.progress import Progress, tell_stage
+from flows.rollout import decide_unproven_stage
 from tasks.bluegreen import check_green_in_isolation, observe_green_in_isolation, switch_to_green
 from tasks.retry_policy import observation_timeout
 from tasks.rollout import observe_stage_for, promote
@@ -81,7 +82,7 @@ def blue_green(
         return result
     isolated = observe_green_in_isolation.with_options(
         timeout_seconds=observation_timeout(
-            plan.observe_seconds, analysis.interval, analysis.max_hold_measurements
+            analysis.stage_limit(plan.observe_seconds), analysis.interval
         )
     )(
         b.metrics, b.target, b.ledger, deployment_id, green,
@@ -89,6 +90,9 @@ def blue_green(
         probe_requests=plan.probe_requests, baseline_p95_seconds=baseline_p95_seconds,
         transport=b.http_transport,
     )  # fmt: skip
+    isolated = decide_unproven_stage(
+        b, analysis, [isolated], green.version, f"switching all traffic to {green.version}"
+    )
     result.stages.append(isolated)
     tell_stage(b, progress, isolated)
     if isolated.verdict is not Verdict.PROMOTE:
@@ -100,6 +104,7 @@ def blue_green(
         green, target=b.target, router=b.router, metrics=b.metrics, smoke=smoke,
         analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         transport=b.http_transport, dependencies=b.dependencies, alerts=b.alerts,
+        metrics_required=False,  # the isolation stage judged green: only a breach fails it now
     )  # fmt: skip
     result.trigger = verification_trigger(result.verification)
     if result.trigger is not None:
@@ -121,6 +126,9 @@ def blue_green(
         baseline_p95_seconds=baseline_p95_seconds, logs=b.logs, alerts=b.alerts,
     )  # fmt: skip
     kept = replace(kept, label=f"100% {green.version}, {blue.version} kept warm")
+    kept = decide_unproven_stage(
+        b, analysis, [*result.stages, kept], green.version, f"retiring {blue.version}"
+    )
     result.stages.append(kept)
     tell_stage(b, progress, kept)
     if kept.verdict is not Verdict.PROMOTE:

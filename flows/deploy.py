@@ -47,7 +47,7 @@ from deployflow.release import (
     step_failed_trigger,
     verification_trigger,
 )
-from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
+from deployflow.rollout import stable_error_rate_bound
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
 from deployflow.strategy import StrategyChoice, StrategyName, risk_decides
 from deployflow.tracking.lease import Lease
@@ -126,7 +126,7 @@ def deploy(
         tracking_block: Name of the deployflow tracking database block; empty uses
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
-    spec = load_service_spec(spec_path, version, service)
+    spec = load_service_spec(spec_path, version, service).for_environment(environment)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
@@ -513,8 +513,11 @@ def roll_out_and_verify(
             metrics=b.metrics,
             smoke=spec.smoke,
             analysis=spec.analysis,
-            baseline_p95_seconds=latest_stable_p95(outcome.stages, outcome.baseline_p95_seconds),
+            # Stable with all the traffic before the deploy: the load the new version has now.
+            baseline_p95_seconds=outcome.baseline_p95_seconds,
             transport=b.http_transport,
+            # Its stages judged it: a breach fails it, metrics that cannot be read do not.
+            metrics_required=False,
             expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
             dependencies=b.dependencies,
             alerts=b.alerts,

@@ -13,6 +13,7 @@ from deployflow.release import Trigger, stage_trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec
 from flows.progress import Progress, tell_rollback, tell_stage
+from flows.rollout import decide_unproven_stage
 from tasks.flags import set_flag
 from tasks.rollout import observe_stage_for
 
@@ -74,6 +75,13 @@ def flag_rollout(
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
         observed = replace(observed, label=f"flag {step.flag} on for {step.percent}% of users")
+        observed = decide_unproven_stage(
+            b,
+            analysis,
+            [*result.stages, observed],
+            version,
+            f"the flag's next step after {step.percent}%",
+        )
         result.stages.append(observed)
         tell_stage(b, progress, observed)
         index += 1
@@ -97,6 +105,9 @@ def flag_rollout(
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
         after = replace(after, label=f"{version} with flag {step.flag} off")
+        after = decide_unproven_stage(
+            b, analysis, [*result.stages, after], version, f"keeping {version} without the flag"
+        )
         result.stages.append(after)
         tell_stage(b, progress, after)
         result.trigger = stage_trigger(after)

@@ -129,15 +129,22 @@ class StageAnswer:
 
 
 def approve_next_stage(
-    version: str, stages: Sequence[StageResult], next_weight: int, timeout: float
+    version: str,
+    stages: Sequence[StageResult],
+    next_weight: int,
+    timeout: float,
+    *,
+    description: str | None = None,
+    timeout_refusal: str | None = None,
 ) -> StageAnswer:
     """Pause this (rollout) flow run until somebody approves the stage at ``next_weight``; the
-    form shows the figures of ``stages`` so far. Never raises: no answer, a refusal or an answer
-    that cannot be read is a refusal (the safe side is rolling back)."""
+    form shows the figures of ``stages`` so far (or ``description``). Never raises: no answer, a
+    refusal or an answer that cannot be read is a refusal (the safe side is rolling back);
+    ``timeout_refusal`` is the refusal when nobody answers in time."""
     logger = get_run_logger()
     last = stages[-1]
     form = StageApproval.with_initial_data(
-        description=approval_prompt(version, stages, next_weight, timeout),
+        description=description or approval_prompt(version, stages, next_weight, timeout),
         name="",
         approved=False,
     )
@@ -157,7 +164,7 @@ def approve_next_stage(
         )
     except FlowPauseTimeout:
         running_again()
-        refusal = nobody_approved(last, next_weight, seconds)
+        refusal = timeout_refusal or nobody_approved(last, next_weight, seconds)
         logger.error("%s: rolling back", refusal)
         return StageAnswer(refusal=refusal)
     except Exception as exc:  # resumed without the form, or the pause itself refused: fail safe

@@ -3,16 +3,25 @@ it ends; a ``pause`` step waits for a person between two stages."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from prefect import flow, get_run_logger
 
-from deployflow.analysis import Verdict
+from deployflow.analysis import Measurement, Verdict
 from deployflow.backends import Backends
-from deployflow.gates import failed_while_paused, gate_refused
+from deployflow.gates import (
+    decided_by_person,
+    failed_while_paused,
+    gate_refused,
+    inconclusive_prompt,
+    nobody_decided,
+)
 from deployflow.providers.base import Instance
-from deployflow.rollout import StageResult, next_baseline
+from deployflow.rollout import StageResult, exposure_after
 from deployflow.spec import AnalysisSpec
 from deployflow.strategy import StrategyChoice
-from flows.oncall import approve_next_stage
+from flows.oncall import StageAnswer, approve_next_stage
 from flows.pause_watch import PausedCanaryWatch
 from flows.progress import Progress, tell_stage
 from tasks.rollback import restore_stable_traffic
@@ -48,13 +57,12 @@ def progressive_rollout(
         analysis: Thresholds, interval and window of the analysis.
         stable: The current stable version (None on a first release).
         canary: The new version.
-        baseline_p95_seconds: Stable P95 before the deploy; once a stage has measured stable
-            alongside the canary, that P95 replaces it for the stages after.
+        baseline_p95_seconds: Stable P95 before the deploy, when it served all the traffic:
+            what a canary with no stable beside it (the 100% stage) is held against.
         progress: Where the deploy tells its stages; None tells nobody.
     """
     logger = get_run_logger()
     results: list[StageResult] = []
-    fallback_p95 = baseline_p95_seconds
     for index, weight in enumerate(plan.steps):
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
         result = observe_stage_for(plan.observe_seconds, analysis)(
@@ -68,27 +76,31 @@ def progressive_rollout(
             weight=weight,
             observe_seconds=plan.observe_seconds,
             analysis=analysis,
-            baseline_p95_seconds=fallback_p95,
+            baseline_p95_seconds=baseline_p95_seconds,
             control_version=stable.version if stable is not None else None,
             logs=backends.logs,
             alerts=backends.alerts,
+            exposure=exposure_after(plan.steps, index),
         )
         results.append(result)
+        if result.verdict is Verdict.PAUSE:
+            following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
+            next_step = f"{following}%" if following is not None else "all the traffic"
+            watched = None if stable is None else (stable, canary, baseline_p95_seconds)
+            result = results[-1] = decide_unproven_stage(
+                backends, analysis, results, canary.version, next_step, watched
+            )
+            record_gate_verdict(backends, deployment_id, result)
         tell_stage(backends, progress, result)
-        fallback_p95 = next_baseline(fallback_p95, result)
         timeout = plan.pause_after(index)
         last = index + 1 == len(plan.steps)
         refused = False
         if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
             next_weight = plan.steps[index + 1]
-            if stable is None:
-                answer = approve_next_stage(canary.version, results, next_weight, timeout)
-                breach = None
-            else:
-                watch = PausedCanaryWatch(backends, analysis, stable, canary, fallback_p95, timeout)
-                with watch:
-                    answer = approve_next_stage(canary.version, results, next_weight, timeout)
-                breach = watch.breach
+            answer, breach = answer_while_judged(
+                backends, analysis, stable, canary, baseline_p95_seconds, timeout,
+                partial(approve_next_stage, canary.version, results, next_weight, timeout),
+            )  # fmt: skip
             if breach is not None:  # decides even over an approval given at the same moment
                 result = results[-1] = failed_while_paused(result, breach)
                 refused = True
@@ -105,6 +117,64 @@ def progressive_rollout(
             )
             break
     return results
+
+
+def answer_while_judged(
+    backends: Backends,
+    analysis: AnalysisSpec,
+    stable: Instance | None,
+    canary: Instance,
+    baseline_p95_seconds: float | None,
+    timeout: float,
+    ask: Callable[[], StageAnswer],
+) -> tuple[StageAnswer, Measurement | None]:
+    """A person's answer (``ask`` pauses the run), with the canary judged against stable while
+    the run waits (``PausedCanaryWatch``); the look that failed meanwhile, if any, decides even
+    over an approval given at the same moment."""
+    if stable is None:
+        return ask(), None
+    watch = PausedCanaryWatch(backends, analysis, stable, canary, baseline_p95_seconds, timeout)
+    with watch:
+        answer = ask()
+    return answer, watch.breach
+
+
+def decide_unproven_stage(
+    backends: Backends,
+    analysis: AnalysisSpec,
+    results: list[StageResult],
+    version: str,
+    next_step: str,
+    watched: tuple[Instance, Instance, float | None] | None = None,
+) -> StageResult:
+    """A stage shown neither healthy nor harmful in its time, where the spec asks a person
+    (``on_inconclusive: pause``): the run pauses with a form (promote to ``next_step``, or roll
+    back) and nobody answering within ``decision_timeout`` rolls back. With ``watched`` (stable,
+    canary, the pre-deploy P95), the canary keeps its traffic and is judged against stable
+    meanwhile: a failing look rolls back at once. Returns the stage promoted or rolled back;
+    any other stage as it is."""
+    last = results[-1]
+    if last.verdict is not Verdict.PAUSE:
+        return last
+    timeout = analysis.decision_timeout
+    prompt = inconclusive_prompt(version, results, next_step, timeout)
+
+    def ask() -> StageAnswer:
+        return approve_next_stage(
+            version, results, last.weight, timeout,
+            description=prompt, timeout_refusal=nobody_decided(timeout),
+        )  # fmt: skip
+
+    if watched is None:
+        answer, breach = ask(), None
+    else:
+        stable, canary, baseline = watched
+        answer, breach = answer_while_judged(
+            backends, analysis, stable, canary, baseline, timeout, ask
+        )
+    if breach is not None:
+        return failed_while_paused(last, breach)
+    return decided_by_person(last, answer.approved_by, answer.refusal)
 
 
 def record_gate_verdict(backends: Backends, deployment_id: int, result: StageResult) -> None:

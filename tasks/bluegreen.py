@@ -110,6 +110,7 @@ def observe_green_in_isolation(
             observe_seconds=observe_seconds,
             interval_seconds=analysis.interval,
             window_seconds=analysis.window,
+            max_seconds=analysis.stage_limit(observe_seconds),
             on_measurement=measured,
             gone=gone,
         )

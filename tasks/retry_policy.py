@@ -64,9 +64,7 @@ def no_retries(timeout_seconds: float | None = None) -> dict[str, Any]:
     return {"retries": 0, "timeout_seconds": timeout_seconds}
 
 
-def observation_timeout(
-    observe_seconds: float, interval_seconds: float, extra_measurements: int
-) -> float:
-    """Timeout of a task that observes for ``observe_seconds``: the observation, the extra
-    measurements it may hold for, and room for slow queries; only a hung observation hits it."""
-    return observe_seconds + (extra_measurements + 2) * interval_seconds + 300.0
+def observation_timeout(max_seconds: float, interval_seconds: float) -> float:
+    """Timeout of a task that observes for at most ``max_seconds`` (a stage's maximum
+    duration), with room for slow queries; only a hung observation hits it."""
+    return max_seconds + 2 * interval_seconds + 300.0

@@ -70,11 +70,14 @@ def observe_canary_stage(
     control_version: str | None = None,
     logs: LogWatch | None = None,
     alerts: AlertWatch | None = None,
+    exposure: float = 1.0,
 ) -> StageResult:
     """Measure the canary every interval, against ``control_version`` (the stable version) over
-    the same window, until the stage promotes or rolls back; a canary the target no longer runs,
-    or whose router slot is down (its health check failing), fails the stage at once. ``logs``
-    and ``alerts`` (the spec's sections) are judged at every look beside the metrics."""
+    the same window, until the stage promotes, rolls back or (``on_inconclusive: pause``) asks a
+    person; a canary the target no longer runs, or whose router slot is down (its health check
+    failing), fails the stage at once. ``logs`` and ``alerts`` (the spec's sections) are judged
+    at every look beside the metrics. ``exposure``: the share of traffic (0..1] the canary gets
+    if the stage promotes, which sets the confidence the promotion needs."""
     logger = get_run_logger()
     # Bound now, as the stage begins: the logs are read from here on.
     signals = [watch.probe(version) for watch in (logs, alerts) if watch is not None]
@@ -118,6 +121,8 @@ def observe_canary_stage(
         observe_seconds=observe_seconds,
         interval_seconds=analysis.interval,
         window_seconds=analysis.window,
+        max_seconds=analysis.stage_limit(observe_seconds),
+        exposure=exposure,
         on_measurement=log,
         gone=gone,
         control_version=control_version,
@@ -136,7 +141,5 @@ def observe_canary_stage(
 def observe_stage_for(observe_seconds: float, analysis: AnalysisSpec) -> Task[..., StageResult]:
     """``observe_canary_stage`` with a timeout fitted to this stage's length (see
     ``observation_timeout``): only a hung observation reaches it."""
-    timeout = observation_timeout(
-        observe_seconds, analysis.interval, analysis.max_hold_measurements
-    )
+    timeout = observation_timeout(analysis.stage_limit(observe_seconds), analysis.interval)
     return observe_canary_stage.with_options(timeout_seconds=timeout)

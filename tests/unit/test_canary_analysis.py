@@ -13,6 +13,7 @@ from deployflow.analysis import (
     Verdict,
     analyse_stage,
     evaluate,
+    exposure_confidence,
 )
 
 pytestmark = pytest.mark.unit
@@ -23,7 +24,6 @@ T = Thresholds(
     min_requests=20,
     failure_limit=0,
     consecutive_error_limit=2,
-    max_hold_measurements=2,
 )
 BASE = 0.020
 
@@ -53,7 +53,7 @@ def test_error_rate_at_maximum_is_not_failed_but_not_shown_healthy_either() -> N
     # keeps observing instead of promoting on it.
     result = m(MetricSample(error_rate=0.05, p95_seconds=0.02, requests=100))
     assert result.outcome is Outcome.INCONCLUSIVE
-    assert "cannot be told apart from 5.0%" in result.note
+    assert "not yet shown below the 5.0% limit" in result.note
 
 
 def test_p95_above_ratio_times_baseline_fails() -> None:
@@ -95,15 +95,15 @@ def test_without_baseline_latency_is_not_judged() -> None:
     assert result.outcome is Outcome.SUCCESSFUL
 
 
-def test_stage_promotes_only_when_window_complete_and_last_successful() -> None:
+def test_stage_promotes_only_when_may_promote_and_last_successful() -> None:
     good = [m(ok()), m(ok())]
-    assert analyse_stage(good, T, window_complete=False).verdict is Verdict.CONTINUE
-    assert analyse_stage(good, T, window_complete=True).verdict is Verdict.PROMOTE
+    assert analyse_stage(good, T, may_promote=False).verdict is Verdict.CONTINUE
+    assert analyse_stage(good, T, may_promote=True).verdict is Verdict.PROMOTE
 
 
 def test_one_failure_rolls_back_at_once_with_reason() -> None:
     bad = m(MetricSample(error_rate=0.2, p95_seconds=0.02, requests=100))
-    decision = analyse_stage([m(ok()), bad], T, window_complete=False)
+    decision = analyse_stage([m(ok()), bad], T, may_promote=False)
     assert decision.verdict is Verdict.ROLLBACK
     assert decision.reason is not None
     assert decision.reason.metric == "error_rate"
@@ -112,14 +112,14 @@ def test_one_failure_rolls_back_at_once_with_reason() -> None:
 def test_failure_limit_tolerates_that_many() -> None:
     bad = m(MetricSample(error_rate=0.2, p95_seconds=0.02, requests=100))
     lenient = Thresholds(failure_limit=1)
-    assert analyse_stage([bad], lenient, window_complete=False).verdict is Verdict.CONTINUE
-    assert analyse_stage([bad, bad], lenient, window_complete=False).verdict is Verdict.ROLLBACK
+    assert analyse_stage([bad], lenient, may_promote=False).verdict is Verdict.CONTINUE
+    assert analyse_stage([bad, bad], lenient, may_promote=False).verdict is Verdict.ROLLBACK
 
 
 def test_consecutive_errors_past_limit_roll_back() -> None:
     err = m(MetricSample(None, None, None, error="down"))
-    assert analyse_stage([err, err], T, window_complete=False).verdict is Verdict.CONTINUE
-    decision = analyse_stage([err, err, err], T, window_complete=False)
+    assert analyse_stage([err, err], T, may_promote=False).verdict is Verdict.CONTINUE
+    decision = analyse_stage([err, err, err], T, may_promote=False)
     assert decision.verdict is Verdict.ROLLBACK
     assert decision.reason is not None
     assert decision.reason.metric == "metrics"
@@ -128,23 +128,28 @@ def test_consecutive_errors_past_limit_roll_back() -> None:
 def test_errors_interrupted_by_success_reset_the_run() -> None:
     err = m(MetricSample(None, None, None, error="down"))
     assert (
-        analyse_stage([err, err, m(ok()), err, err], T, window_complete=False).verdict
+        analyse_stage([err, err, m(ok()), err, err], T, may_promote=False).verdict
         is Verdict.CONTINUE
     )
 
 
 def test_missing_data_never_promotes() -> None:
     none = m(MetricSample(None, None, None))
-    decision = analyse_stage([none, none], T, window_complete=True, held=0)
-    assert decision.verdict is Verdict.CONTINUE  # hold for more data
-    decision = analyse_stage([none, none, none, none], T, window_complete=True, held=2)
+    decision = analyse_stage([none, none], T, may_promote=True)
+    assert decision.verdict is Verdict.CONTINUE  # keep observing for more data
+    promote = Thresholds(on_inconclusive="promote")
+    decision = analyse_stage([none, none], promote, may_promote=True, out_of_time=True)
     assert decision.verdict is Verdict.ROLLBACK
     assert decision.reason is not None
     assert decision.reason.metric == "inconclusive"
+    assert "there is nothing to promote on" in decision.reason.reason
 
 
 def test_empty_stage_never_promotes() -> None:
-    assert analyse_stage([], T, window_complete=True, held=5).verdict is Verdict.ROLLBACK
+    for rule in ("pause", "promote", "rollback"):
+        rules = Thresholds(on_inconclusive=rule)  # type: ignore[arg-type]
+        decision = analyse_stage([], rules, may_promote=True, out_of_time=True)
+        assert decision.verdict is not Verdict.PROMOTE
 
 
 # -- concurrent control and sample-size aware verdicts --------------------------------------------
@@ -177,9 +182,8 @@ def test_the_verdict_explains_itself_in_numbers() -> None:
     assert result.outcome is Outcome.FAILED
     (breach,) = result.breaches
     assert breach.reason == (
-        # The low end at 99.9% (rollbacks), the high end at 95% (promotions): 94.9% together.
-        "error rate canary 6.4% (94.9% CI 5.3-7.1%) over 4,000 requests "
-        "vs stable 0.50% over 30,000 requests: above 5.0%"
+        "error rate 6.4% over 4,000 requests, above the 5.0% limit "
+        "(at least 5.3% at 99.9% confidence; stable 0.50% over 30,000 requests)"
     )
 
 
@@ -187,7 +191,7 @@ def test_three_percent_over_a_small_window_is_not_called_above_five() -> None:
     # 5 errors of 60 (8.3%) was a rollback before; its interval reaches down to 2%.
     result = m(MetricSample(error_rate=5 / 60, p95_seconds=0.02, requests=60))
     assert result.outcome is Outcome.INCONCLUSIVE
-    assert "cannot be told apart" in result.note
+    assert "not yet shown below" in result.note
 
 
 def test_more_looks_need_stronger_evidence() -> None:
@@ -265,68 +269,89 @@ def test_a_rate_at_or_below_the_maximum_is_never_a_breach_and_above_never_passes
         assert result.outcome is not Outcome.SUCCESSFUL
 
 
-# -- futility: a stage that cannot show the canary healthy by its last look ends at once ----------
+# -- evidence in proportion to exposure; a stage ends on evidence, then on the spec's rule ------
 
 
-def test_a_canary_that_cannot_be_shown_below_the_maximum_in_time_ends_its_stage() -> None:
-    # 6% over 180 requests; the stage's last look will have seen 480: even at the lowest rate
-    # these requests allow, 480 requests cannot show it below 5%.
-    sample = MetricSample(error_rate=11 / 180, p95_seconds=0.02, requests=180)
-    result = evaluate(sample, BASE, T, looks=8, final_requests=480)
-    assert result.outcome is Outcome.INCONCLUSIVE
-    assert "could not show it below 5.0%" in result.hopeless
-    assert "480 requests expected by the stage's last look" in result.hopeless
-    decision = analyse_stage([result], T, window_complete=False)
+def test_the_confidence_a_promotion_needs_grows_with_the_traffic_it_puts_at_risk() -> None:
+    # The chance of promoting a canary right at a limit, times the share of traffic it then
+    # gets, stays within 5%.
+    assert exposure_confidence(0.95, 0.25) == pytest.approx(0.80)
+    assert exposure_confidence(0.95, 0.50) == pytest.approx(0.90)
+    assert exposure_confidence(0.95, 1.00) == pytest.approx(0.95)
+    assert exposure_confidence(0.95, 0.05) == pytest.approx(0.50)  # never below the estimate
+    with pytest.raises(ValueError, match="exposure"):
+        exposure_confidence(0.95, 0.0)
+
+
+def test_a_stage_to_a_small_exposure_promotes_on_less_evidence() -> None:
+    # 1 error in 80 requests: its upper bound clears 5% at 80% but not at 95%.
+    sample = MetricSample(error_rate=1 / 80, p95_seconds=0.02, requests=80)
+    assert evaluate(sample, BASE, T, exposure=0.25).outcome is Outcome.SUCCESSFUL
+    assert evaluate(sample, BASE, T, exposure=1.0).outcome is Outcome.INCONCLUSIVE
+
+
+def unproven() -> MetricSample:
+    # 2 errors in 40 requests (5%): neither below nor above the limit beyond doubt.
+    return MetricSample(error_rate=2 / 40, p95_seconds=0.02, requests=40)
+
+
+def test_not_shown_yet_keeps_observing_however_long_until_the_stage_is_out_of_time() -> None:
+    many = [m(unproven())] * 500
+    for rule in ("pause", "promote", "rollback"):
+        rules = Thresholds(on_inconclusive=rule)  # type: ignore[arg-type]
+        assert analyse_stage(many, rules, may_promote=True).verdict is Verdict.CONTINUE
+
+
+def test_out_of_time_pause_asks_a_person_and_says_why() -> None:
+    rules = Thresholds(on_inconclusive="pause")
+    look = evaluate(unproven(), BASE, rules)
+    decision = analyse_stage([look], rules, may_promote=True, out_of_time=True, time_limit="30 min")
+    assert decision.verdict is Verdict.PAUSE
+    assert decision.reason is not None
+    assert decision.reason.reason.startswith("not shown healthy or harmful within 30 min: ")
+    assert "error rate 5.0% over 40 requests" in decision.reason.reason
+
+
+def test_out_of_time_promote_goes_on_only_on_estimates_within_the_limits() -> None:
+    rules = Thresholds(on_inconclusive="promote")
+    within = evaluate(MetricSample(1 / 40, 0.02, 40), BASE, rules)
+    assert within.outcome is Outcome.INCONCLUSIVE
+    assert within.within_limits
+    decision = analyse_stage([within], rules, may_promote=True, out_of_time=True)
+    assert decision.verdict is Verdict.PROMOTE
+    assert decision.note.startswith("promoted on its estimates within the limits")
+    above = evaluate(MetricSample(3 / 40, 0.02, 40), BASE, rules)  # 7.5%: not beyond doubt
+    assert above.outcome is Outcome.INCONCLUSIVE
+    assert not above.within_limits
+    decision = analyse_stage([above], rules, may_promote=True, out_of_time=True)
+    assert decision.verdict is Verdict.ROLLBACK
+    assert decision.reason is not None
+    assert "error rate 7.5% over 40 requests" in decision.reason.reason
+    assert "its estimates are not within the limits" in decision.reason.reason
+
+
+def test_out_of_time_rollback_says_it_was_the_rule_not_harm() -> None:
+    rules = Thresholds(on_inconclusive="rollback")
+    look = evaluate(unproven(), BASE, rules)
+    decision = analyse_stage([look], rules, may_promote=True, out_of_time=True)
     assert decision.verdict is Verdict.ROLLBACK
     assert decision.reason is not None
     assert decision.reason.metric == "inconclusive"
-    assert decision.reason.reason.startswith("the stage cannot show the canary healthy")
+    assert decision.reason.reason.endswith("on_inconclusive is 'rollback'")
 
 
-@pytest.mark.parametrize(
-    ("errors", "requests", "final"),
-    [
-        (1, 180, 480),  # healthy
-        (5, 180, 1800),  # 3% with a long stage ahead
-        (11, 180, None),  # no projection: the old rule (hold, then roll back)
-        (11, 180, 180),  # the last look: nothing left to project
-    ],
-)
-def test_a_canary_that_may_still_be_shown_healthy_keeps_observing(
-    errors: int, requests: int, final: int | None
+def test_a_canary_shown_healthy_promotes_whatever_the_rule() -> None:
+    for rule in ("pause", "promote", "rollback"):
+        rules = Thresholds(on_inconclusive=rule)  # type: ignore[arg-type]
+        decision = analyse_stage([m(ok())], rules, may_promote=True, out_of_time=True)
+        assert decision.verdict is Verdict.PROMOTE
+
+
+@settings(max_examples=80, deadline=None)
+@given(rate=st.floats(0.0, 0.05), requests=st.integers(20, 100_000), looks=st.integers(1, 400))
+def test_a_canary_within_the_limit_is_never_rolled_back_before_its_time_is_up(
+    rate: float, requests: int, looks: int
 ) -> None:
-    sample = MetricSample(error_rate=errors / requests, p95_seconds=0.02, requests=requests)
-    result = evaluate(sample, BASE, T, looks=8, final_requests=final)
-    assert result.hopeless == ""
-    assert analyse_stage([result], T, window_complete=False).verdict is Verdict.CONTINUE
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    rate=st.floats(0.0, 0.03),
-    requests=st.integers(20, 5000),
-    stretch=st.floats(1.0, 10.0),
-)
-def test_futility_never_ends_a_stage_for_a_canary_shown_healthy(
-    rate: float, requests: int, stretch: float
-) -> None:
-    # Futility only judges undecided findings: a canary whose upper bound already clears the
-    # maximum is never hopeless, whatever is projected.
-    sample = MetricSample(error_rate=rate, p95_seconds=0.02, requests=requests)
-    result = evaluate(sample, BASE, T, looks=8, final_requests=requests * stretch)
-    if result.outcome is Outcome.SUCCESSFUL:
-        assert result.hopeless == ""
-    assert result.outcome is not Outcome.FAILED
-
-
-def test_a_canary_plausibly_above_the_maximum_with_no_time_left_fails_on_its_error_rate() -> None:
-    # 20% over 20 requests: not yet above 5% at the rollback confidence, but above it at the
-    # promotion confidence, and 120 requests by the last look could not show it below: the
-    # stage fails on the error rate, not as "inconclusive".
-    sample = MetricSample(error_rate=0.2, p95_seconds=0.02, requests=20)
-    assert evaluate(sample, BASE, T, looks=24).outcome is Outcome.INCONCLUSIVE
-    result = evaluate(sample, BASE, T, looks=24, final_requests=120)
-    assert result.outcome is Outcome.FAILED
-    (breach,) = result.breaches
-    assert breach.metric == "error_rate"
-    assert "at the promotion confidence" in breach.reason
+    look = evaluate(MetricSample(rate, 0.02, requests), BASE, T, looks=looks)
+    decision = analyse_stage([look] * 3, T, may_promote=True)
+    assert decision.verdict is not Verdict.ROLLBACK

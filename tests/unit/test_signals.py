@@ -342,7 +342,7 @@ def run_stage(probe, clock: FakeClock, on_measurement=None):
     return observe_stage(
         Healthy(),  # type: ignore[arg-type]
         version="v2", index=0, weight=50, baseline_p95_seconds=0.02,
-        thresholds=Thresholds(min_requests=10, max_hold_measurements=2),
+        thresholds=Thresholds(min_requests=10),
         observe_seconds=10.0, interval_seconds=2.0, window_seconds=60.0,
         clock=clock, sleep=clock.sleep, signals=[probe], on_measurement=on_measurement,
     )  # fmt: skip

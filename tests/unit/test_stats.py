@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from deployflow.stats import (
     Histogram,
-    best_final_upper_bound,
     binomial_tail,
     bucket_index,
     common_buckets,
     mann_whitney,
     per_look_confidence,
+    requests_to_show_below,
     wilson_bounds,
     wilson_interval,
     z_for,
@@ -180,29 +180,20 @@ def test_bucket_index_follows_le() -> None:
     assert bucket_index(BOUNDS, 99.0) == len(BOUNDS) - 1
 
 
-def test_the_best_final_bound_takes_the_rate_as_low_as_the_sample_allows() -> None:
-    rate, bound = best_final_upper_bound(11, 180, 480, 0.99, 0.99)
-    assert rate == pytest.approx(wilson_bounds(11, 180, 0.99, 0.5).low)
-    assert rate < 11 / 180
-    assert bound == pytest.approx(wilson_bounds(rate * 480, 480, 0.5, 0.99).high)
-    assert best_final_upper_bound(0, 100, 1000, 0.99, 0.99)[0] == 0.0
+def test_requests_to_show_below_is_the_first_sample_whose_bound_clears_the_limit() -> None:
+    n = requests_to_show_below(0.005, 0.05, 0.95)
+    assert n is not None
+    assert wilson_bounds(0.005 * n, n, 0.5, 0.95).high < 0.05
+    assert wilson_bounds(0.005 * (n - 1), n - 1, 0.5, 0.95).high >= 0.05
+    assert requests_to_show_below(0.05, 0.05, 0.95) is None  # at the limit: never
+    assert requests_to_show_below(0.0, 0.05, 0.8) < requests_to_show_below(0.0, 0.05, 0.95)  # type: ignore[operator]
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    errors=st.integers(0, 50),
-    requests=st.integers(50, 2000),
-    more=st.floats(1.0, 20.0),
-)
-def test_more_requests_ahead_never_raise_the_best_final_bound(
-    errors: int, requests: int, more: float
-) -> None:
-    errors = min(errors, requests)
-    near = best_final_upper_bound(errors, requests, requests * more, 0.99, 0.99)[1]
-    far = best_final_upper_bound(errors, requests, requests * more * 2, 0.99, 0.99)[1]
-    assert far <= near + 1e-12
-
-
-def test_the_final_sample_cannot_be_smaller_than_the_one_seen() -> None:
-    with pytest.raises(ValueError, match="final_requests"):
-        best_final_upper_bound(1, 100, 99, 0.99, 0.99)
+@given(rate=st.floats(0.0, 0.045), level=st.floats(0.5, 0.999))
+def test_a_lower_rate_never_needs_more_requests(rate: float, level: float) -> None:
+    lower = requests_to_show_below(rate / 2, 0.05, level)
+    higher = requests_to_show_below(rate, 0.05, level)
+    assert lower is not None
+    assert higher is not None
+    assert lower <= higher

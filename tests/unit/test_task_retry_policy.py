@@ -61,11 +61,12 @@ def test_steps_that_must_not_repeat_are_never_retried(name: str):
 
 
 def test_stage_observation_timeout_covers_the_stage_and_its_holds():
-    analysis = AnalysisSpec(interval="30s", max_hold_measurements=3)
+    analysis = AnalysisSpec(interval="30s", max_stage_duration="30m")
     observing = observe_stage_for(600.0, analysis)
 
     assert observing.retries == 0
-    assert observing.timeout_seconds == observation_timeout(600.0, 30.0, 3)
+    assert observing.timeout_seconds == observation_timeout(1800.0, 30.0)
+    assert observing.timeout_seconds > 1800.0
     # The observation and every extra measurement it may hold for fit inside the timeout.
     assert observing.timeout_seconds > 600 + 3 * 30
 
