@@ -53,7 +53,7 @@ _INTRO = f"""\
 A service is described by one YAML file, the service spec. This page lists every key the spec
 accepts, generated from the models that validate it, so it always matches what `deployflow
 validate` checks. For what the sections mean and how they work together, see
-[Configuration](../configuration.md); `examples/sandbox.yaml` is an annotated example.
+[The service spec](../configuration/index.md); `examples/sandbox.yaml` is an annotated example.
 
 How to read it:
 
