@@ -52,7 +52,7 @@ def load_block(cls: type[B], name: str) -> B:
         # Prefect says "Unable to find block document named ..."; the value holds no secret.
         raise BackendConfigError(
             f"no {cls.__name__} named {name!r} is saved on this Prefect server ({exc}); "
-            "save one (see README, 'Blocks') or fix the name"
+            "save one (see docs/configuration/index.md, 'Secrets and blocks') or fix the name"
         ) from None
     if not isinstance(block, cls):
         raise BackendConfigError(f"block {name!r} is not a {cls.__name__}")

@@ -1,8 +1,8 @@
 """Command-target hooks for the local sandbox: start, stop, list and tail the demo service.
 
-An example of "your own commands" (see the README's command target): here they manage the demo
-app the way the sandbox itself does, sharing its state directory, so the versions they start are
-scraped by the sandbox's Prometheus and the sandbox's v1 is listed too.
+An example of "your own commands" (see docs/configuration/backends.md, "command target"): here
+they manage the demo app the way the sandbox itself does, sharing its state directory, so the
+versions they start are scraped by the sandbox's Prometheus and the sandbox's v1 is listed too.
 
     python sandbox_target.py start VERSION      prints {"host": ..., "port": ..., "id": ...}
     python sandbox_target.py stop VERSION
