@@ -1,35 +1,43 @@
 """How good are canary verdicts? Feed the judge synthetic traffic and count its mistakes.
 
 Run with ``uv run python bench/decision_quality.py`` (``--help`` for the knobs). Each run is one
-whole canary rollout (stages 5/25/50/100 by default) driven through the real stage loop
-(``deployflow.rollout.observe_stage``) with a fake clock: every second a simulated service answers
-``rps`` requests, split between stable and canary by the stage's weight; each request fails with
-its version's error rate and takes a latency drawn from a heavy-tailed distribution (a lognormal
-body around 18 ms, and 4% of requests slowed by a Pareto factor). The metrics the judge sees are
-the sums over its query window, as Prometheus would give them: requests, error rate, and the
-latency histogram on the demo service's buckets.
+whole canary rollout driven through the real stage loop (``deployflow.rollout.observe_stage``)
+with a fake clock, at the settings a team gets by default: steps 5/25/50/100, stages observed
+10 min (up to 30 min, ``max_stage_duration``'s default), a look every 30 s, a 60 s recent
+window, a 5 min pre-deploy baseline, the judge's confidences (0.999 to roll back, 0.95 to promote
+to all the traffic) and the production rule for a stage not shown healthy or harmful in its time
+(``on_inconclusive: pause``: a person is asked; nobody answers here, so such a run is counted as
+paused, not rolled back). Every second a simulated service answers ``rps`` requests, split
+between stable and canary by the stage's weight; each request fails with its version's error
+rate and takes a latency drawn from a heavy-tailed distribution (a lognormal body around 18 ms,
+and 4% of requests slowed by a Pareto factor). The metrics the judge sees are the sums over its
+query window, as Prometheus would give them: requests, error rate, and the latency histogram on
+the demo service's buckets.
 
 Scenarios: healthy canaries with the same noise as stable (0.5% random errors), the same under a
 load that slows both versions 1.8x from the second stage on, canaries at 3% errors (below the 5%
-policy), 6% and 20% errors, and a P95 regression (every latency 2.5x). Printed per scenario: how
-often the rollout was rolled back and on what, and how long the judge took to roll back (looks,
-and seconds after the canary first took traffic or, for a fault that starts mid-stage, after the
-fault started). ``--legacy`` runs the judge this project had
-before (one point P95 against 2x a pre-deploy baseline, the observed error rate against 5%) on
-the same streams for comparison.
+policy), 6% and 20% errors, 20% errors from half-way into stage 2, and a P95 regression (every
+latency 2.5x). One table per traffic level (``--rps``, default 60, 600 and 6 requests/s in all),
+one row per scenario: how often the rollout was rolled back and on what, how often it paused for
+a person, how many were stopped at stage 1, the median time to the verdict (from the canary's
+first traffic or, for a fault that starts mid-stage, from the fault) and, for promoted runs, the
+median time to promote against the stages' observe windows added up.
 
-Goals: no healthy run rolled back; every 6% and 2.5x run rolled back; no 3% run rolled back on
-its error rate.
+Goals: no healthy or 3% canary rolled back; every 6% and 2.5x canary stopped by the second stage;
+every 20% canary stopped in the first.
 
 ``--sandbox`` runs real deploys instead (the deploy flow, on a temporary Prefect server, against
-the real sandbox: HAProxy, Prometheus, the demo service at the sandbox's 100 requests/s). Every
+the real sandbox: HAProxy, Prometheus, the demo service at ``--rps``' first value). Every
 version, stable included, answers with the demo service's noisy-healthy profile (about 0.5%
-random 500s, a heavy latency tail); the regressed ones add 6% random 500s or a 2.5x latency.
-``--sandbox-runs`` deploys of each scenario run interleaved; ``--cpu-load`` keeps a busy-loop
-process running beside them. Beside the sandbox's traffic a probe sends 20 requests/s and
-records which version answered each, which gives the breach-to-safe time of a rollback: from the
-canary's first answer (it is bad from its first request) to its last, and from the verdict to the
-canary's last answer. The same table as the simulation is printed, with those times.
+random 500s, a heavy latency tail); the regressed ones add 3%, 6% or 20% random 500s or a 2.5x
+latency. ``--sandbox-runs`` deploys of each scenario run interleaved; ``--cpu-load`` keeps a
+busy-loop process running beside them. Beside the sandbox's traffic a probe sends 20 requests/s
+and records which version answered each, which gives the breach-to-safe time of a rollback: from
+the canary's first answer (it is bad from its first request) to its last, and from the verdict to
+the canary's last answer. Stages there are short (``--sandbox-observe``, a look every
+``--sandbox-interval``, up to ``--sandbox-max-stage``) so that dozens of deploys fit in an hour,
+the environment is not production (a stage not shown healthy or harmful in its time goes on when
+its estimates are within the limits), and the judge's confidences are the defaults.
 """
 
 from __future__ import annotations
@@ -40,20 +48,14 @@ import random
 import subprocess
 import sys
 import time
-from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from deployflow.analysis import (
-    Breach,
-    Measurement,
-    MetricSample,
-    Outcome,
-    Thresholds,
-    Verdict,
-    analyse_stage,
-)
-from deployflow.rollout import next_baseline, observe_stage
+import numpy as np
+
+from deployflow.analysis import MetricSample, Thresholds, Verdict
+from deployflow.rollout import exposure_after, observe_stage
 from deployflow.sandbox.demo_app import LATENCY_BUCKETS
 from deployflow.stats import Histogram
 
@@ -96,29 +98,21 @@ def _latency_sample(rng: random.Random, size: int) -> list[float]:
 
 
 class LatencyModel:
-    """Cumulative bucket probabilities of the healthy latency scaled by a factor."""
+    """Bucket probabilities of the healthy latency scaled by a factor."""
 
     def __init__(self, rng: random.Random) -> None:
-        self._sorted = _latency_sample(rng, 200_000)
-        self._cache: dict[float, list[float]] = {}
+        self._sorted = np.array(_latency_sample(rng, 200_000))
+        self._cache: dict[float, np.ndarray[Any, Any]] = {}
 
-    def cumulative(self, factor: float) -> list[float]:
+    def probabilities(self, factor: float) -> np.ndarray[Any, Any]:
         if factor not in self._cache:
             n = len(self._sorted)
-            self._cache[factor] = [
-                1.0 if math.isinf(b) else bisect_left(self._sorted, b / factor) / n for b in BOUNDS
+            cumulative = [
+                1.0 if math.isinf(b) else np.searchsorted(self._sorted, b / factor) / n
+                for b in BOUNDS
             ]
+            self._cache[factor] = np.diff(np.array([0.0, *cumulative]))
         return self._cache[factor]
-
-
-@dataclass
-class Tick:
-    """One second of one version's traffic."""
-
-    end: float
-    requests: int
-    errors: int
-    buckets: list[int]
 
 
 class FakeClock:
@@ -133,10 +127,37 @@ class FakeClock:
 
 
 @dataclass
+class Counts:
+    """One version's traffic, second by second, as running totals (index i: seconds 1..i)."""
+
+    requests: list[np.ndarray[Any, Any]] = field(default_factory=lambda: [np.zeros(1)])
+    errors: list[np.ndarray[Any, Any]] = field(default_factory=lambda: [np.zeros(1)])
+    buckets: list[np.ndarray[Any, Any]] = field(
+        default_factory=lambda: [np.zeros((1, len(BOUNDS)))]
+    )
+    _joined: tuple[Any, Any, Any] | None = None
+
+    def extend(self, requests: Any, errors: Any, buckets: Any) -> None:
+        self.requests.append(self.requests[-1][-1] + np.cumsum(requests))
+        self.errors.append(self.errors[-1][-1] + np.cumsum(errors))
+        self.buckets.append(self.buckets[-1][-1] + np.cumsum(buckets, axis=0))
+        self._joined = None
+
+    def joined(self) -> tuple[Any, Any, Any]:
+        if self._joined is None:
+            self._joined = (
+                np.concatenate(self.requests),
+                np.concatenate(self.errors),
+                np.concatenate(self.buckets),
+            )
+        return self._joined
+
+
+@dataclass
 class SimulatedService:
     """Stable and canary answering ``rps`` requests a second, split by the canary weight."""
 
-    rng: random.Random
+    rng: np.random.Generator
     scenario: Scenario
     model: LatencyModel
     rps: float
@@ -144,126 +165,84 @@ class SimulatedService:
     weight: int = 0
     slowed: bool = False
     fault_starts_at: float | None = None
-    generated_until: float = 0.0
-    ticks: dict[str, list[Tick]] = field(default_factory=lambda: {"stable": [], "canary": []})
+    generated_until: int = 0
+    counts: dict[str, Counts] = field(
+        default_factory=lambda: {"stable": Counts(), "canary": Counts()}
+    )
 
-    def _tick(self, version: str, end: float) -> None:
+    def _generate(self, version: str, ends: np.ndarray[Any, Any]) -> None:
         share = self.weight / 100.0 if version == "canary" else 1.0 - self.weight / 100.0
         mean = self.rps * share
-        requests = int(mean) + (1 if self.rng.random() < mean - int(mean) else 0)
+        whole = math.floor(mean)
+        requests = whole + (self.rng.random(len(ends)) < mean - whole)
         canary = version == "canary"
-        faulty = self.scenario.fault_from is None or (
-            self.fault_starts_at is not None and end > self.fault_starts_at
-        )
-        error_rate = self.scenario.canary_error_rate if canary and faulty else HEALTHY_ERROR_RATE
+        if canary and self.scenario.fault_from is not None:
+            faulty = (
+                ends > self.fault_starts_at
+                if self.fault_starts_at is not None
+                else np.zeros(len(ends), bool)
+            )
+            rate = np.where(faulty, self.scenario.canary_error_rate, HEALTHY_ERROR_RATE)
+        else:
+            rate = np.full(
+                len(ends), self.scenario.canary_error_rate if canary else HEALTHY_ERROR_RATE
+            )
         factor = (self.scenario.canary_latency_factor if canary else 1.0) * (
             self.scenario.load_factor if self.slowed else 1.0
         )
-        cumulative = self.model.cumulative(factor)
-        buckets = [0] * len(BOUNDS)
-        errors = 0
-        rand = self.rng.random
-        for _ in range(requests):
-            buckets[bisect_left(cumulative, rand())] += 1
-            if rand() < error_rate:
-                errors += 1
-        self.ticks[version].append(Tick(end, requests, errors, buckets))
+        errors = self.rng.binomial(requests, rate)
+        buckets = self.rng.multinomial(requests, self.model.probabilities(factor))
+        self.counts[version].extend(requests, errors, buckets)
 
     def advance(self) -> None:
-        while self.generated_until + 1.0 <= self.clock.now + 1e-9:
-            self.generated_until += 1.0
-            self._tick("stable", self.generated_until)
-            self._tick("canary", self.generated_until)
+        until = math.floor(self.clock.now + 1e-9)
+        if until <= self.generated_until:
+            return
+        ends = np.arange(self.generated_until + 1, until + 1, dtype=float)
+        self._generate("stable", ends)
+        self._generate("canary", ends)
+        self.generated_until = until
 
     def sample(self, version: str, window_seconds: float) -> MetricSample:
         self.advance()
-        since = self.clock.now - window_seconds
-        requests = errors = 0
-        counts = [0] * len(BOUNDS)
-        for tick in reversed(self.ticks[version]):
-            if tick.end <= since + 1e-9:
-                break
-            requests += tick.requests
-            errors += tick.errors
-            counts = [a + b for a, b in zip(counts, tick.buckets, strict=True)]
+        now = self.generated_until
+        since = max(0, math.floor(self.clock.now - window_seconds + 1e-9))
+        cum_requests, cum_errors, cum_buckets = self.counts[version].joined()
+        requests = float(cum_requests[now] - cum_requests[since])
         if requests == 0:
             return MetricSample(None, None, 0.0)
+        errors = float(cum_errors[now] - cum_errors[since])
+        counts = cum_buckets[now] - cum_buckets[since]
         histogram = Histogram(BOUNDS, tuple(float(c) for c in counts))
-        cumulative, running = [], 0.0
-        for bound, count in zip(BOUNDS, counts, strict=True):
-            running += count
-            cumulative.append((bound, running))
+        cumulative = tuple(
+            (bound, float(total)) for bound, total in zip(BOUNDS, np.cumsum(counts), strict=True)
+        )
         return MetricSample(
-            errors / requests, histogram.quantile(0.95), float(requests), buckets=tuple(cumulative)
+            errors / requests, histogram.quantile(0.95), requests, buckets=cumulative
         )
-
-    def p95(self, version: str, window_seconds: float) -> float | None:
-        return self.sample(version, window_seconds).p95_seconds
-
-
-def legacy_evaluate(
-    sample: MetricSample, baseline: float | None, thresholds: Thresholds
-) -> Measurement:
-    """The judge before this change: observed error rate above 5%, or one P95 point above 2x
-    the pre-deploy baseline, over a trailing window."""
-    requests = sample.requests
-    if requests is None or requests < thresholds.min_requests or sample.error_rate is None:
-        return Measurement(Outcome.INCONCLUSIVE, sample, baseline, note="few requests")
-    breaches = []
-    if sample.error_rate > thresholds.max_error_rate:
-        breaches.append(Breach("error_rate", sample.error_rate, thresholds.max_error_rate, ""))
-    if baseline and sample.p95_seconds and sample.p95_seconds > thresholds.max_p95_ratio * baseline:
-        breaches.append(Breach("p95_latency", sample.p95_seconds, baseline, ""))
-    if breaches:
-        return Measurement(Outcome.FAILED, sample, baseline, tuple(breaches))
-    return Measurement(Outcome.SUCCESSFUL, sample, baseline)
-
-
-def legacy_stage(
-    service: SimulatedService,
-    clock: FakeClock,
-    baseline: float | None,
-    thresholds: Thresholds,
-    args: argparse.Namespace,
-) -> tuple[Verdict, Breach | None, int]:
-    start, measurements, held = clock.now, [], 0
-    while True:
-        clock.sleep(args.interval)
-        measurements.append(
-            legacy_evaluate(service.sample("canary", args.window), baseline, thresholds)
-        )
-        complete = clock.now - start >= args.observe - 1e-9
-        decision = analyse_stage(measurements, thresholds, may_promote=complete, held=held)
-        if decision.verdict is not Verdict.CONTINUE:
-            return decision.verdict, decision.reason, len(measurements)
-        if complete:
-            held += 1
 
 
 @dataclass(frozen=True)
 class RunResult:
-    rolled_back: bool
-    cause: str  # "promoted", or the metric of the rollback reason
-    looks: int  # measurements until the verdict (all stages)
-    seconds: float  # from the canary's first traffic to the verdict
-    stage: int = -1  # index of the stage that rolled back
+    outcome: str  # "promoted", "rolled back" or "paused"
+    cause: str  # the metric of the rollback reason; "" otherwise
+    stage: int  # index of the stage that ended the run; -1 when promoted
+    seconds: float  # from the canary's first traffic (or the fault) to the verdict
 
 
 def one_rollout(
-    seed: int, scenario: Scenario, model: LatencyModel, args: argparse.Namespace, legacy: bool
+    seed: int, scenario: Scenario, model: LatencyModel, rps: float, args: argparse.Namespace
 ) -> RunResult:
-    rng = random.Random(seed)
     clock = FakeClock()
-    service = SimulatedService(rng, scenario, model, args.rps, clock)
+    service = SimulatedService(np.random.default_rng(seed), scenario, model, rps, clock)
     thresholds = Thresholds(
         min_requests=args.min_requests,
-        max_hold_measurements=args.max_hold,
         confidence=args.confidence,
         promote_confidence=args.promote_confidence,
+        on_inconclusive=args.on_inconclusive,
     )
     clock.sleep(args.baseline_window)  # stable alone before the deploy
-    baseline = service.p95("stable", args.baseline_window)
-    looks = 0
+    baseline = service.sample("stable", args.baseline_window).p95_seconds
     started = clock.now
     for index, weight in enumerate(args.steps):
         service.advance()
@@ -272,30 +251,28 @@ def one_rollout(
         if scenario.fault_from is not None and scenario.fault_from[0] == index:
             service.fault_starts_at = clock.now + scenario.fault_from[1] * args.observe
             started = service.fault_starts_at  # time to act counts from the fault
-        if legacy:
-            verdict, reason, taken = legacy_stage(service, clock, baseline, thresholds, args)
-        else:
-            result = observe_stage(
-                service,
-                version="canary",
-                control_version="stable",
-                index=index,
-                weight=weight,
-                baseline_p95_seconds=baseline,
-                thresholds=thresholds,
-                observe_seconds=args.observe,
-                interval_seconds=args.interval,
-                window_seconds=args.window,
-                clock=clock,
-                sleep=clock.sleep,
-            )
-            verdict, reason, taken = result.verdict, result.reason, len(result.measurements)
-            baseline = next_baseline(baseline, result)
-        looks += taken
-        if verdict is not Verdict.PROMOTE:
-            cause = reason.metric if reason else "no verdict"
-            return RunResult(True, cause, looks, clock.now - started, index)
-    return RunResult(False, "promoted", looks, clock.now - started)
+        result = observe_stage(
+            service,
+            version="canary",
+            control_version="stable",
+            index=index,
+            weight=weight,
+            baseline_p95_seconds=baseline,
+            thresholds=thresholds,
+            observe_seconds=args.observe,
+            interval_seconds=args.interval,
+            window_seconds=args.window,
+            max_seconds=args.max_stage or 3 * args.observe,
+            exposure=exposure_after(args.steps, index),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+        if result.verdict is Verdict.PAUSE:
+            return RunResult("paused", "", index, clock.now - started)
+        if result.verdict is not Verdict.PROMOTE:
+            cause = result.reason.metric if result.reason else "no verdict"
+            return RunResult("rolled back", cause, index, clock.now - started)
+    return RunResult("promoted", "", -1, clock.now - started)
 
 
 def _median(values: list[float]) -> float:
@@ -306,26 +283,33 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def table(args: argparse.Namespace, legacy: bool, model: LatencyModel) -> list[str]:
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def table(args: argparse.Namespace, rps: float, model: LatencyModel) -> list[str]:
     lines = [
-        "| scenario | runs | rolled back | on error rate | on P95 | inconclusive | "
-        "at stage 1 | median looks / s to roll back |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | runs | rolled back | on error rate | on P95 | inconclusive | paused "
+        "(a person asked) | stopped at stage 1 | median time to roll back | median time to "
+        "promote |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, scenario in enumerate(SCENARIOS):
         results = [
-            one_rollout(args.seed + 100_000 * number + i, scenario, model, args, legacy)
+            one_rollout(args.seed + 100_000 * number + i, scenario, model, rps, args)
             for i in range(args.runs)
         ]
-        back = [r for r in results if r.rolled_back]
+        back = [r for r in results if r.outcome == "rolled back"]
+        paused = [r for r in results if r.outcome == "paused"]
+        promoted = [r for r in results if r.outcome == "promoted"]
         causes = Counter(r.cause for r in back)
-        looks = _median([float(r.looks) for r in back])
-        seconds = _median([r.seconds for r in back])
-        speed = "n/a" if not back else f"{looks:.0f} / {seconds:.0f} s"
+        to_back = "n/a" if not back else _minutes(_median([r.seconds for r in back]))
+        to_promote = "n/a" if not promoted else _minutes(_median([r.seconds for r in promoted]))
+        first = sum(1 for r in [*back, *paused] if r.stage == 0)
         lines.append(
             f"| {scenario.name} | {len(results)} | {len(back)} ({len(back) / len(results):.0%}) "
-            f"| {causes['error_rate']} | {causes['p95_latency']} | "
-            f"{causes['inconclusive']} | {sum(1 for r in back if r.stage == 0)} | {speed} |"
+            f"| {causes['error_rate']} | {causes['p95_latency']} | {causes['inconclusive']} "
+            f"| {len(paused)} | {first} | {to_back} | {to_promote} |"
         )
     return lines
 
@@ -405,6 +389,9 @@ class SandboxRun:
     detect_seconds: float | None  # the failing stage's start to its verdict
     breach_to_safe: float | None  # the canary's first answer to its last (probe)
     verdict_to_safe: float | None  # the verdict to the canary's last answer (probe)
+    promote_seconds: float | None = (
+        None  # a promoted run: its first stage's start to its last's end
+    )
 
 
 def _sandbox_run(
@@ -421,7 +408,11 @@ def _sandbox_run(
     answered = [sent for sent, v in list(probe.answers) if v == version and sent >= started]
     if status != "rolled_back":
         cause = "promoted" if status == "succeeded" else f"{status}: {outcome.get('message')}"
-        return SandboxRun(name, status, cause, None, None, None, None)
+        promote = None
+        if status == "succeeded" and stages:
+            first = datetime.fromisoformat(stages[0]["started_at"]).timestamp()
+            promote = datetime.fromisoformat(stages[-1]["finished_at"]).timestamp() - first
+        return SandboxRun(name, status, cause, None, None, None, None, promote)
     trigger = rollback.get("trigger") or rollback
     stage = trigger.get("stage")
     detect = verdict_to_safe = breach_to_safe = None
@@ -473,7 +464,12 @@ def sandbox_plan(args: argparse.Namespace) -> list[Planned]:
         for scenario in wanted:
             plan.append(
                 Planned(
-                    scenario.name, scenario, f"{scenario.prefix}{run}", args.interval, False, run
+                    scenario.name,
+                    scenario,
+                    f"{scenario.prefix}{run}",
+                    args.sandbox_interval,
+                    False,
+                    run,
                 )
             )
         for scenario in loaded:
@@ -482,7 +478,7 @@ def sandbox_plan(args: argparse.Namespace) -> list[Planned]:
                     f"{scenario.name}, CPU load",
                     scenario,
                     f"{scenario.prefix}{run}-load",
-                    args.interval,
+                    args.sandbox_interval,
                     True,
                     run,
                 )
@@ -515,7 +511,7 @@ def sandbox_table(args: argparse.Namespace) -> int:
     from deployflow.providers import registry
     from deployflow.providers.base import BuildContext
     from deployflow.sandbox.demo_app import NOISY_HEALTHY
-    from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox
+    from deployflow.sandbox.supervisor import Sandbox
     from deployflow.spec import load_spec
 
     plan = sandbox_plan(args)
@@ -538,17 +534,18 @@ def sandbox_table(args: argparse.Namespace) -> int:
     )
     settings = {
         "DEPLOYFLOW_DEMO_FAULTS": json.dumps(faults),
-        "DEPLOYFLOW_OBSERVE": f"{args.observe:g}s",
-        "DEPLOYFLOW_INTERVAL": f"{args.interval:g}s",
-        "DEPLOYFLOW_WINDOW": f"{args.window:g}s",
-        "DEPLOYFLOW_MAX_HOLD": str(args.max_hold),
-        "DEPLOYFLOW_PROMOTE_CONFIDENCE": f"{args.promote_confidence:g}",
+        "DEPLOYFLOW_OBSERVE": f"{args.sandbox_observe:g}s",
+        "DEPLOYFLOW_INTERVAL": f"{args.sandbox_interval:g}s",
+        "DEPLOYFLOW_WINDOW": f"{args.sandbox_window:g}s",
+        "DEPLOYFLOW_MAX_STAGE": f"{args.sandbox_max_stage:g}s",
     }
+    rps = args.rps[0]
     print(
-        f"{len(plan)} deploys on the sandbox ({SANDBOX_RPS:g} requests/s, probe "
-        f"{PROBE_RPS:g}/s); steps {args.steps}; observe {args.observe:g} s, interval "
-        f"{args.interval:g} s, window {args.window:g} s, hold up to {args.max_hold}; promote "
-        f"confidence {args.promote_confidence:g}; CPU load: one busy-loop process",
+        f"{len(plan)} deploys on the sandbox ({rps:g} requests/s, probe {PROBE_RPS:g}/s); steps "
+        f"{args.steps}; observe {args.sandbox_observe:g} s, up to {args.sandbox_max_stage:g} s; "
+        f"interval {args.sandbox_interval:g} s, window {args.sandbox_window:g} s; the judge's "
+        "default confidences; environment 'bench' (on_inconclusive: promote within the limits); "
+        f"CPU load: one busy-loop process; load average now {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     runs: list[tuple[str, SandboxRun]] = []
@@ -558,7 +555,7 @@ def sandbox_table(args: argparse.Namespace) -> int:
             tempfile.TemporaryDirectory(prefix="deployflow-dq-") as tmp,
             # A shared machine can take minutes to start a Prefect server.
             prefect_test_harness(server_startup_timeout=600),
-            Sandbox(Path(tmp) / "sandbox", env=settings, rps=SANDBOX_RPS) as sb,
+            Sandbox(Path(tmp) / "sandbox", env=settings, rps=rps) as sb,
         ):
             os.environ.update(sb.env_vars())
             os.environ.update(settings)
@@ -615,8 +612,9 @@ def _seconds(values: list[float | None]) -> str:
 def sandbox_lines(labels: list[str], runs: list[SandboxRun]) -> list[str]:
     lines = [
         "| scenario | runs | rolled back | on error rate | on P95 | inconclusive | other | "
-        "at stage 1 | median s to the verdict | breach-to-safe | verdict-to-safe |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "at stage 1 | median s to the verdict | breach-to-safe | verdict-to-safe | "
+        "time to promote |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in labels:
         mine = [r for r in runs if r.scenario == label]
@@ -633,7 +631,8 @@ def sandbox_lines(labels: list[str], runs: list[SandboxRun]) -> list[str]:
             f"| {causes['error_rate']} | {causes['p95_latency']} | {causes['inconclusive']} "
             f"| {other} | {first} | {'n/a' if not detect else f'{_median(detect):.0f} s'} | "
             f"{_seconds([r.breach_to_safe for r in back])} | "
-            f"{_seconds([r.verdict_to_safe for r in back])} |"
+            f"{_seconds([r.verdict_to_safe for r in back])} | "
+            f"{_seconds([r.promote_seconds for r in mine])} |"
         )
     return lines
 
@@ -641,26 +640,36 @@ def sandbox_lines(labels: list[str], runs: list[SandboxRun]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="rollouts per scenario")
-    parser.add_argument("--rps", type=float, default=60.0, help="requests per second in total")
+    parser.add_argument(
+        "--rps", type=float, nargs="+", default=[60.0, 600.0, 6.0],
+        help="requests per second in all, one table each (sandbox: the first)",
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 25, 50, 100])
-    parser.add_argument("--observe", type=float, default=6.0, help="seconds per stage")
-    parser.add_argument("--interval", type=float, default=2.0)
-    parser.add_argument("--window", type=float, default=6.0, help="trailing window")
-    parser.add_argument("--baseline-window", type=float, default=10.0)
-    parser.add_argument("--min-requests", type=int, default=10)
-    parser.add_argument("--max-hold", type=int, default=5)
+    parser.add_argument("--observe", type=float, default=600.0, help="seconds per stage")
+    parser.add_argument("--max-stage", type=float, help="a stage's maximum (3x observe)")
+    parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument("--window", type=float, default=60.0, help="trailing window")
+    parser.add_argument("--baseline-window", type=float, default=300.0)
+    parser.add_argument("--min-requests", type=int, default=20)
     parser.add_argument("--confidence", type=float, default=0.999)
     parser.add_argument("--promote-confidence", type=float, default=0.95)
+    parser.add_argument(
+        "--on-inconclusive", choices=["pause", "promote", "rollback"], default="pause",
+        help="the rule at a stage's maximum duration (pause: production's default)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--legacy", action="store_true", help="also run the judge before")
     parser.add_argument(
         "--sandbox", action="store_true", help="real deploys on the sandbox instead of simulation"
     )
     parser.add_argument("--sandbox-runs", type=int, default=5, help="deploys per scenario")
+    parser.add_argument("--sandbox-observe", type=float, default=6.0)
+    parser.add_argument("--sandbox-interval", type=float, default=2.0)
+    parser.add_argument("--sandbox-window", type=float, default=6.0)
+    parser.add_argument("--sandbox-max-stage", type=float, default=60.0)
     parser.add_argument(
         "--sandbox-scenarios",
         nargs="+",
-        default=["healthy", "6%", "p95"],
+        default=["healthy", "3%", "6%", "20%", "p95"],
         choices=["healthy", "3%", "6%", "20%", "p95"],
     )
     parser.add_argument(
@@ -684,19 +693,20 @@ def main(argv: list[str] | None = None) -> int:
         return sandbox_table(args)
 
     model = LatencyModel(random.Random(args.seed))
+    max_stage = args.max_stage or 3 * args.observe
     print(
-        f"{args.runs} rollouts per scenario; {args.rps:g} requests/s; steps {args.steps}; "
-        f"observe {args.observe:g} s, interval {args.interval:g} s, window {args.window:g} s, "
-        f"hold up to {args.max_hold}; confidence {args.confidence:g} (rollback) / "
-        f"{args.promote_confidence:g} (promotion)"
+        f"{args.runs} rollouts per scenario; steps {args.steps}; observe {args.observe:g} s, up "
+        f"to {max_stage:g} s; interval {args.interval:g} s, window {args.window:g} s; "
+        f"confidence {args.confidence:g} (rollback) / {args.promote_confidence:g} (promotion to "
+        f"all the traffic, less for less); on_inconclusive {args.on_inconclusive}; the stages' "
+        f"observe windows add up to {_minutes(args.observe * len(args.steps))}"
     )
-    started = time.perf_counter()
-    print("\nThis judge (concurrent control, confidence bounds, rank test):\n")
-    print("\n".join(table(args, False, model)))
-    if args.legacy:
-        print("\nThe judge before (point error rate and P95 against the pre-deploy baseline):\n")
-        print("\n".join(table(args, True, model)))
-    print(f"\n{time.perf_counter() - started:.1f} s")
+    for rps in args.rps:
+        started = time.perf_counter()
+        print(f"\n{rps:g} requests/s in all ({rps * args.steps[0] / 100:g}/s on the canary at "
+              f"{args.steps[0]}%):\n")  # fmt: skip
+        print("\n".join(table(args, rps, model)), flush=True)
+        print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
 
 
