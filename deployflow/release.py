@@ -270,6 +270,7 @@ class ReleaseOutcome:
                     "index": s.index,
                     "weight": s.weight,
                     "verdict": s.verdict.value,
+                    "explanation": s.explanation,
                     "values": s.last_values(),
                     "counts": s.counts,
                     "started_at": s.started_at.isoformat(),

@@ -23,11 +23,17 @@ from deployflow.analysis import (
     Verdict,
     analyse_stage,
     evaluate,
+    exposure_confidence,
 )
 from deployflow.providers.base import Metrics
 from deployflow.signals import SignalProbe, with_signals
 from deployflow.spec import AnalysisSpec
-from deployflow.stats import Histogram, wilson_bounds
+from deployflow.stats import (
+    Histogram,
+    per_look_confidence,
+    requests_to_show_below,
+    wilson_bounds,
+)
 
 
 def thresholds_from(analysis: AnalysisSpec, environment: str = "") -> Thresholds:
@@ -81,7 +87,7 @@ def exposure_after(steps: Sequence[int], index: int) -> float:
 def duration_words(seconds: float) -> str:
     """``18 s``, ``30 min``, ``1 h 30 min``: a stage's time limit in a reason."""
     if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:g} s"
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s".replace(".0 s", " s")
     minutes = round(seconds / 60)
     if minutes < 60:
         return f"{minutes} min"
@@ -316,3 +322,60 @@ def observe_stage(
                 counts=decision.counts,
                 note=decision.note,
             )
+
+
+@dataclass(frozen=True)
+class StageEvidence:
+    """What a stage's traffic buys, before the deploy: how soon it can reach a verdict."""
+
+    index: int
+    weight: int
+    canary_rps: float
+    confidence: float  # what its promotion needs (``exposure_confidence``)
+    requests_needed: int | None  # to show a canary erring like stable below the limit
+    verdict_seconds: float | None  # the promotion chance it probably promotes at; None: none
+
+    def line(self, max_error_rate: float, stable_error_rate: float) -> str:
+        """One line for people: the stage, its traffic, and when it probably decides."""
+        head = f"stage {self.index + 1} at {self.weight}%: {self.canary_rps:.3g} canary requests/s"
+        if self.requests_needed is None:
+            return f"{head}; stable's own error rate is not below the limit: it cannot promote"
+        need = (
+            f"~{self.requests_needed:,} requests to show it below {max_error_rate:.0%} at "
+            f"{self.confidence:.0%} if it errs like stable ({stable_error_rate:.2%})"
+        )
+        if self.verdict_seconds is None:
+            return f"{head}; {need}: more than the stage's maximum, so on_inconclusive decides"
+        return f"{head}; {need}: verdict probably at {duration_words(self.verdict_seconds)}"
+
+
+def plan_evidence(
+    total_rps: float,
+    stable_error_rate: float,
+    steps: Sequence[int],
+    observe_seconds: float,
+    max_seconds: float,
+    interval_seconds: float,
+    thresholds: Thresholds,
+) -> list[StageEvidence]:
+    """For each stage, at ``total_rps`` (the traffic now) with a canary as good as stable
+    (``stable_error_rate``): the requests it needs to promote and the promotion chance
+    (``promotion_times``) it probably promotes at. The arithmetic of the judge's promotion rule,
+    run before the deploy so a team sees what its traffic buys."""
+    chances = promotion_times(observe_seconds, max_seconds)
+    # A chance is taken at the first look (every interval) at or after it.
+    times = [max(1, math.ceil(t / interval_seconds - 1e-9)) * interval_seconds for t in chances]
+    plans = []
+    for index, weight in enumerate(steps):
+        rps = total_rps * weight / 100.0
+        confidence = exposure_confidence(
+            thresholds.promote_confidence, exposure_after(steps, index)
+        )
+        level = per_look_confidence(confidence, len(chances))
+        needed = requests_to_show_below(stable_error_rate, thresholds.max_error_rate, level)
+        needed = None if needed is None else max(needed, math.ceil(thresholds.min_requests))
+        seconds = None
+        if needed is not None and rps > 0:
+            seconds = next((t for t in times if t * rps >= needed), None)
+        plans.append(StageEvidence(index, weight, rps, confidence, needed, seconds))
+    return plans

@@ -73,7 +73,7 @@ from tasks.migrations import migration_checks
 from tasks.notify import annotate, notify_and_prepare, notify_thread, who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted
-from tasks.rollout import promote
+from tasks.rollout import plan_stage_evidence, promote
 from tasks.signals import preflight_signals
 from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
@@ -270,6 +270,13 @@ def steps(
         annotate(b.annotators, annotation_tags(outcome), start=started)
     if req.dry_run:
         planned = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
+        evidence = []
+        if plan.kind == "canary" and stable is not None:
+            evidence = plan_stage_evidence(
+                b.metrics, stable, plan.steps, plan.observe_seconds, spec.analysis
+            )
+        if evidence:
+            planned += "\n  at today's traffic:\n" + "\n".join(f"  - {line}" for line in evidence)
         return ended(outcome, "succeeded", planned)
     refusal = on_call_gate(spec, req, roster)
     if refusal is not None:

@@ -25,7 +25,7 @@ from flows.oncall import StageAnswer, approve_next_stage
 from flows.pause_watch import PausedCanaryWatch
 from flows.progress import Progress, tell_stage
 from tasks.rollback import restore_stable_traffic
-from tasks.rollout import observe_stage_for, set_traffic
+from tasks.rollout import observe_stage_for, plan_stage_evidence, set_traffic
 
 
 @flow(
@@ -63,6 +63,8 @@ def progressive_rollout(
     """
     logger = get_run_logger()
     results: list[StageResult] = []
+    if stable is not None:  # what today's traffic buys each stage, in the run log
+        plan_stage_evidence(backends.metrics, stable, plan.steps, plan.observe_seconds, analysis)
     for index, weight in enumerate(plan.steps):
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
         result = observe_stage_for(plan.observe_seconds, analysis)(
@@ -88,7 +90,7 @@ def progressive_rollout(
             next_step = f"{following}%" if following is not None else "all the traffic"
             watched = None if stable is None else (stable, canary, baseline_p95_seconds)
             result = results[-1] = decide_unproven_stage(
-                backends, analysis, results, canary.version, next_step, watched
+                backends, analysis, results, canary.version, next_step, watched, following or 100
             )
             record_gate_verdict(backends, deployment_id, result)
         tell_stage(backends, progress, result)
@@ -146,6 +148,7 @@ def decide_unproven_stage(
     version: str,
     next_step: str,
     watched: tuple[Instance, Instance, float | None] | None = None,
+    next_weight: int = 100,
 ) -> StageResult:
     """A stage shown neither healthy nor harmful in its time, where the spec asks a person
     (``on_inconclusive: pause``): the run pauses with a form (promote to ``next_step``, or roll
@@ -161,7 +164,7 @@ def decide_unproven_stage(
 
     def ask() -> StageAnswer:
         return approve_next_stage(
-            version, results, last.weight, timeout,
+            version, results, next_weight, timeout,
             description=prompt, timeout_refusal=nobody_decided(timeout),
         )  # fmt: skip
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Measurement
 from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
-from deployflow.rollout import StageResult, observe_stage, thresholds_from
+from deployflow.rollout import StageResult, observe_stage, plan_evidence, thresholds_from
 from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import AnalysisSpec
 from deployflow.tracking.ledger import Ledger
@@ -143,3 +145,38 @@ def observe_stage_for(observe_seconds: float, analysis: AnalysisSpec) -> Task[..
     ``observation_timeout``): only a hung observation reaches it."""
     timeout = observation_timeout(analysis.stage_limit(observe_seconds), analysis.interval)
     return observe_canary_stage.with_options(timeout_seconds=timeout)
+
+
+@task(name="plan-evidence", cache_policy=NO_CACHE, **no_retries())
+def plan_stage_evidence(
+    metrics: Metrics, stable: Instance, steps: Sequence[int], observe_seconds: float,
+    analysis: AnalysisSpec,
+) -> list[str]:  # fmt: skip
+    """What the service's traffic now buys each stage: its canary requests/s and when it will
+    probably reach its verdict (``deployflow.rollout.plan_evidence``), logged and returned as
+    lines for people. Empty when the traffic cannot be measured (the deploy goes on: this only
+    informs)."""
+    window = analysis.baseline_window
+    logger = get_run_logger()
+    try:
+        sample = metrics.sample(stable.version, window)
+    except Exception as exc:  # a metrics backend that raises: this step only informs
+        logger.warning("no evidence plan: %s", exc)
+        return []
+    if sample.error is not None or not sample.requests or sample.error_rate is None:
+        why = sample.error or "no traffic measured"
+        logger.info("no evidence plan: %s's traffic over %g s: %s", stable.version, window, why)
+        return []
+    thresholds = thresholds_from(analysis)
+    plans = plan_evidence(
+        sample.requests / window, sample.error_rate, steps, observe_seconds,
+        analysis.stage_limit(observe_seconds), analysis.interval, thresholds,
+    )  # fmt: skip
+    lines = [p.line(thresholds.max_error_rate, sample.error_rate) for p in plans]
+    logger.info(
+        "at %s's traffic now (%.3g requests/s):\n%s",
+        stable.version,
+        sample.requests / window,
+        "\n".join(lines),
+    )
+    return lines

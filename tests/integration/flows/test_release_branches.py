@@ -300,9 +300,16 @@ def test_redeploying_the_live_version_changes_nothing(deploy, service, ledger):
 
 def test_a_dry_run_checks_and_plans_but_starts_nothing(deploy, service, ledger):
     service.run_stable("v1")
-    outcome = deploy("v2", dry_run=True)
+    ten_minutes = {"kind": "canary", "steps": [5, 25, 50, 100], "observe": "10m"}
+    outcome = deploy("v2", make_spec(deploy.tmp_path, strategy=ten_minutes), dry_run=True)
     assert outcome.status == "succeeded"
     assert outcome.message.startswith("dry run: checks passed, plan canary 5%/25%/50%/100%")
+    # What the service's traffic (the fake's 600 requests/s) buys each stage, measured now.
+    assert "at today's traffic:" in outcome.message
+    assert "- stage 1 at 5%: 30 canary requests/s; ~64 requests to show it below 5% at 80%" in (
+        outcome.message
+    )
+    assert "verdict probably at 10 min" in outcome.message
     assert running(service) == {"v1"}
     assert service.router.changes == []
     assert recorded(ledger, outcome)["dry_run"] is True
