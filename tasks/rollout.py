@@ -147,7 +147,7 @@ def observe_stage_for(observe_seconds: float, analysis: AnalysisSpec) -> Task[..
     return observe_canary_stage.with_options(timeout_seconds=timeout)
 
 
-@task(name="plan-evidence", cache_policy=NO_CACHE, **no_retries())
+@task(name="plan-evidence", cache_policy=NO_CACHE, **retried(QUICK_CALL))
 def plan_stage_evidence(
     metrics: Metrics, stable: Instance, steps: Sequence[int], observe_seconds: float,
     analysis: AnalysisSpec,
