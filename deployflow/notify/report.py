@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from deployflow.figures import duration, metric_value, millis, percent, requests
 from deployflow.notify.charts import Marker, data_uri
 from deployflow.providers.base import MetricHistory, Points, RequestBreakdown
 
@@ -81,66 +82,6 @@ class Report:
     def linked(self, chart_file: str) -> str:
         """The markdown pointing at the chart written as ``chart_file`` beside it."""
         return self.markdown.replace(f"]({CHART_NAME})", f"]({chart_file})")
-
-
-# --- numbers for humans -------------------------------------------------------------------------
-
-
-def percent(rate: float | None) -> str:
-    """0.2 -> ``20.0%``, 0.0012 -> ``0.12%``; ``n/a`` for no value."""
-    if rate is None:
-        return "n/a"
-    value = rate * 100.0
-    if value == 0:
-        return "0%"
-    if abs(value) < 1:
-        return f"{value:.2f}%"
-    return f"{value:.1f}%"
-
-
-def millis(seconds: float | None) -> str:
-    """0.01995 -> ``20 ms``, 0.0042 -> ``4.2 ms``; ``n/a`` for no value."""
-    if seconds is None:
-        return "n/a"
-    ms = seconds * 1000.0
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
-
-
-def requests(count: float | None) -> str:
-    """342.205 -> ``342 requests``, 1 -> ``1 request``."""
-    if count is None:
-        return "n/a"
-    n = round(count)
-    return f"{n} request" if n == 1 else f"{n} requests"
-
-
-def duration(delta: timedelta | float | None) -> str:
-    """Seconds or a timedelta as ``42 s``, ``3 min 5 s``, ``2 h 10 min``, ``3 d 4 h``."""
-    if delta is None:
-        return "n/a"
-    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
-    if seconds < 60:
-        whole = seconds >= 10 or round(seconds, 1) == round(seconds)
-        return f"{seconds:.0f} s" if whole else f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def metric_value(metric: str, value: float | None) -> str:
-    """A trigger's value in the unit of its metric."""
-    if metric == "error_rate":
-        return percent(value)
-    if metric.startswith("p95") or metric in ("latency", "health_latency"):
-        return millis(value)
-    if value is None:
-        return "n/a"
-    return f"{value:g}"
 
 
 def as_time(value: str | datetime | None) -> datetime | None:

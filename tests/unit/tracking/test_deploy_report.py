@@ -15,19 +15,16 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from deployflow.fakes.backends import Behaviour, InMemoryTarget, ScriptedMetrics
+from deployflow.figures import duration, millis, percent, requests
 from deployflow.notify.charts import PNG_SIGNATURE, png_size
 from deployflow.notify.evidence import StorySources, commit_time, save_as, tell
 from deployflow.notify.report import (
     MAX_SIGNAL_LINES,
     ReportEvidence,
     candidate_causes,
-    duration,
     incident_report,
     kind_of,
     lines_around,
-    millis,
-    percent,
-    requests,
 )
 from deployflow.providers.base import RequestBreakdown
 from deployflow.tracking import repository
