@@ -3,6 +3,8 @@ it ends; a ``pause`` step waits for a person between two stages."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prefect import flow, get_run_logger
 
 from deployflow.analysis import Verdict
@@ -11,10 +13,10 @@ from deployflow.gates import failed_while_paused, gate_refused
 from deployflow.providers.base import Instance
 from deployflow.rollout import StageResult, next_baseline
 from deployflow.spec import AnalysisSpec
+from deployflow.story import Answered, Paused, StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
 from flows.oncall import approve_next_stage
 from flows.pause_watch import PausedCanaryWatch
-from flows.progress import Progress, tell_stage
 from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_stage_for, set_traffic
 
@@ -32,7 +34,6 @@ def progressive_rollout(
     stable: Instance | None,
     canary: Instance,
     baseline_p95_seconds: float | None,
-    progress: Progress | None = None,
 ) -> list[StageResult]:
     """Shift traffic stage by stage; stop at the first stage that does not promote. Each stage
     is told (event, thread reply, dashboard point) the moment it ends; after a stage that a
@@ -50,13 +51,13 @@ def progressive_rollout(
         canary: The new version.
         baseline_p95_seconds: Stable P95 before the deploy; once a stage has measured stable
             alongside the canary, that P95 replaces it for the stages after.
-        progress: Where the deploy tells its stages; None tells nobody.
     """
     logger = get_run_logger()
     results: list[StageResult] = []
     fallback_p95 = baseline_p95_seconds
     for index, weight in enumerate(plan.steps):
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
+        backends.story.record(StageBegan(index, weight, datetime.now(UTC)))
         result = observe_stage_for(plan.observe_seconds, analysis)(
             backends.metrics,
             backends.target,
@@ -74,13 +75,17 @@ def progressive_rollout(
             alerts=backends.alerts,
         )
         results.append(result)
-        tell_stage(backends, progress, result)
+        backends.story.record(StageEnded(result))
         fallback_p95 = next_baseline(fallback_p95, result)
         timeout = plan.pause_after(index)
         last = index + 1 == len(plan.steps)
         refused = False
         if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
             next_weight = plan.steps[index + 1]
+            gate = f"approval of stage {index + 2} ({next_weight}%)"
+            backends.story.record(
+                Paused(gate, f"approve {next_weight}% on {canary.version}?", timeout)
+            )
             if stable is None:
                 answer = approve_next_stage(canary.version, results, next_weight, timeout)
                 breach = None
@@ -89,6 +94,7 @@ def progressive_rollout(
                 with watch:
                     answer = approve_next_stage(canary.version, results, next_weight, timeout)
                 breach = watch.breach
+            backends.story.record(Answered(gate, answer.approved_by, answer.refusal))
             if breach is not None:  # decides even over an approval given at the same moment
                 result = results[-1] = failed_while_paused(result, breach)
                 refused = True

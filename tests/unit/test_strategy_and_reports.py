@@ -60,6 +60,8 @@ def test_outcome_json_shape_and_exit_code() -> None:
         "value": 0.2,
         "threshold": 0.05,
         "reason": "error rate 20.00% above the maximum 5.00%",
+        "requests": None,
+        "headline": "error rate 20.0%, above the 5% limit",
         "verified": True,
         "error": None,
         "restore_seconds": None,
@@ -237,6 +239,8 @@ def test_a_rolled_back_stage_names_stage_metric_value_threshold() -> None:
         "value": 0.09,
         "threshold": 0.04,
         "reason": "P95 too high",
+        "requests": None,
+        "headline": "P95 latency 90 ms, above the 40 ms limit",
     }
 
 

@@ -31,20 +31,19 @@ from deployflow.fakes.backends import FakeAlerts, FakeService
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.notify.slack import SlackNotifier
 from deployflow.polling import wait_for
-from deployflow.providers.base import AlertsRead, DeployCard, FiringAlert
+from deployflow.providers.base import AlertsRead, FiringAlert
 from deployflow.release import ReleaseOutcome
 from deployflow.signals import AlertWatch
 from deployflow.spec import ServiceSpec
 from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
-from flows.deploy import ReleaseRequest, finish, interrupted, release
-from tasks.notify import notify_and_prepare
+from deployflow.story import Announced, Deploy, Started
+from flows.deploy import ReleaseRequest, finish, release
+from flows.deploy_steps import interrupted
+from tasks.audiences import prefect_audiences
 from tests.integration.flows.helpers import make_spec
 
 pytestmark = pytest.mark.integration
-
-CARD = DeployCard(title="Deploying *shop* `v2`", fields=(), links=(), text="Deploying shop v2")
-
 
 @flow(name="paused-deploy-under-test")
 def deploy_and_finish(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) -> State:
@@ -95,7 +94,7 @@ def start(tmp_path: Path, slack: FakeSlackAPI, environment: str, pause: str):
         notifiers=(SlackNotifier(SecretStr("xoxb-pause"), "#deploys", base_url=slack.base_url),),
         ledger=Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}"),
         http_transport=service.transport,
-    )
+    ).telling(prefect_audiences())
     return service, spec, backends, ReleaseRequest("v2", environment)
 
 
@@ -262,7 +261,8 @@ def interrupted_after_the_announcement(backends: Backends, service: FakeService)
     service.router.set_split(stable, canary, 25)
     outcome = ReleaseOutcome(service="shop", environment="interrupted-prod", version="v2")
     outcome.deployment_id = backends.ledger.start(outcome)
-    outcome.notifications = notify_and_prepare(backends.notifiers, CARD.text, None, CARD)
+    backends.story.record(Started(Deploy.of(outcome)))
+    backends.story.record(Announced("canary", (25, 100), "pinned"))
     interrupted(backends, outcome, stable, "v2", KeyboardInterrupt())
     return outcome
 
