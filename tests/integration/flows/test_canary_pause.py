@@ -35,15 +35,16 @@ from deployflow.providers.base import AlertsRead, FiringAlert
 from deployflow.release import ReleaseOutcome
 from deployflow.signals import AlertWatch
 from deployflow.spec import ServiceSpec
+from deployflow.story import Announced, Deploy, Started
 from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
-from deployflow.story import Announced, Deploy, Started
 from flows.deploy import ReleaseRequest, finish, release
 from flows.deploy_steps import interrupted
 from tasks.audiences import prefect_audiences
 from tests.integration.flows.helpers import make_spec
 
 pytestmark = pytest.mark.integration
+
 
 @flow(name="paused-deploy-under-test")
 def deploy_and_finish(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) -> State:
