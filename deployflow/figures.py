@@ -150,13 +150,13 @@ def trigger_headline(
 ) -> str:
     """A trigger in words with its figure and its limit, e.g. ``error rate 11.3% over 60
     requests, above the 5% limit`` or ``P95 latency 480 ms, above the 250 ms limit``; for a
-    trigger without a figure (metric queries failed, a step broke) its ``detail``, shortened."""
+    trigger without a figure (metric queries failed, a gate refused) its ``detail``, shortened."""
     name = metric_name(metric)
     if value is not None:
         over = f" over {requests(count)}" if count is not None else ""
         limit_text = f", above the {metric_limit(metric, limit)} limit" if limit is not None else ""
         return f"{name} {metric_value(metric, value)}{over}{limit_text}"
-    return f"{name}: {shorten(detail)}" if detail else name
+    return shorten(detail) if detail else name
 
 
 def shorten(text: str, words: int = 20) -> str:
