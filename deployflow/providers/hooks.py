@@ -54,7 +54,7 @@ class HookSettings(StrictModel):
 
     spec_relative_paths: ClassVar[tuple[str, ...]] = ("working_dir",)
 
-    env: dict[str, SecretStr | str] = Field(
+    env: dict[str, str | SecretStr] = Field(
         default_factory=dict,
         description="Environment variables set for the hooks. A variable whose name says it holds "
         "a secret (TOKEN, SECRET, PASSWORD, KEY, CREDENTIAL, AUTH...) is a secret: never logged, "
@@ -71,7 +71,7 @@ class HookSettings(StrictModel):
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, value: dict[str, SecretStr | str]) -> dict[str, SecretStr | str]:
+    def _env_names(cls, value: dict[str, str | SecretStr]) -> dict[str, str | SecretStr]:
         for name in value:
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
