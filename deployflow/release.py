@@ -15,7 +15,16 @@ from typing import Any, Literal
 
 from deployflow.analysis import Measurement, Verdict
 from deployflow.checks.result import BLOCKING, CheckResult, CheckStatus
-from deployflow.figures import limit_percent, percent, requests, shorten, trigger_headline
+from deployflow.figures import (
+    limit_percent,
+    metric_value,
+    millis,
+    percent,
+    requests,
+    shorten,
+    trigger_headline,
+    whole,
+)
 from deployflow.providers.base import Instance, NotificationResult, Router, RouterState, Target
 from deployflow.rollout import StageResult
 from deployflow.verify import VerificationReport
@@ -393,13 +402,9 @@ def blocked_message(failed: list[CheckRecord]) -> str:
 
 
 def _fmt(value: float | None, kind: str) -> str:
-    if value is None:
-        return "n/a"
-    if kind == "error_rate":
-        return f"{value:.2%}"
-    if kind in ("p95_seconds", "p95_latency"):
-        return f"{value * 1000:.1f} ms"
-    return f"{value:g}"
+    if kind == "requests":
+        return whole(value)
+    return metric_value(kind, value)
 
 
 def _cell(text: str) -> str:
@@ -419,9 +424,7 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
         + _fmt(outcome.baseline_p95_seconds, "p95_seconds"),
     ]
     if outcome.switch_seconds is not None:
-        lines.append(
-            f"- Blue-green switch: {outcome.switch_seconds * 1000:.1f} ms to 100% on green"
-        )
+        lines.append(f"- Blue-green switch: {millis(outcome.switch_seconds)} to 100% on green")
     if outcome.dry_run:
         lines.append("- Dry run: nothing was started and no traffic moved")
     if outcome.message:
@@ -481,7 +484,7 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
             "## Rollback",
             "",
             f"Rolled back at stage {'n/a' if t.stage is None else t.stage + 1}"
-            f" ({t.weight if t.weight is not None else 'n/a'}% canary): {t.reason}.",
+            f" ({t.weight if t.weight is not None else 'n/a'}% canary): {t.headline}.",
             f"Stable verified healthy afterwards: {'yes' if r.verified else '**no**'}.",
         ]
         if r.error:
@@ -504,8 +507,7 @@ def incident_markdown(outcome: ReleaseOutcome) -> str:
         "",
         "## What happened",
         "",
-        f"- Trigger: **{t.metric}** = {_fmt(t.value, t.metric)} against the threshold "
-        f"{_fmt(t.threshold, t.metric)}",
+        f"- Trigger: **{t.headline}**",
         f"- Stage: {'n/a' if t.stage is None else t.stage + 1} "
         f"({t.weight if t.weight is not None else 'n/a'}% of traffic on the canary)",
         f"- Reason: {t.reason}",

@@ -72,9 +72,9 @@ def test_outcome_json_shape_and_exit_code() -> None:
 def test_summary_and_incident_name_the_trigger_and_evidence() -> None:
     outcome = rolled_back()
     summary = summary_markdown(outcome)
-    assert "| 1 | 5% canary | rollback | 20.00% |" in summary
+    assert "| 1 | 5% canary | rollback | 20.0% |" in summary
     incident = incident_markdown(outcome)
-    assert "**error_rate** = 20.00% against the threshold 5.00%" in incident
+    assert "Trigger: **error rate 20.0%, above the 5% limit**" in incident
     assert "Traceback: boom" in incident
 
 

@@ -145,7 +145,7 @@ def test_incident_report_tells_the_rollback_for_people(
     # Numbers for humans: no raw floats, no Python reprs.
     assert not re.search(r"\d\.\d{5,}", md), md
     assert "RouterState(" not in md
-    assert "against the threshold 5.0%" in md
+    assert "- **Trigger**: error rate 20.0%, above the 5% limit, at stage 2" in md
     assert "errors 0.20%, P95 21 ms, 342 requests" in md
     assert "25% canary (127.0.0.1:20002)" in md
     # The timeline, in order, with offsets from the start.
