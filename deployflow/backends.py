@@ -9,11 +9,12 @@ the API, the UI or a log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from deployflow.providers import registry
 from deployflow.providers.base import (
@@ -30,6 +31,7 @@ from deployflow.providers.base import (
 )
 from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import ServiceSpec
+from deployflow.story import Listener, Recorder
 from deployflow.tracking.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,19 @@ class Backends(BaseModel):
     logs: LogWatch | None = None
     alerts: AlertWatch | None = None
     dependencies: tuple[Dependency, ...] = ()
+    # Who hears the deploy's story (``deployflow.story``). Left out, the plain audiences of
+    # ``deployflow.audiences`` are built from these backends (the chat threads, the dashboards).
+    story: Recorder = Field(default_factory=Recorder)
+
+    @model_validator(mode="after")
+    def _tell_the_audiences(self) -> Backends:
+        if "story" not in self.model_fields_set:
+            object.__setattr__(self, "story", Recorder(plain_audiences(self)))
+        return self
+
+    def telling(self, extra: list[Listener]) -> Backends:
+        """These backends with ``extra`` listeners hearing the story first (the run log...)."""
+        return self.model_copy(update={"story": self.story.with_listeners(extra)})
 
     @model_serializer
     def _describe(self) -> dict[str, Any]:
@@ -73,6 +88,7 @@ class Backends(BaseModel):
             "logs": self.logs.describe() if self.logs is not None else None,
             "alerts": self.alerts.describe() if self.alerts is not None else None,
             "dependencies": [d.describe() for d in self.dependencies],
+            "story": self.story.describe(),
         }
 
     def close(self) -> None:
@@ -90,8 +106,21 @@ class Backends(BaseModel):
                 logger.exception("closing %s failed", type(backend).__name__)
 
 
-def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
+def plain_audiences(backends: Backends) -> list[Listener]:
+    from deployflow.audiences import audiences  # they build on Backends
+
+    return audiences(backends)
+
+
+def connect(
+    spec: ServiceSpec,
+    ledger: Ledger,
+    ctx: BuildContext,
+    warn: Callable[[str], None] | None = None,
+) -> Backends:
     """Build every backend the spec names, through the registry.
+
+    ``warn`` reports an audience that failed to hear the story (the run log's warning).
 
     Raises:
         BackendConfigError: A backend cannot be built (a missing token, an unknown block); the
@@ -104,7 +133,7 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
     logs = None
     if spec.logs is not None:
         logs = LogWatch(registry.build("logs", spec.logs.source, ctx), spec.logs)
-    return Backends(
+    backends = Backends(
         target=target,
         router=registry.build("router", spec.router, ctx),
         metrics=registry.build("metrics", spec.metrics, ctx),
@@ -125,3 +154,5 @@ def connect(spec: ServiceSpec, ledger: Ledger, ctx: BuildContext) -> Backends:
         alerts=AlertWatch(registry.build("alerts", spec.alerts, ctx)) if spec.alerts else None,
         dependencies=tuple(registry.build("dependency", d, ctx) for d in spec.dependencies),
     )
+    story = Recorder(plain_audiences(backends), warn)
+    return backends.model_copy(update={"story": story})

@@ -225,7 +225,7 @@ def frequency(per_day: float) -> str:
 
 def table_rows(all_figures: Sequence[DoraFigures]) -> list[dict[str, str]]:
     """The figures as table rows for people (the weekly artifact, the CLI)."""
-    from deployflow.notify.report import duration, percent
+    from deployflow.figures import duration, percent
 
     rows = []
     for f in all_figures:

@@ -1,5 +1,6 @@
 """What a deploy tells the world as events, so automations can react (a rollback pages somebody,
-runs a follow-up flow...). Plain data here; ``tasks/events.py`` sends them to Prefect.
+runs a follow-up flow...). Plain data here; ``tasks.audiences.PrefectEvents`` turns the deploy's
+story (``deployflow.story``) into them and ``tasks/events.py`` sends them to Prefect.
 
 Names: ``deployflow.deploy.started``, ``deployflow.deploy.stage.promoted``,
 ``deployflow.deploy.rolled-back``, ``deployflow.deploy.succeeded``, ``deployflow.deploy.aborted``
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from deployflow.analysis import Verdict
 from deployflow.release import ReleaseOutcome, Status
 from deployflow.rollout import StageResult
+from deployflow.story import Deploy
 
 PREFIX = "deployflow.deploy"
 
@@ -88,7 +90,7 @@ def _resources(outcome: DeployIdentity) -> tuple[dict[str, str], list[dict[str, 
     return resource, related
 
 
-def started(outcome: ReleaseOutcome) -> DeployEvent:
+def started(outcome: Deploy | ReleaseOutcome) -> DeployEvent:
     """The deploy has its tracking row and begins the steps."""
     resource, related = _resources(outcome)
     payload = {

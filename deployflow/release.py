@@ -15,6 +15,16 @@ from typing import Any, Literal
 
 from deployflow.analysis import Measurement, Verdict
 from deployflow.checks.result import BLOCKING, CheckResult, CheckStatus
+from deployflow.figures import (
+    limit_percent,
+    metric_value,
+    millis,
+    percent,
+    requests,
+    shorten,
+    trigger_headline,
+    whole,
+)
 from deployflow.providers.base import Instance, NotificationResult, Router, RouterState, Target
 from deployflow.rollout import StageResult
 from deployflow.verify import VerificationReport
@@ -84,7 +94,11 @@ class CheckRecord:
 
 @dataclass(frozen=True)
 class Trigger:
-    """Why a release is rolled back: which stage, which metric, against which threshold."""
+    """Why a release is rolled back: which stage, which metric, against which threshold.
+
+    ``headline`` says it in about 20 words with its figure and limit ("error rate 11.3% over 60
+    requests, above the 5% limit"); ``reason`` keeps the analysis's full statistics.
+    """
 
     stage: int | None
     weight: int | None
@@ -92,6 +106,16 @@ class Trigger:
     value: float | None
     threshold: float | None
     reason: str
+    requests: float | None = None
+    headline: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.headline:
+            count = self.requests if self.metric == "error_rate" else None
+            headline = trigger_headline(
+                self.metric, self.value, self.threshold, count=count, detail=self.reason
+            )
+            object.__setattr__(self, "headline", headline)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +125,8 @@ class Trigger:
             "value": self.value,
             "threshold": self.threshold,
             "reason": self.reason,
+            "requests": self.requests,
+            "headline": self.headline,
         }
 
 
@@ -294,19 +320,46 @@ class ReleaseOutcome:
         }
 
 
-def stage_trigger(last: StageResult) -> Trigger | None:
-    """Why the rollout must roll back after its last stage, or None when that stage promoted."""
+def stage_trigger(last: StageResult, max_error_rate: float | None = None) -> Trigger | None:
+    """Why the rollout must roll back after its last stage, or None when that stage promoted.
+
+    The headline quotes the stage's last measured figures: a stage stopped for too little
+    evidence (the futility rule, a hold that ran out) still says what it saw against the error
+    rate limit (``max_error_rate``), rather than "n/a"."""
     if last.verdict is Verdict.PROMOTE:
         return None
     reason = last.reason
+    seen = last.last_values()
+    metric = reason.metric if reason else "analysis"
+    headline = ""
+    if reason is not None and reason.value is None and seen["requests"] is not None:
+        headline = _unproven_headline(seen, max_error_rate, reason.metric)
     return Trigger(
         stage=last.index,
         weight=last.weight,
-        metric=reason.metric if reason else "analysis",
+        metric=metric,
         value=reason.value if reason else None,
         threshold=reason.threshold if reason else None,
         reason=reason.reason if reason else f"stage verdict {last.verdict.value}",
+        requests=seen["requests"],
+        headline=headline,
     )
+
+
+def _unproven_headline(seen: Mapping[str, float | None], limit: float | None, metric: str) -> str:
+    """A stage judged without a breach (too little evidence, failed queries), in the figures it
+    last measured."""
+    rate, count = seen["error_rate"], seen["requests"]
+    figures = f"error rate {percent(rate)} over {requests(count)}"
+    if metric == "inconclusive" and limit is not None and rate is not None:
+        if rate > limit:
+            return (
+                f"{figures}, above the {limit_percent(limit)} limit, no time left to show otherwise"
+            )
+        return f"{figures}, not shown below the {limit_percent(limit)} limit in the time left"
+    if metric == "inconclusive":
+        return f"{figures}: too little evidence to show the canary healthy in time"
+    return ""
 
 
 def verification_trigger(report: VerificationReport) -> Trigger | None:
@@ -314,19 +367,28 @@ def verification_trigger(report: VerificationReport) -> Trigger | None:
     failure = report.first_failure
     if failure is None:
         return None
+    metric = failure.metric or failure.name
+    headline = ""
+    if failure.value is None:
+        headline = f"post-deploy verification failed: {failure.name}: {shorten(failure.detail, 14)}"
+    else:
+        figure = trigger_headline(metric, failure.value, failure.threshold)
+        headline = f"post-deploy verification failed: {failure.name}: {figure}"
     return Trigger(
         stage=None,
         weight=100,
-        metric=failure.metric or failure.name,
+        metric=metric,
         value=failure.value,
         threshold=failure.threshold,
         reason=f"post-deploy verification failed: {failure.name}: {failure.detail}",
+        headline=headline,
     )
 
 
 def step_failed_trigger(what: str, error: BaseException | str) -> Trigger:
     """A step of the rollout broke (a backend refused, a bug): roll back, the safe side."""
-    return Trigger(None, None, "error", None, None, f"{what} failed: {error}")
+    reason = f"{what} failed: {error}"
+    return Trigger(None, None, "error", None, None, reason, headline=shorten(reason))
 
 
 def blocking_checks(checks: list[CheckRecord]) -> list[CheckRecord]:
@@ -341,13 +403,9 @@ def blocked_message(failed: list[CheckRecord]) -> str:
 
 
 def _fmt(value: float | None, kind: str) -> str:
-    if value is None:
-        return "n/a"
-    if kind == "error_rate":
-        return f"{value:.2%}"
-    if kind in ("p95_seconds", "p95_latency"):
-        return f"{value * 1000:.1f} ms"
-    return f"{value:g}"
+    if kind == "requests":
+        return whole(value)
+    return metric_value(kind, value)
 
 
 def _cell(text: str) -> str:
@@ -367,9 +425,7 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
         + _fmt(outcome.baseline_p95_seconds, "p95_seconds"),
     ]
     if outcome.switch_seconds is not None:
-        lines.append(
-            f"- Blue-green switch: {outcome.switch_seconds * 1000:.1f} ms to 100% on green"
-        )
+        lines.append(f"- Blue-green switch: {millis(outcome.switch_seconds)} to 100% on green")
     if outcome.dry_run:
         lines.append("- Dry run: nothing was started and no traffic moved")
     if outcome.message:
@@ -429,7 +485,7 @@ def summary_markdown(outcome: ReleaseOutcome) -> str:
             "## Rollback",
             "",
             f"Rolled back at stage {'n/a' if t.stage is None else t.stage + 1}"
-            f" ({t.weight if t.weight is not None else 'n/a'}% canary): {t.reason}.",
+            f" ({t.weight if t.weight is not None else 'n/a'}% canary): {t.headline}.",
             f"Stable verified healthy afterwards: {'yes' if r.verified else '**no**'}.",
         ]
         if r.error:
@@ -452,8 +508,7 @@ def incident_markdown(outcome: ReleaseOutcome) -> str:
         "",
         "## What happened",
         "",
-        f"- Trigger: **{t.metric}** = {_fmt(t.value, t.metric)} against the threshold "
-        f"{_fmt(t.threshold, t.metric)}",
+        f"- Trigger: **{t.headline}**",
         f"- Stage: {'n/a' if t.stage is None else t.stage + 1} "
         f"({t.weight if t.weight is not None else 'n/a'}% of traffic on the canary)",
         f"- Reason: {t.reason}",

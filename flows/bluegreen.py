@@ -15,10 +15,10 @@ from deployflow.providers.base import Instance
 from deployflow.release import Trigger, stage_trigger, verification_trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec, SmokeRequest
+from deployflow.story import StageEnded
 from deployflow.strategy import StrategyChoice
 from deployflow.verify import VerificationReport
 from flows.flags import flag_rollout
-from flows.progress import Progress, tell_stage
 from flows.rollout import decide_unproven_stage
 from tasks.bluegreen import check_green_in_isolation, observe_green_in_isolation, switch_to_green
 from tasks.retry_policy import observation_timeout
@@ -55,7 +55,6 @@ def blue_green(
     green: Instance,
     baseline_p95_seconds: float | None,
     flags: FlagsSpec | None = None,
-    progress: Progress | None = None,
 ) -> BlueGreenResult:
     """Judge green with no user traffic, switch all traffic at once, watch green while blue stays
     warm for ``keep_previous``, then promote green. Stops at the first trigger; switching back is
@@ -71,7 +70,6 @@ def blue_green(
         green: The new version, started and healthy, with no traffic.
         baseline_p95_seconds: Blue's P95 before the deploy.
         flags: Feature flags to roll out after the switch, while blue is still warm.
-        progress: Where the deploy tells each stage as it ends (None tells nobody).
     """
     logger = get_run_logger()
     b = backends
@@ -94,9 +92,9 @@ def blue_green(
         b, analysis, [isolated], green.version, f"switching all traffic to {green.version}"
     )
     result.stages.append(isolated)
-    tell_stage(b, progress, isolated)
+    b.story.record(StageEnded(isolated))
     if isolated.verdict is not Verdict.PROMOTE:
-        result.trigger = stage_trigger(isolated)
+        result.trigger = stage_trigger(isolated, analysis.max_error_rate)
         return result
 
     result.switch_seconds = switch_to_green(b.router, b.ledger, deployment_id, blue, green)
@@ -112,7 +110,7 @@ def blue_green(
     if flags is not None:
         rolled = flag_rollout(
             b, deployment_id, flags, analysis, green.version, baseline_p95_seconds,
-            first_index=len(result.stages), progress=progress,
+            first_index=len(result.stages),
         )  # fmt: skip
         result.stages.extend(rolled.stages)
         result.flag_changes, result.flag_killed = rolled.changes, rolled.killed
@@ -130,9 +128,9 @@ def blue_green(
         b, analysis, [*result.stages, kept], green.version, f"retiring {blue.version}"
     )
     result.stages.append(kept)
-    tell_stage(b, progress, kept)
+    b.story.record(StageEnded(kept))
     if kept.verdict is not Verdict.PROMOTE:
-        result.trigger = stage_trigger(kept)
+        result.trigger = stage_trigger(kept, analysis.max_error_rate)
         return result
     promote(b.router, b.ledger, deployment_id, green)
     logger.info("%s promoted; %s can be retired", green.version, blue.version)

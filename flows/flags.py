@@ -12,7 +12,7 @@ from deployflow.flags.rollout import FlagChangeRecord, flag_rollout_plan, kill_r
 from deployflow.release import Trigger, stage_trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec
-from flows.progress import Progress, tell_rollback, tell_stage
+from deployflow.story import FlagChanged, StageEnded
 from flows.rollout import decide_unproven_stage
 from tasks.flags import set_flag
 from tasks.rollout import observe_stage_for
@@ -42,7 +42,6 @@ def flag_rollout(
     version: str,
     baseline_p95_seconds: float | None,
     first_index: int,
-    progress: Progress | None = None,
 ) -> FlagRolloutResult:
     """Turn each flag on step by step, each step judged by the same analysis as a stage. A step
     that does not promote turns its flag off at once (the kill switch, no redeploy); the version
@@ -56,7 +55,6 @@ def flag_rollout(
         version: The version serving all the traffic (green).
         baseline_p95_seconds: The previous version's P95 before the deploy.
         first_index: Stage index of the first flag step.
-        progress: Where the deploy tells each step as it ends (None tells nobody).
     """
     logger = get_run_logger()
     b = backends
@@ -65,10 +63,11 @@ def flag_rollout(
         raise ValueError("the spec has a flags section but no flag provider was built")
     index = first_index
     for step in flag_rollout_plan(flags.release, flags.steps):
+        reason = f"step: {step.percent}% of users"
         result.changes.append(
-            set_flag(b.flags, b.ledger, deployment_id, step.flag, step.percent,
-                     f"step: {step.percent}% of users")
-        )  # fmt: skip
+            set_flag(b.flags, b.ledger, deployment_id, step.flag, step.percent, reason)
+        )
+        b.story.record(FlagChanged(step.flag, step.percent, reason, version))
         observed = observe_stage_for(flags.observe, analysis)(
             b.metrics, b.target, b.router, b.ledger, deployment_id,
             version=version, index=index, weight=100, observe_seconds=flags.observe,
@@ -83,22 +82,16 @@ def flag_rollout(
             f"the flag's next step after {step.percent}%",
         )
         result.stages.append(observed)
-        tell_stage(b, progress, observed)
+        b.story.record(StageEnded(observed))
         index += 1
         if observed.verdict is Verdict.PROMOTE:
             continue
         why = observed.reason.reason if observed.reason else f"verdict {observed.verdict.value}"
-        result.changes.append(
-            set_flag(b.flags, b.ledger, deployment_id, step.flag, 0, kill_reason(step, why))
-        )
+        killed = kill_reason(step, why)
+        result.changes.append(set_flag(b.flags, b.ledger, deployment_id, step.flag, 0, killed))
         result.killed = step.flag
         logger.warning("flag %s killed; is %s healthy without it?", step.flag, version)
-        tell_rollback(  # never raises: the kill is done whatever happens to the notice
-            b,
-            progress,
-            f":no_entry: feature flag {step.flag} turned off for everyone on {version} "
-            f"(kill switch at {step.percent}%): {why}",
-        )
+        b.story.record(FlagChanged(step.flag, 0, killed, version))  # never raises
         after = observe_stage_for(flags.observe, analysis)(
             b.metrics, b.target, b.router, b.ledger, deployment_id,
             version=version, index=index, weight=100, observe_seconds=flags.observe,
@@ -109,7 +102,7 @@ def flag_rollout(
             b, analysis, [*result.stages, after], version, f"keeping {version} without the flag"
         )
         result.stages.append(after)
-        tell_stage(b, progress, after)
-        result.trigger = stage_trigger(after)
+        b.story.record(StageEnded(after))
+        result.trigger = stage_trigger(after, analysis.max_error_rate)
         return result
     return result

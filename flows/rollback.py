@@ -11,7 +11,7 @@ from deployflow.backends import Backends
 from deployflow.providers.base import Instance, RouterState
 from deployflow.release import RollbackEvidence, RollbackRecord, Trigger
 from deployflow.spec import AnalysisSpec, SmokeRequest
-from flows.progress import Progress, tell_rollback
+from deployflow.story import RolledBack
 from tasks.rollback import restore_stable_traffic, router_state, stop_canary
 from tasks.verify import router_serving, verify_instance
 
@@ -24,7 +24,6 @@ from tasks.verify import router_serving, verify_instance
 def rollback(
     backends: Backends,
     deployment_id: int,
-    service: str,
     stable: Instance,
     canary: Instance,
     trigger: Trigger,
@@ -33,7 +32,6 @@ def rollback(
     baseline_p95_seconds: float | None,
     last_measurements: Sequence[Measurement],
     stable_error_rate: float = 0.0,
-    progress: Progress | None = None,
 ) -> RollbackRecord:
     """Put all traffic back on the stable version first; then stop the canary, verify the stable
     version and gather evidence, none of which can stand in the way of the restore.
@@ -45,7 +43,6 @@ def rollback(
     Args:
         backends: The run's backends (shown by description only).
         deployment_id: The tracking database row of this deploy.
-        service: The service's name, for the notice.
         stable: The version that served traffic before the deploy.
         canary: The version being rolled back.
         trigger: Why: stage, metric, value, threshold.
@@ -55,17 +52,14 @@ def rollback(
         last_measurements: The canary's latest measurements, kept as evidence.
         stable_error_rate: The stable version's error rate (at most) measured during the rollout;
             its smoke requests' failures are judged against it.
-        progress: The deploy's thread: the notice is a reply there (and rewrites its parent).
     """
     logger = get_run_logger()
-    logger.warning("rolling back %s: %s", canary.version, trigger.reason)
+    logger.warning("rolling back %s: %s", canary.version, trigger.headline)
     measurements = tuple(last_measurements[-5:])
     try:
         after, restore_seconds = restore_stable_traffic(backends.router, stable)
     except Exception as exc:
-        return _restore_failed(
-            backends, service, stable, canary, trigger, measurements, exc, progress
-        )
+        return _restore_failed(backends, stable, canary, trigger, measurements, exc)
     backends.ledger.traffic_restored(deployment_id)
 
     problems: list[str] = []
@@ -97,12 +91,7 @@ def rollback(
         restore_seconds=restore_seconds,
     )  # fmt: skip
     # Notifying comes last and cannot fail the rollback: traffic is already safe.
-    tell_rollback(
-        backends,
-        progress,
-        f":rewind: {service} {canary.version} rolled back to {stable.version}: "
-        f"{trigger.reason}. Stable verified: {'yes' if report.ok else 'NO'}",
-    )
+    backends.story.record(RolledBack(trigger, stable.version, report.ok))
     if not report.ok:
         logger.error("stable %s is NOT healthy after the rollback", stable.version)
     return record
@@ -117,18 +106,15 @@ def traffic_at_trigger(stable: Instance, canary: Instance, trigger: Trigger) -> 
 
 def _restore_failed(
     backends: Backends,
-    service: str,
     stable: Instance,
     canary: Instance,
     trigger: Trigger,
     measurements: tuple[Measurement, ...],
     error: Exception,
-    progress: Progress | None = None,
 ) -> RollbackRecord:
     """Traffic could not be put back. If the router no longer serves anyone, the canary serves
     nobody either: stop it. If the router still serves, stopping the canary would turn its share
     into errors, so it keeps running until a person (or the next deploy) restores traffic."""
-    logger = get_run_logger()
     problems: list[str] = []
     serving = router_serving(backends.router, backends.http_transport)
     if serving:
@@ -156,13 +142,7 @@ def _restore_failed(
         now = None
         problems.append(f"router state after the failed restore: {exc}")
     message = f"traffic could not be restored to {stable.version}: {error}. {action}"
-    logger.error("ROLLBACK FAILED: %s", message)
-    tell_rollback(
-        backends,
-        progress,
-        f":rotating_light: {service} {canary.version}: ROLLBACK FAILED: {message}. "
-        f"Trigger: {trigger.reason}",
-    )
+    backends.story.record(RolledBack(trigger, stable.version, False, error=message))
     return RollbackRecord(
         trigger,
         evidence=RollbackEvidence(

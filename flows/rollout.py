@@ -4,6 +4,7 @@ it ends; a ``pause`` step waits for a person between two stages."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 
 from prefect import flow, get_run_logger
@@ -20,10 +21,10 @@ from deployflow.gates import (
 from deployflow.providers.base import Instance
 from deployflow.rollout import StageResult, exposure_after
 from deployflow.spec import AnalysisSpec
+from deployflow.story import Answered, Paused, StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
 from flows.oncall import StageAnswer, approve_next_stage
 from flows.pause_watch import PausedCanaryWatch
-from flows.progress import Progress, tell_stage
 from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_stage_for, plan_stage_evidence, set_traffic
 
@@ -41,7 +42,6 @@ def progressive_rollout(
     stable: Instance | None,
     canary: Instance,
     baseline_p95_seconds: float | None,
-    progress: Progress | None = None,
 ) -> list[StageResult]:
     """Shift traffic stage by stage; stop at the first stage that does not promote. Each stage
     is told (event, thread reply, dashboard point) the moment it ends; after a stage that a
@@ -59,7 +59,6 @@ def progressive_rollout(
         canary: The new version.
         baseline_p95_seconds: Stable P95 before the deploy, when it served all the traffic:
             what a canary with no stable beside it (the 100% stage) is held against.
-        progress: Where the deploy tells its stages; None tells nobody.
     """
     logger = get_run_logger()
     results: list[StageResult] = []
@@ -67,6 +66,7 @@ def progressive_rollout(
         plan_stage_evidence(backends.metrics, stable, plan.steps, plan.observe_seconds, analysis)
     for index, weight in enumerate(plan.steps):
         set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
+        backends.story.record(StageBegan(index, weight, datetime.now(UTC)))
         result = observe_stage_for(plan.observe_seconds, analysis)(
             backends.metrics,
             backends.target,
@@ -93,16 +93,21 @@ def progressive_rollout(
                 backends, analysis, results, canary.version, next_step, watched, following or 100
             )
             record_gate_verdict(backends, deployment_id, result)
-        tell_stage(backends, progress, result)
+        backends.story.record(StageEnded(result))
         timeout = plan.pause_after(index)
         last = index + 1 == len(plan.steps)
         refused = False
         if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
             next_weight = plan.steps[index + 1]
+            gate = f"approval of stage {index + 2} ({next_weight}%)"
+            backends.story.record(
+                Paused(gate, f"approve {next_weight}% on {canary.version}?", timeout)
+            )
             answer, breach = answer_while_judged(
                 backends, analysis, stable, canary, baseline_p95_seconds, timeout,
                 partial(approve_next_stage, canary.version, results, next_weight, timeout),
             )  # fmt: skip
+            backends.story.record(Answered(gate, answer.approved_by, answer.refusal))
             if breach is not None:  # decides even over an approval given at the same moment
                 result = results[-1] = failed_while_paused(result, breach)
                 refused = True
@@ -161,6 +166,10 @@ def decide_unproven_stage(
         return last
     timeout = analysis.decision_timeout
     prompt = inconclusive_prompt(version, results, next_step, timeout)
+    gate = (
+        f"decision on stage {last.index + 1} ({last.observed}), shown neither healthy nor harmful"
+    )
+    backends.story.record(Paused(gate, f"promote {version} to {next_step}, or roll back?", timeout))
 
     def ask() -> StageAnswer:
         return approve_next_stage(
@@ -175,6 +184,7 @@ def decide_unproven_stage(
         answer, breach = answer_while_judged(
             backends, analysis, stable, canary, baseline, timeout, ask
         )
+    backends.story.record(Answered(gate, answer.approved_by, answer.refusal))
     if breach is not None:
         return failed_while_paused(last, breach)
     return decided_by_person(last, answer.approved_by, answer.refusal)

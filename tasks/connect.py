@@ -20,6 +20,7 @@ from deployflow.spec import (
     validate_version,
 )
 from deployflow.tracking.ledger import Ledger
+from tasks.audiences import prefect_audiences, warn
 from tasks.retry_policy import QUICK_CALL, retried
 
 
@@ -70,7 +71,8 @@ def connect_backends(
     command target templates it into its hooks).
     """
     ctx = BuildContext(blocks=PrefectBlocks(), service=spec.service, environment=environment)
-    backends = connect(spec, tracking_ledger(tracking_block), ctx)
+    backends = connect(spec, tracking_ledger(tracking_block), ctx, warn=warn)
+    backends = backends.telling(prefect_audiences())
     logger = get_run_logger()
     for role, description in backends.model_dump().items():
         logger.info("%s: %s", role, description)

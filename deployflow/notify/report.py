@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from deployflow.figures import duration, millis, percent, requests, trigger_headline
 from deployflow.notify.charts import Marker, data_uri
 from deployflow.providers.base import MetricHistory, Points, RequestBreakdown
 
@@ -83,66 +84,6 @@ class Report:
         return self.markdown.replace(f"]({CHART_NAME})", f"]({chart_file})")
 
 
-# --- numbers for humans -------------------------------------------------------------------------
-
-
-def percent(rate: float | None) -> str:
-    """0.2 -> ``20.0%``, 0.0012 -> ``0.12%``; ``n/a`` for no value."""
-    if rate is None:
-        return "n/a"
-    value = rate * 100.0
-    if value == 0:
-        return "0%"
-    if abs(value) < 1:
-        return f"{value:.2f}%"
-    return f"{value:.1f}%"
-
-
-def millis(seconds: float | None) -> str:
-    """0.01995 -> ``20 ms``, 0.0042 -> ``4.2 ms``; ``n/a`` for no value."""
-    if seconds is None:
-        return "n/a"
-    ms = seconds * 1000.0
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
-
-
-def requests(count: float | None) -> str:
-    """342.205 -> ``342 requests``, 1 -> ``1 request``."""
-    if count is None:
-        return "n/a"
-    n = round(count)
-    return f"{n} request" if n == 1 else f"{n} requests"
-
-
-def duration(delta: timedelta | float | None) -> str:
-    """Seconds or a timedelta as ``42 s``, ``3 min 5 s``, ``2 h 10 min``, ``3 d 4 h``."""
-    if delta is None:
-        return "n/a"
-    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
-    if seconds < 60:
-        whole = seconds >= 10 or round(seconds, 1) == round(seconds)
-        return f"{seconds:.0f} s" if whole else f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def metric_value(metric: str, value: float | None) -> str:
-    """A trigger's value in the unit of its metric."""
-    if metric == "error_rate":
-        return percent(value)
-    if metric.startswith("p95") or metric in ("latency", "health_latency"):
-        return millis(value)
-    if value is None:
-        return "n/a"
-    return f"{value:g}"
-
-
 def as_time(value: str | datetime | None) -> datetime | None:
     """A timestamp as the tracking data holds it (ISO 8601 text) as a datetime."""
     if value is None or isinstance(value, datetime):
@@ -162,11 +103,30 @@ def _cell(text: object) -> str:
 
 
 def _last_figures(stage: Mapping[str, Any]) -> dict[str, Any]:
-    """The latest measurement of a stage that had data: the canary's and the stable's figures."""
+    """The latest measurement of a stage that had data (an inconclusive one too: a stage stopped
+    for too little evidence still shows what it saw): the canary's and the stable's figures."""
     for m in reversed(stage.get("measurements") or []):
-        if m.get("outcome") in ("successful", "failed") and m.get("requests") is not None:
+        if not m.get("error") and m.get("requests") is not None:
             return dict(m)
     return {}
+
+
+def headline(incident: Mapping[str, Any]) -> str:
+    """The trigger in words with its figure and limit, as the deploy recorded it (older records:
+    rebuilt from the incident's metric, value and threshold)."""
+    evidence = incident.get("evidence") or {}
+    if evidence.get("headline"):
+        return str(evidence["headline"])
+    return trigger_headline(
+        incident["metric"], incident["value"], incident["threshold"], detail=incident["reason"]
+    )
+
+
+def _queries_failed(deploy: Mapping[str, Any]) -> list[str]:
+    """The metric queries that failed in the deploy's last stage (their errors)."""
+    stages = deploy.get("stages") or []
+    last = stages[-1].get("measurements") or [] if stages else []
+    return [str(m["error"]) for m in last if m.get("error")]
 
 
 def _stage_figures(stage: Mapping[str, Any]) -> str:
@@ -229,14 +189,7 @@ def timeline(deploy: Mapping[str, Any]) -> list[tuple[datetime | None, str]]:
     finished = as_time(deploy.get("finished_at"))
     status = deploy["status"]
     if incident is not None:
-        metric = incident["metric"]
-        events.append(
-            (
-                trigger_time(deploy),
-                f"Trigger: {metric.replace('_', ' ')} {metric_value(metric, incident['value'])}"
-                f" (threshold {metric_value(metric, incident['threshold'])})",
-            )
-        )
+        events.append((trigger_time(deploy), f"Trigger: {headline(incident)}"))
         evidence = incident.get("evidence") or {}
         previous = deploy.get("previous_version") or "the previous version"
         if evidence.get("error"):
@@ -283,16 +236,46 @@ def _line_time(line: str) -> datetime | None:
 def lines_around(log: str, at: datetime | None) -> tuple[str, ...]:
     """The log lines that tell about the trigger at ``at``: timestamped lines from
     ``LOG_BEFORE`` before it to ``LOG_AFTER`` after it; in a log without timestamps, the lines
-    that look like errors. The last ``LOG_LINES_SHOWN`` of them."""
+    that look like errors. A traceback is kept as its first and its last line (the exception that
+    names the fault), not its frames. The last ``LOG_LINES_SHOWN`` of them."""
     lines = [line.rstrip() for line in log.splitlines() if line.strip()]
     timed = [(line, _line_time(line)) for line in lines]
+    chosen: list[str] = []
     if at is not None and any(t is not None for _, t in timed):
-        chosen = [
-            line for line, t in timed if t is not None and at - LOG_BEFORE <= t <= at + LOG_AFTER
-        ]
+        keep = False
+        block: list[str] = []  # the untimestamped lines after a chosen line (a traceback)
+        for line, t in timed:
+            if t is None:
+                if keep:
+                    block.append(line)
+                continue
+            chosen += _exception_line(block)
+            block = []
+            keep = at - LOG_BEFORE <= t <= at + LOG_AFTER
+            if keep:
+                chosen.append(line)
+        chosen += _exception_line(block)
     else:
-        chosen = [line for line in lines if _ERRORISH.search(line)]
+        for n, line in enumerate(lines):
+            if line.lstrip().startswith("Traceback"):
+                chosen.append(line)
+                chosen += _exception_line(lines[n + 1 :], stop_at_unindented=True)
+            elif _ERRORISH.search(line) and (not chosen or chosen[-1] != line):
+                chosen.append(line)
     return tuple(chosen[-LOG_LINES_SHOWN:])
+
+
+def _exception_line(block: list[str], *, stop_at_unindented: bool = False) -> list[str]:
+    """The line of a traceback that names the exception: the first unindented line after its
+    frames (or the block's last line)."""
+    if not block:
+        return []
+    if stop_at_unindented:
+        for line in block:
+            if line and not line[0].isspace():
+                return [line]
+        return []
+    return [block[-1]]
 
 
 def _average(points: Points) -> float | None:
@@ -329,7 +312,7 @@ def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> lis
             f"deploy; {previous} {percent(stable_rate)} over the same time",
         ]
         if incident and metric == "error_rate":
-            lines.append(f"the trigger: {incident['reason']}")
+            lines.append(f"the trigger: {headline(incident)}")
         causes.append(
             Cause(
                 0.9 if stable_fine else 0.5,
@@ -364,13 +347,21 @@ def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> lis
             )
         )
     if metric in ("metrics", "inconclusive", "canary_down", "error", "analysis"):
-        reason = incident["reason"] if incident else ""
+        # The headline, not the analysis's statistics: the report quotes those once, above.
+        reason = headline(incident) if incident else ""
+        failed_queries = _queries_failed(deploy)
+        metrics_title = (
+            f"The metrics backend, not the service: {len(failed_queries)} queries failed"
+            if failed_queries
+            # Blame no backend that answered: every query came back, the figures did not decide.
+            else "The analysis could not judge the figures (every metric query answered)"
+        )
         title = {
-            "metrics": "The metrics backend, not the service: the analysis could not measure",
+            "metrics": metrics_title,
             "inconclusive": "Not enough evidence: the canary could not be shown healthy in time",
             "canary_down": f"{version} stopped answering (crash, out of memory, failed health)",
         }.get(metric, "A step of the deploy itself broke")
-        causes.append(Cause(0.75, title, (reason,)))
+        causes.append(Cause(0.75, title, (reason, *failed_queries[-1:])))
     messages: Counter[str] = Counter()
     for line in evidence.log_lines:
         if _ERRORISH.search(line):
@@ -542,7 +533,6 @@ def incident_report(
     if incident is None:
         raise ValueError(f"deploy {deploy.get('id')} has no incident: nothing rolled back")
     ev: Mapping[str, Any] = incident.get("evidence") or {}
-    metric = incident["metric"]
     start, end = as_time(deploy.get("started_at")), as_time(deploy.get("finished_at"))
     verified = bool(ev.get("verified")) and not ev.get("error")
     stage = incident.get("stage")
@@ -550,10 +540,9 @@ def incident_report(
         f"# Incident: {deploy['service']} {deploy['version']} rolled back in "
         f"{deploy['environment']}",
         "",
-        f"- **Trigger**: {metric.replace('_', ' ')} {metric_value(metric, incident['value'])} "
-        f"against the threshold {metric_value(metric, incident['threshold'])}"
+        f"- **Trigger**: {headline(incident)}"
         + (f", at stage {stage + 1}" if stage is not None else ""),
-        f"- **Why**: {incident['reason']}",
+        f"- **The analysis's figures**: {incident['reason']}",
         f"- **Traffic now**: {ev.get('router_after') or 'not known'}",
         f"- **Traffic when it fired**: {ev.get('traffic_at_trigger') or 'not known'}",
         f"- **Restored to**: {deploy.get('previous_version') or 'nothing'}; verified healthy: "

@@ -1,14 +1,31 @@
-"""A deploy told as one conversation: the card of its parent message, a line per stage, and the
-outcome. Figures are for people: percentages, milliseconds, whole request counts."""
+"""The words of a deploy's story: the card of its thread's parent message, a line per stage, a
+rollback notice, the outcome, and the run log's line for each event (``deployflow.story``). Figures
+come from ``deployflow.figures``; Slack lines use mrkdwn, log lines are plain text."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from deployflow.analysis import Verdict
+from deployflow.figures import duration, values_figures
+from deployflow.notify.slack import format_deploy_announcement
 from deployflow.providers.base import DeployCard
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
+from deployflow.story import (
+    Announced,
+    Answered,
+    Deploy,
+    Ended,
+    FlagChanged,
+    Paused,
+    RolledBack,
+    StageBegan,
+    StageEnded,
+    Started,
+    StoryEvent,
+)
 
 
 def _escape(text: str) -> str:
@@ -50,22 +67,14 @@ def deploy_card(
     return DeployCard(title=title, fields=tuple(fields), links=tuple(links), text=announcement)
 
 
-def _figures(stage: StageResult) -> str:
-    v = stage.last_values()
-    if v["requests"] is None:
-        return "no data"
-    error_rate = "n/a" if v["error_rate"] is None else f"{v['error_rate']:.2%}"
-    p95 = "n/a" if v["p95_seconds"] is None else f"{v['p95_seconds'] * 1000:.0f} ms"
-    return f"errors {error_rate}, P95 {p95}, {round(v['requests'])} requests"
-
-
 def stage_line(stage: StageResult) -> str:
     """One reply per stage, e.g. ``Stage 1 · 5% canary · promoted · errors 0.10%, P95 20 ms,
     342 requests``."""
     verdict = {Verdict.PROMOTE: "promoted", Verdict.ROLLBACK: "*rollback*"}.get(
         stage.verdict, stage.verdict.value
     )
-    line = f"Stage {stage.index + 1} · {stage.observed} · {verdict} · {_figures(stage)}"
+    figures = values_figures(stage.last_values())
+    line = f"Stage {stage.index + 1} · {stage.observed} · {verdict} · {figures}"
     if stage.reason is not None and stage.verdict == Verdict.ROLLBACK:
         line += f"\n> {_escape(stage.reason.reason)}"
     return line
@@ -86,3 +95,113 @@ def outcome_line(outcome: ReleaseOutcome) -> str:
         status = "dry run done"
     icon = _OUTCOME_ICONS[outcome.status]
     return f"{icon} *{status}*: {_escape(outcome.message)}" if outcome.message else icon
+
+
+def announcement(event: Announced, deploy: Deploy) -> str:
+    """The parent message's text (and the announcement of a notifier without threads)."""
+    return format_deploy_announcement(
+        deploy.service,
+        deploy.version,
+        deploy.environment,
+        event.rationale or event.strategy,
+        stages=event.steps,
+        on_call=event.on_call,
+        dashboard_url=event.dashboard_url,
+        risk_factors=event.risk_factors,
+    )
+
+
+def card(event: Announced, deploy: Deploy) -> DeployCard:
+    return deploy_card(
+        announcement(event, deploy),
+        service=deploy.service,
+        version=deploy.version,
+        environment=deploy.environment,
+        strategy=event.strategy,
+        stages=event.steps,
+        on_call=event.on_call,
+        dashboard_url=event.dashboard_url,
+        run_url=event.run_url,
+    )
+
+
+def rollback_line(event: RolledBack, deploy: Deploy | None) -> str:
+    """The rollback notice: a headline naming the trigger with its figure and limit."""
+    what = f"{deploy.service} {deploy.version}" if deploy is not None else "the new version"
+    if event.error is not None:
+        return (
+            f":rotating_light: {_escape(what)}: ROLLBACK FAILED: {_escape(event.error)}. "
+            f"Trigger: {_escape(event.trigger.headline)}"
+        )
+    verified = "yes" if event.verified else "NO"
+    return (
+        f":rewind: {_escape(what)} rolled back to {_escape(event.restored_to)}: "
+        f"{_escape(event.trigger.headline)}. Stable verified: {verified}"
+    )
+
+
+def flag_line(event: FlagChanged) -> str:
+    if event.percent == 0:
+        on = f" on {event.version}" if event.version else ""
+        return f":no_entry: feature flag {event.flag} turned off for everyone{on}: {event.reason}"
+    return f"Feature flag {event.flag} on for {event.percent}% of users"
+
+
+def paused_line(event: Paused) -> str:
+    return f":hourglass: waiting up to {duration(event.timeout_seconds)}: {event.question}"
+
+
+def answered_line(event: Answered) -> str:
+    if event.refusal is not None:
+        return f":no_entry: {event.gate}: {event.refusal}"
+    return f":white_check_mark: {event.gate}: answered by {event.by or 'somebody'}"
+
+
+def ended_text(outcome: ReleaseOutcome) -> str:
+    """The outcome in plain words: ``v2 rolled back: rolled back to v1: error rate ...``."""
+    status = outcome.status.replace("_", " ")
+    return f"{outcome.version} {status}: {outcome.message}" if outcome.message else status
+
+
+def log_line(event: StoryEvent, deploy: Deploy | None) -> tuple[int, str] | None:
+    """What the run log says of an event (level, plain text), or None for nothing."""
+    if isinstance(event, Started):
+        d = event.deploy
+        live = d.previous_version or "nothing"
+        return logging.INFO, f"deploy of {d.service} {d.version} to {d.environment} ({live} live)"
+    if isinstance(event, Announced):
+        steps = " → ".join(f"{w}%" for w in event.steps)
+        on_call = event.on_call or "nobody named in notifications.on_call"
+        return (
+            logging.INFO,
+            f"plan: {event.strategy} {steps} ({event.rationale}); on call: {on_call}",
+        )
+    if isinstance(event, StageBegan):
+        return None  # set-traffic logs the router's state itself
+    if isinstance(event, StageEnded):
+        stage = event.stage
+        verdict = {Verdict.PROMOTE: "promoted", Verdict.ROLLBACK: "rollback"}.get(
+            stage.verdict, stage.verdict.value
+        )
+        level = logging.INFO if stage.verdict is Verdict.PROMOTE else logging.WARNING
+        line = f"stage {stage.index + 1} ({stage.observed}) {verdict}: "
+        return level, line + values_figures(stage.last_values())
+    if isinstance(event, Paused):
+        return logging.WARNING, f"waiting up to {duration(event.timeout_seconds)} for {event.gate}"
+    if isinstance(event, Answered):
+        if event.refusal is not None:
+            return logging.WARNING, f"{event.gate}: {event.refusal}"
+        return logging.INFO, f"{event.gate}: answered by {event.by or 'somebody'}"
+    if isinstance(event, FlagChanged):
+        level = logging.WARNING if event.percent == 0 else logging.INFO
+        return level, f"flag {event.flag} at {event.percent}%: {event.reason}"
+    if isinstance(event, RolledBack):
+        if event.error is not None:
+            return logging.ERROR, f"ROLLBACK FAILED: {event.error}"
+        verified = "verified healthy" if event.verified else "NOT verified healthy"
+        return logging.WARNING, (
+            f"rolled back to {event.restored_to} ({verified}): {event.trigger.headline}"
+        )
+    if isinstance(event, Ended):
+        return logging.INFO, ended_text(event.outcome)
+    return None

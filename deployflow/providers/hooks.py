@@ -54,10 +54,11 @@ class HookSettings(StrictModel):
 
     spec_relative_paths: ClassVar[tuple[str, ...]] = ("working_dir",)
 
-    env: dict[str, SecretStr] = Field(
+    env: dict[str, str | SecretStr] = Field(
         default_factory=dict,
-        description="Environment variables set for the hooks (tokens may go here: they are never "
-        "logged, and are masked in error messages).",
+        description="Environment variables set for the hooks. A variable whose name says it holds "
+        "a secret (TOKEN, SECRET, PASSWORD, KEY, CREDENTIAL, AUTH...) is a secret: never logged, "
+        "masked in error messages; the others (a region, a namespace) are shown as they are.",
     )
     inherit_env: list[str] = Field(
         default_factory=lambda: list(INHERITED_ENV),
@@ -70,11 +71,25 @@ class HookSettings(StrictModel):
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    def _env_names(cls, value: dict[str, str | SecretStr]) -> dict[str, str | SecretStr]:
         for name in value:
             if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
-        return value
+        return {
+            name: SecretStr(v) if isinstance(v, str) and secret_name(name) else v
+            for name, v in value.items()
+        }
+
+
+_SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|PASS\b|KEY|CREDENTIAL|AUTH|PRIVATE|CERT|SESSION|COOKIE|DSN",
+    re.IGNORECASE,
+)
+
+
+def secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret."""
+    return bool(_SECRET_NAME.search(name))
 
 
 RUN_PLACEHOLDERS = ("environment", "service")
@@ -139,6 +154,13 @@ class HookRunner:
             name: value.get_secret_value() if isinstance(value, SecretStr) else value
             for name, value in (env or {}).items()
         }
+        # Only secrets are masked: a region or a namespace in an error message helps, and
+        # masking it turned every mention of "staging" into ***.
+        self._secrets = [
+            value
+            for name, value in self._env.items()
+            if isinstance((env or {})[name], SecretStr) or secret_name(name)
+        ]
         self.inherit_env = tuple(inherit_env)
         self.working_dir = working_dir
 
@@ -197,8 +219,8 @@ class HookRunner:
         return self.mask(" ".join(argv))
 
     def mask(self, text: str) -> str:
-        """``text`` with every value of ``env`` replaced by ``***``."""
-        for value in self._env.values():
+        """``text`` with every secret value of ``env`` replaced by ``***``."""
+        for value in self._secrets:
             if len(value) >= 4:
                 text = text.replace(value, "***")
         return text

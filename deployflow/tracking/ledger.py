@@ -247,6 +247,8 @@ class Ledger:
                     reason=r.trigger.reason,
                     evidence={
                         **r.evidence.to_dict(),
+                        "headline": r.trigger.headline,
+                        "requests": r.trigger.requests,
                         "verified": r.verified,
                         "error": r.error,
                         "restore_seconds": r.restore_seconds,

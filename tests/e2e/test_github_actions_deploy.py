@@ -22,6 +22,7 @@ import yaml
 from prefect import Task
 
 import flows.deploy
+import flows.deploy_steps
 import tasks.connect
 from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService
@@ -141,7 +142,7 @@ def built(
         patch.setenv("GITHUB_TOKEN", TOKEN)
         patch.setenv("DEPLOYFLOW_DATA_DIR", str(tmp_path_factory.mktemp("data")))
         patch.delenv("DEPLOYFLOW_DATABASE_URL", raising=False)
-        for value in vars(flows.deploy).values():
+        for value in [*vars(flows.deploy).values(), *vars(flows.deploy_steps).values()]:
             if isinstance(value, Task) and value.retries:
                 patch.setattr(value, "retry_delay_seconds", 0)
         deployed.deploy({"version": "v1"})

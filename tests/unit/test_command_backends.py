@@ -182,3 +182,16 @@ def test_the_command_sandbox_example_is_a_valid_spec_with_runnable_hooks(tmp_pat
     # The venv's python stays the symlink it is (resolving it would leave the venv).
     assert target.hooks["start"].argv[0] == str(examples.parent / ".venv" / "bin" / "python")
     assert target.runner.working_dir == examples
+
+
+def test_only_secret_env_values_are_masked() -> None:
+    # Every env value used to be masked: "staging" in an error message became ***.
+    target = command_target()
+    target["env"] = {"KUBE_TOKEN": "tok-never-shown", "NAMESPACE": "shop-staging"}
+    spec = parse_spec(spec_data(target=target))
+    built = registry.build("target", spec.target, BuildContext(env={}, service="shop"))
+    assert isinstance(built, CommandTarget)
+    text = "namespace shop-staging refused Bearer tok-never-shown"
+    assert built.runner.mask(text) == "namespace shop-staging refused Bearer ***"
+    assert "tok-never-shown" not in repr(spec)
+    assert "shop-staging" in repr(spec)  # a plain value is configuration, shown as it is

@@ -31,7 +31,7 @@ def test_a_stage_line_has_figures_for_people() -> None:
 def test_a_rolled_back_stage_says_why() -> None:
     breach = Breach("error_rate", 0.2, 0.05, "error rate 20.00% > 5.00%")
     line = stage_line(stage(Verdict.ROLLBACK, MetricSample(0.2, 0.03, 100), breach))
-    assert line.startswith("Stage 1 · 5% canary · *rollback* · errors 20.00%")
+    assert line.startswith("Stage 1 · 5% canary · *rollback* · errors 20.0%, P95 30 ms, 100 requ")
     assert line.endswith("\n> error rate 20.00% &gt; 5.00%")
 
 
@@ -40,7 +40,7 @@ def test_a_stage_that_is_not_a_canary_says_what_it_observed() -> None:
     green = replace(
         stage(Verdict.PROMOTE, MetricSample(0.0, 0.02, 40)), weight=0, label="v2 in isolation"
     )
-    assert stage_line(green).startswith("Stage 1 · v2 in isolation · promoted · errors 0.00%")
+    assert stage_line(green).startswith("Stage 1 · v2 in isolation · promoted · errors 0%, P95")
     assert green.to_dict()["observed"] == "v2 in isolation"
 
 

@@ -60,6 +60,8 @@ def test_outcome_json_shape_and_exit_code() -> None:
         "value": 0.2,
         "threshold": 0.05,
         "reason": "error rate 20.00% above the maximum 5.00%",
+        "requests": None,
+        "headline": "error rate 20.0%, above the 5% limit",
         "verified": True,
         "error": None,
         "restore_seconds": None,
@@ -70,9 +72,9 @@ def test_outcome_json_shape_and_exit_code() -> None:
 def test_summary_and_incident_name_the_trigger_and_evidence() -> None:
     outcome = rolled_back()
     summary = summary_markdown(outcome)
-    assert "| 1 | 5% canary | rollback | 20.00% |" in summary
+    assert "| 1 | 5% canary | rollback | 20.0% |" in summary
     incident = incident_markdown(outcome)
-    assert "**error_rate** = 20.00% against the threshold 5.00%" in incident
+    assert "Trigger: **error rate 20.0%, above the 5% limit**" in incident
     assert "Traceback: boom" in incident
 
 
@@ -252,6 +254,8 @@ def test_a_rolled_back_stage_names_stage_metric_value_threshold() -> None:
         "value": 0.09,
         "threshold": 0.04,
         "reason": "P95 too high",
+        "requests": None,
+        "headline": "P95 latency 90 ms, above the 40 ms limit",
     }
 
 

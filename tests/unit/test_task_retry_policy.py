@@ -39,7 +39,7 @@ def test_every_task_is_classified_so_a_new_one_gets_a_decision():
     assert names >= MUST_NOT_REPEAT
     assert names >= LOCAL
     network = names - MUST_NOT_REPEAT - LOCAL
-    talking = {"measure-baseline", "set-traffic", "post-deploy-verification", "notify-and-prepare"}
+    talking = {"measure-baseline", "set-traffic", "post-deploy-verification", "who-is-on-call"}
     assert talking <= network
 
 

@@ -31,19 +31,19 @@ from deployflow.fakes.backends import FakeAlerts, FakeService
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.notify.slack import SlackNotifier
 from deployflow.polling import wait_for
-from deployflow.providers.base import AlertsRead, DeployCard, FiringAlert
+from deployflow.providers.base import AlertsRead, FiringAlert
 from deployflow.release import ReleaseOutcome
 from deployflow.signals import AlertWatch
 from deployflow.spec import ServiceSpec
+from deployflow.story import Announced, Deploy, Started
 from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
-from flows.deploy import ReleaseRequest, finish, interrupted, release
-from tasks.notify import notify_and_prepare
+from flows.deploy import ReleaseRequest, finish, release
+from flows.deploy_steps import interrupted
+from tasks.audiences import prefect_audiences
 from tests.integration.flows.helpers import make_spec
 
 pytestmark = pytest.mark.integration
-
-CARD = DeployCard(title="Deploying *shop* `v2`", fields=(), links=(), text="Deploying shop v2")
 
 
 @flow(name="paused-deploy-under-test")
@@ -95,7 +95,7 @@ def start(tmp_path: Path, slack: FakeSlackAPI, environment: str, pause: str):
         notifiers=(SlackNotifier(SecretStr("xoxb-pause"), "#deploys", base_url=slack.base_url),),
         ledger=Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}"),
         http_transport=service.transport,
-    )
+    ).telling(prefect_audiences())
     return service, spec, backends, ReleaseRequest("v2", environment)
 
 
@@ -128,17 +128,22 @@ def test_approve_given_the_deploy_run_lets_the_canary_go_on(prefect_server, tmp_
     assert "Canary v2 paused after stage 1 (25% of traffic)." in str(seen["form"])
     assert "- Stage 1 · 25% canary · promoted · errors" in str(seen["form"])
     assert seen["weight"] == 25  # traffic held where it was during the pause
-    [line] = seen["thread"]  # type: ignore[misc]
+    line, waiting = seen["thread"]  # type: ignore[misc]
     assert line.startswith("Stage 1 · 25% canary · promoted")
+    assert waiting.startswith(":hourglass: waiting up to 40 s: approve 100% on v2?")
     parent, *replies = slack.messages
-    assert [r.thread_ts for r in replies] == [parent.ts] * 3
-    assert replies[1].text.startswith("Stage 2 · 100% canary · promoted")
-    assert replies[2].text.startswith(":white_check_mark: *succeeded*")
+    assert [r.thread_ts for r in replies] == [parent.ts] * 5
+    assert (
+        replies[2].text
+        == ":white_check_mark: approval of stage 2 (100%): answered by Alice Example"
+    )
+    assert replies[3].text.startswith("Stage 2 · 100% canary · promoted")
+    assert replies[4].text.startswith(":white_check_mark: *succeeded*")
     # The dashboard link runs from the deploy's start to now in the parent, to its end at the end.
     started = re.search(r"from=(\d+)&to=now\|Dashboard>", json.dumps(parent.blocks))
-    ended = re.search(r"orgId=1&from=(\d+)&to=(\d+)\|Dashboard of the deploy>", replies[2].text)
+    ended = re.search(r"orgId=1&from=(\d+)&to=(\d+)\|Dashboard of the deploy>", replies[4].text)
     assert started is not None, parent.blocks
-    assert ended is not None, replies[2].text
+    assert ended is not None, replies[4].text
     assert started.group(1) == ended.group(1) < ended.group(2)
     service_state = service.router.state()
     assert service_state.canary_weight == 0
@@ -164,8 +169,10 @@ def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, t
     assert [r.thread_ts for r in replies] == [parent.ts] * len(replies)
     texts = [r.text for r in replies]
     assert texts[0].startswith("Stage 1 · 25% canary · promoted")
-    assert texts[1].startswith(":rewind: shop v2 rolled back to v1: " + why)
-    assert texts[2].startswith(":rewind: *rolled back*")
+    assert texts[1].startswith(":hourglass: waiting up to 2 s")
+    assert texts[2] == f":no_entry: approval of stage 2 (100%): {why}"
+    assert texts[3].startswith(":rewind: shop v2 rolled back to v1: " + why)
+    assert texts[4].startswith(":rewind: *rolled back*")
     assert [u.ts for u in slack.updates] == [parent.ts, parent.ts]
     # The tracking database says what the gate decided, not what the figures alone said.
     (stage,) = backends.ledger.deployment(data["deployment_id"])["stages"]
@@ -262,7 +269,8 @@ def interrupted_after_the_announcement(backends: Backends, service: FakeService)
     service.router.set_split(stable, canary, 25)
     outcome = ReleaseOutcome(service="shop", environment="interrupted-prod", version="v2")
     outcome.deployment_id = backends.ledger.start(outcome)
-    outcome.notifications = notify_and_prepare(backends.notifiers, CARD.text, None, CARD)
+    backends.story.record(Started(Deploy.of(outcome)))
+    backends.story.record(Announced("canary", (25, 100), "pinned"))
     interrupted(backends, outcome, stable, "v2", KeyboardInterrupt())
     return outcome
 
@@ -292,8 +300,11 @@ def test_an_interrupted_run_ends_its_thread_and_sends_its_ending_event(
                 ),
                 limit=50,
             )
-        return [e.event for e in page.events] or None
+        # The deploy's start was told too; the ending is the one event after it.
+        told = sorted(e.event for e in page.events)
+        return told if "deployflow.deploy.failed" in told else None
 
     assert wait_for(ended, timeout=60, interval=0.5, what="the ending event") == [
-        "deployflow.deploy.failed"
+        "deployflow.deploy.failed",
+        "deployflow.deploy.started",
     ]

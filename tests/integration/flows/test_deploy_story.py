@@ -1,6 +1,6 @@
-"""The stages told as they end in a run: replies in the deploy's Slack thread (local Slack API)
-and Grafana points at the time each stage ended (local annotations API); a Slack that fails
-blocks nothing."""
+"""The story's chat and dashboard audiences against local Slack and Grafana APIs: the announcement
+is the thread's parent, each stage a reply, and a Grafana point at the time each stage ended; an
+audience that fails blocks nothing."""
 
 from __future__ import annotations
 
@@ -17,17 +17,15 @@ from deployflow.fakes.backends import FakeService
 from deployflow.fakes.grafana_api import FakeGrafanaAPI
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.notify.slack import SlackNotifier
-from deployflow.providers.base import DeployCard
 from deployflow.providers.grafana import GrafanaAnnotator
-from deployflow.release import ReleaseOutcome
+from deployflow.release import ReleaseOutcome, Trigger
 from deployflow.rollout import StageResult
+from deployflow.story import Announced, Deploy, RolledBack, StageEnded, Started
 from deployflow.tracking.ledger import Ledger
-from flows.progress import Progress, tell_stage
-from tasks.notify import notify_and_prepare
 
 pytestmark = pytest.mark.integration
 
-CARD = DeployCard(title="Deploying *shop* `v2`", fields=(), links=(), text="Deploying shop v2")
+PLAN = Announced("canary", (5, 25, 100), "pinned by the spec", on_call="@alice")
 
 
 def stage(index: int, weight: int, ended: datetime) -> StageResult:
@@ -37,9 +35,10 @@ def stage(index: int, weight: int, ended: datetime) -> StageResult:
 
 @flow(name="deploy-story-under-test")
 def tell(backends: Backends, outcome: ReleaseOutcome) -> None:
-    outcome.notifications = notify_and_prepare(backends.notifiers, CARD.text, "@alice", CARD)
+    backends.story.record(Started(Deploy.of(outcome)))
+    backends.story.record(PLAN)
     for stage in outcome.stages:
-        tell_stage(backends, Progress.of(outcome), stage)
+        backends.story.record(StageEnded(stage))
 
 
 def test_stages_are_replies_in_the_thread_and_points_when_they_ended(
@@ -73,6 +72,9 @@ def test_stages_are_replies_in_the_thread_and_points_when_they_ended(
         "Stage 1 · 5% canary · promoted · errors 0.10%, P95 20 ms, 342 requests",
         "Stage 2 · 25% canary · promoted · errors 0.10%, P95 20 ms, 342 requests",
     ]
+    assert "On-call: @alice" in parent.text
+    region, *points = points
+    assert region["text"] == "deploy shop v2 to staging (canary)"
     assert [p["time"] for p in points] == [
         int(first.timestamp() * 1000),
         int(second.timestamp() * 1000),
@@ -99,14 +101,12 @@ class BrokenThread:
 
 @flow(name="deploy-story-broken-under-test")
 def tell_broken(backends: Backends, outcome: ReleaseOutcome) -> str:
-    from deployflow.providers.base import NotificationResult
-    from flows.progress import tell_rollback
-
-    outcome.notifications = [NotificationResult(True, "broken", ts="1.0")]
-    progress = Progress.of(outcome)
+    backends.story.record(Started(Deploy.of(outcome)))
+    backends.story.record(PLAN)
     for stage in outcome.stages:
-        tell_stage(backends, progress, stage)
-    tell_rollback(backends, progress, ":rewind: rolled back")
+        backends.story.record(StageEnded(stage))
+    trigger = Trigger(0, 5, "error_rate", 0.2, 0.05, "long statistics", requests=60)
+    backends.story.record(RolledBack(trigger, "v1", verified=True))
     return "went on"
 
 
@@ -124,5 +124,11 @@ def test_notifiers_that_raise_block_nothing(prefect_server, tmp_path: Path):
         annotators=(broken,),  # type: ignore[arg-type]
     )
     assert tell_broken(backends, outcome) == "went on"
-    # The notifier without threads still got the rollback notice.
-    assert service.notifier.messages == [":rewind: rolled back"]
+    # The notifier without threads still got the announcement and the rollback notice, which
+    # names the trigger with its figure and limit.
+    announcement, notice = service.notifier.messages
+    assert announcement.startswith(":rocket: Deploying *shop* `v2` to *staging*")
+    assert notice == (
+        ":rewind: shop v2 rolled back to v1: error rate 20.0% over 60 requests, above the 5% "
+        "limit. Stable verified: yes"
+    )

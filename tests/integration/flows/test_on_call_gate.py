@@ -36,6 +36,7 @@ from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
 from flows.deploy import ReleaseRequest, finish, release
 from flows.oncall import ConfirmationAnswer, confirm_on_call
+from tasks.audiences import prefect_audiences
 from tests.integration.flows.helpers import make_spec
 
 pytestmark = pytest.mark.integration
@@ -125,7 +126,7 @@ def test_nobody_confirming_aborts_before_anything_started(prefect_server, tmp_pa
         on_call=StaticOnCall(["@alice"]),
         annotators=(GrafanaAnnotator(SecretStr("glsa-gate"), grafana.base_url, "shop"),),
         http_transport=service.transport,
-    )
+    ).telling(prefect_audiences())  # as connect_backends builds them: with Prefect's event feed
 
     state = deploy_and_finish(spec, backends, ReleaseRequest("v2", "gate-prod"), return_state=True)
 
@@ -139,8 +140,11 @@ def test_nobody_confirming_aborts_before_anything_started(prefect_server, tmp_pa
     assert status == "aborted"
     slack.stop()
     grafana.stop()
-    parent, verdict = slack.messages
+    parent, waiting, refused, verdict = slack.messages
     assert {"type": "mrkdwn", "text": "*On-call*\n@alice"} in parent.blocks[1]["fields"]
+    assert [m.thread_ts for m in (waiting, refused)] == [parent.ts, parent.ts]
+    assert waiting.text.startswith(":hourglass: waiting up to")
+    assert refused.text == ":no_entry: on-call confirmation: nobody confirmed on call"
     assert verdict.thread_ts == parent.ts
     assert verdict.text == ":no_entry: *aborted*: nobody confirmed on call; nothing was started"
     [update] = slack.updates

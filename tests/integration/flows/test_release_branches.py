@@ -10,6 +10,7 @@ import pytest
 from prefect import Task, flow
 
 import flows.deploy
+import flows.deploy_steps
 import flows.rollback
 import flows.rollout
 from deployflow.backends import Backends
@@ -36,7 +37,7 @@ def run_release(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) 
 @pytest.fixture(autouse=True)
 def no_retry_pauses(monkeypatch):
     """The tasks still retry as configured; only the pause between attempts goes."""
-    for module in (flows.deploy, flows.rollout, flows.rollback):
+    for module in (flows.deploy, flows.deploy_steps, flows.rollout, flows.rollback):
         for value in vars(module).values():
             if isinstance(value, Task) and value.retries:
                 monkeypatch.setattr(value, "retry_delay_seconds", 0)

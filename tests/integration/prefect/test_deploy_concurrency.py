@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 
-import flows.deploy
+import flows.deploy_steps
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.concurrency import DeployRefused, limit_name
 from deployflow.polling import wait_for
@@ -114,7 +114,7 @@ def test_deploy_flow_with_a_saved_service_is_refused_before_touching_any_backend
 
     # The slot's holder is this test, not a deploy with a row in the tracking database; say it
     # is alive there (a holder the database does not see running is waited out, not refused).
-    monkeypatch.setattr(flows.deploy, "live_deploy_in", lambda *args: True)
+    monkeypatch.setattr(flows.deploy_steps, "live_deploy_in", lambda *args: True)
     with deploy_slot("shop", "conc-flow", "refuse", log):
         state = deploy(**{**params, "environment": "conc-flow"}, return_state=True)
 
@@ -134,7 +134,7 @@ def test_the_cli_deploys_a_saved_service_by_name(
 
     # The saved one runs the deploy flow with that service: held slot, so it is refused before
     # any backend is touched, and the refusal names the block's service.
-    monkeypatch.setattr(flows.deploy, "live_deploy_in", lambda *args: True)
+    monkeypatch.setattr(flows.deploy_steps, "live_deploy_in", lambda *args: True)
     with deploy_slot("shop", "conc-cli", "refuse", log):
         code = main(
             ["deploy", "--service", "shop-cli", "--version", "v2", "--environment", "conc-cli",

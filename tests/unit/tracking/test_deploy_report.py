@@ -15,19 +15,16 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from deployflow.fakes.backends import Behaviour, InMemoryTarget, ScriptedMetrics
+from deployflow.figures import duration, millis, percent, requests
 from deployflow.notify.charts import PNG_SIGNATURE, png_size
 from deployflow.notify.evidence import StorySources, commit_time, save_as, tell
 from deployflow.notify.report import (
     MAX_SIGNAL_LINES,
     ReportEvidence,
     candidate_causes,
-    duration,
     incident_report,
     kind_of,
     lines_around,
-    millis,
-    percent,
-    requests,
 )
 from deployflow.providers.base import RequestBreakdown
 from deployflow.tracking import repository
@@ -148,7 +145,7 @@ def test_incident_report_tells_the_rollback_for_people(
     # Numbers for humans: no raw floats, no Python reprs.
     assert not re.search(r"\d\.\d{5,}", md), md
     assert "RouterState(" not in md
-    assert "against the threshold 5.0%" in md
+    assert "- **Trigger**: error rate 20.0%, above the 5% limit, at stage 2" in md
     assert "errors 0.20%, P95 21 ms, 342 requests" in md
     assert "25% canary (127.0.0.1:20002)" in md
     # The timeline, in order, with offsets from the start.

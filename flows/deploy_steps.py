@@ -1,0 +1,486 @@
+"""The deploy flow's steps, each a function ``flows.deploy.steps`` calls in order.
+
+Decisions come from the core; these functions sequence tasks and subflows, record what happened in
+the tracking database and tell it once, as the deploy's story (``deployflow.story``), which every
+audience hears.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.settings import PREFECT_UI_URL
+
+from deployflow.backends import Backends
+from deployflow.checks import CheckContext, PreCheckReport, planned_checks
+from deployflow.checks.runner import resolve_commit
+from deployflow.notify.evidence import StorySources, commit_time
+from deployflow.providers.base import BackendConfigError, Instance, OnCallRoster
+from deployflow.providers.grafana import dashboard_link
+from deployflow.reconcile import abandon_release
+from deployflow.release import (
+    CheckRecord,
+    ReleaseOutcome,
+    Status,
+    Trigger,
+    stage_trigger,
+    step_failed_trigger,
+    verification_trigger,
+)
+from deployflow.rollout import stable_error_rate_bound
+from deployflow.spec import ServiceSpec
+from deployflow.story import Announced, Answered, Ended, Paused
+from deployflow.strategy import StrategyChoice, StrategyName
+from deployflow.tracking.ledger import Ledger
+from flows.bluegreen import blue_green
+from flows.flags import flag_rollout
+from flows.oncall import confirm_on_call
+from flows.rollback import rollback
+from flows.rollout import progressive_rollout
+from tasks.concurrency import deploy_slot, live_deploy_in
+from tasks.execute import (
+    discover_stable,
+    execute,
+    measure_baseline,
+    preflight,
+    retire_previous,
+)
+from tasks.migrations import migration_checks
+from tasks.notify import who_is_on_call
+from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
+from tasks.reconcile import reconcile_interrupted
+from tasks.rollout import plan_stage_evidence, promote
+from tasks.signals import preflight_signals
+from tasks.tracking import record_start
+from tasks.verify import verify_instance
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What was asked for: the flow's parameters, validated."""
+
+    version: str
+    environment: str
+    strategy: StrategyName = "auto"
+    dry_run: bool = False
+    git_ref: str | None = None
+    flow_run_id: str | None = None
+
+
+def ended(outcome: ReleaseOutcome, status: Status, message: str) -> ReleaseOutcome:
+    outcome.status, outcome.message = status, message
+    return outcome
+
+
+def announce(
+    spec: ServiceSpec, b: Backends, outcome: ReleaseOutcome, plan: StrategyChoice
+) -> OnCallRoster | None:
+    """Step 4: who is on call, then the plan told to every audience (the thread's parent
+    message, the dashboards' region). Returns the on-call roster."""
+    roster = who_is_on_call(b.on_call) if b.on_call is not None else None
+    b.story.record(
+        Announced(
+            strategy=plan.kind,
+            steps=tuple(plan.steps),
+            rationale=plan.rationale,
+            on_call=roster.summary if roster is not None else None,
+            risk_factors=tuple(
+                f"{f.name}: +{f.contribution:g} (weight {f.weight:g} x {f.units:g}): {f.fact}"
+                + (f" [at least {f.floor}]" if f.floor else "")
+                for f in (plan.risk.factors if plan.risk else ())
+                if f.contribution or f.floor
+            ),
+            dashboard_url=outcome_dashboard(outcome, spec.notifications.dashboard_url, live=True),
+            run_url=run_url(outcome.flow_run_id),
+        )
+    )
+    outcome.notifications = b.story.announcements()
+    return roster
+
+
+def one_deploy_at_a_time(
+    spec: ServiceSpec, req: ReleaseRequest, ledger: Ledger | None
+) -> AbstractContextManager[Any]:
+    """The service's and environment's Prefect concurrency limit, held for the whole deploy (the
+    spec's ``concurrency`` says whether a second deploy waits or is refused; a slot left by a
+    deploy that died, which the tracking database no longer sees running, is waited out). A dry
+    run starts nothing and holds no slot: a nightly dry run never delays a release."""
+    if req.dry_run:
+        return nullcontext()
+    return deploy_slot(
+        spec.service,
+        req.environment,
+        spec.concurrency,
+        get_run_logger(),
+        req.flow_run_id,
+        holder_alive=lambda: live_deploy_in(ledger, spec.service, req.environment, req.flow_run_id),
+    )
+
+
+def story_sources(spec: ServiceSpec, backends: Backends) -> StorySources:
+    """Where the report after the deploy gets its evidence."""
+    return StorySources(
+        metrics=backends.metrics,
+        target=backends.target,
+        checkout=spec.pre_checks.checkout if spec.pre_checks else None,
+        window_seconds=spec.analysis.window,
+        error_rate_limit=spec.analysis.max_error_rate,
+    )
+
+
+def begin(
+    spec: ServiceSpec, b: Backends, req: ReleaseRequest
+) -> tuple[ReleaseOutcome, Instance | None]:
+    """Before the steps: reconcile a dead deploy, find the stable version, create the row."""
+    reconciled = reconcile_interrupted(
+        b.ledger,
+        b.router,
+        b.target,
+        service=spec.service,
+        environment=req.environment,
+        own_flow_run_id=req.flow_run_id,
+    )
+    stable = discover_stable(b.router, b.target)
+    git_ref = req.git_ref
+    commit_at = None
+    if spec.pre_checks is not None:
+        # Record the commit, not a moving name like HEAD: the next deploy compares against it.
+        git_ref = resolve_commit(git_ref or "HEAD", spec.pre_checks.checkout) or git_ref
+        if git_ref is not None and not req.dry_run:
+            # Where the lead time for changes starts (deployflow stats).
+            commit_at = commit_time(spec.pre_checks.checkout, git_ref)
+    outcome = ReleaseOutcome(
+        service=spec.service,
+        environment=req.environment,
+        version=req.version,
+        previous_version=stable.version if stable else None,
+        dry_run=req.dry_run,
+        git_ref=git_ref,
+        commit_at=commit_at,
+        flow_run_id=req.flow_run_id,
+        reconciled=reconciled,
+        started_at=datetime.now(UTC),
+    )
+    outcome.deployment_id = record_start(b.ledger, outcome)
+    return outcome, stable
+
+
+def start_new_version(
+    spec: ServiceSpec,
+    b: Backends,
+    req: ReleaseRequest,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+) -> Instance | None:
+    """Step 5: the backends' own checks, the stable version's P95 baseline, then the new version
+    started and healthy. None (with the outcome ended) when the deploy cannot go on; no traffic
+    has moved then.
+
+    First of all, do not deploy into an incident: matching alerts already firing, or a
+    dependency already down, block the deploy before anything starts."""
+    if b.alerts is not None or b.dependencies:
+        problems = preflight_signals(b.alerts, b.dependencies)
+        if problems:
+            blocked = "; ".join(problems)
+            ended(outcome, "aborted", f"blocked before any traffic moved: {blocked}")
+            return None
+    try:
+        preflight(b.router, b.target)
+    except Exception as exc:
+        ended(outcome, "aborted", f"blocked before anything started: {exc}")
+        return None
+    if stable is not None:
+        try:
+            outcome.baseline_p95_seconds = measure_baseline(
+                b.metrics, stable, spec.analysis.baseline_window
+            )
+        except Exception as exc:
+            ended(outcome, "aborted", f"blocked before any traffic moved: {exc}")
+            return None
+    try:
+        return execute(b.target, req.version)
+    except Exception as exc:
+        ended(outcome, "failed", f"{req.version} did not start: {exc}")
+        return None
+
+
+def succeeded(b: Backends, outcome: ReleaseOutcome, stable: Instance | None) -> ReleaseOutcome:
+    """The new version serves everything and passed verification: retire the old one."""
+    if stable is not None:
+        try:
+            retire_previous(b.target, stable)
+        except Exception:  # the release is done; a leftover old process is only untidy
+            get_run_logger().exception("could not stop the previous version %s", stable.version)
+    done = f"{outcome.version} serves all the traffic and passed verification"
+    killed = [f["flag"] for f in outcome.flag_changes if f["reason"].startswith("kill switch")]
+    if killed:
+        done += f"; feature flag(s) {', '.join(killed)} turned off by the kill switch"
+    return ended(outcome, "succeeded", done)
+
+
+def roll_back(
+    spec: ServiceSpec,
+    b: Backends,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+    canary: Instance,
+    trigger: Trigger,
+) -> ReleaseOutcome:
+    """Step 8: the rollback subflow, and what its result means for the release."""
+    if stable is None:
+        return ended(outcome, "failed", f"{trigger.headline}; no previous version to roll back to")
+    last = outcome.stages[-1].measurements if outcome.stages else []
+    outcome.rollback = rollback(
+        b,
+        outcome.require_id(),
+        stable,
+        canary,
+        trigger,
+        spec.analysis,
+        spec.smoke,
+        outcome.baseline_p95_seconds,
+        last,
+        stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
+    )
+    if outcome.rollback.error is not None:
+        failed = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.headline}"
+        return ended(outcome, "failed", failed)
+    status: Status = "rolled_back" if outcome.rollback.verified else "failed"
+    return ended(outcome, status, f"rolled back to {stable.version}: {trigger.headline}")
+
+
+def gates(
+    spec: ServiceSpec, b: Backends, req: ReleaseRequest, git_ref: str | None
+) -> list[CheckRecord]:
+    """Steps 1 and 2: every pre-deployment gate as its own task, beside the migration checks."""
+    migrations = migration_checks.submit(spec.migrations, spec.service)
+    checks = pre_checks(spec, b, req, git_ref)
+    return [*checks, migrations.result()]
+
+
+def pre_checks(
+    spec: ServiceSpec, b: Backends, req: ReleaseRequest, git_ref: str | None
+) -> list[CheckRecord]:
+    """Step 1: the gates concurrently; the table becomes an artifact."""
+    section = spec.pre_checks
+    if section is None:
+        return [
+            CheckRecord.skipped("pre_checks", "pre_checks", "the spec has no pre_checks section")
+        ]
+    try:
+        token = github_token(section)
+    except BackendConfigError as exc:
+        return [token_unavailable(exc)]
+    deployed = b.ledger.deployed(spec.service, req.environment)
+    ctx = CheckContext(
+        version=req.version,
+        new_ref=git_ref or "HEAD",
+        previous_ref=deployed.git_ref if deployed else None,
+        github_token=token,
+    )
+    futures = [pre_deployment_check.submit(kind, section, ctx) for kind in planned_checks(section)]
+    return publish_prechecks(PreCheckReport(results=[f.result() for f in futures]), spec.service)
+
+
+def roll_out_and_verify(
+    spec: ServiceSpec,
+    b: Backends,
+    outcome: ReleaseOutcome,
+    plan: StrategyChoice,
+    stable: Instance | None,
+    canary: Instance,
+) -> Trigger | None:
+    """Steps 6 and 7: the stages, promotion and verification. Returns why to roll back, or None.
+
+    Any step that breaks is a reason to roll back: traffic must end on a version known healthy.
+    """
+    if plan.kind == "blue-green" and stable is not None:
+        return switch_and_keep_blue(spec, b, outcome, plan, stable, canary)
+    try:
+        outcome.stages = progressive_rollout(
+            b,
+            outcome.require_id(),
+            plan,
+            spec.analysis,
+            stable,
+            canary,
+            outcome.baseline_p95_seconds,
+        )
+    except Exception as exc:
+        get_run_logger().exception("the rollout broke")
+        return step_failed_trigger("the rollout", exc)
+    trigger = stage_trigger(outcome.stages[-1], spec.analysis.max_error_rate)
+    if trigger is not None:
+        return trigger
+    try:
+        promote(b.router, b.ledger, outcome.require_id(), canary)
+        outcome.verification = verify_instance(
+            canary,
+            target=b.target,
+            router=b.router,
+            metrics=b.metrics,
+            smoke=spec.smoke,
+            analysis=spec.analysis,
+            # Stable with all the traffic before the deploy: the load the new version has now.
+            baseline_p95_seconds=outcome.baseline_p95_seconds,
+            transport=b.http_transport,
+            # Its stages judged it: a breach fails it, metrics that cannot be read do not.
+            metrics_required=False,
+            expected_error_rate=stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
+            dependencies=b.dependencies,
+            alerts=b.alerts,
+            serving_since=outcome.stages[-1].started_at,
+        )
+    except Exception as exc:
+        get_run_logger().exception("promotion or verification broke")
+        return step_failed_trigger("promotion or verification", exc)
+    trigger = verification_trigger(outcome.verification)
+    if trigger is not None or spec.flags is None:
+        return trigger
+    return release_flags(spec, b, outcome, canary)
+
+
+def release_flags(
+    spec: ServiceSpec, b: Backends, outcome: ReleaseOutcome, promoted: Instance
+) -> Trigger | None:
+    """After a canary's or a direct release's promotion and verification, the spec's release
+    flags step by step (the flag-rollout subflow, as after a blue-green switch); the previous
+    version still runs until the deploy succeeds, so a version still bad with its flags killed
+    is rolled back like any other."""
+    assert spec.flags is not None
+    try:
+        rolled = flag_rollout(
+            b,
+            outcome.require_id(),
+            spec.flags,
+            spec.analysis,
+            promoted.version,
+            outcome.baseline_p95_seconds,
+            first_index=len(outcome.stages),
+        )
+    except Exception as exc:
+        get_run_logger().exception("the flag rollout broke")
+        return step_failed_trigger("the flag rollout", exc)
+    outcome.stages = [*outcome.stages, *rolled.stages]
+    outcome.flag_changes = [c.to_dict() for c in rolled.changes]
+    if rolled.killed is not None and rolled.trigger is None:
+        get_run_logger().warning(
+            "flag %s was killed; %s itself is healthy and stays", rolled.killed, promoted.version
+        )
+    return rolled.trigger
+
+
+def switch_and_keep_blue(
+    spec: ServiceSpec,
+    b: Backends,
+    outcome: ReleaseOutcome,
+    plan: StrategyChoice,
+    blue: Instance,
+    green: Instance,
+) -> Trigger | None:
+    """Steps 6 and 7 for blue-green (the subflow verifies green after the switch itself)."""
+    try:
+        result = blue_green(
+            b,
+            outcome.require_id(),
+            plan,
+            spec.analysis,
+            spec.smoke,
+            blue,
+            green,
+            outcome.baseline_p95_seconds,
+            spec.flags,
+        )
+    except Exception as exc:
+        get_run_logger().exception("the blue-green release broke")
+        return step_failed_trigger("the blue-green release", exc)
+    outcome.stages = result.stages
+    outcome.verification = result.verification or result.isolation
+    outcome.switch_seconds = result.switch_seconds
+    outcome.flag_changes = [c.to_dict() for c in result.flag_changes]
+    if result.flag_killed is not None and result.trigger is None:
+        get_run_logger().warning(
+            "flag %s was killed; %s itself is healthy and stays", result.flag_killed, green.version
+        )
+    return result.trigger
+
+
+def dry_run_plan(
+    spec: ServiceSpec, b: Backends, plan: StrategyChoice, stable: Instance | None
+) -> str:
+    """A dry run's outcome: the plan, and what today's traffic buys each canary stage."""
+    planned = f"dry run: checks passed, plan {plan_text(plan)}; nothing was started"
+    evidence = []
+    if plan.kind == "canary" and stable is not None:
+        evidence = plan_stage_evidence(
+            b.metrics, stable, plan.steps, plan.observe_seconds, spec.analysis
+        )
+    if evidence:
+        planned += "\n  at today's traffic:\n" + "\n".join(f"  - {line}" for line in evidence)
+    return planned
+
+
+def plan_text(plan: StrategyChoice) -> str:
+    return f"{plan.kind} {'/'.join(f'{w}%' for w in plan.steps)} ({plan.rationale})"
+
+
+def outcome_dashboard(
+    outcome: ReleaseOutcome, url: str | None, *, live: bool = False
+) -> str | None:
+    """The spec's dashboard over the deploy: from its start to now while it runs (``live``), to
+    its end once it is over."""
+    if url is None or outcome.started_at is None:
+        return url
+    return dashboard_link(url, outcome.started_at, None if live else datetime.now(UTC))
+
+
+def run_url(flow_run_id: str | None) -> str | None:
+    """The run in the Prefect UI, when a server with a UI is configured."""
+    base = PREFECT_UI_URL.value()
+    if not base or not flow_run_id:
+        return None
+    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def on_call_gate(
+    spec: ServiceSpec, b: Backends, req: ReleaseRequest, roster: OnCallRoster | None
+) -> str | None:
+    """Step 4's people in the loop: where the spec asks for it (``notifications.on_call.confirm``
+    for this environment), wait for somebody to confirm being on call. Returns why the deploy must
+    not go on, or None."""
+    section = spec.notifications.on_call
+    if section is None or not section.confirmation_required(req.environment):
+        return None
+    gate = "on-call confirmation"
+    question = f"who is on call and watching {spec.service} {req.version} in {req.environment}?"
+    b.story.record(Paused(gate, question, section.confirm_timeout))
+    answer = confirm_on_call(
+        spec.service, req.version, req.environment, roster, section.confirm_timeout
+    )
+    b.story.record(Answered(gate, answer.confirmed_by, answer.refusal))
+    return answer.refusal
+
+
+def interrupted(
+    b: Backends,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+    version: str,
+    signal: BaseException,
+) -> None:
+    """The run is being stopped while the new version may have traffic: put traffic back on the
+    stable version and stop the new one, directly (the run's tasks are being torn down), and
+    record it. What cannot be done here the next deploy reconciles (the row keeps its weight)."""
+    logger = get_run_logger()
+    what = type(signal).__name__
+    result = abandon_release(b.router, b.target, stable, version)
+    logger.error("interrupted (%s): %s", what, result.message)
+    ending = f"interrupted ({what}): {result.message}"
+    if result.restored:
+        b.ledger.close(outcome.require_id(), "failed", ending)
+    # Nothing after this runs (the run is being stopped): every audience hears the end now.
+    b.story.record(Ended(ended(outcome, "failed", ending)))
