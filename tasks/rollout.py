@@ -96,7 +96,7 @@ def observe_canary_stage(
         if weight > 0 and state.canary is None and state.stable != instance.address:
             return (
                 f"{router.describe()} sends {version} no traffic: its server is down "
-                "(failing the router's health check)"
+                "(the router took it out: failing its health check, or request after request)"
             )
         return None
 

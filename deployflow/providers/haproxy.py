@@ -271,8 +271,19 @@ class HAProxyRouter:
         self._set(self.canary_server, "state maint")
         self._set(self.canary_server, "weight 0")
 
+    def _fresh_health(self, server: str) -> None:
+        """A new version in the canary slot starts afresh: whatever the router held against
+        the previous one (marked down by the data-plane guard, which then takes many good checks
+        to undo) goes with it. The health checks go on judging the new one from here."""
+        command = f"set server {self.backend}/{server} health up"
+        answer = self.command(command).strip()
+        if answer and "not enabled" not in answer.lower():
+            raise RouterError(f"HAProxy refused {command!r}: {answer}")
+
     def _point(self, current: ServerState, instance: Instance, *, weight: int) -> None:
         if (current.address, current.port) != (instance.host, instance.port):
             self._set(current.name, f"addr {instance.host} port {instance.port}")
+            if current.name == self.canary_server:
+                self._fresh_health(current.name)
         self._set(current.name, f"weight {weight}")
         self._set(current.name, "state ready")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from deployflow.polling import wait_for
@@ -126,3 +127,41 @@ def test_a_canary_that_stops_answering_is_taken_out_by_the_health_check(
     finally:
         router.set_split(stable, None, 0)
         target.stop_all()
+
+
+def test_the_router_takes_a_canary_failing_every_request_out_by_itself(
+    haproxy, router, versions, tmp_path
+):
+    # The data-plane guard: a version answering 500 to everything (its health endpoint fine)
+    # is out of rotation after five failed answers in a row, without waiting for the judge,
+    # and stays out (its health endpoint answers, but coming back takes 20 good checks); the
+    # next canary put in that slot gets traffic at once.
+    v1, _ = versions
+    faulty = LocalProcessTarget(
+        DEMO_APP_COMMAND,
+        state_dir=tmp_path,
+        env={"DEPLOYFLOW_DEMO_FAULTS": '{"v5": {"error_rate": 1.0}}'},
+    )
+    try:
+        v5 = faulty.start("v5")
+        router.set_split(v1, v5, 50)
+        bad = 0
+        with httpx.Client(base_url=haproxy.frontend_url, timeout=5.0) as client:
+            for _ in range(200):
+                if client.get("/api/items").status_code >= 500:
+                    bad += 1
+        # Five in a row take it out; HAProxy acts on the mark-down a request or two later.
+        assert 5 <= bad <= 10, bad
+        state = router.state()
+        assert state.canary is None, state  # what the judge sees at its next look
+        assert state.stable == v1.address
+    finally:
+        faulty.stop_all()
+    _, v2 = versions
+    router.set_split(v1, v2, 50)  # a healthy canary in the same slot
+    wait_for(
+        lambda: router.state().canary == v2.address or None,
+        timeout=5,
+        interval=0.1,
+        what="the next canary in rotation",
+    )
