@@ -46,9 +46,9 @@ def render_config(
     checks = (
         f"    option httpchk GET {health_path}\n"
         "    default-server check inter 500ms fall 2 rise 1\n"
-        "    # The data-plane guard: a canary that fails request after request (5 in a row, 5xx\n"
-        "    # or no answer) is taken out of rotation by HAProxy itself, within requests, and kept\n"
-        "    # out (checked once a minute while down), so the judge sees it gone at its next look.\n"
+        "    # The data-plane guard on the canary slot: five failed requests in a row (5xx or no\n"
+        "    # answer) take it out of rotation, by HAProxy itself, within requests; coming back\n"
+        "    # takes 20 good checks (10 s), so the judge sees it gone at its next look.\n"
         if health_checks
         else "    # No health checks: this HAProxy routes to addresses nothing may listen on.\n"
     )
