@@ -23,8 +23,10 @@ STABLE_SERVER = "stable"
 CANARY_SERVER = "canary"
 # On the canary slot only: five failed requests in a row mark it down at once. A healthy canary
 # at the stable's 0.5% errors does that by chance about once in 3*10^11 requests, a 3% one once in
-# 4*10^7; a version that answers 500 to everything after its fifth answer.
-CANARY_GUARD = " observe layer7 error-limit 5 on-error mark-down rise 20"
+# 4*10^7; a version that answers 500 to everything after its fifth answer. Its health is checked
+# every 3 s (a good check forgives the failed requests before it: checked every 500 ms, a canary
+# at 3 requests/s was never taken out), and coming back takes 20 good checks 500 ms apart.
+CANARY_GUARD = " observe layer7 error-limit 5 on-error mark-down inter 3s fastinter 500ms rise 20"
 
 
 class HAProxyError(RuntimeError):
@@ -48,7 +50,7 @@ def render_config(
         "    default-server check inter 500ms fall 2 rise 1\n"
         "    # The data-plane guard on the canary slot: five failed requests in a row (5xx or no\n"
         "    # answer) take it out of rotation, by HAProxy itself, within requests; coming back\n"
-        "    # takes 20 good checks (10 s), so the judge sees it gone at its next look.\n"
+        "    # takes 20 good checks (over 10 s), so the judge sees it gone at its next look.\n"
         if health_checks
         else "    # No health checks: this HAProxy routes to addresses nothing may listen on.\n"
     )
