@@ -19,7 +19,6 @@ from typing import Annotated, Any
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
-from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
@@ -36,25 +35,24 @@ from deployflow.providers.grafana import dashboard_link
 from deployflow.reconcile import abandon_release
 from deployflow.release import (
     CheckRecord,
-    ReleaseNotSucceeded,
     ReleaseOutcome,
     Status,
     Trigger,
     blocked_message,
     blocking_checks,
     stage_trigger,
-    state_name,
     step_failed_trigger,
     verification_trigger,
 )
 from deployflow.rollout import latest_stable_p95, stable_error_rate_bound
-from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
+from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec, SpecError
 from deployflow.strategy import StrategyChoice, StrategyName, risk_decides
 from deployflow.tracking.lease import Lease
 from deployflow.tracking.ledger import Ledger
 from flows.bluegreen import blue_green
 from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
+from flows.outcome_state import final_state, refused_state
 from flows.progress import Progress, annotation_tags, tell_interrupted
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
@@ -127,6 +125,8 @@ def deploy(
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
     spec = load_service_spec(spec_path, version, service)
+    if isinstance(spec, SpecError):
+        return refused_state(spec)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
@@ -180,8 +180,8 @@ def finish(
     story: StorySources | None = None,
     spec_dashboard: str | None = None,
 ) -> State[Any]:
-    """Step 9, then the run's final state, named for what happened (``state_name``): Completed
-    for a release or a dry run, Failed otherwise; the message says the outcome. With ``story``,
+    """Step 9, then the run's final state (``final_state``): Completed for a release or a dry
+    run, Failed otherwise, tagged with the outcome; the message says it. With ``story``,
     the incident report or success summary (charts, breakdown, log, commits) is written too. The
     verdict's message links ``spec_dashboard`` over the deploy's whole time range."""
     # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
@@ -200,13 +200,7 @@ def finish(
         verdict = f"{outcome.version} {outcome.status.replace('_', ' ')}: {outcome.message}"
         tags = [*annotation_tags(outcome), outcome.status]
         annotate(backends.annotators, tags, points=[verdict], end=verdict)
-    data = outcome.to_dict()
-    name = state_name(outcome)
-    if outcome.status == "succeeded":
-        message = outcome.message or f"{outcome.version} succeeded"
-        return Completed(name=name, message=message, data=data)
-    message = f"{outcome.version} {outcome.status}: {outcome.message}"
-    return Failed(name=name, message=message, data=ReleaseNotSucceeded(data))
+    return final_state(outcome)
 
 
 def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutcome:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployflow.notify.plaintext import plain_text
 from deployflow.providers.base import (
     Annotator,
     DeployCard,
@@ -67,7 +68,7 @@ def notify_and_prepare(
         One result per notifier, in order: the parents ``notify_thread`` replies to.
     """
     logger = get_run_logger()
-    logger.info("announcement:\n%s", announcement)
+    logger.info("announcement:\n%s", plain_text(announcement))
     if not on_call:
         logger.warning("no on-call engineer named in notifications.on_call")
     return _post_all(notifiers, announcement, card)
@@ -105,7 +106,7 @@ def notify_thread(
 @task(name="notify-rollback", cache_policy=NO_CACHE, **retried(NOTIFY))
 def notify_rollback(notifiers: Sequence[Notifier], text: str) -> list[NotificationResult]:
     """Tell people about a rollback. Never raises: the rollback goes on whatever happens here."""
-    get_run_logger().warning("rollback notice:\n%s", text)
+    get_run_logger().warning("rollback notice:\n%s", plain_text(text))
     return _post_all(notifiers, text)
 
 
