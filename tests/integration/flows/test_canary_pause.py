@@ -150,7 +150,7 @@ def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, t
 
     state = deploy_and_finish(spec, backends, request, return_state=True)
 
-    assert state.name == "RolledBack", state.message
+    assert state.name == "Failed", state.message
     why = "nobody approved going from 25% to 100% within 2 s (pause after stage 1)"
     assert state.message == f"v2 rolled_back: rolled back to v1: {why}"
     data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
@@ -194,7 +194,7 @@ def test_a_canary_that_fails_while_paused_is_rolled_back_without_waiting(
     took = time.monotonic() - started
     thread.join(timeout=10)
 
-    assert state.name == "RolledBack", state.message
+    assert state.name == "Failed", state.message
     assert took < 60, "the rollout waited for the pause's timeout"
     data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
     assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("error_rate", 0)
@@ -229,7 +229,7 @@ def test_an_alert_that_fires_while_paused_rolls_the_canary_back(prefect_server, 
     state = deploy_and_finish(spec, backends, request, return_state=True)
     thread.join(timeout=10)
 
-    assert state.name == "RolledBack", state.message
+    assert state.name == "Failed", state.message
     data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
     assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("alerts", 0)
     assert data["rollback"]["reason"] == (
