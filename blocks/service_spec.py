@@ -14,29 +14,28 @@ from deployflow.spec import ServiceSpec, check_spec_text, spec_from_text
 class ServiceSpecBlock(Block):
     """One service's spec (the YAML of a spec file), chosen by name in the deploy form.
 
-        The YAML is validated when the block is saved from Python (``save``), by the same loader as a
-        spec file: a block that would fail a deploy cannot be saved, and the error names each field.
-        The Prefect UI saves a block's fields without running this code, so a deploy checks the spec
-        again when it loads the block (``get_spec``): a bad one ends the run before anything starts,
-        with one line naming each field (a block that does not validate still loads, so the run can
-        say so rather than fail resolving its parameters). What depends on the machine that runs the
-        deploy is checked there too: ``${VAR}`` references not set where the block is saved, programs
-        named in the spec, relative paths.
+    The YAML is validated when the block is saved from Python (``save``), by the same loader as a
+    spec file: a block that would fail a deploy cannot be saved, and the error names each field.
+    The Prefect UI saves a block's fields without running this code, so a deploy checks the spec
+    again when it loads the block (``get_spec``): a bad one ends the run before anything starts,
+    with one line naming each field (a block that does not validate still loads, so the run can
+    say so rather than fail resolving its parameters). What depends on the machine that runs the
+    deploy is checked there too: ``${VAR}`` references not set where the block is saved, programs
+    named in the spec, relative paths.
 
-        Attributes:
-            spec: The spec's YAML text.
-            base_dir: Folder relative paths in the spec resolve against; empty: the flow run's working
-                directory (the deployment's checkout, after prefect.yaml's pull step).
+    Attributes:
+        spec: The spec's YAML text.
+        base_dir: Folder relative paths in the spec resolve against; empty: the flow run's working
+            directory (the deployment's checkout, after prefect.yaml's pull step).
 
-        Example:
-            ```python
-            from pathlib import Path
-    from typing import Any
-            from blocks import ServiceSpecBlock
+    Example:
+        ```python
+        from pathlib import Path
+        from blocks import ServiceSpecBlock
 
-            ServiceSpecBlock(spec=Path("examples/sandbox.yaml").read_text()).save("sandbox-shop")
-            spec = ServiceSpecBlock.load("sandbox-shop").get_spec()
-            ```
+        ServiceSpecBlock(spec=Path("examples/sandbox.yaml").read_text()).save("sandbox-shop")
+        spec = ServiceSpecBlock.load("sandbox-shop").get_spec()
+        ```
     """
 
     _block_type_name = "ServiceSpec"

@@ -439,7 +439,8 @@ def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team, tmp_pa
     # A worker's rolled-back run ends with one ERROR line carrying its outcome; the exception
     # Prefect's engine raises from the Failed state is not logged again with its traceback.
     errors = [message for level, message in logs if level >= 40]
-    assert errors[-1].startswith("deploy of ") and " v3 to " in errors[-1], errors
+    assert errors[-1].startswith("deploy of "), errors
+    assert " v3 to " in errors[-1], errors
     assert "rolled back: rolled back to v2" in errors[-1], errors
     assert not [m for m in errors if "Traceback" in m or "cannot be resolved" in m], errors
     row = tracked_by_flow_run(team.tracking_url, bad_id)
