@@ -367,7 +367,9 @@ def approve(run_id: UUID, name: str) -> Approval:
         else OnCallConfirmation(watching=True, name=name).model_dump(include={"watching", "name"})
     )
     try:
-        resume_flow_run(waiting.id, run_input=answer)
+        # The sync variant also where an event loop runs (a notebook, Playwright's sync API):
+        # Prefect would otherwise hand back a coroutine and nothing would be answered.
+        resume_flow_run(waiting.id, run_input=answer, _sync=True)  # type: ignore[call-arg]
     except FlowPauseTimeout:
         raise ConfirmationRefused(
             f"the window of {run.name} ({run_id}) has closed: it timed out"
