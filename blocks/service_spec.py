@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from deployflow.spec import ServiceSpec, check_spec_text, spec_from_text
 
@@ -13,10 +14,14 @@ from deployflow.spec import ServiceSpec, check_spec_text, spec_from_text
 class ServiceSpecBlock(Block):
     """One service's spec (the YAML of a spec file), chosen by name in the deploy form.
 
-    The YAML is validated when the block is saved, by the same loader as a spec file: a block that
-    would fail a deploy cannot be saved, and the error names each field. What depends on the
-    machine that runs the deploy is checked there, when a deploy loads the block: ``${VAR}``
-    references not set where the block is saved, programs named in the spec, relative paths.
+    The YAML is validated when the block is saved from Python (``save``), by the same loader as a
+    spec file: a block that would fail a deploy cannot be saved, and the error names each field.
+    The Prefect UI saves a block's fields without running this code, so a deploy checks the spec
+    again when it loads the block (``get_spec``): a bad one ends the run before anything starts,
+    with one line naming each field (a block that does not validate still loads, so the run can
+    say so rather than fail resolving its parameters). What depends on the machine that runs the
+    deploy is checked there too: ``${VAR}`` references not set where the block is saved, programs
+    named in the spec, relative paths.
 
     Attributes:
         spec: The spec's YAML text.
@@ -48,12 +53,34 @@ class ServiceSpecBlock(Block):
         "deploy; empty: the flow run's working directory (the deployment's checkout).",
     )
 
-    @field_validator("spec")
-    @classmethod
-    def _spec_is_valid(cls, text: str) -> str:
-        # A SpecError is a ValueError: pydantic reports it under this field, every problem named.
-        check_spec_text(text, "spec")
-        return text
+    def check(self) -> None:
+        """Check the spec as far as this machine can, without ``${VAR}`` references it does not
+        set (what ``save`` runs).
+
+        Raises:
+            SpecError: Every problem, naming the block and each field (never echoing the YAML).
+        """
+        check_spec_text(self.spec, self.describe())
+
+    def save(self, name: str | None = None, overwrite: bool = False, client: Any = None) -> Any:
+        """Save the block as ``name``, once ``check`` passed (see ``Block.save``).
+
+        Raises:
+            SpecError: The spec is invalid; nothing was saved.
+        """
+        self.check()
+        return super().save(name=name, overwrite=overwrite, client=client)
+
+    async def asave(
+        self, name: str | None = None, overwrite: bool = False, client: Any = None
+    ) -> Any:
+        """``save`` from async code.
+
+        Raises:
+            SpecError: The spec is invalid; nothing was saved.
+        """
+        self.check()
+        return await super().asave(name=name, overwrite=overwrite, client=client)
 
     def describe(self) -> str:
         """How logs and errors name this block."""

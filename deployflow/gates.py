@@ -107,5 +107,5 @@ def decided_by_person(
     why = f"stage {last.index + 1} ({last.observed}) was shown neither healthy nor harmful"
     if last.reason is not None:
         why = last.reason.reason.removesuffix("; a person decides")
-    breach = Breach("inconclusive", None, None, f"{refusal or 'rolled back'} after: {why}")
+    breach = Breach(GATE_METRIC, None, None, f"{refusal or 'rolled back'} after: {why}")
     return dataclasses.replace(last, verdict=Verdict.ROLLBACK, reason=breach)

@@ -90,3 +90,31 @@ class Repeat:
     ) -> None:
         self._stop.set()
         self._thread.join(timeout=self.join_timeout)
+
+
+def within_deadline(call: Callable[[], T], *, seconds: float, what: str) -> T:
+    """``call()``'s answer, or DeadlineExceeded once ``seconds`` have passed without one.
+
+    The call runs in a daemon thread that this one waits for with a deadline, so a call that hangs
+    (a blocking read, a wedged subprocess pipe) cannot hold the caller past it: the caller goes
+    on, and the abandoned thread ends with the process. For work that already runs in a worker
+    thread, where a Prefect task timeout cannot interrupt a blocking call. ``call``'s own
+    exceptions are raised here.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the caller, whatever it is
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name=f"deployflow-deadline-{what}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise DeadlineExceeded(f"{what} did not finish within {seconds:g}s")
+    if failure:
+        raise failure[0]
+    return outcome[0]

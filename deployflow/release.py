@@ -347,18 +347,19 @@ def stage_trigger(last: StageResult, max_error_rate: float | None = None) -> Tri
 
 
 def _unproven_headline(seen: Mapping[str, float | None], limit: float | None, metric: str) -> str:
-    """A stage judged without a breach (too little evidence, failed queries), in the figures it
-    last measured."""
+    """A stage judged without a breach (shown neither healthy nor harmful in its time, failed
+    queries), in the figures it last measured: doubt, never called harm."""
     rate, count = seen["error_rate"], seen["requests"]
     figures = f"error rate {percent(rate)} over {requests(count)}"
     if metric == "inconclusive" and limit is not None and rate is not None:
         if rate > limit:
             return (
-                f"{figures}, above the {limit_percent(limit)} limit, no time left to show otherwise"
+                f"{figures}, above the {limit_percent(limit)} limit but not beyond doubt in the "
+                "stage's time"
             )
-        return f"{figures}, not shown below the {limit_percent(limit)} limit in the time left"
+        return f"{figures}, not shown below the {limit_percent(limit)} limit in the stage's time"
     if metric == "inconclusive":
-        return f"{figures}: too little evidence to show the canary healthy in time"
+        return f"{figures}: too little evidence to show the canary healthy in the stage's time"
     return ""
 
 

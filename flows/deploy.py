@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 from prefect import State, flow
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
@@ -25,13 +24,11 @@ from deployflow.backends import Backends
 from deployflow.notify.evidence import StorySources
 from deployflow.providers.base import Instance
 from deployflow.release import (
-    ReleaseNotSucceeded,
     ReleaseOutcome,
     blocked_message,
     blocking_checks,
-    state_name,
 )
-from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec
+from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec, SpecError
 from deployflow.story import Deploy, Ended, Started
 from deployflow.strategy import StrategyName, risk_decides
 from deployflow.tracking.lease import Lease
@@ -52,6 +49,7 @@ from flows.deploy_steps import (
     story_sources,
     succeeded,
 )
+from flows.outcome_state import final_state, refused_state
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
 from tasks.story import write_report
@@ -94,7 +92,10 @@ def deploy(
         tracking_block: Name of the deployflow tracking database block; empty uses
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
-    spec = load_service_spec(spec_path, version, service).for_environment(environment)
+    loaded = load_service_spec(spec_path, version, service)
+    if isinstance(loaded, SpecError):
+        return refused_state(loaded)
+    spec = loaded.for_environment(environment)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
         version, environment, strategy, dry_run, git_ref, str(run_id) if run_id else None
@@ -128,18 +129,6 @@ def finish(
         write_report(backends.ledger, outcome.deployment_id, quote(story))  # type: ignore[call-overload]
     backends.story.record(Ended(outcome, outcome_dashboard(outcome, spec_dashboard)))
     return final_state(outcome)
-
-
-def final_state(outcome: ReleaseOutcome) -> State[Any]:
-    """The run's final state, named for what happened (``state_name``): Completed for a release
-    or a dry run, Failed otherwise; the message says the outcome."""
-    data = outcome.to_dict()
-    name = state_name(outcome)
-    if outcome.status == "succeeded":
-        message = outcome.message or f"{outcome.version} succeeded"
-        return Completed(name=name, message=message, data=data)
-    message = f"{outcome.version} {outcome.status}: {outcome.message}"
-    return Failed(name=name, message=message, data=ReleaseNotSucceeded(data))
 
 
 def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutcome:

@@ -25,6 +25,7 @@ from types import TracebackType
 from uuid import UUID
 
 from prefect import get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 from prefect.runtime import flow_run
 
@@ -35,6 +36,7 @@ from deployflow.providers.base import Instance
 from deployflow.rollout import canary_gone, thresholds_from
 from deployflow.signals import with_signals
 from deployflow.spec import AnalysisSpec
+from flows.oncall import deploy_run_id
 
 WATCH_ANSWERER = "deployflow (the canary failed while paused)"
 
@@ -71,7 +73,8 @@ class PausedCanaryWatch:
         ]
         self._started = time.monotonic()
         self._logger = get_run_logger()  # bound here: the thread has no run context
-        self._run_id = UUID(str(flow_run.get_id()))
+        with get_client(sync_client=True) as client:  # the run whose form the gate waits on
+            self._run_id = deploy_run_id(client) or UUID(str(flow_run.get_id()))
         self._looks = Repeat(
             analysis.interval,
             self._look_once,

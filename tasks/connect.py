@@ -27,12 +27,22 @@ from tasks.retry_policy import QUICK_CALL, retried
 @task(name="load-spec", cache_policy=NO_CACHE)
 def load_service_spec(
     spec_path: str | None, version: str, service: ServiceSpecBlock | None = None
-) -> ServiceSpec:
+) -> ServiceSpec | SpecError:
     """Read and validate the service spec and the version; every problem is named.
 
     The spec is the ServiceSpec block chosen in the form (``service``) when there is one, else the
-    file at ``spec_path`` (relative to the flow run's working directory).
+    file at ``spec_path`` (relative to the flow run's working directory). Bad input is an answer,
+    not a crash of the task: the SpecError is returned, for the flow to end the run with it.
     """
+    try:
+        return _load_service_spec(spec_path, version, service)
+    except SpecError as exc:
+        return exc
+
+
+def _load_service_spec(
+    spec_path: str | None, version: str, service: ServiceSpecBlock | None
+) -> ServiceSpec:
     validate_version(version)
     logger = get_run_logger()
     if service is not None:
@@ -74,6 +84,14 @@ def connect_backends(
     backends = connect(spec, tracking_ledger(tracking_block), ctx, warn=warn)
     backends = backends.telling(prefect_audiences())
     logger = get_run_logger()
+    unused: list[str] = []
     for role, description in backends.model_dump().items():
-        logger.info("%s: %s", role, description)
+        if not description:  # a role the spec does not fill
+            unused.append(role)
+        elif isinstance(description, list):
+            logger.info("%s: %s", role, "; ".join(description))
+        else:
+            logger.info("%s: %s", role, description)
+    if unused:
+        logger.info("not configured: %s", ", ".join(unused))
     return backends

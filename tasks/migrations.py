@@ -8,17 +8,19 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.checks.result import CheckStatus
 from deployflow.migrations import MigrationsSpec
+from deployflow.polling import DeadlineExceeded, within_deadline
 from deployflow.release import CheckRecord
 from tasks.artifacts import artifact_key
-from tasks.retry_policy import CHECK, retried
+from tasks.retry_policy import CHECK, retried_in_worker_thread
 
 
-@task(name="migration-checks", cache_policy=NO_CACHE, **retried(CHECK, retries=1))
+@task(name="migration-checks", cache_policy=NO_CACHE, **retried_in_worker_thread(retries=1))
 def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckRecord:
     """Check the service's Alembic migrations between the deployed revision and head.
 
     Rules, reversibility, expand/contract class, the staging round trip and table sizes when a
-    staging database is configured; the markdown report becomes an artifact.
+    staging database is configured; the markdown report becomes an artifact. Submitted beside
+    the pre-deployment checks (a worker thread), it is bounded by its own deadline (``CHECK``).
     """
     logger = get_run_logger()
     if settings is None:
@@ -30,8 +32,12 @@ def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckReco
     from deployflow.migrations import MigrationInputError, check_migrations
 
     try:
-        report = check_migrations(settings.path, from_rev=None, settings=settings)
-    except MigrationInputError as exc:
+        report = within_deadline(
+            lambda: check_migrations(settings.path, from_rev=None, settings=settings),
+            seconds=CHECK,
+            what="the migration checks",
+        )
+    except (MigrationInputError, DeadlineExceeded) as exc:
         logger.error("migrations cannot be checked: %s", exc)
         return CheckRecord("migrations", "migrations", CheckStatus.ERROR, str(exc))
     create_markdown_artifact(

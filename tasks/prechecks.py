@@ -12,10 +12,12 @@ from pydantic import SecretStr
 from blocks.github import GitHubCredentialsBlock
 from blocks.loader import load_block
 from deployflow.checks import CheckContext, CheckResult, PreCheckReport, PreChecksSpec, run_check
+from deployflow.checks.kinds.common import error_result
 from deployflow.checks.result import CheckStatus
+from deployflow.polling import DeadlineExceeded, within_deadline
 from deployflow.release import CheckRecord
 from tasks.artifacts import artifact_key
-from tasks.retry_policy import CHECK, retried
+from tasks.retry_policy import CHECK, retried_in_worker_thread
 
 GITHUB_TOKEN_ENV = "GITHUB_TOKEN"
 
@@ -34,11 +36,14 @@ def github_token(spec: PreChecksSpec) -> SecretStr | None:
 @task(
     name="pre-deployment-check",
     cache_policy=NO_CACHE,
-    **retried(CHECK, retries=1),
+    **retried_in_worker_thread(retries=1),
     task_run_name="check: {kind}",
 )
 def pre_deployment_check(kind: str, spec: PreChecksSpec, ctx: CheckContext) -> CheckResult:
     """Run one gate (tests, lint, typecheck, build, audit, review, changelog) and keep its evidence.
+
+    Submitted beside the other gates, so it runs in a worker thread: the check is bounded by its
+    own deadline (``CHECK``), past its spec's ``timeout`` that already ends its commands.
 
     Args:
         kind: Which check.
@@ -46,7 +51,12 @@ def pre_deployment_check(kind: str, spec: PreChecksSpec, ctx: CheckContext) -> C
         ctx: Version, refs and the GitHub token of this deploy.
     """
     logger = get_run_logger()
-    result = run_check(kind, spec, ctx)
+    try:
+        result = within_deadline(
+            lambda: run_check(kind, spec, ctx), seconds=CHECK, what=f"the {kind} check"
+        )
+    except DeadlineExceeded as exc:  # a check that cannot tell blocks; an hour is not retried
+        result = error_result(kind, str(exc))
     line = f"{kind}: {result.status.value}" + (f" ({result.figure})" if result.figure else "")
     if result.reason:
         line += f": {result.reason}"

@@ -8,6 +8,11 @@ a recovering server -- and is stopped when it takes far longer than such a call 
 Tasks that must not run twice get ``no_retries``: starting a version (the github-actions target
 would dispatch a second workflow run) and the blue-green traffic switch. Their own backends bound
 their time; a repeat would be a second release action, not a second look.
+
+A Prefect task timeout interrupts a blocking call only in the flow's main thread (an alarm
+signal); in a worker thread (a task submitted to run concurrently) it cannot, and Prefect warns
+so at every run. Tasks the flow calls directly keep Prefect's timeout; submitted tasks
+(``retried_in_worker_thread``) bound their call with ``within_deadline`` instead.
 """
 
 from __future__ import annotations
@@ -35,11 +40,19 @@ def retried(
 ) -> dict[str, Any]:
     """Task options for a call that may safely be repeated: retries, jittered delays, timeout.
     An exception of a ``final`` type is an answer, not a glitch: it is never retried."""
+    return {**retried_in_worker_thread(retries, final=final), "timeout_seconds": timeout_seconds}
+
+
+def retried_in_worker_thread(
+    retries: int = RETRIES, *, final: tuple[type[Exception], ...] = ()
+) -> dict[str, Any]:
+    """``retried`` for a task submitted to run concurrently, without Prefect's timeout (which
+    cannot interrupt it there): the task bounds its call with ``deployflow.polling.within_deadline``
+    and one of the limits above."""
     options: dict[str, Any] = {
         "retries": retries,
         "retry_delay_seconds": RETRY_DELAYS[: max(retries, 1)],
         "retry_jitter_factor": RETRY_JITTER_FACTOR,
-        "timeout_seconds": timeout_seconds,
     }
     if final:
         options["retry_condition_fn"] = _retry_unless(final)

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -105,6 +105,15 @@ class Fault:
     random_error_rate: float = 0.0
     latency_factor: float = 1.0
     latency_tail: float = 0.0
+
+    def describe(self) -> str:
+        """The injected misbehaviour in words, for the startup line (the run log shows it)."""
+        changed = [
+            f"{field.name} {', '.join(sorted(value)) if isinstance(value, frozenset) else value}"
+            for field in fields(self)
+            if (value := getattr(self, field.name)) != field.default
+        ]
+        return f"injected fault: {'; '.join(changed)}" if changed else "no injected fault"
 
 
 def parse_faults(raw: str | None) -> dict[str, Fault]:
@@ -397,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     print(
-        f"demo_app {args.version} listening on {args.host}:{args.port} ({fault})",
+        f"demo_app {args.version} listening on {args.host}:{args.port} ({fault.describe()})",
         flush=True,
     )
     try:

@@ -26,7 +26,16 @@ import prefect
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from prefect import flow
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployflow.backends import Backends
@@ -34,6 +43,7 @@ from deployflow.fakes.backends import FakeService
 from deployflow.polling import wait_for
 from deployflow.spec import ServiceSpec, parse_spec
 from deployflow.tracking.ledger import Ledger
+from deployments.cli import main as cli_main
 from flows.deploy import ReleaseRequest, finish, release
 from tests.e2e.team_conftest_helpers import api_client, clean_environ
 from tests.integration.prefect.conftest import REPO_ROOT, kill_group, start_in_own_group
@@ -181,7 +191,7 @@ def form_field(page: Page, title: str) -> Any:
     return page.locator(".schema-form-property").filter(has=label)
 
 
-def rollback_spec() -> ServiceSpec:
+def rollback_spec(**extra: Any) -> ServiceSpec:
     return parse_spec({
         "service": "shop",
         "target": {"kind": "local-process", "command": ["app"], "state_dir": "/nonexistent"},
@@ -194,6 +204,7 @@ def rollback_spec() -> ServiceSpec:
                      "min_requests": 10},
         "strategy": {"kind": "canary", "steps": [5, 100], "observe": "10ms"},
         "smoke": [{"name": "checkout", "path": "/api/checkout"}],
+        **extra,
     })  # fmt: skip
 
 
@@ -220,7 +231,7 @@ def rolled_back_run(api_url: str, tmp: Path) -> UUID:
         state = deploy_on_fakes(
             rollback_spec(), backends, ReleaseRequest("v3", "staging"), return_state=True
         )
-    assert state.name == "RolledBack", state
+    assert (state.type.value, state.name) == ("FAILED", "Failed"), state
     assert state.state_details.flow_run_id is not None
     return state.state_details.flow_run_id
 
@@ -231,7 +242,7 @@ def test_a_rolled_back_run_shows_its_task_runs_rollback_subflow_and_incident(
     run_id = rolled_back_run(ui_server.api_url, tmp_path)
 
     page.goto(f"{ui_server.url}/runs/flow-run/{run_id}")
-    expect(page.get_by_text("RolledBack").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_text("outcome:rolled-back").first).to_be_visible(timeout=UI_TIMEOUT_MS)
     shot(page, "3-rolled-back-run")
 
     open_tab(page, "Task Runs")
@@ -366,8 +377,101 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
         except Exception:
             pytest.fail(f"the run did not finish; runner log:\n{ui_server.runner_log.read_text()}")
     assert done.state.type.value == "COMPLETED", (done.state, ui_server.runner_log.read_text())
-    assert done.state.name == "DryRun"
+    assert done.state.name == "Completed"
+    assert "outcome:dry-run" in done.tags
 
     page.goto(f"{ui_server.url}/runs/flow-run/{run.id}")
-    expect(page.get_by_text("DryRun").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_text("outcome:dry-run").first).to_be_visible(timeout=UI_TIMEOUT_MS)
     shot(page, "2-form-run-completed")
+
+
+def test_a_rolled_back_deploy_is_found_by_the_runs_pages_failed_state_filter(
+    ui_server: UIServer, page: Page, tmp_path: Path
+):
+    run_id = rolled_back_run(ui_server.api_url, tmp_path)
+    with api_client(ui_server.api_url) as client:
+        name = client.read_flow_run(run_id).name
+
+    page.goto(f"{ui_server.url}/runs")
+    states = page.locator(".state-name-select").first
+    expect(states).to_be_visible(timeout=UI_TIMEOUT_MS)
+    # The select opens from the keyboard (a click only focuses it).
+    states.locator("button, input").first.focus()
+    page.keyboard.press("Space")
+    failed = page.locator(".p-select-option", has_text=re.compile(r"^\s*Failed\s*$")).first
+    try:
+        expect(failed).to_be_visible(timeout=UI_TIMEOUT_MS)
+    except AssertionError:
+        shot(page, "x-state-filter")
+        raise AssertionError(states.evaluate("e => e.outerHTML")) from None
+    failed.click()
+    page.keyboard.press("Escape")
+    # The filter took: the page asks the API for runs named Failed, and lists this one.
+    expect(page).to_have_url(re.compile(r"state=Failed"), timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_role("link", name=name).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_text("outcome:rolled-back").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    shot(page, "7-runs-filtered-failed")
+
+
+def paused_canary_spec() -> ServiceSpec:
+    return rollback_spec(
+        strategy={"kind": "canary", "steps": [25, {"pause": {"timeout": "5m"}}, 100],
+                  "observe": "10ms"}
+    )  # fmt: skip
+
+
+def test_a_gates_form_opens_from_the_deploy_run(ui_server: UIServer, page: Page, tmp_path: Path):
+    service = FakeService()
+    service.run_stable("v1")
+    backends = Backends(
+        target=service.target,
+        router=service.router,
+        metrics=service.metrics,
+        ledger=Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}"),
+        http_transport=service.transport,
+    )
+    ended: dict[str, Any] = {}
+
+    def run_deploy() -> None:
+        with temporary_settings(updates={PREFECT_API_URL: ui_server.api_url}):
+            ended["state"] = deploy_on_fakes(
+                paused_canary_spec(), backends, ReleaseRequest("v2", "ui-gate"), return_state=True
+            )
+
+    deploying = threading.Thread(target=run_deploy, name="paused-deploy", daemon=True)
+    deploying.start()
+    with api_client(ui_server.api_url) as client:
+
+        def paused_deploy_run() -> Any:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["deploy"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                ),
+            )
+            return runs[0] if runs else None
+
+        run = wait_for(paused_deploy_run, timeout=120, interval=0.5, what="the paused deploy run")
+
+    # The deploy run itself shows Paused; its Resume button opens the stage's approval form.
+    page.goto(f"{ui_server.url}/runs/flow-run/{run.id}")
+    expect(page.get_by_text("Paused").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.get_by_role("button", name="Resume").click()
+    modal = page.locator(".p-modal")
+    expect(modal.get_by_text("Resume Flow Run")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(modal).to_contain_text("Canary v2 paused after stage 1 (25% of traffic).")
+    expect(modal).to_contain_text("Stage 1 · 25% canary · promoted")
+    expect(modal.get_by_role("switch")).to_be_visible()  # approved
+    expect(modal.get_by_role("textbox")).to_be_visible()  # name
+    shot(page, "8-gate-form-from-the-deploy-run")
+    page.keyboard.press("Escape")
+
+    # Answered from the command line, as a person without the UI would.
+    assert cli_main(["approve", str(run.id), "--as", "Alice Example"]) == 0
+    deploying.join(timeout=120)
+    assert ended["state"].is_completed(), ended["state"].message
+
+    page.goto(f"{ui_server.url}/runs/flow-run/{run.id}")
+    open_tab(page, "Artifacts")
+    expect(page.get_by_text("deploy-gates", exact=True)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    shot(page, "9-gate-answers-artifact")

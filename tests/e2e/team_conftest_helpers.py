@@ -242,12 +242,20 @@ def final_states(
 
 
 def run_logs_once_finished(client: SyncPrefectClient, run_id: UUID) -> list[tuple[int, str]] | None:
-    """(level, message) of every log of the run, once its "Finished in state" line is stored
-    (logs reach the server in batches); None before."""
-    logs = client.read_logs(
-        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
-    )
-    if not any("Finished in state" in log.message for log in logs):
+    """(level, message) of every log of the run, its tasks' included, once the run's own
+    "Finished in state" line is stored (logs reach the server in batches; its tasks log such
+    lines too); None before."""
+    logs: list[Any] = []
+    while True:  # the server answers at most a page at a time
+        page = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+            limit=200,
+            offset=len(logs),
+        )
+        logs.extend(page)
+        if len(page) < 200:
+            break
+    if not any("Finished in state" in log.message and log.task_run_id is None for log in logs):
         return None
     return [(log.level, log.message) for log in logs]
 

@@ -120,7 +120,7 @@ def test_bad_version_rolls_back_at_the_first_stage(
     assert isinstance(result, dict), result
 
     assert result["status"] == "rolled_back", result["message"]
-    assert (state.type.value, state.name) == ("FAILED", "RolledBack")
+    assert (state.type.value, state.name) == ("FAILED", "Failed")
     assert "v3 rolled_back: rolled back to v" in (state.message or "")
     # The UI's Task Runs tab reads every task input; it cannot read one of type flow_run.
     assert task_input_types(result["flow_run_id"]) <= {"task_run", "parameter", "constant"}
@@ -231,7 +231,7 @@ def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> N
 
     assert isinstance(result, dict), result
     assert result["status"] == "succeeded"
-    assert (state.type.value, state.name) == ("COMPLETED", "DryRun")
+    assert (state.type.value, state.name) == ("COMPLETED", "Completed")
     assert router.state().canary is None
     assert router.state().stable == stable.address
     assert "v4" not in {i.version for i in target.instances()}
@@ -313,7 +313,7 @@ def test_metrics_backend_down_never_promotes(sandbox: Sandbox) -> None:
 
     assert isinstance(result, dict), result
     assert result["status"] == "aborted"
-    assert (state.type.value, state.name) == ("FAILED", "Aborted")
+    assert (state.type.value, state.name) == ("FAILED", "Failed")
     assert "cannot measure the P95 baseline" in result["message"]
     assert build_router(spec).state() == before
     assert "v7" not in {i.version for i in build_target(spec).instances()}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from deployflow.polling import DeadlineExceeded, Repeat, wait_for
+from deployflow.polling import DeadlineExceeded, Repeat, wait_for, within_deadline
 
 
 def test_wait_for_returns_the_first_truthy_value_and_explains_a_timeout():
@@ -42,3 +45,16 @@ def test_a_step_returning_true_ends_the_repetition():
 def test_repeat_refuses_a_non_positive_interval():
     with pytest.raises(ValueError, match="interval must be positive"):
         Repeat(0, lambda: None, name="test-repeat")
+
+
+def test_within_deadline_answers_raises_the_calls_error_and_ends_a_hung_call():
+    assert within_deadline(lambda: 42, seconds=5, what="a quick call") == 42
+    with pytest.raises(KeyError):
+        within_deadline(lambda: {}["missing"], seconds=5, what="a failing call")
+
+    hung = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"^a hung call did not finish within 0\.1s$"):
+        within_deadline(lambda: hung.wait(60), seconds=0.1, what="a hung call")
+    assert time.monotonic() - started < 5
+    hung.set()

@@ -1,4 +1,4 @@
-"""The ServiceSpec block: validated like a spec file when saved (constructed), resolved where the
+"""The ServiceSpec block: validated like a spec file when saved, resolved where the
 deploy runs; relative spec paths in errors say what they were resolved against."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from prefect.blocks.core import Block
 
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.spec import SpecError, load_spec
@@ -58,22 +58,38 @@ def test_a_variable_unset_on_the_worker_fails_the_load_naming_the_block_and_fiel
     ) == ("router.admin_socket",)
 
 
-def test_an_invalid_spec_cannot_be_saved_and_every_field_is_named():
+def test_an_invalid_spec_cannot_be_saved_and_every_field_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+):
     text = EXAMPLE.read_text() + "\nstrategy:\n  kind: canary\n  steps: [50, 20]\nsurprise: 1\n"
+    sent: list[str] = []
+    monkeypatch.setattr(Block, "_save_sync", lambda self, **kw: sent.append(kw["name"]))
 
-    with pytest.raises(ValidationError) as refused:
-        ServiceSpecBlock(spec=text)
+    with pytest.raises(SpecError) as refused:
+        ServiceSpecBlock(spec=text).save("shop")
 
-    [error] = refused.value.errors()
-    assert error["loc"] == ("spec",)
+    assert sent == []  # refused before anything reached the server
     message = str(refused.value)
     assert "steps must be strictly increasing" in message
     assert "surprise: unknown key" in message
+    ServiceSpecBlock(spec=EXAMPLE.read_text()).save("shop")
+    assert sent == ["shop"]
+
+
+def test_a_block_saved_elsewhere_with_a_bad_spec_loads_and_its_use_names_the_field():
+    """The Prefect UI saves the fields as they are: loading must not fail resolving the flow's
+    parameters (a 60-line ParameterTypeError), the deploy's spec check names the field."""
+    block = ServiceSpecBlock.model_validate({"spec": "service: shop\nsurprise: 1\n"})
+
+    with pytest.raises(SpecError) as refused:
+        block.get_spec()
+
+    assert "surprise: unknown key" in str(refused.value)
 
 
 def test_yaml_that_does_not_parse_is_refused_without_echoing_it():
-    with pytest.raises(ValidationError, match=r"\(yaml\): line 1, column") as refused:
-        ServiceSpecBlock(spec="service: [unclosed-secret-ish")
+    with pytest.raises(SpecError, match=r"\(yaml\): line 1, column") as refused:
+        ServiceSpecBlock(spec="service: [unclosed-secret-ish").check()
     assert "unclosed-secret-ish" not in str(refused.value)
 
 

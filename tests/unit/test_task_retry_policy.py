@@ -4,13 +4,18 @@ must not run twice (a start, the traffic switch, a stage observation) are never 
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
+import threading
+import time
 
 import pytest
 from prefect import Task
 from prefect.states import Failed
 
 import tasks
+import tasks.prechecks
+from deployflow.checks.result import CheckStatus
 from deployflow.providers.base import BackendError
 from deployflow.spec import AnalysisSpec
 from tasks.reconcile import DeployInProgress
@@ -22,6 +27,9 @@ from tasks.rollout import observe_stage_for
 MUST_NOT_REPEAT = {"execute", "switch-to-green", "observe-stage", "observe-green-in-isolation"}
 # Local work only: the spec file, git history, a pure choice, an artifact on the Prefect API.
 LOCAL = {"load-spec", "assess-risk", "choose-strategy", "pre-deployment-report"}
+# Submitted to run side by side, so in worker threads, where a Prefect timeout cannot interrupt
+# a blocking call (and Prefect warns so at every run): they keep their own deadline.
+SUBMITTED = {"pre-deployment-check", "migration-checks"}
 
 
 def all_tasks() -> dict[str, Task]:
@@ -51,8 +59,29 @@ def test_network_task_retries_with_jitter_and_a_timeout(name: str):
     assert task.retries >= 1, name
     assert task.retry_delay_seconds, name
     assert task.retry_jitter_factor, name
+    if name in SUBMITTED:
+        assert task.timeout_seconds is None, name
+        return
     assert task.timeout_seconds, name
     assert 0 < task.timeout_seconds <= 3600, name
+
+
+def test_a_hung_check_in_a_worker_thread_ends_at_its_own_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    release = threading.Event()
+    monkeypatch.setattr(tasks.prechecks, "run_check", lambda *_: release.wait(60))
+    monkeypatch.setattr(tasks.prechecks, "CHECK", 0.2)
+    monkeypatch.setattr(tasks.prechecks, "get_run_logger", lambda: logging.getLogger("test"))
+    started = time.monotonic()
+    try:
+        result = tasks.prechecks.pre_deployment_check.fn("tests", None, None)  # type: ignore[arg-type]
+    finally:
+        release.set()
+
+    assert time.monotonic() - started < 5
+    assert result.status is CheckStatus.ERROR
+    assert result.reason == "the tests check did not finish within 0.2s"
 
 
 @pytest.mark.parametrize("name", sorted(MUST_NOT_REPEAT))

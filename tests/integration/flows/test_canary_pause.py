@@ -1,7 +1,8 @@
 """A canary's ``pause`` step on the real Prefect server, with in-memory backends: the rollout
-waits with a form that shows the stage figures so far; ``deployflow approve`` (given the deploy's
-run) lets it go on; nobody approving rolls it back. Meanwhile each stage is told in the deploy's
-Slack thread the moment it ends, and the rollback notice is a reply in that thread."""
+waits with a form, on the deploy run (which shows Paused), that shows the stage figures so far;
+``deployflow approve`` (given the deploy's run) lets it go on; nobody approving rolls it back.
+Meanwhile each stage is told in the deploy's Slack thread the moment it ends, and the rollback
+notice is a reply in that thread."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -16,6 +18,9 @@ import pytest
 from prefect import State, flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
@@ -105,17 +110,18 @@ def test_approve_given_the_deploy_run_lets_the_canary_go_on(prefect_server, tmp_
     seen: dict[str, object] = {}
 
     def approver() -> None:
-        paused = wait_for(
-            lambda: runs("progressive-rollout", StateType.PAUSED) or None,
+        # The deploy run itself shows Paused, with the form (the rollout subflow waits on it).
+        [deploy_run] = wait_for(
+            lambda: runs("paused-deploy-under-test", StateType.PAUSED) or None,
             timeout=120,
             interval=0.2,
-            what="a paused rollout",
+            what="a paused deploy run",
         )
-        seen["form"] = form_text(paused[0])
+        seen["form"] = form_text(deploy_run)
+        seen["rollouts paused"] = len(runs("progressive-rollout", StateType.PAUSED))
         # Told live: stage 1's reply is in the thread while the rollout still waits.
         seen["thread"] = [m.text for m in slack.messages[1:]]
         seen["weight"] = service.router.state().canary_weight
-        [deploy_run] = runs("paused-deploy-under-test", StateType.RUNNING)
         seen["code"] = main(["approve", str(deploy_run.id), "--as", "Alice Example"])
 
     thread = threading.Thread(target=approver, daemon=True)
@@ -125,6 +131,22 @@ def test_approve_given_the_deploy_run_lets_the_canary_go_on(prefect_server, tmp_
 
     assert state.is_completed(), state.message
     assert seen["code"] == 0
+    assert seen["rollouts paused"] == 0
+    # Who approved which stage, when: a table artifact of the deploy run.
+    with get_client(sync_client=True) as client:
+        [gates] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                key=ArtifactFilterKey(any_=["deploy-gates"]),
+            )
+        )
+    [row] = json.loads(str(gates.data))
+    assert (row["gate"], row["answer"], row["by"]) == (
+        "stage 1 (25%) to 100%",
+        "approved",
+        "Alice Example",
+    )
+    assert datetime.fromisoformat(row["at"]).tzinfo is not None
     assert "Canary v2 paused after stage 1 (25% of traffic)." in str(seen["form"])
     assert "- Stage 1 · 25% canary · promoted · errors" in str(seen["form"])
     assert seen["weight"] == 25  # traffic held where it was during the pause
@@ -155,7 +177,7 @@ def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, t
 
     state = deploy_and_finish(spec, backends, request, return_state=True)
 
-    assert state.name == "RolledBack", state.message
+    assert state.name == "Failed", state.message
     why = "nobody approved going from 25% to 100% within 2 s (pause after stage 1)"
     assert state.message == f"v2 rolled_back: rolled back to v1: {why}"
     data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
@@ -187,10 +209,10 @@ def test_a_canary_that_fails_while_paused_is_rolled_back_without_waiting(
 
     def fail_once_paused() -> None:
         wait_for(
-            lambda: runs("progressive-rollout", StateType.PAUSED) or None,
+            lambda: runs("paused-deploy-under-test", StateType.PAUSED) or None,
             timeout=120,
             interval=0.2,
-            what="a paused rollout",
+            what="a deploy paused by its rollout",
         )
         service.behave("v2", error_rate=0.3)
 
@@ -201,7 +223,7 @@ def test_a_canary_that_fails_while_paused_is_rolled_back_without_waiting(
     took = time.monotonic() - started
     thread.join(timeout=10)
 
-    assert state.name == "RolledBack", state.message
+    assert state.name == "Failed", state.message
     assert took < 60, "the rollout waited for the pause's timeout"
     data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
     assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("error_rate", 0)
@@ -223,10 +245,10 @@ def test_an_alert_that_fires_while_paused_rolls_the_canary_back(prefect_server, 
 
     def fire_once_paused() -> None:
         wait_for(
-            lambda: runs("progressive-rollout", StateType.PAUSED) or None,
+            lambda: runs("paused-deploy-under-test", StateType.PAUSED) or None,
             timeout=120,
             interval=0.2,
-            what="a paused rollout",
+            what="a deploy paused by its rollout",
         )
         labels = (("alertname", "ShopCheckoutDown"), ("service", "shop"))
         alerts.read = AlertsRead((FiringAlert("ShopCheckoutDown", labels),))
@@ -236,7 +258,7 @@ def test_an_alert_that_fires_while_paused_rolls_the_canary_back(prefect_server, 
     state = deploy_and_finish(spec, backends, request, return_state=True)
     thread.join(timeout=10)
 
-    assert state.name == "RolledBack", state.message
+    assert state.name == "Failed", state.message
     data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
     assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("alerts", 0)
     assert data["rollback"]["reason"] == (

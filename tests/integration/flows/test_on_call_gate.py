@@ -130,8 +130,10 @@ def test_nobody_confirming_aborts_before_anything_started(prefect_server, tmp_pa
 
     state = deploy_and_finish(spec, backends, ReleaseRequest("v2", "gate-prod"), return_state=True)
 
-    assert state.name == "Aborted"
+    assert state.name == "Failed"
     assert state.message == "v2 aborted: nobody confirmed on call; nothing was started"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).tags == ["outcome:aborted"]
     assert service.router.changes == []
     assert {i.version for i in service.target.instances()} == {"v1"}
     assert "On-call: @alice" in service.notifier.messages[0]

@@ -62,6 +62,13 @@ def start(
     return service, spec, backends, ReleaseRequest("v2", environment)
 
 
+def run_tags(state: State) -> list[str]:
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_run(run_id).tags)
+
+
 def outcome_of(state: State) -> dict[str, Any]:
     data = state.result(raise_on_failure=False)
     return data if isinstance(data, dict) else data.outcome  # type: ignore[no-any-return]
@@ -81,7 +88,8 @@ def test_promote_rolls_back_estimates_beyond_the_limits_as_doubt_not_harm(prefec
     # 3 of 40 (7.5%) is above the limit but not beyond doubt; "staging" defaults to promote.
     service, spec, backends, request = start(tmp_path, "staging", 3)
     state = deploy_and_finish(spec, backends, request, return_state=True)
-    assert state.name == "RolledBack", state.message
+    assert state.is_failed(), state.message
+    assert "outcome:rolled-back" in run_tags(state)
     rollback = outcome_of(state)["rollback"]
     assert (rollback["metric"], rollback["stage"]) == ("inconclusive", 0)
     assert (
@@ -95,7 +103,8 @@ def test_promote_rolls_back_estimates_beyond_the_limits_as_doubt_not_harm(prefec
 def test_rollback_rolls_back_saying_it_was_the_rule(prefect_server, tmp_path):
     service, spec, backends, request = start(tmp_path, "staging", 1, on_inconclusive="rollback")
     state = deploy_and_finish(spec, backends, request, return_state=True)
-    assert state.name == "RolledBack", state.message
+    assert state.is_failed(), state.message
+    assert "outcome:rolled-back" in run_tags(state)
     rollback = outcome_of(state)["rollback"]
     assert rollback["metric"] == "inconclusive"
     assert rollback["reason"].startswith("not shown healthy or harmful within 0.1 s: ")
@@ -103,10 +112,10 @@ def test_rollback_rolls_back_saying_it_was_the_rule(prefect_server, tmp_path):
     assert {i.version for i in service.target.instances()} == {"v1"}
 
 
-def paused_rollouts() -> list[FlowRun]:
+def paused_deploys() -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["progressive-rollout"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["unproven-deploy-under-test"])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
             ),
@@ -120,7 +129,7 @@ def test_in_production_a_person_is_asked_and_their_answer_promotes(prefect_serve
 
     def person() -> None:
         [paused] = wait_for(
-            lambda: paused_rollouts() or None, timeout=120, interval=0.2, what="a paused rollout"
+            lambda: paused_deploys() or None, timeout=120, interval=0.2, what="a paused deploy"
         )
         assert paused.state is not None
         keyset = paused.state.state_details.run_input_keyset
@@ -150,9 +159,10 @@ def test_in_production_a_person_is_asked_and_their_answer_promotes(prefect_serve
 def test_in_production_nobody_answering_rolls_back_and_says_why(prefect_server, tmp_path):
     service, spec, backends, request = start(tmp_path, "prod-eu", 1, decision_timeout="2s")
     state = deploy_and_finish(spec, backends, request, return_state=True)
-    assert state.name == "RolledBack", state.message
+    assert state.is_failed(), state.message
+    assert "outcome:rolled-back" in run_tags(state)
     rollback = outcome_of(state)["rollback"]
-    assert rollback["metric"] == "inconclusive"
+    assert rollback["metric"] == "manual gate"
     assert rollback["reason"].startswith("nobody decided within 2 s after: not shown healthy")
     assert max(c.canary_weight for c in service.router.changes) == 25
     assert {i.version for i in service.target.instances()} == {"v1"}
