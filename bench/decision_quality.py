@@ -457,10 +457,19 @@ def sandbox_plan(args: argparse.Namespace) -> list[Planned]:
     """Rounds of one deploy per scenario (and per variant), so slow drifts of the machine's load
     spread over every row."""
     known = sandbox_scenarios()
-    wanted = [known[key] for key in args.sandbox_scenarios]
+    counts = {key: args.sandbox_runs for key in args.sandbox_scenarios}
+    for item in args.sandbox_counts or []:
+        key, _, count = item.partition("=")
+        if key not in known or not count.isdigit():
+            raise SystemExit(
+                f"--sandbox-counts: {item!r} is not SCENARIO=RUNS ({', '.join(known)})"
+            )
+        counts[key] = int(count)
     loaded = [known[key] for key in args.cpu_load_scenarios] if args.cpu_load else []
     plan: list[Planned] = []
-    for run in range(1, args.sandbox_runs + 1):
+    rounds = max([*counts.values(), args.sandbox_runs if loaded else 0, args.breach_runs or 0])
+    for run in range(1, rounds + 1):
+        wanted = [known[key] for key, count in counts.items() if run <= count]
         for scenario in wanted:
             plan.append(
                 Planned(
@@ -472,7 +481,7 @@ def sandbox_plan(args: argparse.Namespace) -> list[Planned]:
                     run,
                 )
             )
-        for scenario in loaded:
+        for scenario in loaded if run <= args.sandbox_runs else []:
             plan.append(
                 Planned(
                     f"{scenario.name}, CPU load",
@@ -483,7 +492,7 @@ def sandbox_plan(args: argparse.Namespace) -> list[Planned]:
                     run,
                 )
             )
-        if args.breach_interval is not None:
+        if args.breach_interval is not None and run <= (args.breach_runs or args.sandbox_runs):
             scenario = known["20%"]
             plan.append(
                 Planned(
@@ -549,6 +558,7 @@ def sandbox_table(args: argparse.Namespace) -> int:
         flush=True,
     )
     runs: list[tuple[str, SandboxRun]] = []
+    loads: list[float] = []  # the 1-minute load average after each deploy
     began = time.perf_counter()
     try:
         with (
@@ -583,7 +593,8 @@ def sandbox_table(args: argparse.Namespace) -> int:
                             load.terminate()
                             load.wait(timeout=10)
                     runs.append((planned.label, result))
-                    print(f"  {planned.version}: {result}", flush=True)
+                    loads.append(os.getloadavg()[0])
+                    print(f"  {planned.version} (load {loads[-1]:.1f}): {result}", flush=True)
                     if result.status == "succeeded" and planned.scenario.fault != NOISY_HEALTHY:
                         reset = f"{planned.version}-reset"
                         again = _sandbox_run("reset", reset, str(spec_path), probe, time.time())
@@ -596,7 +607,14 @@ def sandbox_table(args: argparse.Namespace) -> int:
                         print("\n".join(table_so_far), flush=True)
     finally:
         spec_path.unlink(missing_ok=True)
-    print(f"\n{time.perf_counter() - began:.0f} s\n")
+    print(f"\n{time.perf_counter() - began:.0f} s", end="")
+    if loads:
+        print(
+            f"; load average after each deploy: median {_median(loads):.1f}, "
+            f"{min(loads):.1f} to {max(loads):.1f}",
+            end="",
+        )
+    print("\n")
     labels = list(dict.fromkeys(p.label for p in plan))
     print("\n".join(sandbox_lines(labels, [r for _, r in runs])))
     return 0
@@ -662,6 +680,13 @@ def main(argv: list[str] | None = None) -> int:
         "--sandbox", action="store_true", help="real deploys on the sandbox instead of simulation"
     )
     parser.add_argument("--sandbox-runs", type=int, default=5, help="deploys per scenario")
+    parser.add_argument(
+        "--sandbox-counts",
+        nargs="+",
+        metavar="SCENARIO=RUNS",
+        help="(sandbox) deploys of a scenario other than --sandbox-runs, e.g. healthy=30 3%%=10",
+    )
+    parser.add_argument("--breach-runs", type=int, help="(sandbox) deploys at --breach-interval")
     parser.add_argument("--sandbox-observe", type=float, default=6.0)
     parser.add_argument("--sandbox-interval", type=float, default=2.0)
     parser.add_argument("--sandbox-window", type=float, default=6.0)

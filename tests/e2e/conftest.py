@@ -25,21 +25,24 @@ FAULTS = json.dumps({"v3": {"error_rate": 0.2}, "v8": {"latency_ms": 120}})
 
 @contextlib.contextmanager
 def running_sandbox(
-    tmp_path_factory: pytest.TempPathFactory, spec_path: Path, router: SandboxRouter = "haproxy"
+    tmp_path_factory: pytest.TempPathFactory,
+    spec_path: Path,
+    router: SandboxRouter = "haproxy",
+    rps: float = SANDBOX_RPS,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Sandbox]:
     """The sandbox with v1 live and traffic flowing, and the environment the spec at
     ``spec_path`` reads set (FAST_EVIDENCE, DEPLOYFLOW_OBSERVE=4s); restored on exit."""
     state = tmp_path_factory.mktemp("sandbox")
     data = tmp_path_factory.mktemp("data")
     saved = dict(os.environ)
-    with Sandbox(
-        state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=SANDBOX_RPS, router=router
-    ) as sb:
+    with Sandbox(state, env={"DEPLOYFLOW_DEMO_FAULTS": FAULTS}, rps=rps, router=router) as sb:
         os.environ.update(sb.env_vars())
         os.environ["DEPLOYFLOW_DEMO_FAULTS"] = FAULTS
         os.environ["DEPLOYFLOW_DATA_DIR"] = str(data)
         os.environ["DEPLOYFLOW_OBSERVE"] = "4s"
         os.environ.update(FAST_EVIDENCE)
+        os.environ.update(settings or {})
         os.environ.pop("DEPLOYFLOW_DATABASE_URL", None)
         try:
             spec = load_spec(spec_path)

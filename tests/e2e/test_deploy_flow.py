@@ -329,7 +329,7 @@ def test_slow_version_rolls_back_on_p95_against_the_stable_in_the_same_window(
     assert rollback["metric"] == "p95_latency"
     assert rollback["stage"] == 0
     # The limit is 2x the stable's P95 measured alongside the canary, not the pre-deploy one.
-    assert "vs stable" in rollback["reason"]
+    assert "against stable's" in rollback["reason"]
     assert "in the same window" in rollback["reason"]
     assert rollback["value"] > rollback["threshold"]
 
@@ -358,7 +358,12 @@ def deploy_with_canary_traffic(
     """`deployflow deploy VERSION` in its own process, yielded once its canary takes traffic
     (with a long observe window, so it stays there); killed with its group afterwards."""
     router = build_router(load_spec(EXAMPLE_SPEC))
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "DEPLOYFLOW_OBSERVE": "2m"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "DEPLOYFLOW_OBSERVE": "2m",
+        "DEPLOYFLOW_MAX_STAGE": "2m",  # a stage's maximum is at least its observe time
+    }
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
