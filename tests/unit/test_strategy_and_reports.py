@@ -193,7 +193,7 @@ def test_verification_weighs_everything_the_version_served_since_its_last_stage(
         evidence_seconds=24,
     )  # fmt: skip
     assert whole.ok, whole.detail
-    assert whole.detail == "error rate 3.50%, P95 36.0 ms, 2,400 requests"
+    assert whole.detail == "error rate 3.5%, P95 36.0 ms, 2,400 requests"
     assert sorted(source.windows[-2:]) == [6, 24]
 
 

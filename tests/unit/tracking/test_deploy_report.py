@@ -16,7 +16,16 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from deployflow.fakes.backends import Behaviour, InMemoryTarget, ScriptedMetrics
-from deployflow.figures import duration, millis, percent, requests
+from deployflow.figures import (
+    confidence,
+    duration,
+    measured,
+    millis,
+    p_value,
+    percent,
+    requests,
+    rough_duration,
+)
 from deployflow.notify.charts import PNG_SIGNATURE, png_size
 from deployflow.notify.evidence import StorySources, commit_time, save_as, tell
 from deployflow.notify.report import (
@@ -259,6 +268,15 @@ def test_dry_runs_and_refused_deploys_get_no_report() -> None:
         (duration(185), "3 min 5 s"),
         (duration(timedelta(hours=2, minutes=10)), "2 h 10 min"),
         (duration(timedelta(days=3, hours=4)), "3 d 4 h"),
+        (requests(30_000.4), "30,000 requests"),
+        (millis(0.0204, precise=True), "20.4 ms"),
+        (measured(0.0012, 0.0204, 1140.2), "error rate 0.12%, P95 20 ms, 1,140 requests"),
+        (measured(None, 0.0204, None, precise=True), "error rate n/a, P95 20.4 ms, requests n/a"),
+        (rough_duration(95), "2 min"),
+        (rough_duration(5400), "1 h 30 min"),
+        (confidence(0.999), "99.9%"),
+        (p_value(1e-7), "p<1e-6"),
+        (p_value(0.0312), "p=0.031"),
     ],
 )
 def test_figures_for_people(value: str, text: str) -> None:
