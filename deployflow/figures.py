@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # the core's analysis formats its reasons here: no import bac
     from deployflow.providers.base import RouterState
 
 NO_VALUE = "n/a"
+# A message's headline (its first line) is at most this many words; the statistics follow it.
+HEADLINE_WORDS = 20
+# A trigger in words at most this many, so the message that names it (":rewind: shop v2 rolled
+# back to v1: ...", "Stage 2 *rolled back*: ...") keeps within ``HEADLINE_WORDS``.
+TRIGGER_WORDS = 13
 
 
 def percent(rate: float | None) -> str:
@@ -201,7 +206,7 @@ def trigger_headline(
         over = f" over {requests(count)}" if count is not None else ""
         limit_text = f", above the {metric_limit(metric, limit)} limit" if limit is not None else ""
         return f"{name} {metric_value(metric, value)}{over}{limit_text}"
-    return shorten(detail) if detail else name
+    return shorten(detail, TRIGGER_WORDS) if detail else name
 
 
 def shorten(text: str, words: int = 20) -> str:

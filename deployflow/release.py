@@ -16,6 +16,7 @@ from typing import Any, Literal
 from deployflow.analysis import Measurement, Verdict
 from deployflow.checks.result import BLOCKING, CheckResult, CheckStatus
 from deployflow.figures import (
+    TRIGGER_WORDS,
     limit_percent,
     percent,
     requests,
@@ -350,12 +351,10 @@ def _unproven_headline(seen: Mapping[str, float | None], limit: float | None, me
     figures = f"error rate {percent(rate)} over {requests(count)}"
     if metric == "inconclusive" and limit is not None and rate is not None:
         if rate > limit:
-            return (
-                f"{figures}, above the {limit_percent(limit)} limit, no time left to show otherwise"
-            )
-        return f"{figures}, not shown below the {limit_percent(limit)} limit in the time left"
+            return f"{figures}, above the {limit_percent(limit)} limit at the deadline"
+        return f"{figures}: not shown below the {limit_percent(limit)} limit"
     if metric == "inconclusive":
-        return f"{figures}: too little evidence to show the canary healthy in time"
+        return f"{figures}: not shown healthy in time"
     return ""
 
 
@@ -365,12 +364,11 @@ def verification_trigger(report: VerificationReport) -> Trigger | None:
     if failure is None:
         return None
     metric = failure.metric or failure.name
-    headline = ""
     if failure.value is None:
-        headline = f"post-deploy verification failed: {failure.name}: {shorten(failure.detail, 14)}"
-    else:
-        figure = trigger_headline(metric, failure.value, failure.threshold)
-        headline = f"post-deploy verification failed: {failure.name}: {figure}"
+        what = f"{failure.name}: {failure.detail}"
+    else:  # the figure names its metric
+        what = trigger_headline(metric, failure.value, failure.threshold)
+    headline = shorten(f"post-deploy verification failed: {what}", TRIGGER_WORDS)
     return Trigger(
         stage=None,
         weight=100,
@@ -385,7 +383,7 @@ def verification_trigger(report: VerificationReport) -> Trigger | None:
 def step_failed_trigger(what: str, error: BaseException | str) -> Trigger:
     """A step of the rollout broke (a backend refused, a bug): roll back, the safe side."""
     reason = f"{what} failed: {error}"
-    return Trigger(None, None, "error", None, None, reason, headline=shorten(reason))
+    return Trigger(None, None, "error", None, None, reason, headline=shorten(reason, TRIGGER_WORDS))
 
 
 def blocking_checks(checks: list[CheckRecord]) -> list[CheckRecord]:

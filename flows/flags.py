@@ -86,7 +86,9 @@ def flag_rollout(
         index += 1
         if observed.verdict is Verdict.PROMOTE:
             continue
-        why = observed.reason.reason if observed.reason else f"verdict {observed.verdict.value}"
+        # The trigger in words: the flag's record and the thread quote it, the report the rest.
+        stopped = stage_trigger(observed, analysis.max_error_rate)
+        why = stopped.headline if stopped else f"verdict {observed.verdict.value}"
         killed = kill_reason(step, why)
         result.changes.append(set_flag(b.flags, b.ledger, deployment_id, step.flag, 0, killed))
         result.killed = step.flag

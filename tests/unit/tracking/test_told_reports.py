@@ -170,9 +170,9 @@ def test_a_verification_rollback_names_the_check_with_its_figure_and_limit(ledge
     record = record_in(ledger, outcome)
     md = markdown(record)
 
-    trigger_line = "post-deploy verification failed: metrics: error rate 9.0%, above the 5% limit"
+    trigger_line = "post-deploy verification failed: error rate 9.0%, above the 5% limit"
     assert f"- **Trigger**: {trigger_line}" in md
-    assert "Trigger: post-deploy verification failed: metrics: error rate 9.0%" in md  # timeline
+    assert f"Trigger: {trigger_line}" in md  # timeline
     assert "| 1 | 100% canary | promoted | 0.10% | 20 ms |" in md
     summary = deploy_summary(record)
     assert "| metrics | **no** | over the last 6 s: error rate 9.0% over 300 requests |" in summary
