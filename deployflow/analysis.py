@@ -20,8 +20,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any, Literal
 
+from deployflow.figures import confidence as _level
+from deployflow.figures import millis
+from deployflow.figures import p_value as _p
+from deployflow.figures import percent as _rate
+from deployflow.figures import requests as _requests
 from deployflow.stats import (
     Histogram,
     mann_whitney,
@@ -170,29 +176,9 @@ def _clean(value: float | None) -> float | None:
     return value
 
 
-def _rate(value: float) -> str:
-    """A rate as people read it: 6.4%, 0.52%, 0%."""
-    if value == 0:
-        return "0%"
-    return f"{value:.2%}" if value < 0.01 else f"{value:.1%}"
-
-
-def _span(low: float, high: float) -> str:
-    """An interval of rates, one percent sign: 5.3-7.6%, 0.01-0.62%."""
-    digits = 2 if high < 0.01 else 1
-    return f"{low * 100:.{digits}f}-{high * 100:.{digits}f}%"
-
-
-def _p(p_value: float) -> str:
-    return "p<1e-6" if p_value < 1e-6 else f"p={p_value:.2g}"
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def _requests(count: float) -> str:
-    return f"{count:,.0f} requests"
+# Figures in reasons are formatted where every figure is (``deployflow.figures``); the P95s to a
+# tenth of a millisecond, statistics a reviewer compares.
+_ms = partial(millis, precise=True)
 
 
 def _usable(sample: MetricSample | None, thresholds: Thresholds) -> MetricSample | None:
@@ -214,11 +200,6 @@ class _Finding:
     text: str
     within: bool
     breach: Breach | None = None
-
-
-def _level(confidence: float) -> str:
-    """A confidence as people read it: 99.9%, 80%."""
-    return f"{confidence * 100:.4g}%"
 
 
 def _judge_error_rate(

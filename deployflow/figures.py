@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from deployflow.providers.base import RouterState
+if TYPE_CHECKING:  # the core's analysis formats its reasons here: no import back into it
+    from deployflow.providers.base import RouterState
 
 NO_VALUE = "n/a"
+# A message's headline (its first line) is at most this many words; the statistics follow it.
+HEADLINE_WORDS = 20
+# A trigger in words at most this many, so the message that names it (":rewind: shop v2 rolled
+# back to v1: ...", "Stage 2 *rolled back*: ...") keeps within ``HEADLINE_WORDS``.
+TRIGGER_WORDS = 13
 
 
 def percent(rate: float | None) -> str:
@@ -33,20 +40,37 @@ def limit_percent(rate: float) -> str:
     return f"{rate * 100:g}%"
 
 
-def millis(seconds: float | None) -> str:
-    """0.01995 -> ``20 ms``, 0.0042 -> ``4.2 ms``; ``n/a`` for no value."""
+def confidence(level: float) -> str:
+    """A confidence level: 0.999 -> ``99.9%``, 0.8 -> ``80%``."""
+    return f"{level * 100:.4g}%"
+
+
+def probability(value: float) -> str:
+    """A chance, two significant digits: ``0.031``, ``1e-05``."""
+    return f"{value:.2g}"
+
+
+def p_value(value: float) -> str:
+    """A test's p-value: ``p=0.031``, ``p<1e-6``."""
+    return "p<1e-6" if value < 1e-6 else f"p={probability(value)}"
+
+
+def millis(seconds: float | None, *, precise: bool = False) -> str:
+    """0.01995 -> ``20 ms``, 0.0042 -> ``4.2 ms``; ``precise``: always a tenth of a millisecond
+    (``20.0 ms``: statistics a reviewer compares); ``n/a`` for no value."""
     if seconds is None:
         return NO_VALUE
     ms = seconds * 1000.0
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+    return f"{ms:.1f} ms" if ms < 10 or precise else f"{ms:.0f} ms"
 
 
 def requests(count: float | None) -> str:
-    """342.205 -> ``342 requests``, 1 -> ``1 request``; ``n/a`` for no value."""
+    """342.205 -> ``342 requests``, 30000 -> ``30,000 requests``, 1 -> ``1 request``; ``n/a``
+    for no value."""
     if count is None:
         return NO_VALUE
     n = round(count)
-    return f"{n} request" if n == 1 else f"{n} requests"
+    return f"{n:,} request" if n == 1 else f"{n:,} requests"
 
 
 def whole(count: float | None) -> str:
@@ -70,6 +94,18 @@ def duration(delta: timedelta | float | None) -> str:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def rough_duration(seconds: float) -> str:
+    """A time limit or an estimate, to the minute past one: ``18 s``, ``3.2 s``, ``30 min``,
+    ``1 h 30 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s".replace(".0 s", " s")
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def is_latency(metric: str) -> bool:
@@ -133,6 +169,20 @@ def sample_figures(error_rate: float | None, p95_seconds: float | None, count: f
     return f"errors {percent(error_rate)}, P95 {millis(p95_seconds)}, {requests(count)}"
 
 
+def measured(
+    error_rate: float | None,
+    p95_seconds: float | None,
+    count: float | None,
+    *,
+    precise: bool = False,
+) -> str:
+    """What one look measured, each figure or ``n/a``: ``error rate 0.10%, P95 20 ms, 342
+    requests``; ``precise``: the P95 to a tenth of a millisecond."""
+    p95 = millis(p95_seconds, precise=precise)
+    counted = requests(count) if count is not None else f"requests {NO_VALUE}"
+    return f"error rate {percent(error_rate)}, P95 {p95}, {counted}"
+
+
 def values_figures(values: Mapping[str, float | None]) -> str:
     """A stage's last values (``StageResult.last_values()``) as ``sample_figures``."""
     return sample_figures(
@@ -156,7 +206,7 @@ def trigger_headline(
         over = f" over {requests(count)}" if count is not None else ""
         limit_text = f", above the {metric_limit(metric, limit)} limit" if limit is not None else ""
         return f"{name} {metric_value(metric, value)}{over}{limit_text}"
-    return shorten(detail) if detail else name
+    return shorten(detail, TRIGGER_WORDS) if detail else name
 
 
 def shorten(text: str, words: int = 20) -> str:

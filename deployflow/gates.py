@@ -7,18 +7,11 @@ import dataclasses
 from collections.abc import Sequence
 
 from deployflow.analysis import Breach, Measurement, Verdict
+from deployflow.figures import duration
 from deployflow.notify.story import stage_line
 from deployflow.rollout import StageResult
 
 GATE_METRIC = "manual gate"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
 
 
 def approval_prompt(
@@ -31,7 +24,7 @@ def approval_prompt(
         "",
         *(f"- {stage_line(s)}" for s in stages),
         "",
-        f"Approve to go on to {next_weight}%. Without an approval within {_duration(timeout)} "
+        f"Approve to go on to {next_weight}%. Without an approval within {duration(timeout)} "
         "the canary is rolled back. It is judged against the stable version meanwhile: a look "
         "that fails rolls it back at once.",
     ]
@@ -41,7 +34,7 @@ def approval_prompt(
 def nobody_approved(last: StageResult, next_weight: int, timeout: float) -> str:
     return (
         f"nobody approved going from {last.weight}% to {next_weight}% within "
-        f"{_duration(timeout)} (pause after stage {last.index + 1})"
+        f"{duration(timeout)} (after stage {last.index + 1})"
     )
 
 
@@ -83,14 +76,14 @@ def inconclusive_prompt(
         *(f"- {stage_line(s)}" for s in stages),
         "",
         f"Tick 'approved' to promote it to {next_step}; leave it unticked to roll back. Without "
-        f"an answer within {_duration(timeout)} the canary is rolled back. It is judged against "
+        f"an answer within {duration(timeout)} the canary is rolled back. It is judged against "
         "the stable version meanwhile: a look that fails rolls it back at once.",
     ]
     return "\n".join(lines)
 
 
 def nobody_decided(timeout: float) -> str:
-    return f"nobody decided within {_duration(timeout)}"
+    return f"nobody decided within {duration(timeout)}"
 
 
 def decided_by_person(

@@ -1,9 +1,9 @@
 """The release record: what a deploy did, typed end to end, and the reports written from it.
 
-``ReleaseOutcome`` is what the flow returns, what ``deployflow deploy --json`` prints, what the
-tracking database records (``Ledger.record_outcome``) and what the markdown summary and incident
-report are rendered from, so none of them disagree. Dicts appear only at those boundaries
-(``to_dict``).
+``ReleaseOutcome`` is what the flow returns, what ``deployflow deploy --json`` prints and what the
+tracking database records (``Ledger.record_outcome``); the summary and the incident report are
+rendered from that record as the database keeps it (``deployflow.notify.report``), so none of
+them disagree. Dicts appear only at those boundaries (``to_dict``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from typing import Any, Literal
 from deployflow.analysis import Measurement, Verdict
 from deployflow.checks.result import BLOCKING, CheckResult, CheckStatus
 from deployflow.figures import (
+    TRIGGER_WORDS,
     limit_percent,
-    metric_value,
-    millis,
     percent,
     requests,
     shorten,
     trigger_headline,
-    whole,
 )
 from deployflow.providers.base import Instance, NotificationResult, Router, RouterState, Target
 from deployflow.rollout import StageResult
@@ -353,13 +351,10 @@ def _unproven_headline(seen: Mapping[str, float | None], limit: float | None, me
     figures = f"error rate {percent(rate)} over {requests(count)}"
     if metric == "inconclusive" and limit is not None and rate is not None:
         if rate > limit:
-            return (
-                f"{figures}, above the {limit_percent(limit)} limit but not beyond doubt in the "
-                "stage's time"
-            )
-        return f"{figures}, not shown below the {limit_percent(limit)} limit in the stage's time"
+            return f"{figures}, above the {limit_percent(limit)} limit, not beyond doubt"
+        return f"{figures}: not shown below the {limit_percent(limit)} limit"
     if metric == "inconclusive":
-        return f"{figures}: too little evidence to show the canary healthy in the stage's time"
+        return f"{figures}: not shown healthy in time"
     return ""
 
 
@@ -369,12 +364,11 @@ def verification_trigger(report: VerificationReport) -> Trigger | None:
     if failure is None:
         return None
     metric = failure.metric or failure.name
-    headline = ""
     if failure.value is None:
-        headline = f"post-deploy verification failed: {failure.name}: {shorten(failure.detail, 14)}"
-    else:
-        figure = trigger_headline(metric, failure.value, failure.threshold)
-        headline = f"post-deploy verification failed: {failure.name}: {figure}"
+        what = f"{failure.name}: {failure.detail}"
+    else:  # the figure names its metric
+        what = trigger_headline(metric, failure.value, failure.threshold)
+    headline = shorten(f"post-deploy verification failed: {what}", TRIGGER_WORDS)
     return Trigger(
         stage=None,
         weight=100,
@@ -389,7 +383,7 @@ def verification_trigger(report: VerificationReport) -> Trigger | None:
 def step_failed_trigger(what: str, error: BaseException | str) -> Trigger:
     """A step of the rollout broke (a backend refused, a bug): roll back, the safe side."""
     reason = f"{what} failed: {error}"
-    return Trigger(None, None, "error", None, None, reason, headline=shorten(reason))
+    return Trigger(None, None, "error", None, None, reason, headline=shorten(reason, TRIGGER_WORDS))
 
 
 def blocking_checks(checks: list[CheckRecord]) -> list[CheckRecord]:
@@ -401,153 +395,3 @@ def blocked_message(failed: list[CheckRecord]) -> str:
     return "blocked before any traffic moved: " + "; ".join(
         f"{c.name} {c.status.value} ({c.detail})" for c in failed
     )
-
-
-def _fmt(value: float | None, kind: str) -> str:
-    if kind == "requests":
-        return whole(value)
-    return metric_value(kind, value)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:200]
-
-
-def summary_markdown(outcome: ReleaseOutcome) -> str:
-    """The deploy summary artifact."""
-    icon = {"succeeded": "✅", "rolled_back": "↩️", "failed": "❌", "aborted": "⛔"}[outcome.status]
-    lines = [
-        f"# {icon} {outcome.service} {outcome.version} → {outcome.environment}: "
-        f"{outcome.status.replace('_', ' ')}",
-        "",
-        f"- Strategy: **{outcome.strategy}** ({outcome.strategy_rationale})",
-        f"- Previous version: {outcome.previous_version or 'none'}",
-        "- Baseline P95 of the stable version: "
-        + _fmt(outcome.baseline_p95_seconds, "p95_seconds"),
-    ]
-    if outcome.switch_seconds is not None:
-        lines.append(f"- Blue-green switch: {millis(outcome.switch_seconds)} to 100% on green")
-    if outcome.dry_run:
-        lines.append("- Dry run: nothing was started and no traffic moved")
-    if outcome.message:
-        lines += ["", outcome.message]
-    for note in outcome.reconciled:
-        lines += ["", f"Before this deploy: {note}"]
-    factors = outcome.strategy_factors.get("factors") or []
-    if factors:
-        score, level = outcome.strategy_factors.get("score"), outcome.strategy_factors.get("level")
-        lines += [
-            "",
-            f"## Risk: {level} (score {score:g})" if score is not None else "## Risk",
-            "",
-            "| factor | fact | weight | units | contribution |",
-            "|---|---|---|---|---|",
-        ]
-        for f in factors:
-            floor = f" (at least {f['floor']})" if f.get("floor") else ""
-            lines.append(
-                f"| {f['name']} | {_cell(str(f['fact']))}{floor} | {f['weight']:g} | "
-                f"{f['units']:g} | {f['contribution']:g} |"
-            )
-    if outcome.checks:
-        lines += ["", "## Checks", "", "| step | check | status | detail |", "|---|---|---|---|"]
-        for c in outcome.checks:
-            lines.append(f"| {c.step} | {c.name} | {c.status.value} | {_cell(c.detail)} |")
-    if outcome.stages:
-        lines += [
-            "",
-            "## Stages",
-            "",
-            "| stage | observed | verdict | error rate | P95 | requests | measurements | why |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for s in outcome.stages:
-            v = s.last_values()
-            counts = ", ".join(f"{k} {n}" for k, n in s.counts.items() if n)
-            lines.append(
-                f"| {s.index + 1} | {s.observed} | {s.verdict.value} | "
-                f"{_fmt(v['error_rate'], 'error_rate')} | {_fmt(v['p95_seconds'], 'p95_seconds')} "
-                f"| {_fmt(v['requests'], 'requests')} | {counts} | {_cell(s.explanation)} |"
-            )
-    if outcome.flag_changes:
-        lines += ["", "## Feature flags", "", "| flag | users | why |", "|---|---|---|"]
-        for f in outcome.flag_changes:
-            lines.append(f"| {f['flag']} | {f['percent']}% | {_cell(str(f['reason']))} |")
-    if outcome.verification:
-        lines += ["", "## Verification", "", "| check | ok | detail |", "|---|---|---|"]
-        for check in outcome.verification.checks:
-            ok = "yes" if check.ok else "**no**"
-            lines.append(f"| {check.name} | {ok} | {_cell(check.detail)} |")
-    if outcome.rollback:
-        r = outcome.rollback
-        t = r.trigger
-        lines += [
-            "",
-            "## Rollback",
-            "",
-            f"Rolled back at stage {'n/a' if t.stage is None else t.stage + 1}"
-            f" ({t.weight if t.weight is not None else 'n/a'}% canary): {t.headline}.",
-            f"Stable verified healthy afterwards: {'yes' if r.verified else '**no**'}.",
-        ]
-        if r.error:
-            lines.append(f"The rollback itself failed: {r.error}")
-    return "\n".join(lines) + "\n"
-
-
-# Signal evidence lines (log lines, alerts) an incident report shows at most.
-MAX_EVIDENCE_SHOWN = 30
-
-
-def incident_markdown(outcome: ReleaseOutcome) -> str:
-    """The incident report artifact written when a rollback happened."""
-    r = outcome.rollback
-    if r is None:
-        raise ValueError("no rollback happened, so there is no incident to report")
-    t, ev = r.trigger, r.evidence
-    lines = [
-        f"# Incident: {outcome.service} {outcome.version} rolled back in {outcome.environment}",
-        "",
-        "## What happened",
-        "",
-        f"- Trigger: **{t.headline}**",
-        f"- Stage: {'n/a' if t.stage is None else t.stage + 1} "
-        f"({t.weight if t.weight is not None else 'n/a'}% of traffic on the canary)",
-        f"- Reason: {t.reason}",
-        f"- Traffic restored to: {outcome.previous_version or 'n/a'}",
-        f"- Stable verified after rollback: {'yes' if r.verified else '**NO: investigate now**'}",
-    ]
-    if r.error:
-        lines.append(f"- The rollback itself failed: {r.error}")
-    lines += ["", "## Verification of the stable version", ""]
-    for v in r.verification.checks if r.verification else ():
-        lines.append(f"- {'✅' if v.ok else '❌'} {v.name}: {v.detail}")
-    lines += ["", "## Evidence for the root cause", ""]
-    if ev.last_measurements:
-        lines += ["| outcome | error rate | P95 | requests | note |", "|---|---|---|---|---|"]
-        for m in ev.last_measurements:
-            lines.append(
-                f"| {m.outcome.value} | {_fmt(m.sample.error_rate, 'error_rate')} | "
-                f"{_fmt(m.sample.p95_seconds, 'p95_seconds')} | "
-                f"{_fmt(m.sample.requests, 'requests')} | {_cell(m.note)} |"
-            )
-    signals = list(dict.fromkeys(e for m in ev.last_measurements for e in m.evidence))
-    if signals:
-        lines += ["", "Log lines matching the error patterns, and alerts that fired:", "", "```"]
-        lines += [*signals[-MAX_EVIDENCE_SHOWN:], "```"]
-    if ev.traffic_at_trigger:
-        lines += ["", f"Traffic when the trigger fired: {ev.traffic_at_trigger}"]
-    if ev.router_after:
-        lines += [f"Router after the rollback: {ev.router_after}"]
-    for problem in ev.problems:
-        lines += [f"Evidence not gathered: {problem}"]
-    if ev.canary_log_tail:
-        lines += ["", "Canary log tail:", "", "```", ev.canary_log_tail, "```"]
-    lines += [
-        "",
-        "## Follow-up",
-        "",
-        "- [ ] Reproduce the failure against the canary build",
-        "- [ ] Add a check that would have caught it before traffic",
-        "- [ ] Decide whether the rollback thresholds fit this service",
-    ]
-    return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from deployflow.analysis import (
     evaluate,
     exposure_confidence,
 )
+from deployflow.figures import rough_duration as duration_words
 from deployflow.providers.base import Metrics
 from deployflow.signals import SignalProbe, with_signals
 from deployflow.spec import AnalysisSpec
@@ -82,17 +83,6 @@ def exposure_after(steps: Sequence[int], index: int) -> float:
     """The share of traffic (0..1] the canary serves once stage ``index`` promotes: the next
     step's weight, or all of it after the last."""
     return (steps[index + 1] if index + 1 < len(steps) else 100) / 100.0
-
-
-def duration_words(seconds: float) -> str:
-    """``18 s``, ``30 min``, ``1 h 30 min``: a stage's time limit in a reason."""
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s".replace(".0 s", " s")
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 @dataclass

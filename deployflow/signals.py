@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from deployflow import figures
 from deployflow.analysis import Breach, Measurement, Outcome
 from deployflow.providers.base import AlertSource, Dependency, DependencyStatus, LogSource
 from deployflow.spec import LogsSpec
@@ -59,12 +60,12 @@ def judge_log_errors(
         budget = max_per_1k_requests * max(requests, 1000.0) / 1000.0
         rate, unit = matches / requests * 1000.0, "per 1,000 requests"
         limit = max_per_1k_requests
-        over = f"{requests:,.0f} requests"
+        over = figures.requests(requests)
     elif max_per_minute is not None:
         budget = max_per_minute * max(minutes, 1.0)
         rate, unit = (matches / minutes if minutes > 0 else float(matches)), "per minute"
         limit = max_per_minute
-        over = f"{elapsed_seconds:.0f} s"
+        over = figures.duration(elapsed_seconds)
     else:
         note = f"{matches} error line(s), but no request count to judge them per 1,000 requests"
         return Outcome.INCONCLUSIVE, note, None

@@ -79,11 +79,13 @@ class Announced:
 
 @dataclass(frozen=True)
 class StageBegan:
-    """Traffic moved: ``weight`` percent now goes to the new version."""
+    """Traffic moved: ``weight`` percent now goes to the new version (``label``: what the stage
+    observes when it is not a canary at that weight, e.g. green in isolation, a flag step)."""
 
     index: int
     weight: int
     at: datetime
+    label: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from deployflow.analysis import Outcome, Thresholds, evaluate
+from deployflow.figures import duration, measured, percent, probability
 from deployflow.providers.base import AlertSource, Dependency, Instance, Metrics, Router, Target
 from deployflow.spec import SmokeRequest
 from deployflow.stats import binomial_tail
@@ -98,7 +99,7 @@ def check_smoke(
     detail = (
         f"{what}: {len(failures)} of {smoke.attempts} requests failed ({seen}, "
         f"expected {smoke.expect_status}); chance at stable's error rate "
-        f"{expected_error_rate:.2%}: {chance:.2g}"
+        f"{percent(expected_error_rate)}: {probability(chance)}"
     )
     ok = chance >= 1.0 - confidence
     detail += ": within chance" if ok else ": beyond chance"
@@ -137,17 +138,13 @@ def check_metrics(
             source.sample(version, window_seconds), baseline_p95_seconds, thresholds, looks=2
         )
         if recent.outcome is Outcome.FAILED and measurement.outcome is not Outcome.FAILED:
-            measurement, scope = recent, f"over the last {window_seconds:g} s: "
+            measurement, scope = recent, f"over the last {duration(window_seconds)}: "
     else:
         measurement = evaluate(
             source.sample(version, window_seconds), baseline_p95_seconds, thresholds
         )
     sample = measurement.sample
-    figures = (
-        f"error rate {'n/a' if sample.error_rate is None else f'{sample.error_rate:.2%}'}, "
-        f"P95 {'n/a' if sample.p95_seconds is None else f'{sample.p95_seconds * 1000:.1f} ms'}, "
-        f"{'n/a' if sample.requests is None else f'{sample.requests:,.0f}'} requests"
-    )
+    figures = measured(sample.error_rate, sample.p95_seconds, sample.requests, precise=True)
     if measurement.outcome is Outcome.SUCCESSFUL:
         return VerificationCheck(f"metrics: {version}", True, True, figures, "metrics")
     if measurement.outcome is Outcome.FAILED:

@@ -96,17 +96,18 @@ def exit_for(status: str) -> int:
 
 def print_outcome(result: dict[str, Any]) -> None:
     """Print a deploy outcome (from ``run_deploy``) for people: one line per stage."""
+    from deployflow.figures import measured
+
     print(f"{result.get('version', '?')}: {result['status']} ({result.get('strategy')})")
     for note in result.get("reconciled", []):
         print(f"  before this deploy: {note}")
     for stage in result.get("stages", []):
         values = stage["values"]
-        er = values.get("error_rate")
-        p95 = values.get("p95_seconds")
+        figures = measured(
+            values.get("error_rate"), values.get("p95_seconds"), values.get("requests")
+        )
         print(
-            f"  stage {stage['index'] + 1} {stage['weight']:>3}%: {stage['verdict']:<9} "
-            f"error rate {'n/a' if er is None else f'{er:.2%}'}, "
-            f"P95 {'n/a' if p95 is None else f'{p95 * 1000:.1f} ms'}"
+            f"  stage {stage['index'] + 1} {stage['weight']:>3}%: {stage['verdict']:<9} {figures}"
         )
     if result.get("rollback"):
         print(f"  rollback: {result['rollback']['reason']}")

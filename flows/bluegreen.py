@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
@@ -15,7 +16,7 @@ from deployflow.providers.base import Instance
 from deployflow.release import Trigger, stage_trigger, verification_trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec, SmokeRequest
-from deployflow.story import StageEnded
+from deployflow.story import StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
 from deployflow.verify import VerificationReport
 from flows.flags import flag_rollout
@@ -78,6 +79,7 @@ def blue_green(
     result.trigger = isolation_trigger(green.version, result.isolation)
     if result.trigger is not None:
         return result
+    b.story.record(StageBegan(0, 0, datetime.now(UTC), f"{green.version} in isolation"))
     isolated = observe_green_in_isolation.with_options(
         timeout_seconds=observation_timeout(
             analysis.stage_limit(plan.observe_seconds), analysis.interval
@@ -117,13 +119,15 @@ def blue_green(
         if rolled.trigger is not None:
             result.trigger = rolled.trigger
             return result
+    warm = f"100% {green.version}, {blue.version} kept warm"
+    b.story.record(StageBegan(len(result.stages), 100, datetime.now(UTC), warm))
     kept = observe_stage_for(plan.keep_previous_seconds, analysis)(
         b.metrics, b.target, b.router, b.ledger, deployment_id,
         version=green.version, index=len(result.stages), weight=100,
         observe_seconds=plan.keep_previous_seconds, analysis=analysis,
         baseline_p95_seconds=baseline_p95_seconds, logs=b.logs, alerts=b.alerts,
     )  # fmt: skip
-    kept = replace(kept, label=f"100% {green.version}, {blue.version} kept warm")
+    kept = replace(kept, label=warm)
     kept = decide_unproven_stage(
         b, analysis, [*result.stages, kept], green.version, f"retiring {blue.version}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
@@ -12,7 +13,7 @@ from deployflow.flags.rollout import FlagChangeRecord, flag_rollout_plan, kill_r
 from deployflow.release import Trigger, stage_trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec
-from deployflow.story import FlagChanged, StageEnded
+from deployflow.story import FlagChanged, StageBegan, StageEnded
 from flows.rollout import decide_unproven_stage
 from tasks.flags import set_flag
 from tasks.rollout import observe_stage_for
@@ -68,12 +69,14 @@ def flag_rollout(
             set_flag(b.flags, b.ledger, deployment_id, step.flag, step.percent, reason)
         )
         b.story.record(FlagChanged(step.flag, step.percent, reason, version))
+        step_label = f"flag {step.flag} on for {step.percent}% of users"
+        b.story.record(StageBegan(index, 100, datetime.now(UTC), step_label))
         observed = observe_stage_for(flags.observe, analysis)(
             b.metrics, b.target, b.router, b.ledger, deployment_id,
             version=version, index=index, weight=100, observe_seconds=flags.observe,
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
-        observed = replace(observed, label=f"flag {step.flag} on for {step.percent}% of users")
+        observed = replace(observed, label=step_label)
         observed = decide_unproven_stage(
             b,
             analysis,
@@ -86,18 +89,22 @@ def flag_rollout(
         index += 1
         if observed.verdict is Verdict.PROMOTE:
             continue
-        why = observed.reason.reason if observed.reason else f"verdict {observed.verdict.value}"
+        # The trigger in words: the flag's record and the thread quote it, the report the rest.
+        stopped = stage_trigger(observed, analysis.max_error_rate)
+        why = stopped.headline if stopped else f"verdict {observed.verdict.value}"
         killed = kill_reason(step, why)
         result.changes.append(set_flag(b.flags, b.ledger, deployment_id, step.flag, 0, killed))
         result.killed = step.flag
         logger.warning("flag %s killed; is %s healthy without it?", step.flag, version)
         b.story.record(FlagChanged(step.flag, 0, killed, version))  # never raises
+        without = f"{version} with flag {step.flag} off"
+        b.story.record(StageBegan(index, 100, datetime.now(UTC), without))
         after = observe_stage_for(flags.observe, analysis)(
             b.metrics, b.target, b.router, b.ledger, deployment_id,
             version=version, index=index, weight=100, observe_seconds=flags.observe,
             analysis=analysis, baseline_p95_seconds=baseline_p95_seconds,
         )  # fmt: skip
-        after = replace(after, label=f"{version} with flag {step.flag} off")
+        after = replace(after, label=without)
         after = decide_unproven_stage(
             b, analysis, [*result.stages, after], version, f"keeping {version} without the flag"
         )

@@ -10,6 +10,7 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployflow import figures
 from deployflow.analysis import Measurement
 from deployflow.bluegreen import check_in_isolation, probe_urls, send_probe
 from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
@@ -90,11 +91,9 @@ def observe_green_in_isolation(
         def measured(m: Measurement) -> None:
             s = m.sample
             logger.info(
-                "isolation: %s; error rate %s, P95 %s, requests %s%s",
+                "isolation: %s; %s%s",
                 m.outcome.value,
-                "n/a" if s.error_rate is None else f"{s.error_rate:.2%}",
-                "n/a" if s.p95_seconds is None else f"{s.p95_seconds * 1000:.1f} ms",
-                "n/a" if s.requests is None else f"{s.requests:.0f}",
+                figures.measured(s.error_rate, s.p95_seconds, s.requests),
                 f" ({m.note})" if m.note else "",
             )
             burst()  # traffic for the next measurement's window
@@ -146,6 +145,6 @@ def switch_to_green(
     if state.canary != green.address or state.canary_weight != 100:
         raise BackendError(f"router did not take the switch to {green.version}: {state}")
     get_run_logger().info(
-        "switched to %s in %.1f ms; router now: %s", green.version, seconds * 1000, state
+        "switched to %s in %s; router now: %s", green.version, figures.millis(seconds), state
     )
     return seconds

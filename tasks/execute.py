@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployflow.figures import millis
 from deployflow.providers.base import (
     BackendError,
     Instance,
@@ -56,7 +57,7 @@ def measure_baseline(metrics: Metrics, stable: Instance, window_seconds: float) 
             f"cannot measure the P95 baseline of {stable.version}: "
             f"{reading.error or 'no data in the baseline window'}"
         )
-    get_run_logger().info("baseline P95 of %s: %.1f ms", stable.version, reading.value * 1000)
+    get_run_logger().info("baseline P95 of %s: %s", stable.version, millis(reading.value))
     return reading.value
 
 

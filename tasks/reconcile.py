@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployflow.figures import duration
 from deployflow.providers.base import Router, Target
 from deployflow.reconcile import decide_unfinished, reconcile
 from deployflow.tracking.lease import lease_alive, lease_seconds
@@ -55,9 +56,9 @@ def reconcile_interrupted(
             age = (now - row.heartbeat_at).total_seconds() if row.heartbeat_at else 0.0
             raise DeployInProgress(
                 f"deploy of {service} {row.version} to {environment} is still running (flow run "
-                f"{row.flow_run_id}, alive {age:.0f}s ago); wait for it. If its process is gone, "
-                f"deploy again after {lease_seconds():.0f}s without a sign of life: the next "
-                "deploy then reconciles it"
+                f"{row.flow_run_id}, alive {duration(age)} ago); wait for it. If its process is "
+                f"gone, deploy again after {duration(lease_seconds())} without a sign of life: the "
+                "next deploy then reconciles it"
             )
         result = reconcile(router, target, row.version)
         logger.warning(result.message)

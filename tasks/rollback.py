@@ -7,6 +7,7 @@ import time
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployflow.figures import millis
 from deployflow.providers.base import BackendError, Instance, Router, RouterState, Target
 from tasks.retry_policy import QUICK_CALL, retried
 
@@ -26,7 +27,7 @@ def restore_stable_traffic(router: Router, stable: Instance) -> tuple[RouterStat
     seconds = time.perf_counter() - started
     if state.stable != stable.address or state.canary_weight != 0:
         raise BackendError(f"router did not take the rollback: {state}")
-    get_run_logger().warning("traffic restored in %.1f ms: %s", seconds * 1000, state)
+    get_run_logger().warning("traffic restored in %s: %s", millis(seconds), state)
     return state, seconds
 
 

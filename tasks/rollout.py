@@ -8,6 +8,7 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Measurement
+from deployflow.figures import measured
 from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
 from deployflow.rollout import StageResult, observe_stage, plan_evidence, thresholds_from
 from deployflow.signals import AlertWatch, LogWatch
@@ -103,13 +104,11 @@ def observe_canary_stage(
     def log(m: Measurement) -> None:
         s = m.sample
         logger.info(
-            "stage %d (%d%%): %s; error rate %s, P95 %s, requests %s%s",
+            "stage %d (%d%%): %s; %s%s",
             index + 1,
             weight,
             m.outcome.value,
-            "n/a" if s.error_rate is None else f"{s.error_rate:.2%}",
-            "n/a" if s.p95_seconds is None else f"{s.p95_seconds * 1000:.1f} ms",
-            "n/a" if s.requests is None else f"{s.requests:.0f}",
+            measured(s.error_rate, s.p95_seconds, s.requests),
             f" ({m.note})" if m.note else "",
         )
 

@@ -10,7 +10,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.notify.evidence import StorySources, report_dir, save, tell
-from deployflow.notify.report import as_time
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
 from tasks.retry_policy import VERIFY, retried
@@ -26,22 +25,22 @@ def write_report(ledger: Ledger, deployment_id: int, sources: StorySources) -> s
     deploy: a report that cannot be written is logged."""
     logger = get_run_logger()
     try:
-        deploy = ledger.deployment(deployment_id)
-        started = as_time(deploy["started_at"])
-        if sources.previous_ref is None and deploy.get("git_ref") and started is not None:
-            before = ledger.released_before(deploy["service"], deploy["environment"], started)
+        record = ledger.record(deployment_id)
+        started = record.started_at
+        if sources.previous_ref is None and record.git_ref and started is not None:
+            before = ledger.released_before(record.service, record.environment, started)
             if before is not None and before.git_ref:
                 sources = replace(sources, previous_ref=before.git_ref)
-        report = tell(deploy, sources)
+        report = tell(record, sources)
         if report is None:
             return None
-        path = save(report, report_dir(deploy["service"], deployment_id))
+        path = save(report, report_dir(record.service, deployment_id))
         ledger.save_report(deployment_id, report.kind, report.markdown, report.chart_png)
         what = "Incident" if report.kind == "incident" else "Release"
         create_markdown_artifact(
-            key=artifact_key(ARTIFACT_PREFIXES[report.kind], deploy["service"]),
+            key=artifact_key(ARTIFACT_PREFIXES[report.kind], record.service),
             markdown=report.embedded(),
-            description=f"{what}: {deploy['service']} {deploy['version']} ({deploy['status']})",
+            description=f"{what}: {record.service} {record.version} ({record.status})",
         )
     except Exception:
         logger.exception("the report of deploy %s could not be written", deployment_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from deployflow.figures import duration
 from deployflow.release import CheckRecord
 from deployflow.risk import ChangeSize, RiskAssessment, RiskSpec, assess_risk, measure_change
 from deployflow.spec import StrategySpec
@@ -92,10 +93,10 @@ def choose_strategy_task(
         configured, override, has_stable=has_stable, environment=environment, risk=risk
     )
     get_run_logger().info(
-        "strategy %s, steps %s, observe %.0fs per stage: %s",
+        "strategy %s, steps %s, observe %s per stage: %s",
         choice.kind,
         list(choice.steps),
-        choice.observe_seconds,
+        duration(choice.observe_seconds),
         choice.rationale,
     )
     return choice

@@ -1,5 +1,5 @@
 """Sample inputs the tests share: the example spec and its environment, a minimal spec, a
-rolled-back release."""
+rolled-back release, and a release recorded and read back as its reports' record."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Verd
 from deployflow.release import ReleaseOutcome, RollbackEvidence, RollbackRecord, Trigger
 from deployflow.rollout import StageResult
 from deployflow.spec import SpecError, parse_spec
+from deployflow.tracking.ledger import Ledger
+from deployflow.tracking.record import DeployRecord
 from deployflow.verify import VerificationReport
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "sandbox.yaml"
@@ -67,3 +69,15 @@ def rolled_back() -> ReleaseOutcome:
             evidence=RollbackEvidence(canary_log_tail="Traceback: boom"),
         ),
     )
+
+
+def record_in(ledger: Ledger, outcome: ReleaseOutcome) -> DeployRecord:
+    """``outcome`` recorded as a deploy records it (its row, each stage as it ended, each flag
+    change, the end), read back as the record its reports are rendered from."""
+    outcome.deployment_id = ledger.start(outcome)
+    for s in outcome.stages:
+        ledger.stage_observed(outcome.deployment_id, s)
+    for f in outcome.flag_changes:
+        ledger.flag_changed(outcome.deployment_id, f["flag"], f["percent"], f["reason"])
+    ledger.record_outcome(outcome, outcome.message)
+    return ledger.record(outcome.deployment_id)

@@ -6,11 +6,9 @@ chart. Every source is optional and none of them raises: what cannot be had is n
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from deployflow.checks.process import controlled_env, run_command
 from deployflow.notify.charts import render_chart
@@ -21,7 +19,6 @@ from deployflow.notify.report import (
     ReportEvidence,
     chart_range,
     chart_title,
-    incident_of,
     kind_of,
     lines_around,
     render,
@@ -29,6 +26,7 @@ from deployflow.notify.report import (
 )
 from deployflow.providers.base import Metrics, MetricsOverTime, Target
 from deployflow.tracking import db
+from deployflow.tracking.record import DeployRecord
 
 GIT_TIMEOUT = 10.0
 LOG_LINES_READ = 400
@@ -111,14 +109,14 @@ def commits_between(
     return tuple(commits), None
 
 
-def gather(deploy: Mapping[str, Any], sources: StorySources) -> ReportEvidence:
-    """Everything the report of ``deploy`` (as ``Ledger.deployment`` gives it) can show."""
+def gather(record: DeployRecord, sources: StorySources) -> ReportEvidence:
+    """Everything the report of ``record`` (as ``Ledger.record`` reads it) can show."""
     problems: list[str] = []
     canary = stable = breakdown = stable_breakdown = None
-    version, previous = deploy["version"], deploy.get("previous_version")
+    version, previous = record.version, record.previous_version
     metrics = sources.metrics
     try:
-        span = chart_range(deploy, sources.window_seconds)
+        span = chart_range(record, sources.window_seconds)
     except ValueError as exc:
         span = None
         problems.append(f"charts: {exc}")
@@ -133,14 +131,14 @@ def gather(deploy: Mapping[str, Any], sources: StorySources) -> ReportEvidence:
         what = metrics.describe() if metrics is not None else "no metrics backend"
         problems.append(f"charts: {what} cannot answer for a past time range")
     log_lines: tuple[str, ...] = ()
-    if incident_of(deploy) is not None:
-        log_lines = _canary_log(deploy, sources.target)
+    if record.incident is not None:
+        log_lines = _canary_log(record, sources.target)
     commits, commit_range = None, ""
-    if sources.checkout is not None and deploy.get("git_ref"):
+    if sources.checkout is not None and record.git_ref:
         if sources.previous_ref:
-            commit_range = f"{sources.previous_ref[:10]}..{str(deploy['git_ref'])[:10]}"
+            commit_range = f"{sources.previous_ref[:10]}..{record.git_ref[:10]}"
             commits, problem = commits_between(
-                sources.checkout, sources.previous_ref, deploy["git_ref"]
+                sources.checkout, sources.previous_ref, record.git_ref
             )
             if problem:
                 problems.append(problem)
@@ -159,39 +157,34 @@ def gather(deploy: Mapping[str, Any], sources: StorySources) -> ReportEvidence:
     )
 
 
-def _canary_log(deploy: Mapping[str, Any], target: Target | None) -> tuple[str, ...]:
-    """The canary's log lines around the trigger: from the target's log when it still has it
-    (more lines), else the tail the rollback kept."""
-    at = trigger_time(deploy)
-    if target is not None:
-        lines = lines_around(target.logs(deploy["version"], lines=LOG_LINES_READ), at)
-        if lines:
-            return lines
-    incident = incident_of(deploy) or {}
-    kept = (incident.get("evidence") or {}).get("canary_log_tail") or ""
-    return lines_around(str(kept), at)
+def _canary_log(record: DeployRecord, target: Target | None) -> tuple[str, ...]:
+    """The canary's log lines around the trigger from the target's log, when it still has it
+    (more lines than the tail the rollback kept, which the report falls back on)."""
+    if target is None:
+        return ()
+    return lines_around(target.logs(record.version, lines=LOG_LINES_READ), trigger_time(record))
 
 
-def tell(deploy: Mapping[str, Any], sources: StorySources) -> Report | None:
-    """The report ``deploy`` gets (incident or success summary) with its chart, or None."""
-    if kind_of(deploy) is None:
+def tell(record: DeployRecord, sources: StorySources) -> Report | None:
+    """The report ``record`` gets (incident or success summary) with its chart, or None."""
+    if kind_of(record) is None:
         return None
-    evidence = gather(deploy, sources)
+    evidence = gather(record, sources)
     chart = None
     try:
-        span = chart_range(deploy, sources.window_seconds)
+        span = chart_range(record, sources.window_seconds)
         chart = render_chart(
-            chart_title(deploy),
+            chart_title(record),
             evidence.canary,
             evidence.stable,
             span.markers,
-            canary_label=f"{deploy['version']} (canary)",
-            stable_label=f"{deploy.get('previous_version') or 'stable'} (stable)",
+            canary_label=f"{record.version} (canary)",
+            stable_label=f"{record.previous_version or 'stable'} (stable)",
             error_rate_limit=sources.error_rate_limit,
         )
     except ValueError:
         pass  # no range: gather() already named it
-    return render(deploy, evidence, chart)
+    return render(record, evidence, chart)
 
 
 def save(report: Report, directory: Path) -> Path:

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from deployflow.figures import duration, millis, percent, requests, trigger_headline
+from deployflow.figures import (
+    duration,
+    millis,
+    percent,
+    requests,
+    sample_figures,
+    whole,
+)
 from deployflow.notify.charts import Marker, data_uri
 from deployflow.providers.base import MetricHistory, Points, RequestBreakdown
+from deployflow.tracking.record import DeployRecord, Figures, IncidentRecord, Look, StageRecord
 
 CHART_NAME = "chart.png"
 # Log lines shown around the trigger: from a minute before it to a quarter minute after.
@@ -84,13 +90,6 @@ class Report:
         return self.markdown.replace(f"]({CHART_NAME})", f"]({chart_file})")
 
 
-def as_time(value: str | datetime | None) -> datetime | None:
-    """A timestamp as the tracking data holds it (ISO 8601 text) as a datetime."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
-
-
 def _clock(at: datetime | None) -> str:
     return at.strftime("%H:%M:%S") if at is not None else "--:--:--"
 
@@ -102,118 +101,72 @@ def _cell(text: object) -> str:
 # --- the deploy as the tracking database keeps it -----------------------------------------------
 
 
-def _last_figures(stage: Mapping[str, Any]) -> dict[str, Any]:
-    """The latest measurement of a stage that had data (an inconclusive one too: a stage stopped
-    for too little evidence still shows what it saw): the canary's and the stable's figures."""
-    for m in reversed(stage.get("measurements") or []):
-        if not m.get("error") and m.get("requests") is not None:
-            return dict(m)
-    return {}
-
-
-def headline(incident: Mapping[str, Any]) -> str:
-    """The trigger in words with its figure and limit, as the deploy recorded it (older records:
-    rebuilt from the incident's metric, value and threshold)."""
-    evidence = incident.get("evidence") or {}
-    if evidence.get("headline"):
-        return str(evidence["headline"])
-    return trigger_headline(
-        incident["metric"], incident["value"], incident["threshold"], detail=incident["reason"]
-    )
-
-
-def _queries_failed(deploy: Mapping[str, Any]) -> list[str]:
-    """The metric queries that failed in the deploy's last stage (their errors)."""
-    stages = deploy.get("stages") or []
-    last = stages[-1].get("measurements") or [] if stages else []
-    return [str(m["error"]) for m in last if m.get("error")]
-
-
-def _stage_figures(stage: Mapping[str, Any]) -> str:
-    m = _last_figures(stage)
-    if not m:
+def _look_figures(look: Look | None) -> str:
+    if look is None:
         return "no data"
-    return f"errors {percent(m.get('error_rate'))}, P95 {millis(m.get('p95_seconds'))}, " + (
-        requests(m.get("requests"))
-    )
+    c = look.canary
+    return sample_figures(c.error_rate, c.p95_seconds, c.requests)
 
 
 _VERDICTS = {"promote": "promoted", "rollback": "rolled back", "continue": "still observing"}
 
 
-def incident_of(deploy: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    incidents = deploy.get("incidents") or []
-    return incidents[-1] if incidents else None
+def _verdict(stage: StageRecord) -> str:
+    return _VERDICTS.get(stage.verdict, stage.verdict)
 
 
-def trigger_time(deploy: Mapping[str, Any]) -> datetime | None:
+def trigger_time(record: DeployRecord) -> datetime | None:
     """When the rollback was decided: the end of the stage that tripped it, or (verification or
     a step that broke) the end of the last stage, else the deploy's end."""
-    incident = incident_of(deploy)
-    stages = deploy.get("stages") or []
-    if incident is not None and incident.get("stage") is not None:
-        for s in stages:
-            if s["index"] == incident["stage"]:
-                return as_time(s.get("finished_at"))
-    if stages:
-        return as_time(stages[-1].get("finished_at"))
-    return as_time(deploy.get("finished_at"))
+    tripped = record.stage_of_incident
+    if tripped is not None:
+        return tripped.finished_at
+    if record.stages:
+        return record.stages[-1].finished_at
+    return record.finished_at
 
 
-def timeline(deploy: Mapping[str, Any]) -> list[tuple[datetime | None, str]]:
+def timeline(record: DeployRecord) -> list[tuple[datetime | None, str]]:
     """What happened, in order: the start, each stage (traffic moved, verdict), the trigger and
     the rollback, or the promotion."""
-    version = deploy["version"]
+    version = record.version
     events: list[tuple[datetime | None, str]] = [
         (
-            as_time(deploy.get("started_at")),
-            f"Deploy of {version} to {deploy['environment']} started "
-            f"({deploy.get('strategy')}; {deploy.get('previous_version') or 'nothing'} live)",
+            record.started_at,
+            f"Deploy of {version} to {record.environment} started "
+            f"({record.strategy}; {record.previous_version or 'nothing'} live)",
         )
     ]
-    for s in deploy.get("stages") or []:
+    for s in record.stages:
+        moved = s.label or f"{s.weight}% of traffic on {version}"
+        events.append((s.started_at, f"Stage {s.index + 1}: {moved}"))
         events.append(
-            (
-                as_time(s.get("started_at")),
-                f"Stage {s['index'] + 1}: {s['weight']}% of traffic on {version}",
-            )
+            (s.finished_at, f"Stage {s.index + 1} {_verdict(s)}: {_look_figures(s.last)}")
         )
-        verdict = _VERDICTS.get(s["verdict"], s["verdict"])
-        events.append(
-            (
-                as_time(s.get("finished_at")),
-                f"Stage {s['index'] + 1} {verdict}: {_stage_figures(s)}",
-            )
-        )
-    incident = incident_of(deploy)
-    finished = as_time(deploy.get("finished_at"))
-    status = deploy["status"]
+    incident = record.incident
     if incident is not None:
-        events.append((trigger_time(deploy), f"Trigger: {headline(incident)}"))
-        evidence = incident.get("evidence") or {}
-        previous = deploy.get("previous_version") or "the previous version"
-        if evidence.get("error"):
-            done = f"Rollback FAILED: {evidence['error']}"
-        elif evidence.get("verified"):
+        events.append((trigger_time(record), f"Trigger: {incident.headline}"))
+        previous = record.previous_version or "the previous version"
+        if incident.error:
+            done = f"Rollback FAILED: {incident.error}"
+        elif incident.verified:
             done = f"Rollback done: all traffic on {previous}, verified healthy"
         else:
             done = f"Rollback done: traffic on {previous}, NOT verified healthy"
-        events.append((finished, done))
-    elif status == "succeeded":
-        events.append((finished, f"{version} serves all the traffic and passed verification"))
+        events.append((record.finished_at, done))
+    elif record.status == "succeeded":
+        events.append(
+            (record.finished_at, f"{version} serves all the traffic and passed verification")
+        )
     else:
-        events.append((finished, f"Ended {status.replace('_', ' ')}"))
+        events.append((record.finished_at, f"Ended {record.status.replace('_', ' ')}"))
     return events
 
 
-def chart_markers(deploy: Mapping[str, Any]) -> list[Marker]:
+def chart_markers(record: DeployRecord) -> list[Marker]:
     """The stages' starts and the trigger, for the chart."""
-    markers = [
-        Marker(at, f"{s['weight']}%")
-        for s in deploy.get("stages") or []
-        if (at := as_time(s.get("started_at"))) is not None
-    ]
-    if incident_of(deploy) is not None and (at := trigger_time(deploy)) is not None:
+    markers = [Marker(s.started_at, f"{s.weight}%") for s in record.stages if s.started_at]
+    if record.incident is not None and (at := trigger_time(record)) is not None:
         markers.append(Marker(at, "trigger", alarm=True))
     return markers
 
@@ -292,27 +245,29 @@ def _error_rows(breakdown: RequestBreakdown | None) -> list[tuple[str, str, floa
     return [r for r in breakdown.rows if r[1].startswith("5")]
 
 
-def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> list[Cause]:
+def candidate_causes(record: DeployRecord, evidence: ReportEvidence) -> list[Cause]:
     """Where to look first, strongest evidence first. Each cause says what points at it; the
     weights only order them (a person judges)."""
-    incident = incident_of(deploy)
+    incident = record.incident
     causes: list[Cause] = []
-    metric = incident["metric"] if incident else ""
+    metric = incident.metric if incident else ""
     canary_rate = _average(evidence.canary.error_rate) if evidence.canary else None
     stable_rate = _average(evidence.stable.error_rate) if evidence.stable else None
     canary_p95 = _peak(evidence.canary.p95_seconds) if evidence.canary else None
     stable_p95 = _average(evidence.stable.p95_seconds) if evidence.stable else None
-    version = deploy["version"]
-    previous = deploy.get("previous_version") or "the stable version"
+    version = record.version
+    previous = record.previous_version or "the stable version"
 
     if metric == "error_rate" or (canary_rate or 0) > 2 * (stable_rate or 0) + 0.01:
         stable_fine = stable_rate is not None and stable_rate < (canary_rate or 0) / 3
-        lines = [
-            f"{version} failed {percent(canary_rate)} of its requests on average over the "
-            f"deploy; {previous} {percent(stable_rate)} over the same time",
-        ]
+        lines: list[str] = []
+        if canary_rate is not None:  # averages only from what the range queries answered
+            lines.append(
+                f"{version} failed {percent(canary_rate)} of its requests on average over the "
+                f"deploy; {previous} {percent(stable_rate)} over the same time"
+            )
         if incident and metric == "error_rate":
-            lines.append(f"the trigger: {headline(incident)}")
+            lines.append(f"the trigger: {incident.headline}")
         causes.append(
             Cause(
                 0.9 if stable_fine else 0.5,
@@ -348,8 +303,8 @@ def candidate_causes(deploy: Mapping[str, Any], evidence: ReportEvidence) -> lis
         )
     if metric in ("metrics", "inconclusive", "canary_down", "error", "analysis"):
         # The headline, not the analysis's statistics: the report quotes those once, above.
-        reason = headline(incident) if incident else ""
-        failed_queries = _queries_failed(deploy)
+        reason = incident.headline if incident else ""
+        failed_queries = record.stages[-1].failed_queries if record.stages else []
         metrics_title = (
             f"The metrics backend, not the service: {len(failed_queries)} queries failed"
             if failed_queries
@@ -434,46 +389,67 @@ def _endpoint_cause(breakdown: RequestBreakdown) -> Cause:
 
 
 MAX_SIGNAL_LINES = 30
+_STATUS_ICONS = {"succeeded": "✅", "rolled_back": "↩️", "failed": "❌", "aborted": "⛔"}
 
 
-def signal_lines(incident_evidence: Mapping[str, Any]) -> list[str]:
+def signal_lines(incident: IncidentRecord) -> list[str]:
     """What the log and alert signals saw in the last looks before the rollback: each line once,
     in the order seen, the latest ``MAX_SIGNAL_LINES``."""
-    seen = dict.fromkeys(
-        line
-        for m in incident_evidence.get("last_measurements") or ()
-        for line in m.get("evidence") or ()
-    )
-    return list(seen)[-MAX_SIGNAL_LINES:]
+    return incident.signals[-MAX_SIGNAL_LINES:]
 
 
-def _stage_table(deploy: Mapping[str, Any]) -> list[str]:
-    stages = deploy.get("stages") or []
-    if not stages:
+def _took(stage: StageRecord) -> str:
+    start, end = stage.started_at, stage.finished_at
+    return duration(end - start) if start and end else "n/a"
+
+
+def _looks(stage: StageRecord) -> str:
+    return ", ".join(f"{outcome} {n}" for outcome, n in stage.counts.items() if n) or "none"
+
+
+def stage_rows(record: DeployRecord) -> list[dict[str, str | int]]:
+    """The stages as table rows of figures for people (the ``deploy-stages`` artifact): each
+    stage's last measured figures, the canary's and the stable's."""
+    rows: list[dict[str, str | int]] = []
+    for s in record.stages:
+        last = s.last
+        canary = last.canary if last else None
+        stable = last.stable if last else None
+        rows.append(
+            {
+                "stage": s.index + 1,
+                "observed": s.observed,
+                "verdict": _verdict(s),
+                "canary errors": percent(canary.error_rate if canary else None),
+                "canary P95": millis(canary.p95_seconds if canary else None),
+                "stable errors": percent(stable.error_rate if stable else None),
+                "stable P95": millis(stable.p95_seconds if stable else None),
+                "canary requests": whole(canary.requests if canary else None),
+                "looks": _looks(s),
+                "took": _took(s),
+            }
+        )
+    return rows
+
+
+def _stage_table(record: DeployRecord) -> list[str]:
+    rows = stage_rows(record)
+    if not rows:
         return []
     lines = [
-        "| stage | traffic on canary | verdict | canary errors | canary P95 | stable errors "
-        "| stable P95 | canary requests | took |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "---|" * len(rows[0]),
+        *("| " + " | ".join(_cell(v) for v in row.values()) + " |" for row in rows),
     ]
-    for s in stages:
-        m = _last_figures(s)
-        stable = m.get("stable") or {}
-        start, end = as_time(s.get("started_at")), as_time(s.get("finished_at"))
-        took = duration(end - start) if start and end else "n/a"
-        lines.append(
-            f"| {s['index'] + 1} | {s['weight']}% | {_VERDICTS.get(s['verdict'], s['verdict'])} "
-            f"| {percent(m.get('error_rate'))} | {millis(m.get('p95_seconds'))} "
-            f"| {percent(stable.get('error_rate'))} | {millis(stable.get('p95_seconds'))} "
-            f"| {round(m['requests']) if m.get('requests') is not None else 'n/a'} | {took} |"
-        )
-    return lines
+    # How a promotion was reached when not on evidence alone (a rule, a person's answer).
+    notes = [f"- Stage {s.index + 1}: {s.note}" for s in record.stages if s.note]
+    return [*lines, *(["", *notes] if notes else [])]
 
 
-def _timeline_lines(deploy: Mapping[str, Any]) -> list[str]:
-    start = as_time(deploy.get("started_at"))
+def _timeline_lines(record: DeployRecord) -> list[str]:
+    start = record.started_at
     lines = ["| time (UTC) | after | what happened |", "|---|---|---|"]
-    for at, text in timeline(deploy):
+    for at, text in timeline(record):
         after = f"+{duration(at - start)}" if at is not None and start is not None else ""
         lines.append(f"| {_clock(at)} | {after} | {_cell(text)} |")
     return lines
@@ -503,7 +479,7 @@ def _breakdown_lines(title: str, breakdown: RequestBreakdown | None) -> list[str
     lines = ["", f"{title}:", "", "| endpoint | status | requests | share |", "|---|---|---|---|"]
     for endpoint, code, count in breakdown.rows[:20]:
         lines.append(
-            f"| `{_cell(endpoint)}` | {code} | {round(count)} | {percent(count / total)} |"
+            f"| `{_cell(endpoint)}` | {code} | {whole(count)} | {percent(count / total)} |"
         )
     return lines
 
@@ -525,64 +501,134 @@ def _commit_lines(evidence: ReportEvidence) -> list[str]:
     return lines
 
 
-def incident_report(
-    deploy: Mapping[str, Any], evidence: ReportEvidence, chart: bytes | None
-) -> Report:
-    """The incident report of a deploy that was rolled back (or whose rollback failed)."""
-    incident = incident_of(deploy)
-    if incident is None:
-        raise ValueError(f"deploy {deploy.get('id')} has no incident: nothing rolled back")
-    ev: Mapping[str, Any] = incident.get("evidence") or {}
-    start, end = as_time(deploy.get("started_at")), as_time(deploy.get("finished_at"))
-    verified = bool(ev.get("verified")) and not ev.get("error")
-    stage = incident.get("stage")
+def _where(incident: IncidentRecord) -> str:
+    stage = "n/a" if incident.stage is None else str(incident.stage + 1)
+    weight = "n/a" if incident.weight is None else f"{incident.weight}%"
+    return f"stage {stage} ({weight} of traffic on the new version)"
+
+
+def deploy_summary(record: DeployRecord) -> str:
+    """The deploy summary of any outcome (the ``deploy-summary`` artifact): the strategy and
+    why, the risk table, the checks, the stages' last figures, the flags, the verification and,
+    after a rollback, its trigger."""
+    icon = _STATUS_ICONS.get(record.status, "•")
     lines = [
-        f"# Incident: {deploy['service']} {deploy['version']} rolled back in "
-        f"{deploy['environment']}",
+        f"# {icon} {record.service} {record.version} → {record.environment}: "
+        f"{record.status.replace('_', ' ')}",
         "",
-        f"- **Trigger**: {headline(incident)}"
+        f"- Strategy: **{record.strategy}**"
+        + (f" ({record.strategy_rationale})" if record.strategy_rationale else ""),
+        f"- Previous version: {record.previous_version or 'none'}",
+        f"- Baseline P95 of the stable version: {millis(record.baseline_p95_seconds)}",
+    ]
+    if record.switch_seconds is not None:
+        lines.append(f"- Blue-green switch: {millis(record.switch_seconds)} to 100% on green")
+    if record.dry_run:
+        lines.append("- Dry run: nothing was started and no traffic moved")
+    if record.message:
+        lines += ["", record.message]
+    for note in record.reconciled:
+        lines += ["", f"Before this deploy: {note}"]
+    factors = record.risk.get("factors") or []
+    if factors:
+        score, level = record.risk.get("score"), record.risk.get("level")
+        lines += [
+            "",
+            f"## Risk: {level} (score {score:g})" if score is not None else "## Risk",
+            "",
+            "| factor | fact | weight | units | contribution |",
+            "|---|---|---|---|---|",
+        ]
+        for f in factors:
+            floor = f" (at least {f['floor']})" if f.get("floor") else ""
+            lines.append(
+                f"| {f['name']} | {_cell(str(f['fact']))}{floor} | {f['weight']:g} | "
+                f"{f['units']:g} | {f['contribution']:g} |"
+            )
+    if record.checks:
+        lines += ["", "## Checks", "", "| step | check | status | detail |", "|---|---|---|---|"]
+        for c in record.checks:
+            lines.append(f"| {c.step} | {c.name} | {c.status} | {_cell(c.detail)} |")
+    if record.stages:
+        lines += ["", "## Stages", "", *_stage_table(record)]
+    if record.flag_changes:
+        lines += ["", "## Feature flags", "", "| flag | users | why |", "|---|---|---|"]
+        for flag in record.flag_changes:
+            lines.append(f"| {flag.flag} | {flag.percent}% | {_cell(flag.reason)} |")
+    if record.verification:
+        lines += ["", "## Verification", "", "| check | ok | detail |", "|---|---|---|"]
+        for check in record.verification:
+            lines.append(
+                f"| {check.name} | {'yes' if check.ok else '**no**'} | {_cell(check.detail)} |"
+            )
+    incident = record.incident
+    if incident is not None:
+        lines += [
+            "",
+            "## Rollback",
+            "",
+            f"Rolled back at {_where(incident)}: {incident.headline}.",
+            f"Stable verified healthy afterwards: {'yes' if incident.verified else '**no**'}.",
+        ]
+        if incident.error:
+            lines.append(f"The rollback itself failed: {incident.error}")
+    return "\n".join(lines) + "\n"
+
+
+def incident_report(record: DeployRecord, evidence: ReportEvidence, chart: bytes | None) -> Report:
+    """The incident report of a deploy that was rolled back (or whose rollback failed)."""
+    incident = record.incident
+    if incident is None:
+        raise ValueError(f"deploy {record.id} has no incident: nothing rolled back")
+    start, end = record.started_at, record.finished_at
+    stage = incident.stage
+    lines = [
+        f"# Incident: {record.service} {record.version} rolled back in {record.environment}",
+        "",
+        f"- **Trigger**: {incident.headline}"
         + (f", at stage {stage + 1}" if stage is not None else ""),
-        f"- **The analysis's figures**: {incident['reason']}",
-        f"- **Traffic now**: {ev.get('router_after') or 'not known'}",
-        f"- **Traffic when it fired**: {ev.get('traffic_at_trigger') or 'not known'}",
-        f"- **Restored to**: {deploy.get('previous_version') or 'nothing'}; verified healthy: "
-        + ("yes" if verified else "**NO: investigate now**"),
+        f"- **The analysis's figures**: {incident.reason}",
+        f"- **Traffic now**: {incident.router_after or 'not known'}",
+        f"- **Traffic when it fired**: {incident.traffic_at_trigger or 'not known'}",
+        f"- **Restored to**: {record.previous_version or 'nothing'}; verified healthy: "
+        + ("yes" if incident.verified else "**NO: investigate now**"),
         f"- **Deploy**: {_clock(start)} to {_clock(end)} UTC"
         + (f" ({duration(end - start)})" if start and end else "")
-        + (f", flow run `{deploy['flow_run_id']}`" if deploy.get("flow_run_id") else ""),
+        + (f", flow run `{record.flow_run_id}`" if record.flow_run_id else ""),
     ]
-    if ev.get("error"):
-        lines.append(f"- **The rollback itself failed**: {ev['error']}")
-    lines += ["", "## Timeline", "", *_timeline_lines(deploy)]
+    if incident.error:
+        lines.append(f"- **The rollback itself failed**: {incident.error}")
+    lines += ["", "## Timeline", "", *_timeline_lines(record)]
     lines += ["", "## Canary and stable over the deploy", *_chart_lines(chart, evidence)]
-    stage_table = _stage_table(deploy)
+    stage_table = _stage_table(record)
     if stage_table:
         lines += ["", *stage_table]
     lines += _breakdown_lines("Canary requests by endpoint and status", evidence.breakdown)
     lines += _breakdown_lines("Stable requests by endpoint and status", evidence.stable_breakdown)
     lines += ["", "## Candidate causes", ""]
-    causes = candidate_causes(deploy, evidence)
+    causes = candidate_causes(record, evidence)
     if not causes:
         lines.append("Nothing gathered points anywhere in particular; start from the timeline.")
     for n, cause in enumerate(causes, 1):
         lines.append(f"{n}. **{cause.title}**")
         lines += [f"   - {_cell(e)}" for e in cause.evidence]
     lines += ["", "## Canary log around the trigger", ""]
-    if evidence.log_lines:
-        lines += ["```", *evidence.log_lines, "```"]
+    # Without a log gathered afterwards, the tail the rollback kept.
+    log_lines = evidence.log_lines or lines_around(incident.canary_log_tail, trigger_time(record))
+    if log_lines:
+        lines += ["```", *log_lines, "```"]
     else:
         lines.append("The canary's log has no lines from around the trigger.")
-    signals = signal_lines(ev)
+    signals = signal_lines(incident)
     if signals:
         lines += ["", "## What the other signals saw", ""]
         lines += ["Log lines matching the error patterns, and alerts that fired:", ""]
         lines += ["```", *signals, "```"]
     lines += _commit_lines(evidence)
-    checks = ev.get("verification") or []
-    if checks:
+    if incident.verification:
         lines += ["", "## Verification of the restored version", ""]
-        lines += [f"- {'✅' if c.get('ok') else '❌'} {c['name']}: {c['detail']}" for c in checks]
-    problems = [*(ev.get("problems") or []), *evidence.problems]
+        lines += [f"- {'✅' if c.ok else '❌'} {c.name}: {c.detail}" for c in incident.verification]
+    problems = [*incident.problems, *evidence.problems]
     if problems:
         lines += ["", "## Evidence not gathered", ""] + [f"- {p}" for p in problems]
     lines += [
@@ -596,49 +642,46 @@ def incident_report(
     return Report("incident", "\n".join(lines) + "\n", chart)
 
 
-def success_summary(
-    deploy: Mapping[str, Any], evidence: ReportEvidence, chart: bytes | None
-) -> Report:
+def success_summary(record: DeployRecord, evidence: ReportEvidence, chart: bytes | None) -> Report:
     """The summary of a deploy that succeeded: a short table and the chart."""
-    start, end = as_time(deploy.get("started_at")), as_time(deploy.get("finished_at"))
-    stages = deploy.get("stages") or []
-    last = _last_figures(stages[-1]) if stages else {}
-    total = sum((_last_figures(s).get("requests") or 0) for s in stages)
-    stable = last.get("stable") or {}
-    plan = " → ".join(f"{s['weight']}%" for s in stages)
+    start, end = record.started_at, record.finished_at
+    last = record.stages[-1].last if record.stages else None
+    total = sum((look.canary.requests or 0.0) for s in record.stages if (look := s.last))
+    stable = last.stable if last else None
+    plan = " → ".join(f"{s.weight}%" for s in record.stages)
     took = (
         f"{duration(end - start)} ({_clock(start)} to {_clock(end)} UTC)" if start and end else ""
     )
-    canary_now = f"errors {percent(last.get('error_rate'))}, P95 {millis(last.get('p95_seconds'))}"
-    stable_now = (
-        f"errors {percent(stable.get('error_rate'))}, P95 {millis(stable.get('p95_seconds'))}"
-    )
     rows = [
-        ("Version", f"{deploy['version']} (was {deploy.get('previous_version') or 'nothing'})"),
-        ("Strategy", f"{deploy.get('strategy')}, {plan}"),
+        ("Version", f"{record.version} (was {record.previous_version or 'nothing'})"),
+        ("Strategy", f"{record.strategy}, {plan}"),
         ("Took", took or "n/a"),
-        ("Canary at the last stage", canary_now if last else "no data"),
-        ("Stable at the last stage", stable_now if stable else "no data"),
-        ("Canary requests judged", str(round(total))),
+        ("Canary at the last stage", _figures(last.canary) if last else "no data"),
+        ("Stable at the last stage", _figures(stable) if stable else "no data"),
+        ("Canary requests judged", whole(total)),
     ]
     if evidence.commits is not None:
         rows.append(("Commits released", f"{len(evidence.commits)} ({evidence.commit_range})"))
     lines = [
-        f"# ✅ {deploy['service']} {deploy['version']} released to {deploy['environment']}",
+        f"# ✅ {record.service} {record.version} released to {record.environment}",
         "",
         "| | |",
         "|---|---|",
         *[f"| {k} | {_cell(v)} |" for k, v in rows],
     ]
     lines += ["", "## Canary and stable over the deploy", *_chart_lines(chart, evidence)]
-    stage_table = _stage_table(deploy)
+    stage_table = _stage_table(record)
     if stage_table:
         lines += ["", *stage_table]
-    lines += ["", "## Timeline", "", *_timeline_lines(deploy)]
+    lines += ["", "## Timeline", "", *_timeline_lines(record)]
     lines += _commit_lines(evidence)
     if evidence.problems:
         lines += ["", "## Evidence not gathered", ""] + [f"- {p}" for p in evidence.problems]
     return Report("summary", "\n".join(lines) + "\n", chart)
+
+
+def _figures(figures: Figures) -> str:
+    return f"errors {percent(figures.error_rate)}, P95 {millis(figures.p95_seconds)}"
 
 
 @dataclass(frozen=True)
@@ -651,45 +694,45 @@ class ChartRange:
     markers: list[Marker] = field(default_factory=list)
 
 
-def chart_range(deploy: Mapping[str, Any], window_seconds: float, points: int = 120) -> ChartRange:
+def chart_range(record: DeployRecord, window_seconds: float, points: int = 120) -> ChartRange:
     """From a little before the first stage (the stable alone, for comparison) to the end."""
-    start = as_time(deploy.get("started_at"))
-    end = as_time(deploy.get("finished_at"))
+    start, end = record.started_at, record.finished_at
     if start is None or end is None:
         raise ValueError("the deploy has not ended: no range to chart")
-    first = next((as_time(s.get("started_at")) for s in deploy.get("stages") or []), None) or start
+    first = next((s.started_at for s in record.stages if s.started_at), None) or start
     begin = min(start, first - timedelta(seconds=max(window_seconds, 10.0)))
     span = max((end - begin).total_seconds(), 1.0)
     step = max(1.0, float(round(span / points)))
-    return ChartRange(begin, end, step, chart_markers(deploy))
+    return ChartRange(begin, end, step, chart_markers(record))
 
 
-def kind_of(deploy: Mapping[str, Any]) -> str | None:
+def kind_of(record: DeployRecord) -> str | None:
     """Which report a deploy gets: ``incident`` after a rollback, ``summary`` after a real
     release, None for the rest (dry runs, refused or no-op deploys)."""
-    if deploy.get("dry_run"):
+    if record.dry_run:
         return None
-    if incident_of(deploy) is not None:
+    if record.incident is not None:
         return "incident"
-    if deploy["status"] == "succeeded" and deploy.get("stages"):
+    if record.status == "succeeded" and record.stages:
         return "summary"
     return None
 
 
 def render(
-    deploy: Mapping[str, Any], evidence: ReportEvidence, chart: bytes | None
+    record: DeployRecord, evidence: ReportEvidence | None = None, chart: bytes | None = None
 ) -> Report | None:
-    """The report ``kind_of`` says the deploy gets, or None."""
-    kind = kind_of(deploy)
+    """The report ``kind_of`` says the deploy gets (with what ``evidence`` was gathered), or
+    None."""
+    kind = kind_of(record)
     if kind == "incident":
-        return incident_report(deploy, evidence, chart)
+        return incident_report(record, evidence or ReportEvidence(), chart)
     if kind == "summary":
-        return success_summary(deploy, evidence, chart)
+        return success_summary(record, evidence or ReportEvidence(), chart)
     return None
 
 
-def chart_title(deploy: Mapping[str, Any]) -> str:
+def chart_title(record: DeployRecord) -> str:
     return (
-        f"{deploy['service']} {deploy['version']} (canary) vs "
-        f"{deploy.get('previous_version') or 'stable'} in {deploy['environment']}"
+        f"{record.service} {record.version} (canary) vs "
+        f"{record.previous_version or 'stable'} in {record.environment}"
     )

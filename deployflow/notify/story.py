@@ -11,7 +11,7 @@ from deployflow.analysis import Verdict
 from deployflow.figures import duration, values_figures
 from deployflow.notify.slack import format_deploy_announcement
 from deployflow.providers.base import DeployCard
-from deployflow.release import ReleaseOutcome
+from deployflow.release import ReleaseOutcome, stage_trigger
 from deployflow.rollout import StageResult
 from deployflow.story import (
     Announced,
@@ -69,15 +69,18 @@ def deploy_card(
 
 def stage_line(stage: StageResult) -> str:
     """One reply per stage, e.g. ``Stage 1 · 5% canary · promoted · errors 0.10%, P95 20 ms,
-    342 requests``."""
-    verdict = {Verdict.PROMOTE: "promoted", Verdict.ROLLBACK: "*rollback*"}.get(
-        stage.verdict, stage.verdict.value
-    )
+    342 requests``. A stage that rolls back leads with its trigger in words (a canary stage's
+    line within ``HEADLINE_WORDS``), then its figures once; the analysis's full statistics are
+    the incident report's."""
     figures = values_figures(stage.last_values())
-    line = f"Stage {stage.index + 1} · {stage.observed} · {verdict} · {figures}"
-    if stage.reason is not None and stage.verdict == Verdict.ROLLBACK:
-        line += f"\n> {_escape(stage.reason.reason)}"
-    return line
+    if stage.verdict is Verdict.ROLLBACK:
+        trigger = stage_trigger(stage)
+        why = trigger.headline if trigger is not None else "no reason recorded"
+        return (
+            f"Stage {stage.index + 1} · {stage.observed} · *rollback*: {_escape(why)}\n> {figures}"
+        )
+    verdict = "promoted" if stage.verdict is Verdict.PROMOTE else stage.verdict.value
+    return f"Stage {stage.index + 1} · {stage.observed} · {verdict} · {figures}"
 
 
 _OUTCOME_ICONS = {
@@ -94,7 +97,12 @@ def outcome_line(outcome: ReleaseOutcome) -> str:
     if outcome.dry_run and outcome.status == "succeeded":
         status = "dry run done"
     icon = _OUTCOME_ICONS[outcome.status]
-    return f"{icon} *{status}*: {_escape(outcome.message)}" if outcome.message else icon
+    if not outcome.message:
+        return icon
+    message = _escape(outcome.message)
+    if message.startswith(status):  # "rolled back to v1: ...": the status once
+        return f"{icon} *{status}*{message[len(status) :]}"
+    return f"{icon} *{status}*: {message}"
 
 
 def announcement(event: Announced, deploy: Deploy) -> str:
@@ -133,10 +141,10 @@ def rollback_line(event: RolledBack, deploy: Deploy | None) -> str:
             f":rotating_light: {_escape(what)}: ROLLBACK FAILED: {_escape(event.error)}. "
             f"Trigger: {_escape(event.trigger.headline)}"
         )
-    verified = "yes" if event.verified else "NO"
+    verified = "yes" if event.verified else "*NO*"
     return (
         f":rewind: {_escape(what)} rolled back to {_escape(event.restored_to)}: "
-        f"{_escape(event.trigger.headline)}. Stable verified: {verified}"
+        f"{_escape(event.trigger.headline)}\n> Stable verified: {verified}"
     )
 
 

@@ -25,6 +25,7 @@ from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
 from deployflow.tracking import db, repository
 from deployflow.tracking.models import DeploymentStatus
+from deployflow.tracking.record import DeployRecord, record_of
 from deployflow.tracking.repository import DeployedVersion
 
 _engines: dict[str, Engine] = {}
@@ -46,6 +47,21 @@ class UnfinishedDeploy:
     dry_run: bool
     ended: bool = False
     heartbeat_at: datetime | None = None
+
+
+def _details(outcome: ReleaseOutcome) -> dict[str, Any]:
+    """What the deploy decided and measured beyond its stages, kept for its reports."""
+    risk = {k: outcome.strategy_factors.get(k) for k in ("score", "level", "factors")}
+    return {
+        "strategy_rationale": outcome.strategy_rationale,
+        "risk": risk if risk["factors"] else {},
+        "baseline_p95_seconds": outcome.baseline_p95_seconds,
+        "switch_seconds": outcome.switch_seconds,
+        "verification": (
+            [c.to_dict() for c in outcome.verification.checks] if outcome.verification else []
+        ),
+        "reconciled": list(outcome.reconciled),
+    }
 
 
 class Ledger:
@@ -106,6 +122,7 @@ class Ledger:
                     flow_run_id=outcome.flow_run_id,
                     status=DeploymentStatus.RUNNING,
                     commit_at=outcome.commit_at,
+                    started_at=outcome.started_at,
                 )
                 row.heartbeat_at = datetime.now(UTC)  # alive from its first moment
                 return row.id
@@ -198,6 +215,8 @@ class Ledger:
                 finished_at=result.finished_at,
                 measurements=[m.to_dict() for m in result.measurements],
                 reason=result.reason.reason if result.reason else None,
+                label=result.label,
+                note=result.note,
             )
 
     def stage_verdict_changed(self, deployment_id: int, result: StageResult) -> None:
@@ -222,6 +241,7 @@ class Ledger:
                 status=outcome.status,
                 finished_at=datetime.now(UTC),
                 summary=summary,
+                details=_details(outcome),
             )
             for c in outcome.checks:
                 repository.add_check_result(
@@ -247,6 +267,7 @@ class Ledger:
                     reason=r.trigger.reason,
                     evidence={
                         **r.evidence.to_dict(),
+                        "weight": r.trigger.weight,
                         "headline": r.trigger.headline,
                         "requests": r.trigger.requests,
                         "verified": r.verified,
@@ -257,6 +278,11 @@ class Ledger:
                         ),
                     },
                 )
+
+    def record(self, deployment_id: int) -> DeployRecord:
+        """One deploy as its reports are written from it (``deployflow.tracking.record``)."""
+        with self._session() as s:
+            return record_of(repository.get_deployment(s, deployment_id))
 
     def deployment(self, deployment_id: int) -> dict[str, Any]:
         """One deploy with its stages, incidents, checks and flag changes, as data (what its

@@ -160,6 +160,9 @@ class Deployment(Base):
     # When the released commit (git_ref) was made: where the lead time for changes starts
     # (revision 0005).
     commit_at: Mapped[datetime | None]
+    # What the deploy decided and measured beyond its stages, for its reports (revision 0006):
+    # the strategy's rationale and risk table, baselines, the verification (``record.Details``).
+    details: Mapped[dict[str, Any] | None]
 
     stages: Mapped[list[StageResult]] = relationship(
         back_populates="deployment",
@@ -217,6 +220,10 @@ class StageResult(Base):
     finished_at: Mapped[datetime | None]
     measurements: Mapped[list[Any]]
     reason: Mapped[str | None] = mapped_column(Text)
+    # What the stage observed when not a canary at ``weight``, and how a promotion was reached
+    # when not on evidence alone (revision 0006).
+    label: Mapped[str | None] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
 
     deployment: Mapped[Deployment] = relationship(back_populates="stages")
 

@@ -48,6 +48,7 @@ UPDATABLE_FIELDS = frozenset(
         "summary",
         "heartbeat_at",
         "commit_at",
+        "details",
     }
 )
 
@@ -234,6 +235,8 @@ def update_deployment(session: Session, deployment_id: int, **fields: Any) -> De
         fields["status"] = _status(fields["status"])
     if "canary_weight" in fields:
         _weight("canary_weight", fields["canary_weight"])
+    if fields.get("details") is not None:
+        fields["details"] = _json_safe("details", fields["details"])
     for name, value in fields.items():
         setattr(deployment, name, value)
     if deployment.status.is_terminal and deployment.finished_at is None:
@@ -253,6 +256,8 @@ def add_stage_result(
     finished_at: datetime | None = None,
     measurements: Sequence[Mapping[str, Any]] = (),
     reason: str | None = None,
+    label: str | None = None,
+    note: str | None = None,
 ) -> StageResult:
     """Record the analysis verdict of one rollout stage.
 
@@ -266,6 +271,8 @@ def add_stage_result(
         finished_at: When the verdict was reached.
         measurements: One JSON-compatible dict per measurement taken.
         reason: Why this verdict, in words.
+        label: What the stage observed when it was not a canary at ``weight``.
+        note: How a promotion was reached when it was not on evidence alone.
 
     Raises:
         ValueError: A bad value; the message names the field.
@@ -279,6 +286,8 @@ def add_stage_result(
         finished_at=finished_at,
         measurements=_json_safe("measurements", list(measurements)),
         reason=reason,
+        label=label or None,
+        note=note or None,
     )
     session.add(stage)
     session.flush()
@@ -628,6 +637,8 @@ def stage_to_dict(stage: StageResult) -> dict[str, Any]:
         "finished_at": _iso(stage.finished_at),
         "measurements": stage.measurements,
         "reason": stage.reason,
+        "label": stage.label,
+        "note": stage.note,
     }
 
 
@@ -682,6 +693,7 @@ def deployment_to_dict(deployment: Deployment, *, include_children: bool = True)
         "started_at": _iso(deployment.started_at),
         "finished_at": _iso(deployment.finished_at),
         "commit_at": _iso(deployment.commit_at),
+        "details": deployment.details,
         "summary": deployment.summary,
     }
     if include_children:

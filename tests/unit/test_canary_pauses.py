@@ -90,7 +90,7 @@ def test_the_form_shows_the_stage_figures_so_far_and_what_happens() -> None:
 def test_a_refused_gate_rolls_back_from_the_stage_it_followed() -> None:
     last = stage(1, 25)
     why = nobody_approved(last, 50, 2)
-    assert why == "nobody approved going from 25% to 50% within 2 s (pause after stage 2)"
+    assert why == "nobody approved going from 25% to 50% within 2 s (after stage 2)"
     trigger = stage_trigger(gate_refused(last, why))
     assert trigger is not None
     assert (trigger.stage, trigger.weight, trigger.metric, trigger.reason) == (

@@ -28,11 +28,13 @@ def test_a_stage_line_has_figures_for_people() -> None:
     assert line == "Stage 1 · 5% canary · promoted · errors 0.10%, P95 20 ms, 342 requests"
 
 
-def test_a_rolled_back_stage_says_why() -> None:
-    breach = Breach("error_rate", 0.2, 0.05, "error rate 20.00% > 5.00%")
+def test_a_rolled_back_stage_says_why_in_a_headline_then_its_figures() -> None:
+    breach = Breach("error_rate", 0.2, 0.05, "error rate 20.00% > 5.00% (99.9% CI 12.1-30.4%)")
     line = stage_line(stage(Verdict.ROLLBACK, MetricSample(0.2, 0.03, 100), breach))
-    assert line.startswith("Stage 1 · 5% canary · *rollback* · errors 20.0%, P95 30 ms, 100 requ")
-    assert line.endswith("\n> error rate 20.00% &gt; 5.00%")
+    assert line == (
+        "Stage 1 · 5% canary · *rollback*: error rate 20.0% over 100 requests, above the 5% "
+        "limit\n> errors 20.0%, P95 30 ms, 100 requests"
+    )
 
 
 def test_a_stage_that_is_not_a_canary_says_what_it_observed() -> None:
@@ -47,7 +49,9 @@ def test_a_stage_that_is_not_a_canary_says_what_it_observed() -> None:
 def test_the_outcome_line_names_status_and_reason() -> None:
     o = ReleaseOutcome(service="shop", environment="prod", version="v3", status="rolled_back")
     o.message = "rolled back to v2: error rate 20% > 5%"
-    assert outcome_line(o) == ":rewind: *rolled back*: rolled back to v2: error rate 20% &gt; 5%"
+    assert outcome_line(o) == ":rewind: *rolled back* to v2: error rate 20% &gt; 5%"
+    o.status, o.message = "aborted", "on-call not confirmed; nothing was started"
+    assert outcome_line(o) == ":no_entry: *aborted*: on-call not confirmed; nothing was started"
 
 
 def test_the_card_shows_the_facts_and_links_and_keeps_mentions() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from deployflow.checks.result import CheckStatus
-from deployflow.release import CheckRecord, ReleaseOutcome, summary_markdown
+from deployflow.notify.report import deploy_summary
+from deployflow.release import CheckRecord, ReleaseOutcome
 from deployflow.risk import ChangeSize, RiskFacts, RiskSpec, assess_risk, measure_change
 from deployflow.spec import (
     AutoStrategySpec,
@@ -20,7 +21,8 @@ from deployflow.spec import (
     parse_spec,
 )
 from deployflow.strategy import choose_strategy, release_risk_facts, risk_decides
-from tests.samples import spec_data
+from deployflow.tracking.ledger import Ledger
+from tests.samples import record_in, spec_data
 
 pytestmark = pytest.mark.unit
 
@@ -176,7 +178,7 @@ def test_release_facts_come_from_the_checks_and_the_history() -> None:
     assert (f.recent_deploys, f.recent_failures) == (4, 2)
 
 
-def test_the_factor_table_reaches_the_summary_and_the_json() -> None:
+def test_the_factor_table_reaches_the_summary_and_the_json(tmp_path) -> None:
     choice = choose_strategy(
         AutoStrategySpec(),
         "auto",
@@ -189,8 +191,9 @@ def test_the_factor_table_reaches_the_summary_and_the_json() -> None:
     assert data["explanation"] == choice.rationale
     cfr = next(f for f in data["factors"] if f["name"] == "change_failure_rate")
     assert (cfr["weight"], cfr["units"], cfr["contribution"]) == (40.0, 0.4, 16.0)
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
     assert "| change_failure_rate | 2 of the last 5 deploys failed | 40 | 0.4 | 16 |" in (
-        summary_markdown(outcome)
+        deploy_summary(record_in(ledger, outcome))
     )
 
 

@@ -461,11 +461,13 @@ def test_a_prometheus_dependency_judges_every_series() -> None:
     assert check([]).detail == 'up{job="db"}: the query returned no data'
 
 
-def test_the_incident_report_shows_each_evidence_line_once() -> None:
+def test_the_incident_report_shows_each_evidence_line_once(tmp_path) -> None:
     from dataclasses import replace
 
-    from deployflow.release import RollbackEvidence, incident_markdown
-    from tests.samples import rolled_back
+    from deployflow.notify.report import ReportEvidence, incident_report
+    from deployflow.release import RollbackEvidence
+    from deployflow.tracking.ledger import Ledger
+    from tests.samples import record_in, rolled_back
 
     outcome = rolled_back()
     assert outcome.rollback is not None
@@ -475,7 +477,8 @@ def test_the_incident_report_shows_each_evidence_line_once() -> None:
         replace(seen, evidence=("log: 12:00:01 ERROR v3 sync failed", "alert: DemoLogErrors")),
     )
     outcome.rollback = replace(outcome.rollback, evidence=RollbackEvidence(last_measurements=looks))
-    report = incident_markdown(outcome)
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
+    report = incident_report(record_in(ledger, outcome), ReportEvidence(), None).markdown
     block = report.split("Log lines matching the error patterns, and alerts that fired:")[1]
     assert block.split("```")[1].strip().splitlines() == [
         "log: 12:00:01 ERROR v3 sync failed",

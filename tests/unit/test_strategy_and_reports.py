@@ -7,19 +7,19 @@ import pytest
 
 from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Thresholds, Verdict
 from deployflow.checks.result import CheckStatus
+from deployflow.notify.report import ReportEvidence, deploy_summary, incident_report
 from deployflow.release import (
     CheckRecord,
     blocking_checks,
-    incident_markdown,
     stage_trigger,
-    summary_markdown,
     verification_trigger,
 )
 from deployflow.rollout import StageResult
 from deployflow.spec import CanaryStrategySpec, DirectStrategySpec, SmokeRequest
 from deployflow.strategy import choose_strategy
+from deployflow.tracking.ledger import Ledger
 from deployflow.verify import VerificationReport, check_health, check_metrics, check_smoke
-from tests.samples import rolled_back
+from tests.samples import record_in, rolled_back
 
 pytestmark = pytest.mark.unit
 
@@ -69,20 +69,13 @@ def test_outcome_json_shape_and_exit_code() -> None:
     assert data["stages"][0]["verdict"] == "rollback"
 
 
-def test_summary_and_incident_name_the_trigger_and_evidence() -> None:
-    outcome = rolled_back()
-    summary = summary_markdown(outcome)
-    assert "| 1 | 5% canary | rollback | 20.0% |" in summary
-    incident = incident_markdown(outcome)
-    assert "Trigger: **error rate 20.0%, above the 5% limit**" in incident
-    assert "Traceback: boom" in incident
-
-
-def test_incident_needs_a_rollback() -> None:
-    outcome = rolled_back()
-    outcome.rollback = None
-    with pytest.raises(ValueError, match="no rollback"):
-        incident_markdown(outcome)
+def test_summary_and_incident_name_the_trigger_and_evidence(tmp_path) -> None:
+    record = record_in(Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}"), rolled_back())
+    summary = deploy_summary(record)
+    assert "| 1 | 5% canary | rolled back | 20.0% |" in summary
+    incident = incident_report(record, ReportEvidence(), None).markdown
+    assert "- **Trigger**: error rate 20.0%, above the 5% limit, at stage 1" in incident
+    assert "Traceback: boom" in incident  # the log tail the rollback kept
 
 
 def client(status: int) -> httpx.Client:
@@ -200,7 +193,7 @@ def test_verification_weighs_everything_the_version_served_since_its_last_stage(
         evidence_seconds=24,
     )  # fmt: skip
     assert whole.ok, whole.detail
-    assert whole.detail == "error rate 3.50%, P95 36.0 ms, 2,400 requests"
+    assert whole.detail == "error rate 3.5%, P95 36.0 ms, 2,400 requests"
     assert sorted(source.windows[-2:]) == [6, 24]
 
 

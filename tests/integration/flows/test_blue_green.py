@@ -13,9 +13,9 @@ from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService
 from deployflow.fakes.grafana_api import FakeGrafanaAPI
 from deployflow.flags.flagd_file import FlagdFileProvider
+from deployflow.notify.report import deploy_summary
 from deployflow.providers.base import RouterState
 from deployflow.providers.grafana import GrafanaAnnotator
-from deployflow.release import summary_markdown
 from flows.deploy import ReleaseRequest
 from tests.integration.flows import test_release_branches as branches
 from tests.integration.flows.helpers import make_spec, recorded, running, serving
@@ -187,7 +187,10 @@ def test_a_flag_whose_new_path_fails_is_killed_and_the_version_stays(
         ("new-checkout", 5),
         ("new-checkout", 0),
     ]
-    assert "## Feature flags" in summary_markdown(outcome)
+    assert outcome.deployment_id is not None
+    summary = deploy_summary(ledger.record(outcome.deployment_id))
+    assert "| new-checkout | 5% | step" in summary
+    assert "| new-checkout | 0% | kill switch at 5%" in summary
 
 
 def test_a_canary_release_rolls_its_flags_out_after_promotion_and_kills_a_bad_one(

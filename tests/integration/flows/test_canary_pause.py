@@ -178,7 +178,7 @@ def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, t
     state = deploy_and_finish(spec, backends, request, return_state=True)
 
     assert state.name == "Failed", state.message
-    why = "nobody approved going from 25% to 100% within 2 s (pause after stage 1)"
+    why = "nobody approved going from 25% to 100% within 2 s (after stage 1)"
     assert state.message == f"v2 rolled_back: rolled back to v1: {why}"
     data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
     assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("manual gate", 0)

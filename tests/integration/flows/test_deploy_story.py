@@ -130,5 +130,5 @@ def test_notifiers_that_raise_block_nothing(prefect_server, tmp_path: Path):
     assert announcement.startswith(":rocket: Deploying *shop* `v2` to *staging*")
     assert notice == (
         ":rewind: shop v2 rolled back to v1: error rate 20.0% over 60 requests, above the 5% "
-        "limit. Stable verified: yes"
+        "limit\n> Stable verified: yes"
     )

@@ -17,7 +17,7 @@ from deployflow.fakes.backends import FakeService
 from deployflow.fakes.story import RecordingListener
 from deployflow.release import ReleaseOutcome
 from deployflow.spec import ServiceSpec
-from deployflow.story import Ended, Recorder, RolledBack, StageEnded, Started
+from deployflow.story import Ended, Recorder, RolledBack, StageBegan, StageEnded, Started
 from deployflow.tracking.ledger import Ledger
 from flows.deploy import ReleaseRequest, finish, release
 from tests.integration.flows.helpers import make_spec
@@ -78,6 +78,21 @@ def test_a_release_tells_its_start_plan_each_stage_and_its_end(told):
     assert [e.stage.weight for e in heard.of(StageEnded)] == [5, 25, 50, 100]
     # Every event after the start is about the same deploy.
     assert {d for _, d in heard.heard[1:]} == {started.deploy}
+
+
+def test_a_blue_green_release_tells_each_stage_s_beginning_and_end(told, tmp_path):
+    blue_green = {"kind": "blue-green", "observe": "10ms", "keep_previous": "10ms",
+                  "probe_requests": 3}  # fmt: skip
+    outcome, heard = told("v2", make_spec(tmp_path, strategy=blue_green))
+    assert outcome.status == "succeeded", outcome.message
+    assert heard.told == ["Started", "Announced", *STAGES * 2, "Ended"]
+    began = heard.of(StageBegan)
+    assert [(e.index, e.weight, e.label) for e in began] == [
+        (0, 0, "v2 in isolation"),
+        (1, 100, "100% v2, v1 kept warm"),
+    ]
+    ended = [e.stage for e in heard.of(StageEnded)]
+    assert [e.at <= s.finished_at for e, s in zip(began, ended, strict=True)] == [True, True]
 
 
 def test_a_rollback_tells_the_stage_that_failed_and_the_trigger_with_its_figures(told):

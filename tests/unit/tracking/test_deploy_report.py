@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,16 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from deployflow.fakes.backends import Behaviour, InMemoryTarget, ScriptedMetrics
-from deployflow.figures import duration, millis, percent, requests
+from deployflow.figures import (
+    confidence,
+    duration,
+    measured,
+    millis,
+    p_value,
+    percent,
+    requests,
+    rough_duration,
+)
 from deployflow.notify.charts import PNG_SIGNATURE, png_size
 from deployflow.notify.evidence import StorySources, commit_time, save_as, tell
 from deployflow.notify.report import (
@@ -30,6 +40,7 @@ from deployflow.providers.base import RequestBreakdown
 from deployflow.tracking import repository
 from deployflow.tracking.db import session_factory
 from deployflow.tracking.ledger import Ledger
+from deployflow.tracking.record import DeployRecord
 
 T0 = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 
@@ -49,7 +60,9 @@ def measurement(error_rate: float, p95: float, n: float, stable_rate: float = 0.
     }  # fmt: skip
 
 
-def seed(engine: Engine, *, rolled_back: bool, git_ref: str | None = None) -> int:
+def seed(
+    engine: Engine, *, rolled_back: bool, git_ref: str | None = None, last_looks: list | None = None
+) -> int:
     """v3 over v2: one promoted stage at 5%, then 25% where errors trip the rollback (or a
     second promoted stage and success)."""
     with session_factory(engine)() as s, s.begin():
@@ -80,6 +93,7 @@ def seed(engine: Engine, *, rolled_back: bool, git_ref: str | None = None) -> in
                     "router_after": "100% stable (127.0.0.1:20001), canary slot off",
                     "canary_log_tail": "", "problems": [], "verified": True, "error": None,
                     "verification": [{"name": "health", "ok": True, "detail": "HTTP 200"}],
+                    "last_measurements": last_looks or [],
                 },
             )  # fmt: skip
         repository.update_deployment(
@@ -130,7 +144,7 @@ def test_incident_report_tells_the_rollback_for_people(
 ) -> None:
     old, new = git_repo(tmp_path)
     deployment_id = seed(tracking_engine, rolled_back=True, git_ref=new)
-    deploy = Ledger(tracking_engine).deployment(deployment_id)
+    deploy = Ledger(tracking_engine).record(deployment_id)
     metrics, target = sandbox_backends()
     sources = StorySources(
         metrics=metrics, target=target, checkout=tmp_path, previous_ref=old,
@@ -192,7 +206,7 @@ def test_success_summary_has_a_short_table_and_the_chart(tracking_engine: Engine
     deployment_id = seed(tracking_engine, rolled_back=False)
     metrics, target = sandbox_backends()
     report = tell(
-        Ledger(tracking_engine).deployment(deployment_id),
+        Ledger(tracking_engine).record(deployment_id),
         StorySources(metrics=metrics, target=target, window_seconds=6),
     )
 
@@ -210,7 +224,7 @@ def test_success_summary_has_a_short_table_and_the_chart(tracking_engine: Engine
 def test_without_metrics_over_time_the_report_says_why_there_is_no_chart(
     tracking_engine: Engine,
 ) -> None:
-    deploy = Ledger(tracking_engine).deployment(seed(tracking_engine, rolled_back=True))
+    deploy = Ledger(tracking_engine).record(seed(tracking_engine, rolled_back=True))
     report = tell(deploy, StorySources(metrics=None, target=None))
 
     assert report is not None
@@ -222,7 +236,7 @@ def test_without_metrics_over_time_the_report_says_why_there_is_no_chart(
 def test_unreachable_metrics_are_named_not_raised(tracking_engine: Engine) -> None:
     metrics, target = sandbox_backends()
     metrics.down = True
-    deploy = Ledger(tracking_engine).deployment(seed(tracking_engine, rolled_back=True))
+    deploy = Ledger(tracking_engine).record(seed(tracking_engine, rolled_back=True))
     report = tell(deploy, StorySources(metrics=metrics, target=target))
 
     assert report is not None
@@ -231,10 +245,10 @@ def test_unreachable_metrics_are_named_not_raised(tracking_engine: Engine) -> No
 
 
 def test_dry_runs_and_refused_deploys_get_no_report() -> None:
-    base = {"version": "v3", "environment": "prod", "stages": [], "incidents": []}
-    assert kind_of({**base, "status": "succeeded", "dry_run": True}) is None
-    assert kind_of({**base, "status": "aborted", "dry_run": False}) is None
-    assert kind_of({**base, "status": "succeeded", "dry_run": False}) is None  # nothing released
+    base = DeployRecord(1, "shop", "prod", "v3", "v2", "canary", "succeeded")
+    assert kind_of(replace(base, dry_run=True)) is None
+    assert kind_of(replace(base, status="aborted")) is None
+    assert kind_of(base) is None  # nothing released
 
 
 @pytest.mark.parametrize(
@@ -254,6 +268,15 @@ def test_dry_runs_and_refused_deploys_get_no_report() -> None:
         (duration(185), "3 min 5 s"),
         (duration(timedelta(hours=2, minutes=10)), "2 h 10 min"),
         (duration(timedelta(days=3, hours=4)), "3 d 4 h"),
+        (requests(30_000.4), "30,000 requests"),
+        (millis(0.0204, precise=True), "20.4 ms"),
+        (measured(0.0012, 0.0204, 1140.2), "error rate 0.12%, P95 20 ms, 1,140 requests"),
+        (measured(None, 0.0204, None, precise=True), "error rate n/a, P95 20.4 ms, requests n/a"),
+        (rough_duration(95), "2 min"),
+        (rough_duration(5400), "1 h 30 min"),
+        (confidence(0.999), "99.9%"),
+        (p_value(1e-7), "p<1e-6"),
+        (p_value(0.0312), "p=0.031"),
     ],
 )
 def test_figures_for_people(value: str, text: str) -> None:
@@ -276,7 +299,7 @@ def test_failures_spread_over_every_endpoint_point_at_the_whole_version() -> Non
     spread = RequestBreakdown(
         rows=(("/a", "200", 80.0), ("/a", "500", 20.0), ("/b", "200", 40.0), ("/b", "500", 9.0))
     )
-    deploy = {"version": "v3", "previous_version": "v2", "incidents": []}
+    deploy = DeployRecord(1, "shop", "prod", "v3", "v2", "canary", "rolled_back")
     (cause,) = candidate_causes(deploy, ReportEvidence(breakdown=spread))
     assert cause.title.startswith("Requests fail on every endpoint alike")
     assert cause.evidence == (
@@ -288,12 +311,14 @@ def test_failures_spread_over_every_endpoint_point_at_the_whole_version() -> Non
 def test_the_incident_report_shows_what_the_log_and_alert_signals_saw(
     tracking_engine: Engine,
 ) -> None:
-    deploy = Ledger(tracking_engine).deployment(seed(tracking_engine, rolled_back=True))
     many = [f"log: 10:00:{n:02d} ERROR v3 sync failed" for n in range(MAX_SIGNAL_LINES + 5)]
-    deploy["incidents"][0]["evidence"]["last_measurements"] = [
+    looks = [
         {**measurement(0.0, 0.02, 500), "evidence": many[:20]},
         {**measurement(0.0, 0.02, 500), "evidence": [*many[10:], "alert: DemoLogErrors"]},
     ]
+    deploy = Ledger(tracking_engine).record(
+        seed(tracking_engine, rolled_back=True, last_looks=looks)
+    )
 
     md = incident_report(deploy, ReportEvidence(), None).markdown
 
@@ -303,7 +328,7 @@ def test_the_incident_report_shows_what_the_log_and_alert_signals_saw(
 
 
 def test_an_incident_without_signal_lines_has_no_signal_section(tracking_engine: Engine) -> None:
-    deploy = Ledger(tracking_engine).deployment(seed(tracking_engine, rolled_back=True))
+    deploy = Ledger(tracking_engine).record(seed(tracking_engine, rolled_back=True))
 
     assert (
         "## What the other signals saw"
