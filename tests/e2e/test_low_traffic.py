@@ -51,8 +51,9 @@ def quiet_sandbox(
 def test_a_healthy_canary_at_low_traffic_is_promoted_on_evidence(
     quiet_sandbox: Sandbox, low_traffic_spec: Path
 ) -> None:
+    # A production environment (on_inconclusive: pause) that asks for no on-call confirmation.
     state = deploy(
-        spec_path=str(low_traffic_spec), version="v2", environment="production", return_state=True
+        spec_path=str(low_traffic_spec), version="v2", environment="prod-eu", return_state=True
     )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
