@@ -102,6 +102,10 @@ class StageResult:
     # How a promotion was reached when it was not on evidence alone (the spec's on_inconclusive
     # rule, a person's answer to a pause), for people.
     note: str = ""
+    # Probe requests sent straight to the canary during the stage (``analysis.probe_rate``),
+    # counted apart from the user traffic its figures also hold.
+    probe_sent: int = 0
+    probe_failed: int = 0
 
     @property
     def observed(self) -> str:
@@ -155,6 +159,7 @@ class StageResult:
             "explanation": self.explanation,
             "counts": self.counts,
             "note": self.note,
+            "probe": {"sent": self.probe_sent, "failed": self.probe_failed},
             "measurements": [m.to_dict() for m in self.measurements],
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
@@ -324,10 +329,13 @@ class StageEvidence:
     confidence: float  # what its promotion needs (``exposure_confidence``)
     requests_needed: int | None  # to show a canary erring like stable below the limit
     verdict_seconds: float | None  # the promotion chance it probably promotes at; None: none
+    probe_rps: float = 0.0  # of ``canary_rps``, probe requests sent straight to the canary
 
     def line(self, max_error_rate: float, stable_error_rate: float) -> str:
         """One line for people: the stage, its traffic, and when it probably decides."""
         head = f"stage {self.index + 1} at {self.weight}%: {self.canary_rps:.3g} canary requests/s"
+        if self.probe_rps:
+            head += f" ({self.probe_rps:g} of them probe requests)"
         if self.requests_needed is None:
             return f"{head}; stable's own error rate is not below the limit: it cannot promote"
         need = (
@@ -347,17 +355,19 @@ def plan_evidence(
     max_seconds: float,
     interval_seconds: float,
     thresholds: Thresholds,
+    probe_rps: float = 0.0,
 ) -> list[StageEvidence]:
     """For each stage, at ``total_rps`` (the traffic now) with a canary as good as stable
     (``stable_error_rate``): the requests it needs to promote and the promotion chance
     (``promotion_times``) it probably promotes at. The arithmetic of the judge's promotion rule,
-    run before the deploy so a team sees what its traffic buys."""
+    run before the deploy so a team sees what its traffic buys. ``probe_rps``: probe requests
+    sent straight to the canary in every stage (``analysis.probe_rate``), added to its share."""
     chances = promotion_times(observe_seconds, max_seconds)
     # A chance is taken at the first look (every interval) at or after it.
     times = [max(1, math.ceil(t / interval_seconds - 1e-9)) * interval_seconds for t in chances]
     plans = []
     for index, weight in enumerate(steps):
-        rps = total_rps * weight / 100.0
+        rps = total_rps * weight / 100.0 + probe_rps
         confidence = exposure_confidence(
             thresholds.promote_confidence, exposure_after(steps, index)
         )
@@ -367,5 +377,5 @@ def plan_evidence(
         seconds = None
         if needed is not None and rps > 0:
             seconds = next((t for t in times if t * rps >= needed), None)
-        plans.append(StageEvidence(index, weight, rps, confidence, needed, seconds))
+        plans.append(StageEvidence(index, weight, rps, confidence, needed, seconds, probe_rps))
     return plans

@@ -123,6 +123,17 @@ class AnalysisSpec(StrictModel):
         1800.0,
         description="How long a stage paused by on_inconclusive waits for a person's answer.",
     )
+    probe_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description=(
+            "Probe requests per second sent straight to the canary's own address during each "
+            "canary stage (the spec's smoke requests, in turn), so a low-traffic service reaches "
+            "its verdicts sooner; 0 sends none. They count in the canary's figures when the "
+            "service exports its own metrics, and each stage says how many there were."
+        ),
+    )
     confidence: float = Field(
         0.999,
         ge=0.5,
@@ -541,6 +552,15 @@ class ServiceSpec(StrictModel):
         rule = self.analysis.inconclusive_rule(environment)
         analysis = self.analysis.model_copy(update={"on_inconclusive": rule})
         return self.model_copy(update={"analysis": analysis})
+
+    @model_validator(mode="after")
+    def _probe_has_requests(self) -> ServiceSpec:
+        if self.analysis.probe_rate > 0 and not self.smoke:
+            raise ValueError(
+                "analysis.probe_rate sends the spec's smoke requests to the canary: add at least "
+                "one under smoke, or set probe_rate to 0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stage_limit_covers_observe(self) -> ServiceSpec:

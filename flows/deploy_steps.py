@@ -309,6 +309,7 @@ def roll_out_and_verify(
             stable,
             canary,
             outcome.baseline_p95_seconds,
+            spec.smoke,
         )
     except Exception as exc:
         get_run_logger().exception("the rollout broke")

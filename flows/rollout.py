@@ -3,7 +3,7 @@ it ends; a ``pause`` step waits for a person between two stages."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -20,7 +20,7 @@ from deployflow.gates import (
 )
 from deployflow.providers.base import Instance
 from deployflow.rollout import StageResult, exposure_after
-from deployflow.spec import AnalysisSpec
+from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.story import Answered, Paused, StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
 from flows.oncall import StageAnswer, approve_next_stage
@@ -42,6 +42,7 @@ def progressive_rollout(
     stable: Instance | None,
     canary: Instance,
     baseline_p95_seconds: float | None,
+    probe: Sequence[SmokeRequest] = (),
 ) -> list[StageResult]:
     """Shift traffic stage by stage; stop at the first stage that does not promote. Each stage
     is told (event, thread reply, dashboard point) the moment it ends; after a stage that a
@@ -59,6 +60,8 @@ def progressive_rollout(
         canary: The new version.
         baseline_p95_seconds: Stable P95 before the deploy, when it served all the traffic:
             what a canary with no stable beside it (the 100% stage) is held against.
+        probe: The requests ``analysis.probe_rate`` sends straight to the canary in each stage
+            (the spec's smoke requests).
     """
     logger = get_run_logger()
     results: list[StageResult] = []
@@ -83,6 +86,8 @@ def progressive_rollout(
             logs=backends.logs,
             alerts=backends.alerts,
             exposure=exposure_after(plan.steps, index),
+            probe=probe,
+            transport=backends.http_transport,
         )
         results.append(result)
         if result.verdict is Verdict.PAUSE:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import replace
 
+import httpx
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Measurement
 from deployflow.figures import measured
+from deployflow.probe import ProbeTraffic
 from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
 from deployflow.rollout import StageResult, observe_stage, plan_evidence, thresholds_from
 from deployflow.signals import AlertWatch, LogWatch
-from deployflow.spec import AnalysisSpec
+from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.tracking.ledger import Ledger
 from tasks.retry_policy import QUICK_CALL, no_retries, observation_timeout, retried
 
@@ -74,13 +78,17 @@ def observe_canary_stage(
     logs: LogWatch | None = None,
     alerts: AlertWatch | None = None,
     exposure: float = 1.0,
+    probe: Sequence[SmokeRequest] = (),
+    transport: httpx.BaseTransport | None = None,
 ) -> StageResult:
     """Measure the canary every interval, against ``control_version`` (the stable version) over
     the same window, until the stage promotes, rolls back or (``on_inconclusive: pause``) asks a
     person; a canary the target no longer runs, or whose router slot is down (its health check
     failing), fails the stage at once. ``logs`` and ``alerts`` (the spec's sections) are judged
     at every look beside the metrics. ``exposure``: the share of traffic (0..1] the canary gets
-    if the stage promotes, which sets the confidence the promotion needs."""
+    if the stage promotes, which sets the confidence the promotion needs. With
+    ``analysis.probe_rate``, the ``probe`` requests (the spec's smoke requests) are sent straight
+    to the canary meanwhile, and the stage says how many."""
     logger = get_run_logger()
     # Bound now, as the stage begins: the logs are read from here on.
     signals = [watch.probe(version) for watch in (logs, alerts) if watch is not None]
@@ -112,23 +120,34 @@ def observe_canary_stage(
             f" ({m.note})" if m.note else "",
         )
 
-    result = observe_stage(
-        metrics,
-        version=version,
-        index=index,
-        weight=weight,
-        baseline_p95_seconds=baseline_p95_seconds,
-        thresholds=thresholds_from(analysis),
-        observe_seconds=observe_seconds,
-        interval_seconds=analysis.interval,
-        window_seconds=analysis.window,
-        max_seconds=analysis.stage_limit(observe_seconds),
-        exposure=exposure,
-        on_measurement=log,
-        gone=gone,
-        control_version=control_version,
-        signals=signals,
-    )
+    instance = next((i for i in target.instances() if i.version == version), None)
+    traffic: ProbeTraffic | None = None
+    if analysis.probe_rate > 0 and probe and instance is not None:
+        traffic = ProbeTraffic(
+            f"http://{instance.address}", probe, rate=analysis.probe_rate, transport=transport
+        )
+    with traffic if traffic is not None else nullcontext():
+        result = observe_stage(
+            metrics,
+            version=version,
+            index=index,
+            weight=weight,
+            baseline_p95_seconds=baseline_p95_seconds,
+            thresholds=thresholds_from(analysis),
+            observe_seconds=observe_seconds,
+            interval_seconds=analysis.interval,
+            window_seconds=analysis.window,
+            max_seconds=analysis.stage_limit(observe_seconds),
+            exposure=exposure,
+            on_measurement=log,
+            gone=gone,
+            control_version=control_version,
+            signals=signals,
+        )
+    if traffic is not None:
+        tally = traffic.tally
+        result = replace(result, probe_sent=tally.sent, probe_failed=tally.failed)
+        logger.info("stage %d: %s; they are in its figures", index + 1, tally.describe())
     ledger.stage_observed(deployment_id, result)
     if result.reason:
         logger.warning(
@@ -170,6 +189,7 @@ def plan_stage_evidence(
     plans = plan_evidence(
         sample.requests / window, sample.error_rate, steps, observe_seconds,
         analysis.stage_limit(observe_seconds), analysis.interval, thresholds,
+        analysis.probe_rate,
     )  # fmt: skip
     lines = [p.line(thresholds.max_error_rate, sample.error_rate) for p in plans]
     logger.info(

@@ -425,3 +425,22 @@ def test_an_interrupted_run_puts_traffic_back_before_it_exits(deploy, service, l
         assert row.status == "failed"
         assert row.canary_weight == 0
         assert row.summary == "interrupted (KeyboardInterrupt): all traffic back on v1, stopped v6"
+
+
+def test_probe_traffic_reaches_the_canary_in_each_stage_and_is_counted_apart(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    probed = make_spec(
+        deploy.tmp_path,
+        analysis={"interval": "20ms", "window": "1s", "baseline_window": "1s",
+                  "min_requests": 10, "probe_rate": 200},
+        strategy={"kind": "canary", "steps": [50, 100], "observe": "200ms"},
+    )  # fmt: skip
+    outcome = deploy("v2", probed)
+    assert outcome.status == "succeeded", outcome.message
+    for stage in outcome.stages:
+        # Sent straight to v2's own address (the smoke requests' paths) while each stage ran.
+        assert stage.probe_sent > 0, stage
+        assert stage.probe_failed == 0
+        assert stage.to_dict()["probe"] == {"sent": stage.probe_sent, "failed": 0}
