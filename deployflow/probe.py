@@ -12,13 +12,13 @@ unanswered.
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 import httpx
 
+from deployflow.polling import Repeat
 from deployflow.spec import SmokeRequest
 
 
@@ -38,9 +38,10 @@ class ProbeTally:
         )
 
 
-class ProbeTraffic:
+class ProbeTraffic(Repeat):
     """Send ``requests`` round-robin to ``base_url`` at ``rate`` per second while the ``with``
-    block runs, in a daemon thread; ``tally`` says what was sent.
+    block runs (a ``Repeat``: one request a step, in a daemon thread); ``tally`` says what was
+    sent.
 
     Example:
         with ProbeTraffic("http://127.0.0.1:8001", smoke, rate=5.0) as probe:
@@ -60,38 +61,28 @@ class ProbeTraffic:
             raise ValueError(f"rate must be positive, got {rate}")
         if not requests:
             raise ValueError("probe traffic needs at least one smoke request to send")
+        super().__init__(1.0 / rate, self._send_one, name="deployflow-probe", join_timeout=10.0)
         self.base_url = base_url.rstrip("/")
-        self.requests = list(requests)
-        self.rate = rate
-        self._transport = transport
+        self._next = itertools.cycle(list(requests))
+        self._client = httpx.Client(timeout=5.0, transport=transport)
         self._sent = self._failed = self._unanswered = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="deployflow-probe", daemon=True)
 
     @property
     def tally(self) -> ProbeTally:
         return ProbeTally(self._sent, self._failed, self._unanswered)
 
-    def _run(self) -> None:
-        period = 1.0 / self.rate
-        with httpx.Client(timeout=5.0, transport=self._transport) as client:
-            for smoke in itertools.cycle(self.requests):
-                if self._stop.wait(period):  # pacing the probe, not synchronisation
-                    return
-                self._sent += 1
-                try:
-                    response = client.request(
-                        smoke.method, self.base_url + smoke.path, timeout=smoke.timeout
-                    )
-                except httpx.HTTPError:
-                    self._unanswered += 1
-                    continue
-                if response.status_code != smoke.expect_status:
-                    self._failed += 1
-
-    def __enter__(self) -> ProbeTraffic:
-        self._thread.start()
-        return self
+    def _send_one(self) -> None:
+        smoke = next(self._next)
+        self._sent += 1
+        try:
+            response = self._client.request(
+                smoke.method, self.base_url + smoke.path, timeout=smoke.timeout
+            )
+        except httpx.HTTPError:
+            self._unanswered += 1
+            return
+        if response.status_code != smoke.expect_status:
+            self._failed += 1
 
     def __exit__(
         self,
@@ -99,5 +90,5 @@ class ProbeTraffic:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10.0)
+        super().__exit__(exc_type, exc, tb)
+        self._client.close()
