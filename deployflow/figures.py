@@ -8,6 +8,7 @@ figure reads the same everywhere (``0.02403571428571428`` s is ``24 ms``, ``171.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -41,8 +42,16 @@ def limit_percent(rate: float) -> str:
 
 
 def confidence(level: float) -> str:
-    """A confidence level: 0.999 -> ``99.9%``, 0.8 -> ``80%``."""
-    return f"{level * 100:.4g}%"
+    """A confidence level, with the digits that keep it below 100%: 0.999 -> ``99.9%``,
+    0.8 -> ``80%``, 0.99998 -> ``99.998%`` (never "100%", which no bound has)."""
+    if not 0.0 < level < 1.0:
+        return f"{level * 100:g}%"
+    digits = max(0, math.ceil(-math.log10(1.0 - level) - 1e-9) - 1)
+    shown = f"{level * 100:.{digits}f}"
+    while float(shown) >= 100.0:  # rounding up to 100: one more digit
+        digits += 1
+        shown = f"{level * 100:.{digits}f}"
+    return f"{shown.rstrip('0').rstrip('.') if '.' in shown else shown}%"
 
 
 def probability(value: float) -> str:
