@@ -58,14 +58,3 @@ def test_probe_requests_add_to_what_each_stage_gathers() -> None:
     probed = plan_evidence(6.0, 0.005, [5, 25, 50, 100], 600, 1800, 30, Thresholds(), 2.0)
     assert probed[0].canary_rps == pytest.approx(plain[0].canary_rps + 2.0)
     assert "(2 of them probe requests)" in probed[0].line(0.05, 0.005)
-
-
-def test_a_confidence_level_is_never_shown_as_100_percent() -> None:
-    from deployflow.figures import confidence
-
-    assert [confidence(x) for x in (0.999, 0.8, 0.99998, 0.9667)] == [
-        "99.9%",
-        "80%",
-        "99.998%",
-        "96.7%",
-    ]

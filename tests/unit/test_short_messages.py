@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from deployflow.analysis import Breach, Measurement, MetricSample, Outcome, Verdict
-from deployflow.figures import HEADLINE_WORDS
+from deployflow.figures import HEADLINE_WORDS, confidence
 from deployflow.gates import gate_refused
 from deployflow.notify.story import log_line, outcome_line, rollback_line, stage_line
 from deployflow.release import (
@@ -161,3 +161,12 @@ def test_a_rollback_without_a_stage_is_told_in_a_headline(kind: str) -> None:
         assert words(line) <= HEADLINE_WORDS, (kind, line)
         assert "CI" not in line
     assert len(trigger.reason.split()) > HEADLINE_WORDS  # the whole of it stays in the report
+
+
+def test_a_confidence_level_is_never_shown_as_100_percent() -> None:
+    assert [confidence(x) for x in (0.999, 0.8, 0.99998, 0.9667)] == [
+        "99.9%",
+        "80%",
+        "99.998%",
+        "96.7%",
+    ]
