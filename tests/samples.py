@@ -81,3 +81,31 @@ def record_in(ledger: Ledger, outcome: ReleaseOutcome) -> DeployRecord:
         ledger.flag_changed(outcome.deployment_id, f["flag"], f["percent"], f["reason"])
     ledger.record_outcome(outcome, outcome.message)
     return ledger.record(outcome.deployment_id)
+
+
+_NOTHING_RUNNING = """\
+service: SERVICE
+target:
+  kind: command
+  start: {argv: [echo, '{"host": "127.0.0.1", "port": 9}']}
+  stop: {argv: ["true"]}
+  status: {argv: [echo, "[]"]}
+router:
+  kind: command
+  set_split: {argv: ["true"]}
+  state: {argv: [echo, '{"stable": null, "canary": null, "canary_weight": 0}']}
+  frontend_url: http://127.0.0.1:9
+metrics:
+  kind: prometheus
+  url: http://127.0.0.1:9
+  queries: {error_rate: "e{version}", p95_latency: "p{version}", request_count: "r{version}"}
+strategy:
+  kind: canary
+  steps: [50, 100]
+"""
+
+
+def nothing_running_spec(service: str) -> str:
+    """The YAML of a service whose dry run needs nothing running: its command hooks print an empty
+    world, its Prometheus is nowhere (a dry run queries nothing), a canary of two steps."""
+    return _NOTHING_RUNNING.replace("SERVICE", service)

@@ -47,6 +47,7 @@ from deployments.cli import main as cli_main
 from flows.deploy import ReleaseRequest, finish, release
 from tests.e2e.team_conftest_helpers import api_client, clean_environ
 from tests.integration.prefect.conftest import REPO_ROOT, kill_group, start_in_own_group
+from tests.samples import nothing_running_spec
 
 pytestmark = pytest.mark.browser
 
@@ -57,26 +58,7 @@ UI_BASE_PLACEHOLDER = "/PREFECT_UI_SERVE_BASE_REPLACE_PLACEHOLDER"
 UI_TIMEOUT_MS = 60_000
 
 # A service whose dry run needs nothing running: its hooks print an empty world.
-FORM_SPEC = """\
-service: formdemo
-target:
-  kind: command
-  start: {argv: [echo, '{"host": "127.0.0.1", "port": 9}']}
-  stop: {argv: ["true"]}
-  status: {argv: [echo, "[]"]}
-router:
-  kind: command
-  set_split: {argv: ["true"]}
-  state: {argv: [echo, '{"stable": null, "canary": null, "canary_weight": 0}']}
-  frontend_url: http://127.0.0.1:9
-metrics:
-  kind: prometheus
-  url: http://127.0.0.1:9
-  queries: {error_rate: "e{version}", p95_latency: "p{version}", request_count: "r{version}"}
-strategy:
-  kind: canary
-  steps: [50, 100]
-"""
+FORM_SPEC = nothing_running_spec("formdemo")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from deployflow.tracking.ledger import Ledger
 from flows.deploy import ReleaseRequest, deploy, finish, release
 from tests.e2e.team_conftest_helpers import run_logs_once_finished
 from tests.integration.flows.helpers import make_spec
+from tests.samples import nothing_running_spec
 
 pytestmark = pytest.mark.integration
 
@@ -40,29 +41,14 @@ NOISE = [
 ]
 
 # A service whose dry run needs nothing running, with pre-deployment checks (run side by side).
-DRY_SPEC = """\
-service: quiet
-target:
-  kind: command
-  start: {argv: [echo, '{"host": "127.0.0.1", "port": 9}']}
-  stop: {argv: ["true"]}
-  status: {argv: [echo, "[]"]}
-router:
-  kind: command
-  set_split: {argv: ["true"]}
-  state: {argv: [echo, '{"stable": null, "canary": null, "canary_weight": 0}']}
-  frontend_url: http://127.0.0.1:9
-metrics:
-  kind: prometheus
-  url: http://127.0.0.1:9
-  queries: {error_rate: "e{version}", p95_latency: "p{version}", request_count: "r{version}"}
-strategy:
-  kind: canary
-  steps: [50, 100]
+DRY_SPEC = (
+    nothing_running_spec("quiet")
+    + """\
 pre_checks:
   checkout: CHECKOUT
   build: {command: ["true"]}
 """
+)
 
 
 def noise_in(logs: list[tuple[int, str]]) -> list[str]:
