@@ -37,10 +37,11 @@ from deployflow.stats import (
 )
 
 
-def thresholds_from(analysis: AnalysisSpec, environment: str = "") -> Thresholds:
-    """The analysis limits the spec asks for; ``on_inconclusive`` as it applies in
-    ``environment`` (``AnalysisSpec.inconclusive_rule``)."""
-    on_inconclusive = analysis.inconclusive_rule(environment)
+def thresholds_from(analysis: AnalysisSpec) -> Thresholds:
+    """The analysis limits the spec asks for. ``on_inconclusive`` is the spec's, which the deploy
+    settles for its environment once (``ServiceSpec.for_environment``); unset here (a spec used
+    outside a deploy), it is the rule of environments other than production."""
+    on_inconclusive = analysis.inconclusive_rule("")
     return Thresholds(
         max_error_rate=analysis.max_error_rate,
         max_p95_ratio=analysis.max_p95_ratio,

@@ -368,10 +368,7 @@ def release_flags(
         return step_failed_trigger("the flag rollout", exc)
     outcome.stages = [*outcome.stages, *rolled.stages]
     outcome.flag_changes = [c.to_dict() for c in rolled.changes]
-    if rolled.killed is not None and rolled.trigger is None:
-        get_run_logger().warning(
-            "flag %s was killed; %s itself is healthy and stays", rolled.killed, promoted.version
-        )
+    warn_if_flag_killed(rolled.killed, rolled.trigger, promoted.version)
     return rolled.trigger
 
 
@@ -403,11 +400,16 @@ def switch_and_keep_blue(
     outcome.verification = result.verification or result.isolation
     outcome.switch_seconds = result.switch_seconds
     outcome.flag_changes = [c.to_dict() for c in result.flag_changes]
-    if result.flag_killed is not None and result.trigger is None:
-        get_run_logger().warning(
-            "flag %s was killed; %s itself is healthy and stays", result.flag_killed, green.version
-        )
+    warn_if_flag_killed(result.flag_killed, result.trigger, green.version)
     return result.trigger
+
+
+def warn_if_flag_killed(killed: str | None, trigger: Trigger | None, version: str) -> None:
+    """A flag the kill switch turned off, on a version healthy without it: it stays."""
+    if killed is not None and trigger is None:
+        get_run_logger().warning(
+            "flag %s was killed; %s itself is healthy and stays", killed, version
+        )
 
 
 def dry_run_plan(
