@@ -21,6 +21,7 @@ from uuid import UUID
 
 from deployflow.spec import SpecError, load_spec, validate_environment, validate_version
 from deployflow.strategy import STRATEGY_CHOICES
+from deployments.init import add_parser as add_init_parser
 from deployments.run import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -341,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_validate)
+
+    add_init_parser(sub)
 
     p = sub.add_parser("deploy", help="release a version through the deploy flow")
     p.add_argument("spec", nargs="?", help="path of the service spec YAML (or --service)")
