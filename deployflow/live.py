@@ -216,12 +216,17 @@ def check_health(target: Target, live: Instance, http: httpx.Client) -> LiveChec
     return LiveCheck("health", status, f"{url}: HTTP {response.status_code}")
 
 
-def check_frontend(router: Router, http: httpx.Client) -> LiveCheck:
-    """The URL users reach answers at all (any status: its root may well be a 404)."""
+def check_frontend(router: Router, http: httpx.Client, serving: bool = True) -> LiveCheck:
+    """The URL users reach answers at all (any status: its root may well be a 404). Before a
+    first release (``serving`` False) nothing may be behind it yet: no answer is then a
+    warning."""
     url = router.frontend_url
     try:
         response = http.get(url)
     except httpx.HTTPError as exc:
+        if not serving:
+            why = f"{url}: no answer ({type(exc).__name__}); nothing serves yet (a first release)"
+            return LiveCheck("router.frontend_url", "warn", why)
         return LiveCheck("router.frontend_url", "fail", f"{url}: no answer ({type(exc).__name__})")
     status: LiveStatus = "warn" if response.status_code >= 500 else "ok"
     return LiveCheck("router.frontend_url", status, f"{url}: HTTP {response.status_code}")
@@ -307,7 +312,8 @@ def check_live(
         if backends.router is not None:
             router_check, state = check_router(backends.router)
             checks.append(router_check)
-            checks.append(check_frontend(backends.router, client))
+            serving = state is None or state.stable is not None
+            checks.append(check_frontend(backends.router, client, serving))
         if state is not None and backends.target is not None and target_answered:
             found, live = find_live(state, instances)
             checks += found

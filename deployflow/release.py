@@ -8,6 +8,7 @@ them disagree. Dicts appear only at those boundaries (``to_dict``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,37 @@ from deployflow.verify import VerificationReport
 Status = Literal["succeeded", "rolled_back", "failed", "aborted"]
 Step = Literal["pre_checks", "migrations"]
 EXIT_CODES: dict[str, int] = {"succeeded": 0, "rolled_back": 3, "failed": 1, "aborted": 1}
+
+
+def service_named(service_block: object, spec_path: str | None) -> str:
+    """The service a deploy's parameters name, for its run name: the block's spec's ``service``,
+    else the spec file's, else the file's name; never raises (a run name must not fail a run,
+    whose own step 0 reports a bad spec)."""
+    import yaml
+
+    text = (
+        service_block.get("spec")
+        if isinstance(service_block, dict)
+        else getattr(service_block, "spec", None)
+    )
+    try:
+        if not isinstance(text, str) and spec_path:
+            with open(spec_path, encoding="utf-8") as file:
+                text = file.read(1024 * 1024)
+        data = yaml.safe_load(text) if isinstance(text, str) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    name = data.get("service") if isinstance(data, dict) else None
+    if isinstance(name, str) and name.strip():
+        return name.strip()[:64]
+    if spec_path:
+        return os.path.basename(spec_path)[:64]
+    return "(no service chosen)"
+
+
+def run_name(service_block: object, spec_path: str | None, version: str, environment: str) -> str:
+    """``deploy <service> <version> to <environment>``."""
+    return f"deploy {service_named(service_block, spec_path)} {version} to {environment}"
 
 
 def find_stable(router: Router, target: Target) -> Instance | None:

@@ -39,6 +39,16 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def own_tracking(state_dir: Path) -> dict[str, str]:
+    """The tracking database of a sandbox or demo: a folder of its own beside its state
+    (``<state_dir>/tracking``), so two demos on one machine (two checkouts, or a demo beside the
+    tests) never see each other's deploys as running. An explicit ``DEPLOYFLOW_DATABASE_URL`` or
+    ``DEPLOYFLOW_DATA_DIR`` is kept: whoever set it chose to share."""
+    if os.environ.get("DEPLOYFLOW_DATABASE_URL") or os.environ.get("DEPLOYFLOW_DATA_DIR"):
+        return {}
+    return {"DEPLOYFLOW_DATA_DIR": str(Path(state_dir).resolve() / "tracking")}
+
+
 def run_sandbox(
     *,
     state_dir: Path,
@@ -69,7 +79,8 @@ def run_sandbox(
             spec = ROUTER_SPECS[router].relative_to(EXAMPLES.parent)
             print("# sandbox up: v1 live; in another shell run these, then deploy, e.g.")
             print(f"#   deployflow deploy {spec} --version v2")
-            for name, value in {**sandbox.env_vars(), **faults}.items():
+            exports = {**sandbox.env_vars(), **faults, **own_tracking(state_dir)}
+            for name, value in exports.items():
                 print(f"export {name}={shlex.quote(value)}")
             print("# Ctrl-C stops everything", flush=True)
             deadline = None if stop_after is None else time.monotonic() + stop_after
@@ -116,6 +127,7 @@ def run_demo(
         with Sandbox(state_dir, env=faults, rps=SANDBOX_RPS, router=router) as sandbox:
             os.environ.update(sandbox.env_vars())
             os.environ.update(faults)  # the spec passes it on to the versions it starts
+            os.environ.update(own_tracking(state_dir))
             spec = load_spec(spec_path)
             sandbox.wait_for_metrics("v1", timeout=60)
             metrics: Metrics = registry.build("metrics", spec.metrics, BuildContext())

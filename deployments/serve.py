@@ -13,12 +13,9 @@ from prefect.deployments.runner import RunnerDeployment
 from flows.deploy import deploy
 
 DEPLOYMENT_NAME = "deploy"
-DEFAULT_PARAMETERS = {
-    "spec_path": "examples/sandbox.yaml",
-    "environment": "sandbox",
-    "strategy": "auto",
-    "dry_run": False,
-}
+# No service and no spec path: the form's sender picks the service (a saved ServiceSpec block)
+# or names a spec file; a run with neither ends at once, naming the two.
+DEFAULT_PARAMETERS = {"strategy": "auto", "dry_run": False}
 
 
 def main() -> None:

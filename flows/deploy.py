@@ -27,6 +27,7 @@ from deployflow.release import (
     ReleaseOutcome,
     blocked_message,
     blocking_checks,
+    run_name,
 )
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec, SpecError
 from deployflow.story import Deploy, Ended, Started
@@ -60,9 +61,21 @@ from tasks.tracking import record_plan
 __all__ = ["ReleaseRequest", "deploy", "finish", "release"]
 
 
+def deploy_run_name() -> str:
+    """The run's name: service, version and environment (``deploy shop v2 to production``), the
+    service read from the chosen block or the spec file's ``service`` key."""
+    parameters = flow_run.parameters
+    return run_name(
+        parameters.get("service"),
+        parameters.get("spec_path"),
+        str(parameters.get("version", "?")),
+        str(parameters.get("environment", "?")),
+    )
+
+
 @flow(
     name="deploy",
-    flow_run_name="deploy {version} to {environment}",
+    flow_run_name=deploy_run_name,
     validate_parameters=True,
 )
 def deploy(

@@ -135,3 +135,11 @@ def test_an_unreachable_router_fails_and_nothing_is_measured():
     assert {c.name for c in report.failed} == {"router", "router.frontend_url"}
     assert (next(c for c in report.checks if c.name == "metrics").status) == "warn"
     assert service.metrics.queries == []
+
+
+def test_before_a_first_release_the_checks_pass_with_warnings():
+    service = FakeService()  # nothing runs: the router's stable slot is empty
+    service.router.down = False
+    report = checked(service)
+    assert report.passed, report.lines()
+    assert {c.name: c.status for c in report.checks}["live version"] == "warn"

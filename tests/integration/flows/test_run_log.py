@@ -87,7 +87,9 @@ def test_a_dry_run_with_checks_side_by_side_logs_no_warning_and_no_repr(
     assert [m for level, m in logs if level >= logging.WARNING] == []
     assert any("on call: nobody named in notifications.on_call" in m for _, m in logs), logs
     with get_client(sync_client=True) as client:
-        assert client.read_flow_run(state.state_details.flow_run_id).tags == ["outcome:dry-run"]
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        assert run.tags == ["outcome:dry-run"]
+        assert run.name == "deploy quiet v2 to sandbox"  # service, version, environment
 
 
 @flow(name="deploy-log-under-test")

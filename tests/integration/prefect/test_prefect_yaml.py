@@ -72,3 +72,25 @@ def test_deploy_from_git_clones_the_recorded_repository_and_branch(
     assert (Path(cloned["directory"]) / "flows" / "deploy.py").is_file()
     directory = chdir_step["prefect.deployments.steps.set_working_directory"]["directory"]
     assert apply_values(directory, {"clone": cloned}) == cloned["directory"]
+
+
+def test_the_team_deployments_choose_no_service_and_no_environment(config):
+    """A form sent without picking a service must not release the demo (issue 22)."""
+    from deployments.serve import DEFAULT_PARAMETERS
+
+    for deployment in config["deployments"][:2]:
+        parameters = deployment.get("parameters", {})
+        assert "spec_path" not in parameters, deployment["name"]
+        assert "environment" not in parameters, deployment["name"]
+        assert "sandbox" not in str(parameters)
+    assert "spec_path" not in DEFAULT_PARAMETERS
+    assert "environment" not in DEFAULT_PARAMETERS
+
+
+def test_a_run_without_a_service_is_refused_naming_both_ways_to_give_one(prefect_server):
+    from flows.deploy import deploy
+
+    state = deploy(version="v2", environment="staging", return_state=True)
+
+    assert state.is_failed()
+    assert "choose a saved ServiceSpec block, or give spec_path" in (state.message or "")

@@ -21,8 +21,10 @@ REPO = Path(__file__).parents[3]
 
 
 def test_sandbox_command_prints_exports_and_stops_everything(tmp_path: Path) -> None:
+    shared = ("DEPLOYFLOW_DATA_DIR", "DEPLOYFLOW_DATABASE_URL")
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "sandbox", "--state-dir", str(tmp_path)],
+        env={k: v for k, v in os.environ.items() if k not in shared},
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -37,6 +39,8 @@ def test_sandbox_command_prints_exports_and_stops_everything(tmp_path: Path) -> 
                 exports[name] = shlex.split(value)[0]
             if line.startswith("# Ctrl-C"):
                 break
+        # Its own tracking database: another sandbox or demo on the machine never collides.
+        assert exports["DEPLOYFLOW_DATA_DIR"] == str(tmp_path.resolve() / "tracking")
         spec = load_spec(REPO / "examples" / "sandbox.yaml", env={**os.environ, **exports})
         served = httpx.get(spec.router.frontend_url + "/api/items", timeout=5).json()
         assert served["version"] == "v1"

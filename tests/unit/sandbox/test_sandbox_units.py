@@ -245,3 +245,17 @@ def test_prometheus_config_watches_the_targets_file(tmp_path):
 def test_traffic_generator_validates_its_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrafficGenerator("http://127.0.0.1:1", **kwargs)
+
+
+def test_a_demo_keeps_its_tracking_database_in_its_own_folder_unless_told_to_share(
+    tmp_path, monkeypatch
+):
+    from deployments.demo import own_tracking
+
+    monkeypatch.delenv("DEPLOYFLOW_DATA_DIR", raising=False)
+    monkeypatch.delenv("DEPLOYFLOW_DATABASE_URL", raising=False)
+    assert own_tracking(tmp_path / "sandbox") == {
+        "DEPLOYFLOW_DATA_DIR": str(tmp_path.resolve() / "sandbox" / "tracking")
+    }
+    monkeypatch.setenv("DEPLOYFLOW_DATA_DIR", str(tmp_path / "shared"))
+    assert own_tracking(tmp_path / "sandbox") == {}
