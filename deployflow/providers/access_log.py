@@ -194,7 +194,7 @@ class AccessLogParser:
             self._add(second, addr, status, _nginx_ms(took), uri)
 
     def _add(self, second: int, address: str, status: str, ms: int | None, uri: str) -> None:
-        if address == "-" or not status.isdigit():
+        if address[0] in "-<" or not status.isdigit():
             return  # no server answered (a client gone, HAProxy without a server)
         by_address = self.figures.get(second)
         if by_address is None:
@@ -558,7 +558,8 @@ class AccessLogMetrics:
         seconds = sorted(per_second)
         point = first
         while point <= last + 1e-9:
-            lo = bisect.bisect_left(seconds, math.floor(point - window_seconds))
+            # The seconds in (point - window, point], as Prometheus' range selector.
+            lo = bisect.bisect_right(seconds, point - window_seconds)
             hi = bisect.bisect_right(seconds, point)
             total = _Figures(0, 0, {}, {})
             for second in seconds[lo:hi]:
@@ -602,16 +603,16 @@ def _sample(figures: _Figures) -> MetricSample:
 
 
 def cumulative_buckets(latencies: dict[int, int]) -> tuple[tuple[float, float], ...]:
-    """(upper bound in seconds, cumulative count) pairs from bucket counts, on the fixed grid
-    from the bound below the fastest request to the one holding the slowest, then +Inf. Two
-    versions' histograms share the grid, so the rank test compares them bucket by bucket."""
+    """(upper bound in seconds, cumulative count) pairs from bucket counts: the fixed grid from
+    its first bound to the one holding the slowest request, then +Inf. Every version's
+    histogram starts on the same grid, so two of them share every bound up to the faster one's
+    slowest request, and the rank test compares them bucket by bucket."""
     if not latencies:
         return ()
-    lowest = max(0, min(latencies) - 1)
     highest = min(max(latencies), _OVERFLOW - 1)
     pairs: list[tuple[float, float]] = []
-    running = sum(n for k, n in latencies.items() if k < lowest)
-    for index in range(lowest, highest + 1):
+    running = 0
+    for index in range(highest + 1):
         running += latencies.get(index, 0)
         pairs.append((LATENCY_BOUNDS[index], float(running)))
     pairs.append((math.inf, float(sum(latencies.values()))))

@@ -276,32 +276,34 @@ class SlotHistory:
         return entry
 
     def observe(
-        self, state: RouterState, running: Iterable[Instance], names: tuple[str, str]
+        self,
+        state: RouterState,
+        running: Callable[[], Iterable[Instance]],
+        names: tuple[str, str],
+        at: float | None = None,
     ) -> SlotEntry | None:
         """Record what the router reports, when the latest entry says otherwise; each address
-        named by the version ``running`` has there. Returns the entry recorded, if any."""
-        versions: Mapping[str, str] = {i.address: i.version for i in running}
+        named by the version ``running()`` has there (asked only then: a command target's
+        status hook is not run at every look). Returns the entry recorded, if any."""
+        reported = {
+            (name, address)
+            for name, address in zip(names, (state.stable, state.canary), strict=True)
+            if address is not None
+        }
+        latest = self.latest()
+        if not reported or (
+            latest is not None and reported == {(s.slot, s.address) for s in latest.slots}
+        ):
+            return None
+        versions: Mapping[str, str] = {i.address: i.version for i in running()}
         slots = tuple(
             SlotAssignment(name, address, versions.get(address))
             for name, address in zip(names, (state.stable, state.canary), strict=True)
             if address is not None
         )
-        if not slots:
-            return None
-        entry = SlotEntry(self._clock(), slots, "observed")
-        latest = self.latest()
-        if latest is not None and _same_addresses(latest, entry):
-            return None
+        entry = SlotEntry(self._clock() if at is None else at, slots, "observed")
         self.record(entry)
         return entry
-
-
-def _same_addresses(recorded: SlotEntry, observed: SlotEntry) -> bool:
-    """The router still routes as recorded: the same slots at the same addresses (an observed
-    version that the target no longer lists does not make it a change)."""
-    return {(s.slot, s.address) for s in recorded.slots} == {
-        (s.slot, s.address) for s in observed.slots
-    }
 
 
 class RecordingRouter:
@@ -345,8 +347,13 @@ class RecordingRouter:
     def state(self) -> RouterState:
         state = self.router.state()
         try:
-            running = self.target.instances() if self.target is not None else []
-            self.history.observe(state, running, self.names)
+            target = self.target
+            self.history.observe(
+                state,
+                lambda: target.instances() if target is not None else [],
+                self.names,
+                self._clock(),
+            )
         except Exception:  # bookkeeping must never fail a read the deploy relies on
             logger.exception("recording the router state in %s failed", self.history.describe())
         return state
