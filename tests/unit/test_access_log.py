@@ -49,7 +49,9 @@ def haproxy(at: float, address: str, status: int, ms: int, uri: str = "/api/item
 def history(*entries: tuple[float, tuple[tuple[str, Instance], ...]]) -> SlotHistory:
     found = SlotHistory(None)
     for at, slots in entries:
-        found.record(SlotEntry(at, tuple(SlotAssignment(s, i.address, i.version) for s, i in slots)))
+        found.record(
+            SlotEntry(at, tuple(SlotAssignment(s, i.address, i.version) for s, i in slots))
+        )
     return found
 
 
@@ -121,7 +123,8 @@ def test_the_histogram_is_exact_in_milliseconds_where_latencies_usually_are() ->
 def test_a_missing_log_is_an_error_never_data(tmp_path: Path) -> None:
     metrics = AccessLogMetrics(tmp_path / "absent.log", "nginx", split_since(0), Clock())
     sample = metrics.sample("v1", 60)
-    assert sample.error and "absent.log" in sample.error
+    assert sample.error
+    assert "absent.log" in sample.error
     assert (sample.requests, sample.error_rate) == (None, None)
     assert evaluate(sample, 0.05, Thresholds()).outcome is Outcome.ERROR
 
@@ -140,7 +143,8 @@ def test_a_log_in_another_format_is_an_error_naming_the_format(tmp_path: Path) -
     combined = '127.0.0.1 - - [06/Dec/2026:08:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl"\n'
     log.write_text(combined * 30)
     sample = AccessLogMetrics(log, "nginx", split_since(0), Clock()).sample("v1", 60)
-    assert sample.error and "none in the deployflow nginx format" in sample.error
+    assert sample.error
+    assert "none in the deployflow nginx format" in sample.error
 
 
 def test_an_empty_log_is_no_data(tmp_path: Path) -> None:
@@ -304,6 +308,7 @@ def test_the_spec_section_and_its_mistakes() -> None:
     assert spec.metrics.kind == "access-log"
     found = problems(spec_data(metrics={**section, "format": "apache"}), env={})
     assert "metrics.format" in found
-    assert "'nginx'" in found["metrics.format"] and "'haproxy'" in found["metrics.format"]
+    assert "'nginx'" in found["metrics.format"]
+    assert "'haproxy'" in found["metrics.format"]
     assert "metrics.path" in problems(spec_data(metrics={"kind": "access-log", "format": "nginx"}))
     assert "metrics.queries" in problems(spec_data(metrics={**section, "queries": {}}))
