@@ -278,7 +278,8 @@ _CATALOGUE = (
     Rule(
         "downgrade-irreversible", "error",
         "Irreversible revision",
-        "downgrade() raises (NotImplementedError, or any other exception when run offline): a "
+        "downgrade() refuses on purpose (raise NotImplementedError, or another raise written in "
+        "it): a "
         "rollback past this revision is impossible, so a bad release can only be fixed forward.",
         "Make it reversible, or set allow_irreversible: true in the spec after planning a "
         "fix-forward.",
