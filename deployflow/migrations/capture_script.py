@@ -330,10 +330,12 @@ def _from_alter_column(operation: Any, table: str | None, sql: str) -> list[Oper
     column = operation.column_name
     result: list[OperationDict] = []
     if operation.modify_type is not None:
+        using = (getattr(operation, "kw", None) or {}).get("postgresql_using")
         result.append(
             _op("alter_column_type", table, column, sql,
                 old_type=render_type(operation.existing_type),
-                new_type=render_type(operation.modify_type))
+                new_type=render_type(operation.modify_type),
+                expression=str(using) if using is not None else None)
         )  # fmt: skip
     if operation.modify_nullable is False and operation.existing_nullable is not False:
         result.append(_op("set_not_null", table, column, sql))
@@ -373,6 +375,14 @@ class _Recorder:
             record["in_transaction"] = self.autocommit_depth == 0
             record["segment"] = self.segment
             self.operations.append(record)
+
+    def record_sql(self, statement: Any) -> None:
+        """SQL the revision ran through the bind (``op.get_bind().execute(text(...))``): it is
+        checked like ``op.execute``."""
+        self.operations.append(
+            _op("raw_sql", sql=render(statement), line=self.line(),
+                in_transaction=self.autocommit_depth == 0, segment=self.segment)
+        )  # fmt: skip
 
     def boundary(self) -> None:
         """A commit in the middle of the revision: what follows is another transaction."""
@@ -479,6 +489,16 @@ def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
             # A bind that refuses the attribute keeps failing loudly instead.
             with contextlib.suppress(Exception):
                 bind.commit = recorder.boundary  # type: ignore[method-assign]
+        if bind is not None:
+            # Offline the bind writes what it is given to the script; record it as well.
+            original_execute = bind.execute
+
+            def execute(statement: Any, *args: Any, **kwargs: Any) -> Any:
+                recorder.record_sql(statement)
+                return original_execute(statement, *args, **kwargs)
+
+            with contextlib.suppress(Exception):
+                bind.execute = execute  # type: ignore[method-assign]
         if bind is not None and not hasattr(bind, "url"):
             # Revisions that branch on `op.get_bind().engine.url` take the PostgreSQL branch.
             with contextlib.suppress(Exception):

@@ -55,6 +55,7 @@ _CONTRACT_RULES = {
     "add-column-not-null-without-default": "adds a NOT NULL column without default",
     "set-not-null": "makes a column NOT NULL",
     "alter-column-type": "changes a column type",
+    "not-null-default-dropped": "drops the server default the old code inserts with",
 }
 
 
@@ -330,8 +331,9 @@ def _check_revision(
             )
         )
     raw += lint_operations(
-        upgrade.operations, state=state, env_sets_lock_timeout=env_sets_lock_timeout
-    )
+        upgrade.operations, state=state, env_sets_lock_timeout=env_sets_lock_timeout,
+        max_lock_timeout=spec.max_lock_timeout,
+    )  # fmt: skip
     reversibility = _reversibility(source, unreadable, upgrade, downgrade, raw, spec)
     findings = _apply_suppressions(source, raw, spec)
     compatibility_reasons = sorted(

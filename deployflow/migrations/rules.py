@@ -34,6 +34,16 @@ _CATALOGUE = (
         "CHECK (col IS NOT NULL) NOT VALID, VALIDATE it and SET NOT NULL in a later revision.",
     ),
     Rule(
+        "not-null-default-dropped", "error",
+        "NOT NULL column whose server default is dropped in the same range",
+        "The column was added NOT NULL with a server default, which is what lets the old code "
+        "(which does not name the column) keep inserting; dropping the default in the same "
+        "release makes every INSERT from the old version fail with a NOT NULL violation while "
+        "it still runs (a canary, a blue-green switch, a rollback).",
+        "Keep the server default in this release; drop it in a later release, once no running "
+        "version inserts without the column.",
+    ),
+    Rule(
         "add-column-volatile-default", "error",
         "Column added with a volatile default (random(), gen_random_uuid(), nextval, identity, "
         "stored generated)",
@@ -170,6 +180,15 @@ _CATALOGUE = (
         "queue behind it: a short migration becomes an outage.",
         "op.execute(\"SET lock_timeout = '5s'\") at the start of upgrade() (or in env.py), and "
         "retry the deploy if it times out.",
+    ),
+    Rule(
+        "lock-timeout-value", "warning",
+        "lock_timeout of 0 or above the bound",
+        "lock_timeout = 0 turns the timeout off, and a long one lets an ALTER waiting for its "
+        "lock queue every later query on the table that long: the outage lock_timeout exists "
+        "to prevent.",
+        "SET lock_timeout to a few seconds (at most migrations.max_lock_timeout, 10s by "
+        "default) and retry the deploy when it times out.",
     ),
     Rule(
         "backfill-in-ddl-transaction", "error",

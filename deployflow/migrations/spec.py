@@ -64,6 +64,14 @@ class MigrationsSpec(StrictModel):
         default=5.0,
         description="lock_timeout set on the staging session during the round trip, e.g. '5s'.",
     )
+    max_lock_timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "The longest lock_timeout a revision may set, e.g. '10s'; a longer one (or 0, "
+            "which turns the timeout off) is the warning lock-timeout-value."
+        ),
+    )
     large_table_rows: int = Field(
         default=1_000_000,
         ge=1,
