@@ -52,7 +52,7 @@ from tasks.execute import (
 from tasks.migrations import migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
-from tasks.reconcile import reconcile_interrupted
+from tasks.reconcile import reconcile_interrupted, restore_live_version
 from tasks.rollout import plan_stage_evidence, promote
 from tasks.signals import preflight_signals
 from tasks.tracking import record_start
@@ -135,7 +135,17 @@ def story_sources(spec: ServiceSpec, backends: Backends) -> StorySources:
 def begin(
     spec: ServiceSpec, b: Backends, req: ReleaseRequest
 ) -> tuple[ReleaseOutcome, Instance | None]:
-    """Before the steps: reconcile a dead deploy, find the stable version, create the row."""
+    """Before the steps: put back the version the tracking database says is live when the router
+    lost it, reconcile a dead deploy, find the stable version, create the row."""
+    restored = restore_live_version(
+        b.ledger,
+        b.router,
+        b.target,
+        service=spec.service,
+        environment=req.environment,
+        own_flow_run_id=req.flow_run_id,
+        dry_run=req.dry_run,
+    )
     reconciled = reconcile_interrupted(
         b.ledger,
         b.router,
@@ -145,6 +155,9 @@ def begin(
         own_flow_run_id=req.flow_run_id,
     )
     stable = discover_stable(b.router, b.target)
+    if stable is None and restored is not None:
+        # A dry run moved nothing; it plans against the live version where that one still runs.
+        stable = restored.instance
     git_ref = req.git_ref
     commit_at = None
     if spec.pre_checks is not None:
@@ -162,7 +175,7 @@ def begin(
         git_ref=git_ref,
         commit_at=commit_at,
         flow_run_id=req.flow_run_id,
-        reconciled=reconciled,
+        reconciled=([restored.message] if restored else []) + reconciled,
         started_at=datetime.now(UTC),
     )
     outcome.deployment_id = record_start(b.ledger, outcome)
