@@ -1,0 +1,241 @@
+"""A person's rollback through Prefect on the flow harness with in-memory backends (the fixtures of
+test_release_branches): every branch, where traffic ended, what was recorded and told."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from prefect import flow
+
+import flows.manual_rollback
+from deployflow.backends import Backends
+from deployflow.fakes.backends import FakeService
+from deployflow.providers.base import BackendError, RouterState
+from deployflow.spec import ServiceSpec
+from deployflow.tracking import repository
+from deployflow.tracking.ledger import Ledger
+from flows.manual_rollback import (
+    RollbackRequest,
+    RollbackResult,
+    finish_rollback,
+    roll_back_now,
+)
+from tests.integration.flows import test_release_branches as branches
+from tests.integration.flows.helpers import make_spec, running, serving
+
+pytestmark = pytest.mark.integration
+
+deploy, ledger, service = branches.deploy, branches.ledger, branches.service
+no_retry_pauses = branches.no_retry_pauses
+
+
+@flow(name="manual-rollback-under-test")
+def run_manual_rollback(
+    spec: ServiceSpec, backends: Backends, request: RollbackRequest
+) -> RollbackResult:
+    return finish_rollback(roll_back_now(spec, backends, request), spec, backends)
+
+
+@pytest.fixture
+def undo(deploy, ledger: Ledger, service: FakeService):
+    """Roll back in the environment of this test's ``deploy``."""
+
+    def run(
+        version: str | None = None, reason: str = "checkout errors", spec: ServiceSpec | None = None
+    ) -> RollbackResult:
+        backends = Backends(
+            target=service.target,
+            router=service.router,
+            metrics=service.metrics,
+            notifiers=(service.notifier,),
+            ledger=ledger,
+            http_transport=service.transport,
+        )
+        request = RollbackRequest(deploy.environment, version, reason, "alice", wait_seconds=30)
+        return run_manual_rollback(spec or make_spec(deploy.tmp_path), backends, request)
+
+    return run
+
+
+def row(ledger: Ledger, deployment_id: int | None) -> dict:
+    assert deployment_id is not None
+    with ledger._sessions() as s:
+        return repository.deployment_to_dict(repository.get_deployment(s, deployment_id))
+
+
+def released(deploy, service: FakeService, *versions: str) -> None:
+    for version in versions:
+        outcome = deploy(version)
+        assert outcome.status == "succeeded", outcome.message
+    service.router.changes.clear()
+    service.notifier.messages.clear()
+
+
+def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, service, ledger):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    assert running(service) == {"v2"}
+    result = undo()
+    outcome = result.outcome
+    assert result.ok, outcome.message
+    assert (outcome.status, outcome.version, outcome.previous_version) == (
+        "rolled_back",
+        "v2",
+        "v1",
+    )
+    assert serving(service, "v1")
+    assert running(service) == {"v1"}  # v1 started again, v2 stopped
+    v1 = service.target.running["v1"]
+    assert service.router.changes == [RouterState(v1.address, None, 0)]  # one call
+    assert outcome.rollback is not None
+    assert outcome.rollback.verified
+    assert outcome.rollback.restore_seconds is not None
+    recorded = row(ledger, outcome.deployment_id)
+    assert recorded["strategy"] == "rollback"
+    assert recorded["status"] == "rolled_back"
+    assert recorded["details"]["strategy_rationale"] == "rollback asked by alice: checkout errors"
+    [incident] = recorded["incidents"]
+    assert (incident["metric"], incident["reason"]) == (
+        "manual",
+        "rollback asked by alice: checkout errors",
+    )
+    # Told like an automatic rollback, and the live version is v1 for the next deploy.
+    assert any(
+        "shop v2 rolled back to v1: rollback asked by alice: checkout errors" in m
+        for m in service.notifier.messages
+    )
+    with ledger._sessions() as s:
+        reports = repository.get_deployment(s, outcome.require_id()).reports
+        assert [r.kind for r in reports] == ["incident"]
+        assert "alice" in reports[0].markdown
+    deployed = ledger.deployed("shop", deploy.environment)
+    assert deployed is not None
+    assert deployed.version == "v1"
+
+
+def test_a_version_still_running_is_reused(deploy, undo, service):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    service.target.start("v1")  # kept warm
+    before = service.target.running["v1"]
+    result = undo()
+    assert result.ok, result.outcome.message
+    assert service.target.running["v1"] is before
+    assert serving(service, "v1")
+
+
+def test_a_named_version_and_a_second_rollback_goes_further_back(deploy, undo, service):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2", "v3")
+    assert undo("v1").outcome.previous_version == "v1"
+    assert serving(service, "v1")
+    # v2 and v3 were rolled away from (v3 by the person, v2 was never live after); the last good
+    # before v1 skipping v1 itself and the versions rolled back:
+    second = undo()
+    assert second.ok, second.outcome.message
+    assert second.outcome.previous_version in {"v2", "v0"}
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("v2", "v2 is the live version of shop in"),
+        ("v9", "v9 never completed a release of shop in"),
+    ],
+)
+def test_refused_versions_touch_nothing(deploy, undo, service, ledger, version, why):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    rows_before = len(ledger.past_deploys("shop", deploy.environment))
+    result = undo(version)
+    assert result.refused
+    assert not result.ok
+    assert result.outcome.message.startswith(f"refused: {why}")
+    assert service.router.changes == []
+    assert running(service) == {"v2"}
+    assert result.outcome.deployment_id is None
+    assert len(ledger.past_deploys("shop", deploy.environment)) == rows_before
+
+
+def test_refused_when_the_schema_seam_says_no(deploy, undo, service, monkeypatch):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    monkeypatch.setattr(
+        flows.manual_rollback, "schema_allows", lambda *a: "revision 0042 dropped a column"
+    )
+    result = undo()
+    assert result.refused
+    assert "v1 cannot run with the live database schema: revision 0042" in result.outcome.message
+    assert service.router.changes == []
+
+
+def test_a_version_that_does_not_start_leaves_traffic_alone(deploy, undo, service, ledger):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    service.target.fail_start.add("v1")
+    result = undo()
+    assert not result.ok
+    assert result.outcome.status == "failed"
+    assert "v1 did not start" in result.outcome.message
+    assert service.router.changes == []
+    assert serving(service, "v2")
+    assert row(ledger, result.outcome.deployment_id)["status"] == "failed"
+
+
+def test_a_router_that_refuses_fails_the_rollback_and_keeps_the_bad_version(
+    deploy, undo, service, monkeypatch
+):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+
+    def refuse(*args: object) -> None:
+        raise BackendError("haproxy: permission denied on the admin socket")
+
+    monkeypatch.setattr(service.router, "set_split", refuse)
+    result = undo()
+    assert not result.ok
+    assert result.outcome.status == "failed"
+    assert "ROLLBACK FAILED" in result.outcome.message
+    assert "v2" in running(service)  # the router may still send it traffic
+
+
+def test_an_unhealthy_target_is_rolled_back_to_but_not_ok(deploy, undo, service, ledger):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    service.behave("v1", broken_paths={"/api/checkout"})
+    result = undo()
+    assert not result.ok
+    assert result.outcome.status == "rolled_back"
+    assert "v1 is NOT verified healthy" in result.outcome.message
+    assert serving(service, "v1")
+    assert ledger.deployed("shop", deploy.environment).version == "v1"
+
+
+def test_a_running_deploy_is_asked_to_roll_back_and_waited_for(deploy, undo, service, ledger):
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    spec = make_spec(
+        deploy.tmp_path,
+        strategy={"kind": "canary", "steps": [5, 25, 50, 100], "observe": "3s"},
+    )
+    ended: dict[str, object] = {}
+    release = threading.Thread(target=lambda: ended.update(outcome=deploy("v3", spec)))
+    release.start()
+    try:
+        # The rollback starts while v3's first stage is observed.
+        from deployflow.polling import wait_for
+
+        wait_for(lambda: ledger.unfinished("shop", deploy.environment), timeout=30)
+        wait_for(lambda: "v3" in running(service), timeout=30)
+        result = undo(reason="v3 breaks search")
+    finally:
+        release.join(timeout=60)
+    v3 = ended["outcome"]
+    assert v3.status == "rolled_back", v3.message  # type: ignore[attr-defined]
+    assert "rollback asked by alice: v3 breaks search" in v3.rollback.trigger.reason  # type: ignore[attr-defined]
+    assert result.ok, result.outcome.message
+    assert result.outcome.deployment_id is None  # the deploy did it; no second rollback
+    assert "was asked to roll back and did; v2 serves all the traffic" in result.outcome.message
+    assert serving(service, "v2")
+    assert running(service) == {"v2"}
