@@ -61,6 +61,9 @@ class ChatThreads:
             line = words.outcome_line(event.outcome)
             if event.dashboard_url is not None:
                 line += f"\n<{event.dashboard_url}|Dashboard of the deploy>"
+            report = words.report_pointer(event.outcome)
+            if report is not None:
+                line += f"\n{report}"
             self._in_threads([line], conclude=line)
 
     def _announce(self, event: Announced, deploy: Deploy) -> None:

@@ -557,8 +557,9 @@ def history(
     service: str | None = None,
     environment: str | None = None,
     limit: int = 50,
+    status: DeploymentStatus | str | None = None,
 ) -> list[Deployment]:
-    """Deployments newest first, optionally for one service and/or environment.
+    """Deployments newest first, optionally for one service, environment and/or status.
 
     Raises:
         ValueError: ``limit`` is not a positive integer.
@@ -570,6 +571,8 @@ def history(
         query = query.where(Deployment.service == service)
     if environment is not None:
         query = query.where(Deployment.environment == environment)
+    if status is not None:
+        query = query.where(Deployment.status == _status(status))
     query = query.order_by(Deployment.started_at.desc(), Deployment.id.desc()).limit(limit)
     return list(session.scalars(query))
 
