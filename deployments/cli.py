@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -261,6 +262,66 @@ def short_reason(item: dict[str, Any], width: int = 72) -> str:
     if item.get("previous_version") and item.get("strategy") == "rollback":
         text = f"to {item['previous_version']}: {text.split(': ', 1)[-1]}" if text else text
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from deployflow.status import service_status, status_lines
+    from deployflow.tracking import repository
+    from deployments.run import ui_url
+
+    for flag, value in (("SERVICE", args.service), ("--environment", args.environment)):
+        if value is not None and not value.strip():
+            raise BadInput(f"{flag}: give a name, or leave it out for all")
+    if args.spec is not None:
+        try:
+            spec = load_spec(args.spec)
+        except SpecError as exc:
+            _print_problems(exc)
+            return EXIT_BAD_INPUT
+    engine, sessions = _tracking_session()
+    try:
+        with sessions() as session:
+            found = []
+            for service, environment in repository.services(session, args.service):
+                if args.environment is not None and environment != args.environment:
+                    continue
+                rows = repository.history(
+                    session, service=service, environment=environment, limit=500
+                )
+                dicts = [repository.deployment_to_dict(r, include_children=False) for r in rows]
+                found.append(service_status(service, environment, dicts, ui_url))
+    finally:
+        engine.dispose()
+    if args.spec is not None:
+        found = [
+            replace(s, split=_router_split(args.spec)) if s.service == spec.service else s
+            for s in found
+        ]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in found]))
+        return EXIT_OK
+    if not found:
+        what = f" of {args.service}" if args.service else ""
+        print(f"no deploys{what} recorded in the tracking database")
+        return EXIT_OK
+    print("\n\n".join("\n".join(status_lines(s)) for s in found))
+    return EXIT_OK
+
+
+def _router_split(spec_path: str) -> str:
+    """The router's split as it answers now (the spec's router and target), in words."""
+    from deployflow.providers import registry
+    from deployflow.providers.base import BuildContext
+    from deployflow.status import router_split_in_words
+
+    spec = load_spec(spec_path)
+    ctx = BuildContext(service=spec.service)
+    try:
+        target = registry.build("target", spec.target, ctx)
+        router = registry.build("router", spec.router, ctx)
+        return "router: " + router_split_in_words(router.state(), target.instances())
+    except Exception as exc:  # status informs: an unreachable router is a fact to show
+        return f"router: cannot be read ({type(exc).__name__}: {exc})"
 
 
 def _tracking_session() -> Any:
@@ -511,6 +572,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="at most this many, newest first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser(
+        "status", help="what runs where now: live version, traffic, a deploy in progress"
+    )
+    p.add_argument("service", metavar="SERVICE", nargs="?", help="one service (default: all)")
+    p.add_argument("--environment", help="one environment (default: each)")
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="the service's spec: its router is asked for the split (default: the tracking "
+        "database's record of it)",
+    )
+    p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "report", help="the incident report or success summary of a deploy (from tracking)"

@@ -622,6 +622,16 @@ def past_deploys(
     ]
 
 
+def services(session: Session, service: str | None = None) -> list[tuple[str, str]]:
+    """Every (service, environment) pair with a real deploy, sorted; one service's only when
+    ``service`` is given."""
+    query = select(Deployment.service, Deployment.environment).where(Deployment.dry_run.is_(False))
+    if service is not None:
+        query = query.where(Deployment.service == service)
+    pairs = session.execute(query.distinct().order_by(Deployment.service, Deployment.environment))
+    return [(s, e) for s, e in pairs]
+
+
 def unfinished(session: Session, service: str, environment: str) -> list[Deployment]:
     """Deployments of ``service`` in ``environment`` still marked pending or running, oldest first.
 

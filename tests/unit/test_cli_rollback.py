@@ -130,3 +130,63 @@ def test_the_cli_statuses_are_the_tracking_database_statuses() -> None:
     from deployments.cli import DEPLOYMENT_STATUSES
 
     assert tuple(s.value for s in DeploymentStatus) == DEPLOYMENT_STATUSES
+
+
+def test_status_says_what_runs_where(tracking: str, capsys: pytest.CaptureFixture[str]) -> None:
+    engine = db.make_engine(tracking)
+    with db.session_factory(engine)() as s, s.begin():
+        running = repository.create_deployment(
+            s, service="demo", environment="sandbox", version="v4", strategy="canary",
+            previous_version="v2", status="running", flow_run_id="run-of-v4",
+            started_at=T0 + timedelta(hours=5),
+        )  # fmt: skip
+        running.current_stage, running.canary_weight = 1, 25
+        repository.create_deployment(
+            s, service="other", environment="prod", version="a1", strategy="direct",
+            status="succeeded", started_at=T0,
+        )  # fmt: skip
+    engine.dispose()
+    assert main(["status", "demo"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "demo / sandbox",
+        "  live:          v2 since 2026-01-05 10:05 UTC",
+        "  traffic:       25% on v4, 75% on v2",
+        "  in progress:   deploy of v4 (stage 2, 25% of the traffic): run run-of-v4",
+        "  last outcome:  deploy of v3 rolled back: v3 rolled_back: the reason of v3",
+        "                 (deployflow report 3)",
+        "  previous good: v1",
+    ]
+    assert main(["status", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [(s["service"], s["environment"], s["live"]) for s in found] == [
+        ("demo", "sandbox", "v2"),
+        ("other", "prod", "a1"),
+    ]
+    assert found[0]["in_progress"]["weight"] == 25
+    assert found[1]["previous_good"] is None
+
+
+def test_status_of_a_service_nobody_deployed(
+    tracking: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "nobody"]) == 0
+    assert (
+        capsys.readouterr().out.strip() == "no deploys of nobody recorded in the tracking database"
+    )
+
+
+def test_the_router_split_in_words() -> None:
+    from deployflow.providers.base import Instance, RouterState
+    from deployflow.status import router_split_in_words
+
+    v1, v2 = Instance("v1", "127.0.0.1", 1), Instance("v2", "127.0.0.1", 2)
+    assert router_split_in_words(RouterState(v1.address, None, 0), [v1]) == "all traffic on v1"
+    split = router_split_in_words(RouterState(v1.address, v2.address, 10), [v1, v2])
+    assert split == "90% on v1, 10% on v2"
+    assert router_split_in_words(RouterState(v1.address, v2.address, 100), [v1, v2]) == (
+        "all traffic on v2 (v1 ready at 0%)"
+    )
+    assert router_split_in_words(RouterState("10.0.0.9:80", None, 0), [v1]) == (
+        "all traffic on an unknown server at 10.0.0.9:80"
+    )
+    assert "nowhere" in router_split_in_words(RouterState(None, None, 0), [])
