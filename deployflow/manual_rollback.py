@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 # The strategy a manual rollback's row is recorded with.
 ROLLBACK_STRATEGY = "rollback"
@@ -154,3 +156,16 @@ def manual_headline(requested_by: str, reason: str) -> str:
     """The trigger's headline of a rollback a person asked for."""
     why = " ".join(reason.split()) or "no reason given"
     return f"rollback asked by {requested_by}: {why}"
+
+
+KeptAction = Literal["keep", "stop", "live"]
+
+
+def kept_action(version: str, until: datetime, now: datetime, serving: set[str]) -> KeptAction:
+    """What to do with a previous version a release left running (the spec's ``keep_previous``):
+    ``live`` when the router sends it traffic again (a rollback returned to it: it is no longer
+    a kept version, and must never be stopped as one), ``stop`` once its window has ended,
+    ``keep`` inside the window."""
+    if version in serving:
+        return "live"
+    return "stop" if now >= until else "keep"

@@ -44,7 +44,7 @@ from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec, S
 from deployflow.story import Deploy, Ended, Started
 from deployflow.tracking.lease import Lease, lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger, UnfinishedDeploy
-from flows.deploy_steps import ended, outcome_dashboard, run_url, story_sources
+from flows.deploy_steps import ended, outcome_dashboard, retire_expired, run_url, story_sources
 from flows.outcome_state import OUTCOME_TAG_PREFIX, one_line, quiet_expected_endings, tag_this_run
 from flows.rollback import rollback
 from tasks.complete import complete
@@ -156,6 +156,7 @@ def roll_back_now(spec: ServiceSpec, b: Backends, req: RollbackRequest) -> Rollb
     service's concurrency limit. Returns the result; recording its end is ``finish_rollback``'s."""
     logger = get_run_logger()
     live = discover_stable(b.router, b.target)
+    retire_expired(b, spec.service, req.environment)
     running = running_deploys(b.ledger, spec.service, req.environment, req.flow_run_id)
     if running:
         settled = ask_running_deploys(b, spec, req, running, live)
@@ -311,6 +312,8 @@ def roll_back_from(
             b, outcome.require_id(), target, live, trigger, spec.analysis, spec.smoke, None, []
         )
     record = outcome.rollback
+    if record.error is None:
+        release_kept(b.ledger, spec.service, req.environment, to)
     if record.error is not None:
         return RollbackResult(ended(outcome, "failed", f"ROLLBACK FAILED ({record.error})"))
     # Traffic is on the version asked for either way; the status says so (and makes it the live
@@ -319,6 +322,18 @@ def roll_back_from(
     if not record.verified:
         message += f"; {to} is NOT verified healthy"
     return RollbackResult(ended(outcome, "rolled_back", message))
+
+
+def release_kept(ledger: Ledger, service: str, environment: str, version: str) -> None:
+    """``version`` serves again: it is no longer a version kept warm by ``keep_previous``, which
+    a later sweep would stop at the end of its window. Best effort: the sweep also sees it
+    serving and never stops it."""
+    try:
+        for kept in ledger.kept_versions(service, environment):
+            if kept.version == version:
+                ledger.kept_version_stopped(kept.deployment_id, "serves again after a rollback")
+    except Exception:
+        get_run_logger().exception("could not record that %s serves again", version)
 
 
 def _outcome(

@@ -32,6 +32,19 @@ from deployflow.tracking.repository import DeployedVersion
 _engines: dict[str, Engine] = {}
 # The key of a person's request to roll back in a running deploy's ``details``.
 ROLLBACK_REQUEST = "rollback_requested"
+# The previous version a succeeded deploy left running (``keep_previous``) in its ``details``.
+KEPT_PREVIOUS = "kept_previous"
+
+
+@dataclass(frozen=True)
+class KeptVersion:
+    """A previous version a succeeded deploy left running until ``until``."""
+
+    deployment_id: int
+    version: str
+    until: datetime
+
+
 _engines_lock = threading.Lock()
 
 
@@ -64,6 +77,11 @@ def _details(outcome: ReleaseOutcome) -> dict[str, Any]:
             [c.to_dict() for c in outcome.verification.checks] if outcome.verification else []
         ),
         "reconciled": list(outcome.reconciled),
+        **(
+            {KEPT_PREVIOUS: {"version": kept[0], "until": kept[1].isoformat()}}
+            if (kept := outcome.kept_previous) is not None
+            else {}
+        ),
     }
 
 
@@ -212,6 +230,27 @@ class Ledger:
         if not isinstance(asked, dict):
             return None
         return manual_headline(str(asked.get("requested_by")), str(asked.get("reason") or ""))
+
+    def kept_versions(self, service: str, environment: str) -> list[KeptVersion]:
+        """Previous versions succeeded deploys left running and nobody has stopped yet."""
+        found: list[KeptVersion] = []
+        with self._session() as s:
+            for row in repository.history(s, service, environment, limit=50, status="succeeded"):
+                kept = (row.details or {}).get(KEPT_PREVIOUS)
+                if isinstance(kept, dict) and not kept.get("stopped_at"):
+                    until = datetime.fromisoformat(str(kept["until"]))
+                    found.append(KeptVersion(row.id, str(kept["version"]), until))
+        return found
+
+    def kept_version_stopped(self, deployment_id: int, note: str) -> None:
+        """The version ``deployment_id`` kept is no longer running (stopped, or live again)."""
+        with self._session() as s:
+            row = repository.get_deployment(s, deployment_id)
+            details = dict(row.details or {})
+            kept = dict(details.get(KEPT_PREVIOUS) or {})
+            kept.update(stopped_at=datetime.now(UTC).isoformat(), note=note)
+            details[KEPT_PREVIOUS] = kept
+            repository.update_deployment(s, deployment_id, details=details)
 
     def status_of(self, deployment_id: int) -> str:
         """The row's status now (``running`` until it ends)."""

@@ -113,3 +113,17 @@ def test_refused_when_no_earlier_good_version_exists() -> None:
 
 def test_schema_seam_allows_every_version_until_the_migration_check_lands() -> None:
     assert schema_allows("shop", "prod", "v1") == "ok"
+
+
+def test_a_kept_version_is_stopped_after_its_window_unless_it_serves_again() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from deployflow.manual_rollback import kept_action
+
+    until = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    before, after = until - timedelta(seconds=1), until + timedelta(seconds=1)
+    assert kept_action("v1", until, before, {"v2"}) == "keep"
+    assert kept_action("v1", until, until, {"v2"}) == "stop"
+    assert kept_action("v1", until, after, set()) == "stop"
+    assert kept_action("v1", until, after, {"v1"}) == "live"
+    assert kept_action("v1", until, before, {"v1", "v2"}) == "live"

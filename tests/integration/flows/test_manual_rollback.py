@@ -65,8 +65,10 @@ def row(ledger: Ledger, deployment_id: int | None) -> dict:
 
 
 def released(deploy, service: FakeService, *versions: str) -> None:
+    """Release each version in turn (direct: one stage, the history a rollback chooses from)."""
+    direct = make_spec(deploy.tmp_path, strategy={"kind": "direct", "observe": "10ms"})
     for version in versions:
-        outcome = deploy(version)
+        outcome = deploy(version, direct)
         assert outcome.status == "succeeded", outcome.message
     service.router.changes.clear()
     service.notifier.messages.clear()
@@ -239,3 +241,80 @@ def test_a_running_deploy_is_asked_to_roll_back_and_waited_for(deploy, undo, ser
     assert "was asked to roll back and did; v2 serves all the traffic" in result.outcome.message
     assert serving(service, "v2")
     assert running(service) == {"v2"}
+
+
+def test_keep_previous_makes_the_rollback_one_router_call_without_a_start(
+    deploy, undo, service, ledger
+):
+    service.run_stable("v0")
+    released(deploy, service, "v1")
+    spec = make_spec(deploy.tmp_path, keep_previous="1h")
+    outcome = deploy("v2", spec)
+    assert outcome.status == "succeeded", outcome.message
+    assert "v1 kept running until" in outcome.message
+    assert running(service) == {"v1", "v2"}  # v1 warm, no traffic
+    assert serving(service, "v2")
+    assert row(ledger, outcome.deployment_id)["details"]["kept_previous"]["version"] == "v1"
+    warm = service.target.running["v1"]
+    service.router.changes.clear()
+    result = undo(spec=spec)
+    assert result.ok, result.outcome.message
+    assert service.target.running["v1"] is warm  # not started again
+    assert service.router.changes == [RouterState(warm.address, None, 0)]
+    assert running(service) == {"v1"}
+    # Live again: never stopped as a kept version by a later sweep.
+    kept = ledger.kept_versions("shop", deploy.environment)
+    assert kept == []
+
+
+def test_a_kept_version_is_stopped_once_its_window_ends(deploy, service, ledger):
+    from datetime import UTC, datetime
+
+    from deployflow.polling import wait_for
+
+    service.run_stable("v0")
+    released(deploy, service, "v1")
+    spec = make_spec(deploy.tmp_path, keep_previous="300ms")
+    outcome = deploy("v2", spec)
+    assert outcome.status == "succeeded", outcome.message
+    assert outcome.kept_previous is not None
+    assert running(service) == {"v1", "v2"}
+    until = outcome.kept_previous[1]
+    wait_for(lambda: datetime.now(UTC) >= until, timeout=10, what="the end of the window")
+    # The next deploy stops it before anything else, then releases v3 as usual.
+    third = deploy("v3")
+    assert third.status == "succeeded", third.message
+    assert running(service) == {"v3"}  # v1 stopped by the sweep, v2 retired by the release
+    assert ledger.kept_versions("shop", deploy.environment) == []
+
+
+def test_the_retire_flow_stops_expired_versions_only(deploy, service, ledger):
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.keep import retire_kept_versions
+
+    service.run_stable("v0")
+    released(deploy, service, "v1")
+    outcome = deploy("v2", make_spec(deploy.tmp_path, keep_previous="1h"))
+    assert running(service) == {"v1", "v2"}
+
+    @flow(name="retire-under-test")
+    def sweep() -> list[str]:
+        return retire_kept_versions(
+            ledger, service.router, service.target, service="shop", environment=deploy.environment
+        )
+
+    assert sweep() == []  # inside the window
+    assert running(service) == {"v1", "v2"}
+    # The window ended (as recorded): the next sweep stops v1, never v2 which has the traffic.
+    ended = datetime.now(UTC) - timedelta(seconds=1)
+    with ledger._session() as s:
+        r = repository.get_deployment(s, outcome.require_id())
+        details = dict(r.details)
+        details["kept_previous"] = {**details["kept_previous"], "until": ended.isoformat()}
+        repository.update_deployment(s, r.id, details=details)
+    [line] = sweep()
+    assert line.startswith("stopped v1: its keep_previous window ended")
+    assert running(service) == {"v2"}
+    assert serving(service, "v2")
+    assert sweep() == []  # once

@@ -29,7 +29,14 @@ def test_both_deployments_have_the_nightly_dry_run_inactive_with_its_own_paramet
     model = PrefectYamlModel.model_validate(config)
 
     names = [d.name for d in model.deployments]
-    assert names == ["deploy", "deploy-from-git", "rollback", "dora-weekly", "after-rollback"]
+    assert names == [
+        "deploy",
+        "deploy-from-git",
+        "rollback",
+        "retire-kept-versions",
+        "dora-weekly",
+        "after-rollback",
+    ]
     for deployment in model.deployments[:2]:
         assert deployment.entrypoint == "flows/deploy.py:deploy"
         [nightly] = deployment.schedules or []
