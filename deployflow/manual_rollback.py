@@ -60,6 +60,17 @@ def live_version(history: Sequence[PastDeploy]) -> str | None:
     return None
 
 
+def _released(past: PastDeploy) -> tuple[str, ...]:
+    """The versions a deploy shows good, newest first: the one it released, then the one that
+    served all the traffic before it (a succeeded deploy's previous version; the only record of
+    a version that went live before deployflow tracked the service)."""
+    if past.status != "succeeded" or past.is_manual_rollback:
+        return ()
+    return (
+        (past.version,) if past.previous_version is None else (past.version, past.previous_version)
+    )
+
+
 def last_good(history: Sequence[PastDeploy], live: str) -> str | None:
     """The last version that completed successfully before ``live`` (``history`` newest first),
     skipping ``live`` and any version a later rollback moved traffic away from (an automatic
@@ -69,21 +80,18 @@ def last_good(history: Sequence[PastDeploy], live: str) -> str | None:
     for past in history:
         if past.status == "rolled_back":
             rolled_back.add(past.version)
-        elif (
-            past.status == "succeeded"
-            and not past.is_manual_rollback
-            and past.version not in rolled_back | {live}
-        ):
-            return past.version
+        for version in _released(past):
+            if version not in rolled_back | {live}:
+                return version
     return None
 
 
 def known_good(history: Sequence[PastDeploy]) -> list[str]:
-    """Every version that completed a release, newest first, once each."""
+    """Every version that completed a release (or served before one that did), newest first,
+    once each."""
     seen: list[str] = []
     for past in history:
-        if past.status == "succeeded" and not past.is_manual_rollback and past.version not in seen:
-            seen.append(past.version)
+        seen += [v for v in _released(past) if v not in seen]
     return seen
 
 

@@ -127,3 +127,18 @@ def test_a_kept_version_is_stopped_after_its_window_unless_it_serves_again() -> 
     assert kept_action("v1", until, after, set()) == "stop"
     assert kept_action("v1", until, after, {"v1"}) == "live"
     assert kept_action("v1", until, before, {"v1", "v2"}) == "live"
+
+
+def test_the_version_live_before_the_first_tracked_release_is_good() -> None:
+    # The sandbox (or a service adopted by deployflow) had v1 live before any tracked deploy.
+    history = [PastDeploy("v2", "succeeded", previous_version="v1")]
+    assert choose(history, "v2").target == "v1"
+    assert choose(history, "v2", "v1").target == "v1"
+    # After a person rolled v3 back to v2, v4 went out over v2: back to v2, not v3.
+    history = [
+        PastDeploy("v4", "succeeded", previous_version="v2"),
+        undone("v3", "v2"),
+        PastDeploy("v3", "succeeded", previous_version="v2"),
+    ]
+    assert last_good(history, "v4") == "v2"
+    assert last_good(history[1:], "v2") is None  # v3 rolled away from, v2 live
