@@ -87,3 +87,58 @@ def test_release_then_roll_back_from_the_command_line(
     report = cli("report", str(result["deployment_id"]), env=env)
     assert report.returncode == 0, report.stderr
     assert "search is slow" in report.stdout
+
+
+def test_the_rollback_deployment_run_by_a_worker(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path
+) -> None:
+    """prefect.yaml's ``rollback`` deployment, registered with ``prefect deploy`` and run by a
+    process worker, as the UI's form starts it: the person returns to v2 (v1 is live after the
+    command-line rollback above)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from deployflow.polling import wait_for
+    from tests.e2e.team_conftest_helpers import POOL, prefect_cli, process_workers
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    prefect_cli(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
+    prefect_cli(env, "--no-prompt", "deploy", "--name", "rollback")
+    spec = load_spec(EXAMPLE_SPEC)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("manual-rollback/rollback")
+        run = client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={
+                "environment": "sandbox",
+                "spec_path": "examples/sandbox.yaml",
+                "version": "v2",
+                "reason": "v2 was fine after all",
+                "requested_by": "form",
+            },
+        )
+    with process_workers(["rollback-worker"], env, tmp_path) as workers:
+
+        def ended() -> object | None:
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(UUID(str(run.id))).state
+            return state if state is not None and state.is_final() else None
+
+        state = wait_for(ended, timeout=240, interval=1.0, what="the rollback run's end")
+        assert state.type.value == "COMPLETED", (state, workers.log_text()[-3000:])  # type: ignore[attr-defined]
+    versions = {i.version: i for i in build_target(spec).instances()}
+    assert set(versions) == {"v2"}
+    router = build_router(spec).state()
+    assert (router.stable, router.canary_weight) == (versions["v2"].address, 0)
+    history = cli("history", "--service", "demo", "--limit", "1", "--json", env=env)
+    [row] = json.loads(history.stdout)
+    assert (row["strategy"], row["status"], row["version"], row["previous_version"]) == (
+        "rollback", "rolled_back", "v1", "v2",
+    )  # fmt: skip
+    assert row["flow_run_id"] == str(run.id)
