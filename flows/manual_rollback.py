@@ -41,7 +41,7 @@ from deployflow.polling import DeadlineExceeded, wait_for
 from deployflow.providers.base import Instance
 from deployflow.release import ReleaseNotSucceeded, ReleaseOutcome, Trigger
 from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec, SpecError
-from deployflow.story import Deploy, Ended, Started
+from deployflow.story import Deploy, Ended
 from deployflow.tracking.lease import Lease, lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger, UnfinishedDeploy
 from flows.deploy_steps import ended, outcome_dashboard, retire_expired, run_url, story_sources
@@ -287,7 +287,13 @@ def roll_back_from(
         outcome.deployment_id = record_start(b.ledger, outcome)
     except ConcurrentDeploy as exc:
         return RollbackResult(ended(outcome, "aborted", f"refused: {exc}"), refused=True)
-    b.story.record(Started(Deploy.of(outcome)))
+    # Not told as a deploy that starts (no announcement, no thread: a rollback is one notice, as
+    # an automatic one); the story's later events are about this row.
+    b.story.deploy = Deploy.of(outcome)
+    get_run_logger().warning(
+        "rolling %s in %s back from %s to %s: %s",
+        spec.service, req.environment, live.version, to, req.headline,
+    )  # fmt: skip
     with Lease(b.ledger, outcome.require_id()):
         try:
             target = execute(b.target, to)

@@ -42,7 +42,10 @@ def undo(deploy, ledger: Ledger, service: FakeService):
     """Roll back in the environment of this test's ``deploy``."""
 
     def run(
-        version: str | None = None, reason: str = "checkout errors", spec: ServiceSpec | None = None
+        version: str | None = None,
+        reason: str = "checkout errors",
+        spec: ServiceSpec | None = None,
+        annotators: tuple = (),
     ) -> RollbackResult:
         backends = Backends(
             target=service.target,
@@ -51,6 +54,7 @@ def undo(deploy, ledger: Ledger, service: FakeService):
             notifiers=(service.notifier,),
             ledger=ledger,
             http_transport=service.transport,
+            annotators=annotators,
         )
         request = RollbackRequest(deploy.environment, version, reason, "alice", wait_seconds=30)
         return run_manual_rollback(spec or make_spec(deploy.tmp_path), backends, request)
@@ -114,6 +118,30 @@ def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, se
     deployed = ledger.deployed("shop", deploy.environment)
     assert deployed is not None
     assert deployed.version == "v1"
+
+
+def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service, caplog):
+    from pydantic import SecretStr
+
+    from deployflow.fakes.grafana_api import FakeGrafanaAPI
+    from deployflow.providers.grafana import GrafanaAnnotator
+
+    service.run_stable("v0")
+    released(deploy, service, "v1", "v2")
+    grafana = FakeGrafanaAPI(token="glsa-rb").start()
+    try:
+        annotator = GrafanaAnnotator(SecretStr("glsa-rb"), grafana.base_url, "shop")
+        result = undo(annotators=(annotator,))
+        texts = [a["text"] for a in grafana.annotations]
+    finally:
+        grafana.stop()
+    assert result.ok, result.outcome.message
+    assert texts == [
+        ":rewind: shop v2 rolled back to v1: rollback asked by alice: checkout errors\n"
+        "> Stable verified: yes",
+        "v2 rolled back: rolled back to v1: rollback asked by alice: checkout errors",
+    ]
+    assert "did not hear" not in caplog.text  # no region to close, no warning
 
 
 def test_a_version_still_running_is_reused(deploy, undo, service):
