@@ -120,7 +120,7 @@ def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, se
     assert deployed.version == "v1"
 
 
-def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service, caplog):
+def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service):
     from pydantic import SecretStr
 
     from deployflow.fakes.grafana_api import FakeGrafanaAPI
@@ -130,7 +130,14 @@ def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service, cap
     released(deploy, service, "v1", "v2")
     grafana = FakeGrafanaAPI(token="glsa-rb").start()
     try:
-        annotator = GrafanaAnnotator(SecretStr("glsa-rb"), grafana.base_url, "shop")
+        regions: list[str] = []
+
+        class Annotator(GrafanaAnnotator):
+            def end_region(self, text: str):  # type: ignore[no-untyped-def]
+                regions.append(text)  # there is none: closing one would fail and warn
+                return super().end_region(text)
+
+        annotator = Annotator(SecretStr("glsa-rb"), grafana.base_url, "shop")
         result = undo(annotators=(annotator,))
         texts = [a["text"] for a in grafana.annotations]
     finally:
@@ -141,7 +148,7 @@ def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service, cap
         "> Stable verified: yes",
         "v2 rolled back: rolled back to v1: rollback asked by alice: checkout errors",
     ]
-    assert "did not hear" not in caplog.text  # no region to close, no warning
+    assert regions == []
 
 
 def test_a_version_still_running_is_reused(deploy, undo, service):
