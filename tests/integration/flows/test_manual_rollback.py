@@ -107,9 +107,10 @@ def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, se
         "rollback asked by alice: checkout errors",
     )
     # Told like an automatic rollback, and the live version is v1 for the next deploy.
-    assert any(
-        "shop v2 rolled back to v1: rollback asked by alice: checkout errors" in m
-        for m in service.notifier.messages
+    [notice] = service.notifier.messages  # one message, as an automatic rollback's notice
+    assert notice == (
+        ":rewind: shop v2 rolled back to v1: rollback asked by alice: checkout errors\n"
+        f"> Stable verified: yes\n> Incident report: `deployflow report {outcome.deployment_id}`"
     )
     with ledger._sessions() as s:
         reports = repository.get_deployment(s, outcome.require_id()).reports
