@@ -156,7 +156,6 @@ def roll_back_now(spec: ServiceSpec, b: Backends, req: RollbackRequest) -> Rollb
     service's concurrency limit. Returns the result; recording its end is ``finish_rollback``'s."""
     logger = get_run_logger()
     live = discover_stable(b.router, b.target)
-    retire_expired(b, spec.service, req.environment)
     running = running_deploys(b.ledger, spec.service, req.environment, req.flow_run_id)
     if running:
         settled = ask_running_deploys(b, spec, req, running, live)
@@ -167,6 +166,8 @@ def roll_back_now(spec: ServiceSpec, b: Backends, req: RollbackRequest) -> Rollb
     if isinstance(chosen, RollbackResult):
         return chosen
     with deploy_slot(spec.service, req.environment, "wait", logger, req.flow_run_id):
+        # Under the slot, so never beside a deploy that may be starting a kept version again.
+        retire_expired(b, spec.service, req.environment)
         # The live version may have changed while the slot was waited for: choose again.
         live = discover_stable(b.router, b.target)
         chosen = version_to_return_to(spec, b, req, live)
