@@ -17,9 +17,9 @@ from deployflow.probe import ProbeTraffic
 from deployflow.release import outcome_of
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import SmokeRequest, load_spec
+from deployments.cli import main
 from flows.deploy import deploy
 from tests.backends import build_router, build_target
-from deployments.cli import main
 from tests.e2e.conftest import EXAMPLE_SPEC
 
 pytestmark = pytest.mark.e2e
