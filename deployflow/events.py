@@ -125,6 +125,8 @@ def ended(outcome: ReleaseOutcome) -> DeployEvent:
         "previous_version": outcome.previous_version,
         "strategy": outcome.strategy,
         "dry_run": outcome.dry_run,
+        # The after-rollback automation's link to the run ("" renders as an empty parameter).
+        "flow_run_id": outcome.flow_run_id or "",
     }
     if outcome.rollback is not None:
         payload["trigger"] = outcome.rollback.trigger.to_dict()
