@@ -36,8 +36,6 @@ from deployflow.spec import ServiceSpec
 from deployflow.story import Announced, Answered, Ended, Paused
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.ledger import Ledger
-from flows.bluegreen import blue_green
-from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
@@ -395,6 +393,8 @@ def release_flags(
     version still runs until the deploy succeeds, so a version still bad with its flags killed
     is rolled back like any other."""
     assert spec.flags is not None
+    from flows.flags import flag_rollout  # only a spec with flags loads the subflow
+
     try:
         rolled = flag_rollout(
             b,
@@ -423,6 +423,8 @@ def switch_and_keep_blue(
     green: Instance,
 ) -> Trigger | None:
     """Steps 6 and 7 for blue-green (the subflow verifies green after the switch itself)."""
+    from flows.bluegreen import blue_green  # only a blue-green release loads the subflow
+
     try:
         result = blue_green(
             b,
