@@ -215,5 +215,5 @@ def steps(
         interrupted(b, outcome, stable, req.version, exc)
         raise
     if trigger is None:
-        return succeeded(b, outcome, stable)
+        return succeeded(b, outcome, stable, spec.keep_previous)
     return roll_back(spec, b, outcome, stable, canary, trigger)  # step 8
