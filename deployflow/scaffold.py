@@ -15,11 +15,11 @@ from typing import Literal
 
 TargetKind = Literal["local-process", "command", "github-actions"]
 RouterKind = Literal["haproxy", "nginx"]
-MetricsKind = Literal["prometheus"]
+MetricsKind = Literal["prometheus", "access-log"]
 
 TARGET_KINDS: tuple[TargetKind, ...] = ("local-process", "command", "github-actions")
 ROUTER_KINDS: tuple[RouterKind, ...] = ("haproxy", "nginx")
-METRICS_KINDS: tuple[MetricsKind, ...] = ("prometheus",)
+METRICS_KINDS: tuple[MetricsKind, ...] = ("prometheus", "access-log")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class InitAnswers:
     frontend_url: str
     metrics: PrometheusNames
     health_path: str = "/healthz"
+    # Where the metrics come from: Prometheus (``metrics``), or the router's access log (a
+    # service that exports none).
+    metrics_kind: MetricsKind = "prometheus"
+    access_log: str = ""
     # local-process
     command: Sequence[str] = ()
     state_dir: str = ""
@@ -178,7 +182,34 @@ def _router(a: InitAnswers) -> list[str]:
     ]
 
 
+def _access_log(a: InitAnswers) -> list[str]:
+    from deployflow.providers.access_log import HAPROXY_LOG_FORMAT, NGINX_LOG_FORMAT
+
+    if a.router == "nginx":
+        how = [
+            "# nginx writes one line per request in deployflow's format; in its http block:",
+            f"#   log_format deployflow '{NGINX_LOG_FORMAT}';",
+            f"#   access_log {a.access_log} deployflow;",
+        ]
+    else:
+        how = [
+            "# HAProxy logs one line per request in deployflow's format (frontend: `log-format",
+            f"# {HAPROXY_LOG_FORMAT}`), written to this file by rsyslog (or from its stdout).",
+        ]
+    return [
+        "# Per-version figures from the router's own access log, for a service that exports no",
+        "# metrics: each line's server address is mapped to the version deployflow put there.",
+        *how,
+        "metrics:",
+        "  kind: access-log",
+        f"  path: {_s(a.access_log)}",
+        f"  format: {a.router}",
+    ]
+
+
 def _metrics(a: InitAnswers) -> list[str]:
+    if a.metrics_kind == "access-log":
+        return _access_log(a)
     queries = prometheus_queries(a.metrics)
     lines = [
         "# Per-version figures from Prometheus; {version} and {window} are filled in per query.",

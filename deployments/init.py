@@ -53,6 +53,7 @@ FIELD_FLAGS: dict[str, str] = {
     "router.upstream_file": "--nginx-upstream-file",
     "router.state_listen": "--nginx-state-listen",
     "metrics.url": "--prometheus-url",
+    "metrics.path": "--access-log",
     "metrics.queries": "--requests-metric/--duration-metric/--version-label",
 }
 
@@ -98,6 +99,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--health-path", help="path answering 2xx while healthy (default /healthz)")
     p.add_argument("--metrics", choices=METRICS_KINDS, help="where the metrics come from")
     p.add_argument("--prometheus-url", help="prometheus: its base URL")
+    p.add_argument("--access-log", help="access-log: the router's access log file")
     p.add_argument("--requests-metric", help="prometheus: the requests counter")
     p.add_argument("--duration-metric", help="prometheus: the latency histogram (no _bucket)")
     p.add_argument("--version-label", help="prometheus: the label naming the version")
@@ -238,7 +240,20 @@ def gather(args: argparse.Namespace, ask: Ask) -> InitAnswers:
         )
     frontend = q.get("--frontend-url", "URL users reach")
     health = q.get("--health-path", "Health path", "/healthz")
-    q.choice("--metrics", "Where the metrics come from", METRICS_KINDS, "prometheus")
+    metrics_kind = q.choice("--metrics", "Where the metrics come from", METRICS_KINDS, "prometheus")
+    if metrics_kind == "access-log":
+        return InitAnswers(
+            service=service,
+            target=target,  # type: ignore[arg-type]
+            router=router,  # type: ignore[arg-type]
+            frontend_url=frontend,
+            metrics=PrometheusNames(url=""),
+            metrics_kind="access-log",
+            access_log=q.get("--access-log", f"The {router} access log file (deployflow format)"),
+            health_path=health,
+            probed=found,
+            **extra,
+        )
     url = q.get("--prometheus-url", "Prometheus URL", "http://127.0.0.1:9090")
     known = _known_metrics(url, found) if probe else []
     requests_guess, duration_guess = suggest_metric_names(known)
@@ -305,7 +320,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         live_lines.append(report.summary())
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
-    print(f"wrote {output} (service {spec.service}: {answers.target}, {answers.router})")
+    what = f"{answers.target}, {answers.router}, {answers.metrics_kind}"
+    print(f"wrote {output} (service {spec.service}: {what})")
     for line in answers.probed + live_lines:
         print(f"  {line}")
     print(f"next: deployflow validate {output} --live")

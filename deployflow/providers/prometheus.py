@@ -373,13 +373,19 @@ class PrometheusMetrics:
         answers: dict[str, object] = {}
         checks: list[LiveCheck] = []
         known: list[str] | None = None
+        # ``{slot}``: the slot deployflow last put the version in, else the stable slot (the
+        # live version serves from it, even where deployflow never moved it: an adopted service).
+        slot = None
+        if self.slot_history is not None:
+            spans = self.slot_history.slots_of(version, time.time() - window_seconds, time.time())
+            slot = spans[-1].slot if spans else "stable"
         for name in MetricQueries.model_fields:
             template = getattr(self.queries, name)
             if template is None:
                 continue
             field = f"metrics.queries.{name}"
-            query = render_promql(template, version, window_seconds)
             try:
+                query = render_promql(template, version, window_seconds, slot)
                 result = self._client.custom_query(query, timeout=math.ceil(self.timeout))
             except self._failures as exc:
                 checks.append(

@@ -176,3 +176,23 @@ def test_a_directory_as_output_is_refused(tmp_path, capsys):
 def test_no_file_is_left_by_a_refused_run(tmp_path: Path):
     assert main(["init", "--no-probe", "-o", str(tmp_path / "x.yaml")]) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("router", ["haproxy", "nginx"])
+def test_a_service_without_metrics_gets_the_routers_access_log(router, tmp_path, capsys):
+    out = tmp_path / "plain.yaml"
+    argv = [a for a in FLAGS if a not in ("--prometheus-url", "http://127.0.0.1:9090")]
+    argv += ["--router", router, "--metrics", "access-log", "--access-log", "/var/log/lb.log"]
+    argv += ["--nginx-config", "/etc/nginx/nginx.conf", "--nginx-upstream-file", "/etc/up.conf"]
+    assert main(["init", *argv, "-o", str(out)]) == 0, capsys.readouterr().err
+    spec = load_spec(out)
+    assert (spec.metrics.kind, spec.metrics.format) == ("access-log", router)
+    assert str(spec.metrics.path) == "/var/log/lb.log"
+    text = out.read_text()
+    assert ("log_format deployflow" in text) == (router == "nginx")
+
+
+def test_the_access_log_is_required_for_the_access_log_kind(tmp_path, capsys):
+    argv = [*FLAGS, "--metrics", "access-log"]
+    assert main(["init", *argv, "-o", str(tmp_path / "x.yaml")]) == 2
+    assert "error: --access-log" in capsys.readouterr().err
