@@ -74,6 +74,12 @@ class LiveReport:
         """One line per check, its status first, for people."""
         return [f"{c.status:<4} {c.name}: {c.detail}" for c in self.checks]
 
+    def headline(self) -> str:
+        """One short line for people who see the checks above it."""
+        if self.failed:
+            return f"FAILED: {len(self.failed)} of {len(self.checks)} live checks failed"
+        return self.summary()
+
     def summary(self) -> str:
         """One sentence: what failed, or that everything answered."""
         if self.failed:

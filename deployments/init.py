@@ -188,7 +188,10 @@ def _known_metrics(url: str, found: list[str]) -> list[str]:
     except Exception as exc:
         found.append(f"prometheus {url}: not asked ({type(exc).__name__})")
         return []
-    found.append(f"prometheus {url}: {len(names)} metric names")
+    if names:
+        found.append(f"prometheus {url}: {len(names)} metric names")
+    else:
+        found.append(f"prometheus {url}: holds no metric yet (nothing scraped?): default names")
     return [str(n) for n in names]
 
 
@@ -317,7 +320,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         text = render_spec(
             InitAnswers(**{**answers.__dict__, "probed": answers.probed + live_lines})
         )
-        live_lines.append(report.summary())
+        live_lines.append(report.headline())
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     what = f"{answers.target}, {answers.router}, {answers.metrics_kind}"

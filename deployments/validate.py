@@ -66,5 +66,5 @@ def cmd_validate(args: Namespace) -> int:
         print(headline)
         for line in report.lines():
             print(f"  {line}")
-        print(("live: " if report.passed else "live: FAILED, ") + report.summary())
+        print(f"live: {report.headline()}")
     return EXIT_OK if report.passed else EXIT_FAILED

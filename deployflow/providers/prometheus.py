@@ -373,6 +373,7 @@ class PrometheusMetrics:
         answers: dict[str, object] = {}
         checks: list[LiveCheck] = []
         known: list[str] | None = None
+        asked = False
         # ``{slot}``: the slot deployflow last put the version in, else the stable slot (the
         # live version serves from it, even where deployflow never moved it: an adopted service).
         slot = None
@@ -408,24 +409,28 @@ class PrometheusMetrics:
                 checks.append(LiveCheck(field, "ok", f"{shown} for {version}"))
                 continue
             if problem.startswith("no data"):
-                if known is None:
-                    known = self._known_metrics()
+                if not asked:
+                    known, asked = self._known_metrics(), True
                 problem += self._why_no_data(name, query, known, answers)
             checks.append(LiveCheck(field, "fail", problem))
         return checks
 
-    def _known_metrics(self) -> list[str]:
-        """The metric names this Prometheus holds; empty when it cannot say."""
+    def _known_metrics(self) -> list[str] | None:
+        """The metric names this Prometheus holds; None when it cannot say."""
         try:
             names = self._client.all_metrics()
         except self._failures:
-            return []
-        return [str(n) for n in names] if isinstance(names, list) else []
+            return None
+        return [str(n) for n in names] if isinstance(names, list) else None
 
     def _why_no_data(
-        self, name: str, query: str, known: list[str], answers: dict[str, object]
+        self, name: str, query: str, known: list[str] | None, answers: dict[str, object]
     ) -> str:
-        unknown = [m for m in metric_names(query) if known and m not in known]
+        if known is None:
+            return ""
+        if not known:
+            return f": {self.describe()} holds no metric at all yet (is the service scraped?)"
+        unknown = [m for m in metric_names(query) if m not in known]
         if unknown:
             hints = []
             for metric in unknown:

@@ -143,3 +143,21 @@ def test_before_a_first_release_the_checks_pass_with_warnings():
     report = checked(service)
     assert report.passed, report.lines()
     assert {c.name: c.status for c in report.checks}["live version"] == "warn"
+
+
+def test_no_data_says_why_when_prometheus_can_tell():
+    from deployflow.providers.prometheus import MetricQueries, PrometheusMetrics
+
+    queries = MetricQueries(
+        error_rate='e{version=~"{version}"}', p95_latency="p{version}", request_count="r{version}"
+    )
+    prometheus = PrometheusMetrics("http://127.0.0.1:9", queries)
+    query = 'sum(app_requets_total{version="v1"})'
+    assert "holds no metric at all yet" in prometheus._why_no_data("request_count", query, [], {})
+    assert "has no metric app_requets_total (did you mean app_requests_total?)" in (
+        prometheus._why_no_data("request_count", query, ["app_requests_total", "up"], {})
+    )
+    assert prometheus._why_no_data("request_count", query, None, {}) == ""
+    assert "or vector(0)" in prometheus._why_no_data(
+        "error_rate", 'x{version="v1"}', ["x"], {"request_count": 40.0}
+    )

@@ -96,7 +96,7 @@ def test_a_misspelt_metric_fails_every_query_naming_it(sandbox, capsys, tmp_path
     out = capsys.readouterr().out
     assert "fail metrics.queries.error_rate: no data for v1" in out
     assert "ok   router: haproxy backend app" in out
-    assert "live: FAILED, 5 live check(s) failed" in out
+    assert "live: FAILED: 5 of " in out
 
 
 def test_an_unreachable_router_fails_and_the_queries_are_not_tried(sandbox, capsys, tmp_path):
