@@ -161,3 +161,18 @@ def test_no_data_says_why_when_prometheus_can_tell():
     assert "or vector(0)" in prometheus._why_no_data(
         "error_rate", 'x{version="v1"}', ["x"], {"request_count": 40.0}
     )
+
+
+def test_metrics_read_through_the_routers_slots_learn_them_from_the_live_check(tmp_path):
+    from deployflow.live import build_live_backends
+    from deployflow.providers.base import BuildContext
+    from deployflow.providers.slots import RecordingRouter
+    from deployflow.spec import parse_spec
+    from tests.samples import spec_data
+
+    log = {"kind": "access-log", "path": str(tmp_path / "access.log"), "format": "haproxy"}
+    log["slot_history"] = str(tmp_path / "slots.jsonl")
+    spec = parse_spec(spec_data(metrics=log), "t.yaml", {})
+    backends = build_live_backends(spec, BuildContext(env={}, service="shop"))
+    assert backends.unbuilt == []
+    assert isinstance(backends.router, RecordingRouter)  # as a run's router (connect) is
