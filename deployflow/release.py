@@ -260,6 +260,9 @@ class ReleaseOutcome:
     deployment_id: int | None = None
     # When the deploy began (its row was created): the start of its dashboard time range.
     started_at: datetime | None = None
+    # The schema change the release applied (migrations.apply): {"id", "before", "after",
+    # "range" (deployflow.schema.SchemaRange.to_dict()), "command", "status", "detail"}.
+    schema: dict[str, Any] | None = None
 
     def require_id(self) -> int:
         """The tracking row's id, which every step after the start needs."""
@@ -315,6 +318,7 @@ class ReleaseOutcome:
             "git_ref": self.git_ref,
             "flow_run_id": self.flow_run_id,
             "deployment_id": self.deployment_id,
+            "schema": self.schema,
         }
 
 

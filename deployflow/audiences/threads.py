@@ -17,6 +17,7 @@ from deployflow.story import (
     FlagChanged,
     Paused,
     RolledBack,
+    SchemaSettled,
     StageEnded,
     StoryEvent,
 )
@@ -57,6 +58,8 @@ class ChatThreads:
             self._notice(words.flag_line(event), conclude=False)
         elif isinstance(event, RolledBack):
             self._notice(words.rollback_line(event, deploy), conclude=True)
+        elif isinstance(event, SchemaSettled):
+            self._notice(words.schema_line(event), conclude=False)
         elif isinstance(event, Ended):
             line = words.outcome_line(event.outcome)
             if event.dashboard_url is not None:

@@ -21,6 +21,7 @@ from deployflow.story import (
     FlagChanged,
     Paused,
     RolledBack,
+    SchemaSettled,
     StageBegan,
     StageEnded,
     Started,
@@ -148,6 +149,12 @@ def rollback_line(event: RolledBack, deploy: Deploy | None) -> str:
     )
 
 
+def schema_line(event: SchemaSettled) -> str:
+    """What became of the release's schema after the rollback."""
+    icon = {"kept": ":card_index:", "downgraded": ":rewind:"}.get(event.status, ":warning:")
+    return f"{icon} schema {event.status}: {_escape(event.message)}"
+
+
 def flag_line(event: FlagChanged) -> str:
     if event.percent == 0:
         on = f" on {event.version}" if event.version else ""
@@ -210,6 +217,9 @@ def log_line(event: StoryEvent, deploy: Deploy | None) -> tuple[int, str] | None
         return logging.WARNING, (
             f"rolled back to {event.restored_to} ({verified}): {event.trigger.headline}"
         )
+    if isinstance(event, SchemaSettled):
+        level = logging.INFO if event.status in ("kept", "downgraded") else logging.WARNING
+        return level, f"schema {event.status}: {event.message}"
     if isinstance(event, Ended):
         return logging.INFO, ended_text(event.outcome)
     return None

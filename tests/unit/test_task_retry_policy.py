@@ -23,8 +23,12 @@ from tasks.retry_policy import observation_timeout
 from tasks.rollout import observe_stage_for
 
 # Starting a version twice dispatches a second github-actions workflow run; switching or observing
-# twice is a second release action, not a second look.
-MUST_NOT_REPEAT = {"execute", "switch-to-green", "observe-stage", "observe-green-in-isolation"}
+# twice is a second release action, not a second look; a migration command run twice may not be
+# idempotent (the team's own command), and its own deadline bounds it.
+MUST_NOT_REPEAT = {
+    "execute", "switch-to-green", "observe-stage", "observe-green-in-isolation",
+    "apply-migrations",
+}  # fmt: skip
 # Local work only: the spec file, git history, a pure choice, an artifact on the Prefect API.
 LOCAL = {"load-spec", "assess-risk", "choose-strategy", "pre-deployment-report"}
 # Submitted to run side by side, so in worker threads, where a Prefect timeout cannot interrupt
