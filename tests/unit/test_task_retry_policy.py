@@ -26,9 +26,13 @@ from tasks.rollout import observe_stage_for
 # twice is a second release action, not a second look; a migration command run twice may not be
 # idempotent (the team's own command), and its own deadline bounds it.
 MUST_NOT_REPEAT = {
-    "execute", "switch-to-green", "observe-stage", "observe-green-in-isolation",
+    "execute",
+    "restore-live-version",  # may start the live version again: a start, like execute
+    "switch-to-green",
+    "observe-stage",
+    "observe-green-in-isolation",
     "apply-migrations",
-}  # fmt: skip
+}
 # Local work only: the spec file, git history, a pure choice, an artifact on the Prefect API.
 LOCAL = {"load-spec", "assess-risk", "choose-strategy", "pre-deployment-report"}
 # Submitted to run side by side, so in worker threads, where a Prefect timeout cannot interrupt
