@@ -117,3 +117,21 @@ def test_the_apply_section_needs_the_database_and_a_revision_placeholder(tmp_pat
     )  # fmt: skip
     assert spec.apply is not None
     assert not spec.apply.downgrade_on_rollback
+
+
+def test_people_are_told_what_became_of_the_schema_with_the_command() -> None:
+    from deployflow.audiences.threads import ChatThreads
+    from deployflow.fakes.backends import RecordingNotifier
+    from deployflow.notify.story import log_line
+    from deployflow.story import SchemaSettled
+
+    decision = _settle(_range(EXPAND, ONE_WAY))
+    notifier = RecordingNotifier()
+    event = SchemaSettled("left", decision.message)
+    ChatThreads([notifier]).hear(event, None)
+    [told] = notifier.messages
+    assert told.startswith(":warning: schema left: the schema was left as it is")
+    assert "`alembic downgrade r0`" in told
+    level, line = log_line(event, None) or (0, "")
+    assert level == 30  # a warning in the run log
+    assert "alembic downgrade r0" in line
