@@ -64,6 +64,8 @@ from tests.integration.prefect.conftest import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 EXAMPLE_SPEC = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
+# What a person picks in the form: the deployment chooses no service and no environment.
+SANDBOX = {"spec_path": "examples/sandbox.yaml", "environment": "sandbox"}
 FAULTS = json.dumps({"v3": {"error_rate": 0.2}})
 WORKER_NAMES = ("team-worker-1", "team-worker-2")
 # A flow run process spends ~10 s importing before the flow starts, then a canary takes about
@@ -249,9 +251,8 @@ def test_deployment_matches_prefect_yaml(
 ) -> None:
     assert team_deployment.entrypoint == "flows/deploy.py:deploy"
     assert team_deployment.work_pool_name == POOL
+    # No service, spec path or environment is chosen for the sender of the form (issue 22).
     assert team_deployment.parameters == {
-        "spec_path": "examples/sandbox.yaml",
-        "environment": "sandbox",
         "strategy": "auto",
         "dry_run": False,
     }
@@ -321,8 +322,13 @@ def test_two_workers_share_a_canary_release_and_a_dry_run(
 ) -> None:
     ids = team.start(
         [
-            {"version": "v2"},
-            {"version": "v9", "environment": "team-b", "dry_run": True},
+            {"version": "v2", **SANDBOX},
+            {
+                "version": "v9",
+                "spec_path": SANDBOX["spec_path"],
+                "environment": "team-b",
+                "dry_run": True,
+            },
         ]
     )
     # Meanwhile a deploy of the same service through *another* Prefect server (the session's
@@ -395,7 +401,7 @@ def test_two_workers_share_a_canary_release_and_a_dry_run(
 def test_bad_version_run_by_a_worker_fails_and_is_rolled_back(team: Team, tmp_path: Path) -> None:
     missing_spec = tmp_path / "no-such-spec.yaml"
     runs = team.run_to_the_end(
-        [{"version": "v3"}, {"spec_path": str(missing_spec), "version": "v1"}]
+        [{"version": "v3", **SANDBOX}, {"spec_path": str(missing_spec), "version": "v1"}]
     )
     (bad_id, bad), (unread_id, unread) = runs.items()
 
