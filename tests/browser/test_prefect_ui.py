@@ -284,6 +284,8 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
 
     # Each input is checked to have taken before the form is sent: on a loaded machine the form
     # re-renders slowly and a click sent too early submits what was there before.
+    # The deployment proposes no spec (issue 22): the field starts at None; a person picks str.
+    form_field(page, "spec_path").get_by_text("str", exact=True).click()
     spec_input = form_field(page, "spec_path").locator("textarea")
     spec_input.fill(str(spec))
     expect(spec_input).to_have_value(str(spec), timeout=UI_TIMEOUT_MS)
