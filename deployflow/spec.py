@@ -522,6 +522,16 @@ class ServiceSpec(StrictModel):
         "direct release's promotion.",
     )
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    keep_previous: Duration | None = Field(
+        None,
+        description=(
+            "After a release succeeds (any strategy), the previous version keeps running this "
+            "long, e.g. '30m', so that `deployflow rollback` inside the window is one router call "
+            "(no start); it is stopped when the window ends, by the next deploy or rollback of "
+            "the service or the retire-kept-versions flow, whichever runs first. Absent: it is "
+            "stopped as soon as the release succeeds."
+        ),
+    )
     concurrency: ConcurrencyMode = Field(
         "refuse",
         description=(

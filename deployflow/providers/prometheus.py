@@ -6,6 +6,7 @@ A query that fails (server down, bad PromQL, timeout) does not raise: it becomes
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import time
@@ -20,6 +21,7 @@ from pydantic import Field, field_validator
 from deployflow.analysis import MetricSample
 from deployflow.providers.base import (
     BuildContext,
+    LiveCheck,
     MetricHistory,
     Points,
     Reading,
@@ -226,6 +228,36 @@ class _Selection:
     at: float | None = None
 
 
+# A metric selector in PromQL: a name followed by its label matchers or its range.
+_SELECTOR = re.compile(r"(?<![\w:\"'])([A-Za-z_:][A-Za-z0-9_:]*)\s*[{\[]")
+_NOT_METRICS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right", "offset"})
+
+
+def metric_names(promql: str) -> list[str]:
+    """The metric names a PromQL query selects (``name{...}`` or ``name[...]``), in order, once
+    each; label names, functions and keywords are not metric names."""
+    names: list[str] = []
+    for match in _SELECTOR.finditer(promql):
+        name = match.group(1)
+        if name not in _NOT_METRICS and name not in names:
+            names.append(name)
+    return names
+
+
+def judge_query_answer(name: str, answer: object, version: str) -> str | None:
+    """Why the answer of configured query ``name`` cannot serve the judge (None when it can):
+    no data, or a figure out of its range (an error rate is a fraction 0..1, a latency is
+    seconds)."""
+    if answer is None or answer == () or answer == []:
+        return f"no data for {version}"
+    if isinstance(answer, float):
+        if name == "error_rate" and not 0.0 <= answer <= 1.0:
+            return f"answered {answer:g}, not a fraction 0..1 (divide the failures by all requests)"
+        if name in ("p95_latency", "request_count") and answer < 0:
+            return f"answered {answer:g}, a negative figure"
+    return None
+
+
 class PrometheusMetrics:
     """The ``Metrics`` backend for Prometheus.
 
@@ -333,6 +365,74 @@ class PrometheusMetrics:
         return MetricSample(
             error_rate=error_rate, p95_seconds=p95, requests=requests_seen, buckets=buckets
         )
+
+    def probe(self, version: str, window_seconds: float) -> list[LiveCheck]:
+        """Each configured query run for ``version`` over ``window_seconds``; a query that
+        fails or answers no data fails, naming any metric this Prometheus has never seen
+        (``MetricsProbe``)."""
+        answers: dict[str, object] = {}
+        checks: list[LiveCheck] = []
+        known: list[str] | None = None
+        for name in MetricQueries.model_fields:
+            template = getattr(self.queries, name)
+            if template is None:
+                continue
+            field = f"metrics.queries.{name}"
+            query = render_promql(template, version, window_seconds)
+            try:
+                result = self._client.custom_query(query, timeout=math.ceil(self.timeout))
+            except self._failures as exc:
+                checks.append(
+                    LiveCheck(field, "fail", f"query to {self.display_url} failed: {_short(exc)}")
+                )
+                continue
+            answer: object
+            if name == "latency_buckets":
+                answer = _buckets(result)
+                shown = f"{len(answer)} buckets"
+            elif name == "requests_by_endpoint":
+                answer = _breakdown_rows(result)
+                shown = f"{len(answer)} endpoint/status rows"
+            else:
+                answer = _scalar(result)
+                shown = f"{answer:g}" if isinstance(answer, float) else "no data"
+            answers[name] = answer
+            problem = judge_query_answer(name, answer, version)
+            if problem is None:
+                checks.append(LiveCheck(field, "ok", f"{shown} for {version}"))
+                continue
+            if problem.startswith("no data"):
+                if known is None:
+                    known = self._known_metrics()
+                problem += self._why_no_data(name, query, known, answers)
+            checks.append(LiveCheck(field, "fail", problem))
+        return checks
+
+    def _known_metrics(self) -> list[str]:
+        """The metric names this Prometheus holds; empty when it cannot say."""
+        try:
+            names = self._client.all_metrics()
+        except self._failures:
+            return []
+        return [str(n) for n in names] if isinstance(names, list) else []
+
+    def _why_no_data(
+        self, name: str, query: str, known: list[str], answers: dict[str, object]
+    ) -> str:
+        unknown = [m for m in metric_names(query) if known and m not in known]
+        if unknown:
+            hints = []
+            for metric in unknown:
+                close = difflib.get_close_matches(metric, known, n=1, cutoff=0.8)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                hints.append(f"{metric}{hint}")
+            return f": {self.describe()} has no metric " + ", ".join(hints)
+        if name == "error_rate" and answers.get("request_count"):
+            return (
+                " although request_count has data: a version without failed requests must "
+                "answer 0 (add `or vector(0)` to the failed-requests part)"
+            )
+        return " (its metrics exist: check the label that selects the version)"
 
     def p95(self, version: str, window_seconds: float) -> Reading:
         """P95 latency of ``version`` in seconds over the trailing window."""
