@@ -145,6 +145,7 @@ def rolled_back(deploy: Deploy, event: RolledBack, strategy: str | None = None) 
         "previous_version": deploy.previous_version,
         "strategy": strategy,
         "dry_run": deploy.dry_run,
+        "flow_run_id": deploy.flow_run_id or "",
         "trigger": event.trigger.to_dict(),
     }
     return DeployEvent(f"{PREFIX}.{_ENDINGS['rolled_back']}", resource, related, payload)
