@@ -119,9 +119,10 @@ def request_to_figures(proxy: LocalHAProxy | LocalNginx, kind: str, target: Loca
                 what="the request in the figures",
             )
             delays.append(time.perf_counter() - answered)
+    median = statistics.median(delays) * 1000
     print(
-        f"{kind:7} request answered -> in the figures: median {statistics.median(delays) * 1000:.1f}"
-        f" ms, max {max(delays) * 1000:.1f} ms over {len(delays)} requests"
+        f"{kind:7} request answered -> in the figures: median {median:.1f} ms, max "
+        f"{max(delays) * 1000:.1f} ms over {len(delays)} requests"
     )
 
 
