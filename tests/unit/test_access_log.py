@@ -18,7 +18,7 @@ from deployflow.providers.access_log import (
 )
 from deployflow.providers.base import Instance
 from deployflow.providers.slots import SlotAssignment, SlotEntry, SlotHistory
-from deployflow.spec import parse_spec
+from deployflow.spec import AnalysisSpec, load_spec, parse_spec
 from deployflow.stats import Histogram
 from tests.samples import problems, spec_data
 
@@ -312,3 +312,16 @@ def test_the_spec_section_and_its_mistakes() -> None:
     assert "'haproxy'" in found["metrics.format"]
     assert "metrics.path" in problems(spec_data(metrics={"kind": "access-log", "format": "nginx"}))
     assert "metrics.queries" in problems(spec_data(metrics={**section, "queries": {}}))
+
+
+@pytest.mark.parametrize("router", ["haproxy", "nginx"])
+def test_the_worked_examples_validate_with_their_defaults(router: str) -> None:
+    examples = Path(__file__).parents[2] / "examples"
+    spec = load_spec(examples / f"plain-{router}.yaml", env={})
+    assert (spec.router.kind, spec.metrics.kind, spec.metrics.format) == (
+        router,
+        "access-log",
+        router,
+    )
+    # The judge at its defaults: only the looks are set (every 10 s, over the last minute).
+    assert spec.analysis == AnalysisSpec(interval="10s", window="1m", max_stage_duration="30m")
