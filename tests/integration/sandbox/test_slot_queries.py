@@ -101,3 +101,9 @@ def test_each_version_is_measured_in_its_slot_through_a_promotion(
     # v1 sat in the stable slot until the promotion: its figures end there.
     assert metrics.sample("v1", 60).requests == stable_before
     assert metrics.sample("v3", 60).requests is None  # never in a slot: no data
+    # validate --live tries each query the same way: for the live version, in its slot.
+    live = metrics.probe("v2", 60)
+    assert [c.status for c in live] == ["ok"] * 3, live
+    (missing,) = metrics.probe("v3", 60)
+    assert missing.status == "fail"
+    assert "v3 sat in no router slot" in missing.detail
