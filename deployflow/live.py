@@ -40,7 +40,7 @@ from deployflow.providers.base import (
     close_backend,
     preflight_backend,
 )
-from deployflow.providers.slots import RecordingRouter, SlotHistory
+from deployflow.providers.slots import recording_changes
 from deployflow.spec import ServiceSpec
 
 HTTP_TIMEOUT = 5.0
@@ -136,14 +136,12 @@ def build_live_backends(spec: ServiceSpec, ctx: BuildContext) -> LiveBackends:
     alerts = None
     if alerts_section is not None:
         alerts = built("alerts", partial(registry.build, "alerts", alerts_section, ctx))
-    metrics = built("metrics", lambda: registry.build("metrics", spec.metrics, ctx))
     router = built("router", lambda: registry.build("router", spec.router, ctx))
-    history = getattr(metrics, "slot_history", None)
-    if router is not None and target is not None and isinstance(history, SlotHistory):
-        # As a run does (``connect``): metrics that name versions through the router's slots or
-        # addresses learn from the router's state which version serves where (an adopted
-        # service's live version is first recorded here).
-        router = RecordingRouter(router, history, target)
+    metrics = built("metrics", lambda: registry.build("metrics", spec.metrics, ctx))
+    if router is not None:
+        # Metrics read through the router's slots or addresses (the access log) learn here
+        # which version the live one is, as a deploy's first look at the router teaches them.
+        router = recording_changes(router, metrics, target)
     return LiveBackends(
         target=target,
         router=router,
