@@ -325,7 +325,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from deployments.demo import run_sandbox
 
-    return run_sandbox(state_dir=Path(args.state_dir), router=args.router)
+    return run_sandbox(state_dir=Path(args.state_dir), router=args.router, host=args.host)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -436,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["haproxy", "nginx"],
         default="haproxy",
         help="what splits the traffic (deploy with examples/sandbox-nginx.yaml for nginx)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the versions, the router and Prometheus listen on (default loopback; "
+        "this machine's address for workers on other machines)",
     )
     p.set_defaults(func=cmd_sandbox)
     return parser

@@ -45,6 +45,7 @@ def run_sandbox(
     stop_after: float | None = None,
     traffic_max_duration: float | None = None,
     router: SandboxRouter = "haproxy",
+    host: str = "127.0.0.1",
 ) -> int:
     """Keep the sandbox up (v1 live, traffic flowing) until Ctrl-C or SIGTERM.
 
@@ -65,6 +66,7 @@ def run_sandbox(
             rps=SANDBOX_RPS,
             router=router,
             traffic_max_duration=traffic_max_duration,
+            host=host,
         ) as sandbox:
             spec = ROUTER_SPECS[router].relative_to(EXAMPLES.parent)
             print("# sandbox up: v1 live; in another shell run these, then deploy, e.g.")

@@ -41,10 +41,19 @@ def _binary() -> str:
 
 
 def render_config(
-    admin_socket: Path, port: int, health_path: str = "/healthz", *, health_checks: bool = True
+    admin_socket: Path,
+    port: int,
+    health_path: str = "/healthz",
+    *,
+    health_checks: bool = True,
+    host: str = "127.0.0.1",
+    admin_port: int | None = None,
 ) -> str:
-    """The HAProxy configuration of the sandbox: one frontend, backend ``app`` with two
-    health-checked slots."""
+    """The HAProxy configuration of the sandbox: one frontend on ``host``, backend ``app`` with
+    two health-checked slots; with ``admin_port``, the runtime API on ``host`` over TCP too."""
+    tcp_admin = (
+        f"\n    stats socket ipv4@{host}:{admin_port} level admin" if admin_port is not None else ""
+    )
     checks = (
         f"    option httpchk GET {health_path}\n"
         "    default-server check inter 500ms fall 2 rise 1\n"
@@ -57,7 +66,7 @@ def render_config(
     guard = CANARY_GUARD if health_checks else ""
     return f"""\
 global
-    stats socket {admin_socket} mode 600 level admin
+    stats socket {admin_socket} mode 600 level admin{tcp_admin}
     stats timeout 30s
     maxconn 512
 
@@ -71,7 +80,7 @@ defaults
     option http-server-close
 
 frontend web
-    bind 127.0.0.1:{port}
+    bind {host}:{port}
     default_backend {BACKEND}
 
 backend {BACKEND}
@@ -93,7 +102,12 @@ class LocalHAProxy(LocalServer):
     """
 
     def __init__(
-        self, state_dir: Path, *, start_timeout: float = 10.0, health_checks: bool = True
+        self,
+        state_dir: Path,
+        *,
+        start_timeout: float = 10.0,
+        health_checks: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
         """Prepare paths and a port; nothing runs yet.
 
@@ -102,11 +116,15 @@ class LocalHAProxy(LocalServer):
             start_timeout: Seconds HAProxy gets to open its socket and port.
             health_checks: Health-check both slots (off only for tests that route to addresses
                 nothing listens on).
+            host: Address of the frontend; another than loopback also opens the runtime API
+                over TCP on it (``admin_address``), for workers on other machines.
         """
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
         self.health_checks = health_checks
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
+        self.admin_port = free_port(host) if host != "127.0.0.1" else None
         self.config_file = self.state_dir / "haproxy.cfg"
         self._short_dir: Path | None = None
         socket_path = self.state_dir / "haproxy.sock"
@@ -125,7 +143,12 @@ class LocalHAProxy(LocalServer):
     @property
     def frontend_url(self) -> str:
         """Base URL of the frontend that clients call."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_address(self) -> str | None:
+        """``host:port`` of the runtime API over TCP (None on loopback: the socket only)."""
+        return f"{self.host}:{self.admin_port}" if self.admin_port is not None else None
 
     def router(self) -> HAProxyRouter:
         """A router bound to this HAProxy's admin socket and slot names."""
@@ -146,7 +169,13 @@ class LocalHAProxy(LocalServer):
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(
-            render_config(self.admin_socket, self.port, health_checks=self.health_checks)
+            render_config(
+                self.admin_socket,
+                self.port,
+                health_checks=self.health_checks,
+                host=self.host,
+                admin_port=self.admin_port,
+            )
         )
         check = subprocess.run(
             [_binary(), "-c", "-f", str(self.config_file)],
@@ -161,7 +190,7 @@ class LocalHAProxy(LocalServer):
             )
         router = self.router()
         self._process.start_and_wait(
-            lambda: port_open(self.port) and router.servers(),
+            lambda: port_open(self.port, self.host) and router.servers(),
             timeout=self.start_timeout,
             what=f"haproxy admin socket {self.admin_socket} and port {self.port}",
             error=HAProxyError,
