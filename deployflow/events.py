@@ -127,6 +127,8 @@ def ended(outcome: ReleaseOutcome) -> DeployEvent:
         "previous_version": outcome.previous_version,
         "strategy": outcome.strategy,
         "dry_run": outcome.dry_run,
+        # The after-rollback automation's link to the run ("" renders as an empty parameter).
+        "flow_run_id": outcome.flow_run_id or "",
     }
     if outcome.rollback is not None:
         payload["trigger"] = outcome.rollback.trigger.to_dict()
@@ -143,6 +145,7 @@ def rolled_back(deploy: Deploy, event: RolledBack, strategy: str | None = None) 
         "previous_version": deploy.previous_version,
         "strategy": strategy,
         "dry_run": deploy.dry_run,
+        "flow_run_id": deploy.flow_run_id or "",
         "trigger": event.trigger.to_dict(),
     }
     return DeployEvent(f"{PREFIX}.{_ENDINGS['rolled_back']}", resource, related, payload)

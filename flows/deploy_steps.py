@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import get_run_logger
@@ -47,10 +47,11 @@ from tasks.execute import (
     preflight,
     retire_previous,
 )
+from tasks.keep import retire_kept_versions
 from tasks.migrations import migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
-from tasks.reconcile import reconcile_interrupted
+from tasks.reconcile import reconcile_interrupted, restore_live_version
 from tasks.rollout import plan_stage_evidence, promote
 from tasks.signals import preflight_signals
 from tasks.tracking import record_start
@@ -133,7 +134,17 @@ def story_sources(spec: ServiceSpec, backends: Backends) -> StorySources:
 def begin(
     spec: ServiceSpec, b: Backends, req: ReleaseRequest
 ) -> tuple[ReleaseOutcome, Instance | None]:
-    """Before the steps: reconcile a dead deploy, find the stable version, create the row."""
+    """Before the steps: put back the version the tracking database says is live when the router
+    lost it, reconcile a dead deploy, find the stable version, create the row."""
+    restored = restore_live_version(
+        b.ledger,
+        b.router,
+        b.target,
+        service=spec.service,
+        environment=req.environment,
+        own_flow_run_id=req.flow_run_id,
+        dry_run=req.dry_run,
+    )
     reconciled = reconcile_interrupted(
         b.ledger,
         b.router,
@@ -143,6 +154,11 @@ def begin(
         own_flow_run_id=req.flow_run_id,
     )
     stable = discover_stable(b.router, b.target)
+    if stable is None and restored is not None:
+        # A dry run moved nothing; it plans against the live version where that one still runs.
+        stable = restored.instance
+    if not req.dry_run:
+        retire_expired(b, spec.service, req.environment)
     git_ref = req.git_ref
     commit_at = None
     if spec.pre_checks is not None:
@@ -160,7 +176,7 @@ def begin(
         git_ref=git_ref,
         commit_at=commit_at,
         flow_run_id=req.flow_run_id,
-        reconciled=reconciled,
+        reconciled=([restored.message] if restored else []) + reconciled,
         started_at=datetime.now(UTC),
     )
     outcome.deployment_id = record_start(b.ledger, outcome)
@@ -206,14 +222,40 @@ def start_new_version(
         return None
 
 
-def succeeded(b: Backends, outcome: ReleaseOutcome, stable: Instance | None) -> ReleaseOutcome:
-    """The new version serves everything and passed verification: retire the old one."""
-    if stable is not None:
+def retire_expired(b: Backends, service: str, environment: str) -> None:
+    """Stop the previous versions earlier releases kept warm (``keep_previous``) whose window has
+    ended. Tidying only: a failure is logged and the run goes on (the next run tries again)."""
+    try:
+        retire_kept_versions(b.ledger, b.router, b.target, service=service, environment=environment)
+    except Exception:
+        get_run_logger().exception("could not stop the versions kept past their keep_previous")
+
+
+def succeeded(
+    b: Backends,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+    keep_previous: float | None = None,
+) -> ReleaseOutcome:
+    """The new version serves everything and passed verification: retire the old one, or, with
+    the spec's ``keep_previous``, leave it running for that long (a rollback inside the window
+    is one router call); the next deploy or rollback, or the retire-kept-versions flow, stops it
+    once the window ends."""
+    if stable is not None and keep_previous:
+        until = datetime.now(UTC) + timedelta(seconds=keep_previous)
+        outcome.kept_previous = (stable.version, until)
+        get_run_logger().info(
+            "%s keeps running until %s UTC (keep_previous)", stable.version, f"{until:%H:%M:%S}"
+        )
+    elif stable is not None:
         try:
             retire_previous(b.target, stable)
         except Exception:  # the release is done; a leftover old process is only untidy
             get_run_logger().exception("could not stop the previous version %s", stable.version)
     done = f"{outcome.version} serves all the traffic and passed verification"
+    if outcome.kept_previous is not None:
+        kept, until = outcome.kept_previous
+        done += f"; {kept} kept running until {until:%H:%M:%S} UTC for a one-call rollback"
     killed = [f["flag"] for f in outcome.flag_changes if f["reason"].startswith("kill switch")]
     if killed:
         done += f"; feature flag(s) {', '.join(killed)} turned off by the kill switch"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from deployflow.manual_rollback import ROLLBACK_STRATEGY
 from deployflow.notify import story as words
 from deployflow.providers.base import AnnotationResult, Annotator
 from deployflow.story import (
@@ -88,5 +89,7 @@ class DashboardAnnotations:
             outcome = event.outcome
             verdict = words.ended_text(outcome)
             point = annotator.point(verdict, [*tags, outcome.status])
+            if outcome.strategy == ROLLBACK_STRATEGY:  # a person's rollback opened no region
+                return [point]
             return [point, annotator.end_region(verdict)]
         return []

@@ -106,6 +106,16 @@ def outcome_line(outcome: ReleaseOutcome) -> str:
     return f"{icon} *{status}*: {message}"
 
 
+def report_pointer(outcome: ReleaseOutcome) -> str | None:
+    """Where the report of a deploy that rolled back or failed is read once the run is gone:
+    ``deployflow report ID`` (the tracking id); None for the others (no incident report)."""
+    if outcome.deployment_id is None or outcome.dry_run:
+        return None
+    if outcome.status not in ("rolled_back", "failed"):
+        return None
+    return f"Incident report: `deployflow report {outcome.deployment_id}`"
+
+
 def announcement(event: Announced, deploy: Deploy) -> str:
     """The parent message's text (and the announcement of a notifier without threads)."""
     return format_deploy_announcement(

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from deployflow.processes import free_port, port_open
+from deployflow.providers.access_log import HAPROXY_LOG_FORMAT
 from deployflow.providers.haproxy import HAProxyRouter
 from deployflow.sandbox.processes import LocalServer, ManagedProcess
 
@@ -48,9 +49,13 @@ def render_config(
     health_checks: bool = True,
     host: str = "127.0.0.1",
     admin_port: int | None = None,
+    access_log: bool = False,
+    exporter_port: int | None = None,
 ) -> str:
     """The HAProxy configuration of the sandbox: one frontend on ``host``, backend ``app`` with
-    two health-checked slots; with ``admin_port``, the runtime API on ``host`` over TCP too."""
+    two health-checked slots; with ``admin_port``, the runtime API on ``host`` over TCP too; with
+    ``access_log``, each request logged to HAProxy's standard output in the deployflow format;
+    with ``exporter_port``, HAProxy's Prometheus exporter there."""
     tcp_admin = (
         f"\n    stats socket ipv4@{host}:{admin_port} level admin" if admin_port is not None else ""
     )
@@ -64,6 +69,18 @@ def render_config(
         else "    # No health checks: this HAProxy routes to addresses nothing may listen on.\n"
     )
     guard = CANARY_GUARD if health_checks else ""
+    logging = ""
+    if access_log:
+        # HAProxy logs through syslog; "stdout" is its way without a syslog daemon (containers,
+        # here): the process output is the access log. Health checks are not requests.
+        logging = f"    log stdout format raw local0\n    log-format {HAPROXY_LOG_FORMAT}\n"
+    exporter = ""
+    if exporter_port is not None:
+        exporter = (
+            f"\nfrontend metrics\n    bind 127.0.0.1:{exporter_port}\n"
+            "    no log\n"
+            "    http-request use-service prometheus-exporter if { path /metrics }\n"
+        )
     return f"""\
 global
     stats socket {admin_socket} mode 600 level admin{tcp_admin}
@@ -81,8 +98,8 @@ defaults
 
 frontend web
     bind {host}:{port}
-    default_backend {BACKEND}
-
+{logging}    default_backend {BACKEND}
+{exporter}
 backend {BACKEND}
     balance roundrobin
     # Health checks keep users off a server that stopped answering: two failed checks half a
@@ -108,6 +125,8 @@ class LocalHAProxy(LocalServer):
         start_timeout: float = 10.0,
         health_checks: bool = True,
         host: str = "127.0.0.1",
+        access_log: bool = False,
+        exporter: bool = False,
     ) -> None:
         """Prepare paths and a port; nothing runs yet.
 
@@ -118,6 +137,9 @@ class LocalHAProxy(LocalServer):
                 nothing listens on).
             host: Address of the frontend; another than loopback also opens the runtime API
                 over TCP on it (``admin_address``), for workers on other machines.
+            access_log: Log each request in the deployflow format to HAProxy's output
+                (``access_log``, the file ``haproxy.log``).
+            exporter: Serve HAProxy's Prometheus exporter on ``exporter_url``.
         """
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
@@ -125,6 +147,8 @@ class LocalHAProxy(LocalServer):
         self.host = host
         self.port = free_port(host)
         self.admin_port = free_port(host) if host != "127.0.0.1" else None
+        self.logs_requests = access_log
+        self.exporter_port = free_port() if exporter else None
         self.config_file = self.state_dir / "haproxy.cfg"
         self._short_dir: Path | None = None
         socket_path = self.state_dir / "haproxy.sock"
@@ -149,6 +173,18 @@ class LocalHAProxy(LocalServer):
     def admin_address(self) -> str | None:
         """``host:port`` of the runtime API over TCP (None on loopback: the socket only)."""
         return f"{self.host}:{self.admin_port}" if self.admin_port is not None else None
+
+    @property
+    def access_log(self) -> Path:
+        """HAProxy's output: its requests in the deployflow format (with ``access_log``)."""
+        return self.state_dir / "haproxy.log"
+
+    @property
+    def exporter_url(self) -> str:
+        """Where HAProxy's Prometheus exporter answers (with ``exporter``)."""
+        if self.exporter_port is None:
+            raise RuntimeError("this HAProxy was started without its exporter")
+        return f"http://127.0.0.1:{self.exporter_port}/metrics"
 
     def router(self) -> HAProxyRouter:
         """A router bound to this HAProxy's admin socket and slot names."""
@@ -175,6 +211,8 @@ class LocalHAProxy(LocalServer):
                 health_checks=self.health_checks,
                 host=self.host,
                 admin_port=self.admin_port,
+                access_log=self.logs_requests,
+                exporter_port=self.exporter_port,
             )
         )
         check = subprocess.run(

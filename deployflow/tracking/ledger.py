@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from deployflow.manual_rollback import PastDeploy, manual_headline
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
 
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
 # the flow, so its first task starts sooner (tests/unit/test_import_cost.py).
 
 _engines: dict[str, Engine] = {}
+# The key of a person's request to roll back in a running deploy's ``details``.
+ROLLBACK_REQUEST = "rollback_requested"
+# The previous version a succeeded deploy left running (``keep_previous``) in its ``details``.
+KEPT_PREVIOUS = "kept_previous"
+
+
+@dataclass(frozen=True)
+class KeptVersion:
+    """A previous version a succeeded deploy left running until ``until``."""
+
+    deployment_id: int
+    version: str
+    until: datetime
+
+
 _engines_lock = threading.Lock()
 
 
@@ -63,6 +79,11 @@ def _details(outcome: ReleaseOutcome) -> dict[str, Any]:
             [c.to_dict() for c in outcome.verification.checks] if outcome.verification else []
         ),
         "reconciled": list(outcome.reconciled),
+        **(
+            {KEPT_PREVIOUS: {"version": kept[0], "until": kept[1].isoformat()}}
+            if (kept := outcome.kept_previous) is not None
+            else {}
+        ),
     }
 
 
@@ -205,6 +226,73 @@ class Ledger:
 
         with self._session() as s:
             return repository.last_successful(s, service, environment)
+
+    def past_deploys(self, service: str, environment: str) -> list[PastDeploy]:
+        """The real deploys that ended, newest first (what a manual rollback chooses from)."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            return repository.past_deploys(s, service, environment)
+
+    def request_rollback(self, deployment_id: int, requested_by: str, reason: str) -> bool:
+        """Ask the running deploy ``deployment_id`` to roll back at its next look (a person's
+        rollback started while it runs). False when the row already ended: there is nothing to
+        ask. Kept in the row's ``details`` until the deploy records its outcome there."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            row = repository.get_deployment(s, deployment_id)
+            if row.status.is_terminal:
+                return False
+            asked = {"requested_by": requested_by, "reason": reason,
+                     "at": datetime.now(UTC).isoformat()}  # fmt: skip
+            repository.update_deployment(
+                s, deployment_id, details={**(row.details or {}), ROLLBACK_REQUEST: asked}
+            )
+            return True
+
+    def rollback_requested(self, deployment_id: int) -> str | None:
+        """Why a person asked this running deploy to roll back (``request_rollback``), or None."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            details = repository.get_deployment(s, deployment_id).details or {}
+        asked = details.get(ROLLBACK_REQUEST)
+        if not isinstance(asked, dict):
+            return None
+        return manual_headline(str(asked.get("requested_by")), str(asked.get("reason") or ""))
+
+    def kept_versions(self, service: str, environment: str) -> list[KeptVersion]:
+        """Previous versions succeeded deploys left running and nobody has stopped yet."""
+        from deployflow.tracking import repository
+
+        found: list[KeptVersion] = []
+        with self._session() as s:
+            for row in repository.history(s, service, environment, limit=50, status="succeeded"):
+                kept = (row.details or {}).get(KEPT_PREVIOUS)
+                if isinstance(kept, dict) and not kept.get("stopped_at"):
+                    until = datetime.fromisoformat(str(kept["until"]))
+                    found.append(KeptVersion(row.id, str(kept["version"]), until))
+        return found
+
+    def kept_version_stopped(self, deployment_id: int, note: str) -> None:
+        """The version ``deployment_id`` kept is no longer running (stopped, or live again)."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            row = repository.get_deployment(s, deployment_id)
+            details = dict(row.details or {})
+            kept = dict(details.get(KEPT_PREVIOUS) or {})
+            kept.update(stopped_at=datetime.now(UTC).isoformat(), note=note)
+            details[KEPT_PREVIOUS] = kept
+            repository.update_deployment(s, deployment_id, details=details)
+
+    def status_of(self, deployment_id: int) -> str:
+        """The row's status now (``running`` until it ends)."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            return repository.get_deployment(s, deployment_id).status.value
 
     def recent_results(self, service: str, environment: str, limit: int) -> list[str]:
         """Statuses of the last ``limit`` real deploys that started a version, newest first."""
