@@ -110,7 +110,8 @@ def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, se
     [notice] = service.notifier.messages  # one message, as an automatic rollback's notice
     assert notice == (
         ":rewind: shop v2 rolled back to v1: rollback asked by alice: checkout errors\n"
-        f"> Stable verified: yes\n> Incident report: `deployflow report {outcome.deployment_id}`"
+        "> All traffic is on v1; checking it and gathering the evidence\n"
+        f"> Incident report: `deployflow report {outcome.deployment_id}`"
     )
     with ledger._sessions() as s:
         reports = repository.get_deployment(s, outcome.require_id()).reports
@@ -146,7 +147,7 @@ def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service):
     assert result.ok, result.outcome.message
     assert texts == [
         ":rewind: shop v2 rolled back to v1: rollback asked by alice: checkout errors\n"
-        "> Stable verified: yes",
+        "> All traffic is on v1; checking it and gathering the evidence",
         "v2 rolled back: rolled back to v1: rollback asked by alice: checkout errors",
     ]
     assert regions == []
