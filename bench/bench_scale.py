@@ -31,7 +31,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from team_server import TeamServer, team_server
 
 from deployflow.polling import wait_for
-from tests.e2e.team_conftest_helpers import final_states, tracked_by_flow_run
+from tests.e2e.team_conftest_helpers import child_pids, final_states, tracked_by_flow_run
 
 
 def timeline(ts: TeamServer, run_id: UUID) -> dict[str, datetime]:
@@ -140,6 +140,14 @@ def main(deploys: int, workers: int, limit: int) -> int:
         )
         wall = time.monotonic() - t0
         server_cpu = group_cpu_seconds(ts.server.process.pid) - server_cpu
+        # A run's process outlives its final state by a second or two (Prefect's teardown): its
+        # CPU reaches the worker's account once the worker has reaped it.
+        wait_for(
+            lambda: not any(child_pids(pid) for pid in worker_pids),
+            timeout=120,
+            interval=0.5,
+            what="the flow run processes to exit",
+        )
         workers_cpu = sum(with_children_cpu_seconds(pid) for pid in worker_pids) - workers_cpu
         load = os.getloadavg()
         after = server_counts(ts)
