@@ -18,6 +18,7 @@ from deployflow.story import (
     Paused,
     RollbackVerified,
     RolledBack,
+    SchemaSettled,
     StageEnded,
     StoryEvent,
 )
@@ -63,10 +64,10 @@ class ChatThreads:
                 # threads): the notice itself says where the report is read.
                 text += f"\n> Incident report: `deployflow report {deploy.deployment_id}`"
             self._notice(text, conclude=True)
-        elif isinstance(event, RollbackVerified) and event.ok:
-            self._in_threads([words.verified_line(event)])
-        elif isinstance(event, RollbackVerified):  # an alarm: to the notifiers without threads too
+        elif isinstance(event, RollbackVerified):
             self._notice(words.verified_line(event), conclude=False)
+        elif isinstance(event, SchemaSettled):
+            self._notice(words.schema_line(event), conclude=False)
         elif isinstance(event, Ended):
             line = words.outcome_line(event.outcome)
             if event.dashboard_url is not None:

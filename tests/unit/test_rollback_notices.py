@@ -1,5 +1,5 @@
-"""What a notifier without threads hears of a rollback: the notice when traffic is back, and the
-check of the stable version only when it failed (an alarm); the healthy case adds no message."""
+"""What a notifier without threads hears of a rollback: the notice when traffic is back, then the
+check of the stable version (healthy, or an alarm naming the failed checks)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ def told(ok: bool) -> list[str]:
     return notifier.messages
 
 
-def test_a_healthy_restore_is_one_notice() -> None:
-    [notice] = told(ok=True)
+def test_a_healthy_restore_is_told_then_its_check() -> None:
+    notice, verified = told(ok=True)
     assert notice.startswith(":rewind: shop v2 rolled back to v1: error rate 20.0% over 60")
     assert "> All traffic is on v1; checking it and gathering the evidence" in notice
+    assert verified == ":white_check_mark: v1 verified healthy after the rollback"
 
 
 def test_a_stable_version_that_fails_its_checks_is_an_alarm_to_everyone() -> None:
