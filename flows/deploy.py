@@ -21,6 +21,7 @@ from pydantic import Field
 
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.backends import Backends
+from deployflow.fencing import FencedRouter, FencedTarget
 from deployflow.notify.evidence import StorySources
 from deployflow.providers.base import Instance
 from deployflow.release import (
@@ -139,8 +140,16 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
     """
     outcome, stable = begin(spec, b, req)
     b.story.record(Started(Deploy.of(outcome)))
-    with Lease(b.ledger, outcome.require_id()):
-        return steps(spec, b, req, outcome, stable)
+    with Lease(b.ledger, outcome.require_id()) as lease:
+        # Every traffic move, start and stop from here carries the lease (the fencing token):
+        # a process that wakes after losing it acts on nothing.
+        fenced = b.model_copy(
+            update={
+                "router": FencedRouter(b.router, lease.check),
+                "target": FencedTarget(b.target, lease.check),
+            }
+        )
+        return steps(spec, fenced, req, outcome, stable)
 
 
 def steps(
