@@ -260,6 +260,9 @@ class ReleaseOutcome:
     deployment_id: int | None = None
     # When the deploy began (its row was created): the start of its dashboard time range.
     started_at: datetime | None = None
+    # The previous version left running after a success (the spec's keep_previous) and until
+    # when: (version, until).
+    kept_previous: tuple[str, datetime] | None = None
 
     def require_id(self) -> int:
         """The tracking row's id, which every step after the start needs."""

@@ -522,6 +522,16 @@ class ServiceSpec(StrictModel):
         "direct release's promotion.",
     )
     notifications: NotificationsSpec = Field(default_factory=NotificationsSpec)
+    keep_previous: Duration | None = Field(
+        None,
+        description=(
+            "After a release succeeds (any strategy), the previous version keeps running this "
+            "long, e.g. '30m', so that `deployflow rollback` inside the window is one router call "
+            "(no start); it is stopped when the window ends, by the next deploy or rollback of "
+            "the service or the retire-kept-versions flow, whichever runs first. Absent: it is "
+            "stopped as soon as the release succeeds."
+        ),
+    )
     concurrency: ConcurrencyMode = Field(
         "refuse",
         description=(
@@ -690,7 +700,12 @@ def _validated(
                 role = "logs"
             if role:
                 loc = _without_kind_tag(loc, role)
-            if role and error["type"] in ("literal_error", "union_tag_invalid"):
+            # A wrong kind; a wrong value of another choice in the section (metrics.format)
+            # keeps pydantic's message, which lists the allowed values.
+            wrong_kind = error["type"] == "union_tag_invalid" or (
+                error["type"] == "literal_error" and loc[-1] == "kind"
+            )
+            if role and wrong_kind:
                 known = ", ".join(repr(b.kind) for b in kinds(role))
                 given = error["input"].get("kind") if isinstance(error["input"], dict) else None
                 given = given if given is not None else error["input"]

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -33,6 +34,10 @@ from deployments.run import (
 
 if TYPE_CHECKING:
     from blocks.service_spec import ServiceSpecBlock
+
+# deployflow.tracking.models.DeploymentStatus, without importing SQLAlchemy for --help (a unit
+# test holds them equal).
+DEPLOYMENT_STATUSES = ("pending", "running", "succeeded", "rolled_back", "failed", "aborted")
 
 # Prefect's block document names: lowercase letters, digits and dashes.
 BLOCK_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -56,13 +61,9 @@ def _print_problems(error: SpecError) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
-        _print_problems(exc)
-        return EXIT_BAD_INPUT
-    print(f"ok: {args.spec} (service {spec.service}, strategy {spec.strategy.kind})")
-    return EXIT_OK
+    from deployments.validate import cmd_validate as validate
+
+    return validate(args)
 
 
 def _saved_service(name: str) -> ServiceSpecBlock:
@@ -131,28 +132,192 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return exit_for(result["status"])
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from deployments.run import print_rollback, rollback_exit, run_rollback
+
+    service: ServiceSpecBlock | None = None
+    spec_path: str | None = None
+    try:
+        validate_environment(args.environment, "--environment")
+        if args.to is not None:
+            validate_version(args.to, "--to")
+        if args.spec is not None:
+            spec = load_spec(args.spec)
+            if spec.service != args.service:
+                raise BadInput(
+                    f"SERVICE: {args.service!r} is not the service of {args.spec} "
+                    f"({spec.service!r})"
+                )
+            spec_path = str(Path(args.spec).resolve())
+        else:
+            service = _saved_service(args.service)
+            spec = service.get_spec()
+        requested_by = (args.as_name if args.as_name is not None else getpass.getuser()).strip()
+        if not requested_by:
+            raise BadInput("--as: give the name of the person rolling back")
+        if args.tracking_block is None:
+            refusal = _rollback_refusal(spec.service, args.environment, args.to)
+            if refusal is not None:
+                print(f"deployflow: refused, nothing was started: {refusal}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+    except SpecError as exc:
+        _print_problems(exc)
+        return EXIT_BAD_INPUT
+    from prefect.exceptions import TerminationSignal
+
+    try:
+        result = run_rollback(
+            args.environment,
+            spec_path=spec_path,
+            service=service,
+            version=args.to,
+            reason=args.reason,
+            requested_by=requested_by,
+            tracking_block=args.tracking_block,
+        )
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        name = "SIGTERM" if isinstance(exc, TerminationSignal) else "SIGINT"
+        print(f"deployflow: rollback interrupted ({name}); see the run's log", file=sys.stderr)
+        return EXIT_INTERRUPTED + (15 if name == "SIGTERM" else 2)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print_rollback(result)
+    return rollback_exit(result)
+
+
+def _rollback_refusal(service: str, environment: str, requested: str | None) -> str | None:
+    """Why the tracking database already says no (before any Prefect run starts): the flow
+    decides again against the router, which has the last word on what is live."""
+    from deployflow.manual_rollback import choose_version, live_version
+
+    engine, sessions = _tracking_session()
+    try:
+        from deployflow.tracking import repository
+
+        with sessions() as session:
+            history = repository.past_deploys(session, service, environment)
+    finally:
+        engine.dispose()
+    live = live_version(history)
+    if live is None:
+        return None  # nothing recorded: the router may know better (a service adopted by hand)
+    choice = choose_version(history, live, requested, service=service, environment=environment)
+    return choice.refusal
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from deployflow.tracking import db, repository
 
+    if args.limit < 1:
+        raise BadInput(f"--limit: give a whole number of deploys, 1 or more (got {args.limit})")
+    for flag, value in (("--service", args.service), ("--environment", args.environment)):
+        if value is not None and not value.strip():
+            raise BadInput(f"{flag}: give a name, or leave the flag out for all")
     engine = db.make_engine(db.database_url())
     db.upgrade(engine)
     with db.session_factory(engine)() as session:
         rows = repository.history(
-            session, service=args.service, environment=args.environment, limit=args.limit
+            session,
+            service=args.service,
+            environment=args.environment,
+            limit=args.limit,
+            status=args.status,
         )
         items = [repository.deployment_to_dict(r, include_children=args.json) for r in rows]
     engine.dispose()
     if args.json:
         print(json.dumps(items, default=str))
         return EXIT_OK
-    for item in items:
-        print(
-            f"{item['started_at']}  {item['service']:<12} {item['version']:<12} "
-            f"{item['environment']:<10} {item['strategy']:<8} {item['status']}"
-        )
     if not items:
-        print("no deployments recorded yet")
+        print("no deployments recorded yet" if not _filtered(args) else "no deployment matches")
+        return EXIT_OK
+    print(
+        f"{'ID':>5}  {'STARTED (UTC)':<16}  {'SERVICE':<12} {'VERSION':<12} {'ENVIRONMENT':<11} "
+        f"{'STRATEGY':<10} {'STATUS':<11} {'RUN':<8}  REASON"
+    )
+    for item in items:
+        started = str(item["started_at"] or "")[:16].replace("T", " ")
+        run = (item["flow_run_id"] or "-")[:8]
+        print(
+            f"{item['id']:>5}  {started:<16}  {item['service']:<12} {item['version']:<12} "
+            f"{item['environment']:<11} {item['strategy']:<10} {item['status']:<11} {run:<8}  "
+            f"{short_reason(item)}"
+        )
+    print("\nthe report of one: deployflow report ID (the tracking id, or the run id)")
     return EXIT_OK
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.service, args.environment, args.status))
+
+
+def short_reason(item: dict[str, Any], width: int = 72) -> str:
+    """The outcome's reason on one line, cut at ``width`` characters."""
+    text = " ".join(str(item.get("summary") or "").split())
+    if item.get("previous_version") and item.get("strategy") == "rollback":
+        text = f"to {item['previous_version']}: {text.split(': ', 1)[-1]}" if text else text
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from deployflow.status import service_status, status_lines
+    from deployflow.tracking import repository
+    from deployments.run import ui_url
+
+    for flag, value in (("SERVICE", args.service), ("--environment", args.environment)):
+        if value is not None and not value.strip():
+            raise BadInput(f"{flag}: give a name, or leave it out for all")
+    if args.spec is not None:
+        try:
+            spec = load_spec(args.spec)
+        except SpecError as exc:
+            _print_problems(exc)
+            return EXIT_BAD_INPUT
+    engine, sessions = _tracking_session()
+    try:
+        with sessions() as session:
+            found = []
+            for service, environment in repository.services(session, args.service):
+                if args.environment is not None and environment != args.environment:
+                    continue
+                rows = repository.history(
+                    session, service=service, environment=environment, limit=500
+                )
+                dicts = [repository.deployment_to_dict(r, include_children=False) for r in rows]
+                found.append(service_status(service, environment, dicts, ui_url))
+    finally:
+        engine.dispose()
+    if args.spec is not None:
+        found = [
+            replace(s, split=_router_split(args.spec)) if s.service == spec.service else s
+            for s in found
+        ]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in found]))
+        return EXIT_OK
+    if not found:
+        what = f" of {args.service}" if args.service else ""
+        print(f"no deploys{what} recorded in the tracking database")
+        return EXIT_OK
+    print("\n\n".join("\n".join(status_lines(s)) for s in found))
+    return EXIT_OK
+
+
+def _router_split(spec_path: str) -> str:
+    """The router's split as it answers now (the spec's router and target), in words."""
+    from deployflow.providers import registry
+    from deployflow.providers.base import BuildContext
+    from deployflow.status import router_split_in_words
+
+    spec = load_spec(spec_path)
+    ctx = BuildContext(service=spec.service)
+    try:
+        target = registry.build("target", spec.target, ctx)
+        router = registry.build("router", spec.router, ctx)
+        return "router: " + router_split_in_words(router.state(), target.instances())
+    except Exception as exc:  # status informs: an unreachable router is a fact to show
+        return f"router: cannot be read ({type(exc).__name__}: {exc})"
 
 
 def _tracking_session() -> Any:
@@ -334,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a service spec and list every problem")
     p.add_argument("spec", help="path of the service spec YAML")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also try it against the systems it names: target, router, health URL, every "
+        "metrics query for the live version, dependencies, alerts (exit 1 when one fails)",
+    )
+    p.add_argument(
+        "--environment", help="settle the spec's per-environment rules for this environment"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("deploy", help="release a version through the deploy flow")
@@ -365,12 +540,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_approve)
 
+    p = sub.add_parser(
+        "rollback",
+        help="put a service back on its last good version now (no checks, no canary analysis)",
+    )
+    p.add_argument(
+        "service",
+        metavar="SERVICE",
+        help="the service: a saved ServiceSpec block's name, or the service of --spec",
+    )
+    p.add_argument("--environment", required=True, help="where to roll back")
+    p.add_argument(
+        "--to",
+        metavar="VERSION",
+        help="version to return to (default: the last one that completed a release before the "
+        "live one, rolled-back versions skipped)",
+    )
+    p.add_argument("--reason", default="", help="why, in a sentence (told and reported)")
+    p.add_argument("--spec", metavar="FILE", help="the service spec YAML instead of a saved block")
+    p.add_argument("--as", dest="as_name", metavar="NAME", help="who (default: your login name)")
+    p.add_argument(
+        "--tracking-block",
+        help="name of the deployflow tracking database block (default: DEPLOYFLOW_DATABASE_URL "
+        "or the local SQLite file)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_rollback)
+
     p = sub.add_parser("history", help="deployments recorded in the tracking database")
-    p.add_argument("--service")
-    p.add_argument("--environment")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--service", help="one service (default: all)")
+    p.add_argument("--environment", help="one environment (default: all)")
+    p.add_argument(
+        "--status",
+        choices=DEPLOYMENT_STATUSES,
+        help="only deploys that ended (or are) so",
+    )
+    p.add_argument("--limit", type=int, default=20, help="at most this many, newest first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser(
+        "status", help="what runs where now: live version, traffic, a deploy in progress"
+    )
+    p.add_argument("service", metavar="SERVICE", nargs="?", help="one service (default: all)")
+    p.add_argument("--environment", help="one environment (default: each)")
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="the service's spec: its router is asked for the split (default: the tracking "
+        "database's record of it)",
+    )
+    p.add_argument("--json", action="store_true", help="print a list of objects")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "report", help="the incident report or success summary of a deploy (from tracking)"

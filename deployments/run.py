@@ -113,5 +113,83 @@ def print_outcome(result: dict[str, Any]) -> None:
         print(f"  rollback: {result['rollback']['reason']}")
     if result.get("message"):
         print(f"  {result['message']}")
+    if result.get("deployment_id") is not None and result["status"] in ("rolled_back", "failed"):
+        print(f"  incident report: deployflow report {result['deployment_id']}")
+    if result.get("ui_url"):
+        print(f"  Prefect UI: {result['ui_url']}")
+
+
+def run_rollback(
+    environment: str,
+    *,
+    spec_path: str | None = None,
+    service: ServiceSpecBlock | None = None,
+    version: str | None = None,
+    reason: str = "",
+    requested_by: str | None = None,
+    tracking_block: str | None = None,
+) -> dict[str, Any]:
+    """Run the manual-rollback flow in this process; its result as a dict (``refused`` True when
+    nothing was started)."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from flows.manual_rollback import manual_rollback
+
+    try:
+        state = manual_rollback(
+            environment=environment,
+            service=service,
+            spec_path=spec_path,
+            version=version,
+            reason=reason,
+            requested_by=requested_by,
+            tracking_block=tracking_block,
+            return_state=True,
+        )
+    except Exception as exc:  # the flow never ran: no Prefect API, for example
+        return {
+            "status": "failed",
+            "refused": False,
+            "message": f"the rollback flow could not run: {type(exc).__name__}: {exc}"[:2000],
+            "flow_run_id": None,
+            "ui_url": None,
+        }
+    from deployflow.release import outcome_of
+
+    data = state.result(raise_on_failure=False)
+    result = outcome_of(data)
+    if result is None:
+        what = f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else str(data)
+        result = {
+            "status": "failed",
+            "refused": False,
+            "message": f"the rollback did not start: {what}"[:2000],
+            "flow_run_id": str(state.state_details.flow_run_id),
+        }
+    run_id = result.get("flow_run_id") or str(state.state_details.flow_run_id)
+    result["flow_run_id"] = run_id
+    result["ui_url"] = ui_url(str(run_id) if run_id else None)
+    return result
+
+
+def rollback_exit(result: dict[str, Any]) -> int:
+    """0: traffic is on the version asked for and it is healthy; 2: refused (nothing was started,
+    no traffic moved); 1: anything else."""
+    if result.get("refused"):
+        return EXIT_BAD_INPUT
+    rollback = result.get("rollback")
+    if result.get("status") == "rolled_back" and rollback and rollback.get("verified"):
+        return EXIT_OK
+    if result.get("status") == "succeeded" and rollback is None:
+        return EXIT_OK  # a running deploy was asked to roll back and did
+    return EXIT_FAILED
+
+
+def print_rollback(result: dict[str, Any]) -> None:
+    """A rollback's result for people."""
+    print(f"{result.get('message') or result.get('status')}")
+    if result.get("restore_seconds") is not None:
+        print(f"  traffic moved in {result['restore_seconds'] * 1000:.0f} ms (one router call)")
+    if result.get("deployment_id") is not None:
+        print(f"  report: deployflow report {result['deployment_id']}")
     if result.get("ui_url"):
         print(f"  Prefect UI: {result['ui_url']}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import get_run_logger
@@ -37,8 +37,6 @@ from deployflow.spec import ServiceSpec
 from deployflow.story import Announced, Answered, Ended, Paused
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.ledger import Ledger
-from flows.bluegreen import blue_green
-from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
@@ -50,6 +48,7 @@ from tasks.execute import (
     preflight,
     retire_previous,
 )
+from tasks.keep import retire_kept_versions
 from tasks.migrations import migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
@@ -159,6 +158,8 @@ def begin(
     if stable is None and restored is not None:
         # A dry run moved nothing; it plans against the live version where that one still runs.
         stable = restored.instance
+    if not req.dry_run:
+        retire_expired(b, spec.service, req.environment)
     git_ref = req.git_ref
     commit_at = None
     if spec.pre_checks is not None:
@@ -222,14 +223,40 @@ def start_new_version(
         return None
 
 
-def succeeded(b: Backends, outcome: ReleaseOutcome, stable: Instance | None) -> ReleaseOutcome:
-    """The new version serves everything and passed verification: retire the old one."""
-    if stable is not None:
+def retire_expired(b: Backends, service: str, environment: str) -> None:
+    """Stop the previous versions earlier releases kept warm (``keep_previous``) whose window has
+    ended. Tidying only: a failure is logged and the run goes on (the next run tries again)."""
+    try:
+        retire_kept_versions(b.ledger, b.router, b.target, service=service, environment=environment)
+    except Exception:
+        get_run_logger().exception("could not stop the versions kept past their keep_previous")
+
+
+def succeeded(
+    b: Backends,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+    keep_previous: float | None = None,
+) -> ReleaseOutcome:
+    """The new version serves everything and passed verification: retire the old one, or, with
+    the spec's ``keep_previous``, leave it running for that long (a rollback inside the window
+    is one router call); the next deploy or rollback, or the retire-kept-versions flow, stops it
+    once the window ends."""
+    if stable is not None and keep_previous:
+        until = datetime.now(UTC) + timedelta(seconds=keep_previous)
+        outcome.kept_previous = (stable.version, until)
+        get_run_logger().info(
+            "%s keeps running until %s UTC (keep_previous)", stable.version, f"{until:%H:%M:%S}"
+        )
+    elif stable is not None:
         try:
             retire_previous(b.target, stable)
         except Exception:  # the release is done; a leftover old process is only untidy
             get_run_logger().exception("could not stop the previous version %s", stable.version)
     done = f"{outcome.version} serves all the traffic and passed verification"
+    if outcome.kept_previous is not None:
+        kept, until = outcome.kept_previous
+        done += f"; {kept} kept running until {until:%H:%M:%S} UTC for a one-call rollback"
     killed = [f["flag"] for f in outcome.flag_changes if f["reason"].startswith("kill switch")]
     if killed:
         done += f"; feature flag(s) {', '.join(killed)} turned off by the kill switch"
@@ -376,6 +403,8 @@ def release_flags(
     version still runs until the deploy succeeds, so a version still bad with its flags killed
     is rolled back like any other."""
     assert spec.flags is not None
+    from flows.flags import flag_rollout  # only a spec with flags loads the subflow
+
     try:
         rolled = flag_rollout(
             b,
@@ -404,6 +433,8 @@ def switch_and_keep_blue(
     green: Instance,
 ) -> Trigger | None:
     """Steps 6 and 7 for blue-green (the subflow verifies green after the switch itself)."""
+    from flows.bluegreen import blue_green  # only a blue-green release loads the subflow
+
     try:
         result = blue_green(
             b,

@@ -94,6 +94,14 @@ def observe_canary_stage(
     signals = [watch.probe(version) for watch in (logs, alerts) if watch is not None]
 
     def gone() -> str | None:
+        # A person's rollback started while this deploy runs asks it to roll back here, at the
+        # next look, instead of racing it for the router (``deployflow rollback``).
+        try:
+            asked = ledger.rollback_requested(deployment_id)
+        except Exception:  # the tracking database failing is not a verdict on the canary
+            asked = None
+        if asked is not None:
+            return asked
         instance = next((i for i in target.instances() if i.version == version), None)
         if instance is None:
             return f"{version} is no longer running ({target.describe()})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from deployflow.manual_rollback import ROLLBACK_STRATEGY
 from deployflow.notify import story as words
 from deployflow.providers.base import AnnotationResult, Annotator
 from deployflow.story import (
@@ -13,6 +14,7 @@ from deployflow.story import (
     Deploy,
     Ended,
     FlagChanged,
+    RollbackVerified,
     RolledBack,
     StageEnded,
     StoryEvent,
@@ -79,11 +81,15 @@ class DashboardAnnotations:
             return [annotator.point(words.stage_line(event.stage), tags, at)]
         if isinstance(event, RolledBack):
             return [annotator.point(words.rollback_line(event, deploy), tags)]
+        if isinstance(event, RollbackVerified) and not event.ok:
+            return [annotator.point(words.verified_line(event), tags)]
         if isinstance(event, FlagChanged) and event.percent == 0:
             return [annotator.point(words.flag_line(event), tags)]
         if isinstance(event, Ended):
             outcome = event.outcome
             verdict = words.ended_text(outcome)
             point = annotator.point(verdict, [*tags, outcome.status])
+            if outcome.strategy == ROLLBACK_STRATEGY:  # a person's rollback opened no region
+                return [point]
             return [point, annotator.end_region(verdict)]
         return []

@@ -16,6 +16,7 @@ from deployflow.story import (
     Ended,
     FlagChanged,
     Paused,
+    RollbackVerified,
     RolledBack,
     StageEnded,
     StoryEvent,
@@ -56,11 +57,21 @@ class ChatThreads:
         elif isinstance(event, FlagChanged) and event.percent == 0:
             self._notice(words.flag_line(event), conclude=False)
         elif isinstance(event, RolledBack):
-            self._notice(words.rollback_line(event, deploy), conclude=True)
+            text = words.rollback_line(event, deploy)
+            if not self._threads() and deploy is not None and deploy.deployment_id is not None:
+                # No thread will carry the outcome (a person's rollback, a notifier without
+                # threads): the notice itself says where the report is read.
+                text += f"\n> Incident report: `deployflow report {deploy.deployment_id}`"
+            self._notice(text, conclude=True)
+        elif isinstance(event, RollbackVerified):
+            self._notice(words.verified_line(event), conclude=False)
         elif isinstance(event, Ended):
             line = words.outcome_line(event.outcome)
             if event.dashboard_url is not None:
                 line += f"\n<{event.dashboard_url}|Dashboard of the deploy>"
+            report = words.report_pointer(event.outcome)
+            if report is not None:
+                line += f"\n{report}"
             self._in_threads([line], conclude=line)
 
     def _announce(self, event: Announced, deploy: Deploy) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from deployflow.checks.result import CheckStatus
+from deployflow.manual_rollback import ROLLBACK_STRATEGY, PastDeploy
 from deployflow.tracking.models import (
     CheckResult,
     Deployment,
@@ -489,17 +490,31 @@ def last_successful(session: Session, service: str, environment: str) -> Deploye
     that finished last is the one whose version is running.
     """
     finished = func.coalesce(Deployment.finished_at, Deployment.started_at)
+    released = (Deployment.status == DeploymentStatus.SUCCEEDED) & (
+        Deployment.strategy != ROLLBACK_STRATEGY
+    )
+    undone = (Deployment.status == DeploymentStatus.ROLLED_BACK) & (
+        Deployment.strategy == ROLLBACK_STRATEGY
+    )
+    where = (
+        Deployment.service == service,
+        Deployment.environment == environment,
+        Deployment.dry_run.is_(False),
+    )
     deployment = session.scalar(
         select(Deployment)
-        .where(
-            Deployment.service == service,
-            Deployment.environment == environment,
-            Deployment.status == DeploymentStatus.SUCCEEDED,
-            Deployment.dry_run.is_(False),
-        )
+        .where(*where, released | undone)
         .order_by(finished.desc(), Deployment.id.desc())
         .limit(1)
     )
+    if deployment is not None and deployment.strategy == ROLLBACK_STRATEGY:
+        # A person rolled back to previous_version: its last release is what runs (its git ref).
+        deployment = session.scalar(
+            select(Deployment)
+            .where(*where, released, Deployment.version == deployment.previous_version)
+            .order_by(finished.desc(), Deployment.id.desc())
+            .limit(1)
+        )
     if deployment is None:
         return None
     return DeployedVersion(
@@ -542,8 +557,9 @@ def history(
     service: str | None = None,
     environment: str | None = None,
     limit: int = 50,
+    status: DeploymentStatus | str | None = None,
 ) -> list[Deployment]:
-    """Deployments newest first, optionally for one service and/or environment.
+    """Deployments newest first, optionally for one service, environment and/or status.
 
     Raises:
         ValueError: ``limit`` is not a positive integer.
@@ -555,6 +571,8 @@ def history(
         query = query.where(Deployment.service == service)
     if environment is not None:
         query = query.where(Deployment.environment == environment)
+    if status is not None:
+        query = query.where(Deployment.status == _status(status))
     query = query.order_by(Deployment.started_at.desc(), Deployment.id.desc()).limit(limit)
     return list(session.scalars(query))
 
@@ -580,6 +598,38 @@ def recent_results(session: Session, service: str, environment: str, limit: int)
         .limit(limit)
     )
     return [str(_status(s).value) for s in session.scalars(query)]
+
+
+def past_deploys(
+    session: Session, service: str, environment: str, limit: int = 500
+) -> list[PastDeploy]:
+    """The real deploys of ``service`` in ``environment`` that ended, newest first (by start):
+    what a manual rollback chooses its version from (``deployflow.manual_rollback``)."""
+    query = (
+        select(Deployment)
+        .where(
+            Deployment.service == service,
+            Deployment.environment == environment,
+            Deployment.dry_run.is_(False),
+            Deployment.status.notin_([DeploymentStatus.PENDING, DeploymentStatus.RUNNING]),
+        )
+        .order_by(Deployment.started_at.desc(), Deployment.id.desc())
+        .limit(limit)
+    )
+    return [
+        PastDeploy(r.version, r.status.value, r.strategy, r.previous_version, r.id)
+        for r in session.scalars(query)
+    ]
+
+
+def services(session: Session, service: str | None = None) -> list[tuple[str, str]]:
+    """Every (service, environment) pair with a real deploy, sorted; one service's only when
+    ``service`` is given."""
+    query = select(Deployment.service, Deployment.environment).where(Deployment.dry_run.is_(False))
+    if service is not None:
+        query = query.where(Deployment.service == service)
+    pairs = session.execute(query.distinct().order_by(Deployment.service, Deployment.environment))
+    return [(s, e) for s, e in pairs]
 
 
 def unfinished(session: Session, service: str, environment: str) -> list[Deployment]:

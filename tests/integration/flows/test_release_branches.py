@@ -317,6 +317,19 @@ def test_a_dry_run_checks_and_plans_but_starts_nothing(deploy, service, ledger):
     assert recorded(ledger, outcome)["dry_run"] is True
 
 
+def test_a_dry_run_tries_the_spec_on_what_runs_and_fails_naming_what_does_not_answer(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    service.metrics.down = True
+    outcome = deploy("v2", dry_run=True)
+    assert outcome.status == "aborted"
+    assert outcome.message.startswith("dry run: 1 live check(s) failed: metrics: ")
+    assert outcome.message.endswith("; nothing was started")
+    assert running(service) == {"v1"}
+    assert service.router.changes == []
+
+
 def test_metrics_down_stops_the_deploy_before_any_traffic(deploy, service, ledger):
     service.run_stable("v1")
     service.metrics.down = True

@@ -29,7 +29,14 @@ def test_both_deployments_have_the_nightly_dry_run_inactive_with_its_own_paramet
     model = PrefectYamlModel.model_validate(config)
 
     names = [d.name for d in model.deployments]
-    assert names == ["deploy", "deploy-from-git", "dora-weekly", "after-rollback"]
+    assert names == [
+        "deploy",
+        "deploy-from-git",
+        "rollback",
+        "retire-kept-versions",
+        "dora-weekly",
+        "after-rollback",
+    ]
     for deployment in model.deployments[:2]:
         assert deployment.entrypoint == "flows/deploy.py:deploy"
         [nightly] = deployment.schedules or []
@@ -37,6 +44,9 @@ def test_both_deployments_have_the_nightly_dry_run_inactive_with_its_own_paramet
         assert nightly.cron == "0 2 * * *"
         nightly_run = {"version": "nightly", "environment": "staging", "dry_run": True}
         assert nightly.parameters == nightly_run
+    rollback = model.deployments[2]
+    assert rollback.entrypoint == "flows/manual_rollback.py:manual_rollback"
+    assert rollback.schedules == []  # started by people only
 
 
 def test_deploy_from_git_clones_the_recorded_repository_and_branch(

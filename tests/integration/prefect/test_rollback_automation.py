@@ -77,6 +77,7 @@ def test_prefect_yaml_runs_the_follow_up_on_a_rollback(prefect_server):
         "version": "v3",
         "environment": "automation-prod",
         "reason": "rolled back to v2: errors 20.00%",
+        "run": "",
     }
 
     # The event the automation reacted to is in the feed (persisted in batches, a little late).
@@ -100,3 +101,5 @@ def test_prefect_yaml_runs_the_follow_up_on_a_rollback(prefect_server):
     text = after_rollback(**run.parameters)
     assert text.startswith("# shop v3 was rolled back in automation-prod")
     assert "**Why:** rolled back to v2: errors 20.00%" in text
+    assert "`deployflow report 41`" in text
+    assert "deployflow history" not in text
