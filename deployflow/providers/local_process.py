@@ -79,6 +79,14 @@ class LocalProcessTargetSpec(StrictModel):
             raise ValueError("must start with '/'")
         return value
 
+    @field_validator("command")
+    @classmethod
+    def _known_placeholders(cls, command: list[str]) -> list[str]:
+        # Refused at validate, not when the deploy starts the version: the same substitution
+        # with every placeholder's name standing in for its value.
+        render_command(command, {name: name for name in PLACEHOLDERS})
+        return command
+
 
 def render_command(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
     """Substitute ``{version}``, ``{port}``, ``{host}``, ``{python}`` in each argument.
