@@ -107,3 +107,26 @@ def test_ctrl_c_during_a_deploy_is_reported_and_exits_130(
     monkeypatch.setattr(deployments.cli, "run_deploy", interrupted)
     assert main(["deploy", str(EXAMPLE), "--version", "v2"]) == 130
     assert capsys.readouterr().err == "deployflow: deploy of v2 interrupted (SIGINT)\n"
+
+
+def test_a_period_too_long_for_a_date_is_bad_input_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["stats", "--since", "1000000000w"]) == 2
+    assert "--since: '1000000000w': the period may be at most 3660 days" in capsys.readouterr().err
+
+
+def test_history_and_stats_with_the_database_unreachable_say_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deployflow.processes import free_port
+
+    url = f"postgresql+psycopg://deployflow:s3cret@127.0.0.1:{free_port()}/tracking"
+    monkeypatch.setenv("DEPLOYFLOW_DATABASE_URL", url)
+    for command in (["history"], ["stats"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("deployflow: the tracking database cannot be used: "), err
+        assert "Traceback" not in err
+        assert "s3cret" not in err
+        assert len(err.strip().splitlines()) == 1
