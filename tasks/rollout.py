@@ -108,7 +108,12 @@ def observe_canary_stage(
         try:
             state = router.state()
         except BackendError:
-            return None  # the router itself failing is the rollback's business, not a verdict
+            # A router that does not answer is a failed look at once, not "no requests" held
+            # look after look: users may reach nothing, and people must hear it now.
+            return (
+                f"the router ({router.describe()}) does not answer: users may be reaching no "
+                f"version of the service, and {version}'s share cannot be known"
+            )
         # A version promoted to the stable slot (flags rolled out after promotion) has traffic.
         if weight > 0 and state.canary is None and state.stable != instance.address:
             return (
