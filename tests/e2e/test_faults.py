@@ -185,3 +185,53 @@ def test_a_deploy_paused_past_its_lease_wakes_up_and_touches_no_traffic(
     assert returncode == 1, text[-3000:]
     assert "v10" not in {i.version for i in build_target(load_spec(EXAMPLE_SPEC)).instances()}
     print(f"paused deploy woken {time.monotonic() - woken[0]:.1f} s before the check ended")
+
+
+def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
+    sandbox: Sandbox,
+) -> None:
+    """HAProxy killed while v5's canary is in its first stage: the next look fails (not "0
+    requests" held look after look), the rollback says loudly that traffic could not be
+    restored; HAProxy restarted from its configuration, the next deploy puts the live version
+    back first."""
+    assert sandbox.haproxy is not None
+    haproxy = sandbox.haproxy
+    killed: list[float] = []
+    with faults_spec("router-killed") as spec_file:
+        router = build_router(load_spec(spec_file))
+        live = next(
+            i.version
+            for i in build_target(load_spec(spec_file)).instances()
+            if i.address == router.state().stable
+        )
+
+        def kill_when_v5_takes_traffic() -> None:
+            wait_for(
+                lambda: router.state().canary_weight > 0 or None,
+                timeout=180,
+                interval=0.1,
+                what="v5's canary",
+            )
+            haproxy.stop()
+            killed.append(time.monotonic())
+
+        killer = threading.Thread(target=kill_when_v5_takes_traffic, daemon=True)
+        killer.start()
+        result = run(spec_file, "v5")
+        ended = time.monotonic()
+        killer.join(timeout=10)
+        assert killed, "HAProxy was never killed"
+
+        assert result["status"] == "failed", result["message"]
+        assert "ROLLBACK FAILED" in result["message"]
+        assert "does not answer" in result["rollback"]["reason"]
+        noticed = ended - killed[0]
+        # The next look (2 s interval) fails; the rollback's tries and verification follow.
+        assert noticed < 60, noticed
+
+        haproxy.start()
+        after = run(spec_file, "v6")
+    assert after["status"] == "succeeded", after["message"]
+    assert f"tracking database says {live} is live" in after["reconciled"][0]
+    assert serving("v6")
+    print(f"router killed mid-stage: the deploy ended {noticed:.1f} s after the kill")
