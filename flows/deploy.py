@@ -58,7 +58,10 @@ from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan
 
-__all__ = ["ReleaseRequest", "deploy", "finish", "release"]
+__all__ = ["OUTCOMES_REACHED", "ReleaseRequest", "deploy", "finish", "release"]
+
+# The outcome of every deploy this process finished, newest last (see ``finish``).
+OUTCOMES_REACHED: list[dict[str, Any]] = []
 
 
 @flow(
@@ -130,6 +133,9 @@ def finish(
     if story is not None and outcome.deployment_id is not None and not outcome.dry_run:
         write_report(backends.ledger, outcome.deployment_id, quote(story))  # type: ignore[call-overload]
     backends.story.record(Ended(outcome, outcome_dashboard(outcome, spec_dashboard)))
+    # Kept in this process too: if the Prefect API is gone by now, the run's final state cannot
+    # be recorded and the flow call fails, but the caller still reports what the deploy reached.
+    OUTCOMES_REACHED.append(outcome.to_dict())
     return final_state(outcome)
 
 

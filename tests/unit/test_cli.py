@@ -130,3 +130,28 @@ def test_history_and_stats_with_the_database_unreachable_say_so_in_one_line(
         assert "Traceback" not in err
         assert "s3cret" not in err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_a_deploy_whose_prefect_api_went_away_reports_the_outcome_it_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deploy finished (its outcome recorded in the tracking database), then its final state
+    could not reach Prefect: the caller reports that outcome, not "could not run"."""
+    import httpx
+
+    import flows.deploy
+    from deployments.run import exit_for, run_deploy
+
+    def api_gone_at_the_end(**kwargs: object) -> object:
+        flows.deploy.OUTCOMES_REACHED.append(
+            {"version": "v2", "status": "succeeded", "message": "v2 serves all the traffic",
+             "flow_run_id": None, "stages": []}
+        )  # fmt: skip
+        raise httpx.ConnectError("connection refused")
+
+    monkeypatch.setattr(flows.deploy, "deploy", api_gone_at_the_end)
+    result = run_deploy("spec.yaml", "v2", "sandbox", "auto", False)
+    assert result["status"] == "succeeded"
+    assert exit_for(result["status"]) == 0
+    assert result["message"].startswith("v2 serves all the traffic (its final state could not")
+    assert "ConnectError" in result["message"]
