@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,43 @@ def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
     assert f"tracking database says {live} is live" in after["reconciled"][0]
     assert serving("v6")
     print(f"router killed mid-stage: the deploy ended {noticed:.1f} s after the kill")
+
+
+def test_a_slow_metrics_backend_does_not_stretch_a_bad_canarys_stage(sandbox: Sandbox) -> None:
+    """Prometheus answering every query 1.5 s late (under the spec's 3 s timeout), with looks
+    every 2 s: each look has 1 s for its queries, so each is an error on schedule, and v3 (20%
+    errors) is rolled back after consecutive_error_limit (3) errors, not after looks stretched
+    to many seconds each."""
+    from urllib.parse import urlsplit
+
+    from tests.e2e.helpers import DelayProxy
+
+    prometheus = urlsplit(sandbox.prometheus_url)
+    assert prometheus.hostname is not None
+    assert prometheus.port is not None
+    with (
+        DelayProxy((prometheus.hostname, prometheus.port), 1.5) as slow,
+        faults_spec("slow") as spec_file,
+    ):
+        text = spec_file.read_text()
+        assert "  url: ${DEPLOYFLOW_SANDBOX_PROMETHEUS_URL}\n" in text
+        spec_file.write_text(
+            text.replace("  url: ${DEPLOYFLOW_SANDBOX_PROMETHEUS_URL}\n", f"  url: {slow.url}\n", 1)
+        )
+        with UserProbe(sandbox.frontend_url) as probe:
+            result = run(spec_file, "v3")
+            probe.mark()
+            wait_answers(probe, 10)
+
+    assert result["status"] == "rolled_back", result["message"]
+    [stage] = result["stages"]
+    seconds = (
+        datetime.fromisoformat(stage["finished_at"]) - datetime.fromisoformat(stage["started_at"])
+    ).total_seconds()
+    assert "did not answer within 1 s" in result["rollback"]["reason"], result["rollback"]
+    assert seconds < 15, seconds  # about four looks 2 s apart, not looks stretched by the queries
+    assert probe.from_version("v3") == 0
+    print(
+        f"slow metrics: v3's stage lasted {seconds:.1f} s; probe answers during the deploy "
+        f"{dict(probe.before_mark)}"
+    )
