@@ -224,7 +224,7 @@ class Ledger:
 
     def rollback_requested(self, deployment_id: int) -> str | None:
         """Why a person asked this running deploy to roll back (``request_rollback``), or None."""
-        with self._session() as s:
+        with self._sessions() as s:  # a read: no write lock
             details = repository.get_deployment(s, deployment_id).details or {}
         asked = details.get(ROLLBACK_REQUEST)
         if not isinstance(asked, dict):
@@ -254,7 +254,7 @@ class Ledger:
 
     def status_of(self, deployment_id: int) -> str:
         """The row's status now (``running`` until it ends)."""
-        with self._session() as s:
+        with self._sessions() as s:
             return repository.get_deployment(s, deployment_id).status.value
 
     def recent_results(self, service: str, environment: str, limit: int) -> list[str]:
