@@ -1,6 +1,6 @@
-"""Benchmark: 50 deploys of 50 services at once on a team server.
+"""Benchmark: 200 deploys of 200 services at once on a team server with 4 workers.
 
-Run with ``uv run python bench/bench_scale.py [DEPLOYS] [WORKERS] [LIMIT]`` (defaults 50, 2, 10).
+Run with ``uv run python bench/bench_scale.py [DEPLOYS] [WORKERS] [LIMIT]`` (defaults 200, 4, 10).
 A Prefect server on PostgreSQL, the tracking database on the same PostgreSQL, and WORKERS process
 workers (each running up to LIMIT flow runs at once) on this machine; DEPLOYS flow runs of
 ``bench/fake_deploy.py`` (the deploy flow's real steps, tasks, subflows and tracking writes on
@@ -8,13 +8,16 @@ in-memory backends), one per service, created at the same instant.
 
 Checked: every run ends Completed with its tracking row ``succeeded`` (no deploy refused or held
 by another service's: the one-active-deploy guard is per service and environment), and runs of
-different services overlapped. Printed: wall time from the trigger to the last run's end, the time
-runs waited for a worker and ran, how many ran at once, and the server's rate (flow and task runs
-and state transitions it recorded per second).
+different services overlapped. Printed: wall time from the trigger to the last run's end (deploys
+per minute), the time runs waited for a worker and ran (the slowest run), how many ran at once, the
+server's rate (flow and task runs and state transitions it recorded per second) and the CPU the
+Prefect server's processes used (seconds, and per second of wall time: the cores it kept busy),
+with the load average it was taken at.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -60,6 +63,24 @@ def server_counts(ts: TeamServer) -> dict[str, int]:
         engine.dispose()
 
 
+def group_cpu_seconds(group: int) -> float:
+    """User + system CPU seconds of the live processes in process group ``group`` (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        # After the name: state, ppid, pgrp, ... utime is field 14 and stime 15 of the whole line.
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def seconds(values: list[float]) -> str:
     return f"median {statistics.median(values):.1f} s, max {max(values):.1f} s"
 
@@ -70,10 +91,11 @@ def main(deploys: int, workers: int, limit: int) -> int:
         print(f"set-up (PostgreSQL, Prefect server, {workers} workers): "
               f"{time.monotonic() - started:.0f} s")  # fmt: skip
         before = server_counts(ts)
+        server_cpu = group_cpu_seconds(ts.server.process.pid)
         t0 = time.monotonic()
         run_ids = [
             ts.client.create_flow_run_from_deployment(
-                ts.deployment_id, parameters={"service": f"svc{i:02d}", "version": "v2"}
+                ts.deployment_id, parameters={"service": f"svc{i:03d}", "version": "v2"}
             ).id
             for i in range(deploys)
         ]
@@ -85,6 +107,8 @@ def main(deploys: int, workers: int, limit: int) -> int:
             what=f"{deploys} deploys to finish",
         )
         wall = time.monotonic() - t0
+        server_cpu = group_cpu_seconds(ts.server.process.pid) - server_cpu
+        load = os.getloadavg()
         after = server_counts(ts)
 
         failures = []
@@ -112,13 +136,17 @@ def main(deploys: int, workers: int, limit: int) -> int:
     print(f"  wall time, trigger to the last run's end: {wall:.0f} s "
           f"({deploys / wall * 60:.1f} deploys/minute)")  # fmt: skip
     print(f"  waited for a worker (Scheduled to Running): {seconds(waited)}")
-    print(f"  ran (Running to Completed): {seconds(ran)}")
+    print(f"  ran (Running to Completed): {seconds(ran)}; the slowest run took {max(ran):.1f} s")
     print(f"  runs at once, at most: {overlap} (worker capacity {workers * limit})")
     print(f"  server recorded: {delta['flow_run']} flow runs (with subflows), "
           f"{delta['task_run']} task runs, {transitions} state transitions, "
           f"{delta['log']} log lines")  # fmt: skip
     print(f"  server rate: {transitions / wall:.1f} state transitions/s, "
           f"{(delta['flow_run'] + delta['task_run']) / wall:.1f} runs/s")  # fmt: skip
+    print(f"  Prefect server CPU: {server_cpu:.0f} s over {wall:.0f} s "
+          f"({server_cpu / wall:.2f} cores busy on average)")  # fmt: skip
+    print(f"  load average at the end: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min), "
+          f"{load[2]:.1f} (15 min)")  # fmt: skip
     if failures:
         print(f"  NOT CORRECT: {len(failures)} of {deploys}:")
         for line in failures:
@@ -131,4 +159,4 @@ def main(deploys: int, workers: int, limit: int) -> int:
 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:]]
-    sys.exit(main(*(args + [50, 2, 10][len(args) :])))
+    sys.exit(main(*(args + [200, 4, 10][len(args) :])))

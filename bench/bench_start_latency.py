@@ -1,13 +1,18 @@
 """Benchmark: how long a triggered deploy takes to reach its first task on a worker, and the import
 time a worker pays for each run.
 
-Run with ``uv run python bench/bench_start_latency.py [RUNS] [--before REF]``. Each run's worker
+Run with ``uv run python bench/bench_start_latency.py [RUNS] [--before REF] [--busy N]``. Each
+run's worker
 starts a fresh ``python -m prefect.engine`` process that imports flows/deploy.py; that import is
 measured alone with ``python -X importtime -c 'import flows.deploy'`` (best of three), listing the
 heavy modules it pulls in. Then RUNS deploys (bench/fake_deploy.py: the real steps on in-memory
 backends) are triggered one after another on a Prefect server on PostgreSQL with one process
 worker, and each run's timeline is read back from the API: trigger to claimed by the worker, to
 Running (process start, imports, flow loaded), to the first task's start.
+
+The runs are measured twice: as the machine is, then with N processes (``--busy``, default 1)
+spinning a CPU busy loop beside the server and the worker, as a shared worker machine would be.
+Each set prints the load average it was taken at: quote a figure with its load.
 
 ``--before REF`` measures the same on the code of a git ref (exported with ``git archive`` to a
 temporary directory; bench/fake_deploy.py is copied in), so the effect of a change prints beside.
@@ -16,6 +21,8 @@ temporary directory; bench/fake_deploy.py is copied in), so the effect of a chan
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import resource
 import shutil
 import statistics
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -126,6 +134,23 @@ def latencies(ts: TeamServer, deployment_id: UUID, runs: int, tag: str) -> list[
     return phases
 
 
+@contextlib.contextmanager
+def busy_loops(count: int) -> Iterator[None]:
+    """``count`` processes spinning on the CPU for as long as the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
+
+
 def show_imports(label: str, profile: tuple[float, dict[str, float]]) -> None:
     wall, modules = profile[0], dict(profile[1])
     cpu = modules.pop("cpu")
@@ -145,13 +170,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="?", type=int, default=3)
     parser.add_argument("--before", metavar="REF", help="also measure the code of this git ref")
+    parser.add_argument(
+        "--busy", type=int, default=1, metavar="N", help="busy-loop processes for the second set"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="deployflow-before-") as tmp:
         checkouts = {"now": REPO_ROOT}
         if args.before:
             checkouts[f"before ({args.before})"] = export(args.before, Path(tmp))
-        print("worker import time (python -X importtime, best of 3):")
+        print(f"worker import time (python -X importtime, best of 3; {load()}):")
         for label, checkout in checkouts.items():
             show_imports(label, import_profile(checkout))
 
@@ -159,9 +187,20 @@ def main() -> int:
         with team_server(workers=1, limit=1) as ts:
             print(f"start latency on a team server (set-up {time.monotonic() - started:.0f} s; "
                   "worker polls every 1 s):")  # fmt: skip
-            for n, (label, checkout) in enumerate(checkouts.items()):
-                deployment_id = deployment_in(ts, checkout, f"latency-{n}")
-                show_latency(label, latencies(ts, deployment_id, args.runs, f"svc{n}-"))
+            deployments = {
+                label: deployment_in(ts, checkout, f"latency-{n}")
+                for n, (label, checkout) in enumerate(checkouts.items())
+            }
+            for n, (label, deployment_id) in enumerate(deployments.items()):
+                phases = latencies(ts, deployment_id, args.runs, f"svc{n}-")
+                show_latency(f"{label}, as the machine is, {load()} at the end", phases)
+            with busy_loops(args.busy):
+                for n, (label, deployment_id) in enumerate(deployments.items()):
+                    phases = latencies(ts, deployment_id, args.runs, f"busy{n}-")
+                    show_latency(
+                        f"{label}, {args.busy} CPU busy loop(s) beside, {load()} at the end",
+                        phases,
+                    )
     return 0
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
-from deployflow.tracking import db
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 class TrackingDatabaseBlock(Block):
@@ -46,6 +46,10 @@ class TrackingDatabaseBlock(Block):
     def _url_parses(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
+        # Here rather than at the top: loading the deploy flow does not need SQLAlchemy.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             make_url(value.get_secret_value())
         except ArgumentError:
@@ -58,6 +62,8 @@ class TrackingDatabaseBlock(Block):
 
     def resolved_url(self) -> str:
         """The URL ``get_client`` connects to (contains the password: do not log it)."""
+        from deployflow.tracking import db
+
         return self.url.get_secret_value() if self.url is not None else db.database_url()
 
     def get_client(self) -> Engine:
@@ -70,6 +76,8 @@ class TrackingDatabaseBlock(Block):
             deployflow.tracking.db.TrackingDatabaseError: Unreachable or migration failed; the
                 message shows the URL with its password masked.
         """
+        from deployflow.tracking import db
+
         engine = db.make_engine(self.resolved_url())
         try:
             db.upgrade(engine)

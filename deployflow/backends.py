@@ -29,6 +29,7 @@ from deployflow.providers.base import (
     Target,
     close_backend,
 )
+from deployflow.providers.slots import RecordingRouter, SlotHistory
 from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import ServiceSpec
 from deployflow.story import Listener, Recorder
@@ -130,13 +131,20 @@ def connect(
         ctx = replace(ctx, service=spec.service)
     target: Target = registry.build("target", spec.target, ctx)
     ctx = replace(ctx, target=target)
+    metrics: Metrics = registry.build("metrics", spec.metrics, ctx)
+    router: Router = registry.build("router", spec.router, ctx)
+    history = getattr(metrics, "slot_history", None)
+    if isinstance(history, SlotHistory):
+        # The metrics name versions through the router's slots or addresses: every change the
+        # run makes to the router is written where the metrics read it.
+        router = RecordingRouter(router, history, target)
     logs = None
     if spec.logs is not None:
         logs = LogWatch(registry.build("logs", spec.logs.source, ctx), spec.logs)
     backends = Backends(
         target=target,
-        router=registry.build("router", spec.router, ctx),
-        metrics=registry.build("metrics", spec.metrics, ctx),
+        router=router,
+        metrics=metrics,
         notifiers=tuple(
             registry.build("notifier", section, ctx) for section in spec.notifications.notifiers
         ),

@@ -4,10 +4,12 @@ story (``deployflow.story``) into them and ``tasks/events.py`` sends them to Pre
 
 Names: ``deployflow.deploy.started``, ``deployflow.deploy.stage.promoted``,
 ``deployflow.deploy.rolled-back``, ``deployflow.deploy.succeeded``, ``deployflow.deploy.aborted``
-and ``deployflow.deploy.failed``. The event's resource is the deploy (its tracking row); the
-service, the version and the environment are related resources with the roles ``service``,
-``version`` and ``environment``, so an automation can match, for example, every rollback of
-``payments`` in ``production``.
+and ``deployflow.deploy.failed``. A rollback's event is sent the moment traffic is back on the
+stable version (``rolled_back``), before its evidence is gathered; it is then the deploy's ending
+(no second one is sent unless the stable version fails its checks: ``failed``). The event's
+resource is the deploy (its tracking row); the service, the version and the environment are
+related resources with the roles ``service``, ``version`` and ``environment``, so an automation
+can match, for example, every rollback of ``payments`` in ``production``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 from deployflow.analysis import Verdict
 from deployflow.release import ReleaseOutcome, Status
 from deployflow.rollout import StageResult
-from deployflow.story import Deploy
+from deployflow.story import Deploy, RolledBack
 
 PREFIX = "deployflow.deploy"
 
@@ -131,3 +133,19 @@ def ended(outcome: ReleaseOutcome) -> DeployEvent:
     if outcome.rollback is not None:
         payload["trigger"] = outcome.rollback.trigger.to_dict()
     return DeployEvent(f"{PREFIX}.{_ENDINGS[outcome.status]}", resource, related, payload)
+
+
+def rolled_back(deploy: Deploy, event: RolledBack, strategy: str | None = None) -> DeployEvent:
+    """The rollback, as soon as traffic is back on the stable version: the same name and payload
+    as ``ended`` gives a rolled-back outcome (an automation cannot tell them apart)."""
+    resource, related = _resources(deploy)
+    payload: dict[str, Any] = {
+        "status": "rolled_back",
+        "message": f"rolled back to {event.restored_to}: {event.trigger.headline}",
+        "previous_version": deploy.previous_version,
+        "strategy": strategy,
+        "dry_run": deploy.dry_run,
+        "flow_run_id": deploy.flow_run_id or "",
+        "trigger": event.trigger.to_dict(),
+    }
+    return DeployEvent(f"{PREFIX}.{_ENDINGS['rolled_back']}", resource, related, payload)

@@ -113,3 +113,78 @@ def abandon_release(
     except Exception as exc:
         stopped = f"; {version} could not be stopped ({exc})"
     return AbandonResult(True, f"all traffic back on {stable.version}{stopped}")
+
+
+class LiveVersionLost(RuntimeError):
+    """The router serves no stable version, the tracking database says one is live, and it could
+    not be put back: the deploy refuses to go on (it would otherwise be an unguarded "first
+    release"). The message says what to do."""
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """The live version as the tracking database knows it, put back in the router's stable slot
+    (``instance``), and what was done, in words."""
+
+    instance: Instance | None
+    started: bool
+    message: str
+
+
+def restore_recorded_live(
+    router: Router, target: Target, live_version: str | None, *, dry_run: bool = False
+) -> RestoreResult | None:
+    """Before anything else: a router whose stable slot serves no running version (HAProxy
+    restarted from its configuration, which points both slots nowhere) while the tracking
+    database says ``live_version`` is live gets that version back in its stable slot: re-pointed
+    when it still runs, started through the target first when it does not. None when there is
+    nothing to restore: the router serves a stable version, or the database has never seen a
+    live one (a real first release).
+
+    A dry run changes nothing: it says what a real deploy would do, and plans against the live
+    version when it runs.
+
+    Raises:
+        LiveVersionLost: It could not be started or the router refused; nothing else may go on.
+    """
+    if live_version is None or find_stable(router, target) is not None:
+        return None
+    running = next((i for i in target.instances() if i.version == live_version), None)
+    lost = (
+        f"the router serves no stable version, but the tracking database says {live_version} is "
+        "live"
+    )
+    if dry_run:
+        return RestoreResult(
+            running,
+            False,
+            f"{lost}: a real deploy puts it back in the stable slot"
+            + (" (it still runs)" if running else " (starting it: it does not run)")
+            + " before anything else",
+        )
+    started = running is None
+    if running is None:
+        try:
+            running = target.start(live_version)
+        except Exception as exc:
+            raise LiveVersionLost(
+                f"{lost} and it could not be started ({exc}); nothing was changed. Start "
+                f"{live_version} and point the router's stable slot at it, or deploy "
+                f"{live_version} first, then deploy again"
+            ) from exc
+    try:
+        router.set_split(running, None, 0)
+    except Exception as exc:
+        raise LiveVersionLost(
+            f"{lost} and the router refused to serve it ({exc})"
+            + (f"; {live_version} was started" if started else "")
+            + f". Check the router, point its stable slot at {live_version} "
+            f"({running.address}), then deploy again"
+        ) from exc
+    how = "started it and pointed" if started else "pointed"
+    return RestoreResult(
+        running,
+        started,
+        f"{lost}: {how} the router's stable slot at {live_version} ({running.address}) with all "
+        "the traffic before anything else",
+    )

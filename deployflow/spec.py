@@ -700,7 +700,12 @@ def _validated(
                 role = "logs"
             if role:
                 loc = _without_kind_tag(loc, role)
-            if role and error["type"] in ("literal_error", "union_tag_invalid"):
+            # A wrong kind; a wrong value of another choice in the section (metrics.format)
+            # keeps pydantic's message, which lists the allowed values.
+            wrong_kind = error["type"] == "union_tag_invalid" or (
+                error["type"] == "literal_error" and loc[-1] == "kind"
+            )
+            if role and wrong_kind:
                 known = ", ".join(repr(b.kind) for b in kinds(role))
                 given = error["input"].get("kind") if isinstance(error["input"], dict) else None
                 given = given if given is not None else error["input"]

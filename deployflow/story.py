@@ -125,12 +125,24 @@ class FlagChanged:
 
 @dataclass(frozen=True)
 class RolledBack:
-    """Traffic is back on ``restored_to`` (or, with ``error``, could not be put back)."""
+    """Traffic is back on ``restored_to`` (or, with ``error``, could not be put back). Told the
+    moment the router confirms it, before the canary is stopped and the stable version checked
+    (``RollbackVerified`` follows): people learn the outcome when it happens, not after the
+    evidence is gathered."""
 
     trigger: Trigger
     restored_to: str
-    verified: bool
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class RollbackVerified:
+    """After a rollback, the stable version ``restored_to`` was checked: healthy (``ok``) or
+    not, with the checks that failed."""
+
+    restored_to: str
+    ok: bool
+    failed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,7 @@ StoryEvent = (
     | Paused
     | Answered
     | FlagChanged
-    | (RolledBack | Ended)
+    | (RolledBack | RollbackVerified | Ended)
 )
 
 

@@ -61,13 +61,9 @@ def _print_problems(error: SpecError) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
-        _print_problems(exc)
-        return EXIT_BAD_INPUT
-    print(f"ok: {args.spec} (service {spec.service}, strategy {spec.strategy.kind})")
-    return EXIT_OK
+    from deployments.validate import cmd_validate as validate
+
+    return validate(args)
 
 
 def _saved_service(name: str) -> ServiceSpecBlock:
@@ -503,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a service spec and list every problem")
     p.add_argument("spec", help="path of the service spec YAML")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also try it against the systems it names: target, router, health URL, every "
+        "metrics query for the live version, dependencies, alerts (exit 1 when one fails)",
+    )
+    p.add_argument(
+        "--environment", help="settle the spec's per-environment rules for this environment"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("deploy", help="release a version through the deploy flow")

@@ -52,6 +52,7 @@ from flows.deploy_steps import (
 from flows.outcome_state import final_state, refused_state
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
+from tasks.live import live_checks
 from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan
@@ -181,6 +182,9 @@ def steps(
 
     roster = announce(spec, b, outcome, plan)  # step 4
     if req.dry_run:
+        tried = live_checks(b, spec.analysis.baseline_window)  # the spec tried on what runs now
+        if not tried.passed:
+            return ended(outcome, "aborted", f"dry run: {tried.summary()}; nothing was started")
         return ended(outcome, "succeeded", dry_run_plan(spec, b, plan, stable))
     refusal = on_call_gate(spec, b, req, roster)
     if refusal is not None:

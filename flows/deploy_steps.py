@@ -36,8 +36,6 @@ from deployflow.spec import ServiceSpec
 from deployflow.story import Announced, Answered, Ended, Paused
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.ledger import Ledger
-from flows.bluegreen import blue_green
-from flows.flags import flag_rollout
 from flows.oncall import confirm_on_call
 from flows.rollback import rollback
 from flows.rollout import progressive_rollout
@@ -53,7 +51,7 @@ from tasks.keep import retire_kept_versions
 from tasks.migrations import migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
-from tasks.reconcile import reconcile_interrupted
+from tasks.reconcile import reconcile_interrupted, restore_live_version
 from tasks.rollout import plan_stage_evidence, promote
 from tasks.signals import preflight_signals
 from tasks.tracking import record_start
@@ -136,7 +134,17 @@ def story_sources(spec: ServiceSpec, backends: Backends) -> StorySources:
 def begin(
     spec: ServiceSpec, b: Backends, req: ReleaseRequest
 ) -> tuple[ReleaseOutcome, Instance | None]:
-    """Before the steps: reconcile a dead deploy, find the stable version, create the row."""
+    """Before the steps: put back the version the tracking database says is live when the router
+    lost it, reconcile a dead deploy, find the stable version, create the row."""
+    restored = restore_live_version(
+        b.ledger,
+        b.router,
+        b.target,
+        service=spec.service,
+        environment=req.environment,
+        own_flow_run_id=req.flow_run_id,
+        dry_run=req.dry_run,
+    )
     reconciled = reconcile_interrupted(
         b.ledger,
         b.router,
@@ -146,6 +154,9 @@ def begin(
         own_flow_run_id=req.flow_run_id,
     )
     stable = discover_stable(b.router, b.target)
+    if stable is None and restored is not None:
+        # A dry run moved nothing; it plans against the live version where that one still runs.
+        stable = restored.instance
     if not req.dry_run:
         retire_expired(b, spec.service, req.environment)
     git_ref = req.git_ref
@@ -165,7 +176,7 @@ def begin(
         git_ref=git_ref,
         commit_at=commit_at,
         flow_run_id=req.flow_run_id,
-        reconciled=reconciled,
+        reconciled=([restored.message] if restored else []) + reconciled,
         started_at=datetime.now(UTC),
     )
     outcome.deployment_id = record_start(b.ledger, outcome)
@@ -382,6 +393,8 @@ def release_flags(
     version still runs until the deploy succeeds, so a version still bad with its flags killed
     is rolled back like any other."""
     assert spec.flags is not None
+    from flows.flags import flag_rollout  # only a spec with flags loads the subflow
+
     try:
         rolled = flag_rollout(
             b,
@@ -410,6 +423,8 @@ def switch_and_keep_blue(
     green: Instance,
 ) -> Trigger | None:
     """Steps 6 and 7 for blue-green (the subflow verifies green after the switch itself)."""
+    from flows.bluegreen import blue_green  # only a blue-green release loads the subflow
+
     try:
         result = blue_green(
             b,

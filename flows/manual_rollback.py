@@ -45,12 +45,13 @@ from deployflow.story import Deploy, Ended
 from deployflow.tracking.lease import Lease, lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger, UnfinishedDeploy
 from flows.deploy_steps import ended, outcome_dashboard, retire_expired, run_url, story_sources
-from flows.outcome_state import OUTCOME_TAG_PREFIX, one_line, quiet_expected_endings, tag_this_run
+from flows.outcome_state import one_line, quiet_expected_endings, tag_this_run
 from flows.rollback import rollback
 from tasks.complete import complete
 from tasks.concurrency import deploy_slot
 from tasks.connect import connect_backends, load_service_spec
 from tasks.execute import discover_stable, execute
+from tasks.run_tags import OUTCOME_TAG_PREFIX
 from tasks.story import write_report
 from tasks.tracking import record_start
 

@@ -26,8 +26,8 @@ from prefect.states import Completed, Failed
 
 from deployflow.release import ReleaseNotSucceeded, ReleaseOutcome
 from deployflow.spec import SpecError
+from tasks.run_tags import OUTCOME_TAG_PREFIX, tag_outcome
 
-OUTCOME_TAG_PREFIX = "outcome:"
 # The outcomes a person filters by; a dry run is a deploy that succeeded without starting anything.
 OUTCOME_LABELS = ("succeeded", "dry-run", "rolled-back", "aborted", "failed", "rollback-failed")
 # The exceptions that carry a deploy's own ending, never a bug's.
@@ -82,17 +82,16 @@ def one_line(text: str) -> str:
 
 
 def tag_this_run(tag: str) -> None:
-    """Add ``tag`` to this flow run's tags on the server; best effort (a run that cannot be
-    tagged still ends in its state, which says the same)."""
+    """Tag this flow run with its outcome ``tag`` on the server, in place of an outcome tag set
+    earlier; best effort (a run that cannot be tagged still ends in its state, which says the
+    same)."""
     current = flow_run.get_id()
     if current is None:
         return
     run_id = UUID(str(current))
     try:
         with get_client(sync_client=True) as client:
-            tags = client.read_flow_run(run_id).tags
-            if tag not in tags:
-                client.update_flow_run(run_id, tags=[*tags, tag])
+            tag_outcome(client, run_id, tag.removeprefix(OUTCOME_TAG_PREFIX))
     except Exception as exc:
         get_run_logger().warning("could not tag the run %s (%s)", tag, type(exc).__name__)
 

@@ -11,7 +11,7 @@ from deployflow.backends import Backends
 from deployflow.providers.base import Instance, RouterState
 from deployflow.release import RollbackEvidence, RollbackRecord, Trigger
 from deployflow.spec import AnalysisSpec, SmokeRequest
-from deployflow.story import RolledBack
+from deployflow.story import RollbackVerified, RolledBack
 from tasks.rollback import restore_stable_traffic, router_state, stop_canary
 from tasks.verify import router_serving, verify_instance
 
@@ -33,8 +33,9 @@ def rollback(
     last_measurements: Sequence[Measurement],
     stable_error_rate: float = 0.0,
 ) -> RollbackRecord:
-    """Put all traffic back on the stable version first; then stop the canary, verify the stable
-    version and gather evidence, none of which can stand in the way of the restore.
+    """Put all traffic back on the stable version first and say so at once (the story's
+    ``RolledBack``: the run's state, its event and the thread reply); then stop the canary, verify
+    the stable version and gather evidence, none of which can stand in the way of the restore.
 
     Only restoring traffic can fail the rollback. Then the row keeps its canary weight, so the next
     deploy reconciles it, and people are told what to do. A failed notification never stops
@@ -61,6 +62,8 @@ def rollback(
     except Exception as exc:
         return _restore_failed(backends, stable, canary, trigger, measurements, exc)
     backends.ledger.traffic_restored(deployment_id)
+    # Told now, not after the checks below: traffic is safe, which is what people wait for.
+    backends.story.record(RolledBack(trigger, stable.version))
 
     problems: list[str] = []
     log_tail = ""
@@ -90,8 +93,8 @@ def rollback(
         ),
         restore_seconds=restore_seconds,
     )  # fmt: skip
-    # Notifying comes last and cannot fail the rollback: traffic is already safe.
-    backends.story.record(RolledBack(trigger, stable.version, report.ok))
+    failed = tuple(c.name for c in report.checks if c.critical and not c.ok)
+    backends.story.record(RollbackVerified(stable.version, report.ok, failed))
     if not report.ok:
         logger.error("stable %s is NOT healthy after the rollback", stable.version)
     return record
@@ -142,7 +145,7 @@ def _restore_failed(
         now = None
         problems.append(f"router state after the failed restore: {exc}")
     message = f"traffic could not be restored to {stable.version}: {error}. {action}"
-    backends.story.record(RolledBack(trigger, stable.version, False, error=message))
+    backends.story.record(RolledBack(trigger, stable.version, error=message))
     return RollbackRecord(
         trigger,
         evidence=RollbackEvidence(

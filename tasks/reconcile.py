@@ -9,10 +9,17 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.figures import duration
 from deployflow.providers.base import Router, Target
-from deployflow.reconcile import decide_unfinished, reconcile
+from deployflow.reconcile import (
+    Action,
+    LiveVersionLost,
+    RestoreResult,
+    decide_unfinished,
+    reconcile,
+    restore_recorded_live,
+)
 from deployflow.tracking.lease import lease_alive, lease_seconds
-from deployflow.tracking.ledger import ConcurrentDeploy, Ledger
-from tasks.retry_policy import QUICK_CALL, retried
+from deployflow.tracking.ledger import ConcurrentDeploy, Ledger, UnfinishedDeploy
+from tasks.retry_policy import QUICK_CALL, no_retries, retried
 
 
 class DeployInProgress(ConcurrentDeploy):
@@ -43,23 +50,12 @@ def reconcile_interrupted(
     """
     logger = get_run_logger()
     messages: list[str] = []
-    for row in ledger.unfinished(service, environment, except_flow_run=own_flow_run_id):
-        now = datetime.now(UTC)
-        alive = not row.ended and lease_alive(row.heartbeat_at, now, lease_seconds())
-        action = decide_unfinished(dry_run=row.dry_run, alive=alive, ended=row.ended)
+    for row, action in _unfinished_actions(ledger, service, environment, own_flow_run_id):
         if action == "ignore":
             continue
         if action == "close":
             ledger.close(row.deployment_id, "aborted", "dry run interrupted")
             continue
-        if action == "block":
-            age = (now - row.heartbeat_at).total_seconds() if row.heartbeat_at else 0.0
-            raise DeployInProgress(
-                f"deploy of {service} {row.version} to {environment} is still running (flow run "
-                f"{row.flow_run_id}, alive {duration(age)} ago); wait for it. If its process is "
-                f"gone, deploy again after {duration(lease_seconds())} without a sign of life: the "
-                "next deploy then reconciles it"
-            )
         result = reconcile(router, target, row.version)
         logger.warning(result.message)
         if row.ended:
@@ -68,3 +64,61 @@ def reconcile_interrupted(
             ledger.close(row.deployment_id, "failed", f"interrupted; {result.message}")
         messages.append(result.message)
     return messages
+
+
+def _unfinished_actions(
+    ledger: Ledger, service: str, environment: str, own_flow_run_id: str | None
+) -> list[tuple[UnfinishedDeploy, Action]]:
+    """Every unfinished row of this service and environment with what to do about it.
+
+    Raises:
+        DeployInProgress: one of them is a live deploy (its lease holds).
+    """
+    found: list[tuple[UnfinishedDeploy, Action]] = []
+    for row in ledger.unfinished(service, environment, except_flow_run=own_flow_run_id):
+        now = datetime.now(UTC)
+        alive = not row.ended and lease_alive(row.heartbeat_at, now, lease_seconds())
+        action = decide_unfinished(dry_run=row.dry_run, alive=alive, ended=row.ended)
+        if action == "block":
+            age = (now - row.heartbeat_at).total_seconds() if row.heartbeat_at else 0.0
+            raise DeployInProgress(
+                f"deploy of {service} {row.version} to {environment} is still running (flow run "
+                f"{row.flow_run_id}, alive {duration(age)} ago); wait for it. If its process is "
+                f"gone, deploy again after {duration(lease_seconds())} without a sign of life: the "
+                "next deploy then reconciles it"
+            )
+        found.append((row, action))
+    return found
+
+
+# Never retried: it may start a version through the target (a second attempt of a github-actions
+# target would dispatch a second workflow run). A refusal is an answer, not a glitch.
+@task(name="restore-live-version", cache_policy=NO_CACHE, **no_retries())
+def restore_live_version(
+    ledger: Ledger,
+    router: Router,
+    target: Target,
+    *,
+    service: str,
+    environment: str,
+    own_flow_run_id: str | None,
+    dry_run: bool,
+) -> RestoreResult | None:
+    """The tracking database is the truth about what is live: a router that serves no stable
+    version (restarted from its configuration) while the database says a version is live gets
+    that version back before anything else, so the deploy is never taken for a first release.
+    A live deploy of the service is never touched: it is refused first.
+
+    Raises:
+        DeployInProgress: a deploy of this service and environment is still running.
+        LiveVersionLost: the live version could not be put back; the message says what to do.
+    """
+    _unfinished_actions(ledger, service, environment, own_flow_run_id)
+    live = ledger.deployed(service, environment)
+    result = restore_recorded_live(router, target, live.version if live else None, dry_run=dry_run)
+    if result is not None:
+        get_run_logger().warning(result.message)
+    return result
+
+
+__all__ = ["DeployInProgress", "LiveVersionLost", "reconcile_interrupted", "restore_live_version"]

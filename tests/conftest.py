@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,35 @@ def postgres() -> Iterator[LocalPostgres]:
     """A real PostgreSQL server (Debian package) for the whole session; tests create databases."""
     with LocalPostgres() as pg:
         yield pg
+
+
+# A service still on SQLAlchemy 1.3 (and the last Alembic supporting it), with the psycopg2
+# driver such services use: its interpreter is what `--python` / `migrations.python` names.
+SQLALCHEMY13_ENV = ("sqlalchemy==1.3.24", "alembic==1.13.3", "psycopg2-binary==2.9.13")
+
+
+@pytest.fixture(scope="session")
+def sqlalchemy13_python() -> Path:
+    """The interpreter of a throwaway venv with SQLAlchemy 1.3 (from PyPI through uv), built
+    once and cached under .deployflow/test-envs/ (a second session reuses it in milliseconds)."""
+    root = Path(__file__).resolve().parents[1]
+    env = root / ".deployflow" / "test-envs" / "sqlalchemy13"
+    python = env / "bin" / "python"
+    done = env / "deployflow-requirements.txt"
+    wanted = "\n".join(SQLALCHEMY13_ENV)
+    env.parent.mkdir(parents=True, exist_ok=True)
+    with open(env.parent / "sqlalchemy13.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers build it once between them
+        if not (python.exists() and done.exists() and done.read_text() == wanted):
+            uv = (root / ".deployflow" / "uv-path").read_text().strip()
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run([uv, "venv", "-q", "--clear", "--python", base, str(env)], check=True)
+            subprocess.run(
+                [uv, "pip", "install", "-q", "--python", str(python), *SQLALCHEMY13_ENV],
+                check=True,
+            )
+            done.write_text(wanted)
+    return python
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from deployflow.story import (
     Deploy,
     Ended,
     FlagChanged,
+    RollbackVerified,
     RolledBack,
     StageEnded,
     StoryEvent,
@@ -80,6 +81,8 @@ class DashboardAnnotations:
             return [annotator.point(words.stage_line(event.stage), tags, at)]
         if isinstance(event, RolledBack):
             return [annotator.point(words.rollback_line(event, deploy), tags)]
+        if isinstance(event, RollbackVerified) and not event.ok:
+            return [annotator.point(words.verified_line(event), tags)]
         if isinstance(event, FlagChanged) and event.percent == 0:
             return [annotator.point(words.flag_line(event), tags)]
         if isinstance(event, Ended):

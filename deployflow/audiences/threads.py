@@ -16,6 +16,7 @@ from deployflow.story import (
     Ended,
     FlagChanged,
     Paused,
+    RollbackVerified,
     RolledBack,
     StageEnded,
     StoryEvent,
@@ -62,6 +63,8 @@ class ChatThreads:
                 # threads): the notice itself says where the report is read.
                 text += f"\n> Incident report: `deployflow report {deploy.deployment_id}`"
             self._notice(text, conclude=True)
+        elif isinstance(event, RollbackVerified):
+            self._in_threads([words.verified_line(event)])
         elif isinstance(event, Ended):
             line = words.outcome_line(event.outcome)
             if event.dashboard_url is not None:

@@ -70,6 +70,8 @@ class Capture:
     # How it was read when not by calling the function: "env.py offline (alembic --sql)".
     via: str | None = None
     direct_error: str | None = None
+    # The error came from a `raise` written in the revision (an intended refusal).
+    on_purpose: bool = False
 
 
 @dataclass
@@ -80,6 +82,8 @@ class RevisionCapture:
     captures: dict[str, Capture] = field(default_factory=dict)
     output: str = ""
     seconds: float = 0.0
+    # Network attempts the revision made while read (each refused), e.g. "connect to 10.0.0.5:6379".
+    network: list[str] = field(default_factory=list)
 
     def get(self, function: str) -> Capture:
         """The capture of ``function`` (empty when it was not run)."""
@@ -91,6 +95,8 @@ class CaptureRunner(Protocol):
 
     # True when a revision was left blocked in this process (it may hold Alembic's lock).
     abandoned: bool
+    # The versions the capture runs on: {"python", "sqlalchemy", "alembic"}.
+    environment: dict[str, str]
 
     def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
         """Import ``path`` and run ``functions`` offline."""
@@ -132,7 +138,7 @@ def _to_capture(data: dict[str, Any]) -> Capture:
             operations.append(op)
     return Capture(
         operations, data.get("sql", ""), data.get("error"), data.get("error_type"),
-        data.get("via"), data.get("direct_error"),
+        data.get("via"), data.get("direct_error"), bool(data.get("on_purpose")),
     )  # fmt: skip
 
 
@@ -143,6 +149,7 @@ def _to_revision_capture(data: dict[str, Any]) -> RevisionCapture:
         captures={name: _to_capture(c) for name, c in data.get("captures", {}).items()},
         output=str(data.get("output", ""))[:_OUTPUT_LIMIT],
         seconds=float(data.get("seconds", 0.0)),
+        network=[str(item) for item in data.get("network") or ()],
     )
 
 
@@ -211,12 +218,15 @@ class InProcessCapture:
     """
 
     def __init__(
-        self, *, timeout: float, sys_path: list[str], env: dict[str, Any] | None = None
-    ) -> None:
+        self, *, timeout: float, sys_path: list[str], env: dict[str, Any] | None = None,
+        cwd: Path | None = None,
+    ) -> None:  # fmt: skip
         self.timeout = timeout
         self.sys_path = sys_path
+        self.cwd = cwd or (Path(sys_path[-1]) if sys_path else Path.cwd())
         self.env = env
         self.abandoned = False
+        self.environment = capture_script.environment()
         self._process: SubprocessCapture | None = None
 
     def capture(self, path: Path, functions: list[str]) -> RevisionCapture:
@@ -297,7 +307,7 @@ class InProcessCapture:
     def _worker_process(self) -> SubprocessCapture:
         return SubprocessCapture(
             sys.executable, timeout=self.timeout, sys_path=self.sys_path,
-            cwd=Path(self.sys_path[0]) if self.sys_path else Path.cwd(), env=self.env,
+            cwd=self.cwd, env=self.env,
         )  # fmt: skip
 
     def _env_for(self, path: Path) -> dict[str, Any] | None:
@@ -325,6 +335,7 @@ class SubprocessCapture:
         self.cwd = cwd
         self.env = env
         self.abandoned = False  # a blocked worker is killed, never left behind
+        self.environment: dict[str, str] = {}
         self._worker: subprocess.Popen[bytes] | None = None
         self._pending = b""
         self._eof = False
@@ -341,10 +352,27 @@ class SubprocessCapture:
             self._pending = b""
             # Starting the interpreter and importing Alembic is not the revision's time.
             ready = self._read_line(self._worker, time.monotonic() + _START_TIMEOUT)
-            if ready is None:
+            try:
+                said = json.loads(ready) if ready is not None else None
+            except ValueError:
+                said = None
+            if not isinstance(said, dict) or said.get("ready") is not True:
                 self._stop()
                 return None
+            self.environment = {k: str(v) for k, v in said.items() if k != "ready"}
         return self._worker
+
+    def probe(self) -> str | None:
+        """Start the worker once, before any revision: None when it is ready, else why this
+        interpreter cannot run the capture (its last line of stderr)."""
+        try:
+            worker = self._start()
+        except OSError as exc:
+            return f"cannot start it: {exc}"
+        if worker is None:
+            why = self._last_stderr_line().removeprefix(": ")
+            return why or f"it did not answer within {_START_TIMEOUT:g}s"
+        return None
 
     def _stop(self) -> None:
         worker, self._worker = self._worker, None
@@ -461,4 +489,4 @@ def capture_runner(
     """
     if python:
         return SubprocessCapture(python, timeout=timeout, sys_path=sys_path, cwd=cwd, env=env)
-    return InProcessCapture(timeout=timeout, sys_path=sys_path, env=env)
+    return InProcessCapture(timeout=timeout, sys_path=sys_path, env=env, cwd=cwd)

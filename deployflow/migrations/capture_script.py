@@ -4,10 +4,15 @@ deployflow imports this module to capture in its own interpreter. With ``migrati
 ``--python``) it runs this file as a script under the service's interpreter instead
 (``python -I capture_script.py``), so a revision that imports the application resolves it as the
 service's own CI would; that interpreter has Alembic but not deployflow, hence nothing here may
-import deployflow, and the code stays valid on Python 3.9.
+import deployflow, and the code stays valid on Python 3.9 and SQLAlchemy 1.3 to 2.x.
 
-Script protocol: one JSON request per line on stdin, ``{"path": ..., "functions": [...],
-"sys_path": [...]}``, one JSON result per line on the original stdout (file descriptors 1 and 2
+No network while a revision is read: a Python audit hook refuses socket connects, sends and name
+lookups (``network_refused``); the attempts come back in the result's ``network``.
+
+Script protocol: a first line ``{"ready": true, "python", "sqlalchemy", "alembic"}`` once a
+capture of its own worked (else the process ends, its reason on stderr); then one JSON request
+per line on stdin, ``{"path": ..., "functions": [...], "sys_path": [...]}``, one JSON result per
+line on the original stdout (file descriptors 1 and 2
 are pointed at a scratch file first, so whatever a revision prints, even from C, never reaches the
 protocol; it is returned as ``output``).
 
@@ -40,7 +45,7 @@ from alembic.operations import ops as alembic_ops
 from alembic.operations.base import BatchOperations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine.url import make_url  # sqlalchemy.engine re-exports it only from 1.4
 from sqlalchemy.sql.elements import ClauseElement, TextClause
 from sqlalchemy.types import TypeEngine
 
@@ -63,6 +68,71 @@ VOLATILE_RE = re.compile(r"\b(" + "|".join(sorted(VOLATILE_FUNCTIONS)) + r")\s*\
 NOT_NULL_CHECK_RE = re.compile(r'^\s*\(?\s*"?(\w+)"?\s+IS\s+NOT\s+NULL\s*\)?\s*$', re.I)
 
 OperationDict = dict[str, Any]
+
+
+class NetworkRefused(ConnectionRefusedError):
+    """A revision tried to reach the network while it was read offline (never let through)."""
+
+
+# Socket audit events (PEP 578) that open a connection or leave the machine.
+_NETWORK_EVENTS = frozenset(
+    {
+        "socket.connect", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
+        "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo",
+    }
+)  # fmt: skip
+_GUARD = threading.local()
+# The worker process guards every thread (a revision may start its own); deployflow's process
+# guards only the threads reading a revision.
+_GUARD_EVERY_THREAD: list[list[str]] = []
+_GUARD_INSTALLED = threading.Lock()
+_guard_hooked = False
+
+
+def _describe_network(event: str, args: tuple[Any, ...]) -> str:
+    if event == "socket.connect" and len(args) >= 2:
+        address = args[1]
+        if isinstance(address, tuple) and len(address) >= 2:
+            return f"connect to {address[0]}:{address[1]}"
+        return f"connect to {address!r}"
+    if event == "socket.getaddrinfo" and args:
+        port = f":{args[1]}" if len(args) > 1 and args[1] else ""
+        return f"look up {args[0]}{port}"
+    return f"{event.split('.', 1)[1]} {args[0]!r}" if args else event
+
+
+def _network_hook(event: str, args: tuple[Any, ...]) -> None:
+    if event not in _NETWORK_EVENTS:
+        return
+    attempts = getattr(_GUARD, "attempts", None)
+    if attempts is None and _GUARD_EVERY_THREAD:
+        attempts = _GUARD_EVERY_THREAD[-1]
+    if attempts is None:
+        return
+    what = _describe_network(event, args)
+    attempts.append(what)
+    raise NetworkRefused(f"deployflow reads revisions without network: {what} refused")
+
+
+@contextmanager
+def network_refused(attempts: list[str]) -> Iterator[None]:
+    """Refuse every socket connection, send and name lookup this thread makes (a Python audit
+    hook, installed once and never removed); each refused attempt is appended to ``attempts``.
+
+    What C code does without Python's socket module (a database driver's own client library)
+    raises no audit event and is not seen.
+    """
+    global _guard_hooked
+    with _GUARD_INSTALLED:
+        if not _guard_hooked:
+            sys.addaudithook(_network_hook)
+            _guard_hooked = True
+    previous = getattr(_GUARD, "attempts", None)
+    _GUARD.attempts = attempts
+    try:
+        yield
+    finally:
+        _GUARD.attempts = previous
 
 
 class CaptureInterrupted(BaseException):
@@ -260,10 +330,12 @@ def _from_alter_column(operation: Any, table: str | None, sql: str) -> list[Oper
     column = operation.column_name
     result: list[OperationDict] = []
     if operation.modify_type is not None:
+        using = (getattr(operation, "kw", None) or {}).get("postgresql_using")
         result.append(
             _op("alter_column_type", table, column, sql,
                 old_type=render_type(operation.existing_type),
-                new_type=render_type(operation.modify_type))
+                new_type=render_type(operation.modify_type),
+                expression=str(using) if using is not None else None)
         )  # fmt: skip
     if operation.modify_nullable is False and operation.existing_nullable is not False:
         result.append(_op("set_not_null", table, column, sql))
@@ -303,6 +375,14 @@ class _Recorder:
             record["in_transaction"] = self.autocommit_depth == 0
             record["segment"] = self.segment
             self.operations.append(record)
+
+    def record_sql(self, statement: Any) -> None:
+        """SQL the revision ran through the bind (``op.get_bind().execute(text(...))``): it is
+        checked like ``op.execute``."""
+        self.operations.append(
+            _op("raw_sql", sql=render(statement), line=self.line(),
+                in_transaction=self.autocommit_depth == 0, segment=self.segment)
+        )  # fmt: skip
 
     def boundary(self) -> None:
         """A commit in the middle of the revision: what follows is another transaction."""
@@ -391,6 +471,7 @@ def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
     context.autocommit_block = tracked_block  # type: ignore[method-assign]
     error: str | None = None
     error_type: str | None = None
+    on_purpose = False
     with ALEMBIC_LOCK, _patched_batch(recorder), Operations.context(context) as ops:
         original_invoke = ops.invoke
 
@@ -408,6 +489,16 @@ def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
             # A bind that refuses the attribute keeps failing loudly instead.
             with contextlib.suppress(Exception):
                 bind.commit = recorder.boundary  # type: ignore[method-assign]
+        if bind is not None:
+            # Offline the bind writes what it is given to the script; record it as well.
+            original_execute = bind.execute
+
+            def execute(statement: Any, *args: Any, **kwargs: Any) -> Any:
+                recorder.record_sql(statement)
+                return original_execute(statement, *args, **kwargs)
+
+            with contextlib.suppress(Exception):
+                bind.execute = execute  # type: ignore[method-assign]
         if bind is not None and not hasattr(bind, "url"):
             # Revisions that branch on `op.get_bind().engine.url` take the PostgreSQL branch.
             with contextlib.suppress(Exception):
@@ -420,8 +511,25 @@ def capture_function(module: Any, path: str, function: str) -> dict[str, Any]:
             raise
         except BaseException as exc:  # any failure offline, exit() included, is reported
             error, error_type = describe_exception(exc), type(exc).__name__
+            on_purpose = raised_on_purpose(exc, path)
     return {"operations": recorder.operations, "sql": buffer.getvalue(), "error": error,
-            "error_type": error_type}  # fmt: skip
+            "error_type": error_type, "on_purpose": on_purpose}  # fmt: skip
+
+
+def raised_on_purpose(exc: BaseException, path: str) -> bool:
+    """True when ``exc`` comes from a ``raise`` statement written in the revision itself (``raise
+    NotImplementedError``, ``raise RuntimeError("cannot be undone")``), not from Alembic,
+    SQLAlchemy or the application failing offline."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None or last.tb_frame.f_code.co_filename != path:
+        return False
+    import linecache
+
+    return linecache.getline(path, last.tb_lineno).strip().startswith("raise")
 
 
 def capture_through_env(env: dict[str, Any], function: str) -> dict[str, Any]:
@@ -497,7 +605,10 @@ def capture_file(
     started = time.perf_counter()
     added = [entry for entry in sys_path if entry not in sys.path]
     sys.path[:0] = added
-    result: dict[str, Any] = {"import_error": None, "captures": {}}
+    attempts: list[str] = []
+    result: dict[str, Any] = {"import_error": None, "captures": {}, "network": attempts}
+    guard = network_refused(attempts)
+    guard.__enter__()
     try:
         try:
             module = load_module(path)
@@ -521,9 +632,10 @@ def capture_file(
             return result
         for function in functions:
             captured = capture_function(module, path, function)
-            if captured["error"] and captured["error_type"] not in (
-                "NotImplementedError",
-                "missing",
+            if (
+                captured["error"]
+                and captured["error_type"] not in ("NotImplementedError", "missing")
+                and not captured.get("on_purpose")
             ):
                 fallback = _fallback(env, function, captured["error"])
                 if fallback and "fallback_error" not in fallback:
@@ -532,6 +644,7 @@ def capture_file(
                     captured["error"] = fallback["fallback_error"]
             result["captures"][function] = captured
     finally:
+        guard.__exit__(None, None, None)
         for entry in added:
             if entry in sys.path:
                 sys.path.remove(entry)
@@ -551,7 +664,24 @@ def _warm_up() -> None:
         op.add_column("warm_up", Column("c", Integer, nullable=True))
         op.execute("SELECT 1")
 
-    capture_function(types.SimpleNamespace(upgrade=upgrade), "<warm-up>", "upgrade")
+    result = capture_function(types.SimpleNamespace(upgrade=upgrade), "<warm-up>", "upgrade")
+    if result["error"] or len(result["operations"]) != 2:
+        raise RuntimeError(
+            f"this interpreter cannot run the capture (SQLAlchemy {environment()['sqlalchemy']}, "
+            f"Alembic {environment()['alembic']}): {result['error'] or result['operations']}"
+        )
+
+
+def environment() -> dict[str, str]:
+    """The versions this capture runs on (shown in the report)."""
+    import alembic
+    import sqlalchemy
+
+    return {
+        "python": ".".join(str(part) for part in sys.version_info[:3]),
+        "sqlalchemy": str(sqlalchemy.__version__),
+        "alembic": str(getattr(alembic, "__version__", "unknown")),
+    }
 
 
 def serve(requests: Any, protocol: Any) -> None:
@@ -559,11 +689,12 @@ def serve(requests: Any, protocol: Any) -> None:
 
     The first line written is ``{"ready": true}``: the imports are done, deadlines may start.
     """
+    # Before the redirection, so a capture this interpreter cannot run says why on stderr.
+    _warm_up()
     scratch = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
     os.dup2(scratch.fileno(), 1)
     os.dup2(scratch.fileno(), 2)
-    _warm_up()
-    protocol.write('{"ready": true}\n')
+    protocol.write(json.dumps({"ready": True, **environment()}) + "\n")
     protocol.flush()
     for line in requests:
         if not line.strip():
@@ -571,6 +702,8 @@ def serve(requests: Any, protocol: Any) -> None:
         request = json.loads(line)
         scratch.seek(0)
         scratch.truncate()
+        # Every thread of the worker is guarded: a revision may start threads of its own.
+        _GUARD_EVERY_THREAD[:] = [[]]
         try:
             result = capture_file(
                 request["path"], request["functions"], request["sys_path"], request.get("env")
@@ -579,6 +712,7 @@ def serve(requests: Any, protocol: Any) -> None:
             raise
         except BaseException as exc:  # the worker itself must answer, whatever happened
             result = {"import_error": describe_exception(exc), "captures": {}}
+        result["network"] = sorted({*result.get("network", []), *_GUARD_EVERY_THREAD[0]})
         sys.stdout.flush()
         sys.stderr.flush()
         scratch.seek(0)

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deployflow.migrations.capture import Capture, CaptureRunner, RevisionCapture, capture_runner
+from deployflow.migrations.capture import (
+    Capture,
+    CaptureRunner,
+    RevisionCapture,
+    SubprocessCapture,
+    capture_runner,
+)
 from deployflow.migrations.graph import (
     GraphProblem,
     MigrationInputError,
     RevisionGraph,
     alembic_ini,
+    application_sys_path,
     load_graph,
     project_root,
     resolve,
@@ -47,6 +55,7 @@ _CONTRACT_RULES = {
     "add-column-not-null-without-default": "adds a NOT NULL column without default",
     "set-not-null": "makes a column NOT NULL",
     "alter-column-type": "changes a column type",
+    "not-null-default-dropped": "drops the server default the old code inserts with",
 }
 
 
@@ -60,6 +69,7 @@ def check_migrations(
     now: datetime | None = None,
     python: str | None = None,
     revision_timeout: float | None = None,
+    sys_path: list[str] | None = None,
 ) -> MigrationReport:
     """Check the revisions after ``from_rev`` up to ``to_rev`` (default: the head).
 
@@ -75,6 +85,7 @@ def check_migrations(
         python: overrides ``settings.python``: the interpreter whose worker process captures
             the revisions (None: in deployflow's own process).
         revision_timeout: overrides ``settings.revision_timeout`` (seconds per revision).
+        sys_path: overrides ``settings.sys_path`` (where the application is importable from).
 
     Returns:
         The report; ``report.blocking`` tells whether the deploy must stop.
@@ -106,13 +117,30 @@ def check_migrations(
     env_sets_lock_timeout = _env_sets_lock_timeout(alembic_dir)
     state = LintState()
     root = project_root(alembic_dir)
-    interpreter = _interpreter(python, "--python", root) or _interpreter(
-        spec.python, "migrations.python", root
+    ini = alembic_ini(alembic_dir)
+    search = [root, *([ini.parent.resolve()] if ini else [])]
+    argument = "--python" if python else "migrations.python"
+    interpreter = _interpreter(python, "--python", search) or _interpreter(
+        spec.python, "migrations.python", search
     )
+    sys_path = application_sys_path(
+        alembic_dir, root, sys_path or spec.sys_path,
+        "--sys-path" if sys_path else "migrations.sys_path",
+    )  # fmt: skip
     runner = capture_runner(
         interpreter, timeout=revision_timeout or spec.revision_timeout,
-        sys_path=[str(root)], cwd=root, env=env_fallback(alembic_dir, graph),
+        sys_path=sys_path, cwd=root, env=env_fallback(alembic_dir, graph),
     )  # fmt: skip
+    if isinstance(runner, SubprocessCapture) and order:
+        why = runner.probe()
+        if why is not None:
+            runner.close()
+            raise MigrationInputError(
+                argument,
+                f"{interpreter} cannot run the capture: {why}. It needs Python 3.9 or later "
+                "with Alembic and SQLAlchemy 1.3 or later installed (the service's own "
+                "environment, e.g. .venv/bin/python)",
+            )
     try:
         revisions = [
             _check_revision(graph.revisions[rev], state, spec, env_sets_lock_timeout, runner)
@@ -124,6 +152,8 @@ def check_migrations(
         alembic_dir=str(alembic_dir), from_revision=start,
         to_revision=to_revs[0] if len(to_revs) == 1 else None, heads=heads,
         graph_findings=graph_findings, revisions=revisions,
+        read_with={"interpreter": interpreter or sys.executable, **runner.environment,
+                   "sys_path": os.pathsep.join(sys_path)},
     )  # fmt: skip
     url = staging_url or (spec.staging_url.get_secret_value() if spec.staging_url else None)
     if url and runner.abandoned:
@@ -138,8 +168,10 @@ def check_migrations(
         report.impact = _impact(url, impact_ops, spec, now or datetime.now(UTC))
         if len(to_revs) == 1 and not any(f.counts for f in graph_findings):
             report.staging = round_trip(
-                alembic_dir, url, from_rev=start, to_rev=to_revs[0], lock_timeout=spec.lock_timeout
-            )
+                alembic_dir, url, from_rev=start, to_rev=to_revs[0],
+                lock_timeout=spec.lock_timeout, python=interpreter, sys_path=sys_path, cwd=root,
+            )  # fmt: skip
+            apply_staging(report, order)
     return report
 
 
@@ -223,19 +255,26 @@ def _apply_suppressions(
     return result
 
 
-def _interpreter(python: str | None, argument: str, root: Path) -> str | None:
+def _interpreter(python: str | None, argument: str, search: list[Path]) -> str | None:
     """``python`` as an executable path: a bare name is looked up on PATH, a relative path is
-    taken from the project's root (the folder of alembic.ini)."""
+    taken from the checkout root, else from the folder of alembic.ini (``search``)."""
     if not python:
         return None
+    found: str | None = None
     if os.sep in python:
-        path = Path(python) if Path(python).is_absolute() else root / python
-        found = str(path) if path.is_file() and os.access(path, os.X_OK) else None
+        for folder in [Path("/")] if Path(python).is_absolute() else search:
+            path = folder / python
+            if path.is_file() and os.access(path, os.X_OK):
+                # Not resolved: a venv's python is a symlink whose own path selects the venv.
+                found = os.path.normpath(path)
+                break
     else:
         found = shutil.which(python)
     if found is None:
         raise MigrationInputError(
-            argument, f"{python!r} is not an executable interpreter (relative to {root})"
+            argument,
+            f"{python!r} is not an executable interpreter "
+            f"(relative paths are taken from {' or '.join(map(str, search))})",
         )
     return found
 
@@ -248,7 +287,7 @@ def env_fallback(alembic_dir: Path, graph: RevisionGraph) -> dict[str, Any] | No
     ini = alembic_ini(alembic_dir)
     return {
         "alembic_dir": str(alembic_dir.resolve()), "ini": str(ini) if ini else None,
-        "version_locations": [str(p) for p in version_locations(alembic_dir)],
+        "version_locations": [str(p.resolve()) for p in version_locations(alembic_dir)],
         "revisions": {
             str(source.path.resolve()): (rev, source.down_revisions)
             for rev, source in graph.revisions.items()
@@ -274,6 +313,12 @@ def _check_revision(
     upgrade = captured.get("upgrade")
     downgrade = captured.get("downgrade") if source.downgrade == "ok" else Capture()
     unreadable = captured.failure
+    if unreadable is None and captured.network:
+        unreadable = (
+            f"it tried to reach the network while read ({'; '.join(captured.network[:3])}), "
+            "refused: revisions are read without network, so what it does with a connection "
+            "was not seen"
+        )
     if unreadable is None and upgrade.error:
         unreadable = f"upgrade() could not run offline ({upgrade.error})"
     if unreadable:
@@ -286,14 +331,23 @@ def _check_revision(
             )
         )
     raw += lint_operations(
-        upgrade.operations, state=state, env_sets_lock_timeout=env_sets_lock_timeout
-    )
-    reversibility = _reversibility(source, captured, upgrade, downgrade, raw, spec)
+        upgrade.operations, state=state, env_sets_lock_timeout=env_sets_lock_timeout,
+        max_lock_timeout=spec.max_lock_timeout,
+    )  # fmt: skip
+    reversibility = _reversibility(source, unreadable, upgrade, downgrade, raw, spec)
     findings = _apply_suppressions(source, raw, spec)
     compatibility_reasons = sorted(
         {_CONTRACT_RULES[f.rule_id] for f in findings if f.rule_id in _CONTRACT_RULES}
     )
-    if compatibility_reasons:
+    if unreadable:
+        # Nothing is claimed about a revision that was not fully read, accepted or not.
+        compatibility = "unknown"
+        order = (
+            "Unknown: the revision was not fully read, so whether the running code keeps "
+            "working with it was not checked. Review it by hand before deploying it beside the "
+            "old version."
+        )
+    elif compatibility_reasons:
         compatibility = "contract"
         order = (
             "Deploy code that no longer depends on what this revision removes or tightens "
@@ -323,14 +377,18 @@ def _check_revision(
 
 def _reversibility(
     source: RevisionSource,
-    captured: RevisionCapture,
+    unreadable: str | None,
     upgrade: Capture,
     downgrade: Capture,
     raw: list[RawFinding],
     spec: MigrationsSpec,
 ) -> str:
-    if captured.failure:
-        # Nothing is known about a revision that could not be read: never call it reversible.
+    """What the downgrade is known to do. Only a downgrade that refuses on purpose (a ``raise``
+    written in it) is irreversible here; one that merely cannot run offline is unknown until
+    the staging round trip says otherwise (``apply_staging``)."""
+    if unreadable:
+        # Nothing is known about a revision that could not be read: never call it reversible,
+        # and its acceptance (if any) covers the whole revision, downgrade included.
         return "unknown (the revision could not be read)"
     shape = source.downgrade
     if shape in ("empty", "ok") and not upgrade.operations and not upgrade.error:
@@ -342,19 +400,48 @@ def _reversibility(
     if shape == "empty":
         raw.append(RawFinding("downgrade-empty", "downgrade() only contains pass/docstring/..."))
         return "empty"
-    intended = shape == "irreversible" or downgrade.error_type == "NotImplementedError"
+    intended = (
+        shape == "irreversible"
+        or downgrade.error_type == "NotImplementedError"
+        or (downgrade.error is not None and downgrade.on_purpose)
+    )
     if intended and spec.allow_irreversible:
         return "irreversible (allowed by the spec)"
-    if intended or downgrade.error:
-        what = downgrade.error or "downgrade() raises"
-        raw.append(
-            RawFinding("downgrade-irreversible", f"downgrade() fails when run offline: {what}")
-        )
+    if intended:
+        what = downgrade.error or "downgrade() raises NotImplementedError"
+        raw.append(RawFinding("downgrade-irreversible", f"downgrade() refuses: {what}"))
         return "irreversible"
+    if downgrade.error:
+        return f"unknown (downgrade() could not run offline: {downgrade.error})"
     if not downgrade.operations and upgrade.operations:
         raw.append(RawFinding("downgrade-records-nothing", "downgrade() emitted no operation"))
         return "records nothing"
     return "reversible"
+
+
+def apply_staging(report: MigrationReport, order: list[str]) -> None:
+    """What the staging round trip showed overrides what was read offline: a revision the
+    downgrade leg undid is reversible (an offline-only failure was no refusal), the one it
+    failed on is irreversible."""
+    staging = report.staging
+    leg = next((leg for leg in staging.legs if leg.name == "downgrade"), None) if staging else None
+    if leg is None:
+        return
+    by_rev = {r.revision: r for r in report.revisions}
+    for rev in reversed(order):
+        revision = by_rev.get(rev)
+        if revision is None:
+            continue
+        if not leg.ok and rev == leg.failed_revision:
+            revision.reversibility = f"irreversible (its downgrade failed on staging: {leg.error})"
+            return
+        if not leg.ok and leg.failed_revision is None:
+            return  # where it failed is not known: nothing is claimed
+        if revision.unreadable is None and not revision.reversibility.startswith("reversible"):
+            revision.reversibility = "reversible (its downgrade passed on staging)"
+            revision.findings = [
+                f for f in revision.findings if f.rule_id != "downgrade-irreversible"
+            ]
 
 
 def _impact_operations(revisions: list[RevisionReport]) -> list[tuple[Finding, str]]:

@@ -1,5 +1,5 @@
 """``deployflow check-migrations ALEMBIC_DIR [--from REV] [--to REV] [--staging-url URL]
-[--python INTERPRETER] [--revision-timeout SECONDS] [--format text|json]``.
+[--python INTERPRETER] [--sys-path FOLDER]... [--revision-timeout SECONDS] [--format text|json]``.
 
 Exit codes: 0 safe, 1 the deploy must stop (error findings, among them any revision that could
 not be read, staging failure, unapproved downtime), 2 bad input. Runnable alone:
@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "installed) so application imports resolve (default: deployflow's own, in process)",
     )
     parser.add_argument(
+        "--sys-path",
+        metavar="FOLDER",
+        action="append",
+        default=None,
+        help="a folder the application is importable from (repeatable; default: alembic.ini's "
+        "prepend_sys_path and the checkout root; a package directory is refused)",
+    )
+    parser.add_argument(
         "--revision-timeout",
         metavar="SECONDS",
         type=float,
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         report = check_migrations(
             Path(args.alembic_dir), from_rev=args.from_rev, to_rev=args.to_rev,
             staging_url=args.staging_url, python=python, revision_timeout=timeout,
+            sys_path=[str(Path(p).absolute()) for p in getattr(args, "sys_path", None) or []],
         )  # fmt: skip
     except MigrationInputError as exc:
         print(f"deployflow check-migrations: {exc}", file=sys.stderr)

@@ -116,13 +116,85 @@ class RevisionGraph:
         return order
 
 
+# Files that mark the top of a checkout (where a team runs `alembic`, `flask db` or its tests).
+_CHECKOUT_MARKERS = (
+    ".git", "pyproject.toml", "setup.py", "setup.cfg", "requirements.txt", "Pipfile",
+    "poetry.lock", "uv.lock", "tox.ini",
+)  # fmt: skip
+
+
 def project_root(alembic_dir: Path) -> Path:
-    """Where the service's code lives: the directory of alembic.ini (as ``alembic`` runs from
-    there), else the parent of the Alembic directory."""
-    for candidate in (alembic_dir, alembic_dir.parent):
-        if (candidate / "alembic.ini").is_file():
-            return candidate.resolve()
-    return alembic_dir.resolve().parent
+    """The service's checkout root: where its application package is importable from.
+
+    The nearest folder at or above the Alembic directory holding a checkout marker (``.git``,
+    ``pyproject.toml``, ``setup.py``, ``requirements.txt``, ...): the Flask-Migrate layout keeps
+    alembic.ini in ``migrations/`` while the application sits beside that folder. Without a
+    marker, the folder of alembic.ini (else the Alembic directory's parent). Never a package
+    directory (one holding ``__init__.py``): on ``sys.path`` its modules would shadow real ones
+    (a ``shop/http.py`` standing in for the standard library's ``http``), so the search goes on
+    up to the folder that holds the package.
+    """
+    start = alembic_dir.resolve()
+    found = next(
+        (
+            folder
+            for folder in (start, *start.parents)
+            if any((folder / marker).exists() for marker in _CHECKOUT_MARKERS)
+        ),
+        None,
+    )
+    if found is None:
+        ini = alembic_ini(alembic_dir)
+        found = ini.parent.resolve() if ini else start.parent
+    while (found / "__init__.py").is_file() and found.parent != found:
+        found = found.parent
+    return found
+
+
+def prepend_sys_path(alembic_dir: Path, root: Path) -> list[Path]:
+    """alembic.ini's ``prepend_sys_path`` entries, taken from ``root`` (Alembic takes them from
+    the folder it runs in, the checkout root), package directories left out."""
+    ini = alembic_ini(alembic_dir)
+    if ini is None:
+        return []
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    try:
+        parser.read(ini, encoding="utf-8")
+        raw = parser.get("alembic", "prepend_sys_path", fallback=None)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise MigrationInputError("alembic.ini", f"{ini} cannot be read: {exc}") from exc
+    entries = [e for e in re.split(r"[,\s" + re.escape(os.pathsep) + r"]+", raw or "") if e]
+    paths = [(root / entry).resolve() for entry in entries]
+    return [p for p in paths if p.is_dir() and not (p / "__init__.py").is_file()]
+
+
+def application_sys_path(
+    alembic_dir: Path, root: Path, configured: list[str] | None, argument: str
+) -> list[str]:
+    """What goes on ``sys.path`` while revisions are read: ``configured`` (the spec's
+    ``migrations.sys_path``, relative entries from ``root``) when given, else alembic.ini's
+    ``prepend_sys_path`` and ``root``.
+
+    Raises:
+        MigrationInputError: a configured entry is not a folder, or is a package directory.
+    """
+    if configured:
+        result = []
+        for entry in configured:
+            path = Path(entry) if Path(entry).is_absolute() else root / entry
+            if not path.is_dir():
+                raise MigrationInputError(argument, f"{entry!r} is not a folder (from {root})")
+            if (path / "__init__.py").is_file():
+                raise MigrationInputError(
+                    argument,
+                    f"{entry!r} is a package directory (it holds __init__.py): its modules "
+                    "would shadow the standard library's and installed ones of the same name; "
+                    f"give the folder that holds the package ({path.resolve().parent})",
+                )
+            result.append(str(path.resolve()))
+        return result
+    paths = [*prepend_sys_path(alembic_dir, root), root]
+    return [str(p) for p in dict.fromkeys(paths)]
 
 
 def alembic_ini(alembic_dir: Path) -> Path | None:

@@ -14,6 +14,7 @@ from deployflow.migrations.operations import (
     DATA_KINDS,
     Operation,
     is_binary_coercible,
+    is_identity_using,
     normalise_name,
 )
 
@@ -58,13 +59,24 @@ class LintState:
 
     validated_not_null: set[tuple[str | None, str]] = field(default_factory=set)
     column_types: dict[tuple[str | None, str], str] = field(default_factory=dict)
+    # NOT NULL columns added to existing tables with a server default: the default is what lets
+    # the old code, which does not know the column, keep inserting.
+    not_null_defaults: set[tuple[str | None, str]] = field(default_factory=set)
 
 
 _norm = normalise_name
 
 
+# A lock_timeout above this many seconds lets a waiting ALTER queue queries that long.
+DEFAULT_MAX_LOCK_TIMEOUT = 10.0
+
+
 def lint_operations(
-    operations: Iterable[Operation], *, state: LintState, env_sets_lock_timeout: bool
+    operations: Iterable[Operation],
+    *,
+    state: LintState,
+    env_sets_lock_timeout: bool,
+    max_lock_timeout: float = DEFAULT_MAX_LOCK_TIMEOUT,
 ) -> list[RawFinding]:
     """Return the findings for one revision's upgrade operations."""
     ops = list(operations)
@@ -110,6 +122,21 @@ def lint_operations(
             if kind == "alter_column_type" and op.old_type is None:
                 op = replace(op, old_type=old_type)
         if kind == "set_lock_timeout":
+            if op.seconds == 0:
+                add(
+                    "lock-timeout-value", op,
+                    "SET lock_timeout to 0 turns the timeout off: an ALTER waiting for its lock "
+                    "queues every later query on the table for as long as it waits",
+                )  # fmt: skip
+                lock_timeout_set = False
+                continue
+            if op.seconds is not None and op.seconds > max_lock_timeout:
+                add(
+                    "lock-timeout-value", op,
+                    f"SET lock_timeout to {op.seconds:g}s, above {max_lock_timeout:g}s "
+                    "(migrations.max_lock_timeout): queries may queue that long behind a "
+                    "waiting ALTER",
+                )  # fmt: skip
             lock_timeout_set = True
             continue
         if (
@@ -121,6 +148,8 @@ def lint_operations(
             lock_timeout_reported = True
             add("missing-lock-timeout", op, f"{op.describe()} runs before any SET lock_timeout")
         if kind == "add_column" and not new_table:
+            if op.nullable is False and op.has_default and op.column:
+                state.not_null_defaults.add((table, op.column.lower()))
             if op.nullable is False and not op.has_default:
                 add(
                     "add-column-not-null-without-default", op,
@@ -136,8 +165,17 @@ def lint_operations(
                     "add-unique-constraint", op,
                     f"{op.table}.{op.column} is added UNIQUE (its index is built under the lock)",
                 )  # fmt: skip
+        elif kind == "set_default" and not op.has_default and not new_table:
+            if (table, (op.column or "").lower()) in state.not_null_defaults:
+                add(
+                    "not-null-default-dropped", op,
+                    f"{op.table}.{op.column} was added NOT NULL with a server default in this "
+                    "range and the default is dropped: every INSERT from the old code, which "
+                    "does not name the column, fails",
+                )  # fmt: skip
         elif kind == "alter_column_type" and not new_table:
-            if op.expression is not None or not is_binary_coercible(op.old_type, op.new_type):
+            conversion = not is_identity_using(op.expression, op.column, op.new_type)
+            if conversion or not is_binary_coercible(op.old_type, op.new_type):
                 old = op.old_type or "unknown type (pass existing_type=)"
                 add(
                     "alter-column-type", op,

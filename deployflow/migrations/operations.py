@@ -53,6 +53,8 @@ class Operation:
     unique: bool = False
     # (column, type) of a created table, so a later raw ALTER ... TYPE knows the old type.
     columns: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # The value a SET lock_timeout gives, in seconds (0: no timeout); None when not a literal.
+    seconds: float | None = None
 
     def describe(self) -> str:
         """A short human label such as ``add_column users.email``."""
@@ -87,10 +89,49 @@ def is_binary_coercible(old: str | None, new: str | None) -> bool:
     if o_name in {"NUMERIC", "DECIMAL"} and n_name in {"NUMERIC", "DECIMAL"}:
         if not n_args:
             return True
-        if len(o_args) == 2 and len(n_args) == 2:
-            return n_args[1] == o_args[1] and n_args[0] >= o_args[0]
-        return False
+        if not o_args:
+            return False  # unbounded to bounded: every value is checked
+        # numeric(p) is numeric(p, 0): more precision at the same scale keeps every value.
+        o_full, n_full = (*o_args, 0)[:2], (*n_args, 0)[:2]
+        return n_full[1] == o_full[1] and n_full[0] >= o_full[0]
     return o_name == "CIDR" and n_name == "INET"
+
+
+def is_identity_using(expression: str | None, column: str | None, new_type: str | None) -> bool:
+    """True when a ``USING`` expression only reads the column as it is (``c``, ``c::new_type``,
+    ``CAST(c AS new_type)``): the change is then what the types alone say, no conversion."""
+    if not expression or not column:
+        return expression is None
+    try:
+        [raw] = pg_parse(f"SELECT {expression}")
+        node: Any = raw.stmt.targetList[0].val  # type: ignore[union-attr]
+    except Exception:  # not an expression PostgreSQL parses: not shown to be an identity
+        return False
+    cast_type = None
+    if isinstance(node, ast.TypeCast):
+        cast_type, node = _type_name(node.typeName), node.arg
+    if not isinstance(node, ast.ColumnRef):
+        return False
+    name = getattr((node.fields or (None,))[-1], "sval", None)
+    if not isinstance(name, str) or name.lower() != column.lower().strip('"'):
+        return False
+    return cast_type is None or (
+        new_type is not None and _split_type(cast_type) == _split_type(new_type)
+    )
+
+
+def lock_timeout_seconds(value: object) -> float | None:
+    """A lock_timeout setting in seconds: an integer is milliseconds, a string may carry a
+    unit (``'5s'``, ``'250ms'``, ``'1min'``); None when it cannot be read."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) / 1000
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$", str(value), re.I)
+    if not match:
+        return None
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+    return float(match.group(1)) * scale[(match.group(2) or "ms").lower()]
 
 
 def _split_type(value: str) -> tuple[str, tuple[int, ...]]:
@@ -245,6 +286,8 @@ def _from_node(node: Any, statement: str) -> list[Operation]:
         if kind == "OBJECT_TABLE":
             return [Operation("drop_table", t, cascade=cascade) for t in targets]
         return [Operation("ddl_object", targets[0] if targets else None, detail=f"DROP {kind}")]
+    if isinstance(node, ast.CreateStmt) and _persistence(node.relation) == "temporary":
+        return [Operation("create_table", _relation(node.relation), detail="temporary")]
     if isinstance(node, ast.CreateStmt):
         columns = tuple(
             (elt.colname, _type_name(elt.typeName) or "")
@@ -292,14 +335,26 @@ def _from_node(node: Any, statement: str) -> list[Operation]:
         return [Operation("cluster", _relation(node.relation))]
     if isinstance(node, ast.VariableSetStmt):
         if str(node.name or "").lower() == "lock_timeout":
-            return [Operation("set_lock_timeout")]
+            return [Operation("set_lock_timeout", seconds=_set_value_seconds(node))]
         return [Operation("set")]
     if isinstance(node, ast.ConstraintsSetStmt):
         return [Operation("set", detail="SET CONSTRAINTS")]
     if isinstance(node, ast.SelectStmt):
         if re.search(r"set_config\s*\(\s*'lock_timeout'", statement, re.I):
-            return [Operation("set_lock_timeout")]
+            match = re.search(r"set_config\s*\(\s*'lock_timeout'\s*,\s*'([^']*)'", statement, re.I)
+            return [
+                Operation(
+                    "set_lock_timeout",
+                    seconds=lock_timeout_seconds(match.group(1)) if match else None,
+                )
+            ]
+        into = getattr(node, "intoClause", None)
+        if into is not None:  # SELECT ... INTO [TEMP] t: a new table
+            return [Operation("create_table", _relation(into.rel), detail=_persistence(into.rel))]
         return [Operation("select")]
+    if isinstance(node, ast.CreateTableAsStmt) and _enum(node.objtype) == "OBJECT_TABLE":
+        rel = node.into.rel if node.into is not None else None
+        return [Operation("create_table", _relation(rel), detail=_persistence(rel))]
     if isinstance(node, ast.UpdateStmt):
         return [Operation("update", _relation(node.relation))]
     if isinstance(node, ast.DeleteStmt):
@@ -317,6 +372,20 @@ def _from_node(node: Any, statement: str) -> list[Operation]:
     # CREATE FUNCTION / TYPE / EXTENSION / VIEW / SEQUENCE / TRIGGER, ALTER TYPE, ...: objects
     # that are not a table's data or shape.
     return [Operation("ddl_object", detail=type(node).__name__)]
+
+
+def _persistence(relation: Any) -> str | None:
+    return "temporary" if getattr(relation, "relpersistence", None) == "t" else None
+
+
+def _set_value_seconds(node: Any) -> float | None:
+    if _enum(node.kind) in ("VAR_SET_DEFAULT", "VAR_RESET"):
+        return 0.0  # the server's default, which is no timeout unless configured otherwise
+    args: tuple[Any, ...] = tuple(node.args or ())
+    if len(args) != 1 or not isinstance(args[0], ast.A_Const):
+        return None
+    value = args[0].val
+    return lock_timeout_seconds(getattr(value, "sval", None) or getattr(value, "ival", None))
 
 
 def _from_rename(node: Any) -> Operation:

@@ -122,6 +122,7 @@ class StagingResult:
     starting_revision: str | None
     legs: list[StagingLeg] = field(default_factory=list)
     error: str | None = None
+    interpreter: str | None = None  # the service's interpreter it ran in (None: deployflow's)
 
     @property
     def ok(self) -> bool:
@@ -136,6 +137,7 @@ class StagingResult:
             "starting_revision": self.starting_revision,
             "ok": self.ok,
             "error": self.error,
+            "interpreter": self.interpreter,
             "legs": [leg.to_dict() for leg in self.legs],
         }
 
@@ -190,6 +192,8 @@ class MigrationReport:
     revisions: list[RevisionReport]
     staging: StagingResult | None = None
     impact: ImpactResult | None = None
+    # What read the revisions: {"interpreter", "python", "sqlalchemy", "alembic", "sys_path"}.
+    read_with: dict[str, str] = field(default_factory=dict)
 
     def all_findings(self) -> list[Finding]:
         """Graph findings followed by every revision's findings."""
@@ -228,6 +232,7 @@ class MigrationReport:
             "from_revision": self.from_revision,
             "to_revision": self.to_revision,
             "heads": self.heads,
+            "read_with": self.read_with,
             "blocking": self.blocking,
             "blocking_reasons": self.blocking_reasons,
             "exit_code": self.exit_code,

@@ -34,6 +34,16 @@ _CATALOGUE = (
         "CHECK (col IS NOT NULL) NOT VALID, VALIDATE it and SET NOT NULL in a later revision.",
     ),
     Rule(
+        "not-null-default-dropped", "error",
+        "NOT NULL column whose server default is dropped in the same range",
+        "The column was added NOT NULL with a server default, which is what lets the old code "
+        "(which does not name the column) keep inserting; dropping the default in the same "
+        "release makes every INSERT from the old version fail with a NOT NULL violation while "
+        "it still runs (a canary, a blue-green switch, a rollback).",
+        "Keep the server default in this release; drop it in a later release, once no running "
+        "version inserts without the column.",
+    ),
+    Rule(
         "add-column-volatile-default", "error",
         "Column added with a volatile default (random(), gen_random_uuid(), nextval, identity, "
         "stored generated)",
@@ -172,6 +182,15 @@ _CATALOGUE = (
         "retry the deploy if it times out.",
     ),
     Rule(
+        "lock-timeout-value", "warning",
+        "lock_timeout of 0 or above the bound",
+        "lock_timeout = 0 turns the timeout off, and a long one lets an ALTER waiting for its "
+        "lock queue every later query on the table that long: the outage lock_timeout exists "
+        "to prevent.",
+        "SET lock_timeout to a few seconds (at most migrations.max_lock_timeout, 10s by "
+        "default) and retry the deploy when it times out.",
+    ),
+    Rule(
         "backfill-in-ddl-transaction", "error",
         "Backfill UPDATE in the same transaction as DDL",
         "The UPDATE locks every row it touches and the DDL's table lock is held until the whole "
@@ -278,7 +297,8 @@ _CATALOGUE = (
     Rule(
         "downgrade-irreversible", "error",
         "Irreversible revision",
-        "downgrade() raises (NotImplementedError, or any other exception when run offline): a "
+        "downgrade() refuses on purpose (raise NotImplementedError, or another raise written in "
+        "it): a "
         "rollback past this revision is impossible, so a bad release can only be fixed forward.",
         "Make it reversible, or set allow_irreversible: true in the spec after planning a "
         "fix-forward.",

@@ -64,6 +64,14 @@ class MigrationsSpec(StrictModel):
         default=5.0,
         description="lock_timeout set on the staging session during the round trip, e.g. '5s'.",
     )
+    max_lock_timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "The longest lock_timeout a revision may set, e.g. '10s'; a longer one (or 0, "
+            "which turns the timeout off) is the warning lock-timeout-value."
+        ),
+    )
     large_table_rows: int = Field(
         default=1_000_000,
         ge=1,
@@ -79,7 +87,10 @@ class MigrationsSpec(StrictModel):
     )
     allow_irreversible: bool = Field(
         default=False,
-        description="Accept revisions whose downgrade raises NotImplementedError.",
+        description=(
+            "Accept revisions whose downgrade refuses on purpose (raise NotImplementedError, or "
+            "any raise written in downgrade())."
+        ),
     )
     downtime_windows: list[DowntimeWindow] = Field(
         default_factory=list,
@@ -92,11 +103,23 @@ class MigrationsSpec(StrictModel):
         min_length=1,
         description=(
             "The service's Python interpreter: a command on PATH, or a path (a relative one "
-            "from the folder of alembic.ini), e.g. '.venv/bin/python'. The revisions are then "
-            "captured by a worker process of that interpreter (which needs Alembic and "
-            "SQLAlchemy, not deployflow), so revisions that "
-            "import the application resolve as in the service's own CI. Empty: deployflow's "
-            "own interpreter, in process."
+            "from the checkout root, else from the folder of alembic.ini), e.g. "
+            "'.venv/bin/python'. The revisions are then captured, and the staging round trip "
+            "run, by a process of that interpreter (Python 3.9+ with Alembic and SQLAlchemy 1.3 "
+            "or later, not deployflow), so revisions that import the application resolve as in "
+            "the service's own CI. An interpreter that cannot run the capture is bad input. "
+            "Empty: deployflow's own interpreter, in process."
+        ),
+    )
+    sys_path: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Folders put on sys.path while the revisions are read, relative ones from the "
+            "checkout root, e.g. ['.', 'src']. Empty: alembic.ini's prepend_sys_path and the "
+            "checkout root (the nearest folder above the Alembic directory holding .git, "
+            "pyproject.toml, setup.py, requirements.txt, ...; for the Flask-Migrate layout the "
+            "folder holding migrations/ and the application). A package directory (holding "
+            "__init__.py) is refused: its modules would shadow real ones."
         ),
     )
     revision_timeout: Duration = Field(

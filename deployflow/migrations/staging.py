@@ -1,29 +1,39 @@
 """Staging round trip (upgrade, downgrade, upgrade again) and table size measurements.
 
-The round trip drives Alembic directly (ScriptDirectory + EnvironmentContext, as ``alembic
-upgrade`` does) instead of the project's env.py, so it needs no application settings; the session
-gets a lock_timeout so a migration that waits on a lock fails fast instead of hanging. URLs are
-only ever shown with their password hidden.
+The round trip itself is ``staging_script`` (standalone, so it can run under the service's own
+interpreter). URLs are only ever shown with their password hidden.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection, Iterable, Mapping
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext, MigrationInfo
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from deployflow.migrations import staging_script
 from deployflow.migrations.capture import ALEMBIC_LOCK
 from deployflow.migrations.graph import version_locations
 from deployflow.migrations.report import StagingLeg, StagingResult
+from deployflow.migrations.staging_script import read_current_revision
+
+STAGING_SCRIPT = Path(staging_script.__file__).resolve()
+# The round trip's bound as a whole when it runs in the service's interpreter (each statement
+# is already bounded by the session's lock_timeout while it waits for a lock).
+STAGING_TIMEOUT = 900.0
+
+__all__ = ["measure_tables", "read_current_revision", "read_deployed_revision", "round_trip",
+           "safe_url"]  # fmt: skip
 
 
 def safe_url(url: str) -> str:
@@ -35,16 +45,18 @@ def safe_url(url: str) -> str:
 
 
 def _engine(url: str) -> Engine:
-    return create_engine(url)
-
-
-def read_current_revision(engine: Engine) -> str | None:
-    """The revision in ``alembic_version`` (None when the table is missing or empty)."""
-    with engine.connect() as conn:
-        heads = MigrationContext.configure(conn).get_current_heads()
-    if len(heads) > 1:
-        raise ValueError(f"the database has several current revisions: {', '.join(heads)}")
-    return heads[0] if heads else None
+    """An engine for deployflow's own reads. The URL is written for the service's driver: a
+    ``postgresql://`` (psycopg2) one is read with psycopg 3, deployflow's, when psycopg2 is not
+    installed here."""
+    parsed = make_url(url)
+    if (
+        parsed.get_backend_name() == "postgresql"
+        and parsed.get_driver_name() == "psycopg2"
+        and importlib.util.find_spec("psycopg2") is None
+        and importlib.util.find_spec("psycopg") is not None
+    ):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed)
 
 
 def read_deployed_revision(database_url: str | Any) -> str | None:
@@ -68,72 +80,16 @@ def read_deployed_revision(database_url: str | Any) -> str | None:
         engine.dispose()
 
 
-def _lock_timeout_sql(seconds: float) -> str:
-    return f"SET lock_timeout = '{max(1, round(seconds * 1000))}ms'"
-
-
-def _leg(
-    script: ScriptDirectory,
-    engine: Engine,
-    name: str,
-    destination: str,
-    *,
-    upgrade: bool,
-    lock_timeout: float,
-) -> StagingLeg:
-    config = Config()
-    config.set_main_option("script_location", str(script.dir))
-    planned: list[str] = []
-    applied: list[str] = []
-
-    def plan(rev: Any, _context: Any) -> Any:
-        steps = (
-            script._upgrade_revs(destination, rev)
-            if upgrade
-            else script._downgrade_revs(destination, rev)
-        )
-        planned.extend(step.revision.revision for step in steps)
-        return steps
-
-    def on_apply(
-        ctx: MigrationContext,
-        step: MigrationInfo,
-        heads: Collection[Any],
-        run_args: Mapping[str, Any],
-    ) -> None:
-        # The step's upper revision is the one applied (upgrade) or undone (downgrade).
-        applied.append(step.up_revision_id or "")
-
-    sqlite = engine.dialect.name == "sqlite"
-    started = time.perf_counter()
-    try:
-        with (
-            ALEMBIC_LOCK,
-            EnvironmentContext(config, script, fn=plan, destination_rev=destination) as env,
-            engine.connect() as conn,
-        ):
-            if engine.dialect.name == "postgresql":
-                # Session level (not SET LOCAL) so it survives autocommit blocks and per-migration
-                # transactions; committed so Alembic's own transaction starts clean.
-                conn.execute(text(_lock_timeout_sql(lock_timeout)))
-                conn.commit()
-            env.configure(
-                connection=conn, transaction_per_migration=True, render_as_batch=sqlite,
-                on_version_apply=on_apply,
-            )  # fmt: skip
-            with env.begin_transaction():
-                env.run_migrations()
-    except Exception as exc:  # a failing migration is a result, not a crash
-        failed = planned[len(applied)] if len(applied) < len(planned) else None
-        statement = getattr(exc, "statement", None)
-        original = getattr(exc, "orig", None)
-        message = str(original if original is not None else exc).strip().splitlines()
-        return StagingLeg(
-            name, destination, time.perf_counter() - started, False,
-            error=f"{type(exc).__name__}: {message[0] if message else ''}",
-            failed_revision=failed, sql=str(statement) if statement else None,
-        )  # fmt: skip
-    return StagingLeg(name, destination, time.perf_counter() - started, True)
+def _round_trip_request(
+    alembic_dir: Path, url: str, from_rev: str | None, to_rev: str, lock_timeout: float,
+    sys_path: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "url": url, "alembic_dir": str(alembic_dir.resolve()),
+        "version_locations": [str(p.resolve()) for p in version_locations(alembic_dir)],
+        "from_rev": from_rev, "to_rev": to_rev, "lock_timeout": lock_timeout,
+        "sys_path": sys_path,
+    }  # fmt: skip
 
 
 def round_trip(
@@ -143,42 +99,75 @@ def round_trip(
     from_rev: str | None,
     to_rev: str,
     lock_timeout: float,
+    python: str | None = None,
+    sys_path: list[str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = STAGING_TIMEOUT,
 ) -> StagingResult:
-    """Upgrade to ``to_rev``, downgrade to ``from_rev`` (base when None), upgrade again."""
-    shown = safe_url(url)
-    try:
-        engine = _engine(url)
-    except Exception as exc:  # a malformed URL or a missing driver
-        return StagingResult(shown, "unknown", None, error=f"{type(exc).__name__} for {shown}")
-    result = StagingResult(shown, engine.dialect.name, None)
-    try:
-        try:
-            result.starting_revision = read_current_revision(engine)
-        except SQLAlchemyError as exc:
-            result.error = f"cannot connect to {shown}: {type(exc).__name__}"
-            return result
-        script = ScriptDirectory(
-            str(alembic_dir), version_locations=[str(p) for p in version_locations(alembic_dir)]
-        )
-        legs = (
-            ("upgrade", to_rev, True),
-            ("downgrade", from_rev or "base", False),
-            ("upgrade again", to_rev, True),
-        )
-        for name, destination, upgrade in legs:
-            leg = _leg(
-                script, engine, name, destination, upgrade=upgrade, lock_timeout=lock_timeout
+    """Upgrade to ``to_rev``, downgrade to ``from_rev`` (base when None), upgrade again.
+
+    With ``python`` (the service's interpreter) the round trip runs in a process of it
+    (``staging_script``), the URL handed over on stdin; else in deployflow's own, under
+    Alembic's process-wide lock. ``sys_path`` is where the application is importable from.
+    """
+    request = _round_trip_request(
+        alembic_dir, url, from_rev, to_rev, lock_timeout, list(sys_path or [])
+    )
+    if python:
+        data = _in_process_of(python, request, cwd or alembic_dir, timeout)
+    else:
+        with ALEMBIC_LOCK:
+            data = staging_script.round_trip(request)
+    result = StagingResult(
+        safe_url(url), str(data.get("backend") or "unknown"), data.get("starting_revision"),
+        error=data.get("error"), interpreter=python,
+    )  # fmt: skip
+    if result.error and result.error.startswith("cannot connect"):
+        result.error = f"cannot connect to {result.url}: {result.error.split(': ', 1)[-1]}"
+    elif result.error and result.error.startswith("engine: "):
+        result.error = f"{result.error.removeprefix('engine: ')} for {result.url}"
+    for leg in data.get("legs") or ():
+        result.legs.append(
+            StagingLeg(
+                str(leg["name"]), str(leg["target"]), float(leg.get("seconds") or 0.0),
+                bool(leg.get("ok")), error=leg.get("error"),
+                failed_revision=leg.get("failed_revision"), sql=leg.get("sql"),
             )
-            result.legs.append(leg)
-            if not leg.ok:
-                break
-    finally:
-        engine.dispose()
+        )  # fmt: skip
     return result
 
 
+def _in_process_of(
+    python: str, request: dict[str, Any], cwd: Path, timeout: float
+) -> dict[str, Any]:
+    """Run ``staging_script`` under ``python``; its failure to run is the result's error."""
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(
+                [python, "-I", str(STAGING_SCRIPT)], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=errors, cwd=cwd, start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            return {"error": f"cannot start {python}: {exc}"}
+        try:
+            out, _ = process.communicate(json.dumps(request).encode() + b"\n", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            return {"error": f"the round trip in {python} took more than {timeout:g}s: stopped"}
+        try:
+            data = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            errors.seek(0)
+            lines = errors.read()[-4000:].decode("utf-8", "replace").strip().splitlines()
+            why = lines[-1] if lines else f"exit code {process.returncode}"
+            return {"error": f"the round trip could not run in {python}: {why}"}
+    return data if isinstance(data, dict) else {"error": f"unreadable answer from {python}"}
+
+
 def measure_tables(
-    url: str, tables: Iterable[str], *, row_limit: int
+    url: str, tables: Collection[str], *, row_limit: int
 ) -> dict[str, tuple[int | None, int | None]]:
     """Estimated rows and total bytes per table (None for what cannot be measured).
 
@@ -187,6 +176,8 @@ def measure_tables(
     SQLite: a bounded count, no size.
     """
     result: dict[str, tuple[int | None, int | None]] = {}
+    if not tables:
+        return result
     engine = _engine(url)
     try:
         with engine.connect() as conn:

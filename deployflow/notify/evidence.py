@@ -25,7 +25,6 @@ from deployflow.notify.report import (
     trigger_time,
 )
 from deployflow.providers.base import Metrics, MetricsOverTime, Target
-from deployflow.tracking import db
 from deployflow.tracking.record import DeployRecord
 
 GIT_TIMEOUT = 10.0
@@ -215,5 +214,7 @@ def save_as(report: Report, path: Path) -> list[Path]:
 
 def report_dir(service: str, deployment_id: int) -> Path:
     """Where the report of one deploy is written: ``<data dir>/reports/<service>-<id>/``."""
+    from deployflow.tracking import db  # its SQLAlchemy only once a report is written
+
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in service)
     return db.data_dir() / "reports" / f"{safe}-{deployment_id}"

@@ -20,6 +20,7 @@ from deployflow.story import (
     Ended,
     FlagChanged,
     Paused,
+    RollbackVerified,
     RolledBack,
     StageBegan,
     StageEnded,
@@ -150,10 +151,23 @@ def rollback_line(event: RolledBack, deploy: Deploy | None) -> str:
             f":rotating_light: {_escape(what)}: ROLLBACK FAILED: {_escape(event.error)}. "
             f"Trigger: {_escape(event.trigger.headline)}"
         )
-    verified = "yes" if event.verified else "*NO*"
     return (
         f":rewind: {_escape(what)} rolled back to {_escape(event.restored_to)}: "
-        f"{_escape(event.trigger.headline)}\n> Stable verified: {verified}"
+        f"{_escape(event.trigger.headline)}\n> All traffic is on {_escape(event.restored_to)}; "
+        "checking it and gathering the evidence"
+    )
+
+
+def verified_line(event: RollbackVerified) -> str:
+    """The check of the stable version after a rollback, as a reply in the thread."""
+    if event.ok:
+        return (
+            f":white_check_mark: {_escape(event.restored_to)} verified healthy after the rollback"
+        )
+    failed = ", ".join(event.failed) or "its checks"
+    return (
+        f":warning: {_escape(event.restored_to)} is *NOT* healthy after the rollback "
+        f"({_escape(failed)} failed): investigate now"
     )
 
 
@@ -215,9 +229,13 @@ def log_line(event: StoryEvent, deploy: Deploy | None) -> tuple[int, str] | None
     if isinstance(event, RolledBack):
         if event.error is not None:
             return logging.ERROR, f"ROLLBACK FAILED: {event.error}"
-        verified = "verified healthy" if event.verified else "NOT verified healthy"
-        return logging.WARNING, (
-            f"rolled back to {event.restored_to} ({verified}): {event.trigger.headline}"
+        return logging.WARNING, f"rolled back to {event.restored_to}: {event.trigger.headline}"
+    if isinstance(event, RollbackVerified):
+        if event.ok:
+            return logging.INFO, f"{event.restored_to} verified healthy after the rollback"
+        failed = ", ".join(event.failed) or "its checks"
+        return logging.ERROR, (
+            f"{event.restored_to} is NOT healthy after the rollback ({failed} failed)"
         )
     if isinstance(event, Ended):
         return logging.INFO, ended_text(event.outcome)

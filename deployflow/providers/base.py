@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from deployflow.analysis import MetricSample
 
@@ -215,6 +215,39 @@ class Metrics(Protocol):
         ...
 
     def describe(self) -> str: ...
+
+
+LiveStatus = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    """One check of a spec against the systems it names (``deployflow validate --live``).
+
+    Attributes:
+        name: What was checked, as the spec names it (``metrics.queries.error_rate``,
+            ``router``, ``dependencies.payments``).
+        status: ``ok``; ``warn`` (worth knowing, the deploy would still work); ``fail`` (a
+            deploy would not work as configured: fix it first).
+        detail: What was asked and what answered (no secret).
+    """
+
+    name: str
+    status: LiveStatus
+    detail: str
+
+
+@runtime_checkable
+class MetricsProbe(Protocol):
+    """A metrics backend that can try each of its configured queries for one version and say, per
+    query, whether it answers with data (optional beside ``Metrics``; without it the live check
+    takes one ``sample``). An observation: never raises."""
+
+    def probe(self, version: str, window_seconds: float) -> list[LiveCheck]:
+        """One check per configured query of ``version`` over ``window_seconds``: ``fail`` when
+        it fails or answers no data, naming the query (and, where the backend can tell, a metric
+        it does not know)."""
+        ...
 
 
 Points = tuple[tuple[float, float], ...]

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from deployflow.flags.flagd_file import FlagdFileProvider, FlagdFileSpec
 from deployflow.notify.slack import SlackNotifier, SlackNotifierSpec
+from deployflow.providers.access_log import AccessLogMetrics, AccessLogMetricsSpec
 from deployflow.providers.alertmanager import AlertmanagerAlerts, AlertmanagerSpec
 from deployflow.providers.base import (
     AlertSource,
@@ -109,7 +110,8 @@ BACKENDS: tuple[BackendKind, ...] = (
     BackendKind("router", HAProxyRouterSpec, _without_context(HAProxyRouter.from_spec)),
     BackendKind("router", NginxRouterSpec, _without_context(NginxRouter.from_spec)),
     BackendKind("router", CommandRouterSpec, CommandRouter.from_spec),
-    BackendKind("metrics", PrometheusMetricsSpec, _without_context(PrometheusMetrics.from_spec)),
+    BackendKind("metrics", PrometheusMetricsSpec, PrometheusMetrics.from_spec),
+    BackendKind("metrics", AccessLogMetricsSpec, AccessLogMetrics.from_spec),
     BackendKind("notifier", SlackNotifierSpec, SlackNotifier.from_spec),
     BackendKind("flags", FlagdFileSpec, _without_context(FlagdFileProvider.from_spec)),
     BackendKind("on_call", PagerDutyOnCallSpec, PagerDutyOnCall.from_spec),

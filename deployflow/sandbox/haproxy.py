@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from deployflow.processes import free_port, port_open
+from deployflow.providers.access_log import HAPROXY_LOG_FORMAT
 from deployflow.providers.haproxy import HAProxyRouter
 from deployflow.sandbox.processes import LocalServer, ManagedProcess
 
@@ -41,10 +42,17 @@ def _binary() -> str:
 
 
 def render_config(
-    admin_socket: Path, port: int, health_path: str = "/healthz", *, health_checks: bool = True
+    admin_socket: Path,
+    port: int,
+    health_path: str = "/healthz",
+    *,
+    health_checks: bool = True,
+    access_log: bool = False,
+    exporter_port: int | None = None,
 ) -> str:
     """The HAProxy configuration of the sandbox: one frontend, backend ``app`` with two
-    health-checked slots."""
+    health-checked slots; with ``access_log``, each request logged to HAProxy's standard output
+    in the deployflow format; with ``exporter_port``, HAProxy's Prometheus exporter there."""
     checks = (
         f"    option httpchk GET {health_path}\n"
         "    default-server check inter 500ms fall 2 rise 1\n"
@@ -55,6 +63,18 @@ def render_config(
         else "    # No health checks: this HAProxy routes to addresses nothing may listen on.\n"
     )
     guard = CANARY_GUARD if health_checks else ""
+    logging = ""
+    if access_log:
+        # HAProxy logs through syslog; "stdout" is its way without a syslog daemon (containers,
+        # here): the process output is the access log. Health checks are not requests.
+        logging = f"    log stdout format raw local0\n    log-format {HAPROXY_LOG_FORMAT}\n"
+    exporter = ""
+    if exporter_port is not None:
+        exporter = (
+            f"\nfrontend metrics\n    bind 127.0.0.1:{exporter_port}\n"
+            "    no log\n"
+            "    http-request use-service prometheus-exporter if { path /metrics }\n"
+        )
     return f"""\
 global
     stats socket {admin_socket} mode 600 level admin
@@ -72,8 +92,8 @@ defaults
 
 frontend web
     bind 127.0.0.1:{port}
-    default_backend {BACKEND}
-
+{logging}    default_backend {BACKEND}
+{exporter}
 backend {BACKEND}
     balance roundrobin
     # Health checks keep users off a server that stopped answering: two failed checks half a
@@ -93,7 +113,13 @@ class LocalHAProxy(LocalServer):
     """
 
     def __init__(
-        self, state_dir: Path, *, start_timeout: float = 10.0, health_checks: bool = True
+        self,
+        state_dir: Path,
+        *,
+        start_timeout: float = 10.0,
+        health_checks: bool = True,
+        access_log: bool = False,
+        exporter: bool = False,
     ) -> None:
         """Prepare paths and a port; nothing runs yet.
 
@@ -102,10 +128,15 @@ class LocalHAProxy(LocalServer):
             start_timeout: Seconds HAProxy gets to open its socket and port.
             health_checks: Health-check both slots (off only for tests that route to addresses
                 nothing listens on).
+            access_log: Log each request in the deployflow format to HAProxy's output
+                (``access_log``, the file ``haproxy.log``).
+            exporter: Serve HAProxy's Prometheus exporter on ``exporter_url``.
         """
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
         self.health_checks = health_checks
+        self.logs_requests = access_log
+        self.exporter_port = free_port() if exporter else None
         self.port = free_port()
         self.config_file = self.state_dir / "haproxy.cfg"
         self._short_dir: Path | None = None
@@ -127,6 +158,18 @@ class LocalHAProxy(LocalServer):
         """Base URL of the frontend that clients call."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def access_log(self) -> Path:
+        """HAProxy's output: its requests in the deployflow format (with ``access_log``)."""
+        return self.state_dir / "haproxy.log"
+
+    @property
+    def exporter_url(self) -> str:
+        """Where HAProxy's Prometheus exporter answers (with ``exporter``)."""
+        if self.exporter_port is None:
+            raise RuntimeError("this HAProxy was started without its exporter")
+        return f"http://127.0.0.1:{self.exporter_port}/metrics"
+
     def router(self) -> HAProxyRouter:
         """A router bound to this HAProxy's admin socket and slot names."""
         return HAProxyRouter(
@@ -146,7 +189,13 @@ class LocalHAProxy(LocalServer):
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(
-            render_config(self.admin_socket, self.port, health_checks=self.health_checks)
+            render_config(
+                self.admin_socket,
+                self.port,
+                health_checks=self.health_checks,
+                access_log=self.logs_requests,
+                exporter_port=self.exporter_port,
+            )
         )
         check = subprocess.run(
             [_binary(), "-c", "-f", str(self.config_file)],

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from deployflow.processes import free_port, port_open
+from deployflow.providers.access_log import NGINX_LOG_FORMAT
 from deployflow.providers.nginx import NginxRouter
 from deployflow.sandbox.processes import LocalServer, ManagedProcess
 
@@ -45,7 +46,9 @@ events {{
 }}
 
 http {{
-    access_log {state_dir / "access.log"};
+    # Every request in the format deployflow's access-log metrics read (metrics.kind access-log).
+    log_format deployflow '{NGINX_LOG_FORMAT}';
+    access_log {state_dir / "access.log"} deployflow;
     client_body_temp_path {temp / "body"};
     proxy_temp_path {temp / "proxy"};
     fastcgi_temp_path {temp / "fastcgi"};
@@ -85,6 +88,8 @@ class LocalNginx(LocalServer):
         self.state_port = free_port()
         self.config_file = self.state_dir / "nginx.conf"
         self.upstream_file = self.state_dir / "deployflow-upstream.conf"
+        # Each request, in the deployflow format.
+        self.access_log = self.state_dir / "access.log"
         self._process = ManagedProcess(
             "nginx",
             [nginx_binary(), "-c", str(self.config_file)],

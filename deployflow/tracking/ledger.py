@@ -13,21 +13,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from deployflow import dora
-from deployflow.dora import DoraFigures
 from deployflow.manual_rollback import PastDeploy, manual_headline
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
-from deployflow.tracking import db, repository
-from deployflow.tracking.models import DeploymentStatus
-from deployflow.tracking.record import DeployRecord, record_of
-from deployflow.tracking.repository import DeployedVersion
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from deployflow.dora import DoraFigures
+    from deployflow.tracking.record import DeployRecord
+    from deployflow.tracking.repository import DeployedVersion
+
+# SQLAlchemy, the models and the repository (a third of a worker's import of the deploy flow) are
+# imported by the methods that use them: a run needs them once it opens its ledger, not to load
+# the flow, so its first task starts sooner (tests/unit/test_import_cost.py).
 
 _engines: dict[str, Engine] = {}
 # The key of a person's request to roll back in a running deploy's ``details``.
@@ -93,6 +95,8 @@ class Ledger:
     """
 
     def __init__(self, engine: Engine) -> None:
+        from deployflow.tracking import db
+
         self.engine = engine
         self._sessions = db.session_factory(engine)
         # Every ledger transaction may write (and they are short): each takes the write lock first.
@@ -102,6 +106,8 @@ class Ledger:
     def for_url(cls, url: str | None = None) -> Ledger:
         """The ledger of ``url`` (default ``DEPLOYFLOW_DATABASE_URL`` or the local SQLite file),
         migrated to head once per process."""
+        from deployflow.tracking import db
+
         url = url or db.database_url()
         with _engines_lock:
             if url not in _engines:
@@ -115,6 +121,8 @@ class Ledger:
             return cls(_engines[url])
 
     def describe(self) -> str:
+        from deployflow.tracking import db
+
         return f"tracking database {db.mask_url(self.engine.url)}"
 
     @contextmanager
@@ -129,6 +137,11 @@ class Ledger:
             ConcurrentDeploy: Another real deploy of this service and environment is unfinished
                 (the partial unique index decided it, even for two runs started in one instant).
         """
+        from sqlalchemy.exc import IntegrityError
+
+        from deployflow.tracking import repository
+        from deployflow.tracking.models import DeploymentStatus
+
         try:
             with self._session() as s:
                 row = repository.create_deployment(
@@ -158,6 +171,8 @@ class Ledger:
     ) -> list[UnfinishedDeploy]:
         """Deploys of this service and environment still pending or running, and ended ones that
         left traffic unsettled, oldest first."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             running = [
                 UnfinishedDeploy(
@@ -174,6 +189,8 @@ class Ledger:
 
     def close(self, deployment_id: int, status: str, summary: str) -> None:
         """End a row another run left unfinished; traffic has been settled."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.update_deployment(
                 s, deployment_id, status=status, summary=summary, canary_weight=0
@@ -181,6 +198,8 @@ class Ledger:
 
     def settled(self, deployment_id: int, summary: str) -> None:
         """An ended row whose traffic the next run settled: keep its status, clear the weight."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             row = repository.get_deployment(s, deployment_id)
             repository.update_deployment(
@@ -189,21 +208,29 @@ class Ledger:
 
     def renew(self, deployment_id: int) -> None:
         """The deploy's run is alive now (its lease; see ``deployflow.tracking.lease``)."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.update_deployment(s, deployment_id, heartbeat_at=datetime.now(UTC))
 
     def traffic_restored(self, deployment_id: int) -> None:
         """The router confirmed all traffic is back on the stable version."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.update_deployment(s, deployment_id, canary_weight=0)
 
     def deployed(self, service: str, environment: str) -> DeployedVersion | None:
         """The version (and git ref) the last successful real deploy left running."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             return repository.last_successful(s, service, environment)
 
     def past_deploys(self, service: str, environment: str) -> list[PastDeploy]:
         """The real deploys that ended, newest first (what a manual rollback chooses from)."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             return repository.past_deploys(s, service, environment)
 
@@ -211,6 +238,8 @@ class Ledger:
         """Ask the running deploy ``deployment_id`` to roll back at its next look (a person's
         rollback started while it runs). False when the row already ended: there is nothing to
         ask. Kept in the row's ``details`` until the deploy records its outcome there."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             row = repository.get_deployment(s, deployment_id)
             if row.status.is_terminal:
@@ -224,6 +253,8 @@ class Ledger:
 
     def rollback_requested(self, deployment_id: int) -> str | None:
         """Why a person asked this running deploy to roll back (``request_rollback``), or None."""
+        from deployflow.tracking import repository
+
         with self._sessions() as s:  # a read: no write lock
             details = repository.get_deployment(s, deployment_id).details or {}
         asked = details.get(ROLLBACK_REQUEST)
@@ -233,6 +264,8 @@ class Ledger:
 
     def kept_versions(self, service: str, environment: str) -> list[KeptVersion]:
         """Previous versions succeeded deploys left running and nobody has stopped yet."""
+        from deployflow.tracking import repository
+
         found: list[KeptVersion] = []
         with self._session() as s:
             for row in repository.history(s, service, environment, limit=50, status="succeeded"):
@@ -244,6 +277,8 @@ class Ledger:
 
     def kept_version_stopped(self, deployment_id: int, note: str) -> None:
         """The version ``deployment_id`` kept is no longer running (stopped, or live again)."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             row = repository.get_deployment(s, deployment_id)
             details = dict(row.details or {})
@@ -254,20 +289,28 @@ class Ledger:
 
     def status_of(self, deployment_id: int) -> str:
         """The row's status now (``running`` until it ends)."""
+        from deployflow.tracking import repository
+
         with self._sessions() as s:
             return repository.get_deployment(s, deployment_id).status.value
 
     def recent_results(self, service: str, environment: str, limit: int) -> list[str]:
         """Statuses of the last ``limit`` real deploys that started a version, newest first."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             return repository.recent_results(s, service, environment, limit)
 
     def set_strategy(self, deployment_id: int, strategy: str) -> None:
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.update_deployment(s, deployment_id, strategy=strategy)
 
     def traffic_moving(self, deployment_id: int, *, stage: int | None, weight: int) -> None:
         """Write where traffic is about to be, before the router is told."""
+        from deployflow.tracking import repository
+
         fields: dict[str, object] = {"canary_weight": weight}
         if stage is not None:
             fields["current_stage"] = stage
@@ -276,10 +319,14 @@ class Ledger:
 
     def flag_changed(self, deployment_id: int, flag: str, percent: int, reason: str) -> None:
         """A feature flag the deploy changed (written right after the flag file was replaced)."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.add_flag_change(s, deployment_id, flag=flag, percent=percent, reason=reason)
 
     def stage_observed(self, deployment_id: int, result: StageResult) -> None:
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.add_stage_result(
                 s,
@@ -297,6 +344,8 @@ class Ledger:
 
     def stage_verdict_changed(self, deployment_id: int, result: StageResult) -> None:
         """The stage ``result`` ended with another verdict than the one recorded (a gate)."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.set_stage_verdict(
                 s,
@@ -308,6 +357,8 @@ class Ledger:
 
     def record_outcome(self, outcome: ReleaseOutcome, summary: str) -> None:
         """The end of a deploy, in one transaction: status, summary, every check, the incident."""
+        from deployflow.tracking import repository
+
         if outcome.deployment_id is None:
             return
         with self._session() as s:
@@ -357,12 +408,17 @@ class Ledger:
 
     def record(self, deployment_id: int) -> DeployRecord:
         """One deploy as its reports are written from it (``deployflow.tracking.record``)."""
+        from deployflow.tracking import repository
+        from deployflow.tracking.record import record_of
+
         with self._session() as s:
             return record_of(repository.get_deployment(s, deployment_id))
 
     def deployment(self, deployment_id: int) -> dict[str, Any]:
         """One deploy with its stages, incidents, checks and flag changes, as data (what its
         report is written from)."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             return repository.deployment_to_dict(repository.get_deployment(s, deployment_id))
 
@@ -370,6 +426,8 @@ class Ledger:
         self, deployment_id: int, kind: str, markdown: str, chart_png: bytes | None
     ) -> None:
         """Keep the incident report or success summary of a deploy (one of each per deploy)."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             repository.save_report(
                 s, deployment_id, kind=kind, markdown=markdown, chart_png=chart_png
@@ -379,6 +437,8 @@ class Ledger:
         self, service: str, environment: str, before: datetime
     ) -> DeployedVersion | None:
         """The deploy whose version ran before one that started at ``before``."""
+        from deployflow.tracking import repository
+
         with self._session() as s:
             return repository.released_before(s, service, environment, before)
 
@@ -391,5 +451,7 @@ class Ledger:
         environment: str | None = None,
     ) -> list[DoraFigures]:
         """The DORA figures of the deploys that finished between ``since`` and ``until``."""
+        from deployflow import dora
+
         with self._session() as s:
             return dora.compute(s, since, until, service=service, environment=environment)

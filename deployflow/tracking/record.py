@@ -14,10 +14,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployflow.figures import trigger_headline
-from deployflow.tracking.models import Deployment, Incident, StageResult
+
+if TYPE_CHECKING:  # the rows it reads; SQLAlchemy is not needed to load the deploy flow
+    from deployflow.tracking.models import Deployment, Incident, StageResult
 
 # How the JSON columns spell a non-finite float (``repository._json_safe``).
 _NON_FINITE = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf}

@@ -22,3 +22,71 @@ def artifact_markdown(flow_run_id: str, key: str) -> str:
         )
     assert found, f"no artifact {key} on flow run {flow_run_id}"
     return str(found[0].data)
+
+
+class UserProbe:
+    """What users get through the router: a thread sending one request every ``interval``
+    seconds and counting the answers by the version that gave them (the demo app names itself
+    in every body) and by status, from a moment the test marks (``mark``) on.
+
+    Example:
+        with UserProbe(sandbox.frontend_url) as probe:
+            ...  # the fault, the deploy
+            probe.mark()  # the fault is detected
+            ...
+        probe.after_mark["v3"]
+    """
+
+    def __init__(self, base_url: str, interval: float = 0.1) -> None:
+        import threading
+        from collections import Counter
+
+        self.base_url = base_url.rstrip("/")
+        self.interval = interval
+        self.before_mark: Counter[str] = Counter()
+        self.after_mark: Counter[str] = Counter()
+        self._marked = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="user-probe", daemon=True)
+
+    def _answer(self, client: object) -> str:
+        import httpx
+
+        assert isinstance(client, httpx.Client)
+        try:
+            response = client.get(f"{self.base_url}/api/items")
+        except httpx.HTTPError:
+            return "no answer"
+        try:
+            version = str(response.json().get("version"))
+        except ValueError:
+            version = "router"  # HAProxy's own 503 page: no server
+        return f"{version} {response.status_code}"
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=5.0) as client:
+            while not self._stop.wait(self.interval):
+                answer = self._answer(client)
+                with self._lock:
+                    (self.after_mark if self._marked else self.before_mark)[answer] += 1
+
+    def mark(self) -> None:
+        """From now on, answers count in ``after_mark``."""
+        with self._lock:
+            self._marked = True
+
+    def from_version(self, version: str, *, after_mark: bool = True) -> int:
+        counts = self.after_mark if after_mark else self.before_mark
+        with self._lock:
+            return sum(n for answer, n in counts.items() if answer.split()[0] == version)
+
+    def __enter__(self) -> UserProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

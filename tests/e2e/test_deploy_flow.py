@@ -300,6 +300,24 @@ def test_redeploying_the_live_version_is_a_no_op(sandbox: Sandbox) -> None:
     assert build_router(spec).state() == before
 
 
+def test_a_dry_run_with_a_misspelt_metric_fails_naming_each_query(sandbox: Sandbox) -> None:
+    """The live checks of a dry run try every query on the live version (issue 22: a misspelt
+    metric name passed validate and the dry run while v1 was live and scraped)."""
+    with spec_variant("misspelt", "deployflow_demo_http_", "deployflow_demo_htp_") as spec_file:
+        spec = load_spec(spec_file)
+        before = build_router(spec).state()
+        state = deploy(spec_path=str(spec_file), version="v9", dry_run=True, return_state=True)
+    result = outcome_of(state.result(raise_on_failure=False))
+
+    assert isinstance(result, dict), result
+    assert result["status"] == "aborted"
+    assert result["message"].startswith("dry run: 5 live check(s) failed: ")
+    for query in ("error_rate", "p95_latency", "request_count", "latency_buckets"):
+        assert f"metrics.queries.{query}: no data for v" in result["message"]
+    assert "did you mean deployflow_demo_http_requests_total?" in result["message"]
+    assert build_router(spec).state() == before
+
+
 def test_metrics_backend_down_never_promotes(sandbox: Sandbox) -> None:
     """Without a baseline the canary cannot be judged: the deploy stops before any traffic."""
     closed = f"http://127.0.0.1:{free_port()}"

@@ -54,6 +54,7 @@ def test_each_registered_kind_builds_its_backend(tmp_path: Path) -> None:
         "nginx",
         "command",
         "prometheus",
+        "access-log",
         "slack",
         "flagd-file",
         "pagerduty",

@@ -10,6 +10,7 @@ from deployflow import events
 from deployflow.analysis import Verdict
 from deployflow.release import ReleaseOutcome, RollbackRecord, Trigger
 from deployflow.rollout import StageResult
+from deployflow.story import Deploy, RolledBack
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +88,15 @@ def test_a_rollback_event_carries_its_trigger() -> None:
     event = events.ended(outcome(status="rolled_back", rollback=RollbackRecord(trigger)))
     assert event.payload["trigger"]["metric"] == "error_rate"
     assert event.payload["trigger"]["weight"] == 50
+
+
+def test_the_rollback_sent_when_traffic_is_back_reads_as_the_ending_would() -> None:
+    # Sent before the evidence is gathered, it stands for the ending: an automation on rollbacks
+    # sees the same name, resource, relations and reason as from the outcome at the end.
+    trigger = Trigger(2, 50, "error_rate", 0.2, 0.05, "error rate 20% > 5%")
+    rolled = outcome(status="rolled_back", rollback=RollbackRecord(trigger), strategy="canary")
+    rolled.message = f"rolled back to 2.3.9: {trigger.headline}"
+    early = events.rolled_back(Deploy.of(rolled), RolledBack(trigger, "2.3.9"), "canary")
+    late = events.ended(rolled)
+    assert (early.event, early.resource, early.related) == (late.event, late.resource, late.related)
+    assert early.payload == late.payload

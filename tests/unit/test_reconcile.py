@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 
 from deployflow.fakes.backends import InMemoryRouter, InMemoryTarget
-from deployflow.reconcile import decide_unfinished, reconcile
+from deployflow.providers.base import BackendError, RouterState
+from deployflow.reconcile import (
+    LiveVersionLost,
+    decide_unfinished,
+    reconcile,
+    restore_recorded_live,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +70,66 @@ def test_what_a_new_run_does_about_an_unfinished_deploy(
     dry_run: bool, alive: bool, action: str
 ) -> None:
     assert decide_unfinished(dry_run=dry_run, alive=alive) == action
+
+
+def lost_router(*running: str) -> tuple[InMemoryRouter, InMemoryTarget]:
+    """A router restarted from its configuration (both slots point nowhere) beside a target
+    running ``running``."""
+    router, target = InMemoryRouter(), InMemoryTarget()
+    for version in running:
+        target.start(version)
+    return router, target
+
+
+def test_a_router_that_lost_its_stable_gets_the_recorded_live_version_back() -> None:
+    router, target = lost_router("v1")
+    result = restore_recorded_live(router, target, "v1")
+    assert result is not None
+    assert not result.started
+    assert result.instance == target.running["v1"]
+    assert router.state() == RouterState(target.running["v1"].address, None, 0)
+    assert "tracking database says v1 is live" in result.message
+
+
+def test_a_recorded_live_version_that_no_longer_runs_is_started_first() -> None:
+    router, target = lost_router()
+    result = restore_recorded_live(router, target, "v1")
+    assert result is not None
+    assert result.started
+    assert set(target.running) == {"v1"}
+    assert router.state().stable == target.running["v1"].address
+    assert "started it" in result.message
+
+
+def test_a_live_version_that_cannot_come_back_refuses_with_what_to_do() -> None:
+    router, target = lost_router()
+    target.fail_start.add("v1")
+    with pytest.raises(LiveVersionLost, match="Start v1 and point the router's stable slot"):
+        restore_recorded_live(router, target, "v1")
+    assert router.state() == RouterState(None, None, 0)
+    router, target = lost_router("v1")
+
+    def refuse(*args: object) -> None:
+        raise BackendError("HAProxy refused 'set server app/stable addr'")
+
+    router.set_split = refuse  # type: ignore[method-assign]
+    with pytest.raises(LiveVersionLost, match="Check the router"):
+        restore_recorded_live(router, target, "v1")
+
+
+def test_nothing_to_restore_for_a_first_release_or_a_serving_router() -> None:
+    router, target = lost_router("v9")
+    assert restore_recorded_live(router, target, None) is None  # the database never saw one
+    assert router.changes == []
+    router, target = setup(0)
+    assert restore_recorded_live(router, target, "v1") is None
+    assert restore_recorded_live(router, target, "v0") is None  # another serves: not ours to undo
+
+
+def test_a_dry_run_restores_nothing_and_says_what_a_deploy_would_do() -> None:
+    router, target = lost_router("v1")
+    result = restore_recorded_live(router, target, "v1", dry_run=True)
+    assert result is not None
+    assert result.instance == target.running["v1"]
+    assert router.changes == []
+    assert "a real deploy puts it back" in result.message

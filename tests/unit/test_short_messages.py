@@ -111,10 +111,10 @@ def told(trigger: Trigger) -> list[str]:
     closing reply, the run log."""
     outcome = ReleaseOutcome("shop", "production", "v2", status="rolled_back")
     outcome.message = f"rolled back to v1: {trigger.headline}"
-    logged = log_line(RolledBack(trigger, "v1", True), DEPLOY)
+    logged = log_line(RolledBack(trigger, "v1"), DEPLOY)
     assert logged is not None
     return [
-        rollback_line(RolledBack(trigger, "v1", True), DEPLOY).splitlines()[0],
+        rollback_line(RolledBack(trigger, "v1"), DEPLOY).splitlines()[0],
         outcome_line(outcome),
         logged[1],
     ]

@@ -24,7 +24,13 @@ from tasks.rollout import observe_stage_for
 
 # Starting a version twice dispatches a second github-actions workflow run; switching or observing
 # twice is a second release action, not a second look.
-MUST_NOT_REPEAT = {"execute", "switch-to-green", "observe-stage", "observe-green-in-isolation"}
+MUST_NOT_REPEAT = {
+    "execute",
+    "restore-live-version",  # may start the live version again: a start, like execute
+    "switch-to-green",
+    "observe-stage",
+    "observe-green-in-isolation",
+}
 # Local work only: the spec file, git history, a pure choice, an artifact on the Prefect API.
 LOCAL = {"load-spec", "assess-risk", "choose-strategy", "pre-deployment-report"}
 # Submitted to run side by side, so in worker threads, where a Prefect timeout cannot interrupt

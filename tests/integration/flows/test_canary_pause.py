@@ -194,7 +194,9 @@ def test_nobody_approving_rolls_back_and_says_so_in_the_thread(prefect_server, t
     assert texts[1].startswith(":hourglass: waiting up to 2 s")
     assert texts[2] == f":no_entry: approval of stage 2 (100%): {why}"
     assert texts[3].startswith(":rewind: shop v2 rolled back to v1: " + why)
-    assert texts[4].startswith(":rewind: *rolled back*")
+    # The rollback is told when traffic is back; the check of v1 follows, then the outcome.
+    assert texts[4] == ":white_check_mark: v1 verified healthy after the rollback"
+    assert texts[5].startswith(":rewind: *rolled back*")
     assert [u.ts for u in slack.updates] == [parent.ts, parent.ts]
     # The tracking database says what the gate decided, not what the figures alone said.
     (stage,) = backends.ledger.deployment(data["deployment_id"])["stages"]

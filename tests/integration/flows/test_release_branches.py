@@ -16,6 +16,7 @@ import flows.rollout
 from deployflow.backends import Backends
 from deployflow.fakes.backends import FakeService, InMemoryRouter
 from deployflow.providers.base import BackendError, FinalBackendError, Instance
+from deployflow.reconcile import LiveVersionLost
 from deployflow.release import ReleaseOutcome
 from deployflow.spec import ServiceSpec
 from deployflow.tracking import repository
@@ -316,6 +317,19 @@ def test_a_dry_run_checks_and_plans_but_starts_nothing(deploy, service, ledger):
     assert recorded(ledger, outcome)["dry_run"] is True
 
 
+def test_a_dry_run_tries_the_spec_on_what_runs_and_fails_naming_what_does_not_answer(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    service.metrics.down = True
+    outcome = deploy("v2", dry_run=True)
+    assert outcome.status == "aborted"
+    assert outcome.message.startswith("dry run: 1 live check(s) failed: metrics: ")
+    assert outcome.message.endswith("; nothing was started")
+    assert running(service) == {"v1"}
+    assert service.router.changes == []
+
+
 def test_metrics_down_stops_the_deploy_before_any_traffic(deploy, service, ledger):
     service.run_stable("v1")
     service.metrics.down = True
@@ -444,3 +458,50 @@ def test_probe_traffic_reaches_the_canary_in_each_stage_and_is_counted_apart(
         assert stage.probe_sent > 0, stage
         assert stage.probe_failed == 0
         assert stage.to_dict()["probe"] == {"sent": stage.probe_sent, "failed": 0}
+
+
+def restart_router_from_its_configuration(service: FakeService) -> None:
+    """What HAProxy restarted from its configuration shows: both slots point nowhere."""
+    service.router.stable, service.router.canary, service.router.canary_weight = None, None, 0
+    service.router.changes.clear()
+
+
+@pytest.mark.parametrize("still_running", [True, False], ids=["running", "stopped"])
+def test_a_router_that_lost_the_live_version_gets_it_back_before_a_bad_release(
+    deploy, service, ledger, still_running
+):
+    """The tracking database, not the router, says what is live: v2 released, the router
+    restarted, a bad v3 is judged against v2 (put back, started again if it was gone) and
+    rolled back to it, never released as a first release."""
+    service.run_stable("v1")
+    assert deploy("v2").status == "succeeded"
+    restart_router_from_its_configuration(service)
+    if not still_running:
+        service.target.stop("v2")
+    service.behave("v3", error_rate=0.2)
+
+    outcome = deploy("v3")
+
+    assert outcome.status == "rolled_back", outcome.message
+    assert outcome.previous_version == "v2"
+    assert outcome.strategy == "canary"
+    assert "tracking database says v2 is live" in outcome.reconciled[0]
+    assert ("started it" in outcome.reconciled[0]) is not still_running
+    # The first router write put v2 back with all the traffic, before any canary weight.
+    assert service.router.changes[0].canary_weight == 0
+    assert service.router.changes[0].stable == service.target.running["v2"].address
+    assert serving(service, "v2")
+    assert running(service) == {"v2"}
+
+
+def test_a_live_version_that_cannot_be_put_back_refuses_the_deploy(deploy, service, ledger):
+    service.run_stable("v1")
+    assert deploy("v2").status == "succeeded"
+    restart_router_from_its_configuration(service)
+    service.target.stop("v2")
+    service.target.fail_start.add("v2")
+
+    with pytest.raises(LiveVersionLost, match="Start v2 and point the router's stable slot"):
+        deploy("v3")
+    assert service.router.changes == []
+    assert running(service) == set()

@@ -17,7 +17,15 @@ from deployflow.fakes.backends import FakeService
 from deployflow.fakes.story import RecordingListener
 from deployflow.release import ReleaseOutcome
 from deployflow.spec import ServiceSpec
-from deployflow.story import Ended, Recorder, RolledBack, StageBegan, StageEnded, Started
+from deployflow.story import (
+    Ended,
+    Recorder,
+    RollbackVerified,
+    RolledBack,
+    StageBegan,
+    StageEnded,
+    Started,
+)
 from deployflow.tracking.ledger import Ledger
 from flows.deploy import ReleaseRequest, finish, release
 from tests.integration.flows.helpers import make_spec
@@ -99,9 +107,12 @@ def test_a_rollback_tells_the_stage_that_failed_and_the_trigger_with_its_figures
     told.service.behave("v2", error_rate=0.2)
     outcome, heard = told("v2")
     assert outcome.status == "rolled_back"
-    assert heard.told == ["Started", "Announced", *STAGES, "RolledBack", "Ended"]
+    assert heard.told == [
+        "Started", "Announced", *STAGES, "RolledBack", "RollbackVerified", "Ended"
+    ]  # fmt: skip
     [rolled] = heard.of(RolledBack)
-    assert (rolled.restored_to, rolled.verified, rolled.error) == ("v1", True, None)
+    assert (rolled.restored_to, rolled.error) == ("v1", None)
+    assert heard.of(RollbackVerified) == [RollbackVerified("v1", ok=True)]
     assert rolled.trigger.headline.startswith("error rate 20.0% over 600 requests, above the 5%")
     assert len(rolled.trigger.headline.split()) <= 20
     [ended] = heard.of(Ended)
@@ -151,4 +162,4 @@ def test_a_listener_that_raises_tells_the_others_and_changes_nothing(told, tmp_p
     )
     outcome = run(make_spec(tmp_path), backends, ReleaseRequest("v2", "told-broken"))
     assert outcome.status == "rolled_back"  # the rollback went on
-    assert heard.told[-2:] == ["RolledBack", "Ended"]
+    assert heard.told[-3:] == ["RolledBack", "RollbackVerified", "Ended"]

@@ -58,15 +58,18 @@ def test_a_worker_of_an_interpreter_without_deployflow_reads_the_service_revisio
     assert revisions["sa_d"]["unreadable"] is None
     assert revisions["sa_d"]["reversibility"] == "reversible"
     assert report["summary"]["unreadable"] == ["sa_b", "sa_c"]
-    # An interpreter without Alembic: the revision is unreadable, naming what is missing.
+    # An interpreter without Alembic cannot run the capture: one bad-input error, naming the
+    # argument and what is missing, and no report.
     bare = _interpreter(tmp_path, "bare-python", '"$@"')
     code = main(
         [str(SERVICE / "migrations"), "--python", str(bare), "--to", "sa_a", "--format", "json"]
     )
-    [revision] = json.loads(capsys.readouterr().out)["revisions"]
-    assert code == 1
-    assert "did not start" in revision["unreadable"]
-    assert "alembic" in revision["unreadable"]
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert "--python" in err
+    assert "cannot run the capture" in err
+    assert "No module named 'alembic'" in err
 
 
 def test_a_revision_blocked_outside_python_is_left_behind_and_the_rest_still_read(

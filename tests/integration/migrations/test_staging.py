@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from deployflow.migrations.staging import round_trip
 pytestmark = pytest.mark.integration
 
 PROJECTS = Path(__file__).resolve().parents[2] / "fixtures" / "migrations" / "projects"
+CORPUS = PROJECTS.parent
 
 
 def _legs(report) -> list[tuple[str, bool]]:
@@ -135,3 +137,33 @@ def test_small_table_needs_no_downtime(big_events) -> None:
     report = check_migrations(PROJECTS / "impact", from_rev="im_a", staging_url=big_events)
     assert not report.impact.downtime_required
     assert not report.blocking
+
+
+def _alembic_dir(tmp_path: Path, revision: str) -> Path:
+    versions = tmp_path / revision / "versions"
+    versions.mkdir(parents=True)
+    shutil.copy(CORPUS / "base.py", versions / "base.py")
+    shutil.copy(CORPUS / "revisions" / revision, versions / revision)
+    return versions.parent
+
+
+def test_the_staging_downgrade_overrides_what_offline_could_not_show(postgres, tmp_path) -> None:
+    # Offline its downgrade cannot read rows (unknown); online on PostgreSQL it runs.
+    url = postgres.create_database("mig_online_downgrade")
+    alembic_dir = _alembic_dir(tmp_path, "downgrade_offline_only.py")
+    report = check_migrations(alembic_dir, from_rev="base0001", staging_url=url)
+    assert report.staging is not None
+    assert report.staging.ok, report.staging
+    [revision] = report.revisions
+    assert revision.reversibility == "reversible (its downgrade passed on staging)"
+    assert not report.blocking
+    # A downgrade that refuses on purpose fails on staging too: irreversible, saying where.
+    url = postgres.create_database("mig_refused_downgrade")
+    report = check_migrations(
+        _alembic_dir(tmp_path, "downgrade_raises.py"), from_rev="base0001", staging_url=url
+    )
+    [revision] = report.revisions
+    assert revision.reversibility.startswith(
+        "irreversible (its downgrade failed on staging: RuntimeError"
+    )
+    assert report.blocking

@@ -1,5 +1,6 @@
 """The real backends pass the contract tests the fakes pass: local processes, HAProxy, nginx,
-Prometheus, and Slack through slack-sdk against the local Slack Web API server."""
+Prometheus (by version, and by slot), the access logs of the real HAProxy and nginx, and Slack
+through slack-sdk against the local Slack Web API server."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pydantic import SecretStr
 from deployflow.fakes.slack_api import FakeSlackAPI
 from deployflow.notify.slack import SlackNotifier
 from deployflow.processes import free_port
+from deployflow.providers.access_log import AccessLogMetrics
 from deployflow.providers.base import Instance
 from deployflow.providers.local_process import LocalProcessTarget
 from deployflow.providers.prometheus import MetricQueries, PrometheusMetrics
+from deployflow.providers.slots import SlotHistory
 from deployflow.sandbox.haproxy import LocalHAProxy
 from deployflow.sandbox.nginx import LocalNginx
 from deployflow.sandbox.prometheus import LocalPrometheus
@@ -44,7 +47,7 @@ class TestLocalProcessTarget(TargetContract):
 
 @pytest.fixture(scope="module")
 def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHAProxy]:
-    with LocalHAProxy(tmp_path_factory.mktemp("contract-haproxy")) as proxy:
+    with LocalHAProxy(tmp_path_factory.mktemp("contract-haproxy"), access_log=True) as proxy:
         yield proxy
 
 
@@ -91,6 +94,56 @@ class TestPrometheusMetrics(MetricsContract):
     @pytest.fixture
     def unreachable_metrics(self) -> PrometheusMetrics:
         return PrometheusMetrics(f"http://127.0.0.1:{free_port()}", QUERIES, timeout=1)
+
+
+# HAProxy's exporter labels by server: the slot the version sat in.
+SLOT_QUERIES = MetricQueries(
+    error_rate='sum(rate(haproxy_server_http_responses_total{server="{slot}",code="5xx"}'
+    '[{window}])) / sum(rate(haproxy_server_http_responses_total{server="{slot}"}[{window}]))',
+    p95_latency='max(haproxy_server_response_time_average_seconds{server="{slot}"})',
+    request_count='sum(increase(haproxy_server_http_responses_total{server="{slot}"}[{window}]))',
+    requests_by_endpoint="sum by (code) (increase("
+    'haproxy_server_http_responses_total{server="{slot}"}[{window}]))',
+)
+
+
+class TestPrometheusMetricsBySlot(MetricsContract):
+    @pytest.fixture
+    def metrics(self, prometheus: LocalPrometheus) -> PrometheusMetrics:
+        return PrometheusMetrics(prometheus.url, SLOT_QUERIES, timeout=3)
+
+    @pytest.fixture
+    def unreachable_metrics(self) -> PrometheusMetrics:
+        history = SlotHistory(None)
+        history.record_slots(0.0, [("stable", Instance("v1", "127.0.0.1", 9001))])
+        url = f"http://127.0.0.1:{free_port()}"
+        return PrometheusMetrics(url, SLOT_QUERIES, timeout=1, slot_history=history)
+
+
+def _history(tmp_path: Path) -> SlotHistory:
+    history = SlotHistory(tmp_path / "slots.jsonl")
+    history.record_slots(0.0, [("stable", Instance("v1", "127.0.0.1", free_port()))])
+    return history
+
+
+class TestNginxAccessLogMetrics(MetricsContract):
+    @pytest.fixture
+    def metrics(self, nginx: LocalNginx, tmp_path: Path) -> AccessLogMetrics:
+        return AccessLogMetrics(nginx.access_log, "nginx", _history(tmp_path))
+
+    @pytest.fixture
+    def unreachable_metrics(self, tmp_path: Path) -> AccessLogMetrics:
+        return AccessLogMetrics(tmp_path / "no-such.log", "nginx", _history(tmp_path))
+
+
+class TestHAProxyAccessLogMetrics(MetricsContract):
+    @pytest.fixture
+    def metrics(self, haproxy: LocalHAProxy, tmp_path: Path) -> AccessLogMetrics:
+        return AccessLogMetrics(haproxy.access_log, "haproxy", _history(tmp_path))
+
+    @pytest.fixture
+    def unreachable_metrics(self, tmp_path: Path) -> AccessLogMetrics:
+        return AccessLogMetrics(tmp_path / "no-such.log", "haproxy", _history(tmp_path))
 
 
 @pytest.fixture(scope="module")

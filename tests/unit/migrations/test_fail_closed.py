@@ -16,6 +16,7 @@ from deployflow.migrations import (
     MigrationsSpec,
     capture_script,
     check_migrations,
+    staging_script,
 )
 from deployflow.migrations.command import main
 
@@ -117,22 +118,49 @@ def test_a_revision_past_its_time_limit_is_a_finding(assemble) -> None:
     assert by_rev["ux_prints"].operations
 
 
-def test_any_exception_from_downgrade_is_irreversible(assemble) -> None:
+def test_a_downgrade_that_raises_on_purpose_is_irreversible(assemble) -> None:
     report = check_migrations(assemble(REVISIONS / "downgrade_raises.py"), from_rev="base0001")
     found = _active(report)
     assert "RuntimeError" in found["downgrade-irreversible"][0].message
     assert report.revisions[0].reversibility == "irreversible"
-    # allow_irreversible accepts an intended NotImplementedError, not an accidental failure.
+    # An explicit raise is a refusal like NotImplementedError: allow_irreversible accepts it.
     spec = MigrationsSpec(path=Path("x"), allow_irreversible=True)
     report = check_migrations(
         assemble(REVISIONS / "downgrade_raises.py"), from_rev="base0001", settings=spec
     )
-    assert "downgrade-irreversible" in _active(report)
+    assert "downgrade-irreversible" not in _active(report)
+    assert report.revisions[0].reversibility == "irreversible (allowed by the spec)"
 
 
-def test_the_capture_script_needs_nothing_from_deployflow() -> None:
-    # It runs under the service's interpreter, where deployflow is not installed.
-    tree = ast.parse(Path(capture_script.__file__).read_text())
+def test_a_downgrade_that_only_cannot_run_offline_is_unknown_not_irreversible(assemble) -> None:
+    # Offline the bind returns no rows (AttributeError inside the revision, but no `raise`):
+    # that says nothing about the downgrade online.
+    report = check_migrations(
+        assemble(REVISIONS / "downgrade_offline_only.py"), from_rev="base0001"
+    )
+    [revision] = report.revisions
+    assert revision.reversibility.startswith("unknown (downgrade() could not run offline")
+    assert "AttributeError" in revision.reversibility
+    assert "downgrade-irreversible" not in _active(report)
+    assert revision.compatibility == "expand"  # the upgrade was read fully
+    assert report.exit_code == 0
+
+
+def test_an_accepted_unreadable_revision_is_not_blocked_again_as_irreversible(assemble) -> None:
+    alembic_dir = assemble(REVISIONS / "import_error.py")
+    spec = MigrationsSpec(path=alembic_dir, unreadable={"ux_import": "reviewed in PR 9"})
+    report = check_migrations(alembic_dir, from_rev="base0001", settings=spec)
+    [revision] = report.revisions
+    assert [f.rule_id for f in revision.findings if f.counts] == []
+    assert revision.compatibility == "unknown"
+    assert revision.reversibility.startswith("unknown")
+    assert report.exit_code == 0
+
+
+@pytest.mark.parametrize("script", [capture_script, staging_script])
+def test_the_scripts_need_nothing_from_deployflow(script) -> None:
+    # They run under the service's interpreter, where deployflow is not installed.
+    tree = ast.parse(Path(script.__file__).read_text())
     imported = {
         name
         for node in ast.walk(tree)
@@ -143,6 +171,8 @@ def test_the_capture_script_needs_nothing_from_deployflow() -> None:
     }
     assert imported
     assert not [name for name in imported if name.split(".")[0] == "deployflow"]
+    # `from sqlalchemy.engine import make_url` needs SQLAlchemy 1.4; services run 1.3 too.
+    assert "sqlalchemy.engine" not in imported
 
 
 def test_bad_python_and_timeout_arguments_exit_2(tmp_path, capsys) -> None:
