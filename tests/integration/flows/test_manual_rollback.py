@@ -107,11 +107,13 @@ def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, se
         "rollback asked by alice: checkout errors",
     )
     # Told like an automatic rollback, and the live version is v1 for the next deploy.
-    [notice] = service.notifier.messages  # one message, as an automatic rollback's notice
-    assert notice == (
+    # Told as an automatic rollback is: traffic is safe, then the check of v1 (no thread).
+    assert service.notifier.messages == [
         ":rewind: shop v2 rolled back to v1: rollback asked by alice: checkout errors\n"
-        f"> Stable verified: yes\n> Incident report: `deployflow report {outcome.deployment_id}`"
-    )
+        "> All traffic is on v1; checking it and gathering the evidence",
+        ":white_check_mark: v1 verified healthy after the rollback\n"
+        f"> Incident report: `deployflow report {outcome.deployment_id}`",
+    ]
     with ledger._sessions() as s:
         reports = repository.get_deployment(s, outcome.require_id()).reports
         assert [r.kind for r in reports] == ["incident"]
@@ -146,7 +148,7 @@ def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service):
     assert result.ok, result.outcome.message
     assert texts == [
         ":rewind: shop v2 rolled back to v1: rollback asked by alice: checkout errors\n"
-        "> Stable verified: yes",
+        "> All traffic is on v1; checking it and gathering the evidence",
         "v2 rolled back: rolled back to v1: rollback asked by alice: checkout errors",
     ]
     assert regions == []
