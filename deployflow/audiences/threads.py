@@ -58,13 +58,13 @@ class ChatThreads:
             self._notice(words.flag_line(event), conclude=False)
         elif isinstance(event, RolledBack):
             text = words.rollback_line(event, deploy)
-            if event.error is not None:
-                text += self._report_pointer(deploy)
+            if not self._threads() and deploy is not None and deploy.deployment_id is not None:
+                # No thread will carry the outcome (a person's rollback, a notifier without
+                # threads): the notice itself says where the report is read.
+                text += f"\n> Incident report: `deployflow report {deploy.deployment_id}`"
             self._notice(text, conclude=True)
         elif isinstance(event, RollbackVerified):
-            # Where no thread carries it (a person's rollback, a notifier without threads), the
-            # check of the restored version is a message of its own: the last word people get.
-            self._notice(words.verified_line(event) + self._report_pointer(deploy), conclude=False)
+            self._notice(words.verified_line(event), conclude=False)
         elif isinstance(event, Ended):
             line = words.outcome_line(event.outcome)
             if event.dashboard_url is not None:
@@ -73,12 +73,6 @@ class ChatThreads:
             if report is not None:
                 line += f"\n{report}"
             self._in_threads([line], conclude=line)
-
-    def _report_pointer(self, deploy: Deploy | None) -> str:
-        """Where the incident report is read, for a message no thread's ending will follow."""
-        if self._threads() or deploy is None or deploy.deployment_id is None:
-            return ""
-        return f"\n> Incident report: `deployflow report {deploy.deployment_id}`"
 
     def _announce(self, event: Announced, deploy: Deploy) -> None:
         card = words.card(event, deploy)

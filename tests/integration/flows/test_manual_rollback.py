@@ -107,13 +107,14 @@ def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, se
         "rollback asked by alice: checkout errors",
     )
     # Told like an automatic rollback, and the live version is v1 for the next deploy.
-    # Told as an automatic rollback is: traffic is safe, then the check of v1 (no thread).
-    assert service.notifier.messages == [
+    # As an automatic rollback's: the notice once traffic is back, then the check of v1.
+    notice, verified = service.notifier.messages
+    assert notice == (
         ":rewind: shop v2 rolled back to v1: rollback asked by alice: checkout errors\n"
-        "> All traffic is on v1; checking it and gathering the evidence",
-        ":white_check_mark: v1 verified healthy after the rollback\n"
-        f"> Incident report: `deployflow report {outcome.deployment_id}`",
-    ]
+        "> All traffic is on v1; checking it and gathering the evidence\n"
+        f"> Incident report: `deployflow report {outcome.deployment_id}`"
+    )
+    assert verified == ":white_check_mark: v1 verified healthy after the rollback"
     with ledger._sessions() as s:
         reports = repository.get_deployment(s, outcome.require_id()).reports
         assert [r.kind for r in reports] == ["incident"]
