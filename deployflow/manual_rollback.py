@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from deployflow.schema import SchemaChangeRecord, can_run_with_schema
+
 # The strategy a manual rollback's row is recorded with.
 ROLLBACK_STRATEGY = "rollback"
 # The trigger's metric of a rollback a person asked for (no measurement decided it).
@@ -149,15 +151,17 @@ def choose_version(
 SCHEMA_OK = "ok"
 
 
-def schema_allows(service: str, environment: str, version: str) -> str:
-    """Whether ``version`` can run with the database schema the live version left: ``"ok"``, or
-    why not (the refusal's words).
+def schema_allows(version: str, history: Sequence[SchemaChangeRecord]) -> str:
+    """Whether ``version`` can run with the database schema the releases since it left:
+    ``"ok"``, or why not (the refusal's words).
 
-    A seam: the migration analysis' answer (the ``migrations`` work, which records each release's
-    schema revision) plugs in here; until it lands every version is allowed.
+    ``history``: the schema changes releases applied (``Ledger.schema_history``, empty for a
+    service whose releases do not apply migrations). A change nobody read fully refuses too:
+    returning to a version that may not run is not a rollback
+    (``deployflow.schema.can_run_with_schema``).
     """
-    del service, environment, version
-    return SCHEMA_OK
+    verdict = can_run_with_schema(version, history)
+    return SCHEMA_OK if verdict.ok is True else verdict.reason
 
 
 def manual_headline(requested_by: str, reason: str) -> str:

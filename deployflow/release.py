@@ -263,6 +263,9 @@ class ReleaseOutcome:
     # The previous version left running after a success (the spec's keep_previous) and until
     # when: (version, until).
     kept_previous: tuple[str, datetime] | None = None
+    # The schema change the release applied (migrations.apply): {"id", "before", "after",
+    # "range" (deployflow.schema.SchemaRange.to_dict()), "command", "status", "detail"}.
+    schema: dict[str, Any] | None = None
 
     def require_id(self) -> int:
         """The tracking row's id, which every step after the start needs."""
@@ -318,6 +321,7 @@ class ReleaseOutcome:
             "git_ref": self.git_ref,
             "flow_run_id": self.flow_run_id,
             "deployment_id": self.deployment_id,
+            "schema": self.schema,
         }
 
 

@@ -146,6 +146,15 @@ class RollbackVerified:
 
 
 @dataclass(frozen=True)
+class SchemaSettled:
+    """What became of the schema a rolled-back release applied (``deployflow.schema``): kept,
+    downgraded or left, with the state and the command to undo it in ``message``."""
+
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Ended:
     """The deploy is over: its outcome (status, message, stages) as recorded."""
 
@@ -161,7 +170,7 @@ StoryEvent = (
     | Paused
     | Answered
     | FlagChanged
-    | (RolledBack | RollbackVerified | Ended)
+    | (RolledBack | RollbackVerified | SchemaSettled | Ended)
 )
 
 

@@ -45,6 +45,7 @@ from flows.deploy_steps import (
     outcome_dashboard,
     roll_back,
     roll_out_and_verify,
+    schema_gate,
     start_new_version,
     story_sources,
     succeeded,
@@ -179,6 +180,9 @@ def steps(
     outcome.strategy, outcome.strategy_rationale = plan.kind, plan.rationale
     outcome.strategy_factors = plan.rationale_dict()
     record_plan(b.ledger, outcome.require_id(), plan)
+    refused = schema_gate(spec, outcome, plan)  # before anything starts or any traffic moves
+    if refused is not None:
+        return ended(outcome, "aborted", refused)
 
     roster = announce(spec, b, outcome, plan)  # step 4
     if req.dry_run:

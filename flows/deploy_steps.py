@@ -32,8 +32,9 @@ from deployflow.release import (
     verification_trigger,
 )
 from deployflow.rollout import stable_error_rate_bound
+from deployflow.schema import SchemaRange, after_rollback, traffic_split_refusal
 from deployflow.spec import ServiceSpec
-from deployflow.story import Announced, Answered, Ended, Paused
+from deployflow.story import Announced, Answered, Ended, Paused, SchemaSettled
 from deployflow.strategy import StrategyChoice, StrategyName
 from deployflow.tracking.ledger import Ledger
 from flows.oncall import confirm_on_call
@@ -48,7 +49,7 @@ from tasks.execute import (
     retire_previous,
 )
 from tasks.keep import retire_kept_versions
-from tasks.migrations import migration_checks
+from tasks.migrations import apply_migrations, migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
 from tasks.reconcile import reconcile_interrupted, restore_live_version
@@ -215,11 +216,109 @@ def start_new_version(
         except Exception as exc:
             ended(outcome, "aborted", f"blocked before any traffic moved: {exc}")
             return None
+    if not apply_schema(spec, b, outcome):
+        return None
     try:
         return execute(b.target, req.version)
     except Exception as exc:
         ended(outcome, "failed", f"{req.version} did not start: {exc}")
         return None
+
+
+def schema_range(outcome: ReleaseOutcome) -> SchemaRange | None:
+    """The range step 2 read (from its check record), None when step 2 did not read one."""
+    record = next((c for c in outcome.checks if c.step == "migrations"), None)
+    data = record.details.get("schema") if record is not None else None
+    return SchemaRange.of(data) if isinstance(data, dict) else None
+
+
+def schema_gate(spec: ServiceSpec, outcome: ReleaseOutcome, plan: StrategyChoice) -> str | None:
+    """With ``migrations.apply``, a canary or blue-green whose range the old version cannot run
+    with is refused before anything starts (``deployflow.schema.traffic_split_refusal``)."""
+    if spec.migrations is None or spec.migrations.apply is None:
+        return None
+    schema = schema_range(outcome)
+    if schema is None:
+        return None
+    return traffic_split_refusal(schema, plan.kind)
+
+
+def apply_schema(spec: ServiceSpec, b: Backends, outcome: ReleaseOutcome) -> bool:
+    """Step 5, before the new version starts (so before it takes any traffic): the release's
+    migrations applied (``migrations.apply``), the database's revision before and after
+    recorded. False (the outcome ended) when they could not be applied."""
+    settings = spec.migrations
+    schema = schema_range(outcome)
+    if settings is None or settings.apply is None or schema is None:
+        return True
+    if not schema.revisions:
+        return True  # the database is already at the release's revision
+    destination = schema.to_revision or "head"
+    run = apply_migrations(settings, destination, upgrade=True)
+    change_id = b.ledger.schema_applied(
+        outcome.require_id(), before=run.before, after=run.after, ok=run.ok,
+        schema=schema.to_dict(), command=run.command, detail=run.detail,
+    )  # fmt: skip
+    outcome.schema = {
+        "id": change_id, "before": run.before, "after": run.after, "range": schema.to_dict(),
+        "command": run.command, "status": "applied" if run.ok else "failed",
+        "detail": run.detail,
+    }  # fmt: skip
+    if run.ok:
+        return True
+    from deployflow.migrations.apply import undo_command
+
+    ended(
+        outcome, "failed",
+        f"the migrations could not be applied ({run.detail}); {outcome.version} was not "
+        f"started and no traffic moved. The database is at {run.after or 'no revision'} (it was "
+        f"at {run.before or 'no revision'}); to return it: `{undo_command(settings, run.before)}`",
+    )  # fmt: skip
+    return False
+
+
+def settle_schema(
+    spec: ServiceSpec, b: Backends, outcome: ReleaseOutcome, stable: Instance
+) -> None:
+    """After the rollback subflow: what becomes of the schema the release applied
+    (``deployflow.schema.after_rollback``). A downgrade runs only once traffic is back on the
+    old version; the state and the command to undo it are told (thread, report, log)."""
+    settings = spec.migrations
+    applied = outcome.schema
+    if settings is None or settings.apply is None or not applied or outcome.rollback is None:
+        return
+    from deployflow.migrations.apply import undo_command
+
+    before, after = applied.get("before"), applied.get("after")
+    decision = after_rollback(
+        SchemaRange.of(applied.get("range") or {}),
+        applied_from=before,
+        applied_to=after,
+        old_version=stable.version,
+        traffic_back=outcome.rollback.error is None,
+        downgrade_allowed=settings.apply.downgrade_on_rollback,
+        downgrade_command=undo_command(settings, before),
+    )
+    status, message = {"keep": "kept", "leave": "left"}.get(decision.action, ""), decision.message
+    if decision.action == "downgrade":
+        run = apply_migrations(settings, decision.downgrade_to or "base", upgrade=False)
+        after = run.after
+        if run.ok:
+            status = "downgraded"
+            message = f"{decision.message}: the database is at {run.after or 'no revision'}"
+        else:
+            status = "left"
+            message = (
+                f"the downgrade to {decision.downgrade_to} failed ({run.detail}): the database is "
+                f"at {run.after or 'unknown'}; {stable.version} serves all the traffic. To undo "
+                f"it, a person decides and runs `{decision.command}`"
+            )
+    try:
+        b.ledger.schema_settled(int(applied["id"]), status, message, after)
+    except Exception:  # the schema is settled; its record failing is logged, never fatal
+        get_run_logger().exception("could not record what became of the schema")
+    outcome.schema = {**applied, "status": status, "detail": message, "after": after}
+    b.story.record(SchemaSettled(status, message))
 
 
 def retire_expired(b: Backends, service: str, environment: str) -> None:
@@ -286,6 +385,7 @@ def roll_back(
         last,
         stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
     )
+    settle_schema(spec, b, outcome, stable)
     if outcome.rollback.error is not None:
         failed = f"ROLLBACK FAILED ({outcome.rollback.error}) after: {trigger.headline}"
         return ended(outcome, "failed", failed)

@@ -192,7 +192,9 @@ def version_to_return_to(
     )
     message = choice.refusal
     if message is None and choice.target is not None:
-        schema = schema_allows(spec.service, req.environment, choice.target)
+        schema = schema_allows(
+            choice.target, b.ledger.schema_history(spec.service, req.environment)
+        )
         if schema != SCHEMA_OK:
             message = f"{choice.target} cannot run with the live database schema: {schema}"
     if message is None and choice.target is not None:

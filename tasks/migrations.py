@@ -10,8 +10,9 @@ from deployflow.checks.result import CheckStatus
 from deployflow.migrations import MigrationsSpec
 from deployflow.polling import DeadlineExceeded, within_deadline
 from deployflow.release import CheckRecord
+from deployflow.schema import MigrationRun
 from tasks.artifacts import artifact_key
-from tasks.retry_policy import CHECK, retried_in_worker_thread
+from tasks.retry_policy import CHECK, no_retries, retried_in_worker_thread
 
 
 @task(name="migration-checks", cache_policy=NO_CACHE, **retried_in_worker_thread(retries=1))
@@ -55,6 +56,8 @@ def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckReco
             for f in r.findings
             if f.counts and f.severity in ("error", "warning")
         ],
+        # What step 5 applies and a rollback settles (deployflow.schema.SchemaRange).
+        "schema": report.schema_range().to_dict(),
     }
     if report.blocking:
         logger.error("migrations block the deploy:\n%s", text)
@@ -62,3 +65,31 @@ def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckReco
         return CheckRecord("migrations", "migrations", CheckStatus.FAILED, detail, details=details)
     logger.info("migrations are safe:\n%s", text)
     return CheckRecord("migrations", "migrations", CheckStatus.PASSED, "safe", details=details)
+
+
+# Never retried: the team's command may not be idempotent; migrate() bounds it (apply.timeout).
+@task(name="apply-migrations", cache_policy=NO_CACHE, **no_retries())
+def apply_migrations(settings: MigrationsSpec, destination: str, *, upgrade: bool) -> MigrationRun:
+    """Upgrade (or downgrade) the service's database to ``destination`` (``migrations.apply``):
+    the team's command or Alembic in the service's interpreter; the revision before and after
+    read from the database. A failure is the result's ``ok``/``detail``, never an exception."""
+    from deployflow.migrations.apply import migrate
+
+    logger = get_run_logger()
+    verb = "upgrade" if upgrade else "downgrade"
+    try:
+        run = migrate(settings, destination, upgrade=upgrade)
+    except Exception as exc:  # the database cannot be read, the command cannot start
+        logger.error("migrations %s to %s failed: %s", verb, destination, exc)
+        return MigrationRun(False, None, None, f"{type(exc).__name__}: {exc}", 0.0, verb)
+    if run.ok:
+        logger.info(
+            "migrations %s: %s -> %s in %.1fs (%s)", verb, run.before, run.after, run.seconds,
+            run.command,
+        )  # fmt: skip
+    else:
+        logger.error(
+            "migrations %s to %s failed: %s; the database is at %s (was %s)", verb, destination,
+            run.detail, run.after, run.before,
+        )  # fmt: skip
+    return run

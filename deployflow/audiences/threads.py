@@ -18,6 +18,7 @@ from deployflow.story import (
     Paused,
     RollbackVerified,
     RolledBack,
+    SchemaSettled,
     StageEnded,
     StoryEvent,
 )
@@ -65,6 +66,8 @@ class ChatThreads:
             self._notice(text, conclude=True)
         elif isinstance(event, RollbackVerified):
             self._notice(words.verified_line(event), conclude=False)
+        elif isinstance(event, SchemaSettled):
+            self._notice(words.schema_line(event), conclude=False)
         elif isinstance(event, Ended):
             line = words.outcome_line(event.outcome)
             if event.dashboard_url is not None:

@@ -28,6 +28,7 @@ import contextlib
 import importlib.util
 import inspect
 import io
+import ipaddress
 import json
 import os
 import re
@@ -90,19 +91,44 @@ _guard_hooked = False
 
 
 def _describe_network(event: str, args: tuple[Any, ...]) -> str:
-    if event == "socket.connect" and len(args) >= 2:
+    verbs = {
+        "socket.connect": "connect to",
+        "socket.sendto": "send to",
+        "socket.sendmsg": "send to",
+    }
+    if event in verbs and len(args) >= 2:
         address = args[1]
         if isinstance(address, tuple) and len(address) >= 2:
-            return f"connect to {address[0]}:{address[1]}"
-        return f"connect to {address!r}"
+            return f"{verbs[event]} {address[0]}:{address[1]}"
+        return f"{verbs[event]} {address!r}"
     if event == "socket.getaddrinfo" and args:
         port = f":{args[1]}" if len(args) > 1 and args[1] else ""
         return f"look up {args[0]}{port}"
     return f"{event.split('.', 1)[1]} {args[0]!r}" if args else event
 
 
+_LOOKUPS = frozenset(
+    {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo"}
+)
+
+
+def _resolves_locally(event: str, args: tuple[Any, ...]) -> bool:
+    """A lookup of an IP address literal sends no DNS query (a metrics client made at import
+    time looks up 127.0.0.1 this way); only a connection or a send from it would leave."""
+    if event not in _LOOKUPS or not args:
+        return False
+    host = args[0][0] if event == "socket.getnameinfo" and isinstance(args[0], tuple) else args[0]
+    if host is None:
+        return True
+    try:
+        ipaddress.ip_address(host.decode() if isinstance(host, bytes) else str(host))
+    except ValueError:
+        return False
+    return True
+
+
 def _network_hook(event: str, args: tuple[Any, ...]) -> None:
-    if event not in _NETWORK_EVENTS:
+    if event not in _NETWORK_EVENTS or _resolves_locally(event, args):
         return
     attempts = getattr(_GUARD, "attempts", None)
     if attempts is None and _GUARD_EVERY_THREAD:
@@ -116,8 +142,9 @@ def _network_hook(event: str, args: tuple[Any, ...]) -> None:
 
 @contextmanager
 def network_refused(attempts: list[str]) -> Iterator[None]:
-    """Refuse every socket connection, send and name lookup this thread makes (a Python audit
-    hook, installed once and never removed); each refused attempt is appended to ``attempts``.
+    """Refuse every socket connection and send (loopback included) and every name lookup that
+    would query DNS, made by this thread (a Python audit hook, installed once and never
+    removed); each refused attempt is appended to ``attempts``.
 
     What C code does without Python's socket module (a database driver's own client library)
     raises no audit event and is not seen.

@@ -120,7 +120,7 @@ def check_migrations(
     ini = alembic_ini(alembic_dir)
     search = [root, *([ini.parent.resolve()] if ini else [])]
     argument = "--python" if python else "migrations.python"
-    interpreter = _interpreter(python, "--python", search) or _interpreter(
+    interpreter = resolve_interpreter(python, "--python", search) or resolve_interpreter(
         spec.python, "migrations.python", search
     )
     sys_path = application_sys_path(
@@ -255,7 +255,7 @@ def _apply_suppressions(
     return result
 
 
-def _interpreter(python: str | None, argument: str, search: list[Path]) -> str | None:
+def resolve_interpreter(python: str | None, argument: str, search: list[Path]) -> str | None:
     """``python`` as an executable path: a bare name is looked up on PATH, a relative path is
     taken from the checkout root, else from the folder of alembic.ini (``search``)."""
     if not python:
@@ -339,6 +339,11 @@ def _check_revision(
     compatibility_reasons = sorted(
         {_CONTRACT_RULES[f.rule_id] for f in findings if f.rule_id in _CONTRACT_RULES}
     )
+    breaking = sorted(
+        {_CONTRACT_RULES[f.rule_id] for f in findings if f.rule_id in _CONTRACT_RULES and f.counts}
+    )
+    # Suppressed contract findings carry a reviewer's reason (the old code no longer uses it).
+    old_version = "unknown" if unreadable else ("breaks" if breaking else "runs")
     if unreadable:
         # Nothing is claimed about a revision that was not fully read, accepted or not.
         compatibility = "unknown"
@@ -361,7 +366,8 @@ def _check_revision(
         path=source.path.name,
         message=source.message, compatibility=compatibility,
         compatibility_reasons=compatibility_reasons, deploy_order=order,
-        reversibility=reversibility, unreadable=unreadable,
+        reversibility=reversibility, unreadable=unreadable, old_version=old_version,
+        old_version_reasons=breaking,
         operations=[
             {"kind": op.kind, "table": op.table, "column": op.column, "line": op.line,
              "in_transaction": op.in_transaction, "sql": op.sql}

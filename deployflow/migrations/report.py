@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployflow.migrations.rules import RULES, Severity
+from deployflow.schema import RevisionClass, SchemaRange
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class RevisionReport:
     output: str = ""  # what the revision printed while captured (kept out of the report's stream)
     seconds: float = 0.0
     read_via: str | None = None  # set when upgrade() was rendered through env.py, not called
+    # Can the version before the release run with it applied: runs, breaks or unknown.
+    old_version: str = "unknown"
+    old_version_reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -79,6 +83,7 @@ class RevisionReport:
                 "deploy_order": self.deploy_order,
             },
             "reversibility": self.reversibility,
+            "old_version": self.old_version,
             "unreadable": self.unreadable,
             "read_via": self.read_via,
             "output": self.output,
@@ -194,6 +199,26 @@ class MigrationReport:
     impact: ImpactResult | None = None
     # What read the revisions: {"interpreter", "python", "sqlalchemy", "alembic", "sys_path"}.
     read_with: dict[str, str] = field(default_factory=dict)
+
+    def schema_range(self) -> SchemaRange:
+        """The range as a release applies it (``deployflow.schema``)."""
+        leg = next((x for x in self.staging.legs if x.name == "downgrade"), None) if (
+            self.staging
+        ) else None  # fmt: skip
+        return SchemaRange(
+            self.from_revision,
+            self.to_revision,
+            tuple(
+                RevisionClass(
+                    r.revision,
+                    r.old_version if r.old_version in ("runs", "breaks") else "unknown",  # type: ignore[arg-type]
+                    r.reversibility,
+                    tuple(r.old_version_reasons),
+                )
+                for r in self.revisions
+            ),
+            leg.ok if leg is not None else None,
+        )
 
     def all_findings(self) -> list[Finding]:
         """Graph findings followed by every revision's findings."""

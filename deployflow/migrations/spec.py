@@ -29,6 +29,55 @@ class DowntimeWindow(StrictModel):
         return self
 
 
+class MigrationsApply(StrictModel):
+    """The release applies its migrations (step 5), before the new version takes traffic."""
+
+    spec_programs: ClassVar[tuple[str, ...]] = ("command", "downgrade_command")
+
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The team's own upgrade command, argv without a shell, '{revision}' replaced by the "
+            "revision to reach, e.g. ['flask', 'db', 'upgrade', '{revision}']; run from the "
+            "checkout root. Empty: Alembic's upgrade, driven in the service's interpreter "
+            "(migrations.python) against migrations.database_url."
+        ),
+    )
+    downgrade_command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The team's own downgrade command, '{revision}' replaced by the revision to return "
+            "to. Empty: Alembic's downgrade through the service's interpreter."
+        ),
+    )
+    downgrade_on_rollback: bool = Field(
+        default=False,
+        description=(
+            "On a rollback, downgrade the release's revisions once traffic is back on the old "
+            "version, when every one of them is reversible and the staging round trip's "
+            "downgrade passed. Otherwise a range that is not expand-only is left as it is, with "
+            "the command to undo it in the incident report."
+        ),
+    )
+    timeout: Duration = Field(
+        default=600.0,
+        gt=0,
+        description="How long the upgrade (or a downgrade) may take, e.g. '10m'.",
+    )
+
+    @field_validator("command", "downgrade_command")
+    @classmethod
+    def _revision_placeholder(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not any("{revision}" in part for part in value):
+            raise ValueError(
+                "the command must name the revision to reach with '{revision}', e.g. "
+                "['alembic', 'upgrade', '{revision}']"
+            )
+        return value
+
+
 class MigrationsSpec(StrictModel):
     """How deployflow checks the service's Alembic migrations (step 2 of the deploy)."""
 
@@ -135,6 +184,15 @@ class MigrationsSpec(StrictModel):
             "that cannot be read is an error."
         ),
     )
+    apply: MigrationsApply | None = Field(
+        default=None,
+        description=(
+            "Set to have the release apply its migrations (step 5, before the new version takes "
+            "traffic), record the schema revision before and after, refuse a canary or "
+            "blue-green whose range the old version cannot run with, and settle the schema on "
+            "a rollback. Needs database_url. Empty: deployflow checks migrations only."
+        ),
+    )
     rules: dict[str, RuleSetting] = Field(
         default_factory=dict,
         description=(
@@ -142,6 +200,15 @@ class MigrationsSpec(StrictModel):
             "'off' disables a rule."
         ),
     )
+
+    @model_validator(mode="after")
+    def _apply_needs_the_database(self) -> MigrationsSpec:
+        if self.apply is not None and self.database_url is None:
+            raise ValueError(
+                "migrations.apply needs migrations.database_url (the target database: its "
+                "schema revision is recorded before and after the release applies migrations)"
+            )
+        return self
 
     @field_validator("unreadable")
     @classmethod

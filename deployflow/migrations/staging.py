@@ -80,7 +80,7 @@ def read_deployed_revision(database_url: str | Any) -> str | None:
         engine.dispose()
 
 
-def _round_trip_request(
+def script_request(
     alembic_dir: Path, url: str, from_rev: str | None, to_rev: str, lock_timeout: float,
     sys_path: list[str],
 ) -> dict[str, Any]:  # fmt: skip
@@ -110,11 +110,9 @@ def round_trip(
     (``staging_script``), the URL handed over on stdin; else in deployflow's own, under
     Alembic's process-wide lock. ``sys_path`` is where the application is importable from.
     """
-    request = _round_trip_request(
-        alembic_dir, url, from_rev, to_rev, lock_timeout, list(sys_path or [])
-    )
+    request = script_request(alembic_dir, url, from_rev, to_rev, lock_timeout, list(sys_path or []))
     if python:
-        data = _in_process_of(python, request, cwd or alembic_dir, timeout)
+        data = run_script(python, request, cwd or alembic_dir, timeout)
     else:
         with ALEMBIC_LOCK:
             data = staging_script.round_trip(request)
@@ -137,9 +135,7 @@ def round_trip(
     return result
 
 
-def _in_process_of(
-    python: str, request: dict[str, Any], cwd: Path, timeout: float
-) -> dict[str, Any]:
+def run_script(python: str, request: dict[str, Any], cwd: Path, timeout: float) -> dict[str, Any]:
     """Run ``staging_script`` under ``python``; its failure to run is the result's error."""
     with tempfile.TemporaryFile() as errors:
         try:

@@ -158,6 +158,34 @@ def round_trip(request: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def migrate(request: dict[str, Any]) -> dict[str, Any]:
+    """One leg on the target database: upgrade (``"upgrade": true``) or downgrade to
+    ``destination``, as ``alembic upgrade`` / ``downgrade`` would. Returns the leg with the
+    database's revision before and after (``"before"``, ``"after"``)."""
+    added = [entry for entry in request.get("sys_path") or () if entry not in sys.path]
+    sys.path[:0] = added
+    try:
+        engine = create_engine(request["url"])
+        try:
+            before = read_current_revision(engine)
+            script = ScriptDirectory(
+                request["alembic_dir"], version_locations=request.get("version_locations") or None
+            )
+            leg = run_leg(
+                script, engine, "upgrade" if request["upgrade"] else "downgrade",
+                request["destination"], upgrade=bool(request["upgrade"]),
+                lock_timeout=float(request.get("lock_timeout") or 5.0),
+            )  # fmt: skip
+            leg["before"], leg["after"] = before, read_current_revision(engine)
+        finally:
+            engine.dispose()
+    finally:
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
+    return leg
+
+
 def main() -> None:
     """Script entry point: one request on stdin, one answer on the original stdout."""
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -166,7 +194,7 @@ def main() -> None:
     os.dup2(scratch.fileno(), 1)
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8",
                                   line_buffering=True)  # fmt: skip
-    result = round_trip(request)
+    result = migrate(request) if request.get("mode") == "migrate" else round_trip(request)
     protocol.write(json.dumps(result, default=str) + "\n")
     protocol.flush()
 

@@ -598,6 +598,7 @@ def incident_report(record: DeployRecord, evidence: ReportEvidence, chart: bytes
     ]
     if incident.error:
         lines.append(f"- **The rollback itself failed**: {incident.error}")
+    lines += _schema_lines(record)
     lines += ["", "## Timeline", "", *_timeline_lines(record)]
     lines += ["", "## Canary and stable over the deploy", *_chart_lines(chart, evidence)]
     stage_table = _stage_table(record)
@@ -640,6 +641,21 @@ def incident_report(record: DeployRecord, evidence: ReportEvidence, chart: bytes
         "- [ ] Decide whether the rollback thresholds fit this service",
     ]
     return Report("incident", "\n".join(lines) + "\n", chart)
+
+
+def _schema_lines(record: DeployRecord) -> list[str]:
+    """The database schema the release applied, and what became of it."""
+    if not record.schema_changes:
+        return []
+    lines = ["", "## Database schema", ""]
+    for change in record.schema_changes:
+        lines.append(
+            f"- **{change.status}**: {change.before or 'no revision'} → "
+            f"{change.after or 'no revision'} (applied with `{change.command}`)"
+        )
+        if change.detail:
+            lines.append(f"  - {change.detail}")
+    return lines
 
 
 def success_summary(record: DeployRecord, evidence: ReportEvidence, chart: bytes | None) -> Report:

@@ -22,6 +22,7 @@ from deployflow.story import (
     Paused,
     RollbackVerified,
     RolledBack,
+    SchemaSettled,
     StageBegan,
     StageEnded,
     Started,
@@ -171,6 +172,12 @@ def verified_line(event: RollbackVerified) -> str:
     )
 
 
+def schema_line(event: SchemaSettled) -> str:
+    """What became of the release's schema after the rollback."""
+    icon = {"kept": ":card_index:", "downgraded": ":rewind:"}.get(event.status, ":warning:")
+    return f"{icon} schema {event.status}: {_escape(event.message)}"
+
+
 def flag_line(event: FlagChanged) -> str:
     if event.percent == 0:
         on = f" on {event.version}" if event.version else ""
@@ -237,6 +244,9 @@ def log_line(event: StoryEvent, deploy: Deploy | None) -> tuple[int, str] | None
         return logging.ERROR, (
             f"{event.restored_to} is NOT healthy after the rollback ({failed} failed)"
         )
+    if isinstance(event, SchemaSettled):
+        level = logging.INFO if event.status in ("kept", "downgraded") else logging.WARNING
+        return level, f"schema {event.status}: {event.message}"
     if isinstance(event, Ended):
         return logging.INFO, ended_text(event.outcome)
     return None

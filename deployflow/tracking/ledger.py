@@ -9,7 +9,7 @@ router is told, so a restarted run can reconcile.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from deployflow.manual_rollback import PastDeploy, manual_headline
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
+from deployflow.schema import SchemaChangeRecord
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -405,6 +406,42 @@ class Ledger:
                         ),
                     },
                 )
+
+    def schema_applied(
+        self,
+        deployment_id: int,
+        *,
+        before: str | None,
+        after: str | None,
+        ok: bool,
+        schema: Mapping[str, Any],
+        command: str,
+        detail: str = "",
+    ) -> int:
+        """The release applied its migrations (or tried to): returns the change's id."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            change = repository.add_schema_change(
+                s, deployment_id, before=before, after=after,
+                status="applied" if ok else "failed", schema=schema, command=command,
+                detail=detail,
+            )  # fmt: skip
+            return change.id
+
+    def schema_settled(self, change_id: int, status: str, detail: str, after: str | None) -> None:
+        """What became of the schema change after a rollback: kept, downgraded or left."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            repository.settle_schema_change(s, change_id, status=status, detail=detail, after=after)
+
+    def schema_history(self, service: str, environment: str) -> list[SchemaChangeRecord]:
+        """Schema changes applied by releases, oldest first (``deployflow.schema``)."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            return repository.schema_history(s, service, environment)
 
     def record(self, deployment_id: int) -> DeployRecord:
         """One deploy as its reports are written from it (``deployflow.tracking.record``)."""

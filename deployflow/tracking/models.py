@@ -194,6 +194,12 @@ class Deployment(Base):
         passive_deletes=True,
         order_by="DeployReport.id",
     )
+    schema_changes: Mapped[list[SchemaChange]] = relationship(
+        back_populates="deployment",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="SchemaChange.id",
+    )
 
     def __repr__(self) -> str:
         return (
@@ -319,3 +325,33 @@ class DeployReport(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     deployment: Mapped[Deployment] = relationship(back_populates="reports")
+
+
+class SchemaChange(Base):
+    """A schema change the deploy applied (revision 0007, ``migrations.apply``): the target
+    database's Alembic revision before and after, what step 2 read of each revision (can the
+    old version run with it, is it reversible), and what became of it (applied, failed, kept
+    after a rollback, downgraded, left with the command to undo it)."""
+
+    __tablename__ = "schema_changes"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('applied', 'failed', 'kept', 'downgraded', 'left')", name="status_known"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    revision_before: Mapped[str | None] = mapped_column(String(255))
+    revision_after: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))
+    # deployflow.schema.SchemaRange.to_dict(): the revisions and their classes.
+    schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    command: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+    settled_at: Mapped[datetime | None]
+
+    deployment: Mapped[Deployment] = relationship(back_populates="schema_changes")

@@ -189,6 +189,17 @@ class IncidentRecord:
 
 
 @dataclass(frozen=True)
+class SchemaRow:
+    """A schema change the deploy applied, and what became of it (``status``, ``detail``)."""
+
+    before: str | None
+    after: str | None
+    status: str
+    command: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class DeployRecord:
     """One deploy, read back from the tracking database."""
 
@@ -216,6 +227,7 @@ class DeployRecord:
     switch_seconds: float | None = None
     verification: tuple[CheckLine, ...] = ()
     reconciled: tuple[str, ...] = ()
+    schema_changes: tuple[SchemaRow, ...] = ()
 
     @property
     def stage_of_incident(self) -> StageRecord | None:
@@ -310,4 +322,8 @@ def record_of(row: Deployment) -> DeployRecord:
         switch_seconds=_number(details.get("switch_seconds")),
         verification=tuple(CheckLine.of(c) for c in details.get("verification") or ()),
         reconciled=tuple(str(n) for n in details.get("reconciled") or ()),
+        schema_changes=tuple(
+            SchemaRow(c.revision_before, c.revision_after, c.status, c.command, c.detail)
+            for c in row.schema_changes
+        ),
     )

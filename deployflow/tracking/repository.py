@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from deployflow.checks.result import CheckStatus
 from deployflow.manual_rollback import ROLLBACK_STRATEGY, PastDeploy
+from deployflow.schema import SchemaChangeRecord, SchemaRange
 from deployflow.tracking.models import (
     CheckResult,
     Deployment,
@@ -25,6 +26,7 @@ from deployflow.tracking.models import (
     DeployReport,
     FlagChange,
     Incident,
+    SchemaChange,
     StageResult,
     utcnow,
 )
@@ -198,6 +200,7 @@ def get_deployment(session: Session, deployment_id: int) -> Deployment:
             selectinload(Deployment.checks),
             selectinload(Deployment.flag_changes),
             selectinload(Deployment.reports),
+            selectinload(Deployment.schema_changes),
         )
     )
     if deployment is None:
@@ -385,6 +388,61 @@ def add_check_result(
     session.add(check)
     session.flush()
     return check
+
+
+def add_schema_change(
+    session: Session,
+    deployment_id: int,
+    *,
+    before: str | None,
+    after: str | None,
+    status: str,
+    schema: Mapping[str, Any],
+    command: str,
+    detail: str = "",
+) -> SchemaChange:
+    """Record a schema change the deploy applied (or tried to): the revision before and after."""
+    change = SchemaChange(
+        deployment_id=deployment_id, revision_before=before, revision_after=after,
+        status=status, schema=dict(schema), command=command, detail=detail,
+    )  # fmt: skip
+    session.add(change)
+    session.flush()
+    return change
+
+
+def settle_schema_change(
+    session: Session, change_id: int, *, status: str, detail: str, after: str | None
+) -> None:
+    """What became of a schema change after a rollback (kept, downgraded, left)."""
+    change = session.get(SchemaChange, change_id)
+    if change is None:
+        raise DeploymentNotFound(f"schema change {change_id} does not exist")
+    change.status, change.detail, change.revision_after = status, detail, after
+    change.settled_at = datetime.now(UTC)
+
+
+def schema_history(session: Session, service: str, environment: str) -> list[SchemaChangeRecord]:
+    """The schema changes releases of a service applied in an environment, oldest first."""
+    rows = session.execute(
+        select(SchemaChange, Deployment.version, Deployment.previous_version)
+        .join(Deployment, SchemaChange.deployment_id == Deployment.id)
+        .where(Deployment.service == service, Deployment.environment == environment)
+        .order_by(SchemaChange.applied_at, SchemaChange.id)
+    ).all()
+    return [
+        SchemaChangeRecord(
+            deployment_id=change.deployment_id,
+            version=version,
+            previous_version=previous,
+            revision_before=change.revision_before,
+            revision_after=change.revision_after,
+            status=change.status,
+            schema=SchemaRange.of(change.schema or {}),
+            applied_at=change.applied_at,
+        )
+        for change, version, previous in rows
+    ]
 
 
 def add_flag_change(

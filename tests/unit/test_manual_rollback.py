@@ -111,8 +111,17 @@ def test_refused_when_no_earlier_good_version_exists() -> None:
         assert choice.refusal.startswith("no version completed")
 
 
-def test_schema_seam_allows_every_version_until_the_migration_check_lands() -> None:
-    assert schema_allows("shop", "prod", "v1") == "ok"
+def test_the_schema_refuses_a_version_that_cannot_run_with_what_was_applied_since() -> None:
+    from deployflow.schema import RevisionClass, SchemaChangeRecord, SchemaRange
+
+    assert schema_allows("v1", []) == "ok"  # releases that apply no migrations
+    dropped = SchemaRange(
+        "r1", "r2", (RevisionClass("r2", "breaks", "reversible", ("drops a column",)),), True
+    )
+    history = [SchemaChangeRecord(7, "v2", "v1", "r1", "r2", "applied", dropped)]
+    assert schema_allows("v1", history) == "v1 cannot run with the schema at r2: r2 (applied by " \
+        "v2): drops a column"  # fmt: skip
+    assert schema_allows("v2", history) == "ok"
 
 
 def test_a_kept_version_is_stopped_after_its_window_unless_it_serves_again() -> None:

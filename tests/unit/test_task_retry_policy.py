@@ -23,13 +23,15 @@ from tasks.retry_policy import observation_timeout
 from tasks.rollout import observe_stage_for
 
 # Starting a version twice dispatches a second github-actions workflow run; switching or observing
-# twice is a second release action, not a second look.
+# twice is a second release action, not a second look; a migration command run twice may not be
+# idempotent (the team's own command), and its own deadline bounds it.
 MUST_NOT_REPEAT = {
     "execute",
     "restore-live-version",  # may start the live version again: a start, like execute
     "switch-to-green",
     "observe-stage",
     "observe-green-in-isolation",
+    "apply-migrations",
 }
 # Local work only: the spec file, git history, a pure choice, an artifact on the Prefect API.
 LOCAL = {"load-spec", "assess-risk", "choose-strategy", "pre-deployment-report"}

@@ -27,6 +27,7 @@ TABLES = {
     "stage_results",
     "incidents",
     "check_results",
+    "schema_changes",
     "flag_changes",
     "deploy_reports",
 }

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from deployflow.migrations import MigrationInputError, MigrationsSpec, check_migrations
+from deployflow.migrations import (
+    MigrationInputError,
+    MigrationsSpec,
+    capture_script,
+    check_migrations,
+)
 from deployflow.migrations.graph import application_sys_path, project_root
 
 pytestmark = pytest.mark.unit
@@ -95,3 +100,20 @@ def test_other_threads_keep_their_network_while_a_revision_is_read(assemble) -> 
         thread.join(5)
         assert connected.is_set()
         assert report.revisions[0].unreadable is None
+
+
+def test_lookups_of_address_literals_pass_and_name_lookups_and_sends_are_refused() -> None:
+    # A metrics client made at import time looks up 127.0.0.1 (no DNS query): not refused; a
+    # host name would query DNS, and a datagram would leave: refused, each recorded.
+    attempts: list[str] = []
+    with capture_script.network_refused(attempts):
+        socket.getaddrinfo("127.0.0.1", 8125)
+        with pytest.raises(capture_script.NetworkRefused):
+            socket.getaddrinfo("cache.internal.example", 6379)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+            pytest.raises(capture_script.NetworkRefused),
+        ):
+            udp.sendto(b"deploys:1|c", ("127.0.0.1", 8125))
+    assert attempts == ["look up cache.internal.example:6379", "send to 127.0.0.1:8125"]
+    socket.getaddrinfo("localhost", 80)  # outside the guard nothing is refused
