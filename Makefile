@@ -68,3 +68,4 @@ bench: fixtures
 	$(UV) run python bench/bench_migrations.py
 	$(UV) run python bench/bench_rollback_exposure.py
 	$(UV) run python bench/bench_bluegreen.py
+	$(UV) run python bench/bench_access_log.py 400000 --routers

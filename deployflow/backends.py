@@ -29,7 +29,7 @@ from deployflow.providers.base import (
     Target,
     close_backend,
 )
-from deployflow.providers.slots import RecordingRouter, SlotHistory
+from deployflow.providers.slots import recording_changes
 from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import ServiceSpec
 from deployflow.story import Listener, Recorder
@@ -133,11 +133,9 @@ def connect(
     ctx = replace(ctx, target=target)
     metrics: Metrics = registry.build("metrics", spec.metrics, ctx)
     router: Router = registry.build("router", spec.router, ctx)
-    history = getattr(metrics, "slot_history", None)
-    if isinstance(history, SlotHistory):
-        # The metrics name versions through the router's slots or addresses: every change the
-        # run makes to the router is written where the metrics read it.
-        router = RecordingRouter(router, history, target)
+    # Metrics that name versions through the router's slots or addresses read, in their slot
+    # history, every change the run makes to the router.
+    router = recording_changes(router, metrics, target)
     logs = None
     if spec.logs is not None:
         logs = LogWatch(registry.build("logs", spec.logs.source, ctx), spec.logs)

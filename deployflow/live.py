@@ -40,6 +40,7 @@ from deployflow.providers.base import (
     close_backend,
     preflight_backend,
 )
+from deployflow.providers.slots import recording_changes
 from deployflow.spec import ServiceSpec
 
 HTTP_TIMEOUT = 5.0
@@ -129,10 +130,16 @@ def build_live_backends(spec: ServiceSpec, ctx: BuildContext) -> LiveBackends:
     alerts = None
     if alerts_section is not None:
         alerts = built("alerts", partial(registry.build, "alerts", alerts_section, ctx))
+    router = built("router", lambda: registry.build("router", spec.router, ctx))
+    metrics = built("metrics", lambda: registry.build("metrics", spec.metrics, ctx))
+    if router is not None:
+        # Metrics read through the router's slots or addresses (the access log) learn here
+        # which version the live one is, as a deploy's first look at the router teaches them.
+        router = recording_changes(router, metrics, target)
     return LiveBackends(
         target=target,
-        router=built("router", lambda: registry.build("router", spec.router, ctx)),
-        metrics=built("metrics", lambda: registry.build("metrics", spec.metrics, ctx)),
+        router=router,
+        metrics=metrics,
         dependencies=dependencies,
         alerts=alerts,
         unbuilt=unbuilt,

@@ -501,7 +501,9 @@ class AccessLogMetrics:
             if second + width <= first or second > end:
                 continue
             for address, figures in by_address.items():
-                if index.version_of(address, second + 0.5) != version:
+                # The version at the address by the end of the slot of time: an address that
+                # took its version within the slot (a new canary) has served nothing else in it.
+                if index.version_of(address, second + width - 0.001) != version:
                     continue
                 total = found.get(second)
                 if total is None:

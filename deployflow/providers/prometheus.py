@@ -373,14 +373,27 @@ class PrometheusMetrics:
         answers: dict[str, object] = {}
         checks: list[LiveCheck] = []
         known: list[str] | None = None
+        selection = self._selection(version, window_seconds, self._clock())
+        if selection is None:  # {slot} queries, and the history has the version in no slot
+            return [
+                LiveCheck(
+                    "metrics.queries",
+                    "fail",
+                    f"{version} sat in no router slot in the last {window_seconds:g} s "
+                    f"({self.slot_history.describe() if self.slot_history else ''})",
+                )
+            ]
+        params = None if selection.at is None else {"time": f"{selection.at:.3f}"}
         for name in MetricQueries.model_fields:
             template = getattr(self.queries, name)
             if template is None:
                 continue
             field = f"metrics.queries.{name}"
-            query = render_promql(template, version, window_seconds)
+            query = render_promql(template, version, selection.window_seconds, selection.slot)
             try:
-                result = self._client.custom_query(query, timeout=math.ceil(self.timeout))
+                result = self._client.custom_query(
+                    query, params=params, timeout=math.ceil(self.timeout)
+                )
             except self._failures as exc:
                 checks.append(
                     LiveCheck(field, "fail", f"query to {self.display_url} failed: {_short(exc)}")

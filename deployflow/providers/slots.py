@@ -376,6 +376,16 @@ class RecordingRouter:
             logger.exception("recording a router change in %s failed", self.history.describe())
 
 
+def recording_changes(router: Router, metrics: object, target: Target | None) -> Router:
+    """``router``, recording its changes (and the states it reads) in the slot history of
+    ``metrics`` when those metrics name versions through slots or addresses (the access log,
+    ``{slot}`` queries); else ``router`` itself."""
+    history = getattr(metrics, "slot_history", None)
+    if isinstance(history, SlotHistory):
+        return RecordingRouter(router, history, target)
+    return router
+
+
 def default_history_path(data_dir: Path, service: str) -> Path:
     """Where a service's slot history lives unless the spec says: ``<data dir>/slots/``."""
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in service) or "service"

@@ -18,7 +18,7 @@ from deployflow.providers.access_log import (
 )
 from deployflow.providers.base import Instance
 from deployflow.providers.slots import SlotAssignment, SlotEntry, SlotHistory
-from deployflow.spec import parse_spec
+from deployflow.spec import AnalysisSpec, load_spec, parse_spec
 from deployflow.stats import Histogram
 from tests.samples import problems, spec_data
 
@@ -312,3 +312,27 @@ def test_the_spec_section_and_its_mistakes() -> None:
     assert "'haproxy'" in found["metrics.format"]
     assert "metrics.path" in problems(spec_data(metrics={"kind": "access-log", "format": "nginx"}))
     assert "metrics.queries" in problems(spec_data(metrics={**section, "queries": {}}))
+
+
+@pytest.mark.parametrize("router", ["haproxy", "nginx"])
+def test_the_worked_examples_validate_with_their_defaults(router: str) -> None:
+    examples = Path(__file__).parents[2] / "examples"
+    spec = load_spec(examples / f"plain-{router}.yaml", env={})
+    assert (spec.router.kind, spec.metrics.kind, spec.metrics.format) == (
+        router,
+        "access-log",
+        router,
+    )
+    # The judge at its defaults: only the looks are set (every 10 s, over the last minute).
+    assert spec.analysis == AnalysisSpec(interval="10s", window="1m", max_stage_duration="30m")
+
+
+def test_a_new_canary_s_first_second_is_its_own(tmp_path: Path) -> None:
+    # The canary took its slot at .6 of a second; its requests in the rest of that second count.
+    log = tmp_path / "access.log"
+    log.write_text("")
+    slots = history((NOW - 100, (("stable", V1),)), (NOW - 9.4, (("stable", V1), ("canary", V2))))
+    metrics = AccessLogMetrics(log, "nginx", slots, Clock())
+    metrics.sample("v2", 60)
+    append(log, *(nginx(NOW - 9.3 + i / 100, V2.address, 200, "0.010") for i in range(30)))
+    assert metrics.sample("v2", 60).requests == 30

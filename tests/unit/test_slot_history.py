@@ -166,3 +166,20 @@ def test_haproxy_server_names_are_the_slot_names() -> None:
 def test_the_default_history_is_one_file_per_service_under_the_data_dir(tmp_path: Path) -> None:
     assert default_history_path(tmp_path, "shop") == tmp_path / "slots" / "shop.jsonl"
     assert default_history_path(tmp_path, "a/b") == tmp_path / "slots" / "a_b.jsonl"
+
+
+def test_a_run_and_the_live_checks_record_router_changes_only_for_metrics_that_need_them(
+    tmp_path: Path,
+) -> None:
+    from deployflow.live import build_live_backends
+    from deployflow.providers.base import BuildContext
+    from deployflow.spec import parse_spec
+    from tests.samples import spec_data
+
+    access_log = {"kind": "access-log", "path": str(tmp_path / "a.log"), "format": "haproxy"}
+    ctx = BuildContext(env={}, service="shop")
+    slots = parse_spec(spec_data(metrics={**access_log, "slot_history": str(tmp_path / "s")}))
+    router = build_live_backends(slots, ctx).router
+    assert isinstance(router, RecordingRouter)
+    assert router.history.path == tmp_path / "s"
+    assert not isinstance(build_live_backends(parse_spec(spec_data()), ctx).router, RecordingRouter)

@@ -89,7 +89,10 @@ def test_each_version_gets_exactly_the_requests_it_answered_across_a_promotion(
 
     for version in ("v1", "v2"):
         _, errors = wait_for(
-            lambda v=version: figures(v), timeout=10, interval=0.1, what=f"{version} logged"
+            lambda v=version: figures(v),
+            timeout=10,
+            interval=0.1,
+            what=f"{version} logged ({answered}; the log has {metrics.sample(version, 120)})",
         )
         assert errors == answered[(version, 500)]
     assert answered[("v2", 500)] > 0
