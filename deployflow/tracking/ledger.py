@@ -277,7 +277,7 @@ class Ledger:
         """Why a person asked this running deploy to roll back (``request_rollback``), or None."""
         from deployflow.tracking import repository
 
-        with self._session() as s:
+        with self._sessions() as s:  # a read: no write lock
             details = repository.get_deployment(s, deployment_id).details or {}
         asked = details.get(ROLLBACK_REQUEST)
         if not isinstance(asked, dict):
@@ -313,7 +313,7 @@ class Ledger:
         """The row's status now (``running`` until it ends)."""
         from deployflow.tracking import repository
 
-        with self._session() as s:
+        with self._sessions() as s:
             return repository.get_deployment(s, deployment_id).status.value
 
     def recent_results(self, service: str, environment: str, limit: int) -> list[str]:
