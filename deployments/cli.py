@@ -678,6 +678,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         print(f"deployflow: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:
+        # Imported only now: the CLI's start does not pay for SQLAlchemy.
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from deployflow.tracking.db import TrackingDatabaseError
+
+        if not isinstance(exc, TrackingDatabaseError | SQLAlchemyError):
+            raise
+        # Unreachable, refusing, or not ours: say so in one line, not a traceback. Neither
+        # message holds a password (TrackingDatabaseError masks it; SQLAlchemy's names none).
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"deployflow: the tracking database cannot be used: {first}", file=sys.stderr)
+        return EXIT_FAILED
     return code
 
 
