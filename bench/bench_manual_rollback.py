@@ -6,7 +6,8 @@ Run with ``uv run python bench/bench_manual_rollback.py [ROUNDS]`` (default 3 ea
 (HAProxy, Prometheus, the demo app at its usual traffic) and a Prefect server start first; v2 is
 released over v1 (direct). Each round then rolls back with the CLI in a subprocess (a fresh Python,
 as a person's terminal), alternating the version returned to; before it, that version is started
-(warm) or stopped (cold). A client polls the frontend every 20 ms. Printed per case: the command's
+(warm) or stopped (cold). A client polls the frontend every 20 ms. A first untimed
+round compiles a fresh checkout's bytecode. Printed per case: the command's
 wall time to traffic restored (the first answer from the version returned to after which no other
 version answered), the router call alone (``restore_seconds`` from the JSON), the command's whole
 run, and failed requests. Goal: under 10 s to traffic restored when warm. Wall-clock figures:
@@ -100,9 +101,10 @@ def main(rounds: int) -> None:
             watch.thread.start()
             figures: dict[str, list[tuple[float, float, float]]] = {"warm": [], "cold": []}
             live, other = "v2", "v1"
-            for case in ("warm", "cold"):
-                for _ in range(rounds):
-                    if case == "warm":
+            # One untimed round first: the first run of a fresh checkout compiles its bytecode.
+            for case in ("warmup", "warm", "cold"):
+                for _ in range(1 if case == "warmup" else rounds):
+                    if case != "cold":
                         target.start(other)
                     else:
                         target.stop(other)
@@ -121,7 +123,8 @@ def main(rounds: int) -> None:
                         lambda v=other, t=started: watch.restored_at(v, t), timeout=10,
                         what="an answer from the version returned to",
                     )  # fmt: skip
-                    figures[case].append((at - started, out["restore_seconds"], whole))
+                    if case != "warmup":
+                        figures[case].append((at - started, out["restore_seconds"], whole))
                     print(
                         f"{case}: {live} -> {other}: traffic restored {at - started:.2f} s after "
                         f"the command (router call {out['restore_seconds'] * 1000:.0f} ms, "

@@ -9,9 +9,9 @@ the API, the UI or a log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
@@ -113,6 +113,28 @@ def plain_audiences(backends: Backends) -> list[Listener]:
     return audiences(backends)
 
 
+def _audiences(
+    role: Literal["notifier", "annotator"],
+    sections: Sequence[Any],
+    ctx: BuildContext,
+    warn: Callable[[str], None] | None,
+) -> tuple[Any, ...]:
+    """The notifiers (or dashboards) that can be built; one that cannot (a missing Slack token,
+    an unknown block) is told to ``warn`` and left out: telling people never blocks a deploy."""
+    built = []
+    for index, section in enumerate(sections):
+        try:
+            built.append(registry.build(role, section, ctx))
+        except Exception as exc:
+            kind = getattr(section, "kind", role)
+            message = f"{role} {index + 1} ({kind}) left out, the deploy goes on without it: {exc}"
+            if warn is not None:
+                warn(message)
+            else:
+                logger.warning(message)
+    return tuple(built)
+
+
 def connect(
     spec: ServiceSpec,
     ledger: Ledger,
@@ -143,14 +165,10 @@ def connect(
         target=target,
         router=router,
         metrics=metrics,
-        notifiers=tuple(
-            registry.build("notifier", section, ctx) for section in spec.notifications.notifiers
-        ),
+        notifiers=_audiences("notifier", spec.notifications.notifiers, ctx, warn),
         ledger=ledger,
         flags=registry.build("flags", spec.flags.provider, ctx) if spec.flags else None,
-        annotators=tuple(
-            registry.build("annotator", section, ctx) for section in spec.notifications.dashboards
-        ),
+        annotators=_audiences("annotator", spec.notifications.dashboards, ctx, warn),
         on_call=(
             registry.build("on_call", spec.notifications.on_call, ctx)
             if spec.notifications.on_call is not None

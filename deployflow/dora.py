@@ -43,7 +43,10 @@ def parse_since(text: str) -> timedelta:
     match = _SINCE.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a period; use a whole number of h, d or w: 12h, 30d, 2w")
-    period = int(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        period = int(match.group(1)) * _UNITS[match.group(2)]
+    except OverflowError:  # more days than a timedelta holds: far beyond the limit below
+        raise ValueError(f"{text!r}: the period may be at most 3660 days") from None
     if period <= timedelta(0):
         raise ValueError(f"{text!r}: the period must be longer than zero")
     if period > MAX_SINCE:

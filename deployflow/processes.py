@@ -25,6 +25,16 @@ from typing import Any
 
 from deployflow.polling import DeadlineExceeded, wait_for
 
+# What a process deployflow starts inherits from deployflow's own environment, unless its section
+# says more (``inherit_env``): never deployflow's tokens (Slack, GitHub...) or its database URL.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+
+
+def allowed_environment(names: tuple[str, ...] = INHERITED_ENV) -> dict[str, str]:
+    """The allow-listed part of this process's environment, for a child process."""
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 # Popen objects of the children this Python process started, by pid. Several objects (e.g. the
 # sandbox's target and the deploy flow's target) may manage the same child; whoever checks it
 # reaps it through its Popen so it does not linger as a zombie that looks alive.
@@ -232,6 +242,8 @@ def run_command(
 ) -> CommandResult:
     """Run ``argv`` (no shell) in its own process group and wait at most ``timeout`` seconds.
 
+    Without ``env`` it gets ``allowed_environment()``, never this process's whole environment.
+
     Output goes to temporary files, not pipes: a command that leaves a background process behind
     (a start hook launching a server) returns as soon as it exits itself, instead of when the last
     holder of its pipes does. At the deadline the whole process group is killed.
@@ -245,7 +257,7 @@ def run_command(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
-            env=env,
+            env=env if env is not None else allowed_environment(),
             cwd=cwd,
             start_new_session=True,
         )

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from deployflow.processes import allowed_environment
 from deployflow.spec_types import StrictModel
 
 Level = Literal["low", "medium", "high"]
@@ -334,6 +335,7 @@ def measure_change(checkout: Path, old: str, new: str, timeout: float = 20.0) ->
     try:
         done = subprocess.run(
             ["git", "-C", str(checkout), "diff", "--numstat", "--no-renames", old, new, "--"],
+            env=allowed_environment(),
             capture_output=True,
             text=True,
             timeout=timeout,

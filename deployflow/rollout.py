@@ -26,6 +26,7 @@ from deployflow.analysis import (
     exposure_confidence,
 )
 from deployflow.figures import rough_duration as duration_words
+from deployflow.polling import DeadlineExceeded, within_deadline
 from deployflow.providers.base import Metrics
 from deployflow.signals import SignalProbe, with_signals
 from deployflow.spec import AnalysisSpec
@@ -182,6 +183,29 @@ def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) ->
     return 0.0
 
 
+# A look's metric queries must answer within this share of the interval, and never need to in
+# less than MIN_QUERY_SECONDS (a backend on the other side of a network answers in well under).
+QUERY_SHARE = 0.5
+MIN_QUERY_SECONDS = 1.0
+
+
+def query_deadline(interval_seconds: float) -> float:
+    """How long a look's metric queries may take in all: ``QUERY_SHARE`` of the interval, at
+    least ``MIN_QUERY_SECONDS``."""
+    return max(QUERY_SHARE * interval_seconds, MIN_QUERY_SECONDS)
+
+
+def slow_look(deadline: float, interval_seconds: float) -> Measurement:
+    """The measurement of a look whose queries did not answer in time: an error."""
+    reason = (
+        f"the metrics backend did not answer within {deadline:g} s (its share of the "
+        f"{interval_seconds:g} s interval): counted as an error measurement"
+    )
+    return Measurement(
+        Outcome.ERROR, MetricSample(None, None, None, error=reason), None, (), reason
+    )
+
+
 def canary_gone(reason: str, baseline_p95_seconds: float | None) -> Measurement:
     """The measurement of a canary that no longer runs: failed, whatever the metrics say."""
     breach = Breach("canary_down", None, None, reason)
@@ -209,6 +233,7 @@ def observe_stage(
     gone: Callable[[], str | None] | None = None,
     control_version: str | None = None,
     signals: Sequence[SignalProbe] = (),
+    query_seconds: float | None = None,
 ) -> StageResult:
     """Measure ``version`` every interval until the stage promotes, rolls back or pauses.
 
@@ -234,6 +259,7 @@ def observe_stage(
     folded into its measurement: the worst outcome counts (``deployflow.signals.with_signals``).
     """
     limit = observe_seconds if max_seconds is None else max(max_seconds, observe_seconds)
+    deadline = query_seconds if query_seconds is not None else query_deadline(interval_seconds)
     looks, promotion_looks = looks_in_stage(observe_seconds, limit, interval_seconds)
     chances = promotion_times(observe_seconds, limit)
     # A stage longer than the window also checks the recent window at each look, so a fault that
@@ -270,14 +296,29 @@ def observe_stage(
                     exposure=exposure,
                 )
 
-            measurement = measure(window)
-            requests = measurement.sample.requests
-            if recent_too and window > window_seconds + 1e-9:
-                recent = measure(window_seconds)
-                if recent.outcome is Outcome.FAILED and measurement.outcome is not Outcome.FAILED:
-                    measurement = replace(
-                        recent, note=f"over the last {window_seconds:g} s: {recent.note}"
-                    )
+            def look(window: float = window) -> tuple[Measurement, float | None]:
+                measurement = measure(window)
+                requests = measurement.sample.requests
+                if recent_too and window > window_seconds + 1e-9:
+                    recent = measure(window_seconds)
+                    if (
+                        recent.outcome is Outcome.FAILED
+                        and measurement.outcome is not Outcome.FAILED
+                    ):
+                        measurement = replace(
+                            recent, note=f"over the last {window_seconds:g} s: {recent.note}"
+                        )
+                return measurement, requests
+
+            # The interval is a deadline: a look whose queries outlast their share of it is an
+            # error measurement (the analysis decides what errors mean), not a stage stretched
+            # by a slow backend while the canary keeps its traffic.
+            try:
+                measurement, requests = within_deadline(
+                    look, seconds=deadline, what="the look's metric queries"
+                )
+            except DeadlineExceeded:
+                measurement, requests = slow_look(deadline, interval_seconds), None
             if signals:
                 elapsed = clock() - start
                 measurement = with_signals(

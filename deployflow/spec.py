@@ -31,6 +31,7 @@ from deployflow.spec_types import (
     Duration,
     SpecError,
     StrictModel,
+    format_duration,
     program_problem,
     validate_environment,
     validate_version,
@@ -80,6 +81,9 @@ else:
     DependencySpec = spec_union("dependency")
 
 
+MIN_WINDOW_SECONDS = 1.0
+
+
 class AnalysisSpec(StrictModel):
     """When a canary is healthy. Defaults follow the release policy: >5% errors or P95 above
     twice the pre-deploy baseline roll back."""
@@ -123,6 +127,19 @@ class AnalysisSpec(StrictModel):
         1800.0,
         description="How long a stage paused by on_inconclusive waits for a person's answer.",
     )
+
+    @field_validator("window", "baseline_window")
+    @classmethod
+    def _measurable_window(cls, seconds: float) -> float:
+        # A metrics backend's ranges are whole seconds or more (Prometheus scrapes every few);
+        # a shorter window holds no sample, and every look would be an error.
+        if seconds < MIN_WINDOW_SECONDS:
+            raise ValueError(
+                f"{format_duration(seconds)} is shorter than the {MIN_WINDOW_SECONDS:g}s a "
+                "metrics query can look back over; use '1s' or more (e.g. '60s')"
+            )
+        return seconds
+
     probe_rate: float = Field(
         0.0,
         ge=0.0,
@@ -237,6 +254,11 @@ class CanaryStrategySpec(StrictModel):
                 )
             elif isinstance(item, dict):
                 items.append(_pause_step(index, item))
+            elif isinstance(item, bool):  # YAML's true is not 1%
+                raise ValueError(
+                    f"step {index + 1} is {str(item).lower()}: a step is a percentage (1 to 100), "
+                    "'pause' or {pause: {timeout: 30m}}"
+                )
             else:
                 items.append(item)
         return items
@@ -729,6 +751,43 @@ class _SpecLoader(yaml.SafeLoader):
             event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
             raise _AliasRefused(event.start_mark)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # PyYAML keeps the last of two equal keys silently: a spec that says `steps` twice means
+        # one of them by mistake, and which one is not for the loader to guess.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = key_node.value
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        # Python refuses to read integers of more than 4300 digits (a ValueError, not YAML's).
+        if len(str(node.value)) > MAX_INTEGER_DIGITS:
+            raise _NumberTooLong(node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+MAX_INTEGER_DIGITS = 100
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, mark: Any) -> None:
+        shown = str(key) if len(str(key)) <= 60 else str(key)[:57] + "..."
+        self.problem = f"the key {shown!r} appears twice in the same mapping: keep one"
+        super().__init__(self.problem)
+        self.problem_mark = mark
+
+
+class _NumberTooLong(yaml.YAMLError):
+    problem = f"a number of more than {MAX_INTEGER_DIGITS} digits"
+
+    def __init__(self, mark: Any) -> None:
+        super().__init__(self.problem)
+        self.problem_mark = mark
 
 
 class _AliasRefused(yaml.YAMLError):

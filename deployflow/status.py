@@ -9,7 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from deployflow.manual_rollback import ROLLBACK_STRATEGY, PastDeploy, last_good, live_version
+from deployflow.manual_rollback import (
+    ROLLBACK_STRATEGY,
+    PastDeploy,
+    last_good,
+    live_version,
+    manual_headline,
+)
 from deployflow.providers.base import Instance, RouterState
 
 Row = Mapping[str, Any]
@@ -26,6 +32,8 @@ class InProgress:
     weight: int
     flow_run_id: str | None
     run_url: str | None = None
+    # A person's rollback asked it to roll back at its next look (who and why).
+    rollback_requested: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,9 +113,12 @@ def service_status(
     unfinished = [r for r in real if r["status"] in ("pending", "running")]
     if unfinished:
         r = unfinished[0]
+        asked = (r["details"] or {}).get("rollback_requested")
         running = InProgress(
             r["id"], r["version"], r["strategy"], r["current_stage"], r["canary_weight"],
             r["flow_run_id"], run_url(r["flow_run_id"]) if run_url and r["flow_run_id"] else None,
+            manual_headline(str(asked.get("requested_by")), str(asked.get("reason") or ""))
+            if isinstance(asked, dict) else None,
         )  # fmt: skip
     last = ended[0] if ended else None
     last_outcome = None
@@ -147,6 +158,8 @@ def status_lines(status: ServiceStatus) -> list[str]:
             f"  in progress:   {what} of {running.version} ({stage}{running.weight}% of the "
             f"traffic){': ' + link if link else ''}"
         )
+        if running.rollback_requested is not None:
+            lines.append(f"                 {running.rollback_requested} (at its next look)")
     if status.last_outcome is not None:
         lines.append(f"  last outcome:  {status.last_outcome}")
         lines.append(f"                 (deployflow report {status.last_deployment_id})")

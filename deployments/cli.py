@@ -491,7 +491,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from deployments.demo import run_sandbox
 
-    return run_sandbox(state_dir=Path(args.state_dir), router=args.router)
+    return run_sandbox(state_dir=Path(args.state_dir), router=args.router, host=args.host)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -661,6 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="haproxy",
         help="what splits the traffic (deploy with examples/sandbox-nginx.yaml for nginx)",
     )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the versions, the router and Prometheus listen on (default loopback; "
+        "this machine's address for workers on other machines)",
+    )
     p.set_defaults(func=cmd_sandbox)
     return parser
 
@@ -675,6 +681,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         print(f"deployflow: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:
+        # Imported only now: the CLI's start does not pay for SQLAlchemy.
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from deployflow.tracking.db import TrackingDatabaseError
+
+        if not isinstance(exc, TrackingDatabaseError | SQLAlchemyError):
+            raise
+        # Unreachable, refusing, or not ours: say so in one line, not a traceback. Neither
+        # message holds a password (TrackingDatabaseError masks it; SQLAlchemy's names none).
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"deployflow: the tracking database cannot be used: {first}", file=sys.stderr)
+        return EXIT_FAILED
     return code
 
 

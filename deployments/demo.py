@@ -55,6 +55,7 @@ def run_sandbox(
     stop_after: float | None = None,
     traffic_max_duration: float | None = None,
     router: SandboxRouter = "haproxy",
+    host: str = "127.0.0.1",
 ) -> int:
     """Keep the sandbox up (v1 live, traffic flowing) until Ctrl-C or SIGTERM.
 
@@ -75,6 +76,7 @@ def run_sandbox(
             rps=SANDBOX_RPS,
             router=router,
             traffic_max_duration=traffic_max_duration,
+            host=host,
         ) as sandbox:
             spec = ROUTER_SPECS[router].relative_to(EXAMPLES.parent)
             print("# sandbox up: v1 live; in another shell run these, then deploy, e.g.")

@@ -40,8 +40,9 @@ def run_deploy(
     # Without PREFECT_API_URL, Prefect starts a temporary local server; its first start migrates a
     # fresh SQLite database, which takes longer than Prefect's 20 s default on a busy laptop.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.deploy import deploy
+    from flows.deploy import OUTCOMES_REACHED, deploy
 
+    reached_before = len(OUTCOMES_REACHED)
     try:
         state = deploy(
             spec_path=spec_path,
@@ -53,7 +54,19 @@ def run_deploy(
             service=service,
             return_state=True,
         )
-    except Exception as exc:  # the flow never ran: no Prefect API, for example
+    except Exception as exc:  # the flow never ran, or the Prefect API went away meanwhile
+        reached = [o for o in OUTCOMES_REACHED[reached_before:] if o.get("version") == version]
+        if reached:
+            # The deploy reached its outcome (recorded in the tracking database); only its
+            # final state could not be told to Prefect.
+            kept = dict(reached[-1])
+            kept["message"] = (
+                f"{kept.get('message') or ''} (its final state could not be recorded in "
+                f"Prefect: {type(exc).__name__})"
+            ).strip()
+            run_id = kept.get("flow_run_id")
+            kept["ui_url"] = ui_url(str(run_id) if run_id else None)
+            return kept
         return {
             "status": "failed",
             "version": version,

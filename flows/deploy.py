@@ -21,6 +21,7 @@ from pydantic import Field
 
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.backends import Backends
+from deployflow.fencing import FencedRouter, FencedTarget
 from deployflow.notify.evidence import StorySources
 from deployflow.providers.base import Instance
 from deployflow.release import (
@@ -59,7 +60,10 @@ from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan
 
-__all__ = ["ReleaseRequest", "deploy", "finish", "release"]
+__all__ = ["OUTCOMES_REACHED", "ReleaseRequest", "deploy", "finish", "release"]
+
+# The outcome of every deploy this process finished, newest last (see ``finish``).
+OUTCOMES_REACHED: list[dict[str, Any]] = []
 
 
 def deploy_run_name() -> str:
@@ -143,6 +147,9 @@ def finish(
     if story is not None and outcome.deployment_id is not None and not outcome.dry_run:
         write_report(backends.ledger, outcome.deployment_id, quote(story))  # type: ignore[call-overload]
     backends.story.record(Ended(outcome, outcome_dashboard(outcome, spec_dashboard)))
+    # Kept in this process too: if the Prefect API is gone by now, the run's final state cannot
+    # be recorded and the flow call fails, but the caller still reports what the deploy reached.
+    OUTCOMES_REACHED.append(outcome.to_dict())
     return final_state(outcome)
 
 
@@ -154,8 +161,16 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
     """
     outcome, stable = begin(spec, b, req)
     b.story.record(Started(Deploy.of(outcome)))
-    with Lease(b.ledger, outcome.require_id()):
-        return steps(spec, b, req, outcome, stable)
+    with Lease(b.ledger, outcome.require_id()) as lease:
+        # Every traffic move, start and stop from here carries the lease (the fencing token):
+        # a process that wakes after losing it acts on nothing.
+        fenced = b.model_copy(
+            update={
+                "router": FencedRouter(b.router, lease.check),
+                "target": FencedTarget(b.target, lease.check),
+            }
+        )
+        return steps(spec, fenced, req, outcome, stable)
 
 
 def steps(

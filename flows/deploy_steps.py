@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_UI_URL
 from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
+from deployflow.fencing import lease_lost
 from deployflow.notify.evidence import StorySources, commit_time
 from deployflow.providers.base import BackendConfigError, Instance, OnCallRoster
 from deployflow.providers.grafana import dashboard_link
@@ -370,6 +371,15 @@ def roll_back(
     trigger: Trigger,
 ) -> ReleaseOutcome:
     """Step 8: the rollback subflow, and what its result means for the release."""
+    if lease_lost(b.router):
+        # Another deploy owns the traffic now: undoing "this" release would undo that one's.
+        return ended(
+            outcome,
+            "failed",
+            f"{trigger.headline}; not rolled back: this deploy lost its lease in the tracking "
+            "database (paused or cut off longer than the lease) and touched no traffic after "
+            "that; the next deploy reconciles what it left",
+        )
     if stable is None:
         return ended(outcome, "failed", f"{trigger.headline}; no previous version to roll back to")
     last = outcome.stages[-1].measurements if outcome.stages else []

@@ -6,6 +6,7 @@ Not a task: a slot is held around the whole deploy (``flows/deploy.py``), not ar
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from deployflow.tracking.ledger import Ledger
 # How long the server keeps a slot whose holder stopped renewing it (a worker that died): the next
 # deploy waits at most this long for it. Renewed in the background while the deploy runs.
 SLOT_LEASE_SECONDS = 60.0
+# How often a deploy that finds the slot taken asks again.
+SLOT_POLL_SECONDS = 1.0
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -72,10 +75,14 @@ def deploy_slot(
     moving, and stopping the run halfway would be worse than a second deploy being let in (the
     tracking database's guard still refuses that one).
 
-    A slot is also held for up to ``SLOT_LEASE_SECONDS`` by a deploy whose process died. In
-    'refuse' mode, ``holder_alive`` (the tracking database's view: is a deploy of this service
-    and environment running with a live lease?) tells the two apart: a dead holder is waited out
-    instead of refusing, so a deploy after a crash is not turned away by a slot nobody uses.
+    The slot's lease lives in the Prefect server's memory: a server restarted while a deploy
+    held it keeps the slot taken with nobody to give it back, and a worker that died keeps it
+    until its lease lapses. So the holder is checked against the tracking database, whose lease
+    outlives any Prefect server: a slot held while ``holder_alive`` (is a deploy of this service
+    and environment running there with a live lease?) has said no for a whole tracking lease
+    period (``DEPLOYFLOW_LEASE_SECONDS``, which also covers a deploy that took the slot a moment
+    ago and has not written its row yet) is released, with a log line, and taken. In 'refuse'
+    mode a live holder refuses at once; in 'wait' mode the deploy waits for it.
 
     Raises:
         DeployRefused: ``mode`` is 'refuse' and another live deploy holds the slot.
@@ -84,42 +91,75 @@ def deploy_slot(
     ensure_limit(name)
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
 
-    def take(stack: ExitStack, max_retries: int | None) -> None:
-        stack.enter_context(
-            concurrency(
-                name,
-                occupy=1,
-                max_retries=max_retries,
-                lease_duration=SLOT_LEASE_SECONDS,
-                strict=True,
-                holder=holder,
-                raise_on_lease_renewal_failure=False,
-            )
-        )
-
-    with ExitStack() as stack:
+    def take(stack: ExitStack) -> bool:
         try:
-            take(stack, max_retries=0)
+            stack.enter_context(
+                concurrency(
+                    name,
+                    occupy=1,
+                    max_retries=0,
+                    lease_duration=SLOT_LEASE_SECONDS,
+                    strict=True,
+                    holder=holder,
+                    raise_on_lease_renewal_failure=False,
+                )
+            )
         except Exception as exc:
             if not _slot_taken(exc):
                 raise
-            if mode == "refuse" and (holder_alive is None or holder_alive()):
+            return False
+        return True
+
+    with ExitStack() as stack:
+        told = False
+        nobody_since: float | None = None
+        while not take(stack):
+            alive = holder_alive is None or holder_alive()
+            if alive and mode == "refuse":
                 raise DeployRefused(refusal_message(service, environment)) from None
-            if mode == "refuse":
+            if alive:
+                nobody_since = None
+            elif nobody_since is None:
+                nobody_since = time.monotonic()
+            elif time.monotonic() - nobody_since >= lease_seconds():
+                release_orphaned_slot(name, service, environment, logger)
+                nobody_since = None
+                continue
+            if not told:
                 logger.warning(
-                    "the Prefect concurrency limit %r is held, but no deploy of %s to %s is "
-                    "running in the tracking database (a run that died keeps its slot until the "
-                    "slot's %g s lease lapses): waiting for it",
-                    name,
-                    service,
-                    environment,
-                    SLOT_LEASE_SECONDS,
+                    waiting_message(service, environment)
+                    if alive
+                    else orphan_message(name, service, environment, lease_seconds())
                 )
-            else:
-                logger.warning(waiting_message(service, environment))
-            take(stack, max_retries=None)
+                told = True
+            time.sleep(SLOT_POLL_SECONDS)  # pacing between attempts, not synchronisation
         logger.info("holding the Prefect concurrency limit %r", name)
         yield name
+
+
+def orphan_message(name: str, service: str, environment: str, seconds: float) -> str:
+    return (
+        f"the Prefect concurrency limit {name!r} is held, but no deploy of {service} to "
+        f"{environment} is running in the tracking database: it is released if that is still so "
+        f"{seconds:g} s from now (a deploy that died, or a Prefect server restarted while a "
+        "deploy held it, leaves the slot taken)"
+    )
+
+
+def release_orphaned_slot(name: str, service: str, environment: str, logger: Logger) -> None:
+    """Give back one slot of ``name`` that nobody alive holds (see ``deploy_slot``)."""
+    with get_client(sync_client=True) as client:
+        # The server wants how long the slot was occupied (above 0); it is not known, only that it
+        # was unheld for at least a lease period.
+        client.release_concurrency_slots(names=[name], slots=1, occupancy_seconds=lease_seconds())
+    logger.warning(
+        "released the Prefect concurrency limit %r: no deploy of %s to %s has held a live lease "
+        "in the tracking database for %g s, so the slot's holder is gone",
+        name,
+        service,
+        environment,
+        lease_seconds(),
+    )
 
 
 def live_deploy_in(ledger: Ledger | None, service: str, environment: str, own: str | None) -> bool:

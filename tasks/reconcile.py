@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.states import Crashed
 
 from deployflow.figures import duration
 from deployflow.providers.base import Router, Target
@@ -62,8 +65,27 @@ def reconcile_interrupted(
             ledger.settled(row.deployment_id, f"traffic settled by a later run: {result.message}")
         else:
             ledger.close(row.deployment_id, "failed", f"interrupted; {result.message}")
+            mark_crashed(row.flow_run_id, f"deploy of {row.version} died; {result.message}")
         messages.append(result.message)
     return messages
+
+
+def mark_crashed(flow_run_id: str | None, message: str) -> None:
+    """The dead deploy's flow run, still Running in Prefect (nothing of it could say otherwise),
+    set to Crashed with what the reconciliation did. Best effort: the run may live on another
+    Prefect server, or none; the tracking database already holds the truth."""
+    if not flow_run_id:
+        return
+    logger = get_run_logger()
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+            if run.state is None or run.state.is_final():
+                return
+            client.set_flow_run_state(run.id, Crashed(message=message[:2000]), force=True)
+        logger.info("flow run %s of the dead deploy set to Crashed", flow_run_id)
+    except Exception as exc:
+        logger.info("flow run %s of the dead deploy left as it is: %s", flow_run_id, exc)
 
 
 def _unfinished_actions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -19,6 +20,9 @@ from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.tracking.ledger import Ledger
 from tasks.retry_policy import QUICK_CALL, no_retries, observation_timeout, retried
+
+# How often a stage reads the tracking database for a person's request to roll back (seconds).
+ROLLBACK_REQUEST_PERIOD = 1.0
 
 
 @task(name="set-traffic", cache_policy=NO_CACHE, **retried(QUICK_CALL))
@@ -93,13 +97,23 @@ def observe_canary_stage(
     # Bound now, as the stage begins: the logs are read from here on.
     signals = [watch.probe(version) for watch in (logs, alerts) if watch is not None]
 
-    def gone() -> str | None:
-        # A person's rollback started while this deploy runs asks it to roll back here, at the
-        # next look, instead of racing it for the router (``deployflow rollback``).
+    asked_at = [float("-inf")]
+
+    def rollback_asked() -> str | None:
+        """A person's rollback started while this deploy runs asks it to roll back here, at the
+        next look, instead of racing it for the router (``deployflow rollback``). Read at most
+        once a second: a look every few milliseconds (tests) must not wait on the database."""
+        now = time.monotonic()
+        if now - asked_at[0] < ROLLBACK_REQUEST_PERIOD:
+            return None
+        asked_at[0] = now
         try:
-            asked = ledger.rollback_requested(deployment_id)
+            return ledger.rollback_requested(deployment_id)
         except Exception:  # the tracking database failing is not a verdict on the canary
-            asked = None
+            return None
+
+    def gone() -> str | None:
+        asked = rollback_asked()
         if asked is not None:
             return asked
         instance = next((i for i in target.instances() if i.version == version), None)
@@ -108,7 +122,12 @@ def observe_canary_stage(
         try:
             state = router.state()
         except BackendError:
-            return None  # the router itself failing is the rollback's business, not a verdict
+            # A router that does not answer is a failed look at once, not "no requests" held
+            # look after look: users may reach nothing, and people must hear it now.
+            return (
+                f"the router ({router.describe()}) does not answer: users may be reaching no "
+                f"version of the service, and {version}'s share cannot be known"
+            )
         # A version promoted to the stable slot (flags rolled out after promotion) has traffic.
         if weight > 0 and state.canary is None and state.stable != instance.address:
             return (

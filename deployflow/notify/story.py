@@ -108,12 +108,11 @@ def outcome_line(outcome: ReleaseOutcome) -> str:
 
 
 def report_pointer(outcome: ReleaseOutcome) -> str | None:
-    """Where the report of a deploy that rolled back or failed is read once the run is gone:
-    ``deployflow report ID`` (the tracking id); None for the others (no incident report)."""
-    if outcome.deployment_id is None or outcome.dry_run:
-        return None
-    if outcome.status not in ("rolled_back", "failed"):
-        return None
+    """Where the incident report of a deploy that rolled back (or whose rollback failed) is read
+    once the run is gone: ``deployflow report ID`` (the tracking id); None for the others (an
+    interrupted or refused deploy has no report)."""
+    if outcome.deployment_id is None or outcome.dry_run or outcome.rollback is None:
+        return None  # only a rollback (done or failed) has an incident report
     return f"Incident report: `deployflow report {outcome.deployment_id}`"
 
 

@@ -35,6 +35,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deployflow.polling import DeadlineExceeded, wait_for
+from deployflow.processes import INHERITED_ENV
 from deployflow.providers.base import BackendError, BuildContext, Instance, RouterState
 from deployflow.providers.hooks import (
     LOGS_PLACEHOLDERS,
@@ -52,7 +53,6 @@ from deployflow.providers.hooks import (
     parse_instance,
     parse_instance_list,
 )
-from deployflow.providers.local_process import INHERITED_ENV
 from deployflow.spec_types import Duration, HttpUrl
 
 __all__ = [  # the hook pieces live in hooks.py; these names stay importable from here

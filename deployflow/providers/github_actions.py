@@ -51,6 +51,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deployflow.polling import DeadlineExceeded, wait_for
+from deployflow.processes import INHERITED_ENV
 from deployflow.providers.base import (
     BackendConfigError,
     BackendError,
@@ -73,7 +74,6 @@ from deployflow.providers.hooks import (
     parse_instance,
     parse_instance_list,
 )
-from deployflow.providers.local_process import INHERITED_ENV
 from deployflow.spec_types import Duration, HttpUrl, StrictModel
 
 GITHUB_API_URL = "https://api.github.com"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deployflow.providers.base import BackendError, Instance, RouterState
 from deployflow.spec_types import HttpUrl, StrictModel
@@ -41,7 +41,18 @@ class HAProxyRouterSpec(StrictModel):
     spec_relative_paths: ClassVar[tuple[str, ...]] = ("admin_socket",)
 
     kind: Literal["haproxy"] = Field(description="HAProxy runtime API on its admin socket.")
-    admin_socket: Path = Field(description="Path of HAProxy's stats socket at level admin.")
+    admin_socket: Path | None = Field(
+        None,
+        description="Path of HAProxy's stats socket at level admin (HAProxy on the worker's "
+        "machine); or admin_address.",
+    )
+    admin_address: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+:[0-9]{1,5}$",
+        description="host:port of HAProxy's runtime API over TCP (`stats socket "
+        "ipv4@host:port level admin`), for HAProxy on another machine than the workers; or "
+        "admin_socket.",
+    )
     # Names go into runtime API commands: one word each, as HAProxy's own names are.
     backend: str = Field(
         "app", pattern=_NAME, description="Backend holding the stable and canary servers."
@@ -53,6 +64,12 @@ class HAProxyRouterSpec(StrictModel):
         "canary", pattern=_NAME, description="Server slot of the canary version."
     )
     frontend_url: HttpUrl = Field(description="URL users reach; smoke requests go through it.")
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> HAProxyRouterSpec:
+        if (self.admin_socket is None) == (self.admin_address is None):
+            raise ValueError("set one of admin_socket (a path) or admin_address (host:port)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -136,25 +153,31 @@ class HAProxyRouter:
 
     def __init__(
         self,
-        admin_socket: Path,
+        admin_socket: Path | None,
         backend: str = "app",
         stable_server: str = "stable",
         canary_server: str = "canary",
         *,
         frontend_url: str,
         timeout: float = 5.0,
+        admin_address: str | None = None,
     ) -> None:
         """Configure the router; nothing is sent until a method is called.
 
         Args:
-            admin_socket: Path of HAProxy's ``stats socket ... level admin``.
+            admin_socket: Path of HAProxy's ``stats socket ... level admin``; None with
+                ``admin_address``.
+            admin_address: ``host:port`` of the runtime API over TCP, instead of the path.
             frontend_url: The URL users reach through this HAProxy.
             backend: Backend holding the two slots.
             stable_server: Server name of the stable slot.
             canary_server: Server name of the canary slot.
             timeout: Seconds to wait for one answer.
         """
-        self.admin_socket = Path(admin_socket)
+        if (admin_socket is None) == (admin_address is None):
+            raise ValueError("one of admin_socket or admin_address")
+        self.admin_socket = Path(admin_socket) if admin_socket is not None else None
+        self.admin_address = admin_address
         self._frontend_url = frontend_url.rstrip("/")
         self.backend = backend
         self.stable_server = stable_server
@@ -166,6 +189,7 @@ class HAProxyRouter:
         """The router a spec's ``router`` section of kind ``haproxy`` describes."""
         return cls(
             spec.admin_socket,
+            admin_address=spec.admin_address,
             frontend_url=spec.frontend_url,
             backend=spec.backend,
             stable_server=spec.stable_server,
@@ -178,7 +202,11 @@ class HAProxyRouter:
         return self._frontend_url
 
     def describe(self) -> str:
-        return f"haproxy backend {self.backend} via {self.admin_socket}"
+        return f"haproxy backend {self.backend} via {self._admin}"
+
+    @property
+    def _admin(self) -> str:
+        return str(self.admin_socket) if self.admin_socket is not None else f"{self.admin_address}"
 
     def command(self, command: str) -> str:
         """Send one runtime API command and return HAProxy's raw answer.
@@ -189,9 +217,7 @@ class HAProxyRouter:
         if "\n" in command or ";" in command:
             raise ValueError(f"one runtime API command at a time, got {command!r}")
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(str(self.admin_socket))
+            with self._connect() as sock:
                 sock.sendall(command.encode() + b"\n")
                 # Not in interactive mode, HAProxy closes the connection after one answer.
                 chunks: list[bytes] = []
@@ -199,9 +225,22 @@ class HAProxyRouter:
                     chunks.append(chunk)
         except OSError as exc:
             raise RouterError(
-                f"HAProxy admin socket {self.admin_socket} unreachable for {command!r}: {exc}"
+                f"HAProxy admin socket {self._admin} unreachable for {command!r}: {exc}"
             ) from exc
         return b"".join(chunks).decode("utf-8", errors="replace")
+
+    def _connect(self) -> socket.socket:
+        if self.admin_socket is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(str(self.admin_socket))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        host, _, port = str(self.admin_address).rpartition(":")
+        return socket.create_connection((host, int(port)), timeout=self.timeout)
 
     def _set(self, server: str, what: str) -> None:
         command = f"set server {self.backend}/{server} {what}"

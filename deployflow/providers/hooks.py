@@ -20,9 +20,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from deployflow.processes import CommandResult, run_command
+from deployflow.processes import INHERITED_ENV, CommandResult, run_command
 from deployflow.providers.base import BackendConfigError, BackendError, Instance
-from deployflow.providers.local_process import INHERITED_ENV
 from deployflow.spec_types import VERSION_PATTERN, Argv, Duration, StrictModel, program_problem
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

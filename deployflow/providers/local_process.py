@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 
 from deployflow.polling import DeadlineExceeded, wait_for
 from deployflow.processes import (
+    INHERITED_ENV,
     ProcessRecord,
     free_port,
     is_running,
@@ -35,7 +36,6 @@ from deployflow.spec_types import VERSION_PATTERN, Argv, Duration, StrictModel
 
 PLACEHOLDERS = ("version", "port", "host", "python")
 # What a service process inherits by default: enough to find programs and speak the locale.
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A version becomes a file name, so keep it to a conservative character set.
 _VERSION = re.compile(VERSION_PATTERN)
@@ -78,6 +78,14 @@ class LocalProcessTargetSpec(StrictModel):
         if not value.startswith("/"):
             raise ValueError("must start with '/'")
         return value
+
+    @field_validator("command")
+    @classmethod
+    def _known_placeholders(cls, command: list[str]) -> list[str]:
+        # Refused at validate, not when the deploy starts the version: the same substitution
+        # with every placeholder's name standing in for its value.
+        render_command(command, {name: name for name in PLACEHOLDERS})
+        return command
 
 
 def render_command(template: Sequence[str], values: Mapping[str, str]) -> list[str]:

@@ -47,12 +47,18 @@ def render_config(
     health_path: str = "/healthz",
     *,
     health_checks: bool = True,
+    host: str = "127.0.0.1",
+    admin_port: int | None = None,
     access_log: bool = False,
     exporter_port: int | None = None,
 ) -> str:
-    """The HAProxy configuration of the sandbox: one frontend, backend ``app`` with two
-    health-checked slots; with ``access_log``, each request logged to HAProxy's standard output
-    in the deployflow format; with ``exporter_port``, HAProxy's Prometheus exporter there."""
+    """The HAProxy configuration of the sandbox: one frontend on ``host``, backend ``app`` with
+    two health-checked slots; with ``admin_port``, the runtime API on ``host`` over TCP too; with
+    ``access_log``, each request logged to HAProxy's standard output in the deployflow format;
+    with ``exporter_port``, HAProxy's Prometheus exporter there."""
+    tcp_admin = (
+        f"\n    stats socket ipv4@{host}:{admin_port} level admin" if admin_port is not None else ""
+    )
     checks = (
         f"    option httpchk GET {health_path}\n"
         "    default-server check inter 500ms fall 2 rise 1\n"
@@ -77,7 +83,7 @@ def render_config(
         )
     return f"""\
 global
-    stats socket {admin_socket} mode 600 level admin
+    stats socket {admin_socket} mode 600 level admin{tcp_admin}
     stats timeout 30s
     maxconn 512
 
@@ -91,7 +97,7 @@ defaults
     option http-server-close
 
 frontend web
-    bind 127.0.0.1:{port}
+    bind {host}:{port}
 {logging}    default_backend {BACKEND}
 {exporter}
 backend {BACKEND}
@@ -118,6 +124,7 @@ class LocalHAProxy(LocalServer):
         *,
         start_timeout: float = 10.0,
         health_checks: bool = True,
+        host: str = "127.0.0.1",
         access_log: bool = False,
         exporter: bool = False,
     ) -> None:
@@ -128,6 +135,8 @@ class LocalHAProxy(LocalServer):
             start_timeout: Seconds HAProxy gets to open its socket and port.
             health_checks: Health-check both slots (off only for tests that route to addresses
                 nothing listens on).
+            host: Address of the frontend; another than loopback also opens the runtime API
+                over TCP on it (``admin_address``), for workers on other machines.
             access_log: Log each request in the deployflow format to HAProxy's output
                 (``access_log``, the file ``haproxy.log``).
             exporter: Serve HAProxy's Prometheus exporter on ``exporter_url``.
@@ -135,9 +144,11 @@ class LocalHAProxy(LocalServer):
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
         self.health_checks = health_checks
+        self.host = host
+        self.port = free_port(host)
+        self.admin_port = free_port(host) if host != "127.0.0.1" else None
         self.logs_requests = access_log
         self.exporter_port = free_port() if exporter else None
-        self.port = free_port()
         self.config_file = self.state_dir / "haproxy.cfg"
         self._short_dir: Path | None = None
         socket_path = self.state_dir / "haproxy.sock"
@@ -156,7 +167,12 @@ class LocalHAProxy(LocalServer):
     @property
     def frontend_url(self) -> str:
         """Base URL of the frontend that clients call."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_address(self) -> str | None:
+        """``host:port`` of the runtime API over TCP (None on loopback: the socket only)."""
+        return f"{self.host}:{self.admin_port}" if self.admin_port is not None else None
 
     @property
     def access_log(self) -> Path:
@@ -193,6 +209,8 @@ class LocalHAProxy(LocalServer):
                 self.admin_socket,
                 self.port,
                 health_checks=self.health_checks,
+                host=self.host,
+                admin_port=self.admin_port,
                 access_log=self.logs_requests,
                 exporter_port=self.exporter_port,
             )
@@ -210,7 +228,7 @@ class LocalHAProxy(LocalServer):
             )
         router = self.router()
         self._process.start_and_wait(
-            lambda: port_open(self.port) and router.servers(),
+            lambda: port_open(self.port, self.host) and router.servers(),
             timeout=self.start_timeout,
             what=f"haproxy admin socket {self.admin_socket} and port {self.port}",
             error=HAProxyError,

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -45,8 +46,27 @@ class LocalPostgres:
             engine = create_engine(pg.url("mydb"))
     """
 
-    def __init__(self, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        clients: str | None = None,
+        command_prefix: Sequence[str] = (),
+    ) -> None:
+        """Prepare; ``start`` (or ``with``) runs it.
+
+        Args:
+            base_dir: Where its temporary directory goes.
+            host: The address it listens on besides loopback, and its URLs name.
+            clients: A network (``10.0.0.0/24``) whose clients it trusts besides loopback.
+            command_prefix: Put before each PostgreSQL command, e.g. ``ip netns exec NAME`` to
+                run the server in a network namespace (tests/e2e/test_several_machines.py).
+        """
         self.bin = _bin_dir()
+        self.host = host
+        self.clients = clients
+        self.command_prefix = list(command_prefix)
         self.port = free_port()
         self._tmp = Path(tempfile.mkdtemp(prefix="deployflow-pg-", dir=base_dir))
         self.data_dir = self._tmp / "data"
@@ -59,6 +79,7 @@ class LocalPostgres:
         cmd = [str(self.bin / argv[0]), *argv[1:]]
         if self._as_root:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        cmd = [*self.command_prefix, *cmd]
         return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
 
     def start(self) -> LocalPostgres:
@@ -70,8 +91,12 @@ class LocalPostgres:
             "initdb", "-D", str(self.data_dir), "-U", self.user, "--auth=trust",
             "--encoding=UTF8", "--no-sync",
         )  # fmt: skip
+        if self.clients is not None:
+            with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.clients} trust\n")
+        listen = ",".join(dict.fromkeys(["127.0.0.1", self.host]))
         options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={listen} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         self._run(
@@ -80,7 +105,7 @@ class LocalPostgres:
         )  # fmt: skip
         self._started = True
         wait_for(
-            lambda: self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port)),
+            lambda: self._run("pg_isready", "-h", self.host, "-p", str(self.port)),
             timeout=30,
             what="postgres ready",
         )
@@ -88,11 +113,17 @@ class LocalPostgres:
 
     def create_database(self, name: str) -> str:
         """Create database ``name`` and return its SQLAlchemy URL (psycopg 3 driver)."""
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name)
+        self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", self.user, name)
         return self.url(name)
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
+
+    def socket_url(self, database: str = "postgres") -> str:
+        """The URL through its Unix socket (from any network namespace of this machine)."""
+        return (
+            f"postgresql+psycopg://{self.user}@/{database}?host={self.socket_dir}&port={self.port}"
+        )
 
     def stop(self) -> None:
         if self._started:

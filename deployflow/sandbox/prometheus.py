@@ -108,6 +108,7 @@ class LocalPrometheus(LocalServer):
         *,
         start_timeout: float = 30.0,
         alertmanager: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         """Prepare paths and a port; nothing runs yet.
 
@@ -118,20 +119,22 @@ class LocalPrometheus(LocalServer):
             start_timeout: Seconds Prometheus gets to report ready.
             alertmanager: ``host:port`` of an Alertmanager: the sandbox's alert rules are loaded
                 and their alerts sent there.
+            host: Address of its HTTP API.
         """
         self.alertmanager = alertmanager
         self.state_dir = Path(state_dir).resolve()
         self.targets_file = Path(targets_file).resolve()
         self.scrape_interval = scrape_interval
         self.start_timeout = start_timeout
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
         self.config_file = self.state_dir / "prometheus.yml"
         self.rules_file = self.state_dir / "rules.yml"
         argv = [
             _binary(),
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.state_dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.listen-address={self.host}:{self.port}",
             # A sandbox lives minutes: keep the TSDB, query engine and logs small.
             "--storage.tsdb.retention.time=2h",
             "--query.max-concurrency=4",
@@ -150,7 +153,7 @@ class LocalPrometheus(LocalServer):
     @property
     def url(self) -> str:
         """Base URL of the HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalPrometheus:
         """Write the config, start Prometheus and wait for ``/-/ready``.

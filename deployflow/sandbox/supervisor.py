@@ -55,6 +55,8 @@ SANDBOX_RPS = 100.0
 ENV_PROMETHEUS_URL = "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL"
 ENV_ALERTMANAGER_URL = "DEPLOYFLOW_SANDBOX_ALERTMANAGER_URL"
 ENV_HAPROXY_SOCKET = "DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET"
+# Set when the sandbox listens on another address than loopback (``Sandbox(host=...)``).
+ENV_HAPROXY_ADDRESS = "DEPLOYFLOW_SANDBOX_HAPROXY_ADDRESS"
 ENV_FRONTEND_URL = "DEPLOYFLOW_SANDBOX_FRONTEND_URL"
 ENV_STATE_DIR = "DEPLOYFLOW_SANDBOX_STATE_DIR"
 ENV_SCRAPE_TARGETS = "DEPLOYFLOW_SANDBOX_SCRAPE_TARGETS_FILE"
@@ -93,6 +95,7 @@ def sandbox_target(
     env: Mapping[str, str] | None = None,
     *,
     start_timeout: float = 20.0,
+    host: str = "127.0.0.1",
 ) -> LocalProcessTarget:
     """A ``LocalProcessTarget`` that shares the sandbox's state and scrape targets.
 
@@ -104,10 +107,12 @@ def sandbox_target(
         command: Argv template of the service.
         env: Extra environment for the app processes.
         start_timeout: Seconds a version gets to become healthy.
+        host: Address the versions bind to and are reached at.
     """
     state_dir = Path(state_dir).resolve()
     return LocalProcessTarget(
         command,
+        host=host,
         state_dir=state_dir,
         env=env,
         scrape_targets_file=scrape_targets_file(state_dir),
@@ -136,6 +141,7 @@ class Sandbox:
         traffic_max_duration: float | None = None,
         router: SandboxRouter = "haproxy",
         flags: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         """Configure the sandbox; ``__enter__`` (or ``start``) brings it up.
 
@@ -153,6 +159,9 @@ class Sandbox:
             flags: Start ``initial_version`` with ``--flags`` on the sandbox's flagd file (the
                 demo app then evaluates ``new-checkout``). Deploys decide for their own versions
                 through the spec's ``target.command`` (``${DEPLOYFLOW_SANDBOX_FLAGS_FILE}``).
+            host: The address the versions, the router's frontend (and, with HAProxy, its
+                runtime API over TCP) and Prometheus listen on: loopback, or this machine's
+                address for workers on other machines.
         """
         self.state_dir = Path(state_dir).resolve()
         self.flags_file = flags_file(self.state_dir)
@@ -161,7 +170,8 @@ class Sandbox:
         self.rps = rps
         self.env = dict(env or {})
         self.traffic_max_duration = traffic_max_duration
-        self.target = sandbox_target(self.state_dir, self.command, self.env)
+        self.host = host
+        self.target = sandbox_target(self.state_dir, self.command, self.env, host=host)
         self.router_kind: SandboxRouter = router
         self.haproxy: LocalHAProxy | None = None
         self.nginx: LocalNginx | None = None
@@ -189,7 +199,7 @@ class Sandbox:
             if self.router_kind == "nginx":
                 self.nginx = LocalNginx(self.state_dir / "nginx").start()
             else:
-                self.haproxy = LocalHAProxy(self.state_dir / "haproxy").start()
+                self.haproxy = LocalHAProxy(self.state_dir / "haproxy", host=self.host).start()
             # Alertmanager comes up while Prometheus, v1 and the traffic start, so the sandbox
             # starts about as fast as without it; Prometheus queues alerts until it answers.
             self.alertmanager = LocalAlertmanager(self.state_dir / "alertmanager").launch()
@@ -197,6 +207,7 @@ class Sandbox:
                 self.state_dir / "prometheus",
                 scrape_targets_file(self.state_dir),
                 alertmanager=self.alertmanager.address,
+                host=self.host,
             ).start()
             stable = self.target.start(self.initial_version)
             self.router().set_split(stable, None, 0)
@@ -303,6 +314,8 @@ class Sandbox:
             found[ENV_NGINX_STATE_LISTEN] = proxy.state_listen
         else:
             found[ENV_HAPROXY_SOCKET] = str(proxy.admin_socket)
+            if proxy.admin_address is not None:
+                found[ENV_HAPROXY_ADDRESS] = proxy.admin_address
         return found
 
     def pids(self) -> list[int]:

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from datetime import datetime, timedelta
 from types import TracebackType
+from typing import TYPE_CHECKING
 
+from deployflow.fencing import LeaseLost
 from deployflow.polling import Repeat
-from deployflow.tracking.ledger import Ledger
+
+if TYPE_CHECKING:
+    from deployflow.tracking.ledger import Ledger
 
 LEASE_SECONDS_ENV = "DEPLOYFLOW_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 30.0
@@ -48,24 +54,80 @@ class Lease:
     A failed renewal is logged, not raised: the deploy goes on, and if renewals keep failing the
     next deploy will treat this one as dead, which is the safe side only when it is dead; hence
     several renewals per lease period.
+
+    A lease once lost stays lost: a renewal only extends a lease still held (the row running,
+    its heartbeat younger than the lease), so a process that wakes up after a pause longer than
+    its lease cannot revive it. ``check`` is the fencing check every action of the deploy makes
+    first (``deployflow.fencing``).
     """
 
     def __init__(self, ledger: Ledger, deployment_id: int, seconds: float | None = None) -> None:
         self.ledger = ledger
         self.deployment_id = deployment_id
         self.seconds = seconds if seconds is not None else lease_seconds()
+        self.lost: str | None = None
+        self._renewed_at = time.monotonic()
+        self._lock = threading.Lock()
         self._renewals = Repeat(
             self.seconds / RENEWALS_PER_LEASE, self._renew, name=f"deploy-lease-{deployment_id}"
         )
 
-    def _renew(self) -> None:
+    def _lose(self, why: str) -> None:
+        with self._lock:
+            if self.lost is None:
+                self.lost = why
+                logger.error("deploy %s lost its lease: %s", self.deployment_id, why)
+
+    def _renew(self) -> bool:
+        if self._local_lapse():
+            return True
         try:
-            self.ledger.renew(self.deployment_id)
+            renewed = self.ledger.renew(self.deployment_id, self.seconds)
         except Exception as exc:
             logger.warning("could not renew the lease of deploy %s: %s", self.deployment_id, exc)
+            return False
+        if not renewed:
+            self._lose(
+                "the tracking database no longer shows it running with a live lease (another "
+                "deploy took over, or it was cut off longer than the lease)"
+            )
+            return True
+        with self._lock:
+            self._renewed_at = time.monotonic()
+        return False
+
+    def _local_lapse(self) -> bool:
+        with self._lock:
+            since = time.monotonic() - self._renewed_at
+        if since >= self.seconds:
+            self._lose(f"no renewal for {since:.0f} s, longer than its {self.seconds:g} s lease")
+        return self.lost is not None
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` unless this deploy still holds its lease: on the local clock
+        first (a process that was paused knows at once), then in the tracking database. A
+        database that cannot be read is not a lost lease while the local one holds.
+
+        Raises:
+            LeaseLost: another deploy may own the traffic now; this one must not act.
+        """
+        if not self._local_lapse():
+            try:
+                if not self.ledger.holds_lease(self.deployment_id, self.seconds):
+                    self._lose("the tracking database no longer shows it running with a live lease")
+            except Exception as exc:
+                logger.warning(
+                    "could not check the lease of deploy %s: %s", self.deployment_id, exc
+                )
+        if self.lost is not None:
+            raise LeaseLost(
+                f"this deploy lost its lease in the tracking database ({self.lost}); it touches "
+                "no traffic from here, and the next deploy reconciles what it left"
+            )
 
     def __enter__(self) -> Lease:
         self.ledger.renew(self.deployment_id)
+        self._renewed_at = time.monotonic()
         self._renewals.__enter__()
         return self
 

@@ -207,12 +207,33 @@ class Ledger:
                 s, deployment_id, canary_weight=0, summary=f"{row.summary or ''}; {summary}"
             )
 
-    def renew(self, deployment_id: int) -> None:
-        """The deploy's run is alive now (its lease; see ``deployflow.tracking.lease``)."""
+    def renew(self, deployment_id: int, seconds: float | None = None) -> bool:
+        """The deploy's run is alive now (its lease; see ``deployflow.tracking.lease``). With
+        ``seconds``, only a lease still held is renewed: a row another run closed, or whose
+        heartbeat is older than ``seconds``, is not revived. Returns whether it was renewed."""
         from deployflow.tracking import repository
 
         with self._session() as s:
+            if seconds is not None and not self._holds(s, deployment_id, seconds):
+                return False
             repository.update_deployment(s, deployment_id, heartbeat_at=datetime.now(UTC))
+            return True
+
+    def holds_lease(self, deployment_id: int, seconds: float) -> bool:
+        """Whether the deploy still holds its lease: its row is running and its heartbeat is
+        younger than ``seconds`` (the fencing check before an action, ``deployflow.fencing``)."""
+        with self._session() as s:
+            return self._holds(s, deployment_id, seconds)
+
+    @staticmethod
+    def _holds(s: Session, deployment_id: int, seconds: float) -> bool:
+        from deployflow.tracking import repository
+        from deployflow.tracking.lease import lease_alive
+        from deployflow.tracking.models import DeploymentStatus
+
+        row = repository.get_deployment(s, deployment_id)
+        running = row.status in (DeploymentStatus.PENDING, DeploymentStatus.RUNNING)
+        return running and lease_alive(row.heartbeat_at, datetime.now(UTC), seconds)
 
     def traffic_restored(self, deployment_id: int) -> None:
         """The router confirmed all traffic is back on the stable version."""
@@ -256,7 +277,7 @@ class Ledger:
         """Why a person asked this running deploy to roll back (``request_rollback``), or None."""
         from deployflow.tracking import repository
 
-        with self._session() as s:
+        with self._sessions() as s:  # a read: no write lock
             details = repository.get_deployment(s, deployment_id).details or {}
         asked = details.get(ROLLBACK_REQUEST)
         if not isinstance(asked, dict):
@@ -292,7 +313,7 @@ class Ledger:
         """The row's status now (``running`` until it ends)."""
         from deployflow.tracking import repository
 
-        with self._session() as s:
+        with self._sessions() as s:
             return repository.get_deployment(s, deployment_id).status.value
 
     def recent_results(self, service: str, environment: str, limit: int) -> list[str]:

@@ -567,12 +567,21 @@ def last_successful(session: Session, service: str, environment: str) -> Deploye
     )
     if deployment is not None and deployment.strategy == ROLLBACK_STRATEGY:
         # A person rolled back to previous_version: its last release is what runs (its git ref).
+        rollback = deployment
         deployment = session.scalar(
             select(Deployment)
-            .where(*where, released, Deployment.version == deployment.previous_version)
+            .where(*where, released, Deployment.version == rollback.previous_version)
             .order_by(finished.desc(), Deployment.id.desc())
             .limit(1)
         )
+        if deployment is None and rollback.previous_version is not None:
+            # It went live before deployflow tracked a release of it: no git ref is known.
+            return DeployedVersion(
+                deployment_id=rollback.id,
+                version=rollback.previous_version,
+                git_ref=None,
+                finished_at=rollback.finished_at,
+            )
     if deployment is None:
         return None
     return DeployedVersion(

@@ -10,7 +10,8 @@ versions they start are scraped by the sandbox's Prometheus and the sandbox's v1
     python sandbox_target.py logs VERSION LINES
 
 Environment: SANDBOX_STATE_DIR (the sandbox's state directory), DEPLOYFLOW_DEMO_FAULTS (passed on
-to the versions it starts). Run it with the project's interpreter (it imports deployflow).
+to the versions it starts), SANDBOX_HOST (the address versions listen on; `deployflow sandbox
+--host`). Run it with the project's interpreter (it imports deployflow).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv: list[str]) -> int:
     target = sandbox_target(
         Path(os.environ["SANDBOX_STATE_DIR"]),
         env={"DEPLOYFLOW_DEMO_FAULTS": faults} if faults else None,
+        host=os.environ.get("SANDBOX_HOST", "127.0.0.1"),
     )
     action = argv[0]
     if action == "start":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 
@@ -90,3 +91,65 @@ class UserProbe:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+class DelayProxy:
+    """A TCP proxy on a free loopback port that holds every request (each chunk a client sends)
+    ``delay`` seconds before passing it to ``upstream`` (host, port), kept-alive connections
+    included: a slow metrics backend that still answers within its client's timeout."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        import socketserver
+
+        from deployflow.processes import free_port
+
+        self.upstream, self.delay = upstream, delay
+        self.port = free_port()
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                proxy._relay(self.request)
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _relay(self, client: object) -> None:
+        import socket
+        import threading
+        import time
+
+        assert isinstance(client, socket.socket)
+        with socket.create_connection(self.upstream, timeout=30) as upstream:
+
+            def pump(src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
+                try:
+                    while data := src.recv(65536):
+                        if delay:
+                            time.sleep(delay)  # the backend's slowness: what this proxy is for
+                        dst.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_WR)
+
+            back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+            back.start()
+            pump(client, upstream, self.delay)
+            back.join(timeout=30)
+
+    def __enter__(self) -> DelayProxy:
+        import threading
+
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -364,7 +364,7 @@ def killed_row() -> dict:
         with db.session_factory(engine)() as s:
             unfinished = repository.unfinished(s, "demo", KILLED_ENVIRONMENT)
             [row] = [r for r in unfinished if r.version == "v10"]
-            return {"id": row.id, "heartbeat_at": row.heartbeat_at}
+            return {"id": row.id, "heartbeat_at": row.heartbeat_at, "flow_run_id": row.flow_run_id}
     finally:
         engine.dispose()
 
@@ -424,6 +424,7 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
         interval=0.5,
         what="the killed deploy's lease to lapse",
     )
+    killed_run = killed_row()["flow_run_id"]
 
     result = deploy(
         spec_path=str(EXAMPLE_SPEC),
@@ -437,6 +438,14 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
     assert isinstance(result, dict), result
     assert result["status"] == "succeeded", result["message"]
     assert any("interrupted deploy of v10 reconciled" in n for n in result["reconciled"])
+    # Not left Running in Prefect forever: the reconciling deploy marked the dead run Crashed.
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(uuid.UUID(killed_run)).state
+    assert state is not None
+    assert state.type.value == "CRASHED", state
+    assert "interrupted deploy of v10 reconciled" in (state.message or "")
     assert router.state().stable == stable_before
     assert router.state().canary is None
     assert "v10" not in {i.version for i in target.instances()}

@@ -6,16 +6,26 @@ each. The tests run in order on one sandbox whose live version is v1 at every te
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from deployflow.polling import wait_for
 from deployflow.release import outcome_of
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
+from deployflow.tracking.ledger import Ledger
 from flows.deploy import deploy
+from tasks.concurrency import live_deploy_in
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
 from tests.e2e.helpers import UserProbe
@@ -82,11 +92,187 @@ def test_a_router_restarted_between_two_deploys_never_makes_the_next_a_first_rel
 
 
 def wait_answers(probe: UserProbe, count: int) -> None:
-    from deployflow.polling import wait_for
-
     wait_for(
         lambda: sum(probe.after_mark.values()) >= count,
         timeout=30,
         interval=0.1,
         what=f"{count} probe answers",
+    )
+
+
+@contextlib.contextmanager
+def deploy_in_its_own_process(
+    spec_file: Path, version: str, prefect_server: str, log: Path, settings: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`deployflow deploy VERSION` in its own process group, yielded once its canary takes
+    traffic (a long observe time keeps it there); killed with its group afterwards."""
+    router = build_router(load_spec(spec_file))
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "DEPLOYFLOW_OBSERVE": "2m",
+        "DEPLOYFLOW_MAX_STAGE": "2m",
+        **settings,
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "deploy", str(spec_file), "--version",
+             version],
+            env=env, cwd=EXAMPLE_SPEC.parents[1], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: router.state().canary_weight > 0 or None,
+                timeout=120,
+                interval=0.25,
+                what=f"the canary {version} to take traffic",
+            )
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def test_a_deploy_paused_past_its_lease_wakes_up_and_touches_no_traffic(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP (Ctrl-Z, a frozen VM) with v10's canary taking traffic, past its 4 s lease: the
+    next deploy reconciles it and releases v4; SIGCONT while v4's canary is in its first stage.
+    The woken deploy finds its lease lost and moves nothing: v4 is judged on its own and
+    released."""
+    monkeypatch.setenv("DEPLOYFLOW_LEASE_SECONDS", "4")
+    log = tmp_path / "paused.log"
+    with faults_spec("paused") as spec_file:
+        router = build_router(load_spec(spec_file))
+        with deploy_in_its_own_process(
+            spec_file, "v10", prefect_server, log, {"DEPLOYFLOW_LEASE_SECONDS": "4"}
+        ) as paused:
+            os.killpg(paused.pid, signal.SIGSTOP)
+            wait_for(
+                lambda: not live_deploy_in(Ledger.for_url(), "demo", "sandbox", None) or None,
+                timeout=30,
+                interval=0.25,
+                what="the paused deploy's lease to lapse",
+            )
+            woken: list[float] = []
+
+            def wake_when_v4_takes_traffic() -> None:
+                target = build_target(load_spec(spec_file))
+
+                def v4_canary() -> bool:
+                    state = router.state()
+                    v4 = next((i for i in target.instances() if i.version == "v4"), None)
+                    return v4 is not None and state.canary == v4.address and state.canary_weight > 0
+
+                wait_for(v4_canary, timeout=180, interval=0.1, what="v4's canary")
+                os.killpg(paused.pid, signal.SIGCONT)
+                woken.append(time.monotonic())
+
+            waker = threading.Thread(target=wake_when_v4_takes_traffic, daemon=True)
+            waker.start()
+            result = run(spec_file, "v4")
+            waker.join(timeout=10)
+            assert woken, "the paused deploy was never woken during v4's deploy"
+            returncode = paused.wait(timeout=120)
+
+    text = log.read_text()
+    assert result["status"] == "succeeded", result["message"]
+    assert any("interrupted deploy of v10 reconciled" in n for n in result["reconciled"])
+    assert serving("v4")
+    assert "lost its lease" in text, text[-3000:]
+    assert returncode == 1, text[-3000:]
+    assert "v10" not in {i.version for i in build_target(load_spec(EXAMPLE_SPEC)).instances()}
+    print(f"paused deploy woken {time.monotonic() - woken[0]:.1f} s before the check ended")
+
+
+def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
+    sandbox: Sandbox,
+) -> None:
+    """HAProxy killed while v5's canary is in its first stage: the next look fails (not "0
+    requests" held look after look), the rollback says loudly that traffic could not be
+    restored; HAProxy restarted from its configuration, the next deploy puts the live version
+    back first."""
+    assert sandbox.haproxy is not None
+    haproxy = sandbox.haproxy
+    killed: list[float] = []
+    with faults_spec("router-killed") as spec_file:
+        router = build_router(load_spec(spec_file))
+        live = next(
+            i.version
+            for i in build_target(load_spec(spec_file)).instances()
+            if i.address == router.state().stable
+        )
+
+        def kill_when_v5_takes_traffic() -> None:
+            wait_for(
+                lambda: router.state().canary_weight > 0 or None,
+                timeout=180,
+                interval=0.1,
+                what="v5's canary",
+            )
+            haproxy.stop()
+            killed.append(time.monotonic())
+
+        killer = threading.Thread(target=kill_when_v5_takes_traffic, daemon=True)
+        killer.start()
+        result = run(spec_file, "v5")
+        ended = time.monotonic()
+        killer.join(timeout=10)
+        assert killed, "HAProxy was never killed"
+
+        assert result["status"] == "failed", result["message"]
+        assert "ROLLBACK FAILED" in result["message"]
+        assert "does not answer" in result["rollback"]["reason"]
+        noticed = ended - killed[0]
+        # The next look (2 s interval) fails; the rollback's tries and verification follow.
+        assert noticed < 60, noticed
+
+        haproxy.start()
+        after = run(spec_file, "v6")
+    assert after["status"] == "succeeded", after["message"]
+    assert f"tracking database says {live} is live" in after["reconciled"][0]
+    assert serving("v6")
+    print(f"router killed mid-stage: the deploy ended {noticed:.1f} s after the kill")
+
+
+def test_a_slow_metrics_backend_does_not_stretch_a_bad_canarys_stage(sandbox: Sandbox) -> None:
+    """Prometheus answering every query 1.5 s late (under the spec's 3 s timeout), with looks
+    every 2 s: each look has 1 s for its queries, so each is an error on schedule, and v3 (20%
+    errors) is rolled back after consecutive_error_limit (3) errors, not after looks stretched
+    to many seconds each."""
+    from urllib.parse import urlsplit
+
+    from tests.e2e.helpers import DelayProxy
+
+    prometheus = urlsplit(sandbox.prometheus_url)
+    assert prometheus.hostname is not None
+    assert prometheus.port is not None
+    with (
+        DelayProxy((prometheus.hostname, prometheus.port), 1.5) as slow,
+        faults_spec("slow") as spec_file,
+    ):
+        text = spec_file.read_text()
+        assert "  url: ${DEPLOYFLOW_SANDBOX_PROMETHEUS_URL}\n" in text
+        spec_file.write_text(
+            text.replace("  url: ${DEPLOYFLOW_SANDBOX_PROMETHEUS_URL}\n", f"  url: {slow.url}\n", 1)
+        )
+        with UserProbe(sandbox.frontend_url) as probe:
+            result = run(spec_file, "v3")
+            probe.mark()
+            wait_answers(probe, 10)
+
+    assert result["status"] == "rolled_back", result["message"]
+    [stage] = result["stages"]
+    seconds = (
+        datetime.fromisoformat(stage["finished_at"]) - datetime.fromisoformat(stage["started_at"])
+    ).total_seconds()
+    assert "did not answer within 1 s" in result["rollback"]["reason"], result["rollback"]
+    assert seconds < 15, seconds  # about four looks 2 s apart, not looks stretched by the queries
+    assert probe.from_version("v3") == 0
+    print(
+        f"slow metrics: v3's stage lasted {seconds:.1f} s; probe answers during the deploy "
+        f"{dict(probe.before_mark)}"
     )

@@ -188,3 +188,19 @@ def test_close_is_optional_in_the_target_contract() -> None:
     close_backend(plain)  # the default: nothing to release
     close_backend(closing)
     assert closing.closed == 1
+
+
+def test_a_notifier_that_cannot_be_built_never_blocks_the_deploy(tmp_path: Path) -> None:
+    """A missing Slack token: the deploy is built without that notifier and says so."""
+    from deployflow.backends import connect
+    from deployflow.tracking.ledger import Ledger
+
+    spec = parse_spec(spec_data(notifications={"notifiers": [{"kind": "slack", "channel": "#d"}]}))
+    warnings: list[str] = []
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
+    backends = connect(spec, ledger, BuildContext(env={}), warn=warnings.append)
+    assert backends.notifiers == ()
+    assert backends.router is not None
+    [warning] = warnings
+    assert "notifier 1 (slack) left out, the deploy goes on without it" in warning
+    assert "DEPLOYFLOW_SLACK_TOKEN" in warning

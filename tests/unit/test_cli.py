@@ -107,3 +107,51 @@ def test_ctrl_c_during_a_deploy_is_reported_and_exits_130(
     monkeypatch.setattr(deployments.cli, "run_deploy", interrupted)
     assert main(["deploy", str(EXAMPLE), "--version", "v2"]) == 130
     assert capsys.readouterr().err == "deployflow: deploy of v2 interrupted (SIGINT)\n"
+
+
+def test_a_period_too_long_for_a_date_is_bad_input_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["stats", "--since", "1000000000w"]) == 2
+    assert "--since: '1000000000w': the period may be at most 3660 days" in capsys.readouterr().err
+
+
+def test_history_and_stats_with_the_database_unreachable_say_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deployflow.processes import free_port
+
+    url = f"postgresql+psycopg://deployflow:s3cret@127.0.0.1:{free_port()}/tracking"
+    monkeypatch.setenv("DEPLOYFLOW_DATABASE_URL", url)
+    for command in (["history"], ["stats"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("deployflow: the tracking database cannot be used: "), err
+        assert "Traceback" not in err
+        assert "s3cret" not in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_deploy_whose_prefect_api_went_away_reports_the_outcome_it_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deploy finished (its outcome recorded in the tracking database), then its final state
+    could not reach Prefect: the caller reports that outcome, not "could not run"."""
+    import httpx
+
+    import flows.deploy
+    from deployments.run import exit_for, run_deploy
+
+    def api_gone_at_the_end(**kwargs: object) -> object:
+        flows.deploy.OUTCOMES_REACHED.append(
+            {"version": "v2", "status": "succeeded", "message": "v2 serves all the traffic",
+             "flow_run_id": None, "stages": []}
+        )  # fmt: skip
+        raise httpx.ConnectError("connection refused")
+
+    monkeypatch.setattr(flows.deploy, "deploy", api_gone_at_the_end)
+    result = run_deploy("spec.yaml", "v2", "sandbox", "auto", False)
+    assert result["status"] == "succeeded"
+    assert exit_for(result["status"]) == 0
+    assert result["message"].startswith("v2 serves all the traffic (its final state could not")
+    assert "ConnectError" in result["message"]

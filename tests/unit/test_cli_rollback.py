@@ -141,6 +141,7 @@ def test_status_says_what_runs_where(tracking: str, capsys: pytest.CaptureFixtur
             started_at=T0 + timedelta(hours=5),
         )  # fmt: skip
         running.current_stage, running.canary_weight = 1, 25
+        running.details = {"rollback_requested": {"requested_by": "bob", "reason": "slow"}}
         repository.create_deployment(
             s, service="other", environment="prod", version="a1", strategy="direct",
             status="succeeded", started_at=T0,
@@ -152,6 +153,7 @@ def test_status_says_what_runs_where(tracking: str, capsys: pytest.CaptureFixtur
         "  live:          v2 since 2026-01-05 10:05 UTC",
         "  traffic:       25% on v4, 75% on v2",
         "  in progress:   deploy of v4 (stage 2, 25% of the traffic): run run-of-v4",
+        "                 rollback asked by bob: slow (at its next look)",
         "  last outcome:  deploy of v3 rolled back: v3 rolled_back: the reason of v3",
         "                 (deployflow report 3)",
         "  previous good: v1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployflow.notify.story import report_pointer
-from deployflow.release import ReleaseOutcome
+from deployflow.release import ReleaseOutcome, RollbackRecord, Trigger
 from flows.followup import rollback_followup, run_link
 
 pytestmark = pytest.mark.unit
@@ -29,17 +29,21 @@ def test_the_run_link_needs_a_ui_and_a_run(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize(
-    ("status", "dry_run", "pointer"),
+    ("status", "dry_run", "rolled_back", "pointer"),
     [
-        ("rolled_back", False, "Incident report: `deployflow report 7`"),
-        ("failed", False, "Incident report: `deployflow report 7`"),
-        ("succeeded", False, None),
-        ("rolled_back", True, None),
+        ("rolled_back", False, True, "Incident report: `deployflow report 7`"),
+        ("failed", False, True, "Incident report: `deployflow report 7`"),  # rollback failed
+        ("failed", False, False, None),  # interrupted, or did not start: no report
+        ("succeeded", False, False, None),
+        ("rolled_back", True, True, None),
     ],
 )
 def test_the_thread_end_points_to_the_incident_report(
-    status: str, dry_run: bool, pointer: str | None
+    status: str, dry_run: bool, rolled_back: bool, pointer: str | None
 ) -> None:
     outcome = ReleaseOutcome("shop", "prod", "v3", deployment_id=7, dry_run=dry_run)
     outcome.status = status  # type: ignore[assignment]
+    if rolled_back:
+        trigger = Trigger(0, 5, "error_rate", 0.2, 0.05, "errors")
+        outcome.rollback = RollbackRecord(trigger)
     assert report_pointer(outcome) == pointer

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import sys
 
 import pytest
 
 from deployflow.processes import (
+    INHERITED_ENV,
     ProcessRecord,
     free_port,
     is_running,
@@ -65,3 +68,26 @@ def test_stop_recorded_drops_an_unreadable_record_without_signalling(tmp_path, c
 
 def test_free_port_is_a_usable_port_number():
     assert 0 < free_port() < 65536
+
+
+def test_a_process_deployflow_starts_inherits_only_the_allow_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A logs.source.command (and every other run_command without its own env) gets PATH and
+    the like, never deployflow's tokens or database password: read from the child itself."""
+    from deployflow.providers.logs import CommandLogSource
+
+    secrets = {
+        "DEPLOYFLOW_SLACK_TOKEN": "xoxb-secret",
+        "DEPLOYFLOW_GITHUB_TOKEN": "ghp_secret",
+        "DEPLOYFLOW_DATABASE_URL": "postgresql://u:db-secret@h/db",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    printing = [sys.executable, "-c", "import os; print(repr(dict(os.environ)))"]
+    read = CommandLogSource(printing).read("v2", None)  # the first read learns the output's tail
+    assert read.error is None
+    child_env = ast.literal_eval(read.cursor.seen[-1])  # type: ignore[union-attr]
+    assert not set(secrets) & set(child_env)
+    assert child_env["PATH"] == os.environ["PATH"]
+    assert set(child_env) <= set(INHERITED_ENV) | {"LC_CTYPE", "PWD"}

@@ -353,3 +353,49 @@ def test_the_looks_of_a_stage_and_the_exposure_of_its_promotion() -> None:
     assert looks_in_stage(600.0, 1800.0, 30.0) == (60, 6)
     assert looks_in_stage(600.0, 600.0, 30.0) == (20, 1)
     assert [exposure_after([5, 25, 50, 100], i) for i in range(4)] == [0.25, 0.5, 1.0, 1.0]
+
+
+class SlowScript(Script):
+    """A metrics backend that answers correctly, but only after ``delay`` real seconds."""
+
+    def __init__(self, delay: float, *samples: MetricSample) -> None:
+        super().__init__(*samples)
+        self.delay = delay
+
+    def sample(self, version: str, window_seconds: float) -> MetricSample:
+        import time
+
+        time.sleep(self.delay)  # the backend's slowness, which the look must not wait out
+        return super().sample(version, window_seconds)
+
+
+def test_a_look_slower_than_its_share_of_the_interval_is_an_error_on_time() -> None:
+    """Prometheus answering slowly (under its own timeout) does not stretch the stage: each look
+    that outlasts its deadline is an error measurement, and errors past the limit roll back."""
+    clock, source = FakeClock(), SlowScript(0.5, HEALTHY)
+    result = observe_stage(
+        source,
+        version="v2",
+        index=0,
+        weight=5,
+        baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10, consecutive_error_limit=2),
+        observe_seconds=60.0,
+        interval_seconds=10.0,
+        window_seconds=30.0,
+        clock=clock,
+        sleep=clock.sleep,
+        query_seconds=0.05,
+    )
+    assert result.verdict is Verdict.ROLLBACK
+    assert len(result.measurements) == 3  # consecutive_error_limit 2: the third error decides
+    assert all(m.outcome.value == "error" for m in result.measurements)
+    assert "did not answer within 0.05 s" in result.measurements[0].note
+    assert clock.now == pytest.approx(30.0)  # on the interval's schedule
+
+
+def test_a_look_deadline_is_half_the_interval_and_never_under_a_second() -> None:
+    from deployflow.rollout import query_deadline
+
+    assert query_deadline(10.0) == 5.0
+    assert query_deadline(0.005) == 1.0

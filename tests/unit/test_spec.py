@@ -112,3 +112,17 @@ def test_a_version_or_environment_with_a_trailing_newline_or_space_is_refused(va
         validate_version(value)
     with pytest.raises(SpecError, match="is not allowed"):
         validate_environment(value)
+
+
+def test_haproxy_is_reached_by_its_socket_path_or_by_tcp_never_both_or_neither() -> None:
+    data = example()
+    data["router"]["admin_address"] = "10.0.0.4:9999"
+    found = problems(data)
+    assert any("one of admin_socket" in p for p in found.values()), found
+    del data["router"]["admin_socket"]
+    spec = parse_spec(data, env=SANDBOX_ENV)
+    assert (spec.router.admin_socket, spec.router.admin_address) == (None, "10.0.0.4:9999")
+    data["router"]["admin_address"] = "no port"
+    assert "router.admin_address" in problems(data)
+    del data["router"]["admin_address"]
+    assert any("one of admin_socket" in p for p in problems(data).values())

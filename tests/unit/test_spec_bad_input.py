@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployflow.spec import MAX_SPEC_BYTES, SpecError, load_spec, parse_spec
+from deployflow.spec import MAX_SPEC_BYTES, SpecError, load_spec, parse_spec, parse_spec_text
 from deployflow.spec_types import MAX_PROBLEMS_SHOWN, parse_duration
 
 pytestmark = pytest.mark.unit
@@ -133,3 +133,40 @@ def test_any_value_in_any_section_gives_a_spec_or_a_spec_error(section: str, val
     else:
         message = ""
     assert len(message) < 10_000
+
+
+SANDBOX_ENV = {
+    "DEPLOYFLOW_SANDBOX_STATE_DIR": "/tmp",
+    "DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET": "/tmp/haproxy.sock",
+    "DEPLOYFLOW_SANDBOX_FRONTEND_URL": "http://127.0.0.1:1",
+    "DEPLOYFLOW_SANDBOX_PROMETHEUS_URL": "http://127.0.0.1:2",
+}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        ("min_requests: ${DEPLOYFLOW_MIN_REQUESTS:-10}", "min_requests: " + "9" * 5000,
+         "(yaml)", "line 44, column 17: a number of more than 100 digits"),
+        ("steps: [5, 25, 50, 100]", "steps: [true, 50, 100]",
+         "strategy.canary.steps", "step 1 is true: a step is a percentage (1 to 100)"),
+        ("window: ${DEPLOYFLOW_WINDOW:-6s}", "window: 0.1ms",
+         "analysis.window", "0.1ms is shorter than the 1s a metrics query can look back over"),
+        ('"--host", "{host}"', '"--host", "{hostname}"',
+         "target.command", "command placeholder {hostname} is unknown; allowed: {version}"),
+        ("service: demo\n", "service: demo\nservice: shop\n",
+         "(yaml)", "the key 'service' appears twice in the same mapping: keep one"),
+    ],
+    ids=["5000-digit-integer", "true-as-a-step", "0.1ms-window", "unknown-placeholder",
+         "duplicate-key"],
+)  # fmt: skip
+def test_a_spec_that_would_fail_later_is_refused_at_validate_naming_the_field(
+    old: str, new: str, field: str, message: str
+) -> None:
+    text = EXAMPLE.read_text()
+    assert old in text
+    with pytest.raises(SpecError) as error:
+        parse_spec_text(text.replace(old, new, 1), env=SANDBOX_ENV)
+    [(where, problem)] = error.value.problems
+    assert where == field
+    assert message in problem

@@ -79,8 +79,8 @@ def released(deploy, service: FakeService, *versions: str) -> None:
 
 
 def test_rolls_back_to_the_last_good_version_in_one_router_call(deploy, undo, service, ledger):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     assert running(service) == {"v2"}
     result = undo()
     outcome = result.outcome
@@ -130,8 +130,8 @@ def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service):
     from deployflow.fakes.grafana_api import FakeGrafanaAPI
     from deployflow.providers.grafana import GrafanaAnnotator
 
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     grafana = FakeGrafanaAPI(token="glsa-rb").start()
     try:
         regions: list[str] = []
@@ -156,8 +156,8 @@ def test_told_once_on_the_dashboards_without_a_region(deploy, undo, service):
 
 
 def test_a_version_still_running_is_reused(deploy, undo, service):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     service.target.start("v1")  # kept warm
     before = service.target.running["v1"]
     result = undo()
@@ -167,15 +167,15 @@ def test_a_version_still_running_is_reused(deploy, undo, service):
 
 
 def test_a_named_version_and_a_second_rollback_goes_further_back(deploy, undo, service):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2", "v3")
+    service.run_stable("v1")
+    released(deploy, service, "v2", "v3")
     assert undo("v1").outcome.previous_version == "v1"
     assert serving(service, "v1")
-    # v2 and v3 were rolled away from (v3 by the person, v2 was never live after); the last good
-    # before v1 skipping v1 itself and the versions rolled back:
+    # Then back to the last good version that is not v1 and was not rolled away from: v2.
     second = undo()
     assert second.ok, second.outcome.message
-    assert second.outcome.previous_version in {"v2", "v0"}
+    assert (second.outcome.version, second.outcome.previous_version) == ("v1", "v2")
+    assert serving(service, "v2")
 
 
 @pytest.mark.parametrize(
@@ -186,8 +186,8 @@ def test_a_named_version_and_a_second_rollback_goes_further_back(deploy, undo, s
     ],
 )
 def test_refused_versions_touch_nothing(deploy, undo, service, ledger, version, why):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     rows_before = len(ledger.past_deploys("shop", deploy.environment))
     result = undo(version)
     assert result.refused
@@ -200,8 +200,8 @@ def test_refused_versions_touch_nothing(deploy, undo, service, ledger, version, 
 
 
 def test_refused_when_the_schema_seam_says_no(deploy, undo, service, monkeypatch):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     monkeypatch.setattr(
         flows.manual_rollback, "schema_allows", lambda *a: "revision 0042 dropped a column"
     )
@@ -212,8 +212,8 @@ def test_refused_when_the_schema_seam_says_no(deploy, undo, service, monkeypatch
 
 
 def test_a_version_that_does_not_start_leaves_traffic_alone(deploy, undo, service, ledger):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     service.target.fail_start.add("v1")
     result = undo()
     assert not result.ok
@@ -227,8 +227,8 @@ def test_a_version_that_does_not_start_leaves_traffic_alone(deploy, undo, servic
 def test_a_router_that_refuses_fails_the_rollback_and_keeps_the_bad_version(
     deploy, undo, service, monkeypatch
 ):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
 
     def refuse(*args: object) -> None:
         raise BackendError("haproxy: permission denied on the admin socket")
@@ -242,8 +242,8 @@ def test_a_router_that_refuses_fails_the_rollback_and_keeps_the_bad_version(
 
 
 def test_an_unhealthy_target_is_rolled_back_to_but_not_ok(deploy, undo, service, ledger):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     service.behave("v1", broken_paths={"/api/checkout"})
     result = undo()
     assert not result.ok
@@ -254,8 +254,8 @@ def test_an_unhealthy_target_is_rolled_back_to_but_not_ok(deploy, undo, service,
 
 
 def test_a_running_deploy_is_asked_to_roll_back_and_waited_for(deploy, undo, service, ledger):
-    service.run_stable("v0")
-    released(deploy, service, "v1", "v2")
+    service.run_stable("v1")  # the tracking database knows it as v2's previous version
+    released(deploy, service, "v2")
     spec = make_spec(
         deploy.tmp_path,
         strategy={"kind": "canary", "steps": [5, 25, 50, 100], "observe": "3s"},
@@ -285,8 +285,7 @@ def test_a_running_deploy_is_asked_to_roll_back_and_waited_for(deploy, undo, ser
 def test_keep_previous_makes_the_rollback_one_router_call_without_a_start(
     deploy, undo, service, ledger
 ):
-    service.run_stable("v0")
-    released(deploy, service, "v1")
+    service.run_stable("v1")
     spec = make_spec(deploy.tmp_path, keep_previous="1h")
     outcome = deploy("v2", spec)
     assert outcome.status == "succeeded", outcome.message
@@ -311,8 +310,7 @@ def test_a_kept_version_is_stopped_once_its_window_ends(deploy, service, ledger)
 
     from deployflow.polling import wait_for
 
-    service.run_stable("v0")
-    released(deploy, service, "v1")
+    service.run_stable("v1")
     spec = make_spec(deploy.tmp_path, keep_previous="300ms")
     outcome = deploy("v2", spec)
     assert outcome.status == "succeeded", outcome.message
@@ -332,8 +330,7 @@ def test_the_retire_flow_stops_expired_versions_only(deploy, service, ledger):
 
     from tasks.keep import retire_kept_versions
 
-    service.run_stable("v0")
-    released(deploy, service, "v1")
+    service.run_stable("v1")
     outcome = deploy("v2", make_spec(deploy.tmp_path, keep_previous="1h"))
     assert running(service) == {"v1", "v2"}
 

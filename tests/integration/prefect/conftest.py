@@ -86,3 +86,61 @@ def prefect_cli(prefect_env: dict[str, str]) -> PrefectCLI:
         return result
 
     return run
+
+
+class RestartablePrefectServer:
+    """A ``prefect server start`` subprocess on its own SQLite file and port, which a test can
+    kill (SIGKILL, as a crashed machine) and start again on the same port and database: what a
+    Prefect server restart looks like to a deploy that was using it."""
+
+    def __init__(self, home: Path) -> None:
+        from deployflow.processes import free_port
+
+        self.home = home
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def env(self) -> dict[str, str]:
+        clean = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DEPLOYFLOW_"))
+        }
+        return {
+            **clean,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home}/prefect.db",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+        }
+
+    def start(self, timeout: float = 180) -> RestartablePrefectServer:
+        import httpx
+
+        from deployflow.polling import wait_for
+
+        self.starts += 1
+        log = self.home / f"server-{self.starts}.log"
+        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                "--port", str(self.port)]  # fmt: skip
+        self.process = start_in_own_group(argv, self.env(), log)
+
+        def healthy() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"prefect server exited:\n{log.read_text()}")
+            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+
+        wait_for(healthy, timeout=timeout, interval=0.25, what="the prefect server's health")
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None:
+            kill_group(self.process)
+            self.process = None
+
+    def __enter__(self) -> RestartablePrefectServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -6,7 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from deployflow.fakes.backends import InMemoryRouter
+from deployflow.fencing import FencedRouter, LeaseLost, lease_lost
 from deployflow.polling import wait_for
+from deployflow.providers.base import Instance
 from deployflow.release import ReleaseOutcome
 from deployflow.tracking import repository
 from deployflow.tracking.lease import Lease, lease_alive, lease_seconds
@@ -50,3 +53,49 @@ def test_a_lease_is_renewed_while_held_and_not_after(tmp_path) -> None:
             what="a renewal",
         )
     assert not lease._renewals.running  # renewals end with the deploy
+
+
+def fenced(tmp_path, seconds: float = 30.0) -> tuple[Ledger, int, Lease, FencedRouter]:
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
+    row = ledger.start(ReleaseOutcome(service="shop", environment="prod", version="v2"))
+    lease = Lease(ledger, row, seconds=seconds)
+    router = InMemoryRouter()
+    return ledger, row, lease, FencedRouter(router, lease.check)
+
+
+def test_a_deploy_holding_its_lease_moves_traffic(tmp_path) -> None:
+    ledger, row, _lease, router = fenced(tmp_path)
+    v1 = Instance("v1", "127.0.0.1", 1)
+    router.set_split(v1, None, 0)
+    assert router.state().stable == v1.address
+    assert ledger.renew(row, 30.0)
+
+
+def test_a_process_that_wakes_after_its_lease_touches_no_traffic(tmp_path) -> None:
+    """Paused past its lease (SIGSTOP, a frozen VM): the local clock says so before any query,
+    and the lease cannot be revived by a late renewal."""
+    _ledger, _row, lease, router = fenced(tmp_path)
+    lease._renewed_at -= 31.0  # what the monotonic clock shows after a 31 s pause
+    with pytest.raises(LeaseLost, match="no renewal for 31 s, longer than its 30 s lease"):
+        router.set_split(Instance("v1", "127.0.0.1", 1), None, 0)
+    assert router.inner.changes == []  # type: ignore[attr-defined]
+    assert lease_lost(router)
+    assert router.state().stable is None  # reading is still allowed
+
+
+def test_a_deploy_another_run_reconciled_touches_no_traffic(tmp_path) -> None:
+    ledger, row, _lease, router = fenced(tmp_path)
+    ledger.close(row, "failed", "interrupted; reconciled by a later run")
+    with pytest.raises(LeaseLost, match="no longer shows it running"):
+        router.promote(Instance("v2", "127.0.0.1", 2))
+    assert router.inner.changes == []  # type: ignore[attr-defined]
+    assert not ledger.renew(row, 30.0)  # a closed row is not revived
+
+
+def test_a_lapsed_heartbeat_is_not_renewed(tmp_path) -> None:
+    ledger, row, _lease, _router = fenced(tmp_path)
+    with ledger._session() as s:
+        repository.update_deployment(s, row, heartbeat_at=datetime.now(UTC) - timedelta(seconds=60))
+    assert not ledger.renew(row, 30.0)
+    assert not ledger.holds_lease(row, 30.0)
+    assert ledger.renew(row)  # the unconditional first renewal of a new lease

@@ -289,3 +289,48 @@ def test_only_one_unfinished_real_deploy_per_environment(sessions):
         _deploy(session, version="2.0.0", status="running", environment="staging")
     with pytest.raises(IntegrityError), sessions.begin() as session:
         _deploy(session, version="2.0.1", status="pending")
+
+
+def _rollback(session, bad, to, at):
+    return repo.create_deployment(
+        session, service="payments", environment="production", version=bad,
+        previous_version=to, strategy="rollback", started_at=at,
+    )  # fmt: skip
+
+
+def test_a_manual_rollback_makes_the_version_it_returned_to_the_deployed_one(sessions):
+    with sessions.begin() as session:
+        for i, (version, previous, ref) in enumerate([("1.0", None, "aaa"), ("1.1", "1.0", "bbb")]):
+            row = _deploy(session, version=version, previous_version=previous, git_ref=ref,
+                          started_at=T0 + timedelta(i))  # fmt: skip
+            repo.update_deployment(
+                session, row.id, status="succeeded", finished_at=T0 + timedelta(i, 60)
+            )
+        back = _rollback(session, "1.1", "1.0", T0 + timedelta(2))
+        repo.update_deployment(
+            session, back.id, status="rolled_back", finished_at=T0 + timedelta(2)
+        )
+    with sessions() as session:
+        current = repo.last_successful(session, "payments", "production")
+        assert current is not None
+        assert (current.version, current.git_ref) == ("1.0", "aaa")  # its release's ref
+        past = repo.past_deploys(session, "payments", "production")
+        assert [(p.version, p.status, p.strategy) for p in past] == [
+            ("1.1", "rolled_back", "rollback"),
+            ("1.1", "succeeded", "canary"),
+            ("1.0", "succeeded", "canary"),
+        ]
+
+
+def test_a_version_live_before_any_tracked_release_is_deployed_after_a_rollback_to_it(sessions):
+    with sessions.begin() as session:
+        row = _deploy(session, version="1.1", previous_version="1.0", started_at=T0)
+        repo.update_deployment(session, row.id, status="succeeded", finished_at=T0)
+        back = _rollback(session, "1.1", "1.0", T0 + timedelta(1))
+        repo.update_deployment(
+            session, back.id, status="rolled_back", finished_at=T0 + timedelta(1)
+        )
+    with sessions() as session:
+        current = repo.last_successful(session, "payments", "production")
+        assert current is not None
+        assert (current.deployment_id, current.version, current.git_ref) == (back.id, "1.0", None)
