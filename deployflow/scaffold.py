@@ -241,7 +241,8 @@ def render_spec(a: InitAnswers) -> str:
     if a.probed:
         lines.append("#")
         lines.append("# What init found when it wrote this file:")
-        lines += [f"#   {p}" for p in a.probed]
+        # One comment line per line of a probe's answer: a line break must not end the comment.
+        lines += [f"#   {line}" for p in a.probed for line in p.splitlines() or [""]]
     lines += [f"service: {_s(a.service)}", ""]
     lines += [*_target(a), "", *_router(a), "", *_metrics(a), ""]
     lines += [
