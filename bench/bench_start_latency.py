@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -120,10 +121,18 @@ def latencies(ts: TeamServer, deployment_id: UUID, runs: int, tag: str) -> list[
         first = {}
         for state in states:
             first.setdefault(state.type.value, state.timestamp)
-        tasks = ts.client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id]))
+
+        def started_tasks(run_id: UUID = run.id) -> list[datetime] | None:
+            # Task runs reach the server through events, which may land after the flow's final
+            # state: poll until they have.
+            tasks = ts.client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id]))
+            )
+            return [t.start_time for t in tasks if t.start_time is not None] or None
+
+        first_task = min(
+            wait_for(started_tasks, timeout=60, interval=0.5, what="the run's task runs")
         )
-        first_task = min(t.start_time for t in tasks if t.start_time is not None)
         trigger = run.created or first["SCHEDULED"]
         phases.append({
             "claimed": (first["PENDING"] - trigger).total_seconds(),
