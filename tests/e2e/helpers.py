@@ -3,7 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def two_stage_spec(prefix: str, name: str, extra: str = "") -> Iterator[Path]:
+    """The example spec with two stages (50, 100), no step-1 gates (tested elsewhere), and
+    ``extra`` sections; written beside it so its relative paths still hold."""
+    from tests.e2e.conftest import EXAMPLE_SPEC
+
+    text = EXAMPLE_SPEC.read_text()
+    text = text.replace("steps: [5, 25, 50, 100]", "steps: [50, 100]")
+    text = re.sub(r"\npre_checks:\n(?:  .*\n|#.*\n)+", "\n", text)
+    assert "steps: [50, 100]" in text
+    assert "\npre_checks:" not in text
+    path = EXAMPLE_SPEC.parent / f".test-{prefix}-{name}.yaml"
+    path.write_text(text + extra)
+    try:
+        yield path
+    finally:
+        path.unlink()
+
+
+def deploy_in_process(spec_file: Path, version: str) -> dict[str, Any]:
+    """Run the deploy flow in this process; its outcome as a dict (fails when the flow crashed)."""
+    from deployflow.release import outcome_of
+    from flows.deploy import deploy
+
+    state = deploy(spec_path=str(spec_file), version=version, return_state=True)
+    result = outcome_of(state.result(raise_on_failure=False))
+    assert isinstance(result, dict), f"the flow crashed: {result!r}"
+    return result
 
 
 def artifact_markdown(flow_run_id: str, key: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,41 +19,15 @@ from pathlib import Path
 import pytest
 
 from deployflow.polling import wait_for
-from deployflow.release import outcome_of
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
 from deployflow.tracking.ledger import Ledger
-from flows.deploy import deploy
 from tasks.concurrency import live_deploy_in
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
-from tests.e2e.helpers import UserProbe
+from tests.e2e.helpers import UserProbe, deploy_in_process, two_stage_spec
 
 pytestmark = pytest.mark.e2e
-
-
-@contextlib.contextmanager
-def faults_spec(name: str, extra: str = "") -> Iterator[Path]:
-    """The example spec with two stages and no step-1 gates (tested elsewhere); written beside
-    it so its relative paths still hold."""
-    text = EXAMPLE_SPEC.read_text()
-    text = text.replace("steps: [5, 25, 50, 100]", "steps: [50, 100]")
-    text = re.sub(r"\npre_checks:\n(?:  .*\n|#.*\n)+", "\n", text)
-    assert "steps: [50, 100]" in text
-    assert "\npre_checks:" not in text
-    path = EXAMPLE_SPEC.parent / f".test-faults-{name}.yaml"
-    path.write_text(text + extra)
-    try:
-        yield path
-    finally:
-        path.unlink()
-
-
-def run(spec_file: Path, version: str) -> dict:
-    state = deploy(spec_path=str(spec_file), version=version, return_state=True)
-    result = outcome_of(state.result(raise_on_failure=False))
-    assert isinstance(result, dict), f"the flow crashed: {result!r}"
-    return result
 
 
 def serving(version: str) -> bool:
@@ -71,13 +44,15 @@ def test_a_router_restarted_between_two_deploys_never_makes_the_next_a_first_rel
     next deploy puts v1 back from the tracking database's record before anything else, judges
     v3 (20% errors) against it, and rolls back to it."""
     assert sandbox.haproxy is not None
-    with faults_spec("router-restart") as spec_file:
-        assert run(spec_file, "v2")["status"] == "succeeded"  # the database now knows v2 is live
+    with two_stage_spec("faults", "router-restart") as spec_file:
+        assert (
+            deploy_in_process(spec_file, "v2")["status"] == "succeeded"
+        )  # the database now knows v2 is live
         with UserProbe(sandbox.frontend_url) as probe:
             sandbox.haproxy.stop()
             sandbox.haproxy.start()
             assert build_router(load_spec(spec_file)).state().stable is None
-            result = run(spec_file, "v3")
+            result = deploy_in_process(spec_file, "v3")
             probe.mark()  # the deploy is over: users must be on v2 from here
             wait_answers(probe, 20)
         during, after = probe.before_mark, probe.after_mark
@@ -145,7 +120,7 @@ def test_a_deploy_paused_past_its_lease_wakes_up_and_touches_no_traffic(
     released."""
     monkeypatch.setenv("DEPLOYFLOW_LEASE_SECONDS", "4")
     log = tmp_path / "paused.log"
-    with faults_spec("paused") as spec_file:
+    with two_stage_spec("faults", "paused") as spec_file:
         router = build_router(load_spec(spec_file))
         with deploy_in_its_own_process(
             spec_file, "v10", prefect_server, log, {"DEPLOYFLOW_LEASE_SECONDS": "4"}
@@ -173,7 +148,7 @@ def test_a_deploy_paused_past_its_lease_wakes_up_and_touches_no_traffic(
 
             waker = threading.Thread(target=wake_when_v4_takes_traffic, daemon=True)
             waker.start()
-            result = run(spec_file, "v4")
+            result = deploy_in_process(spec_file, "v4")
             waker.join(timeout=10)
             assert woken, "the paused deploy was never woken during v4's deploy"
             returncode = paused.wait(timeout=120)
@@ -198,7 +173,7 @@ def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
     assert sandbox.haproxy is not None
     haproxy = sandbox.haproxy
     killed: list[float] = []
-    with faults_spec("router-killed") as spec_file:
+    with two_stage_spec("faults", "router-killed") as spec_file:
         router = build_router(load_spec(spec_file))
         live = next(
             i.version
@@ -218,7 +193,7 @@ def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
 
         killer = threading.Thread(target=kill_when_v5_takes_traffic, daemon=True)
         killer.start()
-        result = run(spec_file, "v5")
+        result = deploy_in_process(spec_file, "v5")
         ended = time.monotonic()
         killer.join(timeout=10)
         assert killed, "HAProxy was never killed"
@@ -231,7 +206,7 @@ def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
         assert noticed < 60, noticed
 
         haproxy.start()
-        after = run(spec_file, "v6")
+        after = deploy_in_process(spec_file, "v6")
     assert after["status"] == "succeeded", after["message"]
     assert f"tracking database says {live} is live" in after["reconciled"][0]
     assert serving("v6")
@@ -252,7 +227,7 @@ def test_a_slow_metrics_backend_does_not_stretch_a_bad_canarys_stage(sandbox: Sa
     assert prometheus.port is not None
     with (
         DelayProxy((prometheus.hostname, prometheus.port), 1.5) as slow,
-        faults_spec("slow") as spec_file,
+        two_stage_spec("faults", "slow") as spec_file,
     ):
         text = spec_file.read_text()
         assert "  url: ${DEPLOYFLOW_SANDBOX_PROMETHEUS_URL}\n" in text
@@ -260,7 +235,7 @@ def test_a_slow_metrics_backend_does_not_stretch_a_bad_canarys_stage(sandbox: Sa
             text.replace("  url: ${DEPLOYFLOW_SANDBOX_PROMETHEUS_URL}\n", f"  url: {slow.url}\n", 1)
         )
         with UserProbe(sandbox.frontend_url) as probe:
-            result = run(spec_file, "v3")
+            result = deploy_in_process(spec_file, "v3")
             probe.mark()
             wait_answers(probe, 10)
 

@@ -7,25 +7,19 @@ test, whose spec has no alerts section, so no test waits for another's alert to 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from deployflow.polling import wait_for
 from deployflow.processes import free_port
-from deployflow.release import outcome_of
 from deployflow.sandbox.prometheus import ALERT_LOG_ERRORS
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
-from flows.deploy import deploy
 from tasks.artifacts import artifact_key
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
-from tests.e2e.helpers import artifact_markdown
+from tests.e2e.helpers import artifact_markdown, deploy_in_process, two_stage_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -47,30 +41,6 @@ alerts:
   matchers: ['service="demo"']
   timeout: 2s
 """
-
-
-@contextlib.contextmanager
-def signals_spec(name: str, sections: str) -> Iterator[Path]:
-    """The example spec with two stages, no step-1 gates (tested elsewhere), and ``sections``;
-    written beside it so its relative paths still hold."""
-    text = EXAMPLE_SPEC.read_text()
-    text = text.replace("steps: [5, 25, 50, 100]", "steps: [50, 100]")
-    text = re.sub(r"\npre_checks:\n(?:  .*\n|#.*\n)+", "\n", text)
-    assert "steps: [50, 100]" in text
-    assert "\npre_checks:" not in text
-    path = EXAMPLE_SPEC.parent / f".test-signals-{name}.yaml"
-    path.write_text(text + sections)
-    try:
-        yield path
-    finally:
-        path.unlink()
-
-
-def run(spec_file: Path, version: str) -> dict:
-    state = deploy(spec_path=str(spec_file), version=version, return_state=True)
-    result = outcome_of(state.result(raise_on_failure=False))
-    assert isinstance(result, dict), f"the flow crashed: {result!r}"
-    return result
 
 
 def assert_only_v1_serves() -> None:
@@ -116,8 +86,8 @@ dependencies:
 """
     am.post_alert(incident, summary="primary database unreachable")
     try:
-        with signals_spec("blocked", ALERTS + dependencies) as spec_file:
-            result = run(spec_file, "v6")
+        with two_stage_spec("signals", "blocked", ALERTS + dependencies) as spec_file:
+            result = deploy_in_process(spec_file, "v6")
     finally:
         am.post_alert(incident, ended=True)
 
@@ -136,8 +106,8 @@ def test_an_alert_that_fires_during_the_release_rolls_it_back(
     sandbox: Sandbox, log_only_faults: None
 ) -> None:
     no_demo_alert_fires(sandbox)  # none should: the test before resolved its own
-    with signals_spec("alerts", ALERTS) as spec_file:
-        result = run(spec_file, "v5")
+    with two_stage_spec("signals", "alerts", ALERTS) as spec_file:
+        result = deploy_in_process(spec_file, "v5")
 
     assert result["status"] == "rolled_back", result["message"]
     rollback = result["rollback"]
@@ -151,8 +121,8 @@ def test_an_alert_that_fires_during_the_release_rolls_it_back(
 def test_error_lines_alone_roll_back_a_release_whose_metrics_are_healthy(
     sandbox: Sandbox, log_only_faults: None
 ) -> None:
-    with signals_spec("logs", LOGS) as spec_file:
-        result = run(spec_file, "v4")
+    with two_stage_spec("signals", "logs", LOGS) as spec_file:
+        result = deploy_in_process(spec_file, "v4")
 
     assert result["status"] == "rolled_back", result["message"]
     rollback = result["rollback"]
