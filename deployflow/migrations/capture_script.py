@@ -127,13 +127,21 @@ def _resolves_locally(event: str, args: tuple[Any, ...]) -> bool:
     return True
 
 
-def _network_hook(event: str, args: tuple[Any, ...]) -> None:
-    if event not in _NETWORK_EVENTS or _resolves_locally(event, args):
+def _network_hook(
+    event: str,
+    args: tuple[Any, ...],
+    _events: frozenset[str] = _NETWORK_EVENTS,
+    _guard: threading.local = _GUARD,
+    _every_thread: list[list[str]] = _GUARD_EVERY_THREAD,
+) -> None:
+    # What the hook reads is bound as defaults: an audit hook also runs while the interpreter
+    # shuts down, when this module's globals are already None.
+    if event not in _events:
         return
-    attempts = getattr(_GUARD, "attempts", None)
-    if attempts is None and _GUARD_EVERY_THREAD:
-        attempts = _GUARD_EVERY_THREAD[-1]
-    if attempts is None:
+    attempts = getattr(_guard, "attempts", None)
+    if attempts is None and _every_thread:
+        attempts = _every_thread[-1]
+    if attempts is None or _resolves_locally(event, args):
         return
     what = _describe_network(event, args)
     attempts.append(what)
