@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +42,53 @@ def deploy_in_process(spec_file: Path, version: str) -> dict[str, Any]:
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), f"the flow crashed: {result!r}"
     return result
+
+
+@contextlib.contextmanager
+def deploy_in_its_own_process(
+    spec_file: Path,
+    version: str,
+    prefect_server: str,
+    log: Path,
+    settings: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`deployflow deploy SPEC --version VERSION ARGS` in its own process group, yielded once its
+    canary takes traffic (a long observe time keeps it there); killed with its group afterwards
+    (continued first, in case a test stopped it)."""
+    from deployflow.polling import wait_for
+    from deployflow.spec import load_spec
+    from tests.backends import build_router
+
+    router = build_router(load_spec(spec_file))
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "DEPLOYFLOW_OBSERVE": "2m",
+        "DEPLOYFLOW_MAX_STAGE": "2m",  # a stage's maximum is at least its observe time
+        **(settings or {}),
+    }
+    repo_root = Path(__file__).parents[2]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "deploy", str(spec_file), "--version",
+             version, *args],
+            env=env, cwd=repo_root, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: router.state().canary_weight > 0 or None,
+                timeout=120,
+                interval=0.25,
+                what=f"the canary {version} to take traffic",
+            )
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 def artifact_markdown(flow_run_id: str, key: str) -> str:

@@ -32,7 +32,7 @@ from deployflow.tracking.lease import lease_alive
 from flows.deploy import deploy
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
-from tests.e2e.helpers import artifact_markdown
+from tests.e2e.helpers import artifact_markdown, deploy_in_its_own_process
 
 pytestmark = pytest.mark.e2e
 
@@ -369,38 +369,14 @@ def killed_row() -> dict:
         engine.dispose()
 
 
-@contextlib.contextmanager
 def deploy_with_canary_traffic(
     version: str, prefect_server: str, log: Path, environment: str = "sandbox"
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`deployflow deploy VERSION` in its own process, yielded once its canary takes traffic
-    (with a long observe window, so it stays there); killed with its group afterwards."""
-    router = build_router(load_spec(EXAMPLE_SPEC))
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_server,
-        "DEPLOYFLOW_OBSERVE": "2m",
-        "DEPLOYFLOW_MAX_STAGE": "2m",  # a stage's maximum is at least its observe time
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "deploy", str(EXAMPLE_SPEC), "--version",
-             version, "--environment", environment],
-            env=env, cwd=Path(__file__).parents[2], stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_for(
-                lambda: router.state().canary_weight > 0 or None,
-                timeout=120,
-                interval=0.5,
-                what=f"the canary {version} to take traffic",
-            )
-            yield process
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """`deployflow deploy VERSION` of the example spec in its own process, once its canary takes
+    traffic (with a long observe window, so it stays there); killed with its group afterwards."""
+    return deploy_in_its_own_process(
+        EXAMPLE_SPEC, version, prefect_server, log, args=("--environment", environment)
+    )
 
 
 def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(

@@ -5,14 +5,10 @@ each. The tests run in order on one sandbox whose live version is v1 at every te
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +21,12 @@ from deployflow.tracking.ledger import Ledger
 from tasks.concurrency import live_deploy_in
 from tests.backends import build_router, build_target
 from tests.e2e.conftest import EXAMPLE_SPEC
-from tests.e2e.helpers import UserProbe, deploy_in_process, two_stage_spec
+from tests.e2e.helpers import (
+    UserProbe,
+    deploy_in_its_own_process,
+    deploy_in_process,
+    two_stage_spec,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -73,42 +74,6 @@ def wait_answers(probe: UserProbe, count: int) -> None:
         interval=0.1,
         what=f"{count} probe answers",
     )
-
-
-@contextlib.contextmanager
-def deploy_in_its_own_process(
-    spec_file: Path, version: str, prefect_server: str, log: Path, settings: dict[str, str]
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`deployflow deploy VERSION` in its own process group, yielded once its canary takes
-    traffic (a long observe time keeps it there); killed with its group afterwards."""
-    router = build_router(load_spec(spec_file))
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_server,
-        "DEPLOYFLOW_OBSERVE": "2m",
-        "DEPLOYFLOW_MAX_STAGE": "2m",
-        **settings,
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "deploy", str(spec_file), "--version",
-             version],
-            env=env, cwd=EXAMPLE_SPEC.parents[1], stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_for(
-                lambda: router.state().canary_weight > 0 or None,
-                timeout=120,
-                interval=0.25,
-                what=f"the canary {version} to take traffic",
-            )
-            yield process
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGCONT)
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 def test_a_deploy_paused_past_its_lease_wakes_up_and_touches_no_traffic(
