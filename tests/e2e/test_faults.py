@@ -216,3 +216,61 @@ def test_a_slow_metrics_backend_does_not_stretch_a_bad_canarys_stage(sandbox: Sa
         f"slow metrics: v3's stage lasted {seconds:.1f} s; probe answers during the deploy "
         f"{dict(probe.before_mark)}"
     )
+
+
+def test_the_tracking_database_stopped_mid_stage_puts_traffic_back_and_the_next_deploy_runs(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (the tracking database) stopped while v11's canary takes half the traffic:
+    the deploy can neither renew its lease nor record its stages, so at its next look past the
+    grace (5 s) it puts traffic back on the live version, stops v11, tells people and exits 3
+    saying why. PostgreSQL back while the deploy keeps trying to record its outcome: the row
+    says rolled back, and the next deploy runs at once, without a hand reset."""
+    from deployflow.sandbox.postgres import LocalPostgres
+
+    log = tmp_path / "tracking-stopped.log"
+    with LocalPostgres() as pg, two_stage_spec("faults", "tracking-stopped") as spec_file:
+        url = pg.create_database("tracking")
+        monkeypatch.setenv("DEPLOYFLOW_DATABASE_URL", url)
+        spec = load_spec(spec_file)
+        router, target = build_router(spec), build_target(spec)
+        live = next(i.version for i in target.instances() if i.address == router.state().stable)
+        with (
+            UserProbe(sandbox.frontend_url) as probe,
+            deploy_in_its_own_process(
+                spec_file, "v11", prefect_server, log, {"DEPLOYFLOW_DATABASE_URL": url}
+            ) as running,
+        ):
+            pg.halt()
+            halted = time.monotonic()
+            wait_for(
+                lambda: router.state().canary_weight == 0 or None,
+                timeout=60,
+                interval=0.05,
+                what="traffic back on the live version",
+            )
+            restored = time.monotonic()
+            probe.mark()  # the failure is detected and acted on: no answer from v11 from here
+            during = probe.from_version("v11", after_mark=False)
+            pg.resume()  # while the deploy keeps trying to record its outcome
+            returncode = running.wait(timeout=120)
+            wait_answers(probe, 20)
+        text = log.read_text()
+
+        assert returncode == 3, text[-3000:]  # rolled back, and the rollback verified
+        assert "v11: rolled_back" in text, text[-3000:]
+        assert "the tracking database stopped answering" in text, text[-3000:]
+        assert "did not start" not in text, text[-3000:]
+        assert probe.from_version("v11") == 0, probe.after_mark
+        assert "v11" not in {i.version for i in target.instances()}
+        assert serving(live)
+        [row] = [r for r in Ledger.for_url(url).past_deploys("demo", "sandbox")]
+        assert (row.version, row.status) == ("v11", "rolled_back"), row
+
+        after = deploy_in_process(spec_file, "v12")  # no hand reset: it runs at once
+    assert after["status"] == "succeeded", after["message"]
+    assert serving("v12")
+    print(
+        f"tracking database stopped: traffic back on {live} {restored - halted:.1f} s after the "
+        f"stop; v11 answered {during} probe requests in the canary's share before that"
+    )
