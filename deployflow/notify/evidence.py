@@ -226,10 +226,22 @@ def save(report: Report, directory: Path) -> Path:
     report's path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "report.md"
-    path.write_text(report.markdown)
     if report.chart_png is not None:
-        (directory / CHART_NAME).write_bytes(report.chart_png)
+        write_whole(directory / CHART_NAME, report.chart_png)
+    write_whole(path, report.markdown.encode())
     return path
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: through a temporary file beside it, renamed over it
+    once written; a disk that refuses part way (full, read-only) leaves no truncated file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_as(report: Report, path: Path) -> list[Path]:

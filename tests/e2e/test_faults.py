@@ -274,3 +274,64 @@ def test_the_tracking_database_stopped_mid_stage_puts_traffic_back_and_the_next_
         f"tracking database stopped: traffic back on {live} {restored - halted:.1f} s after the "
         f"stop; v11 answered {during} probe requests in the canary's share before that"
     )
+
+
+def test_a_full_data_dir_loses_no_report_and_changes_nothing_users_get(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path
+) -> None:
+    """The data dir (report files, slot history) on a real full filesystem, the tracking
+    database elsewhere: v3 (20% errors) is rolled back as on any day and exits 3; its incident
+    report is in the tracking database (``deployflow report`` prints it) and in the Prefect
+    artifact; the file's failure is one warning."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.e2e.helpers import artifact_markdown
+    from tests.full_disk import fill, tmpfs
+
+    tracking = f"sqlite:///{tmp_path / 'tracking.db'}"
+    repo_root = Path(__file__).parents[2]
+    with (
+        tmpfs(tmp_path / "data") as data,
+        two_stage_spec("faults", "full-disk") as spec_file,
+    ):
+        spec = load_spec(spec_file)
+        router, target = build_router(spec), build_target(spec)
+        live = next(i.version for i in target.instances() if i.address == router.state().stable)
+        fill(data)
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_server,
+            "DEPLOYFLOW_DATA_DIR": str(data),
+            "DEPLOYFLOW_DATABASE_URL": tracking,
+        }
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "deployments.cli", *args],
+                env=env, cwd=repo_root, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+
+        with UserProbe(sandbox.frontend_url) as probe:
+            done = cli("deploy", str(spec_file), "--version", "v3", "--json")
+            probe.mark()
+            wait_answers(probe, 10)
+        told = cli("report", str(json.loads(done.stdout.splitlines()[-1])["deployment_id"]))
+        assert not any(data.joinpath("reports").rglob("report.md"))
+
+    output = done.stdout + done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert done.returncode == 3, output[-3000:]
+    assert result["status"] == "rolled_back", result["message"]
+    warned = [line for line in output.splitlines() if "could not be written to" in line]
+    assert len(warned) == 1, warned
+    assert "its file under the data dir: No space left on device" in warned[0]
+    assert "kept in the tracking database and the Prefect artifact" in warned[0]
+    assert told.returncode == 0, told.stderr
+    assert told.stdout.startswith("# Incident"), told.stdout[:300]
+    assert "No space left on device" in told.stderr  # its chart could not be cached: said once
+    assert "Incident" in artifact_markdown(result["flow_run_id"], "incident-demo")
+    assert probe.from_version("v3") == 0
+    assert serving(live)
+    print(f"full data dir: answers during the deploy {dict(probe.before_mark)}")

@@ -74,3 +74,16 @@ def test_a_sqlite_tracking_database_on_a_full_disk_counts_as_not_answering(
         assert ledger.stopped_answering(0.0) is not None
         assert silence_grace(30.0) == 5.0
         ledger.engine.dispose()
+
+
+def test_a_report_file_the_full_disk_refuses_is_not_left_truncated(tmp_path: Path) -> None:
+    from deployflow.notify.evidence import save
+    from deployflow.notify.report import Report
+
+    report = Report("incident", "# Incident: demo v3\n" + "x" * 64_000, b"\x89PNG" * 4000)
+    with tmpfs(tmp_path / "data", size_kib=64) as data:
+        (data / "reports" / "demo-1").mkdir(parents=True)
+        fill(data)
+        with pytest.raises(OSError, match="No space left on device"):
+            save(report, data / "reports" / "demo-1")
+        assert sorted(p.name for p in (data / "reports" / "demo-1").iterdir()) == []
