@@ -219,3 +219,39 @@ def test_a_late_record_keeps_the_stages_the_database_missed_and_clears_the_resto
     assert data["status"] == "rolled_back"
     assert data["canary_weight"] == 0  # the next deploy has nothing to settle
     assert data["summary"].startswith("rolled back to v1: the tracking database stopped answering")
+
+
+def test_a_stage_whose_database_went_silent_rolls_back_at_the_first_look_past_the_grace() -> None:
+    """The stage's check as ``tasks.rollout`` makes it at every look: the database refused
+    every query from t=0, looks every 2 s, a 5 s grace: the looks at 2 s and 4 s go on, the
+    look at 6 s rolls back a healthy canary, and the trigger says why in words."""
+    from deployflow.analysis import Breach, MetricSample, Thresholds
+    from deployflow.release import stage_trigger
+    from deployflow.rollout import observe_stage
+
+    clock = Clock()
+    answers = Answers(clock)
+    answers.failed(REFUSED)
+
+    class Healthy:
+        def sample(self, version: str, window_seconds: float) -> MetricSample:
+            return MetricSample(error_rate=0.0, p95_seconds=0.02, requests=1000)
+
+    def gone() -> Breach | None:
+        answers.failed(REFUSED)  # the once-a-second read of a person's rollback request
+        silent = answers.stopped(silence_grace(30.0))
+        if silent is None:
+            return None
+        return Breach("tracking_database", None, None, tracking_silence_reason(silent))
+
+    result = observe_stage(
+        Healthy(), version="v2", index=0, weight=50, baseline_p95_seconds=0.02,
+        thresholds=Thresholds(min_requests=10), observe_seconds=60.0, interval_seconds=2.0,
+        window_seconds=30.0, clock=clock, sleep=clock.sleep, gone=gone,
+    )  # fmt: skip
+    assert result.verdict is Verdict.ROLLBACK
+    assert clock.now == pytest.approx(106.0)
+    trigger = stage_trigger(result, 0.05)
+    assert trigger is not None
+    assert trigger.metric == "tracking_database"
+    assert trigger.headline.startswith("the tracking database stopped answering: connection")
