@@ -28,6 +28,7 @@ from deployments.run import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    exit_at_once_if_prefect_is_gone,
     exit_for,
     print_outcome,
     run_deploy,
@@ -130,6 +131,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=str))
     else:
         print_outcome(result)
+    exit_at_once_if_prefect_is_gone(result, exit_for(result["status"]))
     return exit_for(result["status"])
 
 

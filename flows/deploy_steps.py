@@ -53,6 +53,7 @@ from tasks.keep import retire_kept_versions
 from tasks.migrations import apply_migrations, migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
+from tasks.prefect_api import run_subflow
 from tasks.reconcile import reconcile_interrupted, restore_live_version
 from tasks.rollout import plan_stage_evidence, promote
 from tasks.signals import preflight_signals
@@ -383,7 +384,8 @@ def roll_back(
     if stable is None:
         return ended(outcome, "failed", f"{trigger.headline}; no previous version to roll back to")
     last = outcome.stages[-1].measurements if outcome.stages else []
-    outcome.rollback = rollback(
+    outcome.rollback = run_subflow(
+        rollback,
         b,
         outcome.require_id(),
         stable,
@@ -451,7 +453,8 @@ def roll_out_and_verify(
     if plan.kind == "blue-green" and stable is not None:
         return switch_and_keep_blue(spec, b, outcome, plan, stable, canary)
     try:
-        outcome.stages = progressive_rollout(
+        outcome.stages = run_subflow(
+            progressive_rollout,
             b,
             outcome.require_id(),
             plan,
@@ -506,7 +509,8 @@ def release_flags(
     from flows.flags import flag_rollout  # only a spec with flags loads the subflow
 
     try:
-        rolled = flag_rollout(
+        rolled = run_subflow(
+            flag_rollout,
             b,
             outcome.require_id(),
             spec.flags,
@@ -536,7 +540,8 @@ def switch_and_keep_blue(
     from flows.bluegreen import blue_green  # only a blue-green release loads the subflow
 
     try:
-        result = blue_green(
+        result = run_subflow(
+            blue_green,
             b,
             outcome.require_id(),
             plan,

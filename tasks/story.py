@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from deployflow.notify.evidence import StorySources, report_dir, save, tell
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
+from tasks.prefect_api import prefect_only
 from tasks.retry_policy import VERIFY, retried
 
 ARTIFACT_PREFIXES = {"incident": "incident", "summary": "deploy-report"}
@@ -37,10 +38,13 @@ def write_report(ledger: Ledger, deployment_id: int, sources: StorySources) -> s
         path = save(report, report_dir(record.service, deployment_id))
         ledger.save_report(deployment_id, report.kind, report.markdown, report.chart_png)
         what = "Incident" if report.kind == "incident" else "Release"
-        create_markdown_artifact(
-            key=artifact_key(ARTIFACT_PREFIXES[report.kind], record.service),
-            markdown=report.embedded(),
-            description=f"{what}: {record.service} {record.version} ({record.status})",
+        prefect_only(
+            f"publish the {report.kind} report artifact",
+            lambda: create_markdown_artifact(
+                key=artifact_key(ARTIFACT_PREFIXES[report.kind], record.service),
+                markdown=report.embedded(),
+                description=f"{what}: {record.service} {record.version} ({record.status})",
+            ),
         )
     except Exception:
         logger.exception("the report of deploy %s could not be written", deployment_id)
