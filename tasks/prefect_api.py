@@ -86,7 +86,9 @@ class _ApiState:
         with _LOCK:
             if self.lost:
                 return
-            self.lost = True
+            # Only a watch, which ends with the deploy, makes the loss last: without one (a flow
+            # run outside ``prefect_api_watch``) nothing would ever say the API is back.
+            self.lost = self.watching
             if self.settings is not None:
                 self.retries = self.settings.client.max_retries
                 self.logs_to_api = self.settings.logging.to_api.enabled
@@ -117,7 +119,8 @@ _STATE = _ApiState()
 
 
 def api_lost() -> bool:
-    """Whether the Prefect API counts as lost for the deploy running in this process."""
+    """Whether the Prefect API counts as lost for the deploy running in this process (always
+    False outside ``prefect_api_watch``)."""
     return _STATE.lost
 
 

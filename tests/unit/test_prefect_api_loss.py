@@ -39,6 +39,12 @@ def status_error(code: int, cls: type[httpx.HTTPStatusError] = httpx.HTTPStatusE
 
 @pytest.fixture(autouse=True)
 def fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As inside a deploy's watch (without its health-check thread)."""
+    monkeypatch.setattr(prefect_api, "_STATE", prefect_api._ApiState(watching=True))
+
+
+@pytest.fixture
+def unwatched(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prefect_api, "_STATE", prefect_api._ApiState())
 
 
@@ -181,7 +187,7 @@ def test_a_prefect_only_side_effect_that_fails_otherwise_still_raises() -> None:
 
 
 def test_the_watch_turns_retries_off_while_the_api_is_gone_and_on_when_it_answers(
-    monkeypatch: pytest.MonkeyPatch,
+    unwatched: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(prefect_api, "WATCH_INTERVAL_SECONDS", 0.01)
     monkeypatch.setattr(prefect_api, "LOST_AFTER_SECONDS", 0.03)
@@ -207,7 +213,9 @@ def test_the_watch_turns_retries_off_while_the_api_is_gone_and_on_when_it_answer
         assert PREFECT_CLIENT_MAX_RETRIES.value() == retries  # only the deploy's copy changed
 
 
-def test_a_health_check_that_raises_counts_as_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_health_check_that_raises_counts_as_no_answer(
+    unwatched: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(prefect_api, "WATCH_INTERVAL_SECONDS", 0.01)
     monkeypatch.setattr(prefect_api, "LOST_AFTER_SECONDS", 0.0)
 
@@ -217,3 +225,12 @@ def test_a_health_check_that_raises_counts_as_no_answer(monkeypatch: pytest.Monk
     monkeypatch.setattr(prefect_api, "_answers", broken)
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}), prefect_api_watch():
         wait_for(api_lost, timeout=5, interval=0.01, what="the API to count as lost")
+
+
+def test_outside_a_watch_a_loss_does_not_last(unwatched: None) -> None:
+    """Nothing would ever say the API is back: each call tries Prefect again."""
+    assert run_subflow(FakeSubflow(lambda: "kept", fails="after")) == "kept"  # type: ignore[call-overload]
+    assert not api_lost()
+    later = FakeSubflow(lambda: "promoted", fails=None)
+    assert run_subflow(later) == "promoted"  # type: ignore[call-overload]
+    assert later.calls == 1
