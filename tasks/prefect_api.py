@@ -277,6 +277,21 @@ def run_subflow(subflow: Flow[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         _CALL.reset(token)
 
 
+class PrefectApiLost(RuntimeError):
+    """The Prefect API counts as lost (``api_lost``): a Prefect-only step was not tried."""
+
+
+def require_prefect_api() -> None:
+    """Raise ``PrefectApiLost`` while the API counts as lost: for a copy kept in Prefect among
+    others, whose loss is reported rather than skipped silently.
+
+    Raises:
+        PrefectApiLost: The API counts as lost.
+    """
+    if api_lost():
+        raise PrefectApiLost("the Prefect API does not answer")
+
+
 def prefect_only(what: str, action: Callable[[], R]) -> R | None:
     """Do ``action``, a side effect only Prefect keeps (``what``: "publish the summary artifact"):
     skipped (None) while the API is lost; an unreachable API while doing it marks it lost and
