@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from deployflow.error_words import in_words
 from deployflow.providers.base import Instance, Router, Target
 from deployflow.release import find_stable
 
@@ -103,7 +104,8 @@ def abandon_release(
     except Exception as exc:
         return AbandonResult(
             False,
-            f"traffic could not be restored to {stable.version} ({exc}); {version} keeps running "
+            f"traffic could not be restored to {stable.version} ({in_words(exc)}); {version} keeps "
+            "running "
             "and the next deploy reconciles it",
         )
     stopped = ""
@@ -111,7 +113,7 @@ def abandon_release(
         target.stop(version)
         stopped = f", stopped {version}"
     except Exception as exc:
-        stopped = f"; {version} could not be stopped ({exc})"
+        stopped = f"; {version} could not be stopped ({in_words(exc)})"
     return AbandonResult(True, f"all traffic back on {stable.version}{stopped}")
 
 

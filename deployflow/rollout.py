@@ -168,6 +168,20 @@ class StageResult:
         }
 
 
+class RolloutBroke(Exception):
+    """A step of the rollout raised (the router refused a weight, a task broke) after
+    ``stages`` were judged: they ran, took traffic and are evidence, so they travel with the
+    error instead of being lost with the rollout's return value."""
+
+    def __init__(self, stages: Sequence[StageResult], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.stages = list(stages)
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a result store may pickle it
+        return (type(self), (self.stages, self.error))
+
+
 def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:
     """The highest error rate the stable version plausibly has, from the latest measurement that
     saw it with traffic: the upper end of its Wilson interval at ``confidence`` (one-sided).

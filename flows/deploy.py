@@ -49,6 +49,7 @@ from flows.deploy_steps import (
     roll_out_and_verify,
     schema_gate,
     start_new_version,
+    stopped_outside_a_stage,
     story_sources,
     succeeded,
 )
@@ -170,7 +171,14 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
                 "target": FencedTarget(b.target, lease.check),
             }
         )
-        return steps(spec, fenced, req, outcome, stable)
+        try:
+            return steps(spec, fenced, req, outcome, stable)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM, a cancellation
+                # The caller (the CLI) reports what was reached; the run is being stopped.
+                stopped_outside_a_stage(fenced, outcome, stable, exc)
+                OUTCOMES_REACHED.append(outcome.to_dict())
+            raise
 
 
 def steps(
@@ -222,6 +230,7 @@ def steps(
     if refusal is not None:
         return ended(outcome, "aborted", f"{refusal}; nothing was started")
 
+    outcome.started_new_version = True
     try:
         canary = start_new_version(spec, b, req, outcome, stable)  # step 5
         if canary is None:

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 
 from deployflow.analysis import Measurement
 from deployflow.backends import Backends
+from deployflow.error_words import detail, in_words
 from deployflow.providers.base import Instance, RouterState
 from deployflow.release import RollbackEvidence, RollbackRecord, Trigger
 from deployflow.spec import AnalysisSpec, SmokeRequest
@@ -70,7 +71,7 @@ def rollback(
     try:
         log_tail = stop_canary(backends.target, canary.version)
     except Exception as exc:  # no traffic reaches it any more; say it still runs
-        problems.append(f"the canary {canary.version} could not be stopped: {exc}")
+        problems.append(f"the canary {canary.version} could not be stopped: {in_words(exc)}")
     report = verify_instance(
         stable,
         target=backends.target,
@@ -132,7 +133,7 @@ def _restore_failed(
             stop_canary(backends.target, canary.version)
             stopped = f"{canary.version} was stopped"
         except Exception as exc:
-            stopped = f"{canary.version} could not be stopped either ({exc})"
+            stopped = f"{canary.version} could not be stopped either ({in_words(exc)})"
             problems.append(stopped)
         action = (
             f"the router does not answer at {backends.router.frontend_url}, so nobody is served; "
@@ -143,13 +144,21 @@ def _restore_failed(
         now: RouterState | None = router_state(backends.router)
     except Exception as exc:  # evidence only
         now = None
-        problems.append(f"router state after the failed restore: {exc}")
-    message = f"traffic could not be restored to {stable.version}: {error}. {action}"
+        problems.append(f"router state after the failed restore: {in_words(exc)}")
+    # People read the sentence; engineers find the raw error in the log and the evidence.
+    message = f"traffic could not be restored to {stable.version}: {in_words(error)}. {action}"
+    raw = detail(error)
+    get_run_logger().error("the restore to %s failed: %s", stable.version, raw)
     backends.story.record(RolledBack(trigger, stable.version, error=message))
     return RollbackRecord(
         trigger,
         evidence=RollbackEvidence(
-            traffic_at_trigger(stable, canary, trigger), now, "", measurements, tuple(problems)
+            traffic_at_trigger(stable, canary, trigger),
+            now,
+            "",
+            measurements,
+            tuple(problems),
+            error_detail=raw,
         ),
         error=message,
     )

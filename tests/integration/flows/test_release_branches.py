@@ -217,6 +217,32 @@ class DiesAfterFirstSplit(InMemoryRouter):
         self.down = True
 
 
+class DiesBeforeSecondStage(InMemoryRouter):
+    """Takes the first stage's weight, then is gone when the second stage asks for more
+    (HAProxy killed between two stages)."""
+
+    def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
+        if canary is not None and canary_weight > 5:
+            self.down = True
+        super().set_split(stable, canary, canary_weight)
+
+
+def test_a_rollout_broken_after_a_stage_keeps_that_stage_when_the_rollback_fails(
+    deploy, service, ledger
+):
+    """The router goes away between stage 1 (judged, promoted) and stage 2: the rollout breaks,
+    the rollback cannot restore traffic; the outcome (its JSON, the thread's ending) still
+    lists stage 1, as the tracking row does."""
+    service.router = DiesBeforeSecondStage()
+    service.run_stable("v1")
+    outcome = deploy("v2")
+    assert outcome.status == "failed"
+    assert outcome.message.startswith("ROLLBACK FAILED"), outcome.message
+    assert [(s.index, s.weight, s.verdict.value) for s in outcome.stages] == [(0, 5, "promote")]
+    assert [s["weight"] for s in outcome.to_dict()["stages"]] == [5]
+    assert [s["weight"] for s in recorded(ledger, outcome)["stages"]] == [5]
+
+
 def test_a_failed_rollback_is_loud_and_the_next_deploy_repairs_it(deploy, service, ledger):
     router = RefusesRollback()
     service.router = router
@@ -438,7 +464,7 @@ def test_an_interrupted_run_puts_traffic_back_before_it_exits(deploy, service, l
         [row] = repository.history(s, service="shop", environment=deploy.environment, limit=1)
         assert row.status == "failed"
         assert row.canary_weight == 0
-        assert row.summary == "interrupted (KeyboardInterrupt): all traffic back on v1, stopped v6"
+        assert row.summary == "interrupted (SIGINT): all traffic back on v1, stopped v6"
 
 
 def test_probe_traffic_reaches_the_canary_in_each_stage_and_is_counted_apart(
