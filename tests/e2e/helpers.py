@@ -38,7 +38,9 @@ def deploy_in_process(spec_file: Path, version: str) -> dict[str, Any]:
     from deployflow.release import outcome_of
     from flows.deploy import deploy
 
-    state = deploy(spec_path=str(spec_file), version=version, return_state=True)
+    state = deploy(
+        environment="sandbox", spec_path=str(spec_file), version=version, return_state=True
+    )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), f"the flow crashed: {result!r}"
     return result

@@ -38,7 +38,9 @@ pytestmark = pytest.mark.e2e
 
 
 def run(version: str) -> dict:
-    state = deploy(spec_path=str(EXAMPLE_SPEC), version=version, return_state=True)
+    state = deploy(
+        environment="sandbox", spec_path=str(EXAMPLE_SPEC), version=version, return_state=True
+    )
     data = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(data, dict), f"the flow crashed: {data!r}"
     return data
@@ -115,7 +117,9 @@ def test_bad_version_rolls_back_at_the_first_stage(
     monkeypatch.setenv("DEPLOYFLOW_SLACK_TOKEN", "xoxb-unreachable")
     closed = f"http://127.0.0.1:{free_port()}/api/"
     with spec_variant("slack-down", SLACK_AT, slack_section(closed)) as spec_file:
-        state = deploy(spec_path=str(spec_file), version="v3", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v3", return_state=True
+        )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
 
@@ -226,7 +230,13 @@ def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> N
     finally:
         engine.dispose()
 
-    state = deploy(spec_path=str(EXAMPLE_SPEC), version="v5", dry_run=True, return_state=True)
+    state = deploy(
+        environment="sandbox",
+        spec_path=str(EXAMPLE_SPEC),
+        version="v5",
+        dry_run=True,
+        return_state=True,
+    )
     result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
@@ -271,7 +281,9 @@ def test_failing_gate_stops_the_deploy_before_traffic_with_evidence(
     try:
         spec = load_spec(spec_file)
         before = build_router(spec).state()
-        state = deploy(spec_path=str(spec_file), version="v6", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v6", return_state=True
+        )
         result = outcome_of(state.result(raise_on_failure=False))
     finally:
         spec_file.unlink()
@@ -306,7 +318,13 @@ def test_a_dry_run_with_a_misspelt_metric_fails_naming_each_query(sandbox: Sandb
     with spec_variant("misspelt", "deployflow_demo_http_", "deployflow_demo_htp_") as spec_file:
         spec = load_spec(spec_file)
         before = build_router(spec).state()
-        state = deploy(spec_path=str(spec_file), version="v9", dry_run=True, return_state=True)
+        state = deploy(
+            environment="sandbox",
+            spec_path=str(spec_file),
+            version="v9",
+            dry_run=True,
+            return_state=True,
+        )
     result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
@@ -326,7 +344,9 @@ def test_metrics_backend_down_never_promotes(sandbox: Sandbox) -> None:
     ) as spec_file:
         spec = load_spec(spec_file)
         before = build_router(spec).state()
-        state = deploy(spec_path=str(spec_file), version="v7", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v7", return_state=True
+        )
     result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
@@ -501,7 +521,9 @@ def test_secrets_reach_no_log_run_artifact_or_record(
         )
         watcher.start()
         try:
-            state = deploy(spec_path=str(variant), version="v3", return_state=True)
+            state = deploy(
+                environment="sandbox", spec_path=str(variant), version="v3", return_state=True
+            )
         finally:
             variant.unlink()
             watcher.join(timeout=30)
