@@ -31,7 +31,13 @@ def complete(outcome: ReleaseOutcome, ledger: Ledger, *, incident_artifact: bool
         logger.warning("deploy of %s %s has no tracking row", outcome.service, outcome.version)
         return
     ending = f"{outcome.service} {outcome.version} → {outcome.environment}: {outcome.status}"
-    ledger.record_outcome(outcome, outcome.message or ending.replace("_", " "))
+    if not ledger.record_outcome(outcome, outcome.message or ending.replace("_", " ")):
+        # Closed by another run (this deploy lost its lease): that record stands.
+        logger.warning(
+            "deploy of %s %s: its tracking row %s was already closed by another run; this "
+            "run's ending (%s) is not written over it",
+            outcome.service, outcome.version, outcome.deployment_id, outcome.status,
+        )  # fmt: skip
     record = ledger.record(outcome.deployment_id)
     create_markdown_artifact(
         key=artifact_key("deploy-summary", record.service),
