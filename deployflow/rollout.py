@@ -108,6 +108,9 @@ class StageResult:
     # counted apart from the user traffic its figures also hold.
     probe_sent: int = 0
     probe_failed: int = 0
+    # A rollback verdict put all traffic back on stable at once, the router confirming it in
+    # this many seconds (the rollback then confirms it is still so instead of restoring again).
+    restore_seconds: float | None = None
 
     @property
     def observed(self) -> str:

@@ -384,6 +384,9 @@ def roll_back(
     if stable is None:
         return ended(outcome, "failed", f"{trigger.headline}; no previous version to roll back to")
     last = outcome.stages[-1].measurements if outcome.stages else []
+    # The stage that fired put traffic back itself (``restore_at_once``): not restored again.
+    judged = outcome.stages[-1] if outcome.stages else None
+    at_once = judged.restore_seconds if judged and judged.index == trigger.stage else None
     outcome.rollback = rollback(
         b,
         outcome.require_id(),
@@ -395,6 +398,7 @@ def roll_back(
         outcome.baseline_p95_seconds,
         last,
         stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
+        restored_at_once=at_once,
     )
     settle_schema(spec, b, outcome, stable)
     if outcome.rollback.error is not None:

@@ -33,6 +33,7 @@ def rollback(
     baseline_p95_seconds: float | None,
     last_measurements: Sequence[Measurement],
     stable_error_rate: float = 0.0,
+    restored_at_once: float | None = None,
 ) -> RollbackRecord:
     """Put all traffic back on the stable version first and say so at once (the story's
     ``RolledBack``: the run's state, its event and the thread reply); then stop the canary, verify
@@ -54,12 +55,16 @@ def rollback(
         last_measurements: The canary's latest measurements, kept as evidence.
         stable_error_rate: The stable version's error rate (at most) measured during the rollout;
             its smoke requests' failures are judged against it.
+        restored_at_once: The seconds the rollout's own restore took, when it already put all
+            traffic back the moment the stage's verdict came: the router is read to confirm it is
+            still so, and traffic is not restored (nor said to be) a second time.
     """
     logger = get_run_logger()
     logger.warning("rolling back %s: %s", canary.version, trigger.headline)
     measurements = tuple(last_measurements[-5:])
     try:
-        after, restore_seconds = restore_stable_traffic(backends.router, stable)
+        already = still_restored(backends, stable, restored_at_once)
+        after, restore_seconds = already or restore_stable_traffic(backends.router, stable)
     except Exception as exc:
         return _restore_failed(backends, stable, canary, trigger, measurements, exc)
     backends.ledger.traffic_restored(deployment_id)
@@ -99,6 +104,28 @@ def rollback(
     if not report.ok:
         logger.error("stable %s is NOT healthy after the rollback", stable.version)
     return record
+
+
+def still_restored(
+    backends: Backends, stable: Instance, restored_at_once: float | None
+) -> tuple[RouterState, float] | None:
+    """The router's state and the at-once restore's seconds when the rollout already put all
+    traffic on ``stable`` and the router still says so; None when traffic must be restored
+    here (never restored, moved since, or the router cannot be read: the restore's retries and
+    failure handling take over)."""
+    if restored_at_once is None:
+        return None
+    try:
+        state = router_state(backends.router)
+    except Exception:
+        return None
+    if state.stable != stable.address or state.canary_weight != 0:
+        return None
+    get_run_logger().info(
+        "traffic is still all on %s (put back when the stage's verdict came): not moved again",
+        stable.version,
+    )
+    return state, restored_at_once
 
 
 def traffic_at_trigger(stable: Instance, canary: Instance, trigger: Trigger) -> RouterState | None:

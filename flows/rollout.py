@@ -4,6 +4,7 @@ it ends; a ``pause`` step waits for a person between two stages."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -129,7 +130,8 @@ def progressive_rollout(
                     result = results[-1] = gate_refused(result, answer.refusal)
                     refused = True
             if result.verdict is Verdict.ROLLBACK and stable is not None:
-                restore_at_once(backends, stable)
+                seconds = restore_at_once(backends, stable)
+                result = results[-1] = replace(result, restore_seconds=seconds)
             if refused:
                 record_gate_verdict(backends, deployment_id, result)
             if result.verdict is not Verdict.PROMOTE:
@@ -219,14 +221,17 @@ def record_gate_verdict(backends: Backends, deployment_id: int, result: StageRes
         )
 
 
-def restore_at_once(backends: Backends, stable: Instance) -> None:
-    """All traffic back on ``stable`` the moment a stage's verdict is rollback. One attempt, no
-    retries: if the router refuses, the rollback subflow (with its retries and its handling of a
-    router that is gone) is next anyway."""
+def restore_at_once(backends: Backends, stable: Instance) -> float | None:
+    """All traffic back on ``stable`` the moment a stage's verdict is rollback; the seconds the
+    router took to confirm it, None when it refused. One attempt, no retries: if the router
+    refuses, the rollback subflow (with its retries and its handling of a router that is gone)
+    is next anyway."""
     try:
-        restore_stable_traffic.with_options(retries=0)(backends.router, stable)
+        _, seconds = restore_stable_traffic.with_options(retries=0)(backends.router, stable)
     except Exception:
         get_run_logger().exception(
             "could not put traffic back on %s at once; the rollback subflow tries again",
             stable.version,
         )
+        return None
+    return seconds

@@ -169,8 +169,12 @@ def test_a_bad_stage_rolls_back_to_stable_and_records_the_incident(deploy, servi
     service.router.set_split = recording  # type: ignore[method-assign]
     outcome = deploy("v3")
     assert outcome.status == "rolled_back", outcome.message
-    # Traffic went back inside the rollout, the moment the verdict came; the rollback confirmed.
-    assert restores == ["progressive-rollout", "rollback"]
+    # Traffic went back inside the rollout, the moment the verdict came; the rollback read the
+    # router to confirm it and did not restore (nor say it restored) a second time.
+    assert restores == ["progressive-rollout"]
+    assert outcome.rollback is not None
+    assert outcome.rollback.restore_seconds is not None
+    assert outcome.rollback.restore_seconds == outcome.stages[0].restore_seconds
     assert len(outcome.stages) == 1
     assert outcome.stages[0].weight == 5
     assert outcome.rollback is not None
