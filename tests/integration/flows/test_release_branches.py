@@ -460,15 +460,51 @@ def test_an_interrupted_run_puts_traffic_back_before_it_exits(deploy, service, l
         raise KeyboardInterrupt
 
     service.metrics.sample = ctrl_c  # type: ignore[method-assign]
+    before = len(flows.deploy.OUTCOMES_REACHED)
     with pytest.raises(KeyboardInterrupt):
         deploy("v6")
     assert serving(service, "v1")
     assert running(service) == {"v1"}
+    # What the CLI reports (deploy --json): traffic restored, v1 serving.
+    [reached] = flows.deploy.OUTCOMES_REACHED[before:]
+    assert reached["interruption"] == {
+        "signal": "SIGINT",
+        "traffic_restored": True,
+        "serving": "v1",
+    }
     with ledger._sessions() as s:
         [row] = repository.history(s, service="shop", environment=deploy.environment, limit=1)
         assert row.status == "failed"
         assert row.canary_weight == 0
         assert row.summary == "interrupted (SIGINT): all traffic back on v1, stopped v6"
+
+
+def test_a_run_interrupted_before_it_starts_anything_says_no_traffic_moved(
+    deploy, service, ledger, monkeypatch
+):
+    """Ctrl-C during step 4 (before the new version is started): nothing to put back; the row
+    is closed saying so, and the outcome the CLI reports says traffic never left v1."""
+    service.run_stable("v1")
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.deploy, "announce", ctrl_c)
+    before = len(flows.deploy.OUTCOMES_REACHED)
+    with pytest.raises(KeyboardInterrupt):
+        deploy("v6")
+    assert service.router.changes == []
+    assert running(service) == {"v1"}
+    [reached] = flows.deploy.OUTCOMES_REACHED[before:]
+    assert reached["interruption"] == {
+        "signal": "SIGINT",
+        "traffic_restored": True,
+        "serving": "v1",
+    }
+    assert reached["message"] == "interrupted (SIGINT) before v6 was started: no traffic moved"
+    with ledger._sessions() as s:
+        [row] = repository.history(s, service="shop", environment=deploy.environment, limit=1)
+        assert (row.status, row.summary) == ("failed", reached["message"])
 
 
 def test_probe_traffic_reaches_the_canary_in_each_stage_and_is_counted_apart(
