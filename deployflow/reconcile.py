@@ -170,7 +170,7 @@ def restore_recorded_live(
             running = target.start(live_version)
         except Exception as exc:
             raise LiveVersionLost(
-                f"{lost} and it could not be started ({exc}); nothing was changed. Start "
+                f"{lost} and it could not be started ({in_words(exc)}); nothing was changed. Start "
                 f"{live_version} and point the router's stable slot at it, or deploy "
                 f"{live_version} first, then deploy again"
             ) from exc
@@ -178,7 +178,7 @@ def restore_recorded_live(
         router.set_split(running, None, 0)
     except Exception as exc:
         raise LiveVersionLost(
-            f"{lost} and the router refused to serve it ({exc})"
+            f"{lost} and the router refused to serve it ({in_words(exc)})"
             + (f"; {live_version} was started" if started else "")
             + f". Check the router, point its stable slot at {live_version} "
             f"({running.address}), then deploy again"
