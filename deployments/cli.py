@@ -82,10 +82,30 @@ def _bad_input(error: BadInput) -> int:
     return EXIT_BAD_INPUT
 
 
-def _raise_termination(signum: int, frame: object) -> None:
-    from prefect.exceptions import TerminationSignal
+class _Terminated(BaseException):
+    """SIGTERM before Prefect is loaded (the command is still checking its input)."""
 
-    raise TerminationSignal(signal=signum)
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal = signum
+
+
+def _raise_termination(signum: int, frame: object) -> None:
+    # Once a flow may run, Prefect's own exception: its engine hands SIGTERM back to this
+    # handler after the flow handled it, and expects to see its kind propagate.
+    exceptions = sys.modules.get("prefect.exceptions")
+    if exceptions is not None:
+        raise exceptions.TerminationSignal(signal=signum)
+    raise _Terminated(signum)
+
+
+def _interruption(exc: BaseException) -> bool:
+    """Ctrl-C or SIGTERM (ours, or Prefect's TerminationSignal); checked without importing
+    Prefect, which a command that only checks its input never loads."""
+    if isinstance(exc, KeyboardInterrupt | _Terminated):
+        return True
+    exceptions = sys.modules.get("prefect.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.TerminationSignal)
 
 
 @contextlib.contextmanager
@@ -107,9 +127,9 @@ def _sigterm_as_exception() -> Iterator[None]:
 
 def _interrupted_code(exc: BaseException) -> tuple[str, int]:
     """The signal's name and the exit code for it (128 + its number, as shells report)."""
-    from prefect.exceptions import TerminationSignal
-
-    number = exc.signal if isinstance(exc, TerminationSignal) else signal.SIGINT
+    number = getattr(exc, "signal", None)
+    if isinstance(exc, KeyboardInterrupt) or not isinstance(number, int):
+        number = signal.SIGINT
     return signal.Signals(number).name, EXIT_INTERRUPTED + int(number)
 
 
@@ -140,13 +160,13 @@ def _saved_service(name: str) -> ServiceSpecBlock:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from prefect.exceptions import TerminationSignal
-
     with _sigterm_as_exception():
         reached_before = len(reached_outcomes())
         try:
             return _deploy(args)
-        except (KeyboardInterrupt, TerminationSignal) as exc:
+        except BaseException as exc:
+            if not _interruption(exc):
+                raise
             # The flow already put traffic back on the stable version (or recorded why it
             # could not, for the next deploy to reconcile); see the run's log.
             name, code = _interrupted_code(exc)
@@ -206,12 +226,12 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from prefect.exceptions import TerminationSignal
-
     with _sigterm_as_exception():
         try:
             return _rollback(args)
-        except (KeyboardInterrupt, TerminationSignal) as exc:
+        except BaseException as exc:
+            if not _interruption(exc):
+                raise
             name, code = _interrupted_code(exc)
             print(f"deployflow: rollback interrupted ({name}); see the run's log", file=sys.stderr)
             endings.emit_if_wanted(endings.interrupted(name, code, None, what="the rollback"))
