@@ -1,7 +1,8 @@
 """Run the deploy flow in this process and report its outcome: shared by the CLI and the demo.
 
 Exit codes: 0 succeeded, 3 rolled back, 1 failed or aborted, 2 bad input (nothing was started),
-130 / 143 interrupted by SIGINT / SIGTERM (traffic put back on the stable version first).
+130 / 143 interrupted by SIGINT / SIGTERM (traffic put back on the stable version first; with
+``--json`` the object says what was reached: ``deployments.endings``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def ui_url(flow_run_id: str | None) -> str | None:
     if not base or not flow_run_id:
         return None
     return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def reached_outcomes() -> list[dict[str, Any]]:
+    """The outcomes deploys in this process reached, newest last (``flows.deploy``'s record,
+    which holds an interrupted deploy's too); empty before the flow module is loaded."""
+    module = sys.modules.get("flows.deploy")
+    return list(getattr(module, "OUTCOMES_REACHED", [])) if module is not None else []
 
 
 def run_deploy(

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.backends import Backends
+from deployflow.error_words import in_words
 from deployflow.manual_rollback import (
     MANUAL_METRIC,
     ROLLBACK_STRATEGY,
@@ -307,7 +308,7 @@ def roll_back_from(
                 ended(
                     outcome,
                     "failed",
-                    f"{to} did not start: {exc}; traffic stays on {live.version}",
+                    f"{to} did not start: {in_words(exc)}; traffic stays on {live.version}",
                 )
             )
         trigger = Trigger(

@@ -45,7 +45,8 @@ def complete(
     ending = f"{outcome.service} {outcome.version} → {outcome.environment}: {outcome.status}"
     summary = outcome.message or ending.replace("_", " ")
     patience = lease_seconds()
-    failure = keep_trying(lambda: ledger.record_outcome(outcome, summary), patience)
+    written: list[bool] = []
+    failure = keep_trying(lambda: written.append(ledger.record_outcome(outcome, summary)), patience)
     if failure is not None:
         why = ledger.answers.error or f"{type(failure).__name__}: {failure}"
         logger.error(
@@ -54,6 +55,13 @@ def complete(
             outcome.deployment_id, outcome.status, patience, why,
         )  # fmt: skip
         return why
+    if written and not written[-1]:
+        # Closed by another run (this deploy lost its lease): that record stands.
+        logger.warning(
+            "deploy of %s %s: its tracking row %s was already closed by another run; this "
+            "run's ending (%s) is not written over it",
+            outcome.service, outcome.version, outcome.deployment_id, outcome.status,
+        )  # fmt: skip
     record = ledger.record(outcome.deployment_id)
     # Prefect's copies of what the database now holds: never worth failing or holding up a deploy.
     prefect_only(

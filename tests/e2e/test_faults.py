@@ -171,6 +171,9 @@ def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
         assert result["status"] == "failed", result["message"]
         assert "ROLLBACK FAILED" in result["message"]
         assert "does not answer" in result["rollback"]["reason"]
+        # In words a person can act on, not the socket's errno text.
+        assert "HAProxy is not running" in result["rollback"]["error"], result["rollback"]
+        assert "Errno" not in result["message"]
         noticed = ended - killed[0]
         # The next look (2 s interval) fails; the rollback's tries and verification follow.
         assert noticed < 60, noticed
