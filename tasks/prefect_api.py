@@ -44,10 +44,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # How often the watch asks the server's health, how long one question may take, and how long the
-# server may not answer before the API counts as lost: a restart shorter than that is not noticed.
+# server may refuse (connection refused or unreachable, a server error) before the API counts as
+# lost: a restart shorter than that is not noticed. A server that accepts the question but is slow
+# to answer (a loaded machine) is given much longer: it is there, and Prefect's retries wait for it.
 WATCH_INTERVAL_SECONDS = 1.0
 HEALTH_TIMEOUT_SECONDS = 2.0
 LOST_AFTER_SECONDS = 3.0
+SLOW_LOST_AFTER_SECONDS = 30.0
 # The HTTP statuses Prefect's client itself retries, and every server error.
 _RETRIED_STATUSES = frozenset({408, 429})
 
@@ -172,12 +175,27 @@ def prefect_api_watch() -> Iterator[ApiWatch]:
                 _STATE.lost, _STATE.watching, _STATE.settings = False, False, None
 
 
-def _answers() -> bool:
+def _health() -> Exception | None:
+    """None when the server answers its health check, else why not."""
     from prefect.client.orchestration import get_client
 
     # Its own client (the httpx settings keep it from being the run's), which never retries.
     with get_client(sync_client=True, httpx_settings={"timeout": HEALTH_TIMEOUT_SECONDS}) as client:
-        return client.api_healthcheck() is None
+        return client.api_healthcheck()
+
+
+def silence_allowed(exc: BaseException) -> float:
+    """How long the health check may fail as ``exc`` did before the API counts as lost: long for
+    a server that took the question but answered slowly, short for anything else."""
+    slow = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, slow):
+            return SLOW_LOST_AFTER_SECONDS
+        current = current.__cause__ or current.__context__
+    return LOST_AFTER_SECONDS
 
 
 def _watch(stop: threading.Event) -> None:
@@ -186,17 +204,18 @@ def _watch(stop: threading.Event) -> None:
         while not stop.wait(WATCH_INTERVAL_SECONDS):
             asked = time.monotonic()
             try:
-                answered = _answers()
-            except Exception:
-                answered = False
-            if answered:
+                failure = _health()
+            except Exception as exc:
+                failure = exc
+            if failure is None:
                 silent_since = None
                 _STATE.back()
                 continue
             if silent_since is None:
                 silent_since = asked
-            if time.monotonic() - silent_since >= LOST_AFTER_SECONDS:
-                _STATE.lose(f"no answer from its health check for {LOST_AFTER_SECONDS:g} s")
+            allowed = silence_allowed(failure)
+            if time.monotonic() - silent_since >= allowed:
+                _STATE.lose(f"{type(failure).__name__} from its health check for {allowed:g} s")
 
 
 @dataclass

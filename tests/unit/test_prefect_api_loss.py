@@ -27,9 +27,12 @@ from tasks.prefect_api import (
     prefect_api_watch,
     prefect_only,
     run_subflow,
+    silence_allowed,
 )
 
-REFUSED = httpx.ConnectError("[Errno 111] Connection refused")
+
+def refused() -> httpx.ConnectError:
+    return httpx.ConnectError("[Errno 111] Connection refused")
 
 
 def status_error(code: int, cls: type[httpx.HTTPStatusError] = httpx.HTTPStatusError) -> Exception:
@@ -58,7 +61,7 @@ def raised_from(cause: BaseException) -> RuntimeError:
 @pytest.mark.parametrize(
     ("exc", "unreachable"),
     [
-        (REFUSED, True),
+        (refused(), True),
         (httpx.ReadTimeout("timed out"), True),
         (httpx.RemoteProtocolError("server disconnected"), True),
         (ConnectionRefusedError(111, "refused"), True),
@@ -68,7 +71,7 @@ def raised_from(cause: BaseException) -> RuntimeError:
         (status_error(404, PrefectHTTPStatusError), False),  # an answer: the object is not there
         (status_error(422), False),
         (ValueError("bad"), False),
-        (raised_from(REFUSED), True),
+        (raised_from(refused()), True),
         (raised_from(ValueError("bad")), False),
     ],
 )
@@ -79,7 +82,7 @@ def test_which_errors_say_the_api_is_unreachable(exc: BaseException, unreachable
 def test_an_exception_raised_while_handling_a_refused_connection_counts() -> None:
     def handled() -> None:
         try:
-            raise REFUSED
+            raise refused()
         except httpx.ConnectError:
             raise KeyError("while handling it") from None
 
@@ -104,15 +107,15 @@ class FakeSubflow:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         if self.fails == "before":
-            raise REFUSED
+            raise refused()
         try:
             value = self.fn(*args, **kwargs)
         except Exception as exc:
             if self.fails == "after":  # its Failed state cannot be recorded either
-                raise REFUSED from exc
+                raise refused() from exc
             raise
         if self.fails == "after":
-            raise REFUSED
+            raise refused()
         return value
 
 
@@ -168,10 +171,10 @@ def test_a_subflow_with_the_api_answering_runs_once_through_prefect() -> None:
 def test_prefect_only_side_effects_are_skipped_once_the_api_is_lost() -> None:
     done: list[str] = []
 
-    def refused() -> None:
-        raise REFUSED
+    def unreachable() -> None:
+        raise refused()
 
-    assert prefect_only("publish the summary artifact", refused) is None
+    assert prefect_only("publish the summary artifact", unreachable) is None
     assert api_lost()
     assert prefect_only("tag the run", lambda: done.append("tagged")) is None
     assert done == []
@@ -193,7 +196,7 @@ def test_the_watch_turns_retries_off_while_the_api_is_gone_and_on_when_it_answer
     monkeypatch.setattr(prefect_api, "LOST_AFTER_SECONDS", 0.03)
     server_up = threading.Event()
     server_up.set()
-    monkeypatch.setattr(prefect_api, "_answers", server_up.is_set)
+    monkeypatch.setattr(prefect_api, "_health", lambda: None if server_up.is_set() else refused())
     retries = PREFECT_CLIENT_MAX_RETRIES.value()
     assert retries > 0
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
@@ -219,10 +222,10 @@ def test_a_health_check_that_raises_counts_as_no_answer(
     monkeypatch.setattr(prefect_api, "WATCH_INTERVAL_SECONDS", 0.01)
     monkeypatch.setattr(prefect_api, "LOST_AFTER_SECONDS", 0.0)
 
-    def broken() -> bool:
+    def broken() -> Exception | None:
         raise RuntimeError("no client")
 
-    monkeypatch.setattr(prefect_api, "_answers", broken)
+    monkeypatch.setattr(prefect_api, "_health", broken)
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}), prefect_api_watch():
         wait_for(api_lost, timeout=5, interval=0.01, what="the API to count as lost")
 
@@ -234,3 +237,12 @@ def test_outside_a_watch_a_loss_does_not_last(unwatched: None) -> None:
     later = FakeSubflow(lambda: "promoted", fails=None)
     assert run_subflow(later) == "promoted"  # type: ignore[call-overload]
     assert later.calls == 1
+
+
+def test_a_slow_server_is_given_longer_than_one_that_refuses() -> None:
+    slow = raised_from(httpx.ReadTimeout("timed out"))
+    assert silence_allowed(slow) == prefect_api.SLOW_LOST_AFTER_SECONDS
+    assert silence_allowed(refused()) == prefect_api.LOST_AFTER_SECONDS
+    assert silence_allowed(httpx.ConnectTimeout("unreachable")) == prefect_api.LOST_AFTER_SECONDS
+    assert silence_allowed(status_error(503)) == prefect_api.LOST_AFTER_SECONDS
+    assert prefect_api.SLOW_LOST_AFTER_SECONDS > prefect_api.LOST_AFTER_SECONDS
