@@ -147,15 +147,19 @@ def give_back(
     logger: Logger,
     *exc_info: Any,
 ) -> bool:
-    """Leave ``slot`` (``exc_info`` as ``__exit__`` has it). With the Prefect API gone, the slot
-    cannot be given back: said, never raised (the deploy's outcome is reached and recorded by
-    now); the next deploy releases it once no deploy holds a live tracking lease."""
+    """Leave ``slot`` (``exc_info`` as ``__exit__`` has it). With the Prefect API gone, or a
+    server that restarted meanwhile and no longer knows the slot's lease (it kept it in memory),
+    the slot cannot be given back: said, never raised (the deploy's outcome is reached and
+    recorded by now); the next deploy releases it once no deploy holds a live tracking lease."""
     try:
         return bool(slot.__exit__(*exc_info))
     except Exception as exc:
-        if exc is exc_info[1] or not api_unreachable(exc):
+        if exc is exc_info[1]:
             raise
-        mark_api_lost(f"giving back the concurrency limit {name!r}", exc)
+        if api_unreachable(exc):
+            mark_api_lost(f"giving back the concurrency limit {name!r}", exc)
+        elif not _lease_unknown(exc):
+            raise
         logger.warning(
             "the Prefect concurrency limit %r could not be given back (%s): the next deploy of "
             "%s to %s releases it once it finds no deploy holding a live lease in the tracking "
@@ -166,6 +170,17 @@ def give_back(
             environment,
         )
         return False
+
+
+def _lease_unknown(exc: BaseException) -> bool:
+    """Whether releasing a slot failed because the server does not know its lease (HTTP 404: a
+    server restarted since it was taken keeps no lease)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.HTTPStatusError):
+            return seen.response.status_code == 404
+        seen = seen.__cause__
+    return False
 
 
 def orphan_message(name: str, service: str, environment: str, seconds: float) -> str:

@@ -246,3 +246,50 @@ def test_a_slow_server_is_given_longer_than_one_that_refuses() -> None:
     assert silence_allowed(httpx.ConnectTimeout("unreachable")) == prefect_api.LOST_AFTER_SECONDS
     assert silence_allowed(status_error(503)) == prefect_api.LOST_AFTER_SECONDS
     assert prefect_api.SLOW_LOST_AFTER_SECONDS > prefect_api.LOST_AFTER_SECONDS
+
+
+class Slot:
+    """A held concurrency slot whose release fails as ``fails`` says."""
+
+    def __init__(self, fails: Exception | None) -> None:
+        self.fails = fails
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> bool:
+        if self.fails is not None:
+            raise self.fails
+        return False
+
+
+def give_back_slot(fails: Exception | None, caplog: pytest.LogCaptureFixture) -> bool:
+    import logging
+
+    from tasks.concurrency import give_back
+
+    log = logging.getLogger("test-slot")
+    with caplog.at_level(logging.WARNING, logger="test-slot"):
+        return give_back(
+            Slot(fails), "deployflow:deploy:shop:prod", "shop", "prod", log, *(None,) * 3
+        )
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [refused(), status_error(404, PrefectHTTPStatusError)],
+    ids=["api gone", "lease unknown after a restart"],
+)
+def test_a_slot_that_cannot_be_given_back_is_said_not_raised(
+    failure: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert give_back_slot(failure, caplog) is False
+    assert "could not be given back" in caplog.text
+    assert "the next deploy of shop to prod releases it" in caplog.text
+
+
+def test_a_slot_release_refused_for_another_reason_still_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(httpx.HTTPStatusError):
+        give_back_slot(status_error(409, PrefectHTTPStatusError), caplog)
