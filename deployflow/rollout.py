@@ -108,6 +108,9 @@ class StageResult:
     # counted apart from the user traffic its figures also hold.
     probe_sent: int = 0
     probe_failed: int = 0
+    # A rollback verdict put all traffic back on stable at once, the router confirming it in
+    # this many seconds (the rollback then confirms it is still so instead of restoring again).
+    restore_seconds: float | None = None
 
     @property
     def observed(self) -> str:
@@ -166,6 +169,20 @@ class StageResult:
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
         }
+
+
+class RolloutBroke(Exception):
+    """A step of the rollout raised (the router refused a weight, a task broke) after
+    ``stages`` were judged: they ran, took traffic and are evidence, so they travel with the
+    error instead of being lost with the rollout's return value."""
+
+    def __init__(self, stages: Sequence[StageResult], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.stages = list(stages)
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a result store may pickle it
+        return (type(self), (self.stages, self.error))
 
 
 def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:

@@ -13,6 +13,7 @@ from deployflow.tracking.answers import keep_trying
 from deployflow.tracking.lease import lease_seconds
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
+from tasks.prefect_api import prefect_only
 from tasks.retry_policy import DATABASE, retried
 
 
@@ -44,7 +45,8 @@ def complete(
     ending = f"{outcome.service} {outcome.version} → {outcome.environment}: {outcome.status}"
     summary = outcome.message or ending.replace("_", " ")
     patience = lease_seconds()
-    failure = keep_trying(lambda: ledger.record_outcome(outcome, summary), patience)
+    written: list[bool] = []
+    failure = keep_trying(lambda: written.append(ledger.record_outcome(outcome, summary)), patience)
     if failure is not None:
         why = ledger.answers.error or f"{type(failure).__name__}: {failure}"
         logger.error(
@@ -53,23 +55,42 @@ def complete(
             outcome.deployment_id, outcome.status, patience, why,
         )  # fmt: skip
         return why
+    if written and not written[-1]:
+        # Closed by another run (this deploy lost its lease): that record stands.
+        logger.warning(
+            "deploy of %s %s: its tracking row %s was already closed by another run; this "
+            "run's ending (%s) is not written over it",
+            outcome.service, outcome.version, outcome.deployment_id, outcome.status,
+        )  # fmt: skip
     record = ledger.record(outcome.deployment_id)
-    create_markdown_artifact(
-        key=artifact_key("deploy-summary", record.service),
-        markdown=deploy_summary(record),
-        description=f"{record.service} {record.version}: {record.status}",
+    # Prefect's copies of what the database now holds: never worth failing or holding up a deploy.
+    prefect_only(
+        "publish the deploy's summary artifact",
+        lambda: create_markdown_artifact(
+            key=artifact_key("deploy-summary", record.service),
+            markdown=deploy_summary(record),
+            description=f"{record.service} {record.version}: {record.status}",
+        ),
     )
     if record.stages:
-        create_table_artifact(
-            key=artifact_key("deploy-stages", record.service),
-            table=stage_rows(record),
-            description=f"Stages of {record.service} {record.version}: the last figures measured",
+        prefect_only(
+            "publish the stages artifact",
+            lambda: create_table_artifact(
+                key=artifact_key("deploy-stages", record.service),
+                table=stage_rows(record),
+                description=(
+                    f"Stages of {record.service} {record.version}: the last figures measured"
+                ),
+            ),
         )
     if record.incident is not None and incident_artifact:
-        create_markdown_artifact(
-            key=artifact_key("incident", record.service),
-            markdown=incident_report(record, ReportEvidence(), None).markdown,
-            description=f"Incident: {record.service} {record.version} rolled back",
+        prefect_only(
+            "publish the incident artifact",
+            lambda: create_markdown_artifact(
+                key=artifact_key("incident", record.service),
+                markdown=incident_report(record, ReportEvidence(), None).markdown,
+                description=f"Incident: {record.service} {record.version} rolled back",
+            ),
         )
     logger.info("deploy of %s %s: %s", record.service, record.version, record.status)
     return None

@@ -12,6 +12,7 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from deployflow.analysis import Breach, Measurement
+from deployflow.error_words import in_words
 from deployflow.figures import measured
 from deployflow.probe import ProbeTraffic
 from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
@@ -128,11 +129,11 @@ def observe_canary_stage(
             return f"{version} is no longer running ({target.describe()})"
         try:
             state = router.state()
-        except BackendError:
+        except BackendError as exc:
             # A router that does not answer is a failed look at once, not "no requests" held
             # look after look: users may reach nothing, and people must hear it now.
             return (
-                f"the router ({router.describe()}) does not answer: users may be reaching no "
+                f"the router does not answer ({in_words(exc)}): users may be reaching no "
                 f"version of the service, and {version}'s share cannot be known"
             )
         # A version promoted to the stable slot (flags rolled out after promotion) has traffic.

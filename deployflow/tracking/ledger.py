@@ -412,13 +412,22 @@ class Ledger:
                 reason=result.reason.reason if result.reason else None,
             )
 
-    def record_outcome(self, outcome: ReleaseOutcome, summary: str) -> None:
-        """The end of a deploy, in one transaction: status, summary, every check, the incident."""
+    def record_outcome(self, outcome: ReleaseOutcome, summary: str) -> bool:
+        """The end of a deploy, in one transaction: status, summary, every check, the incident.
+
+        Only on a row still open: a row another run already closed (the reconciler of a deploy
+        that lost its lease, paused past it) keeps that run's record, which says what happened
+        to the traffic; this one is not written over it. Returns whether it was written.
+        """
         from deployflow.tracking import repository
+        from deployflow.tracking.models import Deployment, DeploymentStatus
 
         if outcome.deployment_id is None:
-            return
+            return False
         with self._session() as s:
+            row = s.get(Deployment, outcome.deployment_id, with_for_update=True)
+            if row is not None and DeploymentStatus(row.status).is_terminal:
+                return False
             restored = outcome.rollback is not None and outcome.rollback.error is None
             repository.update_deployment(
                 s,
@@ -470,6 +479,7 @@ class Ledger:
                         ),
                     },
                 )
+        return True
 
     def schema_applied(
         self,
