@@ -40,10 +40,13 @@ def unanswered(exc: BaseException) -> bool:
 
 def failure_line(exc: BaseException) -> str:
     """The driver's own first line (``connection failed: ... Connection refused``), without
-    SQLAlchemy's wrapping and its link; the type's name when it says nothing."""
+    SQLAlchemy's wrapping and its link, any URL's credentials masked; the type's name when it
+    says nothing."""
+    from deployflow.error_words import redact
+
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines()
-    return (lines[0].strip() if lines else "")[:300] or type(cause).__name__
+    return redact(lines[0].strip() if lines else "")[:300] or type(cause).__name__
 
 
 class Answers:

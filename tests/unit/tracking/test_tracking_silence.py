@@ -255,3 +255,14 @@ def test_a_stage_whose_database_went_silent_rolls_back_at_the_first_look_past_th
     assert trigger is not None
     assert trigger.metric == "tracking_database"
     assert trigger.headline.startswith("the tracking database stopped answering: connection")
+
+
+def test_the_silence_quotes_the_drivers_first_line_without_credentials() -> None:
+    answers = Answers(Clock())
+    answers.failed(
+        OperationalError("SELECT 1", {}, Exception(
+            "could not connect to postgresql://deploy:hunter2@db:5432/t\nmore detail"
+        ))
+    )  # fmt: skip
+    assert "hunter2" not in answers.error
+    assert answers.error == "could not connect to postgresql://***@db:5432/t"
