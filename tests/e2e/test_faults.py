@@ -249,6 +249,7 @@ def test_the_tracking_database_stopped_mid_stage_puts_traffic_back_and_the_next_
                 spec_file, "v11", prefect_server, log, {"DEPLOYFLOW_DATABASE_URL": url}
             ) as running,
         ):
+            before_stop = probe.from_version("v11", after_mark=False)
             pg.halt()
             halted = time.monotonic()
             wait_for(
@@ -259,7 +260,7 @@ def test_the_tracking_database_stopped_mid_stage_puts_traffic_back_and_the_next_
             )
             restored = time.monotonic()
             probe.mark()  # the failure is detected and acted on: no answer from v11 from here
-            during = probe.from_version("v11", after_mark=False)
+            during = probe.from_version("v11", after_mark=False) - before_stop
             pg.resume()  # while the deploy keeps trying to record its outcome
             returncode = running.wait(timeout=120)
             wait_answers(probe, 20)
@@ -280,7 +281,8 @@ def test_the_tracking_database_stopped_mid_stage_puts_traffic_back_and_the_next_
     assert serving("v12")
     print(
         f"tracking database stopped: traffic back on {live} {restored - halted:.1f} s after the "
-        f"stop; v11 answered {during} probe requests in the canary's share before that"
+        f"stop; v11 answered {during} probe requests in its 50% share meanwhile, "
+        f"{probe.from_version('v11')} after; the deploy exited {returncode}"
     )
 
 
