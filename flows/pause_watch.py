@@ -8,6 +8,10 @@ stable at once and answers the paused run's form itself with "not approved", so 
 rolls back without waiting for a person or the timeout. A failed look decides even when a
 person approves at the same moment: the rollout reads the watch before the answer.
 
+A tracking database that stops answering while the rollout waits fails the look too, as in a
+stage: the deploy can neither renew its lease nor record, so traffic goes back while the lease
+holds (``deployflow.tracking.answers``).
+
 The spec's ``logs`` and ``alerts`` signals are judged at every look too, as in a stage (the logs
 read from the moment the pause began): an alert that fires or error lines beyond their limit while
 the rollout waits roll it back the same way.
@@ -29,13 +33,15 @@ from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 from prefect.runtime import flow_run
 
-from deployflow.analysis import Measurement, Outcome, evaluate
+from deployflow.analysis import Breach, Measurement, Outcome, evaluate
 from deployflow.backends import Backends
 from deployflow.polling import Repeat
 from deployflow.providers.base import Instance
 from deployflow.rollout import canary_gone, thresholds_from
 from deployflow.signals import with_signals
 from deployflow.spec import AnalysisSpec
+from deployflow.tracking.answers import silence_grace, tracking_silence_reason
+from deployflow.tracking.lease import lease_seconds
 from flows.oncall import deploy_run_id
 
 WATCH_ANSWERER = "deployflow (the canary failed while paused)"
@@ -98,6 +104,12 @@ class PausedCanaryWatch:
     def look(self) -> Measurement:
         """One look at the canary over the recent window, against stable over the same one."""
         version = self.canary.version
+        silent = self.backends.ledger.stopped_answering(silence_grace(lease_seconds()))
+        if silent is not None:
+            # As in a stage: no lease renewal, no record; traffic back while the lease holds.
+            reason = tracking_silence_reason(silent)
+            breach = Breach("tracking_database", None, None, reason)
+            return canary_gone(breach, self.baseline_p95_seconds)
         if not any(i.version == version for i in self.backends.target.instances()):
             return canary_gone(
                 f"{version} is no longer running ({self.backends.target.describe()})",

@@ -333,3 +333,49 @@ def test_an_interrupted_run_ends_its_thread_and_sends_its_ending_event(
         "deployflow.deploy.failed",
         "deployflow.deploy.started",
     ]
+
+
+def test_a_tracking_database_that_stops_taking_writes_while_paused_rolls_the_canary_back(
+    prefect_server, tmp_path, slack, monkeypatch
+):
+    """The SQLite tracking database on a real filesystem that fills while the rollout waits for
+    approval (nobody answers; a 60 s pause): the lease cannot be renewed, so after one renewal
+    period of silence (2.5 s with a 15 s lease) the watch puts traffic back on v1, and the
+    rollout, resumed (Prefect's pause looks for an answer every few seconds) while the lease
+    still holds, stops v2 and ends rolled back with the reason in words."""
+    from tests.full_disk import fill, tmpfs
+
+    monkeypatch.setenv("DEPLOYFLOW_LEASE_SECONDS", "15")
+    service, spec, backends, request = start(tmp_path, slack, "pause-tracking", "60s")
+    with tmpfs(tmp_path / "tracking", size_kib=4096) as disk:
+        backends = backends.model_copy(
+            update={"ledger": Ledger.for_url(f"sqlite:///{disk / 'tracking.db'}")}
+        )
+
+        def fill_once_paused() -> None:
+            wait_for(
+                lambda: runs("paused-deploy-under-test", StateType.PAUSED) or None,
+                timeout=120,
+                interval=0.2,
+                what="a deploy paused by its rollout",
+            )
+            fill(disk)
+
+        thread = threading.Thread(target=fill_once_paused, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        state = deploy_and_finish(spec, backends, request, return_state=True)
+        took = time.monotonic() - started
+        thread.join(timeout=10)
+        backends.ledger.engine.dispose()
+
+    assert took < 60, "the rollout waited for the pause's timeout"
+    data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
+    assert data["status"] == "rolled_back", data["message"]
+    assert data["rollback"]["metric"] == "tracking_database"
+    assert "the tracking database stopped answering" in data["rollback"]["reason"]
+    assert max(c.canary_weight for c in service.router.changes) == 25
+    assert service.router.state().canary_weight == 0
+    assert {i.version for i in service.target.instances()} == {"v1"}
+    # The disk stayed full: the run says its outcome is not recorded, the next deploy settles it.
+    assert "could not be recorded in the tracking database" in data["message"]
