@@ -88,8 +88,25 @@ def export(ref: str, into: Path) -> Path:
     return into
 
 
-def deployment_in(ts: TeamServer, checkout: Path, name: str) -> UUID:
-    """A deployment of the bench flow whose runs start in ``checkout``."""
+def warm_command(checkout: Path) -> str:
+    """The warm launcher as prefect.yaml sets it, preloading the bench's flow file."""
+    launcher = checkout / "deployments" / "warm_start.py"
+    return f"{sys.executable} -I -S {launcher} --preload bench/fake_deploy.py"
+
+
+# How a run's process is started: Prefect's default (no command: a workspace supervisor process
+# that imports Prefect, then `python -m prefect.engine` in its place), the engine command itself
+# (what the warm launcher falls back to), and the warm launcher (deployments/warm_start.py).
+MODES = {
+    "cold, Prefect's default command": lambda checkout: None,
+    "cold, python -m prefect.engine": lambda checkout: f"{sys.executable} -m prefect.engine",
+    "warm (deployments/warm_start.py)": warm_command,
+}
+
+
+def deployment_in(ts: TeamServer, checkout: Path, name: str, command: str | None = None) -> UUID:
+    """A deployment of the bench flow whose runs start in ``checkout`` with ``command`` (None:
+    the pool's default)."""
     flow_id = ts.client.create_flow_from_name("deploy-on-fakes")
     return ts.client.create_deployment(
         flow_id,
@@ -101,6 +118,7 @@ def deployment_in(ts: TeamServer, checkout: Path, name: str) -> UUID:
             {"prefect.deployments.steps.set_working_directory": {"directory": str(checkout)}}
         ],
         enforce_parameter_schema=False,
+        job_variables={"command": command} if command else {},
     )
 
 
@@ -182,7 +200,14 @@ def main() -> int:
     parser.add_argument(
         "--busy", type=int, default=1, metavar="N", help="busy-loop processes for the second set"
     )
+    parser.add_argument(
+        "--modes",
+        default=",".join(str(n) for n in range(len(MODES))),
+        help="which ways of starting a run to measure, by number: "
+        + "; ".join(f"{n} {label}" for n, label in enumerate(MODES)),
+    )
     args = parser.parse_args()
+    chosen = {label for n, label in enumerate(MODES) if str(n) in args.modes.split(",")}
 
     with tempfile.TemporaryDirectory(prefix="deployflow-before-") as tmp:
         checkouts = {"now": REPO_ROOT}
@@ -197,9 +222,16 @@ def main() -> int:
             print(f"start latency on a team server (set-up {time.monotonic() - started:.0f} s; "
                   "worker polls every 1 s):")  # fmt: skip
             deployments = {
-                label: deployment_in(ts, checkout, f"latency-{n}")
+                f"{label}, {mode}": deployment_in(ts, checkout, f"latency-{n}-{m}", make(checkout))
                 for n, (label, checkout) in enumerate(checkouts.items())
+                for m, (mode, make) in enumerate(MODES.items())
+                if mode in chosen and (label == "now" or m == 0)
             }
+            if any(m.startswith("warm") for m in chosen):
+                # The first warm run also starts the zygote (as a worker's first run does): not
+                # what the figures are about.
+                warm = [d for label, d in deployments.items() if "warm" in label]
+                latencies(ts, warm[0], 1, "warmup-")
             for n, (label, deployment_id) in enumerate(deployments.items()):
                 phases = latencies(ts, deployment_id, args.runs, f"svc{n}-")
                 show_latency(f"{label}, as the machine is, {load()} at the end", phases)

@@ -70,6 +70,8 @@ def team_server(workers: int, limit: int) -> Iterator[TeamServer]:
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "DEPLOYFLOW_DATABASE_URL": tracking_url,
             "DEPLOYFLOW_DATA_DIR": str(tmp / "data"),
+            # Zygotes of warm starts (deployments/warm_start.py): stopped with the workers.
+            "DEPLOYFLOW_WARM_DIR": str(tmp / "warm"),
         }
         names = [f"worker-{i + 1}" for i in range(workers)]
         running = stack.enter_context(process_workers(names, env, tmp, limit=limit))
