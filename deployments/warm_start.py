@@ -306,6 +306,22 @@ def cold(argv: list[str], reason: str | None) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *argv])
 
 
+def warm_start_command(preload: str | list[str] = "flows/deploy.py", **_: object) -> dict[str, str]:
+    """A Prefect build step (see prefect.yaml): ``{"command": ...}``, the process work pool's job
+    command that starts runs warm. The interpreter is the one running ``prefect deploy`` (it has
+    just imported the flows), the launcher this checkout's; ``preload`` names the flow files the
+    zygote imports ahead (relative to the checkout). With ``DEPLOYFLOW_WARM_START=0`` where
+    ``prefect deploy`` runs, the command is the cold ``<python> -m prefect.engine``."""
+    import shlex
+
+    if os.environ.get("DEPLOYFLOW_WARM_START", "1").strip().lower() in OFF:
+        return {"command": shlex.join([sys.executable, "-m", "prefect.engine"])}
+    argv = [sys.executable, "-I", "-S", os.path.join(CHECKOUT, "deployments", "warm_start.py")]
+    for script in [preload] if isinstance(preload, str) else preload:
+        argv += ["--preload", script]
+    return {"command": shlex.join(argv)}
+
+
 def main() -> None:
     args = sys.argv[1:]
     preload: list[str] = []

@@ -263,6 +263,11 @@ def test_deployment_matches_prefect_yaml(
     assert nightly.slug == "nightly-dry-run"
     assert nightly.active is False
     assert nightly.parameters == {"version": "nightly", "environment": "staging", "dry_run": True}
+    # Runs start warm: the launcher of this checkout, with the interpreter that registered it.
+    launcher = str(REPO_ROOT / "deployments" / "warm_start.py")
+    assert team_deployment.job_variables["command"].startswith(
+        f"{sys.executable} -I -S {launcher} "
+    )
     # The pull step was resolved at deploy time to this checkout (see prefect.yaml).
     assert team_deployment.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT.resolve())}}

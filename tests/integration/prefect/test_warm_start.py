@@ -112,6 +112,12 @@ class Setup:
         assert result["flow_run_id"] == str(run.id)
         return {**result, "run": run.id}
 
+    def helper_value(self) -> int:
+        """The VALUE warm_helper.py holds now (test_a_changed_source_file_is_picked_up changes
+        it), which ``answer`` adds to its argument."""
+        text = (self.flows / "warm_helper.py").read_text()
+        return int(text.split("=", 1)[1])
+
     def sleeping_pid(self, run_id: UUID) -> int:
         """The pid the sleepy run logged once it runs."""
 
@@ -207,7 +213,8 @@ def test_a_run_started_warm_completes_with_its_result_and_its_own_environment(se
     second = setup.answer("answer", 30)
     other = setup.answer("answer-b", 40)
 
-    assert (first["value"], second["value"], other["value"]) == (21, 31, 41)
+    value = setup.helper_value()
+    assert (first["value"], second["value"], other["value"]) == (20 + value, 30 + value, 40 + value)
     # Forked from a zygote (it had the flow file imported), not a fresh interpreter.
     assert [first["warm"], second["warm"], other["warm"]] == [True] * 3, (
         setup.worker_log.read_text()
@@ -223,22 +230,21 @@ def test_a_run_started_warm_completes_with_its_result_and_its_own_environment(se
         interval=0.3,
         what="the run's logs",
     )
-    assert any("warm-test answer" in message and "'value': 41" in message for _, message in logs)
+    said = f"'value': {40 + value}"
+    assert any("warm-test answer" in message and said in message for _, message in logs)
 
 
 def test_a_changed_source_file_is_picked_up(setup: Setup):
-    assert setup.answer("answer", 1)["value"] == 2
-    helper = setup.flows / "warm_helper.py"
-    helper.write_text("VALUE = 100\n")
+    old = setup.helper_value()
+    assert setup.answer("answer", 1)["value"] == 1 + old
+    (setup.flows / "warm_helper.py").write_text(f"VALUE = {old + 100}\n")
 
     after = setup.answer("answer", 1)
 
-    assert after["value"] == 101  # never the zygote's old import
+    assert after["value"] == 1 + old + 100  # never the zygote's old import
     # The zygote that had imported the old file refused the run and exited; the next one
-    # imports the new file.
-    later = setup.answer("answer", 2)
-    assert later["value"] == 102
-    helper.write_text("VALUE = 1\n")
+    # imports the new file (or, the file being seconds old, refuses too and the run is cold).
+    assert setup.answer("answer", 2)["value"] == 2 + old + 100
 
 
 def test_cancelling_a_warm_run_from_the_api_stops_it(setup: Setup):
@@ -274,7 +280,7 @@ def test_the_launcher_killed_stops_the_run_process(setup: Setup):
 def test_a_run_starts_cold_when_no_zygote_can_start(setup: Setup):
     result = setup.answer("broken", 5)
 
-    assert result["value"] == 6
+    assert result["value"] == 5 + setup.helper_value()
     assert not result["warm"]
     log = setup.worker_log.read_text()
     assert "deployflow warm start: the zygote exited 1 while starting" in log
