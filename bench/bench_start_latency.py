@@ -1,14 +1,19 @@
 """Benchmark: how long a triggered deploy takes to reach its first task on a worker, and the import
 time a worker pays for each run.
 
-Run with ``uv run python bench/bench_start_latency.py [RUNS] [--before REF] [--busy N]``. Each
-run's worker
-starts a fresh ``python -m prefect.engine`` process that imports flows/deploy.py; that import is
-measured alone with ``python -X importtime -c 'import flows.deploy'`` (best of three), listing the
-heavy modules it pulls in. Then RUNS deploys (bench/fake_deploy.py: the real steps on in-memory
-backends) are triggered one after another on a Prefect server on PostgreSQL with one process
-worker, and each run's timeline is read back from the API: trigger to claimed by the worker, to
-Running (process start, imports, flow loaded), to the first task's start.
+Run with ``uv run python bench/bench_start_latency.py [RUNS] [--before REF] [--busy N]
+[--modes 0,1,2] [--query-seconds S]``. A cold run's process imports Prefect and flows/deploy.py;
+that import is measured alone with ``python -X importtime -c 'import flows.deploy'`` (best of
+three), listing the heavy modules it pulls in. Then RUNS deploys (bench/fake_deploy.py: the real
+steps on in-memory backends) are triggered one after another on a Prefect server on PostgreSQL
+with one process worker, and each run's timeline is read back from the API: trigger to claimed by
+the worker, to Running (process start, imports, flow loaded), to the first task's start.
+
+Each set is measured for three ways of starting a run's process (``--modes``): 0, Prefect's
+default (no job command: Prefect 3.9's workspace supervisor, which imports Prefect, then
+``python -m prefect.engine`` in its place); 1, the job command ``python -m prefect.engine`` (what
+the warm launcher falls back to); 2, the warm start (deployments/warm_start.py, as prefect.yaml
+sets it; one untimed run first starts the zygote, as a worker's first run does).
 
 The runs are measured twice: as the machine is, then with N processes (``--busy``, default 1)
 spinning a CPU busy loop beside the server and the worker, as a shared worker machine would be.
@@ -206,6 +211,13 @@ def main() -> int:
         help="which ways of starting a run to measure, by number: "
         + "; ".join(f"{n} {label}" for n, label in enumerate(MODES)),
     )
+    parser.add_argument(
+        "--query-seconds",
+        type=float,
+        default=1,
+        metavar="S",
+        help="the worker's PREFECT_WORKER_QUERY_SECONDS (default 1)",
+    )
     args = parser.parse_args()
     chosen = {label for n, label in enumerate(MODES) if str(n) in args.modes.split(",")}
 
@@ -218,9 +230,9 @@ def main() -> int:
             show_imports(label, import_profile(checkout))
 
         started = time.monotonic()
-        with team_server(workers=1, limit=1) as ts:
+        with team_server(workers=1, limit=1, query_seconds=args.query_seconds) as ts:
             print(f"start latency on a team server (set-up {time.monotonic() - started:.0f} s; "
-                  "worker polls every 1 s):")  # fmt: skip
+                  f"worker polls every {args.query_seconds:g} s):")  # fmt: skip
             deployments = {
                 f"{label}, {mode}": deployment_in(ts, checkout, f"latency-{n}-{m}", make(checkout))
                 for n, (label, checkout) in enumerate(checkouts.items())
