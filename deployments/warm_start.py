@@ -53,6 +53,11 @@ class WarmUnavailable(Exception):
     """The warm path cannot start this run (the reason is the message); start it cold."""
 
 
+class RunLost(Exception):
+    """The zygote may have started the run's process and did not say so: starting it cold too
+    could run it twice."""
+
+
 def say(message: str) -> None:
     try:
         sys.stderr.write(f"deployflow warm start: {message}\n")
@@ -259,7 +264,13 @@ class Launcher:
                 conn.settimeout(timeout)
                 self.conn = conn  # from here a signal is sent to the child-to-be
                 send_message(conn, request, fds=[0, 1, 2])
+                # A zygote forks only once it has read the whole request, and a monitor that dies
+                # before it answers takes the child with it: a connection closed without an
+                # answer means no run's process exists.
                 reply, _ = recv_message(conn)
+            except TimeoutError as exc:
+                conn.close()  # a monitor that reads this end of file kills its child
+                raise RunLost(f"the zygote did not answer within {timeout:.0f} s") from exc
             except (OSError, ValueError) as exc:
                 self.conn = None
                 conn.close()
@@ -339,6 +350,9 @@ def main() -> None:
         signal.signal(signum, launcher.forward)
     try:
         launcher.hand_over()
+    except RunLost as exc:
+        say(f"{exc}; the run is not started again")
+        os._exit(1)
     except (WarmUnavailable, OSError, ValueError) as exc:
         if launcher.pending_signal is not None:  # stopped before any child existed
             signal.signal(launcher.pending_signal, signal.SIG_DFL)

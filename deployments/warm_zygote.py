@@ -55,6 +55,7 @@ ENGINE_MODULES = (
 # through an edit, or after the stamp was taken: such a zygote refuses to serve.
 MTIME_MARGIN_NS = 2_000_000_000
 PR_SET_PDEATHSIG = 1
+LOCK_WAIT_SECONDS = 30
 
 Stamp = tuple[int, int, int]
 
@@ -69,6 +70,16 @@ def stamp(path: str) -> Stamp | None:
     except OSError:
         return None
     return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def answers(path: str) -> bool:
+    """True when a zygote accepts connections on ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def imported_files() -> dict[str, Stamp | None]:
@@ -106,11 +117,18 @@ class Zygote:
     def start(self) -> bool:
         """Preload and listen; False when another zygote serves these conditions already."""
         self.lock = open(self.base + ".lock", "a")  # noqa: SIM115 (held for the process's life)
-        try:
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log("another zygote holds the lock; exiting")
-            return False
+        # The holder is either a zygote serving these conditions (then our launcher connects to
+        # it and we are not needed) or one exiting (stale code, idle): wait for it to go.
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline or answers(self.base + ".sock"):
+                    log("another zygote serves these conditions; exiting")
+                    return False
+                time.sleep(0.05)
         started = time.time_ns()
         for name in ENGINE_MODULES:
             importlib.import_module(name)
@@ -176,10 +194,12 @@ class Zygote:
             stale = changed(self.files)
             if stale is not None:
                 log(f"{stale} changed since it was imported; refusing the run and exiting")
+                self.close()  # first, so that the launcher's next try starts a fresh zygote
                 send_message(conn, {"error": "stale"})
                 return False
             if threading.active_count() > 1:
                 log(f"threads appeared: {threading.enumerate()}; refusing the run and exiting")
+                self.close()
                 send_message(conn, {"error": "threads in the zygote"})
                 return False
             conn.settimeout(None)
@@ -206,6 +226,7 @@ class Zygote:
             for suffix in (".sock", ".pid"):
                 with contextlib.suppress(OSError):
                     os.unlink(self.base + suffix)
+            self.listener.close()
 
     # --- in the monitor of one run ------------------------------------------------------------
 
