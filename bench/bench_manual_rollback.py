@@ -93,7 +93,9 @@ def main(rounds: int) -> None:
                 lambda: metrics.p95("v1", spec.analysis.baseline_window).value,
                 timeout=60, interval=0.5, what="a P95 baseline for v1",
             )  # fmt: skip
-            result = deploy(spec_path=str(SPEC), version="v2", strategy="direct")
+            result = deploy(
+                environment="sandbox", spec_path=str(SPEC), version="v2", strategy="direct"
+            )
             assert result["status"] == "succeeded", result
             target = build_target(load_spec(SPEC))
             env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from deployflow.error_words import in_words
 from deployflow.providers.base import Instance, Router, Target
 from deployflow.release import find_stable
 
@@ -103,7 +104,8 @@ def abandon_release(
     except Exception as exc:
         return AbandonResult(
             False,
-            f"traffic could not be restored to {stable.version} ({exc}); {version} keeps running "
+            f"traffic could not be restored to {stable.version} ({in_words(exc)}); {version} keeps "
+            "running "
             "and the next deploy reconciles it",
         )
     stopped = ""
@@ -111,7 +113,7 @@ def abandon_release(
         target.stop(version)
         stopped = f", stopped {version}"
     except Exception as exc:
-        stopped = f"; {version} could not be stopped ({exc})"
+        stopped = f"; {version} could not be stopped ({in_words(exc)})"
     return AbandonResult(True, f"all traffic back on {stable.version}{stopped}")
 
 
@@ -168,7 +170,7 @@ def restore_recorded_live(
             running = target.start(live_version)
         except Exception as exc:
             raise LiveVersionLost(
-                f"{lost} and it could not be started ({exc}); nothing was changed. Start "
+                f"{lost} and it could not be started ({in_words(exc)}); nothing was changed. Start "
                 f"{live_version} and point the router's stable slot at it, or deploy "
                 f"{live_version} first, then deploy again"
             ) from exc
@@ -176,7 +178,7 @@ def restore_recorded_live(
         router.set_split(running, None, 0)
     except Exception as exc:
         raise LiveVersionLost(
-            f"{lost} and the router refused to serve it ({exc})"
+            f"{lost} and the router refused to serve it ({in_words(exc)})"
             + (f"; {live_version} was started" if started else "")
             + f". Check the router, point its stable slot at {live_version} "
             f"({running.address}), then deploy again"

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from deployflow.analysis import Measurement, Verdict
 from deployflow.checks.result import BLOCKING, CheckResult, CheckStatus
+from deployflow.error_words import in_words
 from deployflow.figures import (
     TRIGGER_WORDS,
     limit_percent,
@@ -170,6 +171,8 @@ class RollbackEvidence:
     canary_log_tail: str = ""
     last_measurements: tuple[Measurement, ...] = ()
     problems: tuple[str, ...] = ()
+    # A failed restore's raw error chain, redacted, for engineers (people read ``error``).
+    error_detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -178,6 +181,7 @@ class RollbackEvidence:
             "canary_log_tail": self.canary_log_tail,
             "last_measurements": [m.to_dict() for m in self.last_measurements],
             "problems": list(self.problems),
+            "error_detail": self.error_detail or None,
         }
 
 
@@ -298,6 +302,13 @@ class ReleaseOutcome:
     # The schema change the release applied (migrations.apply): {"id", "before", "after",
     # "range" (deployflow.schema.SchemaRange.to_dict()), "command", "status", "detail"}.
     schema: dict[str, Any] | None = None
+    # A run stopped by a signal (Ctrl-C, SIGTERM, a cancellation): {"signal", "traffic_restored"
+    # (True, False, or None when unknown), "serving" (the version known to have all the traffic,
+    # or None)}; None when no signal stopped it.
+    interruption: dict[str, Any] | None = None
+    # From step 5 on, the new version may run and take traffic (an interruption then puts
+    # traffic back); before it, nothing was started.
+    started_new_version: bool = False
 
     def require_id(self) -> int:
         """The tracking row's id, which every step after the start needs."""
@@ -354,6 +365,7 @@ class ReleaseOutcome:
             "flow_run_id": self.flow_run_id,
             "deployment_id": self.deployment_id,
             "schema": self.schema,
+            "interruption": self.interruption,
         }
 
 
@@ -420,8 +432,9 @@ def verification_trigger(report: VerificationReport) -> Trigger | None:
 
 
 def step_failed_trigger(what: str, error: BaseException | str) -> Trigger:
-    """A step of the rollout broke (a backend refused, a bug): roll back, the safe side."""
-    reason = f"{what} failed: {error}"
+    """A step of the rollout broke (a backend refused, a bug): roll back, the safe side. The
+    reason says it in words (``deployflow.error_words``); the raw error is the run log's."""
+    reason = f"{what} failed: {in_words(error)}"
     return Trigger(None, None, "error", None, None, reason, headline=shorten(reason, TRIGGER_WORDS))
 
 

@@ -108,6 +108,9 @@ class StageResult:
     # counted apart from the user traffic its figures also hold.
     probe_sent: int = 0
     probe_failed: int = 0
+    # A rollback verdict put all traffic back on stable at once, the router confirming it in
+    # this many seconds (the rollback then confirms it is still so instead of restoring again).
+    restore_seconds: float | None = None
 
     @property
     def observed(self) -> str:
@@ -168,6 +171,20 @@ class StageResult:
         }
 
 
+class RolloutBroke(Exception):
+    """A step of the rollout raised (the router refused a weight, a task broke) after
+    ``stages`` were judged: they ran, took traffic and are evidence, so they travel with the
+    error instead of being lost with the rollout's return value."""
+
+    def __init__(self, stages: Sequence[StageResult], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.stages = list(stages)
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a result store may pickle it
+        return (type(self), (self.stages, self.error))
+
+
 def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:
     """The highest error rate the stable version plausibly has, from the latest measurement that
     saw it with traffic: the upper end of its Wilson interval at ``confidence`` (one-sided).
@@ -206,11 +223,17 @@ def slow_look(deadline: float, interval_seconds: float) -> Measurement:
     )
 
 
-def canary_gone(reason: str, baseline_p95_seconds: float | None) -> Measurement:
-    """The measurement of a canary that no longer runs: failed, whatever the metrics say."""
-    breach = Breach("canary_down", None, None, reason)
+def canary_gone(reason: str | Breach, baseline_p95_seconds: float | None) -> Measurement:
+    """The measurement of a canary that no longer runs (or, a ``Breach``, of a stage that must
+    stop for another reason: the tracking database stopped answering): failed, whatever the
+    metrics say."""
+    breach = reason if isinstance(reason, Breach) else Breach("canary_down", None, None, reason)
     return Measurement(
-        Outcome.FAILED, MetricSample(None, None, None), baseline_p95_seconds, (breach,), reason
+        Outcome.FAILED,
+        MetricSample(None, None, None),
+        baseline_p95_seconds,
+        (breach,),
+        breach.reason,
     )
 
 
@@ -230,7 +253,7 @@ def observe_stage(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_measurement: Callable[[Measurement], None] | None = None,
-    gone: Callable[[], str | None] | None = None,
+    gone: Callable[[], str | Breach | None] | None = None,
     control_version: str | None = None,
     signals: Sequence[SignalProbe] = (),
     query_seconds: float | None = None,

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from deployflow.analysis import Outcome, Thresholds, evaluate
+from deployflow.error_words import in_words
 from deployflow.figures import duration, measured, percent, probability
 from deployflow.providers.base import AlertSource, Dependency, Instance, Metrics, Router, Target
 from deployflow.spec import SmokeRequest
@@ -57,7 +58,7 @@ def check_health(client: httpx.Client, url: str, *, name: str) -> VerificationCh
     try:
         response = client.get(url)
     except httpx.HTTPError as exc:
-        return VerificationCheck(name, False, True, f"no answer: {type(exc).__name__}: {exc}")
+        return VerificationCheck(name, False, True, f"no answer: {in_words(exc)}")
     ok = response.is_success
     return VerificationCheck(name, ok, True, f"HTTP {response.status_code}", "health")
 
@@ -84,7 +85,7 @@ def check_smoke(
         try:
             response = client.request(smoke.method, url, timeout=smoke.timeout)
         except httpx.HTTPError as exc:
-            failures.append(f"no answer ({exc})")
+            failures.append(f"no answer ({in_words(exc)})")
             continue
         if response.status_code != smoke.expect_status:
             failures.append(f"HTTP {response.status_code}")

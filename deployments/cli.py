@@ -9,12 +9,13 @@ The CLI lives with the deployments because it is one more way the flows are offe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
-import json
 import os
 import re
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,14 +23,17 @@ from uuid import UUID
 
 from deployflow.spec import SpecError, load_spec, validate_environment, validate_version
 from deployflow.strategy import STRATEGY_CHOICES
+from deployments import endings
 from deployments.init import add_parser as add_init_parser
 from deployments.run import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    exit_at_once_if_prefect_is_gone,
     exit_for,
     print_outcome,
+    reached_outcomes,
     run_deploy,
 )
 
@@ -45,13 +49,24 @@ BLOCK_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
 class BadInput(Exception):
-    """A command-line value that is not allowed; the message names it."""
+    """A command-line value that is not allowed; the message names it (``FIELD: what is
+    allowed``), or ``field`` does when the message cannot start with it."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def problems(self) -> list[dict[str, str | None]]:
+        if self.field is None:
+            return [endings.split_field(str(self))]
+        return [endings.problem(self.field, str(self))]
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse exits 2 too; keep one message format
         self.print_usage(sys.stderr)
         print(f"deployflow: error: {message}", file=sys.stderr)
+        endings.emit_if_wanted(endings.bad_input(message, endings.argparse_problems(message)))
         raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -59,6 +74,64 @@ def _print_problems(error: SpecError) -> None:
     print(f"invalid: {error.source}", file=sys.stderr)
     for path, message in error.problems:
         print(f"  {path}: {message}", file=sys.stderr)
+    endings.emit_if_wanted(endings.spec_problems(error.source, error.problems))
+
+
+def _bad_input(error: BadInput) -> int:
+    print(f"deployflow: error: {error}", file=sys.stderr)
+    endings.emit_if_wanted(endings.bad_input(str(error), error.problems()))
+    return EXIT_BAD_INPUT
+
+
+class _Terminated(BaseException):
+    """SIGTERM before Prefect is loaded (the command is still checking its input)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal = signum
+
+
+def _raise_termination(signum: int, frame: object) -> None:
+    # Once a flow may run, Prefect's own exception: its engine hands SIGTERM back to this
+    # handler after the flow handled it, and expects to see its kind propagate.
+    exceptions = sys.modules.get("prefect.exceptions")
+    if exceptions is not None:
+        raise exceptions.TerminationSignal(signal=signum)
+    raise _Terminated(signum)
+
+
+def _interruption(exc: BaseException) -> bool:
+    """Ctrl-C or SIGTERM (ours, or Prefect's TerminationSignal); checked without importing
+    Prefect, which a command that only checks its input never loads."""
+    if isinstance(exc, KeyboardInterrupt | _Terminated):
+        return True
+    exceptions = sys.modules.get("prefect.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.TerminationSignal)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """SIGTERM raises (as Ctrl-C does) for as long as a command runs a flow, so the command
+    ends its own way: traffic put back by the flow, the outcome reached said (one JSON object
+    with --json), exit 143. Prefect's own handler takes over while its flow runs and hands the
+    signal back to this one once the flow has handled it."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_termination)
+    except ValueError:  # not the main thread (a test calling main): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_code(exc: BaseException) -> tuple[str, int]:
+    """The signal's name and the exit code for it (128 + its number, as shells report)."""
+    number = getattr(exc, "signal", None)
+    if isinstance(exc, KeyboardInterrupt) or not isinstance(number, int):
+        number = signal.SIGINT
+    return signal.Signals(number).name, EXIT_INTERRUPTED + int(number)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -88,6 +161,34 @@ def _saved_service(name: str) -> ServiceSpecBlock:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    with _sigterm_as_exception():
+        reached_before = len(reached_outcomes())
+        try:
+            return _deploy(args)
+        except BaseException as exc:
+            if not _interruption(exc):
+                raise
+            # The flow already put traffic back on the stable version (or recorded why it
+            # could not, for the next deploy to reconcile); see the run's log.
+            name, code = _interrupted_code(exc)
+            print(f"deployflow: deploy of {args.version} interrupted ({name})", file=sys.stderr)
+            reached = [
+                o for o in reached_outcomes()[reached_before:] if o.get("version") == args.version
+            ]
+            ending = endings.interrupted(
+                name,
+                code,
+                reached[-1] if reached else None,
+                what=f"the deploy of {args.version}",
+                version=args.version,
+            )
+            if reached:
+                print(f"  {ending['message']}", file=sys.stderr)
+            endings.emit_if_wanted(ending)
+            return code
+
+
+def _deploy(args: argparse.Namespace) -> int:
     service: ServiceSpecBlock | None = None
     try:
         validate_version(args.version, "--version")
@@ -95,7 +196,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if (args.spec is None) == (args.service is None):
             raise BadInput(
                 "give the service as a spec file (SPEC) or a saved ServiceSpec block "
-                "(--service NAME), one of the two"
+                "(--service NAME), one of the two",
+                field="SPEC",
             )
         if args.service is not None:
             service = _saved_service(args.service)
@@ -106,34 +208,39 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         _print_problems(exc)
         return EXIT_BAD_INPUT
     except BadInput as exc:
-        print(f"deployflow: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    from prefect.exceptions import TerminationSignal
-
-    try:
-        result = run_deploy(
-            str(Path(args.spec).resolve()) if args.spec is not None else None,
-            args.version,
-            args.environment,
-            args.strategy,
-            args.dry_run,
-            args.tracking_block,
-            service=service,
-        )
-    except (KeyboardInterrupt, TerminationSignal) as exc:
-        # The flow already put traffic back on the stable version (or recorded why it could
-        # not, for the next deploy to reconcile); see the run's log.
-        name = "SIGTERM" if isinstance(exc, TerminationSignal) else "SIGINT"
-        print(f"deployflow: deploy of {args.version} interrupted ({name})", file=sys.stderr)
-        return EXIT_INTERRUPTED + (15 if name == "SIGTERM" else 2)
+        return _bad_input(exc)
+    result = run_deploy(
+        str(Path(args.spec).resolve()) if args.spec is not None else None,
+        args.version,
+        args.environment,
+        args.strategy,
+        args.dry_run,
+        args.tracking_block,
+        service=service,
+    )
+    code = exit_for(result["status"])
     if args.json:
-        print(json.dumps(result, default=str))
+        endings.emit({**result, "exit_code": code})
     else:
         print_outcome(result)
-    return exit_for(result["status"])
+    exit_at_once_if_prefect_is_gone(result, code)
+    return code
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    with _sigterm_as_exception():
+        try:
+            return _rollback(args)
+        except BaseException as exc:
+            if not _interruption(exc):
+                raise
+            name, code = _interrupted_code(exc)
+            print(f"deployflow: rollback interrupted ({name}); see the run's log", file=sys.stderr)
+            endings.emit_if_wanted(endings.interrupted(name, code, None, what="the rollback"))
+            return code
+
+
+def _rollback(args: argparse.Namespace) -> int:
     from deployments.run import print_rollback, rollback_exit, run_rollback
 
     service: ServiceSpecBlock | None = None
@@ -160,31 +267,32 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             refusal = _rollback_refusal(spec.service, args.environment, args.to)
             if refusal is not None:
                 print(f"deployflow: refused, nothing was started: {refusal}", file=sys.stderr)
+                endings.emit_if_wanted(
+                    endings.bad_input(f"refused, nothing was started: {refusal}", [
+                        endings.problem("--to" if args.to else "SERVICE", refusal)
+                    ])
+                )  # fmt: skip
                 return EXIT_BAD_INPUT
     except SpecError as exc:
         _print_problems(exc)
         return EXIT_BAD_INPUT
-    from prefect.exceptions import TerminationSignal
-
-    try:
-        result = run_rollback(
-            args.environment,
-            spec_path=spec_path,
-            service=service,
-            version=args.to,
-            reason=args.reason,
-            requested_by=requested_by,
-            tracking_block=args.tracking_block,
-        )
-    except (KeyboardInterrupt, TerminationSignal) as exc:
-        name = "SIGTERM" if isinstance(exc, TerminationSignal) else "SIGINT"
-        print(f"deployflow: rollback interrupted ({name}); see the run's log", file=sys.stderr)
-        return EXIT_INTERRUPTED + (15 if name == "SIGTERM" else 2)
+    except BadInput as exc:
+        return _bad_input(exc)
+    result = run_rollback(
+        args.environment,
+        spec_path=spec_path,
+        service=service,
+        version=args.to,
+        reason=args.reason,
+        requested_by=requested_by,
+        tracking_block=args.tracking_block,
+    )
+    code = rollback_exit(result)
     if args.json:
-        print(json.dumps(result, default=str))
+        endings.emit({**result, "exit_code": code})
     else:
         print_rollback(result)
-    return rollback_exit(result)
+    return code
 
 
 def _rollback_refusal(service: str, environment: str, requested: str | None) -> str | None:
@@ -228,7 +336,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         items = [repository.deployment_to_dict(r, include_children=args.json) for r in rows]
     engine.dispose()
     if args.json:
-        print(json.dumps(items, default=str))
+        endings.emit(items)
         return EXIT_OK
     if not items:
         print("no deployments recorded yet" if not _filtered(args) else "no deployment matches")
@@ -295,7 +403,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for s in found
         ]
     if args.json:
-        print(json.dumps([s.to_dict() for s in found]))
+        endings.emit([s.to_dict() for s in found])
         return EXIT_OK
     if not found:
         what = f" of {args.service}" if args.service else ""
@@ -318,7 +426,9 @@ def _router_split(spec_path: str) -> str:
         router = registry.build("router", spec.router, ctx)
         return "router: " + router_split_in_words(router.state(), target.instances())
     except Exception as exc:  # status informs: an unreachable router is a fact to show
-        return f"router: cannot be read ({type(exc).__name__}: {exc})"
+        from deployflow.error_words import in_words
+
+        return f"router: cannot be read ({in_words(exc)})"
 
 
 def _tracking_session() -> Any:
@@ -361,11 +471,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         for path in save_as(report, Path(args.output)):
             print(f"wrote {path}")
         return EXIT_OK
-    chart = report_dir(service, deployment_id) / CHART_NAME
-    if report.chart_png is not None and not chart.exists():
-        chart.parent.mkdir(parents=True, exist_ok=True)
-        chart.write_bytes(report.chart_png)
-    print(report.linked(str(chart)) if report.chart_png is not None else report.markdown, end="")
+    if report.chart_png is None:
+        print(report.markdown, end="")
+        return EXIT_OK
+    try:
+        chart = report_dir(service, deployment_id) / CHART_NAME
+        if not chart.exists():
+            chart.parent.mkdir(parents=True, exist_ok=True)
+            chart.write_bytes(report.chart_png)
+    except OSError as exc:  # a full or read-only data dir: the report itself is in the database
+        print(f"deployflow: the chart could not be written under the data dir ({exc.strerror}: "
+              f"{exc.filename}); the report follows without it", file=sys.stderr)  # fmt: skip
+        print(report.markdown, end="")
+        return EXIT_OK
+    print(report.linked(str(chart)), end="")
     return EXIT_OK
 
 
@@ -391,7 +510,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if args.json:
-        print(json.dumps([f.to_dict() for f in results]))
+        endings.emit([f.to_dict() for f in results])
         return EXIT_OK
     if not results:
         print(f"no deploys finished in the last {args.since}")
@@ -415,9 +534,8 @@ def cmd_checks(args: argparse.Namespace) -> int:
         _print_problems(exc)
         return EXIT_BAD_INPUT
     if spec.pre_checks is None:
-        print(
-            f"invalid: {args.spec}\n  pre_checks: the spec has no pre_checks section",
-            file=sys.stderr,
+        _print_problems(
+            SpecError(args.spec, [("pre_checks", "the spec has no pre_checks section")])
         )
         return EXIT_BAD_INPUT
     from deployflow.providers.base import BackendConfigError
@@ -426,9 +544,7 @@ def cmd_checks(args: argparse.Namespace) -> int:
     try:
         token = github_token(spec.pre_checks)
     except BackendConfigError as exc:
-        print(
-            f"invalid: {args.spec}\n  pre_checks.review.credentials_block: {exc}", file=sys.stderr
-        )
+        _print_problems(SpecError(args.spec, [("pre_checks.review.credentials_block", str(exc))]))
         return EXIT_BAD_INPUT
     ctx = CheckContext(
         version=args.version or "unreleased",
@@ -437,11 +553,12 @@ def cmd_checks(args: argparse.Namespace) -> int:
         github_token=token,
     )
     report = run_all(spec.pre_checks, ctx)
+    code = EXIT_OK if report.passed else EXIT_FAILED
     if args.json:
-        print(json.dumps(report.to_dict(), default=str))
+        endings.emit({**report.to_dict(), "exit_code": code})
     else:
         print(report.to_markdown())
-    return EXIT_OK if report.passed else EXIT_FAILED
+    return code
 
 
 def cmd_check_migrations(args: argparse.Namespace) -> int:
@@ -675,11 +792,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check-migrations"]:  # all its arguments, -h included, are its own
         return cmd_check_migrations(argparse.Namespace(rest=argv[1:]))
+    # With --json, every ending prints one JSON object on stdout: a usage error included.
+    ending = endings.begin(endings.wants_json(argv))
+    try:
+        code = _run(argv)
+    except SystemExit as exc:  # argparse: --help, a usage error (its object is printed)
+        if exc.code not in (0, None):
+            ending.fallback(exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT)
+        raise
+    except KeyboardInterrupt:
+        ending.fallback(EXIT_INTERRUPTED + signal.SIGINT, "interrupted (SIGINT)")
+        raise
+    except BaseException as exc:
+        ending.fallback(EXIT_FAILED, f"{type(exc).__name__}: see the traceback on stderr")
+        raise
+    ending.fallback(code)
+    return code
+
+
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except BadInput as exc:
         print(f"deployflow: {exc}", file=sys.stderr)
+        endings.emit_if_wanted(endings.bad_input(str(exc), exc.problems()))
         return EXIT_BAD_INPUT
     except Exception as exc:
         # Imported only now: the CLI's start does not pay for SQLAlchemy.
@@ -693,6 +830,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # message holds a password (TrackingDatabaseError masks it; SQLAlchemy's names none).
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"deployflow: the tracking database cannot be used: {first}", file=sys.stderr)
+        endings.emit_if_wanted(
+            endings.failed(f"the tracking database cannot be used: {first}", EXIT_FAILED)
+        )
         return EXIT_FAILED
     return code
 

@@ -22,6 +22,7 @@ from deployflow.providers import registry
 from deployflow.providers.base import BuildContext, Metrics
 from deployflow.sandbox.supervisor import SANDBOX_RPS, Sandbox, SandboxRouter
 from deployflow.spec import load_spec
+from deployments import endings
 from deployments.run import print_outcome, run_deploy
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -151,12 +152,14 @@ def run_demo(
                     print_outcome(results[version])
     except KeyboardInterrupt:
         print("\ninterrupted: the sandbox was stopped", file=sys.stderr)
+        if json_output:
+            endings.emit({"ok": False, "interrupted": True, "deploys": results, "exit_code": 1})
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     ok = all(results.get(v, {}).get("status") == s for v, s in EXPECTED.items())
     if json_output:
-        print(json.dumps({"ok": ok, "deploys": results}, default=str))
+        endings.emit({"ok": ok, "deploys": results, "exit_code": 0 if ok else 1})
     else:
         print("\nsummary:")
         for version, expected in EXPECTED.items():

@@ -7,13 +7,13 @@ invalid (every problem named; nothing was asked), 1 a live check failed (each on
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from argparse import Namespace
 from typing import Any
 
 from deployflow.spec import SpecError, load_spec, validate_environment
+from deployments import endings
 from deployments.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 
@@ -39,7 +39,13 @@ def cmd_validate(args: Namespace) -> int:
         spec = load_spec(args.spec)
     except SpecError as exc:
         if args.json:
-            print(json.dumps({"spec": args.spec, "valid": False, "problems": exc.problems}))
+            endings.emit(
+                {
+                    **endings.spec_problems(exc.source, exc.problems),
+                    "spec": args.spec,
+                    "valid": False,
+                }
+            )
         print(f"invalid: {exc.source}", file=sys.stderr)
         for path, message in exc.problems:
             print(f"  {path}: {message}", file=sys.stderr)
@@ -54,17 +60,21 @@ def cmd_validate(args: Namespace) -> int:
     }
     headline = f"ok: {args.spec} (service {spec.service}, strategy {spec.strategy.kind})"
     if not args.live:
-        print(json.dumps(result) if args.json else headline)
+        if args.json:
+            endings.emit({**result, "exit_code": EXIT_OK})
+        else:
+            print(headline)
         return EXIT_OK
     from deployflow.live import check_spec_live
 
     report = check_spec_live(spec, live_context(spec.service, environment or ""))
     result["live"] = report.to_dict()
+    code = EXIT_OK if report.passed else EXIT_FAILED
     if args.json:
-        print(json.dumps(result))
+        endings.emit({**result, "exit_code": code})
     else:
         print(headline)
         for line in report.lines():
             print(f"  {line}")
         print(f"live: {report.headline()}")
-    return EXIT_OK if report.passed else EXIT_FAILED
+    return code

@@ -49,6 +49,7 @@ from flows.deploy_steps import (
     roll_out_and_verify,
     schema_gate,
     start_new_version,
+    stopped_outside_a_stage,
     story_sources,
     succeeded,
 )
@@ -56,11 +57,19 @@ from flows.outcome_state import final_state, refused_state
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
 from tasks.live import live_checks
+from tasks.prefect_api import prefect_api_watch
 from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan
 
 __all__ = ["OUTCOMES_REACHED", "ReleaseRequest", "deploy", "finish", "release"]
+
+# A run sent without an environment (the form proposes none: a team's own service must never be
+# recorded, locked and judged as another environment's, the local demo's sandbox included).
+NO_ENVIRONMENT = SpecError(
+    "parameters",
+    [("environment", "name the environment this deploy goes to (production, staging, sandbox...)")],
+)
 
 # The outcome of every deploy this process finished, newest last (see ``finish``).
 OUTCOMES_REACHED: list[dict[str, Any]] = []
@@ -73,8 +82,8 @@ def deploy_run_name() -> str:
     return run_name(
         parameters.get("service"),
         parameters.get("spec_path"),
-        str(parameters.get("version", "?")),
-        str(parameters.get("environment", "?")),
+        str(parameters.get("version") or "?"),
+        str(parameters.get("environment") or "?"),
     )
 
 
@@ -87,7 +96,7 @@ def deploy(
     version: Annotated[str, Field(pattern=VERSION_PATTERN)],
     spec_path: str | None = None,
     service: ServiceSpecBlock | None = None,
-    environment: Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)] = "sandbox",
+    environment: Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)] | None = None,
     strategy: StrategyName = "auto",
     dry_run: bool = False,
     git_ref: str | None = None,
@@ -102,7 +111,8 @@ def deploy(
             checkout). Not read when a service is chosen.
         service: The service, as a saved ServiceSpec block (the form lists them); chosen, it
             replaces spec_path.
-        environment: Where it goes (sandbox, staging, production...); recorded with the run.
+        environment: Where it goes (production, staging, sandbox...); recorded with the run.
+            No default, as for the service: a run without one ends at once, saying so.
         strategy: 'auto' follows the spec (a fixed kind, a per-environment pin, or the measured
             risk); 'canary', 'direct' or 'blue-green' override it.
         dry_run: Run the checks and plan the release without starting anything or moving traffic.
@@ -114,6 +124,8 @@ def deploy(
     loaded = load_service_spec(spec_path, version, service)
     if isinstance(loaded, SpecError):
         return refused_state(loaded)
+    if environment is None:
+        return refused_state(NO_ENVIRONMENT)
     spec = loaded.for_environment(environment)
     run_id = flow_run.get_id()
     request = ReleaseRequest(
@@ -121,7 +133,8 @@ def deploy(
     )
     backends = connect_backends(spec, tracking_block, environment)
     try:
-        with one_deploy_at_a_time(spec, request, backends.ledger):
+        # A deploy that loses the Prefect API goes on without it (tasks.prefect_api).
+        with prefect_api_watch(), one_deploy_at_a_time(spec, request, backends.ledger):
             return finish(
                 release(spec, backends, request),
                 backends,
@@ -140,11 +153,19 @@ def finish(
 ) -> State[Any]:
     """Step 9: record the outcome, write the report (with ``story``: charts, breakdown, log,
     commits), tell every audience how it ended (the outcome's dashboard link covers the deploy's
-    whole time range), then the run's final state (``final_state``)."""
+    whole time range), then the run's final state (``final_state``). An outcome the tracking
+    database would not take (``complete`` kept trying for one lease period) still ends the run
+    with the status it reached, its message saying the record is missing."""
     # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
     # flow-run inputs of this task (which the UI's Task Runs tab cannot show).
-    complete(quote(outcome), backends.ledger, incident_artifact=story is None)  # type: ignore[call-overload]
-    if story is not None and outcome.deployment_id is not None and not outcome.dry_run:
+    unrecorded = complete(quote(outcome), backends.ledger, incident_artifact=story is None)  # type: ignore[call-overload]
+    if unrecorded is not None:
+        # Said truthfully: what the deploy did stands; only its record is missing.
+        outcome.message = (
+            f"{outcome.message or outcome.status}; its outcome could not be recorded in the "
+            f"tracking database ({unrecorded}): the next deploy reconciles its row"
+        )
+    elif story is not None and outcome.deployment_id is not None and not outcome.dry_run:
         write_report(backends.ledger, outcome.deployment_id, quote(story))  # type: ignore[call-overload]
     backends.story.record(Ended(outcome, outcome_dashboard(outcome, spec_dashboard)))
     # Kept in this process too: if the Prefect API is gone by now, the run's final state cannot
@@ -166,11 +187,18 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
         # a process that wakes after losing it acts on nothing.
         fenced = b.model_copy(
             update={
-                "router": FencedRouter(b.router, lease.check),
-                "target": FencedTarget(b.target, lease.check),
+                "router": FencedRouter(b.router, lease.check, lease.check_restore, stable),
+                "target": FencedTarget(b.target, lease.check, lease.check_restore),
             }
         )
-        return steps(spec, fenced, req, outcome, stable)
+        try:
+            return steps(spec, fenced, req, outcome, stable)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM, a cancellation
+                # The caller (the CLI) reports what was reached; the run is being stopped.
+                stopped_outside_a_stage(fenced, outcome, stable, exc)
+                OUTCOMES_REACHED.append(outcome.to_dict())
+            raise
 
 
 def steps(
@@ -222,6 +250,7 @@ def steps(
     if refusal is not None:
         return ended(outcome, "aborted", f"{refusal}; nothing was started")
 
+    outcome.started_new_version = True
     try:
         canary = start_new_version(spec, b, req, outcome, stable)  # step 5
         if canary is None:

@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_UI_URL
 from deployflow.backends import Backends
 from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
+from deployflow.error_words import in_words
 from deployflow.fencing import lease_lost
 from deployflow.notify.evidence import StorySources, commit_time
 from deployflow.providers.base import BackendConfigError, Instance, OnCallRoster
@@ -32,11 +33,12 @@ from deployflow.release import (
     step_failed_trigger,
     verification_trigger,
 )
-from deployflow.rollout import stable_error_rate_bound
+from deployflow.rollout import RolloutBroke, stable_error_rate_bound
 from deployflow.schema import SchemaRange, after_rollback, traffic_split_refusal
 from deployflow.spec import ServiceSpec
 from deployflow.story import Announced, Answered, Ended, Paused, SchemaSettled
 from deployflow.strategy import StrategyChoice, StrategyName
+from deployflow.tracking.answers import tracking_silence_reason
 from deployflow.tracking.ledger import Ledger
 from flows.oncall import confirm_on_call
 from flows.rollback import rollback
@@ -53,6 +55,7 @@ from tasks.keep import retire_kept_versions
 from tasks.migrations import apply_migrations, migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
+from tasks.prefect_api import run_subflow
 from tasks.reconcile import reconcile_interrupted, restore_live_version
 from tasks.rollout import plan_stage_evidence, promote
 from tasks.signals import preflight_signals
@@ -207,7 +210,7 @@ def start_new_version(
     try:
         preflight(b.router, b.target)
     except Exception as exc:
-        ended(outcome, "aborted", f"blocked before anything started: {exc}")
+        ended(outcome, "aborted", f"blocked before anything started: {in_words(exc)}")
         return None
     if stable is not None:
         try:
@@ -215,14 +218,14 @@ def start_new_version(
                 b.metrics, stable, spec.analysis.baseline_window
             )
         except Exception as exc:
-            ended(outcome, "aborted", f"blocked before any traffic moved: {exc}")
+            ended(outcome, "aborted", f"blocked before any traffic moved: {in_words(exc)}")
             return None
     if not apply_schema(spec, b, outcome):
         return None
     try:
         return execute(b.target, req.version)
     except Exception as exc:
-        ended(outcome, "failed", f"{req.version} did not start: {exc}")
+        ended(outcome, "failed", f"{req.version} did not start: {in_words(exc)}")
         return None
 
 
@@ -383,7 +386,11 @@ def roll_back(
     if stable is None:
         return ended(outcome, "failed", f"{trigger.headline}; no previous version to roll back to")
     last = outcome.stages[-1].measurements if outcome.stages else []
-    outcome.rollback = rollback(
+    # The stage that fired put traffic back itself (``restore_at_once``): not restored again.
+    judged = outcome.stages[-1] if outcome.stages else None
+    at_once = judged.restore_seconds if judged and judged.index == trigger.stage else None
+    outcome.rollback = run_subflow(
+        rollback,
         b,
         outcome.require_id(),
         stable,
@@ -394,6 +401,7 @@ def roll_back(
         outcome.baseline_p95_seconds,
         last,
         stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
+        restored_at_once=at_once,
     )
     settle_schema(spec, b, outcome, stable)
     if outcome.rollback.error is not None:
@@ -451,7 +459,8 @@ def roll_out_and_verify(
     if plan.kind == "blue-green" and stable is not None:
         return switch_and_keep_blue(spec, b, outcome, plan, stable, canary)
     try:
-        outcome.stages = progressive_rollout(
+        outcome.stages = run_subflow(
+            progressive_rollout,
             b,
             outcome.require_id(),
             plan,
@@ -463,7 +472,10 @@ def roll_out_and_verify(
         )
     except Exception as exc:
         get_run_logger().exception("the rollout broke")
-        return step_failed_trigger("the rollout", exc)
+        if isinstance(exc, RolloutBroke):  # the stages that ran before it broke stay evidence
+            outcome.stages = exc.stages
+            return tracking_silence(b) or step_failed_trigger("the rollout", exc.error)
+        return tracking_silence(b) or step_failed_trigger("the rollout", exc)
     trigger = stage_trigger(outcome.stages[-1], spec.analysis.max_error_rate)
     if trigger is not None:
         return trigger
@@ -488,11 +500,21 @@ def roll_out_and_verify(
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")
-        return step_failed_trigger("promotion or verification", exc)
+        return tracking_silence(b) or step_failed_trigger("promotion or verification", exc)
     trigger = verification_trigger(outcome.verification)
     if trigger is not None or spec.flags is None:
         return trigger
     return release_flags(spec, b, outcome, canary)
+
+
+def tracking_silence(b: Backends) -> Trigger | None:
+    """A step that broke while the tracking database was not answering (its write failed, or
+    the lease could not be confirmed for a move towards the new version): that is the reason
+    to roll back, said as such. None while the database answers."""
+    silent = b.ledger.stopped_answering(0.0)
+    if silent is None:
+        return None
+    return Trigger(None, None, "tracking_database", None, None, tracking_silence_reason(silent))
 
 
 def release_flags(
@@ -506,7 +528,8 @@ def release_flags(
     from flows.flags import flag_rollout  # only a spec with flags loads the subflow
 
     try:
-        rolled = flag_rollout(
+        rolled = run_subflow(
+            flag_rollout,
             b,
             outcome.require_id(),
             spec.flags,
@@ -536,7 +559,8 @@ def switch_and_keep_blue(
     from flows.bluegreen import blue_green  # only a blue-green release loads the subflow
 
     try:
-        result = blue_green(
+        result = run_subflow(
+            blue_green,
             b,
             outcome.require_id(),
             plan,
@@ -633,11 +657,75 @@ def interrupted(
     stable version and stop the new one, directly (the run's tasks are being torn down), and
     record it. What cannot be done here the next deploy reconciles (the row keeps its weight)."""
     logger = get_run_logger()
-    what = type(signal).__name__
+    what = signal_name(signal)
     result = abandon_release(b.router, b.target, stable, version)
     logger.error("interrupted (%s): %s", what, result.message)
     ending = f"interrupted ({what}): {result.message}"
+    serving = None
     if result.restored:
-        b.ledger.close(outcome.require_id(), "failed", ending)
+        serving = stable.version if stable is not None else version
+    outcome.interruption = {
+        "signal": what,
+        "traffic_restored": result.restored,
+        "serving": serving,
+    }
+    if result.restored:
+        try:
+            b.ledger.close(outcome.require_id(), "failed", ending)
+        except Exception as exc:  # the next deploy reconciles the row; people hear it below
+            logger.warning("the interruption could not be recorded: %s", exc)
     # Nothing after this runs (the run is being stopped): every audience hears the end now.
     b.story.record(Ended(ended(outcome, "failed", ending)))
+
+
+def signal_name(signal: BaseException) -> str:
+    """What stopped a run, as people name it: SIGINT (Ctrl-C), SIGTERM, or the exception's
+    name (a Prefect cancellation)."""
+    if isinstance(signal, KeyboardInterrupt):
+        return "SIGINT"
+    number = getattr(signal, "signal", None)
+    if isinstance(number, int):
+        import signal as signals
+
+        try:
+            return signals.Signals(number).name
+        except ValueError:
+            pass
+    return type(signal).__name__
+
+
+def stopped_outside_a_stage(
+    b: Backends,
+    outcome: ReleaseOutcome,
+    stable: Instance | None,
+    signal: BaseException,
+) -> ReleaseOutcome:
+    """The run is being stopped outside steps 5 to 7 (``interrupted`` handles those): before
+    the new version was started, nothing moved and the row is closed saying so; after them (the
+    release promoted or rolling back), where traffic ends is not known here: the row stays open
+    for the next deploy to reconcile. Returns the outcome with its ``interruption``; never
+    raises (the run is being torn down)."""
+    if outcome.interruption is not None:
+        return outcome  # ``interrupted`` told it already
+    name = signal_name(signal)
+    if outcome.started_new_version:
+        outcome.interruption = {"signal": name, "traffic_restored": None, "serving": None}
+        return ended(
+            outcome,
+            "failed",
+            f"interrupted ({name}) after its stages, before its outcome was recorded: where "
+            "traffic is, `deployflow status` tells; the next deploy reconciles it first",
+        )
+    outcome.interruption = {
+        "signal": name,
+        "traffic_restored": True,
+        "serving": stable.version if stable is not None else None,
+    }
+    ending = f"interrupted ({name}) before {outcome.version} was started: no traffic moved"
+    try:
+        if outcome.deployment_id is not None:
+            b.ledger.close(outcome.deployment_id, "failed", ending)
+    except Exception:  # the next deploy reconciles a row left open
+        get_run_logger().exception("could not record the interruption")
+    b.story.record(Ended(ended(outcome, "failed", ending)))
+    return outcome

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from blocks.service_spec import ServiceSpecBlock
 from deployflow.backends import Backends
+from deployflow.error_words import in_words
 from deployflow.manual_rollback import (
     MANUAL_METRIC,
     ROLLBACK_STRATEGY,
@@ -51,6 +52,7 @@ from tasks.complete import complete
 from tasks.concurrency import deploy_slot
 from tasks.connect import connect_backends, load_service_spec
 from tasks.execute import discover_stable, execute
+from tasks.prefect_api import run_subflow
 from tasks.run_tags import OUTCOME_TAG_PREFIX
 from tasks.story import write_report
 from tasks.tracking import record_start
@@ -306,7 +308,7 @@ def roll_back_from(
                 ended(
                     outcome,
                     "failed",
-                    f"{to} did not start: {exc}; traffic stays on {live.version}",
+                    f"{to} did not start: {in_words(exc)}; traffic stays on {live.version}",
                 )
             )
         trigger = Trigger(
@@ -318,8 +320,17 @@ def roll_back_from(
             reason=req.headline,
             headline=req.headline,
         )
-        outcome.rollback = rollback(
-            b, outcome.require_id(), target, live, trigger, spec.analysis, spec.smoke, None, []
+        outcome.rollback = run_subflow(
+            rollback,
+            b,
+            outcome.require_id(),
+            target,
+            live,
+            trigger,
+            spec.analysis,
+            spec.smoke,
+            None,
+            [],
         )
     record = outcome.rollback
     if record.error is None:

@@ -4,6 +4,7 @@ it ends; a ``pause`` step waits for a person between two stages."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -19,12 +20,13 @@ from deployflow.gates import (
     nobody_decided,
 )
 from deployflow.providers.base import Instance
-from deployflow.rollout import StageResult, exposure_after
+from deployflow.rollout import RolloutBroke, StageResult, exposure_after
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.story import Answered, Paused, StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
 from flows.oncall import StageAnswer, approve_next_stage
 from flows.pause_watch import PausedCanaryWatch
+from tasks.prefect_api import keeps_its_result
 from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_stage_for, plan_stage_evidence, set_traffic
 
@@ -34,6 +36,7 @@ from tasks.rollout import observe_stage_for, plan_stage_evidence, set_traffic
     flow_run_name="rollout {canary.version}",
     validate_parameters=False,  # typed objects from the deploy flow, passed as they are
 )
+@keeps_its_result
 def progressive_rollout(
     backends: Backends,
     deployment_id: int,
@@ -67,67 +70,81 @@ def progressive_rollout(
     results: list[StageResult] = []
     if stable is not None:  # what today's traffic buys each stage, in the run log
         plan_stage_evidence(backends.metrics, stable, plan.steps, plan.observe_seconds, analysis)
-    for index, weight in enumerate(plan.steps):
-        set_traffic(backends.router, backends.ledger, deployment_id, stable, canary, weight, index)
-        backends.story.record(StageBegan(index, weight, datetime.now(UTC)))
-        result = observe_stage_for(plan.observe_seconds, analysis)(
-            backends.metrics,
-            backends.target,
-            backends.router,
-            backends.ledger,
-            deployment_id,
-            version=canary.version,
-            index=index,
-            weight=weight,
-            observe_seconds=plan.observe_seconds,
-            analysis=analysis,
-            baseline_p95_seconds=baseline_p95_seconds,
-            control_version=stable.version if stable is not None else None,
-            logs=backends.logs,
-            alerts=backends.alerts,
-            exposure=exposure_after(plan.steps, index),
-            probe=probe,
-            transport=backends.http_transport,
-        )
-        results.append(result)
-        if result.verdict is Verdict.PAUSE:
-            following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
-            next_step = f"{following}%" if following is not None else "all the traffic"
-            watched = None if stable is None else (stable, canary, baseline_p95_seconds)
-            result = results[-1] = decide_unproven_stage(
-                backends, analysis, results, canary.version, next_step, watched, following or 100
+    try:
+        for index, weight in enumerate(plan.steps):
+            set_traffic(
+                backends.router, backends.ledger, deployment_id, stable, canary, weight, index
             )
-            record_gate_verdict(backends, deployment_id, result)
-        backends.story.record(StageEnded(result))
-        timeout = plan.pause_after(index)
-        last = index + 1 == len(plan.steps)
-        refused = False
-        if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
-            next_weight = plan.steps[index + 1]
-            gate = f"approval of stage {index + 2} ({next_weight}%)"
-            backends.story.record(
-                Paused(gate, f"approve {next_weight}% on {canary.version}?", timeout)
+            backends.story.record(StageBegan(index, weight, datetime.now(UTC)))
+            result = observe_stage_for(plan.observe_seconds, analysis)(
+                backends.metrics,
+                backends.target,
+                backends.router,
+                backends.ledger,
+                deployment_id,
+                version=canary.version,
+                index=index,
+                weight=weight,
+                observe_seconds=plan.observe_seconds,
+                analysis=analysis,
+                baseline_p95_seconds=baseline_p95_seconds,
+                control_version=stable.version if stable is not None else None,
+                logs=backends.logs,
+                alerts=backends.alerts,
+                exposure=exposure_after(plan.steps, index),
+                probe=probe,
+                transport=backends.http_transport,
             )
-            answer, breach = answer_while_judged(
-                backends, analysis, stable, canary, baseline_p95_seconds, timeout,
-                partial(approve_next_stage, canary.version, results, next_weight, timeout),
-            )  # fmt: skip
-            backends.story.record(Answered(gate, answer.approved_by, answer.refusal))
-            if breach is not None:  # decides even over an approval given at the same moment
-                result = results[-1] = failed_while_paused(result, breach)
-                refused = True
-            elif answer.refusal is not None:
-                result = results[-1] = gate_refused(result, answer.refusal)
-                refused = True
-        if result.verdict is Verdict.ROLLBACK and stable is not None:
-            restore_at_once(backends, stable)
-        if refused:
-            record_gate_verdict(backends, deployment_id, result)
-        if result.verdict is not Verdict.PROMOTE:
-            logger.warning(
-                "stage %d at %d%% did not promote: stopping the rollout", index + 1, weight
-            )
-            break
+            results.append(result)
+            if result.verdict is Verdict.PAUSE:
+                following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
+                next_step = f"{following}%" if following is not None else "all the traffic"
+                watched = None if stable is None else (stable, canary, baseline_p95_seconds)
+                result = results[-1] = decide_unproven_stage(
+                    backends,
+                    analysis,
+                    results,
+                    canary.version,
+                    next_step,
+                    watched,
+                    following or 100,
+                )
+                record_gate_verdict(backends, deployment_id, result)
+            backends.story.record(StageEnded(result))
+            timeout = plan.pause_after(index)
+            last = index + 1 == len(plan.steps)
+            refused = False
+            if result.verdict is Verdict.PROMOTE and timeout is not None and not last:
+                next_weight = plan.steps[index + 1]
+                gate = f"approval of stage {index + 2} ({next_weight}%)"
+                backends.story.record(
+                    Paused(gate, f"approve {next_weight}% on {canary.version}?", timeout)
+                )
+                answer, breach = answer_while_judged(
+                    backends, analysis, stable, canary, baseline_p95_seconds, timeout,
+                    partial(approve_next_stage, canary.version, results, next_weight, timeout),
+                )  # fmt: skip
+                backends.story.record(Answered(gate, answer.approved_by, answer.refusal))
+                if breach is not None:  # decides even over an approval given at the same moment
+                    result = results[-1] = failed_while_paused(result, breach)
+                    refused = True
+                elif answer.refusal is not None:
+                    result = results[-1] = gate_refused(result, answer.refusal)
+                    refused = True
+            if result.verdict is Verdict.ROLLBACK and stable is not None:
+                seconds = restore_at_once(backends, stable)
+                result = results[-1] = replace(result, restore_seconds=seconds)
+            if refused:
+                record_gate_verdict(backends, deployment_id, result)
+            if result.verdict is not Verdict.PROMOTE:
+                logger.warning(
+                    "stage %d at %d%% did not promote: stopping the rollout", index + 1, weight
+                )
+                break
+    except Exception as exc:
+        # The stages judged so far ran and took traffic: the outcome, the report and the
+        # rollback's evidence keep them (``RolloutBroke``), whatever broke after them.
+        raise RolloutBroke(results, exc) from exc
     return results
 
 
@@ -206,14 +223,17 @@ def record_gate_verdict(backends: Backends, deployment_id: int, result: StageRes
         )
 
 
-def restore_at_once(backends: Backends, stable: Instance) -> None:
-    """All traffic back on ``stable`` the moment a stage's verdict is rollback. One attempt, no
-    retries: if the router refuses, the rollback subflow (with its retries and its handling of a
-    router that is gone) is next anyway."""
+def restore_at_once(backends: Backends, stable: Instance) -> float | None:
+    """All traffic back on ``stable`` the moment a stage's verdict is rollback; the seconds the
+    router took to confirm it, None when it refused. One attempt, no retries: if the router
+    refuses, the rollback subflow (with its retries and its handling of a router that is gone)
+    is next anyway."""
     try:
-        restore_stable_traffic.with_options(retries=0)(backends.router, stable)
+        _, seconds = restore_stable_traffic.with_options(retries=0)(backends.router, stable)
     except Exception:
         get_run_logger().exception(
             "could not put traffic back on %s at once; the rollback subflow tries again",
             stable.version,
         )
+        return None
+    return seconds

@@ -598,6 +598,8 @@ def incident_report(record: DeployRecord, evidence: ReportEvidence, chart: bytes
     ]
     if incident.error:
         lines.append(f"- **The rollback itself failed**: {incident.error}")
+        if incident.error_detail:
+            lines.append(f"  - the error as raised (for engineers): `{incident.error_detail}`")
     lines += _schema_lines(record)
     lines += ["", "## Timeline", "", *_timeline_lines(record)]
     lines += ["", "## Canary and stable over the deploy", *_chart_lines(chart, evidence)]

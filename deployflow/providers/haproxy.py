@@ -32,7 +32,23 @@ _NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
 class RouterError(BackendError):
-    """HAProxy refused a command, or its admin socket could not be reached."""
+    """HAProxy refused a command, or its admin socket could not be reached (then ``admin`` is
+    the socket's path or host:port and ``timeout`` the seconds an answer was waited for;
+    ``deployflow.error_words`` says it in words)."""
+
+    def __init__(
+        self, message: str, *, admin: str | None = None, timeout: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.admin = admin
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[object, ...]:  # a result store may pickle it
+        return (_router_error, (str(self), self.admin, self.timeout))
+
+
+def _router_error(message: str, admin: str | None, timeout: float | None) -> RouterError:
+    return RouterError(message, admin=admin, timeout=timeout)
 
 
 class HAProxyRouterSpec(StrictModel):
@@ -225,7 +241,9 @@ class HAProxyRouter:
                     chunks.append(chunk)
         except OSError as exc:
             raise RouterError(
-                f"HAProxy admin socket {self._admin} unreachable for {command!r}: {exc}"
+                f"HAProxy admin socket {self._admin} unreachable for {command!r}: {exc}",
+                admin=self._admin,
+                timeout=self.timeout,
             ) from exc
         return b"".join(chunks).decode("utf-8", errors="replace")
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from deployflow.analysis import MetricSample
+from deployflow.error_words import in_words
 from deployflow.providers.base import (
     BuildContext,
     LiveCheck,
@@ -326,6 +327,15 @@ class PrometheusMetrics:
     def describe(self) -> str:
         return f"prometheus at {self.display_url}"
 
+    def _failure(self, exc: BaseException, what: str = "query") -> str:
+        """Why a query failed, in words: "Prometheus at URL did not answer within 2 s"; an
+        answer Prometheus gave (bad PromQL, an HTTP error) keeps its own text."""
+        subject = f"Prometheus at {self.display_url}"
+        words = in_words(exc, service=subject, timeout=self.timeout)
+        if words.startswith(subject):
+            return words
+        return f"{what} to {self.display_url} failed: {_short(exc)}"
+
     def _selection(self, version: str, window_seconds: float, now: float) -> _Selection | None:
         """The slot ``version`` sat in latest within the window, the window cut to its time
         there; None when it sat in no slot (no data)."""
@@ -345,7 +355,7 @@ class PrometheusMetrics:
         try:
             return self._client.custom_query(query, params=params, timeout=math.ceil(self.timeout))
         except self._failures as exc:
-            raise _QueryFailed(f"query to {self.display_url} failed: {_short(exc)}") from None
+            raise _QueryFailed(self._failure(exc)) from None
 
     def sample(self, version: str, window_seconds: float) -> MetricSample:
         """Error rate, P95, request count and (when configured) the latency histogram of
@@ -396,9 +406,7 @@ class PrometheusMetrics:
                     query, params=params, timeout=math.ceil(self.timeout)
                 )
             except self._failures as exc:
-                checks.append(
-                    LiveCheck(field, "fail", f"query to {self.display_url} failed: {_short(exc)}")
-                )
+                checks.append(LiveCheck(field, "fail", self._failure(exc)))
                 continue
             answer: object
             if name == "latency_buckets":
@@ -500,7 +508,7 @@ class PrometheusMetrics:
                     )
                     series[i].extend(_points(result))
         except self._failures as exc:
-            return MetricHistory(error=f"range query to {self.display_url} failed: {_short(exc)}")
+            return MetricHistory(error=self._failure(exc, "range query"))
         return MetricHistory(error_rate=tuple(series[0]), p95_seconds=tuple(series[1]))
 
     def breakdown(self, version: str, start: datetime, end: datetime) -> RequestBreakdown:

@@ -181,6 +181,8 @@ class IncidentRecord:
     problems: tuple[str, ...] = ()
     verification: tuple[CheckLine, ...] = ()
     last_looks: tuple[Look, ...] = ()
+    # A failed restore's raw error, redacted, for engineers (``error`` says it in words).
+    error_detail: str = ""
 
     @property
     def signals(self) -> list[str]:
@@ -278,6 +280,7 @@ def _incident(row: Incident, stages: Sequence[StageRecord]) -> IncidentRecord:
         problems=tuple(str(p) for p in ev.get("problems") or ()),
         verification=tuple(CheckLine.of(c) for c in ev.get("verification") or ()),
         last_looks=tuple(Look.of(m) for m in ev.get("last_measurements") or ()),
+        error_detail=_text(ev.get("error_detail")),
     )
 
 

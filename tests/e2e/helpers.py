@@ -38,7 +38,9 @@ def deploy_in_process(spec_file: Path, version: str) -> dict[str, Any]:
     from deployflow.release import outcome_of
     from flows.deploy import deploy
 
-    state = deploy(spec_path=str(spec_file), version=version, return_state=True)
+    state = deploy(
+        environment="sandbox", spec_path=str(spec_file), version=version, return_state=True
+    )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), f"the flow crashed: {result!r}"
     return result
@@ -52,10 +54,12 @@ def deploy_in_its_own_process(
     log: Path,
     settings: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    stdout: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`deployflow deploy SPEC --version VERSION ARGS` in its own process group, yielded once its
     canary takes traffic (a long observe time keeps it there); killed with its group afterwards
-    (continued first, in case a test stopped it)."""
+    (continued first, in case a test stopped it). Its output goes to ``log``; with ``stdout``,
+    its stdout alone goes there (``--json``'s object) and only its stderr to ``log``."""
     from deployflow.polling import wait_for
     from deployflow.spec import load_spec
     from tests.backends import build_router
@@ -69,12 +73,12 @@ def deploy_in_its_own_process(
         **(settings or {}),
     }
     repo_root = Path(__file__).parents[2]
-    with log.open("w") as out:
+    with log.open("w") as out, (stdout or log).open("a") as json_out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deployments.cli", "deploy", str(spec_file), "--version",
              version, *args],
-            env=env, cwd=repo_root, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env=env, cwd=repo_root, stdout=json_out if stdout else out,
+            stderr=out if stdout else subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
             wait_for(

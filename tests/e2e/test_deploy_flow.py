@@ -38,7 +38,9 @@ pytestmark = pytest.mark.e2e
 
 
 def run(version: str) -> dict:
-    state = deploy(spec_path=str(EXAMPLE_SPEC), version=version, return_state=True)
+    state = deploy(
+        environment="sandbox", spec_path=str(EXAMPLE_SPEC), version=version, return_state=True
+    )
     data = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(data, dict), f"the flow crashed: {data!r}"
     return data
@@ -115,7 +117,9 @@ def test_bad_version_rolls_back_at_the_first_stage(
     monkeypatch.setenv("DEPLOYFLOW_SLACK_TOKEN", "xoxb-unreachable")
     closed = f"http://127.0.0.1:{free_port()}/api/"
     with spec_variant("slack-down", SLACK_AT, slack_section(closed)) as spec_file:
-        state = deploy(spec_path=str(spec_file), version="v3", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v3", return_state=True
+        )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
 
@@ -226,7 +230,13 @@ def test_interrupted_deploy_is_reconciled_by_the_next_run(sandbox: Sandbox) -> N
     finally:
         engine.dispose()
 
-    state = deploy(spec_path=str(EXAMPLE_SPEC), version="v5", dry_run=True, return_state=True)
+    state = deploy(
+        environment="sandbox",
+        spec_path=str(EXAMPLE_SPEC),
+        version="v5",
+        dry_run=True,
+        return_state=True,
+    )
     result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
@@ -271,7 +281,9 @@ def test_failing_gate_stops_the_deploy_before_traffic_with_evidence(
     try:
         spec = load_spec(spec_file)
         before = build_router(spec).state()
-        state = deploy(spec_path=str(spec_file), version="v6", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v6", return_state=True
+        )
         result = outcome_of(state.result(raise_on_failure=False))
     finally:
         spec_file.unlink()
@@ -306,7 +318,13 @@ def test_a_dry_run_with_a_misspelt_metric_fails_naming_each_query(sandbox: Sandb
     with spec_variant("misspelt", "deployflow_demo_http_", "deployflow_demo_htp_") as spec_file:
         spec = load_spec(spec_file)
         before = build_router(spec).state()
-        state = deploy(spec_path=str(spec_file), version="v9", dry_run=True, return_state=True)
+        state = deploy(
+            environment="sandbox",
+            spec_path=str(spec_file),
+            version="v9",
+            dry_run=True,
+            return_state=True,
+        )
     result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
@@ -326,7 +344,9 @@ def test_metrics_backend_down_never_promotes(sandbox: Sandbox) -> None:
     ) as spec_file:
         spec = load_spec(spec_file)
         before = build_router(spec).state()
-        state = deploy(spec_path=str(spec_file), version="v7", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v7", return_state=True
+        )
     result = outcome_of(state.result(raise_on_failure=False))
 
     assert isinstance(result, dict), result
@@ -427,23 +447,38 @@ def test_a_deploy_killed_mid_canary_is_reconciled_once_its_lease_lapses(
     assert "v10" not in {i.version for i in target.instances()}
 
 
-def test_a_deploy_stopped_by_sigterm_puts_traffic_back_before_it_exits(
-    sandbox: Sandbox, prefect_server: str, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_deploy_stopped_by_a_signal_puts_traffic_back_and_says_so_in_its_json(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
-    """SIGTERM (what a process worker sends on cancellation, and `kill`): once the flow has put
-    traffic back, Prefect re-delivers SIGTERM with the default handler, so the process ends by
-    the signal. (SIGINT takes the same path in the flow: tests/integration/flows.)"""
+    """SIGTERM (what a process worker sends on cancellation, and `kill`) or Ctrl-C (SIGINT) with
+    the canary taking traffic: the flow puts traffic back, and `deploy --json` ends with one JSON
+    object on stdout saying so (traffic restored, the version serving, the tracking id) and the
+    exit code it uses, 128 + the signal's number."""
     spec = load_spec(EXAMPLE_SPEC)
     target, router = build_target(spec), build_router(spec)
     stable_before = router.state().stable
-    log = tmp_path / "stopped.log"
-    with deploy_with_canary_traffic("v12", prefect_server, log) as stopped:
-        stopped.send_signal(signal.SIGTERM)
+    stable_version = next(i.version for i in target.instances() if i.address == stable_before)
+    log, out = tmp_path / "stopped.log", tmp_path / "stdout.json"
+    with deploy_in_its_own_process(
+        EXAMPLE_SPEC, "v12", prefect_server, log, args=("--json",), stdout=out
+    ) as stopped:
+        stopped.send_signal(stop)
         returncode = stopped.wait(timeout=60)
-    assert returncode == -signal.SIGTERM, log.read_text()
+    assert returncode == 128 + stop, log.read_text()
     assert router.state().stable == stable_before
     assert router.state().canary is None
     assert "v12" not in {i.version for i in target.instances()}
+    [line] = [line for line in out.read_text().splitlines() if line.strip()]
+    ending = json.loads(line)
+    assert ending["status"] == "interrupted", ending
+    assert ending["exit_code"] == returncode
+    assert ending["signal"] == stop.name
+    assert ending["traffic_restored"] is True
+    assert ending["serving"] == stable_version
+    assert isinstance(ending["deployment_id"], int)
+    assert ending["interruption"]["signal"] == stop.name
+    assert f"all traffic back on {stable_version}" in ending["message"]
 
 
 def _everything_prefect_stored(client) -> str:
@@ -486,7 +521,9 @@ def test_secrets_reach_no_log_run_artifact_or_record(
         )
         watcher.start()
         try:
-            state = deploy(spec_path=str(variant), version="v3", return_state=True)
+            state = deploy(
+                environment="sandbox", spec_path=str(variant), version="v3", return_state=True
+            )
         finally:
             variant.unlink()
             watcher.join(timeout=30)

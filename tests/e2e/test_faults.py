@@ -5,12 +5,16 @@ each. The tests run in order on one sandbox whose live version is v1 at every te
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +31,7 @@ from tests.e2e.helpers import (
     deploy_in_process,
     two_stage_spec,
 )
+from tests.integration.prefect.conftest import RestartablePrefectServer
 
 pytestmark = pytest.mark.e2e
 
@@ -166,6 +171,9 @@ def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
         assert result["status"] == "failed", result["message"]
         assert "ROLLBACK FAILED" in result["message"]
         assert "does not answer" in result["rollback"]["reason"]
+        # In words a person can act on, not the socket's errno text.
+        assert "HAProxy is not running" in result["rollback"]["error"], result["rollback"]
+        assert "Errno" not in result["message"]
         noticed = ended - killed[0]
         # The next look (2 s interval) fails; the rollback's tries and verification follow.
         assert noticed < 60, noticed
@@ -215,4 +223,226 @@ def test_a_slow_metrics_backend_does_not_stretch_a_bad_canarys_stage(sandbox: Sa
     print(
         f"slow metrics: v3's stage lasted {seconds:.1f} s; probe answers during the deploy "
         f"{dict(probe.before_mark)}"
+    )
+
+
+def test_the_tracking_database_stopped_mid_stage_puts_traffic_back_and_the_next_deploy_runs(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (the tracking database) stopped while v11's canary takes half the traffic:
+    the deploy can neither renew its lease nor record its stages, so at its next look past the
+    grace (5 s) it puts traffic back on the live version, stops v11, tells people and exits 3
+    saying why. PostgreSQL back while the deploy keeps trying to record its outcome: the row
+    says rolled back, and the next deploy runs at once, without a hand reset."""
+    from deployflow.sandbox.postgres import LocalPostgres
+
+    log = tmp_path / "tracking-stopped.log"
+    with LocalPostgres() as pg, two_stage_spec("faults", "tracking-stopped") as spec_file:
+        url = pg.create_database("tracking")
+        monkeypatch.setenv("DEPLOYFLOW_DATABASE_URL", url)
+        spec = load_spec(spec_file)
+        router, target = build_router(spec), build_target(spec)
+        live = next(i.version for i in target.instances() if i.address == router.state().stable)
+        with (
+            UserProbe(sandbox.frontend_url) as probe,
+            deploy_in_its_own_process(
+                spec_file, "v11", prefect_server, log, {"DEPLOYFLOW_DATABASE_URL": url}
+            ) as running,
+        ):
+            pg.halt()
+            halted = time.monotonic()
+            wait_for(
+                lambda: router.state().canary_weight == 0 or None,
+                timeout=60,
+                interval=0.05,
+                what="traffic back on the live version",
+            )
+            restored = time.monotonic()
+            probe.mark()  # the failure is detected and acted on: no answer from v11 from here
+            during = probe.from_version("v11", after_mark=False)
+            pg.resume()  # while the deploy keeps trying to record its outcome
+            returncode = running.wait(timeout=120)
+            wait_answers(probe, 20)
+        text = log.read_text()
+
+        assert returncode == 3, text[-3000:]  # rolled back, and the rollback verified
+        assert "v11: rolled_back" in text, text[-3000:]
+        assert "the tracking database stopped answering" in text, text[-3000:]
+        assert "did not start" not in text, text[-3000:]
+        assert probe.from_version("v11") == 0, probe.after_mark
+        assert "v11" not in {i.version for i in target.instances()}
+        assert serving(live)
+        [row] = [r for r in Ledger.for_url(url).past_deploys("demo", "sandbox")]
+        assert (row.version, row.status) == ("v11", "rolled_back"), row
+
+        after = deploy_in_process(spec_file, "v12")  # no hand reset: it runs at once
+    assert after["status"] == "succeeded", after["message"]
+    assert serving("v12")
+    print(
+        f"tracking database stopped: traffic back on {live} {restored - halted:.1f} s after the "
+        f"stop; v11 answered {during} probe requests in the canary's share before that"
+    )
+
+
+def test_a_full_data_dir_loses_no_report_and_changes_nothing_users_get(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path
+) -> None:
+    """The data dir (report files, slot history) on a real full filesystem, the tracking
+    database elsewhere: v3 (20% errors) is rolled back as on any day and exits 3; its incident
+    report is in the tracking database (``deployflow report`` prints it) and in the Prefect
+    artifact; the file's failure is one warning."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.e2e.helpers import artifact_markdown
+    from tests.full_disk import fill, tmpfs
+
+    tracking = f"sqlite:///{tmp_path / 'tracking.db'}"
+    repo_root = Path(__file__).parents[2]
+    with (
+        tmpfs(tmp_path / "data") as data,
+        two_stage_spec("faults", "full-disk") as spec_file,
+    ):
+        spec = load_spec(spec_file)
+        router, target = build_router(spec), build_target(spec)
+        live = next(i.version for i in target.instances() if i.address == router.state().stable)
+        fill(data)
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_server,
+            "DEPLOYFLOW_DATA_DIR": str(data),
+            "DEPLOYFLOW_DATABASE_URL": tracking,
+        }
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "deployments.cli", *args],
+                env=env, cwd=repo_root, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+
+        with UserProbe(sandbox.frontend_url) as probe:
+            done = cli("deploy", str(spec_file), "--version", "v3", "--json")
+            probe.mark()
+            wait_answers(probe, 10)
+        told = cli("report", str(json.loads(done.stdout.splitlines()[-1])["deployment_id"]))
+        assert not any(data.joinpath("reports").rglob("report.md"))
+
+    output = done.stdout + done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert done.returncode == 3, output[-3000:]
+    assert result["status"] == "rolled_back", result["message"]
+    warned = [line for line in output.splitlines() if "could not be written to" in line]
+    assert len(warned) == 1, warned
+    assert "its file under the data dir: No space left on device" in warned[0]
+    assert "kept in the tracking database and the Prefect artifact" in warned[0]
+    assert told.returncode == 0, told.stderr
+    assert told.stdout.startswith("# Incident"), told.stdout[:300]
+    assert "No space left on device" in told.stderr  # its chart could not be cached: said once
+    assert "Incident" in artifact_markdown(result["flow_run_id"], "incident-demo")
+    assert probe.from_version("v3") == 0
+    assert serving(live)
+    print(f"full data dir: answers during the deploy {dict(probe.before_mark)}")
+
+
+@pytest.fixture(scope="module")
+def killable_prefect(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RestartablePrefectServer]:
+    """A Prefect server of its own, which a test kills (SIGKILL) and starts again."""
+    with RestartablePrefectServer(tmp_path_factory.mktemp("prefect-killable")) as server:
+        yield server
+
+
+# The next deploy waits one tracking lease period for the slot the killed server's restart
+# orphaned: short here, for the suite.
+API_LOST_SETTINGS = {
+    "DEPLOYFLOW_OBSERVE": "4s",
+    "DEPLOYFLOW_MAX_STAGE": "12s",
+    "DEPLOYFLOW_LEASE_SECONDS": "4",
+}
+
+
+def deploy_losing_the_prefect_api(
+    server: RestartablePrefectServer, spec_file: Path, version: str, log: Path
+) -> tuple[int, float, dict[str, Any]]:
+    """`deployflow deploy --json` of ``version`` in its own process against ``server``, which is
+    killed once the canary takes traffic and left down: the exit code, the seconds from the kill
+    to the exit, and the outcome it printed."""
+    with deploy_in_its_own_process(
+        spec_file, version, server.api_url, log, API_LOST_SETTINGS, ("--json",)
+    ) as process:
+        server.kill()
+        killed = time.monotonic()
+        try:
+            code = process.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            tail = log.read_text()[-6000:]
+            raise AssertionError(f"still running 240 s after the kill:\n{tail}") from None
+        took = time.monotonic() - killed
+    printed = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    assert printed, log.read_text()[-6000:]
+    return code, took, json.loads(printed[-1])
+
+
+def test_a_deploy_that_loses_the_prefect_api_mid_canary_decides_moves_traffic_and_records_it(
+    sandbox: Sandbox,
+    killable_prefect: RestartablePrefectServer,
+    tmp_path: Path,
+) -> None:
+    """The deploy's Prefect server SIGKILLed once its canary takes traffic and kept down until the
+    deploy's end: a healthy v7 is still judged, promoted, recorded `succeeded`, exit 0; with the
+    server back, the next deploy (a bad v3) releases the slot the dead server orphaned, leaves
+    v7's release alone, and, its server killed mid-canary too, is rolled back to v7 (no probe
+    answer from v3 after traffic went back), recorded `rolled_back`, exit 3. Each exits within
+    ``bound`` seconds of the kill, stages included."""
+    bound = 60.0
+    ledger = Ledger.for_url()
+    with two_stage_spec("faults", "api-lost") as spec_file:
+        log = tmp_path / "v7.log"
+        code7, took7, v7 = deploy_losing_the_prefect_api(killable_prefect, spec_file, "v7", log)
+        text = log.read_text()
+        assert v7["status"] == "succeeded", text[-6000:]
+        assert code7 == 0
+        assert ledger.status_of(v7["deployment_id"]) == "succeeded"
+        assert serving("v7")
+        assert took7 < bound, text[-6000:]
+        assert "the Prefect API does not answer" in text
+        assert v7["prefect_api_lost"] is True
+
+        killable_prefect.start()
+        router = build_router(load_spec(spec_file))
+        restored: list[float] = []
+        log = tmp_path / "v3.log"
+        with UserProbe(sandbox.frontend_url) as probe:
+
+            def mark_when_traffic_is_back() -> None:
+                wait_for(lambda: router.state().canary_weight > 0 or None, timeout=180,
+                         interval=0.05, what="v3's canary")  # fmt: skip
+                wait_for(lambda: router.state().canary_weight == 0 or None, timeout=240,
+                         interval=0.05, what="traffic back on v7")  # fmt: skip
+                probe.mark()
+                restored.append(time.monotonic())
+
+            watcher = threading.Thread(target=mark_when_traffic_is_back, daemon=True)
+            watcher.start()
+            code3, took3, v3 = deploy_losing_the_prefect_api(killable_prefect, spec_file, "v3", log)
+            watcher.join(timeout=10)
+            wait_answers(probe, 20)
+        text = log.read_text()
+    assert "released the Prefect concurrency limit" in text  # no hand reset
+    assert not v3.get("reconciled"), v3["reconciled"]  # v7's release is left alone
+    assert v3["status"] == "rolled_back", text[-6000:]
+    assert code3 == 3
+    assert ledger.status_of(v3["deployment_id"]) == "rolled_back"
+    assert v3["rollback"]["verified"] is True
+    assert "rollback runs as a plain function" in text
+    assert restored, "traffic never went back to v7"
+    assert probe.from_version("v3") == 0, probe.after_mark
+    assert serving("v7")
+    assert took3 < bound, text[-6000:]
+    assert not ledger.unfinished("demo", "sandbox")
+    print(
+        f"Prefect API lost mid-canary: v7 exit 0 {took7:.1f} s after the kill; v3 exit 3 "
+        f"{took3:.1f} s after it; probe answers after v3's rollback {dict(probe.after_mark)}"
     )

@@ -153,7 +153,9 @@ def built(
 
 
 def run(spec_file: Path, version: str) -> dict:
-    state = deploy(spec_path=str(spec_file), version=version, return_state=True)
+    state = deploy(
+        environment="sandbox", spec_path=str(spec_file), version=version, return_state=True
+    )
     data = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(data, dict), f"the flow crashed: {data!r}"
     return data

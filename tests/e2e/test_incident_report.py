@@ -81,7 +81,9 @@ def test_a_rollback_is_told_as_it_happens_and_writes_the_incident_report_with_a_
     ):
         spec_file = short_spec(slack.base_url, grafana.base_url)
         try:
-            state = deploy(spec_path=str(spec_file), version="v3", return_state=True)
+            state = deploy(
+                environment="sandbox", spec_path=str(spec_file), version="v3", return_state=True
+            )
         finally:
             spec_file.unlink()
         messages, updates, annotations = slack.messages, slack.updates, grafana.annotations

@@ -37,7 +37,13 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_release_then_roll_back_from_the_command_line(
     sandbox: Sandbox, prefect_server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = deploy(spec_path=str(EXAMPLE_SPEC), version="v2", strategy="direct", return_state=True)
+    state = deploy(
+        environment="sandbox",
+        spec_path=str(EXAMPLE_SPEC),
+        version="v2",
+        strategy="direct",
+        return_state=True,
+    )
     released = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(released, dict), released
     assert released["status"] == "succeeded", released["message"]

@@ -62,7 +62,9 @@ def nginx_sandbox(
 
 
 def run(spec_file: Path, version: str) -> dict:
-    state = deploy(spec_path=str(spec_file), version=version, return_state=True)
+    state = deploy(
+        environment="sandbox", spec_path=str(spec_file), version=version, return_state=True
+    )
     data = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(data, dict), f"the flow crashed: {data!r}"
     return data

@@ -131,7 +131,7 @@ class CheckoutProbe:
 
 
 def run(spec: Path, version: str) -> dict:
-    state = deploy(spec_path=str(spec), version=version, return_state=True)
+    state = deploy(environment="sandbox", spec_path=str(spec), version=version, return_state=True)
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), f"the flow crashed: {result!r}"
     return result

@@ -91,7 +91,9 @@ def test_an_expand_migration_stays_applied_when_the_release_is_rolled_back(
     live = _serving(sandbox)
     section = f"  database_url: {url}\n  to_revision: rel_b\n  apply: {{}}\n"
     with release_spec("release-expand", section) as spec_file:
-        state = deploy(spec_path=str(spec_file), version="v3", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v3", return_state=True
+        )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
     assert result["status"] == "rolled_back", result["message"]  # restored and verified
@@ -121,7 +123,13 @@ def test_a_reversible_range_the_spec_allows_is_downgraded_after_traffic_is_back(
     )
     with release_spec("release-downgrade", section) as spec_file:
         # Direct: a canary over a contract change is refused (the next test).
-        state = deploy(spec_path=str(spec_file), version="v3", strategy="direct", return_state=True)
+        state = deploy(
+            environment="sandbox",
+            spec_path=str(spec_file),
+            version="v3",
+            strategy="direct",
+            return_state=True,
+        )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
     assert result["status"] == "rolled_back", result["message"]
@@ -139,7 +147,9 @@ def test_a_contract_change_is_refused_before_traffic_moves(sandbox: Sandbox, pos
     live = _serving(sandbox)
     section = f"  database_url: {url}\n  rules: {{drop-column: warning}}\n  apply: {{}}\n"
     with release_spec("release-refused", section) as spec_file:
-        state = deploy(spec_path=str(spec_file), version="v2", return_state=True)
+        state = deploy(
+            environment="sandbox", spec_path=str(spec_file), version="v2", return_state=True
+        )
     result = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(result, dict), result
     assert result["status"] == "aborted", result["message"]

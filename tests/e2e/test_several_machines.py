@@ -126,7 +126,11 @@ class Layout:
             deployment = client.read_deployment_by_name("deploy/deploy")
             return client.create_flow_run_from_deployment(
                 deployment.id,
-                parameters={"version": version, "spec_path": str(self.spec_path)},
+                parameters={
+                    "version": version,
+                    "spec_path": str(self.spec_path),
+                    "environment": "sandbox",
+                },
             ).id
 
     def finished(self, run_id: UUID, timeout: float = RUN_TIMEOUT) -> FlowRun:

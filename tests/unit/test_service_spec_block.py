@@ -114,3 +114,6 @@ def test_the_form_offers_saved_services_and_needs_only_a_version():
     assert {"$ref": "#/definitions/ServiceSpecBlock"} in service["anyOf"]
     # A block type in the schema: the Prefect UI lists the saved blocks of that type.
     assert schema["definitions"]["ServiceSpecBlock"]["block_type_slug"] == "servicespec"
+    # Nor is an environment proposed: a team's service deployed from the form is never
+    # recorded as the demo's sandbox (a run without one ends at once, saying so).
+    assert schema["properties"]["environment"].get("default") is None

@@ -308,7 +308,7 @@ def test_an_interrupted_run_ends_its_thread_and_sends_its_ending_event(
 
     assert service.router.state().canary_weight == 0
     # No pointer to an incident report: an interrupted run writes none (only a rollback does).
-    ending = ":x: *failed*: interrupted (KeyboardInterrupt): all traffic back on v1, stopped v2"
+    ending = ":x: *failed*: interrupted (SIGINT): all traffic back on v1, stopped v2"
     parent, reply = slack.messages
     assert (reply.thread_ts, reply.text) == (parent.ts, ending)
     [update] = slack.updates

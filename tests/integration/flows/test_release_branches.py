@@ -169,8 +169,12 @@ def test_a_bad_stage_rolls_back_to_stable_and_records_the_incident(deploy, servi
     service.router.set_split = recording  # type: ignore[method-assign]
     outcome = deploy("v3")
     assert outcome.status == "rolled_back", outcome.message
-    # Traffic went back inside the rollout, the moment the verdict came; the rollback confirmed.
-    assert restores == ["progressive-rollout", "rollback"]
+    # Traffic went back inside the rollout, the moment the verdict came; the rollback read the
+    # router to confirm it and did not restore (nor say it restored) a second time.
+    assert restores == ["progressive-rollout"]
+    assert outcome.rollback is not None
+    assert outcome.rollback.restore_seconds is not None
+    assert outcome.rollback.restore_seconds == outcome.stages[0].restore_seconds
     assert len(outcome.stages) == 1
     assert outcome.stages[0].weight == 5
     assert outcome.rollback is not None
@@ -215,6 +219,32 @@ class DiesAfterFirstSplit(InMemoryRouter):
     def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
         super().set_split(stable, canary, canary_weight)
         self.down = True
+
+
+class DiesBeforeSecondStage(InMemoryRouter):
+    """Takes the first stage's weight, then is gone when the second stage asks for more
+    (HAProxy killed between two stages)."""
+
+    def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
+        if canary is not None and canary_weight > 5:
+            self.down = True
+        super().set_split(stable, canary, canary_weight)
+
+
+def test_a_rollout_broken_after_a_stage_keeps_that_stage_when_the_rollback_fails(
+    deploy, service, ledger
+):
+    """The router goes away between stage 1 (judged, promoted) and stage 2: the rollout breaks,
+    the rollback cannot restore traffic; the outcome (its JSON, the thread's ending) still
+    lists stage 1, as the tracking row does."""
+    service.router = DiesBeforeSecondStage()
+    service.run_stable("v1")
+    outcome = deploy("v2")
+    assert outcome.status == "failed"
+    assert outcome.message.startswith("ROLLBACK FAILED"), outcome.message
+    assert [(s.index, s.weight, s.verdict.value) for s in outcome.stages] == [(0, 5, "promote")]
+    assert [s["weight"] for s in outcome.to_dict()["stages"]] == [5]
+    assert [s["weight"] for s in recorded(ledger, outcome)["stages"]] == [5]
 
 
 def test_a_failed_rollback_is_loud_and_the_next_deploy_repairs_it(deploy, service, ledger):
@@ -430,15 +460,51 @@ def test_an_interrupted_run_puts_traffic_back_before_it_exits(deploy, service, l
         raise KeyboardInterrupt
 
     service.metrics.sample = ctrl_c  # type: ignore[method-assign]
+    before = len(flows.deploy.OUTCOMES_REACHED)
     with pytest.raises(KeyboardInterrupt):
         deploy("v6")
     assert serving(service, "v1")
     assert running(service) == {"v1"}
+    # What the CLI reports (deploy --json): traffic restored, v1 serving.
+    [reached] = flows.deploy.OUTCOMES_REACHED[before:]
+    assert reached["interruption"] == {
+        "signal": "SIGINT",
+        "traffic_restored": True,
+        "serving": "v1",
+    }
     with ledger._sessions() as s:
         [row] = repository.history(s, service="shop", environment=deploy.environment, limit=1)
         assert row.status == "failed"
         assert row.canary_weight == 0
-        assert row.summary == "interrupted (KeyboardInterrupt): all traffic back on v1, stopped v6"
+        assert row.summary == "interrupted (SIGINT): all traffic back on v1, stopped v6"
+
+
+def test_a_run_interrupted_before_it_starts_anything_says_no_traffic_moved(
+    deploy, service, ledger, monkeypatch
+):
+    """Ctrl-C during step 4 (before the new version is started): nothing to put back; the row
+    is closed saying so, and the outcome the CLI reports says traffic never left v1."""
+    service.run_stable("v1")
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.deploy, "announce", ctrl_c)
+    before = len(flows.deploy.OUTCOMES_REACHED)
+    with pytest.raises(KeyboardInterrupt):
+        deploy("v6")
+    assert service.router.changes == []
+    assert running(service) == {"v1"}
+    [reached] = flows.deploy.OUTCOMES_REACHED[before:]
+    assert reached["interruption"] == {
+        "signal": "SIGINT",
+        "traffic_restored": True,
+        "serving": "v1",
+    }
+    assert reached["message"] == "interrupted (SIGINT) before v6 was started: no traffic moved"
+    with ledger._sessions() as s:
+        [row] = repository.history(s, service="shop", environment=deploy.environment, limit=1)
+        assert (row.status, row.summary) == ("failed", reached["message"])
 
 
 def test_probe_traffic_reaches_the_canary_in_each_stage_and_is_counted_apart(

@@ -73,6 +73,7 @@ def test_a_dry_run_with_checks_side_by_side_logs_no_warning_and_no_repr(
     spec.write_text(DRY_SPEC.replace("CHECKOUT", str(tmp_path)))
 
     state = deploy(
+        environment="sandbox",
         spec_path=str(spec),
         version="v2",
         dry_run=True,

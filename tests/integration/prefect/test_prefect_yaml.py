@@ -135,3 +135,19 @@ def test_a_run_without_a_service_is_refused_naming_both_ways_to_give_one(prefect
 
     assert state.is_failed()
     assert "choose a saved ServiceSpec block, or give spec_path" in (state.message or "")
+
+
+def test_a_run_without_an_environment_is_refused_naming_it(prefect_server, tmp_path):
+    import yaml
+
+    from flows.deploy import deploy
+    from tests.integration.flows.helpers import make_spec
+
+    spec_file = tmp_path / "shop.yaml"
+    spec_file.write_text(yaml.safe_dump(make_spec(tmp_path).model_dump(mode="json")))
+
+    state = deploy(version="v2", spec_path=str(spec_file), return_state=True)
+
+    assert state.is_failed()
+    assert "refused, nothing was started" in (state.message or "")
+    assert "environment: name the environment this deploy goes to" in (state.message or "")

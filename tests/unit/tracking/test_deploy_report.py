@@ -334,3 +334,37 @@ def test_an_incident_without_signal_lines_has_no_signal_section(tracking_engine:
         "## What the other signals saw"
         not in incident_report(deploy, ReportEvidence(), None).markdown
     )
+
+
+def test_a_failed_rollback_reads_in_words_and_keeps_the_raw_error_for_engineers(
+    tmp_path: Path, tracking_engine: Engine
+) -> None:
+    """The restore's error from the real HAProxy client (its admin socket missing): the report
+    says it in words, and gives the error as raised (credentials removed) beside it."""
+    from deployflow.error_words import detail, in_words
+    from deployflow.providers.haproxy import HAProxyRouter
+    from deployflow.tracking.models import Incident
+
+    socket_path = tmp_path / "haproxy.sock"
+    try:
+        HAProxyRouter(socket_path, frontend_url="http://127.0.0.1:9").state()
+    except Exception as exc:
+        error = exc
+    message = f"traffic could not be restored to v2: {in_words(error)}. Bring the router back"
+    row_id = seed(tracking_engine, rolled_back=True)
+    with session_factory(tracking_engine)() as s, s.begin():
+        incident = s.query(Incident).filter_by(deployment_id=row_id).one()
+        incident.evidence = {
+            **incident.evidence, "verified": False, "error": message,
+            "error_detail": detail(error),
+        }  # fmt: skip
+
+    md = incident_report(Ledger(tracking_engine).record(row_id), ReportEvidence(), None).markdown
+
+    assert (
+        f"**The rollback itself failed**: traffic could not be restored to v2: the router's "
+        f"admin socket {socket_path} does not exist: HAProxy is not running"
+    ) in md
+    raw = md.split("the error as raised (for engineers): `")[1].split("`")[0]
+    assert raw.startswith("RouterError: HAProxy admin socket")
+    assert "FileNotFoundError: [Errno 2] No such file or directory" in raw

@@ -99,3 +99,33 @@ def test_a_lapsed_heartbeat_is_not_renewed(tmp_path) -> None:
     assert not ledger.renew(row, 30.0)
     assert not ledger.holds_lease(row, 30.0)
     assert ledger.renew(row)  # the unconditional first renewal of a new lease
+
+
+def test_a_deploy_that_lost_its_lease_does_not_write_its_ending_over_the_reconciled_row(
+    tmp_path,
+) -> None:
+    """Paused past its lease, a deploy wakes after the next deploy's reconciler closed its row
+    (saying what it did to the traffic): the woken deploy's ending is not written over it."""
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
+    outcome = ReleaseOutcome(service="shop", environment="prod", version="v10")
+    outcome.deployment_id = ledger.start(outcome)
+    reconciled = "interrupted; all traffic on v1, stopped v10"
+    ledger.close(outcome.deployment_id, "failed", reconciled)  # what the next deploy did
+
+    outcome.status, outcome.message = "failed", "not rolled back: this deploy lost its lease"
+    assert ledger.record_outcome(outcome, outcome.message) is False
+
+    with ledger._sessions() as s:
+        row = repository.get_deployment(s, outcome.deployment_id)
+        assert (row.status, row.summary) == ("failed", reconciled)
+
+
+def test_a_deploy_still_holding_its_row_records_its_ending(tmp_path) -> None:
+    ledger = Ledger.for_url(f"sqlite:///{tmp_path / 't.db'}")
+    outcome = ReleaseOutcome(service="shop", environment="prod", version="v2")
+    outcome.deployment_id = ledger.start(outcome)
+    outcome.status, outcome.message = "succeeded", "v2 serves all the traffic"
+    assert ledger.record_outcome(outcome, outcome.message) is True
+    with ledger._sessions() as s:
+        row = repository.get_deployment(s, outcome.deployment_id)
+        assert (row.status, row.summary) == ("succeeded", "v2 serves all the traffic")
