@@ -345,6 +345,8 @@ def main() -> None:
             rest.append(arg)
     if os.environ.get("DEPLOYFLOW_WARM_START", "1").strip().lower() in OFF:
         cold(rest, None)
+    if not sys.platform.startswith("linux"):  # pidfd, PR_SET_PDEATHSIG, /proc: Linux only
+        cold(rest, None)
     launcher = Launcher(preload, rest)
     for signum in FORWARDED:
         signal.signal(signum, launcher.forward)

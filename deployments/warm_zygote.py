@@ -135,7 +135,10 @@ class Zygote:
         from prefect.utilities.importtools import load_script_as_module
 
         for script in self.preload:
-            load_script_as_module(str(Path(CHECKOUT) / script))
+            module = load_script_as_module(str(Path(CHECKOUT) / script))
+            # What the flow file imports stays imported; the file itself is executed again by
+            # each run, under the name a cold run gives it, from what is on disk then.
+            sys.modules.pop(module.__name__, None)
         self.files = imported_files()
         # Files only: importing writes __pycache__ folders, which changes their parents' times.
         fresh = [
@@ -241,6 +244,7 @@ class Zygote:
                 run_child(conn, request, fds, monitor_pid)
             for fd in fds:
                 os.close(fd)
+            log(f"started a run's process, {child}")
             send_message(conn, {"pid": child})
             code = watch(conn, child)
             with contextlib.suppress(OSError):

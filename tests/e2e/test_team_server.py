@@ -384,6 +384,10 @@ def test_two_workers_share_a_canary_release_and_a_dry_run(
     assert release.end_time is not None
     assert dry_run.start_time is not None
     assert dry_run.start_time < release.end_time
+    # Both started warm (prefect.yaml's job command): forked by the workers' zygote.
+    warm = next(iter(team.workers.logs.values())).parent / "warm"
+    forked = sum(p.read_text().count("started a run's process") for p in warm.glob("*.log"))
+    assert forked >= 2, [p.read_text() for p in warm.glob("*.log")]
 
     row = tracked_by_flow_run(team.tracking_url, release_id)
     assert row["status"] == "succeeded", row["summary"]

@@ -59,6 +59,7 @@ def facts():
         "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
         "per_deployment": os.environ.get("WARM_TEST_SETTING"),
         "cwd": os.getcwd(),
+        "module": __name__,
     }
 
 
@@ -223,6 +224,8 @@ def test_a_run_started_warm_completes_with_its_result_and_its_own_environment(se
     # variables, its working directory (the pull step's), not the zygote's.
     assert (first["per_deployment"], other["per_deployment"]) == ("a", "b")
     assert first["cwd"] == str(setup.flows)
+    # The flow file itself runs anew in each run, under the name a cold run gives it.
+    assert first["module"] == second["module"] == "warm_flows"
     # Its logs reached the server.
     logs = wait_for(
         lambda: run_logs_once_finished(setup.client, other["run"]),
