@@ -2,7 +2,8 @@
 
 ``python -m deployments.warm_zygote --base DIR/KEY [--preload FILE]...`` from the checkout: imports
 Prefect, what ``python -m prefect.engine`` imports, and each preloaded flow file the way the engine
-loads an entrypoint; then listens on ``DIR/KEY.sock``. For each launcher that connects it checks
+loads an entrypoint (keeping what it imports, not the file's own module: each run executes the file
+anew); then listens on ``DIR/KEY.sock``. For each launcher that connects it checks
 that no file it imported changed and that it still has a single thread, then forks a monitor of
 the run, which forks the run's process: that child takes the launcher's environment (the whole of
 ``os.environ`` replaced), working directory, umask and standard streams, refreshes Prefect's
