@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,6 +133,29 @@ def mark_api_lost(what: str, exc: BaseException) -> None:
     _STATE.lose(f"{type(exc).__name__} while {what}")
 
 
+class _NoTracebackWhileLost(logging.Filter):
+    """While the API counts as lost, Prefect's engine logging that a call to it failed (a run's
+    state, a slot's lease) keeps its line but not its traceback: the loss was said once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        raised = record.exc_info[1] if record.exc_info else None
+        if raised is not None and _STATE.lost and api_unreachable(raised):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_QUIET = _NoTracebackWhileLost()
+# Where Prefect's engine logs a run's failures.
+_ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+def _quiet_engine_tracebacks() -> None:
+    for name in _ENGINE_LOGGERS:
+        engine_logger = logging.getLogger(name)
+        if _QUIET not in engine_logger.filters:
+            engine_logger.addFilter(_QUIET)
+
+
 @dataclass
 class ApiWatch:
     """What a watch saw: ``lost_at_end`` is True when the API did not answer when it ended (so
@@ -151,6 +175,7 @@ def prefect_api_watch() -> Iterator[ApiWatch]:
         return
     url = PREFECT_API_URL.value()
     watch = ApiWatch()
+    _quiet_engine_tracebacks()
     with temporary_settings() as settings:
         with _LOCK:
             _STATE.lost, _STATE.watching, _STATE.settings = False, True, settings

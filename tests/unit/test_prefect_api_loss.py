@@ -293,3 +293,27 @@ def test_a_slot_release_refused_for_another_reason_still_raises(
 ) -> None:
     with pytest.raises(httpx.HTTPStatusError):
         give_back_slot(status_error(409, PrefectHTTPStatusError), caplog)
+
+
+def test_while_the_api_is_lost_the_engine_logs_its_failures_without_tracebacks() -> None:
+    import logging
+    import sys
+
+    def record_of(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "boom", (), info)
+
+    quiet = prefect_api._NoTracebackWhileLost()
+    answered = record_of(refused())
+    assert quiet.filter(answered)
+    assert answered.exc_info is not None
+    prefect_api.mark_api_lost("recording the run's state", refused())
+    lost = record_of(refused())
+    assert quiet.filter(lost)
+    assert lost.exc_info is None
+    other = record_of(ValueError("a bug"))
+    assert quiet.filter(other)
+    assert other.exc_info is not None
