@@ -297,7 +297,10 @@ def test_metrics_dying_mid_stage_roll_back_and_the_restore_is_verified_without_t
 ):
     service.run_stable("v1")
     service.metrics.down_after_samples = 1
-    outcome = deploy("v2")
+    # The stage is long enough for the second look (5 ms after the first) to meet the dead backend
+    # on a loaded machine: with the default 10 ms it could end first, and on_inconclusive decide.
+    slow_stage = {"kind": "canary", "steps": [5, 25, 50, 100], "observe": "2s"}
+    outcome = deploy("v2", spec=make_spec(deploy.tmp_path, strategy=slow_stage))
     assert outcome.status == "rolled_back", outcome.message
     assert outcome.rollback is not None
     assert outcome.rollback.trigger.metric == "metrics"
