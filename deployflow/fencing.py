@@ -7,6 +7,19 @@ are wrapped: before each action the lease is checked (``check`` raises ``LeaseLo
 the local clock (no renewal for a whole lease period: a process that just woke up knows it at
 once, before any query), then against the tracking database (the row still running, its
 heartbeat within the lease). The tracking database's lease is the fencing token.
+
+A tracking database that does not answer is not a lease taken by someone else: no other deploy
+can take the service over without it, and once it answers again another deploy may do so only
+after this one's heartbeat is a whole lease old. So the rule, per action:
+
+- Moving traffic *towards* the new version (a canary weight above 0, a promotion, a start) needs
+  the database to confirm the lease now: unconfirmed, it is refused (``LeaseUnconfirmed``), and
+  the deploy rolls back instead. Promoting on a lease nobody can check is not safe.
+- Putting traffic back on the version that was stable when the deploy began, and stopping a
+  version (``check_restore``), need only the local lease: no renewal missed for a whole lease
+  period. That is the restore a deploy whose database stopped answering must make (see
+  ``deployflow.tracking.answers``), and it is safe, because within its lease nobody else acts on
+  the service. After the local lease lapses, nothing is touched: the next deploy reconciles.
 """
 
 from __future__ import annotations
@@ -32,13 +45,34 @@ class LeaseLost(BackendError):
     the service's traffic now, so this one must not act on it."""
 
 
-class FencedRouter:
-    """``router`` whose traffic moves are refused (``LeaseLost``) once the deploy's lease is
-    lost; reading where traffic goes is always allowed."""
+class LeaseUnconfirmed(BackendError):
+    """The tracking database did not answer the lease check: this deploy may still hold its
+    lease (locally it does), but nothing may move traffic towards the new version on it."""
 
-    def __init__(self, router: RouterContract, check: Check) -> None:
+
+class FencedRouter:
+    """``router`` whose traffic moves are refused once the deploy's lease is lost
+    (``LeaseLost``), or, for a move towards the new version, not confirmed by the tracking
+    database (``LeaseUnconfirmed``); reading where traffic goes is always allowed.
+
+    Args:
+        router: The run's router.
+        check: Raises unless the tracking database confirms the lease now.
+        restore_check: Raises unless the lease holds at least locally (default ``check``).
+        stable: The version stable when the deploy began: all traffic back on it is a restore.
+    """
+
+    def __init__(
+        self,
+        router: RouterContract,
+        check: Check,
+        restore_check: Check | None = None,
+        stable: Instance | None = None,
+    ) -> None:
         self.inner = router
         self.check = check
+        self.restore_check = restore_check or check
+        self.stable = stable
 
     @property
     def frontend_url(self) -> str:
@@ -47,12 +81,22 @@ class FencedRouter:
     def state(self) -> RouterState:
         return self.inner.state()
 
+    def _restores(self, stable: Instance, canary: Instance | None, canary_weight: int) -> bool:
+        back_on_stable = canary is None or canary_weight <= 0
+        return back_on_stable and (self.stable is None or stable.address == self.stable.address)
+
     def set_split(self, stable: Instance, canary: Instance | None, canary_weight: int) -> None:
-        self.check()
+        if self._restores(stable, canary, canary_weight):
+            self.restore_check()
+        else:
+            self.check()
         self.inner.set_split(stable, canary, canary_weight)
 
     def promote(self, instance: Instance) -> None:
-        self.check()
+        if self.stable is not None and instance.address == self.stable.address:
+            self.restore_check()  # a blue-green switch back
+        else:
+            self.check()
         self.inner.promote(instance)
 
     def preflight(self) -> None:
@@ -70,18 +114,23 @@ class FencedRouter:
 
 class FencedTarget:
     """``target`` whose starts and stops are refused (``LeaseLost``) once the deploy's lease is
-    lost; reading what runs, its logs and its health URL is always allowed."""
+    lost; a start also needs the tracking database to confirm the lease (``check``), a stop
+    only the local lease (``restore_check``: stopping a canary is part of every rollback);
+    reading what runs, its logs and its health URL is always allowed."""
 
-    def __init__(self, target: TargetContract, check: Check) -> None:
+    def __init__(
+        self, target: TargetContract, check: Check, restore_check: Check | None = None
+    ) -> None:
         self.inner = target
         self.check = check
+        self.restore_check = restore_check or check
 
     def start(self, version: str) -> Instance:
         self.check()
         return self.inner.start(version)
 
     def stop(self, version: str) -> None:
-        self.check()
+        self.restore_check()
         self.inner.stop(version)
 
     def instances(self) -> list[Instance]:
@@ -107,11 +156,12 @@ class FencedTarget:
 
 
 def lease_lost(router: object) -> bool:
-    """Whether ``router`` is fenced and its deploy's lease is lost (checked now)."""
+    """Whether ``router`` is fenced and its deploy's lease is lost (checked now): then it may
+    not even put traffic back. A database that does not answer is not a lost lease."""
     if not isinstance(router, FencedRouter):
         return False
     try:
-        router.check()
+        router.restore_check()
     except LeaseLost:
         return True
     return False

@@ -223,11 +223,17 @@ def slow_look(deadline: float, interval_seconds: float) -> Measurement:
     )
 
 
-def canary_gone(reason: str, baseline_p95_seconds: float | None) -> Measurement:
-    """The measurement of a canary that no longer runs: failed, whatever the metrics say."""
-    breach = Breach("canary_down", None, None, reason)
+def canary_gone(reason: str | Breach, baseline_p95_seconds: float | None) -> Measurement:
+    """The measurement of a canary that no longer runs (or, a ``Breach``, of a stage that must
+    stop for another reason: the tracking database stopped answering): failed, whatever the
+    metrics say."""
+    breach = reason if isinstance(reason, Breach) else Breach("canary_down", None, None, reason)
     return Measurement(
-        Outcome.FAILED, MetricSample(None, None, None), baseline_p95_seconds, (breach,), reason
+        Outcome.FAILED,
+        MetricSample(None, None, None),
+        baseline_p95_seconds,
+        (breach,),
+        breach.reason,
     )
 
 
@@ -247,7 +253,7 @@ def observe_stage(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_measurement: Callable[[Measurement], None] | None = None,
-    gone: Callable[[], str | None] | None = None,
+    gone: Callable[[], str | Breach | None] | None = None,
     control_version: str | None = None,
     signals: Sequence[SignalProbe] = (),
     query_seconds: float | None = None,

@@ -469,11 +469,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         for path in save_as(report, Path(args.output)):
             print(f"wrote {path}")
         return EXIT_OK
-    chart = report_dir(service, deployment_id) / CHART_NAME
-    if report.chart_png is not None and not chart.exists():
-        chart.parent.mkdir(parents=True, exist_ok=True)
-        chart.write_bytes(report.chart_png)
-    print(report.linked(str(chart)) if report.chart_png is not None else report.markdown, end="")
+    if report.chart_png is None:
+        print(report.markdown, end="")
+        return EXIT_OK
+    try:
+        chart = report_dir(service, deployment_id) / CHART_NAME
+        if not chart.exists():
+            chart.parent.mkdir(parents=True, exist_ok=True)
+            chart.write_bytes(report.chart_png)
+    except OSError as exc:  # a full or read-only data dir: the report itself is in the database
+        print(f"deployflow: the chart could not be written under the data dir ({exc.strerror}: "
+              f"{exc.filename}); the report follows without it", file=sys.stderr)  # fmt: skip
+        print(report.markdown, end="")
+        return EXIT_OK
+    print(report.linked(str(chart)), end="")
     return EXIT_OK
 
 

@@ -151,11 +151,19 @@ def finish(
 ) -> State[Any]:
     """Step 9: record the outcome, write the report (with ``story``: charts, breakdown, log,
     commits), tell every audience how it ended (the outcome's dashboard link covers the deploy's
-    whole time range), then the run's final state (``final_state``)."""
+    whole time range), then the run's final state (``final_state``). An outcome the tracking
+    database would not take (``complete`` kept trying for one lease period) still ends the run
+    with the status it reached, its message saying the record is missing."""
     # Quoted: the outcome holds the subflows' results, which Prefect would otherwise record as
     # flow-run inputs of this task (which the UI's Task Runs tab cannot show).
-    complete(quote(outcome), backends.ledger, incident_artifact=story is None)  # type: ignore[call-overload]
-    if story is not None and outcome.deployment_id is not None and not outcome.dry_run:
+    unrecorded = complete(quote(outcome), backends.ledger, incident_artifact=story is None)  # type: ignore[call-overload]
+    if unrecorded is not None:
+        # Said truthfully: what the deploy did stands; only its record is missing.
+        outcome.message = (
+            f"{outcome.message or outcome.status}; its outcome could not be recorded in the "
+            f"tracking database ({unrecorded}): the next deploy reconciles its row"
+        )
+    elif story is not None and outcome.deployment_id is not None and not outcome.dry_run:
         write_report(backends.ledger, outcome.deployment_id, quote(story))  # type: ignore[call-overload]
     backends.story.record(Ended(outcome, outcome_dashboard(outcome, spec_dashboard)))
     # Kept in this process too: if the Prefect API is gone by now, the run's final state cannot
@@ -177,8 +185,8 @@ def release(spec: ServiceSpec, b: Backends, req: ReleaseRequest) -> ReleaseOutco
         # a process that wakes after losing it acts on nothing.
         fenced = b.model_copy(
             update={
-                "router": FencedRouter(b.router, lease.check),
-                "target": FencedTarget(b.target, lease.check),
+                "router": FencedRouter(b.router, lease.check, lease.check_restore, stable),
+                "target": FencedTarget(b.target, lease.check, lease.check_restore),
             }
         )
         try:

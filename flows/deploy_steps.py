@@ -38,6 +38,7 @@ from deployflow.schema import SchemaRange, after_rollback, traffic_split_refusal
 from deployflow.spec import ServiceSpec
 from deployflow.story import Announced, Answered, Ended, Paused, SchemaSettled
 from deployflow.strategy import StrategyChoice, StrategyName
+from deployflow.tracking.answers import tracking_silence_reason
 from deployflow.tracking.ledger import Ledger
 from flows.oncall import confirm_on_call
 from flows.rollback import rollback
@@ -470,8 +471,8 @@ def roll_out_and_verify(
         get_run_logger().exception("the rollout broke")
         if isinstance(exc, RolloutBroke):  # the stages that ran before it broke stay evidence
             outcome.stages = exc.stages
-            return step_failed_trigger("the rollout", exc.error)
-        return step_failed_trigger("the rollout", exc)
+            return tracking_silence(b) or step_failed_trigger("the rollout", exc.error)
+        return tracking_silence(b) or step_failed_trigger("the rollout", exc)
     trigger = stage_trigger(outcome.stages[-1], spec.analysis.max_error_rate)
     if trigger is not None:
         return trigger
@@ -496,11 +497,21 @@ def roll_out_and_verify(
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")
-        return step_failed_trigger("promotion or verification", exc)
+        return tracking_silence(b) or step_failed_trigger("promotion or verification", exc)
     trigger = verification_trigger(outcome.verification)
     if trigger is not None or spec.flags is None:
         return trigger
     return release_flags(spec, b, outcome, canary)
+
+
+def tracking_silence(b: Backends) -> Trigger | None:
+    """A step that broke while the tracking database was not answering (its write failed, or
+    the lease could not be confirmed for a move towards the new version): that is the reason
+    to roll back, said as such. None while the database answers."""
+    silent = b.ledger.stopped_answering(0.0)
+    if silent is None:
+        return None
+    return Trigger(None, None, "tracking_database", None, None, tracking_silence_reason(silent))
 
 
 def release_flags(
@@ -654,7 +665,10 @@ def interrupted(
         "serving": serving,
     }
     if result.restored:
-        b.ledger.close(outcome.require_id(), "failed", ending)
+        try:
+            b.ledger.close(outcome.require_id(), "failed", ending)
+        except Exception as exc:  # the next deploy reconciles the row; people hear it below
+            logger.warning("the interruption could not be recorded: %s", exc)
     # Nothing after this runs (the run is being stopped): every audience hears the end now.
     b.story.record(Ended(ended(outcome, "failed", ending)))
 

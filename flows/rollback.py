@@ -67,9 +67,12 @@ def rollback(
         after, restore_seconds = already or restore_stable_traffic(backends.router, stable)
     except Exception as exc:
         return _restore_failed(backends, stable, canary, trigger, measurements, exc)
-    backends.ledger.traffic_restored(deployment_id)
     # Told now, not after the checks below: traffic is safe, which is what people wait for.
     backends.story.record(RolledBack(trigger, stable.version))
+    try:
+        backends.ledger.traffic_restored(deployment_id)
+    except Exception as exc:  # the outcome's record says it again; telling never waits on it
+        logger.warning("the restore could not be recorded in the tracking database: %s", exc)
 
     problems: list[str] = []
     log_tail = ""

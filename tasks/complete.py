@@ -9,15 +9,23 @@ from prefect.cache_policies import NO_CACHE
 
 from deployflow.notify.report import ReportEvidence, deploy_summary, incident_report, stage_rows
 from deployflow.release import ReleaseOutcome
+from deployflow.tracking.answers import keep_trying
+from deployflow.tracking.lease import lease_seconds
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
 from tasks.retry_policy import DATABASE, retried
 
 
-@task(name="complete", cache_policy=NO_CACHE, **retried(DATABASE))
-def complete(outcome: ReleaseOutcome, ledger: Ledger, *, incident_artifact: bool = True) -> None:
+# It keeps trying the record itself while the database does not answer, for at most one lease
+# period (after that the next deploy may reconcile the row anyway); Prefect retries the rest.
+@task(name="complete", cache_policy=NO_CACHE, **retried(DATABASE * 2))
+def complete(
+    outcome: ReleaseOutcome, ledger: Ledger, *, incident_artifact: bool = True
+) -> str | None:
     """Record the outcome in the tracking database and publish the reports, rendered from the
-    deploy's record as the database keeps it, as artifacts.
+    deploy's record as the database keeps it, as artifacts. A database that does not answer is
+    asked again for up to one lease period (``DEPLOYFLOW_LEASE_SECONDS``, 30 s by default);
+    then the deploy ends without its record, and the next deploy reconciles the row.
 
     Args:
         outcome: The release.
@@ -25,13 +33,28 @@ def complete(outcome: ReleaseOutcome, ledger: Ledger, *, incident_artifact: bool
         incident_artifact: Publish the incident report of a rollback without the evidence
             gathered afterwards; the flow leaves it to ``write_report`` (charts, breakdown, the
             canary's log, commits) when that runs.
+
+    Returns:
+        None once recorded (or with no row to record in), else why it could not be, in words.
     """
     logger = get_run_logger()
     if outcome.deployment_id is None:  # no row was made: nothing to record or tell from
         logger.warning("deploy of %s %s has no tracking row", outcome.service, outcome.version)
-        return
+        return None
     ending = f"{outcome.service} {outcome.version} → {outcome.environment}: {outcome.status}"
-    if not ledger.record_outcome(outcome, outcome.message or ending.replace("_", " ")):
+    summary = outcome.message or ending.replace("_", " ")
+    patience = lease_seconds()
+    written: list[bool] = []
+    failure = keep_trying(lambda: written.append(ledger.record_outcome(outcome, summary)), patience)
+    if failure is not None:
+        why = ledger.answers.error or f"{type(failure).__name__}: {failure}"
+        logger.error(
+            "the outcome of deploy %s (%s) could not be recorded in the tracking database within "
+            "%g s: %s; the next deploy reconciles its row",
+            outcome.deployment_id, outcome.status, patience, why,
+        )  # fmt: skip
+        return why
+    if written and not written[-1]:
         # Closed by another run (this deploy lost its lease): that record stands.
         logger.warning(
             "deploy of %s %s: its tracking row %s was already closed by another run; this "
@@ -57,3 +80,4 @@ def complete(outcome: ReleaseOutcome, ledger: Ledger, *, incident_artifact: bool
             description=f"Incident: {record.service} {record.version} rolled back",
         )
     logger.info("deploy of %s %s: %s", record.service, record.version, record.status)
+    return None

@@ -11,7 +11,7 @@ import httpx
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from deployflow.analysis import Measurement
+from deployflow.analysis import Breach, Measurement
 from deployflow.error_words import in_words
 from deployflow.figures import measured
 from deployflow.probe import ProbeTraffic
@@ -19,6 +19,8 @@ from deployflow.providers.base import BackendError, Instance, Metrics, Router, T
 from deployflow.rollout import StageResult, observe_stage, plan_evidence, thresholds_from
 from deployflow.signals import AlertWatch, LogWatch
 from deployflow.spec import AnalysisSpec, SmokeRequest
+from deployflow.tracking.answers import silence_grace, tracking_silence_reason
+from deployflow.tracking.lease import lease_seconds
 from deployflow.tracking.ledger import Ledger
 from tasks.retry_policy import QUICK_CALL, no_retries, observation_timeout, retried
 
@@ -113,10 +115,15 @@ def observe_canary_stage(
         except Exception:  # the tracking database failing is not a verdict on the canary
             return None
 
-    def gone() -> str | None:
+    def gone() -> str | Breach | None:
         asked = rollback_asked()
         if asked is not None:
             return asked
+        silent = ledger.stopped_answering(silence_grace(lease_seconds()))
+        if silent is not None:
+            # It can neither renew its lease nor record the stage: put traffic back while the
+            # lease still holds (deployflow.fencing), rather than run on unrecorded.
+            return Breach("tracking_database", None, None, tracking_silence_reason(silent))
         instance = next((i for i in target.instances() if i.version == version), None)
         if instance is None:
             return f"{version} is no longer running ({target.describe()})"
@@ -176,7 +183,12 @@ def observe_canary_stage(
         tally = traffic.tally
         result = replace(result, probe_sent=tally.sent, probe_failed=tally.failed)
         logger.info("stage %d: %s; they are in its figures", index + 1, tally.describe())
-    ledger.stage_observed(deployment_id, result)
+    try:
+        ledger.stage_observed(deployment_id, result)
+    except Exception as exc:  # the verdict stands; the outcome's record carries the stage later
+        logger.warning(
+            "stage %d could not be recorded in the tracking database: %s", index + 1, exc
+        )
     if result.reason:
         logger.warning(
             "stage %d verdict %s: %s", index + 1, result.verdict.value, result.reason.reason

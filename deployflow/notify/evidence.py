@@ -6,6 +6,7 @@ chart. Every source is optional and none of them raises: what cannot be had is n
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -186,15 +187,61 @@ def tell(record: DeployRecord, sources: StorySources) -> Report | None:
     return render(record, evidence, chart)
 
 
+@dataclass(frozen=True)
+class Copies:
+    """Where a report was kept (``kept``, in order) and where not, with why (``lost``)."""
+
+    kept: tuple[str, ...]
+    lost: tuple[tuple[str, str], ...]
+
+
+def keep_copies(copies: Sequence[tuple[str, Callable[[], object]]]) -> Copies:
+    """Write each copy of a report in turn, in the order given: the ones the next deploy and
+    people read (the tracking database, the Prefect artifact) first, the file under the data
+    dir last. One that fails (a full or read-only disk, a database that does not answer) is
+    named with why and never stops the others."""
+    kept: list[str] = []
+    lost: list[tuple[str, str]] = []
+    for where, write in copies:
+        try:
+            write()
+        except Exception as exc:
+            lost.append((where, failure_words(exc)))
+        else:
+            kept.append(where)
+    return Copies(tuple(kept), tuple(lost))
+
+
+def failure_words(exc: BaseException) -> str:
+    """A write's failure in words: ``No space left on device (/data/reports/x/report.md)`` for
+    a file, the first line of the message otherwise."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
 def save(report: Report, directory: Path) -> Path:
     """Write the report as ``report.md`` with its chart as ``chart.png`` beside it; returns the
     report's path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "report.md"
-    path.write_text(report.markdown)
     if report.chart_png is not None:
-        (directory / CHART_NAME).write_bytes(report.chart_png)
+        write_whole(directory / CHART_NAME, report.chart_png)
+    write_whole(path, report.markdown.encode())
     return path
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: through a temporary file beside it, renamed over it
+    once written; a disk that refuses part way (full, read-only) leaves no truncated file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_as(report: Report, path: Path) -> list[Path]:

@@ -94,15 +94,7 @@ class LocalPostgres:
         if self.clients is not None:
             with (self.data_dir / "pg_hba.conf").open("a") as hba:
                 hba.write(f"host all all {self.clients} trust\n")
-        listen = ",".join(dict.fromkeys(["127.0.0.1", self.host]))
-        options = (
-            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={listen} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
-            str(self._tmp / "postgres.log"), "-w", "-t", "60", "start",
-        )  # fmt: skip
+        self._pg_ctl_start()
         self._started = True
         wait_for(
             lambda: self._run("pg_isready", "-h", self.host, "-p", str(self.port)),
@@ -124,6 +116,26 @@ class LocalPostgres:
         return (
             f"postgresql+psycopg://{self.user}@/{database}?host={self.socket_dir}&port={self.port}"
         )
+
+    def halt(self) -> None:
+        """Stop the server and keep its data (a tracking database that stops answering);
+        ``resume`` starts it again on the same port."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start again a server ``halt`` stopped, with its data, on the same port."""
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
+        listen = ",".join(dict.fromkeys(["127.0.0.1", self.host]))
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses={listen} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
+            str(self._tmp / "postgres.log"), "-w", "-t", "60", "start",
+        )  # fmt: skip
 
     def stop(self) -> None:
         if self._started:

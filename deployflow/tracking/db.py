@@ -34,6 +34,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DATABASE_URL_ENV = "DEPLOYFLOW_DATABASE_URL"
 DATA_DIR_ENV = "DEPLOYFLOW_DATA_DIR"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 # Any constant works as long as every deployflow process uses the same one: it names the
 # PostgreSQL advisory lock that serialises concurrent ``upgrade`` calls.
@@ -95,6 +96,14 @@ def make_engine(url: str | URL | None = None, **engine_options: Any) -> Engine:
     parsed = make_url(url if url is not None else database_url())
     if not _is_sqlite(parsed):
         engine_options.setdefault("pool_pre_ping", True)
+        if parsed.get_driver_name() in ("psycopg", "psycopg2") and "connect_timeout" not in (
+            parsed.query
+        ):
+            # A server that stops answering (not refusing) must fail a deploy's query in
+            # seconds, not after the kernel's minutes of TCP retries: a stage's look waits on it.
+            connect_args = dict(engine_options.pop("connect_args", {}))
+            connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+            engine_options["connect_args"] = connect_args
         return create_engine(parsed, **engine_options)
 
     connect_args = dict(engine_options.pop("connect_args", {}))

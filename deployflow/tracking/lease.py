@@ -13,16 +13,15 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from deployflow.fencing import LeaseLost
+from deployflow.fencing import LeaseLost, LeaseUnconfirmed
 from deployflow.polling import Repeat
+from deployflow.tracking.answers import RENEWALS_PER_LEASE
 
 if TYPE_CHECKING:
     from deployflow.tracking.ledger import Ledger
 
 LEASE_SECONDS_ENV = "DEPLOYFLOW_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 30.0
-# Renewals per lease period: a run must miss several before it counts as dead.
-RENEWALS_PER_LEASE = 6
 
 logger = logging.getLogger(__name__)
 
@@ -104,21 +103,45 @@ class Lease:
         return self.lost is not None
 
     def check(self) -> None:
-        """Raise ``LeaseLost`` unless this deploy still holds its lease: on the local clock
-        first (a process that was paused knows at once), then in the tracking database. A
-        database that cannot be read is not a lost lease while the local one holds.
+        """Raise unless the tracking database confirms now that this deploy holds its lease:
+        the check before anything moves traffic towards the new version (``deployflow.fencing``).
+        The local clock first (a process that was paused knows at once), then the database.
+
+        Raises:
+            LeaseLost: another deploy may own the traffic now; this one must not act.
+            LeaseUnconfirmed: the database did not answer; the lease may hold, but promoting on
+                a lease nobody can check is not safe.
+        """
+        self._check(confirmed=True)
+
+    def check_restore(self) -> None:
+        """Raise unless this deploy still holds its lease at least locally: the check before
+        traffic goes back on the stable version or a version is stopped. A database that does
+        not answer is not a lost lease while the local one holds (nobody else can take the
+        service over meanwhile); one known to be failing is not waited on again.
 
         Raises:
             LeaseLost: another deploy may own the traffic now; this one must not act.
         """
-        if not self._local_lapse():
+        self._check(confirmed=False)
+
+    def _check(self, *, confirmed: bool) -> None:
+        if not self._local_lapse() and (confirmed or not self.ledger.answers.silent_for()):
             try:
-                if not self.ledger.holds_lease(self.deployment_id, self.seconds):
-                    self._lose("the tracking database no longer shows it running with a live lease")
+                holds = self.ledger.holds_lease(self.deployment_id, self.seconds)
             except Exception as exc:
                 logger.warning(
                     "could not check the lease of deploy %s: %s", self.deployment_id, exc
                 )
+                if confirmed:
+                    raise LeaseUnconfirmed(
+                        "the tracking database did not answer the lease check "
+                        f"({self.ledger.answers.error or type(exc).__name__}): nothing moves "
+                        "towards the new version on a lease nobody can confirm"
+                    ) from None
+            else:
+                if not holds:
+                    self._lose("the tracking database no longer shows it running with a live lease")
         if self.lost is not None:
             raise LeaseLost(
                 f"this deploy lost its lease in the tracking database ({self.lost}); it touches "

@@ -19,6 +19,7 @@ from deployflow.manual_rollback import PastDeploy, manual_headline
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
 from deployflow.schema import SchemaChangeRecord
+from deployflow.tracking.answers import Answers
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -88,6 +89,24 @@ def _details(outcome: ReleaseOutcome) -> dict[str, Any]:
     }
 
 
+def _add_stage(s: Session, deployment_id: int, result: StageResult) -> None:
+    from deployflow.tracking import repository
+
+    repository.add_stage_result(
+        s,
+        deployment_id,
+        index=result.index,
+        weight=result.weight,
+        verdict=result.verdict.value,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        measurements=[m.to_dict() for m in result.measurements],
+        reason=result.reason.reason if result.reason else None,
+        label=result.label,
+        note=result.note,
+    )
+
+
 class Ledger:
     """Records deploys in the tracking database.
 
@@ -102,6 +121,7 @@ class Ledger:
         self._sessions = db.session_factory(engine)
         # Every ledger transaction may write (and they are short): each takes the write lock first.
         self._writes = db.writing_session_factory(engine)
+        self.answers = Answers()
 
     @classmethod
     def for_url(cls, url: str | None = None) -> Ledger:
@@ -128,8 +148,37 @@ class Ledger:
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._writes() as s, s.begin():
+        with self._noting_answers(), self._writes() as s, s.begin():
             yield s
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A read-only session (no write lock). Its failure starts or extends the database's
+        silence like a write's; its success does not end it: a database that answers reads but
+        takes no writes (SQLite on a full disk) still keeps the deploy from renewing its lease
+        and recording what it does."""
+        with self._noting_answers(ends_silence=False), self._sessions() as s:
+            yield s
+
+    @contextmanager
+    def _noting_answers(self, *, ends_silence: bool = True) -> Iterator[None]:
+        """Note whether the database answered (``answers``): a query it did not take starts or
+        extends its silence; a transaction it took (``ends_silence``) ends it."""
+        from deployflow.tracking.answers import unanswered
+
+        try:
+            yield
+        except Exception as exc:
+            if unanswered(exc):
+                self.answers.failed(exc)
+            raise
+        if ends_silence:
+            self.answers.answered()
+
+    def stopped_answering(self, grace: float) -> str | None:
+        """Why a running deploy must stop, once every query of this process has failed for
+        ``grace`` seconds (``deployflow.tracking.answers``); None while it answers."""
+        return self.answers.stopped(grace)
 
     def start(self, outcome: ReleaseOutcome) -> int:
         """Create the deployment row of ``outcome`` before anything is touched.
@@ -222,7 +271,7 @@ class Ledger:
     def holds_lease(self, deployment_id: int, seconds: float) -> bool:
         """Whether the deploy still holds its lease: its row is running and its heartbeat is
         younger than ``seconds`` (the fencing check before an action, ``deployflow.fencing``)."""
-        with self._session() as s:
+        with self._read() as s:
             return self._holds(s, deployment_id, seconds)
 
     @staticmethod
@@ -277,7 +326,7 @@ class Ledger:
         """Why a person asked this running deploy to roll back (``request_rollback``), or None."""
         from deployflow.tracking import repository
 
-        with self._sessions() as s:  # a read: no write lock
+        with self._read() as s:  # a read: no write lock
             details = repository.get_deployment(s, deployment_id).details or {}
         asked = details.get(ROLLBACK_REQUEST)
         if not isinstance(asked, dict):
@@ -313,7 +362,7 @@ class Ledger:
         """The row's status now (``running`` until it ends)."""
         from deployflow.tracking import repository
 
-        with self._sessions() as s:
+        with self._read() as s:
             return repository.get_deployment(s, deployment_id).status.value
 
     def recent_results(self, service: str, environment: str, limit: int) -> list[str]:
@@ -347,22 +396,8 @@ class Ledger:
             repository.add_flag_change(s, deployment_id, flag=flag, percent=percent, reason=reason)
 
     def stage_observed(self, deployment_id: int, result: StageResult) -> None:
-        from deployflow.tracking import repository
-
         with self._session() as s:
-            repository.add_stage_result(
-                s,
-                deployment_id,
-                index=result.index,
-                weight=result.weight,
-                verdict=result.verdict.value,
-                started_at=result.started_at,
-                finished_at=result.finished_at,
-                measurements=[m.to_dict() for m in result.measurements],
-                reason=result.reason.reason if result.reason else None,
-                label=result.label,
-                note=result.note,
-            )
+            _add_stage(s, deployment_id, result)
 
     def stage_verdict_changed(self, deployment_id: int, result: StageResult) -> None:
         """The stage ``result`` ended with another verdict than the one recorded (a gate)."""
@@ -393,6 +428,7 @@ class Ledger:
             row = s.get(Deployment, outcome.deployment_id, with_for_update=True)
             if row is not None and DeploymentStatus(row.status).is_terminal:
                 return False
+            restored = outcome.rollback is not None and outcome.rollback.error is None
             repository.update_deployment(
                 s,
                 outcome.deployment_id,
@@ -400,7 +436,14 @@ class Ledger:
                 finished_at=datetime.now(UTC),
                 summary=summary,
                 details=_details(outcome),
+                # The rollback's own write of it may have met a database that did not answer.
+                **({"canary_weight": 0} if restored else {}),
             )
+            # Stages the database did not take as they ended (it was not answering then).
+            kept = {st.index for st in repository.get_deployment(s, outcome.deployment_id).stages}
+            for stage in outcome.stages:
+                if stage.index not in kept:
+                    _add_stage(s, outcome.deployment_id, stage)
             for c in outcome.checks:
                 repository.add_check_result(
                     s,

@@ -219,3 +219,122 @@ def test_a_slow_metrics_backend_does_not_stretch_a_bad_canarys_stage(sandbox: Sa
         f"slow metrics: v3's stage lasted {seconds:.1f} s; probe answers during the deploy "
         f"{dict(probe.before_mark)}"
     )
+
+
+def test_the_tracking_database_stopped_mid_stage_puts_traffic_back_and_the_next_deploy_runs(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (the tracking database) stopped while v11's canary takes half the traffic:
+    the deploy can neither renew its lease nor record its stages, so at its next look past the
+    grace (5 s) it puts traffic back on the live version, stops v11, tells people and exits 3
+    saying why. PostgreSQL back while the deploy keeps trying to record its outcome: the row
+    says rolled back, and the next deploy runs at once, without a hand reset."""
+    from deployflow.sandbox.postgres import LocalPostgres
+
+    log = tmp_path / "tracking-stopped.log"
+    with LocalPostgres() as pg, two_stage_spec("faults", "tracking-stopped") as spec_file:
+        url = pg.create_database("tracking")
+        monkeypatch.setenv("DEPLOYFLOW_DATABASE_URL", url)
+        spec = load_spec(spec_file)
+        router, target = build_router(spec), build_target(spec)
+        live = next(i.version for i in target.instances() if i.address == router.state().stable)
+        with (
+            UserProbe(sandbox.frontend_url) as probe,
+            deploy_in_its_own_process(
+                spec_file, "v11", prefect_server, log, {"DEPLOYFLOW_DATABASE_URL": url}
+            ) as running,
+        ):
+            pg.halt()
+            halted = time.monotonic()
+            wait_for(
+                lambda: router.state().canary_weight == 0 or None,
+                timeout=60,
+                interval=0.05,
+                what="traffic back on the live version",
+            )
+            restored = time.monotonic()
+            probe.mark()  # the failure is detected and acted on: no answer from v11 from here
+            during = probe.from_version("v11", after_mark=False)
+            pg.resume()  # while the deploy keeps trying to record its outcome
+            returncode = running.wait(timeout=120)
+            wait_answers(probe, 20)
+        text = log.read_text()
+
+        assert returncode == 3, text[-3000:]  # rolled back, and the rollback verified
+        assert "v11: rolled_back" in text, text[-3000:]
+        assert "the tracking database stopped answering" in text, text[-3000:]
+        assert "did not start" not in text, text[-3000:]
+        assert probe.from_version("v11") == 0, probe.after_mark
+        assert "v11" not in {i.version for i in target.instances()}
+        assert serving(live)
+        [row] = [r for r in Ledger.for_url(url).past_deploys("demo", "sandbox")]
+        assert (row.version, row.status) == ("v11", "rolled_back"), row
+
+        after = deploy_in_process(spec_file, "v12")  # no hand reset: it runs at once
+    assert after["status"] == "succeeded", after["message"]
+    assert serving("v12")
+    print(
+        f"tracking database stopped: traffic back on {live} {restored - halted:.1f} s after the "
+        f"stop; v11 answered {during} probe requests in the canary's share before that"
+    )
+
+
+def test_a_full_data_dir_loses_no_report_and_changes_nothing_users_get(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path
+) -> None:
+    """The data dir (report files, slot history) on a real full filesystem, the tracking
+    database elsewhere: v3 (20% errors) is rolled back as on any day and exits 3; its incident
+    report is in the tracking database (``deployflow report`` prints it) and in the Prefect
+    artifact; the file's failure is one warning."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.e2e.helpers import artifact_markdown
+    from tests.full_disk import fill, tmpfs
+
+    tracking = f"sqlite:///{tmp_path / 'tracking.db'}"
+    repo_root = Path(__file__).parents[2]
+    with (
+        tmpfs(tmp_path / "data") as data,
+        two_stage_spec("faults", "full-disk") as spec_file,
+    ):
+        spec = load_spec(spec_file)
+        router, target = build_router(spec), build_target(spec)
+        live = next(i.version for i in target.instances() if i.address == router.state().stable)
+        fill(data)
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_server,
+            "DEPLOYFLOW_DATA_DIR": str(data),
+            "DEPLOYFLOW_DATABASE_URL": tracking,
+        }
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "deployments.cli", *args],
+                env=env, cwd=repo_root, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+
+        with UserProbe(sandbox.frontend_url) as probe:
+            done = cli("deploy", str(spec_file), "--version", "v3", "--json")
+            probe.mark()
+            wait_answers(probe, 10)
+        told = cli("report", str(json.loads(done.stdout.splitlines()[-1])["deployment_id"]))
+        assert not any(data.joinpath("reports").rglob("report.md"))
+
+    output = done.stdout + done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert done.returncode == 3, output[-3000:]
+    assert result["status"] == "rolled_back", result["message"]
+    warned = [line for line in output.splitlines() if "could not be written to" in line]
+    assert len(warned) == 1, warned
+    assert "its file under the data dir: No space left on device" in warned[0]
+    assert "kept in the tracking database and the Prefect artifact" in warned[0]
+    assert told.returncode == 0, told.stderr
+    assert told.stdout.startswith("# Incident"), told.stdout[:300]
+    assert "No space left on device" in told.stderr  # its chart could not be cached: said once
+    assert "Incident" in artifact_markdown(result["flow_run_id"], "incident-demo")
+    assert probe.from_version("v3") == 0
+    assert serving(live)
+    print(f"full data dir: answers during the deploy {dict(probe.before_mark)}")
