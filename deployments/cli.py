@@ -30,6 +30,7 @@ from deployments.run import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    exit_at_once_if_prefect_is_gone,
     exit_for,
     print_outcome,
     reached_outcomes,
@@ -222,6 +223,7 @@ def _deploy(args: argparse.Namespace) -> int:
         endings.emit({**result, "exit_code": code})
     else:
         print_outcome(result)
+    exit_at_once_if_prefect_is_gone(result, code)
     return code
 
 

@@ -50,19 +50,24 @@ def run_deploy(
     # fresh SQLite database, which takes longer than Prefect's 20 s default on a busy laptop.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.deploy import OUTCOMES_REACHED, deploy
+    from tasks.prefect_api import prefect_api_watch
 
     reached_before = len(OUTCOMES_REACHED)
+    # Watched from out here too, so that the run's final state is not retried for a minute when
+    # the API is gone (tasks.prefect_api).
+    watch = prefect_api_watch()
     try:
-        state = deploy(
-            spec_path=spec_path,
-            version=version,
-            environment=environment,
-            strategy=strategy,
-            dry_run=dry_run,
-            tracking_block=tracking_block,
-            service=service,
-            return_state=True,
-        )
+        with watch as seen:
+            state = deploy(
+                spec_path=spec_path,
+                version=version,
+                environment=environment,
+                strategy=strategy,
+                dry_run=dry_run,
+                tracking_block=tracking_block,
+                service=service,
+                return_state=True,
+            )
     except Exception as exc:  # the flow never ran, or the Prefect API went away meanwhile
         reached = [o for o in OUTCOMES_REACHED[reached_before:] if o.get("version") == version]
         if reached:
@@ -75,6 +80,8 @@ def run_deploy(
             ).strip()
             run_id = kept.get("flow_run_id")
             kept["ui_url"] = ui_url(str(run_id) if run_id else None)
+            if seen.lost_at_end:
+                kept["prefect_api_lost"] = True
             return kept
         return {
             "status": "failed",
@@ -108,7 +115,21 @@ def run_deploy(
         }
     run_id = result.get("flow_run_id")
     result["ui_url"] = ui_url(str(run_id) if run_id else None)
+    if seen.lost_at_end:
+        result["prefect_api_lost"] = True
     return result
+
+
+def exit_at_once_if_prefect_is_gone(result: dict[str, Any], code: int) -> None:
+    """A deploy that ended with the Prefect API lost (``prefect_api_lost``) exits now with
+    ``code``, its outcome printed and recorded in the tracking database: at interpreter exit,
+    Prefect's background senders would wait, with no bound, to deliver what they hold to the API
+    that is gone (its events worker spends about 7 s trying per queued event)."""
+    if not result.get("prefect_api_lost"):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def exit_for(status: str) -> int:
@@ -139,6 +160,11 @@ def print_outcome(result: dict[str, Any]) -> None:
         print(f"  incident report: deployflow report {result['deployment_id']}")
     if result.get("ui_url"):
         print(f"  Prefect UI: {result['ui_url']}")
+    if result.get("prefect_api_lost"):
+        print(
+            "  the Prefect API did not answer at the end: this outcome is in the tracking "
+            "database (deployflow history), not in Prefect"
+        )
 
 
 def run_rollback(

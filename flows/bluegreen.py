@@ -22,6 +22,7 @@ from deployflow.verify import VerificationReport
 from flows.flags import flag_rollout
 from flows.rollout import decide_unproven_stage
 from tasks.bluegreen import check_green_in_isolation, observe_green_in_isolation, switch_to_green
+from tasks.prefect_api import keeps_its_result, run_subflow
 from tasks.retry_policy import observation_timeout
 from tasks.rollout import observe_stage_for, promote
 from tasks.verify import verify_instance
@@ -46,6 +47,7 @@ class BlueGreenResult:
     flow_run_name="blue-green {green.version}",
     validate_parameters=False,  # typed objects from the deploy flow, passed as they are
 )
+@keeps_its_result
 def blue_green(
     backends: Backends,
     deployment_id: int,
@@ -134,8 +136,8 @@ def release_blue_green(
     if result.trigger is not None:
         return result
     if flags is not None:
-        rolled = flag_rollout(
-            b, deployment_id, flags, analysis, green.version, baseline_p95_seconds,
+        rolled = run_subflow(
+            flag_rollout, b, deployment_id, flags, analysis, green.version, baseline_p95_seconds,
             first_index=len(result.stages),
         )  # fmt: skip
         result.stages.extend(rolled.stages)

@@ -57,6 +57,7 @@ from flows.outcome_state import final_state, refused_state
 from tasks.complete import complete
 from tasks.connect import connect_backends, load_service_spec
 from tasks.live import live_checks
+from tasks.prefect_api import prefect_api_watch
 from tasks.story import write_report
 from tasks.strategy import assess_risk_task, choose_strategy_task
 from tasks.tracking import record_plan
@@ -132,7 +133,8 @@ def deploy(
     )
     backends = connect_backends(spec, tracking_block, environment)
     try:
-        with one_deploy_at_a_time(spec, request, backends.ledger):
+        # A deploy that loses the Prefect API goes on without it (tasks.prefect_api).
+        with prefect_api_watch(), one_deploy_at_a_time(spec, request, backends.ledger):
             return finish(
                 release(spec, backends, request),
                 backends,

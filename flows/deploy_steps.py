@@ -55,6 +55,7 @@ from tasks.keep import retire_kept_versions
 from tasks.migrations import apply_migrations, migration_checks
 from tasks.notify import who_is_on_call
 from tasks.prechecks import github_token, pre_deployment_check, publish_prechecks, token_unavailable
+from tasks.prefect_api import run_subflow
 from tasks.reconcile import reconcile_interrupted, restore_live_version
 from tasks.rollout import plan_stage_evidence, promote
 from tasks.signals import preflight_signals
@@ -388,7 +389,8 @@ def roll_back(
     # The stage that fired put traffic back itself (``restore_at_once``): not restored again.
     judged = outcome.stages[-1] if outcome.stages else None
     at_once = judged.restore_seconds if judged and judged.index == trigger.stage else None
-    outcome.rollback = rollback(
+    outcome.rollback = run_subflow(
+        rollback,
         b,
         outcome.require_id(),
         stable,
@@ -457,7 +459,8 @@ def roll_out_and_verify(
     if plan.kind == "blue-green" and stable is not None:
         return switch_and_keep_blue(spec, b, outcome, plan, stable, canary)
     try:
-        outcome.stages = progressive_rollout(
+        outcome.stages = run_subflow(
+            progressive_rollout,
             b,
             outcome.require_id(),
             plan,
@@ -525,7 +528,8 @@ def release_flags(
     from flows.flags import flag_rollout  # only a spec with flags loads the subflow
 
     try:
-        rolled = flag_rollout(
+        rolled = run_subflow(
+            flag_rollout,
             b,
             outcome.require_id(),
             spec.flags,
@@ -555,7 +559,8 @@ def switch_and_keep_blue(
     from flows.bluegreen import blue_green  # only a blue-green release loads the subflow
 
     try:
-        result = blue_green(
+        result = run_subflow(
+            blue_green,
             b,
             outcome.require_id(),
             plan,

@@ -16,6 +16,7 @@ from deployflow.spec import AnalysisSpec, FlagsSpec
 from deployflow.story import FlagChanged, StageBegan, StageEnded
 from flows.rollout import decide_unproven_stage
 from tasks.flags import set_flag
+from tasks.prefect_api import keeps_its_result
 from tasks.rollout import observe_stage_for
 
 
@@ -35,6 +36,7 @@ class FlagRolloutResult:
     flow_run_name="flags of {version}",
     validate_parameters=False,  # typed objects from the deploy flow, passed as they are
 )
+@keeps_its_result
 def flag_rollout(
     backends: Backends,
     deployment_id: int,

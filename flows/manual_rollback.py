@@ -52,6 +52,7 @@ from tasks.complete import complete
 from tasks.concurrency import deploy_slot
 from tasks.connect import connect_backends, load_service_spec
 from tasks.execute import discover_stable, execute
+from tasks.prefect_api import run_subflow
 from tasks.run_tags import OUTCOME_TAG_PREFIX
 from tasks.story import write_report
 from tasks.tracking import record_start
@@ -319,8 +320,17 @@ def roll_back_from(
             reason=req.headline,
             headline=req.headline,
         )
-        outcome.rollback = rollback(
-            b, outcome.require_id(), target, live, trigger, spec.analysis, spec.smoke, None, []
+        outcome.rollback = run_subflow(
+            rollback,
+            b,
+            outcome.require_id(),
+            target,
+            live,
+            trigger,
+            spec.analysis,
+            spec.smoke,
+            None,
+            [],
         )
     record = outcome.rollback
     if record.error is None:

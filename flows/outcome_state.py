@@ -26,6 +26,7 @@ from prefect.states import Completed, Failed
 
 from deployflow.release import ReleaseNotSucceeded, ReleaseOutcome
 from deployflow.spec import SpecError
+from tasks.prefect_api import prefect_only
 from tasks.run_tags import OUTCOME_TAG_PREFIX, tag_outcome
 
 # The outcomes a person filters by; a dry run is a deploy that succeeded without starting anything.
@@ -89,9 +90,13 @@ def tag_this_run(tag: str) -> None:
     if current is None:
         return
     run_id = UUID(str(current))
-    try:
+
+    def tag_it() -> None:
         with get_client(sync_client=True) as client:
             tag_outcome(client, run_id, tag.removeprefix(OUTCOME_TAG_PREFIX))
+
+    try:
+        prefect_only(f"tag the run {tag}", tag_it)
     except Exception as exc:
         get_run_logger().warning("could not tag the run %s (%s)", tag, type(exc).__name__)
 

@@ -13,6 +13,7 @@ from deployflow.providers.base import Instance, RouterState
 from deployflow.release import RollbackEvidence, RollbackRecord, Trigger
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.story import RollbackVerified, RolledBack
+from tasks.prefect_api import keeps_its_result
 from tasks.rollback import restore_stable_traffic, router_state, stop_canary
 from tasks.verify import router_serving, verify_instance
 
@@ -22,6 +23,7 @@ from tasks.verify import router_serving, verify_instance
     flow_run_name="rollback {canary.version}",
     validate_parameters=False,  # typed objects from the deploy flow, passed as they are
 )
+@keeps_its_result
 def rollback(
     backends: Backends,
     deployment_id: int,

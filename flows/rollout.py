@@ -26,6 +26,7 @@ from deployflow.story import Answered, Paused, StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
 from flows.oncall import StageAnswer, approve_next_stage
 from flows.pause_watch import PausedCanaryWatch
+from tasks.prefect_api import keeps_its_result
 from tasks.rollback import restore_stable_traffic
 from tasks.rollout import observe_stage_for, plan_stage_evidence, set_traffic
 
@@ -35,6 +36,7 @@ from tasks.rollout import observe_stage_for, plan_stage_evidence, set_traffic
     flow_run_name="rollout {canary.version}",
     validate_parameters=False,  # typed objects from the deploy flow, passed as they are
 )
+@keeps_its_result
 def progressive_rollout(
     backends: Backends,
     deployment_id: int,

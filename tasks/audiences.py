@@ -30,6 +30,7 @@ from deployflow.story import (
     StoryEvent,
 )
 from tasks.events import send_events
+from tasks.prefect_api import prefect_only
 from tasks.run_tags import tag_outcome
 
 _fallback = logging.getLogger("deployflow.story")
@@ -114,7 +115,11 @@ class RunState:
         else:
             name, label = "RollbackFailed", "rollback-failed"
             message = event.error
-        mark_run(UUID(deploy.flow_run_id), Running(name=name, message=message), label)
+        run_id = UUID(deploy.flow_run_id)
+        prefect_only(
+            f"mark the run {name}",
+            lambda: mark_run(run_id, Running(name=name, message=message), label),
+        )
 
 
 def mark_run(run_id: UUID, state: State[Any], label: str) -> None:

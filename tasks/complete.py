@@ -13,6 +13,7 @@ from deployflow.tracking.answers import keep_trying
 from deployflow.tracking.lease import lease_seconds
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
+from tasks.prefect_api import prefect_only
 from tasks.retry_policy import DATABASE, retried
 
 
@@ -62,22 +63,34 @@ def complete(
             outcome.service, outcome.version, outcome.deployment_id, outcome.status,
         )  # fmt: skip
     record = ledger.record(outcome.deployment_id)
-    create_markdown_artifact(
-        key=artifact_key("deploy-summary", record.service),
-        markdown=deploy_summary(record),
-        description=f"{record.service} {record.version}: {record.status}",
+    # Prefect's copies of what the database now holds: never worth failing or holding up a deploy.
+    prefect_only(
+        "publish the deploy's summary artifact",
+        lambda: create_markdown_artifact(
+            key=artifact_key("deploy-summary", record.service),
+            markdown=deploy_summary(record),
+            description=f"{record.service} {record.version}: {record.status}",
+        ),
     )
     if record.stages:
-        create_table_artifact(
-            key=artifact_key("deploy-stages", record.service),
-            table=stage_rows(record),
-            description=f"Stages of {record.service} {record.version}: the last figures measured",
+        prefect_only(
+            "publish the stages artifact",
+            lambda: create_table_artifact(
+                key=artifact_key("deploy-stages", record.service),
+                table=stage_rows(record),
+                description=(
+                    f"Stages of {record.service} {record.version}: the last figures measured"
+                ),
+            ),
         )
     if record.incident is not None and incident_artifact:
-        create_markdown_artifact(
-            key=artifact_key("incident", record.service),
-            markdown=incident_report(record, ReportEvidence(), None).markdown,
-            description=f"Incident: {record.service} {record.version} rolled back",
+        prefect_only(
+            "publish the incident artifact",
+            lambda: create_markdown_artifact(
+                key=artifact_key("incident", record.service),
+                markdown=incident_report(record, ReportEvidence(), None).markdown,
+                description=f"Incident: {record.service} {record.version} rolled back",
+            ),
         )
     logger.info("deploy of %s %s: %s", record.service, record.version, record.status)
     return None

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +30,7 @@ from deployflow.concurrency import (
 )
 from deployflow.tracking.lease import lease_alive, lease_seconds
 from deployflow.tracking.ledger import Ledger
+from tasks.prefect_api import api_unreachable, mark_api_lost
 
 # How long the server keeps a slot whose holder stopped renewing it (a worker that died): the next
 # deploy waits at most this long for it. Renewed in the background while the deploy runs.
@@ -92,22 +94,22 @@ def deploy_slot(
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
 
     def take(stack: ExitStack) -> bool:
+        slot = concurrency(
+            name,
+            occupy=1,
+            max_retries=0,
+            lease_duration=SLOT_LEASE_SECONDS,
+            strict=True,
+            holder=holder,
+            raise_on_lease_renewal_failure=False,
+        )
         try:
-            stack.enter_context(
-                concurrency(
-                    name,
-                    occupy=1,
-                    max_retries=0,
-                    lease_duration=SLOT_LEASE_SECONDS,
-                    strict=True,
-                    holder=holder,
-                    raise_on_lease_renewal_failure=False,
-                )
-            )
+            slot.__enter__()
         except Exception as exc:
             if not _slot_taken(exc):
                 raise
             return False
+        stack.push(partial(give_back, slot, name, service, environment, logger))
         return True
 
     with ExitStack() as stack:
@@ -135,6 +137,50 @@ def deploy_slot(
             time.sleep(SLOT_POLL_SECONDS)  # pacing between attempts, not synchronisation
         logger.info("holding the Prefect concurrency limit %r", name)
         yield name
+
+
+def give_back(
+    slot: AbstractContextManager[Any],
+    name: str,
+    service: str,
+    environment: str,
+    logger: Logger,
+    *exc_info: Any,
+) -> bool:
+    """Leave ``slot`` (``exc_info`` as ``__exit__`` has it). With the Prefect API gone, or a
+    server that restarted meanwhile and no longer knows the slot's lease (it kept it in memory),
+    the slot cannot be given back: said, never raised (the deploy's outcome is reached and
+    recorded by now); the next deploy releases it once no deploy holds a live tracking lease."""
+    try:
+        return bool(slot.__exit__(*exc_info))
+    except Exception as exc:
+        if exc is exc_info[1]:
+            raise
+        if api_unreachable(exc):
+            mark_api_lost(f"giving back the concurrency limit {name!r}", exc)
+        elif not _lease_unknown(exc):
+            raise
+        logger.warning(
+            "the Prefect concurrency limit %r could not be given back (%s): the next deploy of "
+            "%s to %s releases it once it finds no deploy holding a live lease in the tracking "
+            "database",
+            name,
+            type(exc).__name__,
+            service,
+            environment,
+        )
+        return False
+
+
+def _lease_unknown(exc: BaseException) -> bool:
+    """Whether releasing a slot failed because the server does not know its lease (HTTP 404: a
+    server restarted since it was taken keeps no lease)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.HTTPStatusError):
+            return seen.response.status_code == 404
+        seen = seen.__cause__
+    return False
 
 
 def orphan_message(name: str, service: str, environment: str, seconds: float) -> str:

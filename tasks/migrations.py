@@ -12,6 +12,7 @@ from deployflow.polling import DeadlineExceeded, within_deadline
 from deployflow.release import CheckRecord
 from deployflow.schema import MigrationRun
 from tasks.artifacts import artifact_key
+from tasks.prefect_api import prefect_only
 from tasks.retry_policy import CHECK, no_retries, retried_in_worker_thread
 
 
@@ -41,10 +42,13 @@ def migration_checks(settings: MigrationsSpec | None, service: str) -> CheckReco
     except (MigrationInputError, DeadlineExceeded) as exc:
         logger.error("migrations cannot be checked: %s", exc)
         return CheckRecord("migrations", "migrations", CheckStatus.ERROR, str(exc))
-    create_markdown_artifact(
-        key=artifact_key("migrations", service),
-        markdown=report.to_markdown(),
-        description=f"Migration checks of {service}",
+    prefect_only(
+        "publish the migration checks artifact",
+        lambda: create_markdown_artifact(
+            key=artifact_key("migrations", service),
+            markdown=report.to_markdown(),
+            description=f"Migration checks of {service}",
+        ),
     )
     text = report.to_text()
     # What the risk assessment of step 3 reads: which revisions, and the unsafe findings.

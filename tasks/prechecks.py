@@ -17,6 +17,7 @@ from deployflow.checks.result import CheckStatus
 from deployflow.polling import DeadlineExceeded, within_deadline
 from deployflow.release import CheckRecord
 from tasks.artifacts import artifact_key
+from tasks.prefect_api import prefect_only
 from tasks.retry_policy import CHECK, retried_in_worker_thread
 
 GITHUB_TOKEN_ENV = "GITHUB_TOKEN"
@@ -70,10 +71,13 @@ def pre_deployment_check(kind: str, spec: PreChecksSpec, ctx: CheckContext) -> C
 @task(name="pre-deployment-report", cache_policy=NO_CACHE)
 def publish_prechecks(report: PreCheckReport, service: str) -> list[CheckRecord]:
     """The checks table, with the evidence of every failure, as an artifact."""
-    create_markdown_artifact(
-        key=artifact_key("pre-checks", service),
-        markdown=report.to_markdown(),
-        description=f"Pre-deployment checks of {service}",
+    prefect_only(
+        "publish the pre-checks artifact",
+        lambda: create_markdown_artifact(
+            key=artifact_key("pre-checks", service),
+            markdown=report.to_markdown(),
+            description=f"Pre-deployment checks of {service}",
+        ),
     )
     return [CheckRecord.from_check("pre_checks", r) for r in report.results]
 

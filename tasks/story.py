@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from deployflow.notify.evidence import StorySources, keep_copies, report_dir, save, tell
 from deployflow.tracking.ledger import Ledger
 from tasks.artifacts import artifact_key
+from tasks.prefect_api import require_prefect_api
 from tasks.retry_policy import VERIFY, retried
 
 ARTIFACT_PREFIXES = {"incident": "incident", "summary": "deploy-report"}
@@ -42,6 +43,15 @@ def write_report(ledger: Ledger, deployment_id: int, sources: StorySources) -> s
         return None
     what = "Incident" if report.kind == "incident" else "Release"
     written: list[Path] = []
+
+    def publish() -> None:
+        require_prefect_api()  # with the API lost: reported as a lost copy, not tried
+        create_markdown_artifact(
+            key=artifact_key(ARTIFACT_PREFIXES[report.kind], record.service),
+            markdown=report.embedded(),
+            description=f"{what}: {record.service} {record.version} ({record.status})",
+        )
+
     # The copies people and the next deploy read first; the file under the data dir, which a
     # full or read-only disk may refuse, last: its failure loses nothing else.
     copies = keep_copies(
@@ -52,14 +62,7 @@ def write_report(ledger: Ledger, deployment_id: int, sources: StorySources) -> s
                     deployment_id, report.kind, report.markdown, report.chart_png
                 ),
             ),
-            (
-                "the Prefect artifact",
-                lambda: create_markdown_artifact(
-                    key=artifact_key(ARTIFACT_PREFIXES[report.kind], record.service),
-                    markdown=report.embedded(),
-                    description=f"{what}: {record.service} {record.version} ({record.status})",
-                ),
-            ),
+            ("the Prefect artifact", publish),
             (
                 REPORT_FILE,
                 lambda: written.append(save(report, report_dir(record.service, deployment_id))),

@@ -5,12 +5,16 @@ each. The tests run in order on one sandbox whose live version is v1 at every te
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +31,7 @@ from tests.e2e.helpers import (
     deploy_in_process,
     two_stage_spec,
 )
+from tests.integration.prefect.conftest import RestartablePrefectServer
 
 pytestmark = pytest.mark.e2e
 
@@ -338,3 +343,106 @@ def test_a_full_data_dir_loses_no_report_and_changes_nothing_users_get(
     assert probe.from_version("v3") == 0
     assert serving(live)
     print(f"full data dir: answers during the deploy {dict(probe.before_mark)}")
+
+
+@pytest.fixture(scope="module")
+def killable_prefect(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RestartablePrefectServer]:
+    """A Prefect server of its own, which a test kills (SIGKILL) and starts again."""
+    with RestartablePrefectServer(tmp_path_factory.mktemp("prefect-killable")) as server:
+        yield server
+
+
+# The next deploy waits one tracking lease period for the slot the killed server's restart
+# orphaned: short here, for the suite.
+API_LOST_SETTINGS = {
+    "DEPLOYFLOW_OBSERVE": "4s",
+    "DEPLOYFLOW_MAX_STAGE": "12s",
+    "DEPLOYFLOW_LEASE_SECONDS": "4",
+}
+
+
+def deploy_losing_the_prefect_api(
+    server: RestartablePrefectServer, spec_file: Path, version: str, log: Path
+) -> tuple[int, float, dict[str, Any]]:
+    """`deployflow deploy --json` of ``version`` in its own process against ``server``, which is
+    killed once the canary takes traffic and left down: the exit code, the seconds from the kill
+    to the exit, and the outcome it printed."""
+    with deploy_in_its_own_process(
+        spec_file, version, server.api_url, log, API_LOST_SETTINGS, ("--json",)
+    ) as process:
+        server.kill()
+        killed = time.monotonic()
+        try:
+            code = process.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            tail = log.read_text()[-6000:]
+            raise AssertionError(f"still running 240 s after the kill:\n{tail}") from None
+        took = time.monotonic() - killed
+    printed = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    assert printed, log.read_text()[-6000:]
+    return code, took, json.loads(printed[-1])
+
+
+def test_a_deploy_that_loses_the_prefect_api_mid_canary_decides_moves_traffic_and_records_it(
+    sandbox: Sandbox,
+    killable_prefect: RestartablePrefectServer,
+    tmp_path: Path,
+) -> None:
+    """The deploy's Prefect server SIGKILLed once its canary takes traffic and kept down until the
+    deploy's end: a healthy v7 is still judged, promoted, recorded `succeeded`, exit 0; with the
+    server back, the next deploy (a bad v3) releases the slot the dead server orphaned, leaves
+    v7's release alone, and, its server killed mid-canary too, is rolled back to v7 (no probe
+    answer from v3 after traffic went back), recorded `rolled_back`, exit 3. Each exits within
+    ``bound`` seconds of the kill, stages included."""
+    bound = 60.0
+    ledger = Ledger.for_url()
+    with two_stage_spec("faults", "api-lost") as spec_file:
+        log = tmp_path / "v7.log"
+        code7, took7, v7 = deploy_losing_the_prefect_api(killable_prefect, spec_file, "v7", log)
+        text = log.read_text()
+        assert v7["status"] == "succeeded", text[-6000:]
+        assert code7 == 0
+        assert ledger.status_of(v7["deployment_id"]) == "succeeded"
+        assert serving("v7")
+        assert took7 < bound, text[-6000:]
+        assert "the Prefect API does not answer" in text
+        assert v7["prefect_api_lost"] is True
+
+        killable_prefect.start()
+        router = build_router(load_spec(spec_file))
+        restored: list[float] = []
+        log = tmp_path / "v3.log"
+        with UserProbe(sandbox.frontend_url) as probe:
+
+            def mark_when_traffic_is_back() -> None:
+                wait_for(lambda: router.state().canary_weight > 0 or None, timeout=180,
+                         interval=0.05, what="v3's canary")  # fmt: skip
+                wait_for(lambda: router.state().canary_weight == 0 or None, timeout=240,
+                         interval=0.05, what="traffic back on v7")  # fmt: skip
+                probe.mark()
+                restored.append(time.monotonic())
+
+            watcher = threading.Thread(target=mark_when_traffic_is_back, daemon=True)
+            watcher.start()
+            code3, took3, v3 = deploy_losing_the_prefect_api(killable_prefect, spec_file, "v3", log)
+            watcher.join(timeout=10)
+            wait_answers(probe, 20)
+        text = log.read_text()
+    assert "released the Prefect concurrency limit" in text  # no hand reset
+    assert not v3.get("reconciled"), v3["reconciled"]  # v7's release is left alone
+    assert v3["status"] == "rolled_back", text[-6000:]
+    assert code3 == 3
+    assert ledger.status_of(v3["deployment_id"]) == "rolled_back"
+    assert v3["rollback"]["verified"] is True
+    assert "rollback runs as a plain function" in text
+    assert restored, "traffic never went back to v7"
+    assert probe.from_version("v3") == 0, probe.after_mark
+    assert serving("v7")
+    assert took3 < bound, text[-6000:]
+    assert not ledger.unfinished("demo", "sandbox")
+    print(
+        f"Prefect API lost mid-canary: v7 exit 0 {took7:.1f} s after the kill; v3 exit 3 "
+        f"{took3:.1f} s after it; probe answers after v3's rollback {dict(probe.after_mark)}"
+    )
