@@ -1,14 +1,19 @@
 """Benchmark: how long a triggered deploy takes to reach its first task on a worker, and the import
 time a worker pays for each run.
 
-Run with ``uv run python bench/bench_start_latency.py [RUNS] [--before REF] [--busy N]``. Each
-run's worker
-starts a fresh ``python -m prefect.engine`` process that imports flows/deploy.py; that import is
-measured alone with ``python -X importtime -c 'import flows.deploy'`` (best of three), listing the
-heavy modules it pulls in. Then RUNS deploys (bench/fake_deploy.py: the real steps on in-memory
-backends) are triggered one after another on a Prefect server on PostgreSQL with one process
-worker, and each run's timeline is read back from the API: trigger to claimed by the worker, to
-Running (process start, imports, flow loaded), to the first task's start.
+Run with ``uv run python bench/bench_start_latency.py [RUNS] [--before REF] [--busy N]
+[--modes 0,1,2] [--query-seconds S]``. A cold run's process imports Prefect and flows/deploy.py;
+that import is measured alone with ``python -X importtime -c 'import flows.deploy'`` (best of
+three), listing the heavy modules it pulls in. Then RUNS deploys (bench/fake_deploy.py: the real
+steps on in-memory backends) are triggered one after another on a Prefect server on PostgreSQL
+with one process worker, and each run's timeline is read back from the API: trigger to claimed by
+the worker, to Running (process start, imports, flow loaded), to the first task's start.
+
+Each set is measured for three ways of starting a run's process (``--modes``): 0, Prefect's
+default (no job command: Prefect 3.9's workspace supervisor, which imports Prefect, then
+``python -m prefect.engine`` in its place); 1, the job command ``python -m prefect.engine`` (what
+the warm launcher falls back to); 2, the warm start (deployments/warm_start.py, as prefect.yaml
+sets it; one untimed run first starts the zygote, as a worker's first run does).
 
 The runs are measured twice: as the machine is, then with N processes (``--busy``, default 1)
 spinning a CPU busy loop beside the server and the worker, as a shared worker machine would be.
@@ -88,8 +93,25 @@ def export(ref: str, into: Path) -> Path:
     return into
 
 
-def deployment_in(ts: TeamServer, checkout: Path, name: str) -> UUID:
-    """A deployment of the bench flow whose runs start in ``checkout``."""
+def warm_command(checkout: Path) -> str:
+    """The warm launcher as prefect.yaml sets it, preloading the bench's flow file."""
+    launcher = checkout / "deployments" / "warm_start.py"
+    return f"{sys.executable} -I -S {launcher} --preload bench/fake_deploy.py"
+
+
+# How a run's process is started: Prefect's default (no command: a workspace supervisor process
+# that imports Prefect, then `python -m prefect.engine` in its place), the engine command itself
+# (what the warm launcher falls back to), and the warm launcher (deployments/warm_start.py).
+MODES = {
+    "cold, Prefect's default command": lambda checkout: None,
+    "cold, python -m prefect.engine": lambda checkout: f"{sys.executable} -m prefect.engine",
+    "warm (deployments/warm_start.py)": warm_command,
+}
+
+
+def deployment_in(ts: TeamServer, checkout: Path, name: str, command: str | None = None) -> UUID:
+    """A deployment of the bench flow whose runs start in ``checkout`` with ``command`` (None:
+    the pool's default)."""
     flow_id = ts.client.create_flow_from_name("deploy-on-fakes")
     return ts.client.create_deployment(
         flow_id,
@@ -101,6 +123,7 @@ def deployment_in(ts: TeamServer, checkout: Path, name: str) -> UUID:
             {"prefect.deployments.steps.set_working_directory": {"directory": str(checkout)}}
         ],
         enforce_parameter_schema=False,
+        job_variables={"command": command} if command else {},
     )
 
 
@@ -182,7 +205,21 @@ def main() -> int:
     parser.add_argument(
         "--busy", type=int, default=1, metavar="N", help="busy-loop processes for the second set"
     )
+    parser.add_argument(
+        "--modes",
+        default=",".join(str(n) for n in range(len(MODES))),
+        help="which ways of starting a run to measure, by number: "
+        + "; ".join(f"{n} {label}" for n, label in enumerate(MODES)),
+    )
+    parser.add_argument(
+        "--query-seconds",
+        type=float,
+        default=1,
+        metavar="S",
+        help="the worker's PREFECT_WORKER_QUERY_SECONDS (default 1)",
+    )
     args = parser.parse_args()
+    chosen = {label for n, label in enumerate(MODES) if str(n) in args.modes.split(",")}
 
     with tempfile.TemporaryDirectory(prefix="deployflow-before-") as tmp:
         checkouts = {"now": REPO_ROOT}
@@ -193,13 +230,20 @@ def main() -> int:
             show_imports(label, import_profile(checkout))
 
         started = time.monotonic()
-        with team_server(workers=1, limit=1) as ts:
+        with team_server(workers=1, limit=1, query_seconds=args.query_seconds) as ts:
             print(f"start latency on a team server (set-up {time.monotonic() - started:.0f} s; "
-                  "worker polls every 1 s):")  # fmt: skip
+                  f"worker polls every {args.query_seconds:g} s):")  # fmt: skip
             deployments = {
-                label: deployment_in(ts, checkout, f"latency-{n}")
+                f"{label}, {mode}": deployment_in(ts, checkout, f"latency-{n}-{m}", make(checkout))
                 for n, (label, checkout) in enumerate(checkouts.items())
+                for m, (mode, make) in enumerate(MODES.items())
+                if mode in chosen and (label == "now" or m == 0)
             }
+            if any(m.startswith("warm") for m in chosen):
+                # The first warm run also starts the zygote (as a worker's first run does): not
+                # what the figures are about.
+                warm = [d for label, d in deployments.items() if "warm" in label]
+                latencies(ts, warm[0], 1, "warmup-")
             for n, (label, deployment_id) in enumerate(deployments.items()):
                 phases = latencies(ts, deployment_id, args.runs, f"svc{n}-")
                 show_latency(f"{label}, as the machine is, {load()} at the end", phases)

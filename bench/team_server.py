@@ -48,8 +48,9 @@ class TeamServer:
 
 
 @contextmanager
-def team_server(workers: int, limit: int) -> Iterator[TeamServer]:
-    """Everything up and the deployment registered; all of it stopped at the end."""
+def team_server(workers: int, limit: int, query_seconds: float = 1) -> Iterator[TeamServer]:
+    """Everything up and the deployment registered; all of it stopped at the end. Workers ask
+    for runs every ``query_seconds``."""
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deployflow-bench-")))
         postgres = stack.enter_context(LocalPostgres())
@@ -67,9 +68,11 @@ def team_server(workers: int, limit: int) -> Iterator[TeamServer]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # Workers poll for scheduled runs every 10 s by default: part of the start latency a
             # team sees, but it would dominate these figures; 1 s shows the rest.
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
             "DEPLOYFLOW_DATABASE_URL": tracking_url,
             "DEPLOYFLOW_DATA_DIR": str(tmp / "data"),
+            # Zygotes of warm starts (deployments/warm_start.py): stopped with the workers.
+            "DEPLOYFLOW_WARM_DIR": str(tmp / "warm"),
         }
         names = [f"worker-{i + 1}" for i in range(workers)]
         running = stack.enter_context(process_workers(names, env, tmp, limit=limit))

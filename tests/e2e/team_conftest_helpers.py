@@ -189,7 +189,11 @@ def process_workers(
     ``--limit 1`` by default: a worker runs one deploy at a time, as a team would size a worker
     that moves traffic; it also makes concurrent runs spread over the workers instead of one taking
     all. bench/bench_scale.py runs more at once.
+
+    Runs started warm (deployments/warm_start.py, prefect.yaml's command) keep their zygotes in
+    ``log_dir/warm`` unless ``env`` says otherwise; they are stopped with the workers.
     """
+    env = {"DEPLOYFLOW_WARM_DIR": str(log_dir / "warm"), **env}
     workers = Workers({}, {})
     try:
         for name in names:
@@ -210,6 +214,33 @@ def process_workers(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child, signal.SIGKILL)
             kill_group(process)
+        stop_zygotes(Path(env["DEPLOYFLOW_WARM_DIR"]))
+
+
+def stop_zygotes(directory: Path) -> None:
+    """Stop the warm-start zygotes listening in ``directory`` (their ``*.pid`` files) and wait
+    until they are gone."""
+    pids = []
+    for pidfile in directory.glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    wait_for(
+        lambda: not any(process_alive(pid) for pid in pids),
+        timeout=30,
+        interval=0.1,
+        what="the warm-start zygotes to exit",
+    )
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def child_pids(pid: int) -> list[int]:

@@ -44,6 +44,7 @@ from tests.e2e.team_conftest_helpers import (
     api_client,
     clean_environ,
     executing_workers,
+    stop_zygotes,
     tracked_by_flow_run,
 )
 from tests.integration.prefect.conftest import REPO_ROOT, kill_group, start_in_own_group
@@ -113,6 +114,9 @@ class Layout:
                 f"postgresql+psycopg://postgres@{server.address}:{self.postgres.port}/tracking"
             ),
             "DEPLOYFLOW_SERVICE_HOST": self.hosts["service"].name,
+            # The warm start's zygotes (one per worker host: its network namespace is part of
+            # their key), stopped at the end.
+            "DEPLOYFLOW_WARM_DIR": str(self.tmp / "warm"),
             "DEPLOYFLOW_OBSERVE": "4s",
             **FAST_EVIDENCE,
         }
@@ -232,6 +236,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layout]:
     finally:
         for process in processes:
             kill_group(process)
+        stop_zygotes(tmp / "warm")
 
 
 def _ready(

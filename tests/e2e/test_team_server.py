@@ -263,6 +263,11 @@ def test_deployment_matches_prefect_yaml(
     assert nightly.slug == "nightly-dry-run"
     assert nightly.active is False
     assert nightly.parameters == {"version": "nightly", "environment": "staging", "dry_run": True}
+    # Runs start warm: the launcher of this checkout, with the interpreter that registered it.
+    launcher = str(REPO_ROOT / "deployments" / "warm_start.py")
+    assert team_deployment.job_variables["command"].startswith(
+        f"{sys.executable} -I -S {launcher} "
+    )
     # The pull step was resolved at deploy time to this checkout (see prefect.yaml).
     assert team_deployment.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT.resolve())}}
@@ -379,6 +384,10 @@ def test_two_workers_share_a_canary_release_and_a_dry_run(
     assert release.end_time is not None
     assert dry_run.start_time is not None
     assert dry_run.start_time < release.end_time
+    # Both started warm (prefect.yaml's job command): forked by the workers' zygote.
+    warm = next(iter(team.workers.logs.values())).parent / "warm"
+    forked = sum(p.read_text().count("started a run's process") for p in warm.glob("*.log"))
+    assert forked >= 2, [p.read_text() for p in warm.glob("*.log")]
 
     row = tracked_by_flow_run(team.tracking_url, release_id)
     assert row["status"] == "succeeded", row["summary"]

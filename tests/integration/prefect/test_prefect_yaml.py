@@ -4,7 +4,9 @@ parameters, and the deploy-from-git pull steps cloning this repository into an e
 from __future__ import annotations
 
 import asyncio
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import yaml
 from prefect.cli.deploy._models import PrefectYamlModel
 from prefect.deployments.steps.pull import git_clone
 from prefect.deployments.steps.utility import run_shell_script
+from prefect.utilities.importtools import import_object
 from prefect.utilities.templating import apply_values
 
 from tests.integration.prefect.conftest import REPO_ROOT
@@ -65,7 +68,8 @@ def test_deploy_from_git_clones_the_recorded_repository_and_branch(
     outputs: dict[str, Any] = {}
     for step in config["build"]:
         [(name, inputs)] = step.items()
-        assert name == "prefect.deployments.steps.run_shell_script"
+        if name != "prefect.deployments.steps.run_shell_script":
+            continue  # the warm start's command: test_the_checkouts_deployments_start_warm
         result = asyncio.run(run_shell_script(inputs["script"], stream_output=False))
         outputs[inputs["id"]] = result
     assert outputs["repository"]["stdout"] == str(REPO_ROOT)
@@ -82,6 +86,33 @@ def test_deploy_from_git_clones_the_recorded_repository_and_branch(
     assert (Path(cloned["directory"]) / "flows" / "deploy.py").is_file()
     directory = chdir_step["prefect.deployments.steps.set_working_directory"]["directory"]
     assert apply_values(directory, {"clone": cloned}) == cloned["directory"]
+
+
+def test_the_checkouts_deployments_start_warm(config, monkeypatch: pytest.MonkeyPatch):
+    """Every deployment that runs from this checkout has the warm launcher as its job command
+    (deployments/warm_start.py), with the interpreter that ran `prefect deploy`; the clone's
+    deployment keeps Prefect's default. DEPLOYFLOW_WARM_START=0 at registration gives the cold
+    engine command."""
+    [warm] = [s for s in config["build"] if "deployments.warm_start.warm_start_command" in s]
+    inputs = dict(warm["deployments.warm_start.warm_start_command"])
+    assert inputs.pop("id") == "warm"
+    # What `prefect deploy` does with the step (it imports it from the repository root).
+    step = import_object("deployments.warm_start.warm_start_command")
+    monkeypatch.delenv("DEPLOYFLOW_WARM_START", raising=False)
+    outputs = {"warm": step(**inputs)}
+
+    assert shlex.split(outputs["warm"]["command"]) == [
+        sys.executable, "-I", "-S", str(REPO_ROOT / "deployments" / "warm_start.py"),
+        "--preload", "flows/deploy.py", "--preload", "flows/manual_rollback.py",
+    ]  # fmt: skip
+    for deployment in config["deployments"]:
+        job_variables = apply_values(deployment["work_pool"]["job_variables"], outputs)
+        if deployment["name"] == "deploy-from-git":  # a fresh clone per run: nothing to keep warm
+            assert "command" not in job_variables
+        else:
+            assert job_variables["command"] == outputs["warm"]["command"], deployment["name"]
+    monkeypatch.setenv("DEPLOYFLOW_WARM_START", "0")
+    assert shlex.split(step(**inputs)["command"]) == [sys.executable, "-m", "prefect.engine"]
 
 
 def test_the_team_deployments_choose_no_service_and_no_environment(config):
