@@ -171,15 +171,23 @@ def _request_url(error: BaseException) -> str | None:
 
 
 def _request_timeout(error: BaseException) -> float | None:
+    """The timeout the request had for the phase that timed out (httpx keeps them per phase:
+    connect, read, write, pool)."""
     try:
         request = getattr(error, "request", None)
     except RuntimeError:
         return None
     timeouts = getattr(request, "extensions", {}).get("timeout") if request is not None else None
-    if isinstance(timeouts, dict):
-        values = [v for v in timeouts.values() if isinstance(v, int | float)]
-        return max(values) if values else None
-    return None
+    if not isinstance(timeouts, dict):
+        return None
+    phase = {
+        "ConnectTimeout": "connect",
+        "ReadTimeout": "read",
+        "WriteTimeout": "write",
+        "PoolTimeout": "pool",
+    }.get(type(error).__name__)
+    value = timeouts.get(phase) if phase is not None else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _http(error: BaseException, service: str | None, timeout: float | None) -> str | None:

@@ -229,6 +229,8 @@ def _deploy(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     with _sigterm_as_exception():
+        module = sys.modules.get("flows.manual_rollback")
+        reached_before = len(getattr(module, "ROLLBACKS_INTERRUPTED", []))
         try:
             return _rollback(args)
         except BaseException as exc:
@@ -236,7 +238,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 raise
             name, code = _interrupted_code(exc)
             print(f"deployflow: rollback interrupted ({name}); see the run's log", file=sys.stderr)
-            endings.emit_if_wanted(endings.interrupted(name, code, None, what="the rollback"))
+            module = sys.modules.get("flows.manual_rollback")
+            reached = list(getattr(module, "ROLLBACKS_INTERRUPTED", []))[reached_before:]
+            ending = endings.interrupted(
+                name, code, reached[-1] if reached else None, what="the rollback"
+            )
+            endings.emit_if_wanted(ending)
             return code
 
 

@@ -14,7 +14,7 @@ from deployflow.bluegreen import isolation_trigger
 from deployflow.flags.rollout import FlagChangeRecord
 from deployflow.providers.base import Instance
 from deployflow.release import Trigger, stage_trigger, verification_trigger
-from deployflow.rollout import StageResult
+from deployflow.rollout import RolloutBroke, StageResult
 from deployflow.spec import AnalysisSpec, FlagsSpec, SmokeRequest
 from deployflow.story import StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
@@ -73,10 +73,34 @@ def blue_green(
         green: The new version, started and healthy, with no traffic.
         baseline_p95_seconds: Blue's P95 before the deploy.
         flags: Feature flags to roll out after the switch, while blue is still warm.
+
+    Raises:
+        RolloutBroke: A step broke; it carries the stages judged before (they are evidence).
     """
-    logger = get_run_logger()
-    b = backends
     result = BlueGreenResult()
+    try:
+        return release_blue_green(
+            backends, deployment_id, plan, analysis, smoke, blue, green,
+            baseline_p95_seconds, flags, result,
+        )  # fmt: skip
+    except Exception as exc:
+        raise RolloutBroke(result.stages, exc) from exc
+
+
+def release_blue_green(
+    b: Backends,
+    deployment_id: int,
+    plan: StrategyChoice,
+    analysis: AnalysisSpec,
+    smoke: Sequence[SmokeRequest],
+    blue: Instance,
+    green: Instance,
+    baseline_p95_seconds: float | None,
+    flags: FlagsSpec | None,
+    result: BlueGreenResult,
+) -> BlueGreenResult:
+    """``blue_green``'s steps, filling ``result`` as they go."""
+    logger = get_run_logger()
     result.isolation = check_green_in_isolation(b.target, green, smoke, b.http_transport)
     result.trigger = isolation_trigger(green.version, result.isolation)
     if result.trigger is not None:

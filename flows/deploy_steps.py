@@ -573,6 +573,9 @@ def switch_and_keep_blue(
         )
     except Exception as exc:
         get_run_logger().exception("the blue-green release broke")
+        if isinstance(exc, RolloutBroke):  # the stages judged before it broke stay evidence
+            outcome.stages = exc.stages
+            return step_failed_trigger("the blue-green release", exc.error)
         return step_failed_trigger("the blue-green release", exc)
     outcome.stages = result.stages
     outcome.verification = result.verification or result.isolation

@@ -17,6 +17,8 @@ Prefect concurrency limit and the same one-active-row guard of the tracking data
 from __future__ import annotations
 
 import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -45,7 +47,14 @@ from deployflow.spec import ENVIRONMENT_PATTERN, VERSION_PATTERN, ServiceSpec, S
 from deployflow.story import Deploy, Ended
 from deployflow.tracking.lease import Lease, lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger, UnfinishedDeploy
-from flows.deploy_steps import ended, outcome_dashboard, retire_expired, run_url, story_sources
+from flows.deploy_steps import (
+    ended,
+    outcome_dashboard,
+    retire_expired,
+    run_url,
+    signal_name,
+    story_sources,
+)
 from flows.outcome_state import one_line, quiet_expected_endings, tag_this_run
 from flows.rollback import rollback
 from tasks.complete import complete
@@ -61,6 +70,9 @@ from tasks.tracking import record_start
 # a deploy that does not look at its stage for this long is in a step without looks, such as a
 # pause waiting for a person).
 DEFAULT_WAIT_SECONDS = 600.0
+# What each rollback this process ran had reached when a signal stopped it (the CLI's --json
+# says it), newest last.
+ROLLBACKS_INTERRUPTED: list[dict[str, Any]] = []
 
 
 @dataclass(frozen=True)
@@ -300,7 +312,7 @@ def roll_back_from(
         "rolling %s in %s back from %s to %s: %s",
         spec.service, req.environment, live.version, to, req.headline,
     )  # fmt: skip
-    with Lease(b.ledger, outcome.require_id()):
+    with Lease(b.ledger, outcome.require_id()), told_if_interrupted(b, outcome, live, to):
         try:
             target = execute(b.target, to)
         except Exception as exc:
@@ -343,6 +355,40 @@ def roll_back_from(
     if not record.verified:
         message += f"; {to} is NOT verified healthy"
     return RollbackResult(ended(outcome, "rolled_back", message))
+
+
+@contextmanager
+def told_if_interrupted(
+    b: Backends, outcome: ReleaseOutcome, live: Instance, to: str
+) -> Iterator[None]:
+    """A signal (Ctrl-C, SIGTERM) stopping the rollback: which version the router serves is
+    read (nothing is moved: the switch is one router call, made or not) and kept in
+    ``ROLLBACKS_INTERRUPTED`` with the row's id; the row stays open for the next deploy."""
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            serving = serving_now(b, (live.version, to))
+            outcome.interruption = {
+                "signal": signal_name(exc),
+                "traffic_restored": None if serving is None else serving == to,
+                "serving": serving,
+            }
+            ended(outcome, "failed", f"interrupted ({signal_name(exc)}); serving: {serving}")
+            ROLLBACKS_INTERRUPTED.append(outcome.to_dict())
+        raise
+
+
+def serving_now(b: Backends, versions: tuple[str, ...]) -> str | None:
+    """Which of ``versions`` has all the traffic as the router says now, None when none does
+    or it cannot be read; never raises."""
+    try:
+        state = b.router.state()
+        running = {i.address: i.version for i in b.target.instances()}
+    except Exception:
+        return None
+    version = running.get(state.stable or "")
+    return version if state.canary_weight == 0 and version in versions else None
 
 
 def release_kept(ledger: Ledger, service: str, environment: str, version: str) -> None:

@@ -178,6 +178,7 @@ def _restore_failed(
         now = None
         problems.append(f"router state after the failed restore: {in_words(exc)}")
     # People read the sentence; engineers find the raw error in the log and the evidence.
+    action = action[:1].upper() + action[1:]
     message = f"traffic could not be restored to {stable.version}: {in_words(error)}. {action}"
     raw = detail(error)
     get_run_logger().error("the restore to %s failed: %s", stable.version, raw)

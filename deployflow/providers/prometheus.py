@@ -331,7 +331,8 @@ class PrometheusMetrics:
         """Why a query failed, in words: "Prometheus at URL did not answer within 2 s"; an
         answer Prometheus gave (bad PromQL, an HTTP error) keeps its own text."""
         subject = f"Prometheus at {self.display_url}"
-        words = in_words(exc, service=subject, timeout=self.timeout)
+        # The client waits whole seconds (math.ceil, as every query here passes it).
+        words = in_words(exc, service=subject, timeout=math.ceil(self.timeout))
         if words.startswith(subject):
             return words
         return f"{what} to {self.display_url} failed: {_short(exc)}"

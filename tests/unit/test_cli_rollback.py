@@ -192,3 +192,52 @@ def test_the_router_split_in_words() -> None:
         "all traffic on an unknown server at 10.0.0.9:80"
     )
     assert "nowhere" in router_split_in_words(RouterState(None, None, 0), [])
+
+
+def test_refusals_with_json_print_one_object_naming_the_field(
+    tracking: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(rollback("--to", "v3", "--json")) == 2
+    [line] = capsys.readouterr().out.splitlines()
+    ending = json.loads(line)
+    assert (ending["status"], ending["exit_code"]) == ("bad_input", 2)
+    assert ending["problems"][0]["field"] == "--to"
+    assert "never completed a release" in ending["problems"][0]["message"]
+
+
+def test_a_rollback_stopped_by_sigterm_says_what_it_reached(
+    tracking: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    import deployments.run
+    import flows.manual_rollback
+
+    reached = {
+        "status": "failed",
+        "version": "v2",
+        "deployment_id": 4,
+        "interruption": {"signal": "SIGTERM", "traffic_restored": False, "serving": "v2"},
+    }
+
+    def stopped(*args: object, **kwargs: object) -> dict:
+        monkeypatch.setattr(flows.manual_rollback, "ROLLBACKS_INTERRUPTED", [reached])
+        raise TerminationSignal(signal=signal.SIGTERM)
+
+    monkeypatch.setattr(flows.manual_rollback, "ROLLBACKS_INTERRUPTED", [])
+    monkeypatch.setattr(deployments.run, "run_rollback", stopped)
+    assert main(rollback("--to", "v1", "--json")) == 143
+    [line] = capsys.readouterr().out.splitlines()
+    ending = json.loads(line)
+    assert (ending["status"], ending["signal"], ending["exit_code"]) == (
+        "interrupted",
+        "SIGTERM",
+        143,
+    )
+    assert (ending["serving"], ending["traffic_restored"], ending["deployment_id"]) == (
+        "v2",
+        False,
+        4,
+    )

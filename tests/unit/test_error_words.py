@@ -168,3 +168,11 @@ def test_anything_else_keeps_its_message() -> None:
         "canary_weight must be 0..100, got 140"
     )
     assert in_words(RuntimeError()) == "RuntimeError"
+
+
+def test_a_timeout_names_the_limit_of_the_phase_that_ran_out() -> None:
+    with silent_tcp() as port:
+        timeouts = httpx.Timeout(connect=5.0, read=0.1, write=5.0, pool=5.0)
+        error = raised(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=timeouts))
+    assert isinstance(error, httpx.ReadTimeout)
+    assert in_words(error).endswith("did not answer within 0.1 s")

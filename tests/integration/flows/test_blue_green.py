@@ -289,3 +289,24 @@ def test_a_direct_release_turns_its_flags_fully_on(prefect_server, service, ledg
     assert flags.rollout("new-checkout") == 100
     assert serving(service, "v2")
     assert running(service) == {"v2"}
+
+
+def test_a_switch_that_breaks_keeps_the_isolation_stage_in_the_outcome(
+    deploy, service, ledger, tmp_path
+):
+    """The router goes away at the switch, after green was judged in isolation: the release
+    breaks and the switch back cannot be made; the outcome still lists the isolation stage."""
+    service.run_stable("v1")
+    set_split = service.router.set_split
+
+    def gone_at_the_switch(stable, canary, canary_weight):
+        if canary_weight == 100:
+            service.router.down = True
+        set_split(stable, canary, canary_weight)
+
+    service.router.set_split = gone_at_the_switch  # type: ignore[method-assign]
+    outcome = deploy("v2", make_spec(tmp_path, strategy=BLUE_GREEN))
+    assert outcome.status == "failed", outcome.message
+    assert outcome.message.startswith("ROLLBACK FAILED"), outcome.message
+    assert [(s.index, s.weight) for s in outcome.stages] == [(0, 0)]
+    assert [s["weight"] for s in outcome.to_dict()["stages"]] == [0]

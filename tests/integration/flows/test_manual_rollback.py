@@ -354,3 +354,30 @@ def test_the_retire_flow_stops_expired_versions_only(deploy, service, ledger):
     assert running(service) == {"v2"}
     assert serving(service, "v2")
     assert sweep() == []  # once
+
+
+def test_a_rollback_stopped_by_ctrl_c_before_its_switch_says_what_serves(
+    deploy, undo, service, ledger
+):
+    """Ctrl-C while the version to return to starts: nothing moved, the bad version still
+    serves; what the CLI reports (`rollback --json`) says so, with the row's id."""
+    service.run_stable("v1")
+    released(deploy, service, "v2")
+    start = service.target.start
+
+    def ctrl_c_while_starting(version: str):
+        start(version)
+        raise KeyboardInterrupt
+
+    service.target.start = ctrl_c_while_starting  # type: ignore[method-assign]
+    before = len(flows.manual_rollback.ROLLBACKS_INTERRUPTED)
+    with pytest.raises(KeyboardInterrupt):
+        undo()
+    assert serving(service, "v2")
+    [reached] = flows.manual_rollback.ROLLBACKS_INTERRUPTED[before:]
+    assert reached["interruption"] == {
+        "signal": "SIGINT",
+        "traffic_restored": False,
+        "serving": "v2",
+    }
+    assert isinstance(reached["deployment_id"], int)

@@ -138,13 +138,22 @@ def test_a_run_without_a_service_is_refused_naming_both_ways_to_give_one(prefect
 
 
 def test_a_run_without_an_environment_is_refused_naming_it(prefect_server, tmp_path):
-    import yaml
-
+    from deployflow.spec import load_spec
     from flows.deploy import deploy
-    from tests.integration.flows.helpers import make_spec
 
     spec_file = tmp_path / "shop.yaml"
-    spec_file.write_text(yaml.safe_dump(make_spec(tmp_path).model_dump(mode="json")))
+    spec_file.write_text(
+        f"""
+service: shop
+target: {{kind: local-process, command: [app], state_dir: {tmp_path}}}
+router: {{kind: haproxy, admin_socket: {tmp_path}/sock, frontend_url: "http://frontend.test"}}
+metrics:
+  kind: prometheus
+  url: http://prometheus.test
+  queries: {{error_rate: "{{version}}", p95_latency: "{{version}}", request_count: "{{version}}"}}
+"""
+    )
+    load_spec(spec_file)  # a valid spec: only the environment is missing
 
     state = deploy(version="v2", spec_path=str(spec_file), return_state=True)
 
