@@ -46,7 +46,13 @@ def complete(
     summary = outcome.message or ending.replace("_", " ")
     patience = lease_seconds()
     written: list[bool] = []
-    failure = keep_trying(lambda: written.append(ledger.record_outcome(outcome, summary)), patience)
+    attempts: list[int] = []
+
+    def write_outcome() -> None:
+        attempts.append(1)
+        written.append(ledger.record_outcome(outcome, summary))
+
+    failure = keep_trying(write_outcome, patience)
     if failure is not None:
         why = ledger.answers.error or f"{type(failure).__name__}: {failure}"
         logger.error(
@@ -56,11 +62,17 @@ def complete(
         )  # fmt: skip
         return why
     if written and not written[-1]:
-        # Closed by another run (this deploy lost its lease): that record stands.
+        # Closed by another run (this deploy lost its lease), or by an earlier attempt of this one
+        # whose answer the database lost: either way that record stands.
+        by = (
+            "another run"
+            if len(attempts) == 1
+            else "another run, or by this run's earlier attempt whose answer was lost"
+        )
         logger.warning(
-            "deploy of %s %s: its tracking row %s was already closed by another run; this "
-            "run's ending (%s) is not written over it",
-            outcome.service, outcome.version, outcome.deployment_id, outcome.status,
+            "deploy of %s %s: its tracking row %s was already closed by %s; this run's ending "
+            "(%s) is not written over it",
+            outcome.service, outcome.version, outcome.deployment_id, by, outcome.status,
         )  # fmt: skip
     record = ledger.record(outcome.deployment_id)
     # Prefect's copies of what the database now holds: never worth failing or holding up a deploy.
