@@ -317,17 +317,42 @@ def cold(argv: list[str], reason: str | None) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *argv])
 
 
+# The job command runs these through /bin/sh before any Python does: the interpreter and the
+# launcher were recorded where `prefect deploy` ran, and a worker's machine may have neither
+# (another virtual environment, the checkout elsewhere). Then the run starts cold with the
+# worker's own interpreter: the first field of its command line (/proc/$PPID/cmdline; Prefect's
+# process worker starts the command itself, so it is the sh's parent) when that names a Python,
+# else `python3` on the worker's PATH.
+_FALLBACK = (
+    'w=$(tr "\\000" "\\n" </proc/$PPID/cmdline 2>/dev/null | head -n 1); '
+    "case ${w##*/} in python*) ;; *) w=python3 ;; esac; "
+    'echo "deployflow warm start: $m (recorded by prefect deploy) is not on this machine;'
+    " starting the run cold (python -m prefect.engine)"
+    ' with the interpreter of the worker, $w" >&2; '
+    'exec "$w" -m prefect.engine'
+)
+WARM_SCRIPT = (
+    'p=$1 l=$2; shift 2; [ -x "$p" ] && [ -f "$l" ] && exec "$p" -I -S "$l" "$@"; '
+    '[ -x "$p" ] && m=$l || m=$p; ' + _FALLBACK
+)
+COLD_SCRIPT = 'p=$1; [ -x "$p" ] && exec "$p" -m prefect.engine; m=$p; ' + _FALLBACK
+
+
 def warm_start_command(preload: str | list[str] = "flows/deploy.py", **_: object) -> dict[str, str]:
     """A Prefect build step (see prefect.yaml): ``{"command": ...}``, the process work pool's job
     command that starts runs warm. The interpreter is the one running ``prefect deploy`` (it has
     just imported the flows), the launcher this checkout's; ``preload`` names the flow files the
     zygote imports ahead (relative to the checkout). With ``DEPLOYFLOW_WARM_START=0`` where
-    ``prefect deploy`` runs, the command is the cold ``<python> -m prefect.engine``."""
+    ``prefect deploy`` runs, the command is the cold ``<python> -m prefect.engine``. Either runs
+    through ``/bin/sh``, which starts the run cold with the worker's own interpreter when the
+    recorded interpreter or launcher is missing on the worker's machine (``WARM_SCRIPT``)."""
     import shlex
 
     if os.environ.get("DEPLOYFLOW_WARM_START", "1").strip().lower() in OFF:
-        return {"command": shlex.join([sys.executable, "-m", "prefect.engine"])}
-    argv = [sys.executable, "-I", "-S", os.path.join(CHECKOUT, "deployments", "warm_start.py")]
+        argv = ["/bin/sh", "-c", COLD_SCRIPT, "deployflow-cold-start", sys.executable]
+        return {"command": shlex.join(argv)}
+    launcher = os.path.join(CHECKOUT, "deployments", "warm_start.py")
+    argv = ["/bin/sh", "-c", WARM_SCRIPT, "deployflow-warm-start", sys.executable, launcher]
     for script in [preload] if isinstance(preload, str) else preload:
         argv += ["--preload", script]
     return {"command": shlex.join(argv)}

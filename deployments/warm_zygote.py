@@ -206,6 +206,11 @@ class Zygote:
                 self.close()
                 send_message(conn, {"error": "threads in the zygote"})
                 return False
+            if launcher_gave_up(conn):
+                # It stopped waiting for the answer (DEPLOYFLOW_WARM_START_TIMEOUT) and exited
+                # without starting the run: neither may we.
+                log("the launcher stopped waiting before its request was read; not starting it")
+                return True
             conn.settimeout(None)
             sys.stdout.flush()
             sys.stderr.flush()
@@ -279,6 +284,21 @@ def watch(conn: socket.socket, child: int) -> int:
             _, status = os.waitpid(child, 0)
             os.close(pidfd)
             return os.waitstatus_to_exitcode(status)
+
+
+def launcher_gave_up(conn: socket.socket) -> bool:
+    """True when the launcher closed its end after sending its request (end of file waiting).
+    Never waits: a socket with a timeout would otherwise wait for data before peeking."""
+    timeout = conn.gettimeout()
+    conn.setblocking(False)
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # still connected, nothing sent: waiting for the answer
+    except OSError:
+        return True  # reset: gone
+    finally:
+        conn.settimeout(timeout)
 
 
 def run_child(

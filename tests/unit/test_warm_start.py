@@ -8,10 +8,21 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from deployments import warm_start
-from deployments.warm_zygote import changed, exit_code, imported_files, stamp
+from deployments.warm_zygote import (
+    Zygote,
+    changed,
+    exit_code,
+    imported_files,
+    launcher_gave_up,
+    stamp,
+)
 
 ENV = {"PATH": "/usr/bin", "PREFECT_API_URL": "http://server/api", "TOKEN_FROM_ENV": "x"}
 
@@ -112,3 +123,81 @@ def test_the_launcher_imports_only_the_standard_library():
     )
 
     assert result.stdout.strip() == "[]"
+
+
+def test_a_zygote_with_a_thread_refuses_the_run_and_the_launcher_starts_it_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Forking a process with more than one thread could leave the child holding a lock no one
+    will release: a zygote in which a thread appeared refuses, closes its socket (the next
+    launcher starts a fresh zygote) and exits; the launcher is told so before any child exists."""
+    monkeypatch.setenv("DEPLOYFLOW_WARM_DIR", str(tmp_path / "warm"))
+    monkeypatch.setenv("DEPLOYFLOW_WARM_START_TIMEOUT", "5")
+
+    def no_fork() -> int:
+        raise AssertionError("the zygote forked with a thread running")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    launcher = warm_start.Launcher(["flows/deploy.py"], [])
+    environ = dict(os.environ)
+    key = warm_start.zygote_key(sys.executable, launcher.preload, environ)
+    base = os.path.join(warm_start.socket_dir(environ), key)
+    zygote = Zygote(base, launcher.preload)  # imported nothing that could change
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(base + ".sock")
+    listener.listen(1)
+    zygote.listener, zygote.socket_stamp = listener, stamp(base + ".sock")
+    keeps_serving: list[bool] = []
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        keeps_serving.append(zygote.take(conn))
+
+    # Serving from a thread of its own: the zygote's process has two.
+    zygote_thread = threading.Thread(target=serve_one, daemon=True)
+    zygote_thread.start()
+    try:
+        with pytest.raises(warm_start.WarmUnavailable) as refused:
+            launcher.hand_over()
+    finally:
+        zygote_thread.join(timeout=10)
+        listener.close()
+
+    assert str(refused.value) == "the zygote refused the run: threads in the zygote"
+    assert launcher.conn is None  # no run's process to relay: main() starts the run cold
+    assert keeps_serving == [False]  # the zygote exits
+    assert not os.path.exists(base + ".sock")
+
+
+def test_a_zygote_does_not_start_a_run_whose_launcher_stopped_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A launcher that got no answer in time exits without starting the run cold; a zygote that
+    reads its request afterwards must not start it either (a run never executes twice)."""
+
+    def no_fork() -> int:
+        raise AssertionError("the zygote started a run no launcher waits for")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    zygote = Zygote(str(tmp_path / "key"), [])
+    launcher_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    request = {"argv": [], "cwd": str(tmp_path), "env": {}, "umask": 0o022}
+    warm_start.send_message(launcher_end, request, fds=[0, 1, 2])
+    launcher_end.close()  # as a launcher does when its wait times out
+
+    assert zygote.take(zygote_end) is True  # refuses this one, and keeps serving
+
+
+def test_a_launcher_still_waiting_is_seen_at_once():
+    launcher_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    zygote_end.settimeout(10)  # as the zygote reads requests
+    try:
+        started = time.monotonic()
+        assert launcher_gave_up(zygote_end) is False
+        assert time.monotonic() - started < 1  # did not wait for data
+        assert zygote_end.gettimeout() == 10
+        launcher_end.close()
+        assert launcher_gave_up(zygote_end) is True
+    finally:
+        launcher_end.close()
+        zygote_end.close()

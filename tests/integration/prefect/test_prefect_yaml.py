@@ -18,6 +18,7 @@ from prefect.deployments.steps.utility import run_shell_script
 from prefect.utilities.importtools import import_object
 from prefect.utilities.templating import apply_values
 
+from deployments.warm_start import COLD_SCRIPT, WARM_SCRIPT
 from tests.integration.prefect.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -101,8 +102,10 @@ def test_the_checkouts_deployments_start_warm(config, monkeypatch: pytest.Monkey
     monkeypatch.delenv("DEPLOYFLOW_WARM_START", raising=False)
     outputs = {"warm": step(**inputs)}
 
+    # Through /bin/sh, which starts the run cold when either path is missing on the worker.
     assert shlex.split(outputs["warm"]["command"]) == [
-        sys.executable, "-I", "-S", str(REPO_ROOT / "deployments" / "warm_start.py"),
+        "/bin/sh", "-c", WARM_SCRIPT, "deployflow-warm-start",
+        sys.executable, str(REPO_ROOT / "deployments" / "warm_start.py"),
         "--preload", "flows/deploy.py", "--preload", "flows/manual_rollback.py",
     ]  # fmt: skip
     for deployment in config["deployments"]:
@@ -112,7 +115,9 @@ def test_the_checkouts_deployments_start_warm(config, monkeypatch: pytest.Monkey
         else:
             assert job_variables["command"] == outputs["warm"]["command"], deployment["name"]
     monkeypatch.setenv("DEPLOYFLOW_WARM_START", "0")
-    assert shlex.split(step(**inputs)["command"]) == [sys.executable, "-m", "prefect.engine"]
+    assert shlex.split(step(**inputs)["command"]) == [
+        "/bin/sh", "-c", COLD_SCRIPT, "deployflow-cold-start", sys.executable
+    ]  # fmt: skip
 
 
 def test_the_team_deployments_choose_no_service_and_no_environment(config):

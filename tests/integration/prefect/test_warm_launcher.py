@@ -1,6 +1,8 @@
 """The warm launcher and its zygote on their own, without a Prefect server: the run's exit code and
-the signal that ends it come back through the launcher, and a zygote whose imported file changed
-hands over to a fresh one that serves warm (not cold).
+the signal that ends it come back through the launcher, a zygote whose imported file changed
+hands over to a fresh one that serves warm (not cold), the build step's command starts the run cold
+when the interpreter or launcher it recorded is missing, and a launcher whose zygote took the run
+without answering exits instead of starting the run a second time.
 
 The run's process is the real ``prefect.engine``: without a flow run id it exits 1 at once; with
 an API that never answers it waits, which gives a signal time to arrive.
@@ -9,6 +11,7 @@ an API that never answers it waits, which gives a signal time to arrive.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from deployflow.polling import wait_for
+from deployments.warm_start import warm_start_command, zygote_key
 from tests.e2e.team_conftest_helpers import clean_environ, process_alive, stop_zygotes
 from tests.integration.prefect.conftest import REPO_ROOT
 
@@ -146,3 +150,75 @@ def test_a_signal_to_the_launcher_ends_the_run_and_comes_back(warm: Warm):
             launcher.kill()
             _, stderr = launcher.communicate()
     assert COLD not in stderr.decode()
+
+
+@pytest.mark.parametrize("missing", ["interpreter", "launcher"])
+def test_the_build_steps_command_starts_cold_when_a_recorded_path_is_missing(
+    warm: Warm, monkeypatch: pytest.MonkeyPatch, missing: str
+):
+    """Registered where the interpreter or the checkout was elsewhere: the command starts the
+    engine cold with the worker's interpreter (its process's parent's) and says why in one line,
+    instead of failing before any Python runs."""
+    monkeypatch.delenv("DEPLOYFLOW_WARM_START", raising=False)
+    argv = shlex.split(warm_start_command(["flows/deploy.py"])["command"])
+    recorded = sys.executable if missing == "interpreter" else str(LAUNCHER)
+    gone = str(warm.tmp / "moved" / Path(recorded).name)
+    argv[argv.index(recorded)] = gone
+    # The worker: a Python process that starts the command (as Prefect's process worker does).
+    worker = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+    result = subprocess.run(
+        [sys.executable, "-c", worker, *argv],
+        cwd=warm.tmp,
+        env={**warm.env, "PATH": "/usr/bin:/bin"},  # no python3 of this environment on it
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "Invalid flow run id" in result.stderr  # prefect.engine ran (no run id given here)
+    said = [x for x in result.stderr.splitlines() if x.startswith("deployflow warm start:")]
+    assert said == [
+        f"deployflow warm start: {gone} (recorded by prefect deploy) is not on this machine;"
+        " starting the run cold (python -m prefect.engine) with the interpreter of the worker,"
+        f" {sys.executable}"
+    ]
+    assert not warm.warm_dir.exists()  # the launcher never ran: no zygote either
+
+
+def test_a_launcher_whose_zygote_never_answers_exits_and_does_not_start_the_run_cold(warm: Warm):
+    """A zygote that took the request and said nothing may have started the run's process:
+    starting it cold as well could run the deploy twice, so the launcher exits 1."""
+    env = {**warm.env, "DEPLOYFLOW_WARM_START_TIMEOUT": "1", "PREFECT__FLOW_RUN_ID": "a-run"}
+    preload = [str(warm.flows / "flow.py")]
+    warm.warm_dir.mkdir(mode=0o700)
+    # Where the launcher, started with this interpreter and environment, looks for its zygote.
+    path = warm.warm_dir / f"{zygote_key(sys.executable, preload, env)}.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(path))
+        silent.listen(1)
+        launcher = subprocess.Popen(
+            warm.argv(), cwd=warm.tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            silent.settimeout(30)
+            conn, _ = silent.accept()
+            with conn:
+                conn.settimeout(30)
+                received = b""
+                while chunk := conn.recv(65536):  # the request, then the launcher's close
+                    received += chunk
+            code = launcher.wait(timeout=30)
+        finally:
+            launcher.kill()
+            _, stderr_bytes = launcher.communicate()
+    stderr = stderr_bytes.decode()
+
+    assert b"a-run" in received  # the request reached the "zygote"
+    assert code == 1, stderr
+    assert "the zygote did not answer within 1 s; the run is not started again" in stderr
+    assert COLD not in stderr
+    assert "prefect" not in stderr  # no engine ran
+    assert not list(warm.warm_dir.glob("*.log"))  # and no zygote was started

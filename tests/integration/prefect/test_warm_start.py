@@ -1,7 +1,8 @@
 """The warm start (deployments/warm_start.py and warm_zygote.py) through a real Prefect server and a
 real process worker: runs whose job command is the launcher complete with their result and logs,
 take the run's own environment, pick up a changed source file, can be cancelled from the API, are
-stopped when their launcher is SIGKILLed, and start cold when no zygote can start.
+stopped when their launcher is SIGKILLed, and start cold when no zygote can start or when the
+interpreter recorded by `prefect deploy` is not on the worker's machine.
 
 The flows live in a temporary folder (the deployments' pull step changes into it), so changing a
 source file touches nothing in the repository. One worker, one pool of its own, one zygote shared by
@@ -11,6 +12,7 @@ the tests in order.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import Cancelling
 
 from deployflow.polling import wait_for
+from deployments.warm_start import warm_start_command
 from tests.e2e.team_conftest_helpers import (
     api_client,
     child_pids,
@@ -34,12 +37,12 @@ from tests.e2e.team_conftest_helpers import (
     run_logs_once_finished,
     stop_zygotes,
 )
-from tests.integration.prefect.conftest import REPO_ROOT, kill_group, start_in_own_group
+from tests.integration.prefect.conftest import kill_group, start_in_own_group
 
 pytestmark = pytest.mark.integration
 
 POOL = "warm-start-test"
-LAUNCHER = REPO_ROOT / "deployments" / "warm_start.py"
+MISSING_PYTHON = "/nonexistent/venv/bin/python"
 
 FLOWS = """
 import os
@@ -164,9 +167,14 @@ def setup(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         with api_client(prefect_server) as client:
             wait_for(lambda: pool_exists(client), timeout=120, interval=0.3, what="the pool")
-            # Preloaded files are relative to the launcher's checkout, or absolute as here.
-            command = f"{sys.executable} -I -S {LAUNCHER} --preload {flows / 'warm_flows.py'}"
-            broken = f"{command} --preload {flows / 'broken.py'}"
+            # The build step's commands (prefect.yaml). Preloaded files are relative to the
+            # launcher's checkout, or absolute as here.
+            command = build_step_command(flows / "warm_flows.py")
+            broken = build_step_command(flows / "warm_flows.py", flows / "broken.py")
+            # Registered where the interpreter was elsewhere than on the worker's machine.
+            argv = shlex.split(command)
+            argv[argv.index(sys.executable)] = MISSING_PYTHON
+            moved = shlex.join(argv)
 
             def deployment(name: str, entry: str, command: str, env: dict[str, str]) -> UUID:
                 flow_id = client.create_flow_from_name(entry)
@@ -192,6 +200,7 @@ def setup(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "answer-b": deployment("warm-b", "answer", command, {"WARM_TEST_SETTING": "b"}),
                 "broken": deployment("broken", "answer", broken, {}),
                 "sleepy": deployment("sleepy", "sleepy", command, {}),
+                "moved": deployment("moved", "answer", moved, {}),
             }
             yield Setup(client, flows, warm_dir, log, deployments, storage)
     finally:
@@ -199,6 +208,13 @@ def setup(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             os.kill(child, signal.SIGKILL)
         kill_group(worker)
         stop_zygotes(warm_dir)
+
+
+def build_step_command(*preload: Path) -> str:
+    """The job command prefect.yaml's build step gives, with these files preloaded."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DEPLOYFLOW_WARM_START", raising=False)
+        return warm_start_command([str(path) for path in preload])["command"]
 
 
 def pool_exists(client: SyncPrefectClient) -> bool:
@@ -288,3 +304,16 @@ def test_a_run_starts_cold_when_no_zygote_can_start(setup: Setup):
     log = setup.worker_log.read_text()
     assert "deployflow warm start: the zygote exited 1 while starting" in log
     assert "starting the run cold (python -m prefect.engine)" in log
+
+
+def test_a_run_starts_cold_when_the_recorded_interpreter_is_missing(setup: Setup):
+    """prefect deploy ran with an interpreter the worker's machine does not have: the run starts
+    cold with the worker's own interpreter instead of failing to start (no Python at all)."""
+    result = setup.answer("moved", 7)
+
+    assert result["value"] == 7 + setup.helper_value()
+    assert not result["warm"]
+    said = [x for x in setup.worker_log.read_text().splitlines() if MISSING_PYTHON in x]
+    assert len(said) == 1, said
+    assert "is not on this machine; starting the run cold" in said[0]
+    assert f"the interpreter of the worker, {sys.executable}" in said[0]
