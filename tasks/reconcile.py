@@ -16,6 +16,7 @@ from deployflow.reconcile import (
     Action,
     LiveVersionLost,
     RestoreResult,
+    closing_of_interrupted,
     decide_unfinished,
     reconcile,
     restore_recorded_live,
@@ -60,13 +61,25 @@ def reconcile_interrupted(
             ledger.close(row.deployment_id, "aborted", "dry run interrupted")
             continue
         result = reconcile(router, target, row.version)
-        logger.warning(result.message)
         if row.ended:
+            logger.warning(result.message)
             ledger.settled(row.deployment_id, f"traffic settled by a later run: {result.message}")
+            messages.append(result.message)
+            continue
+        rollout = ledger.recorded_rollout(row.deployment_id) if result.promoted else None
+        status, summary = closing_of_interrupted(row.version, result, rollout)
+        ledger.close(row.deployment_id, status, summary)
+        if status == "succeeded":
+            message = f"deploy of {row.version} recorded as succeeded: {summary}"
+            logger.warning(message)
+            mark_crashed(
+                row.flow_run_id, f"deploy of {row.version} died after its promotion; {summary}"
+            )
         else:
-            ledger.close(row.deployment_id, "failed", f"interrupted; {result.message}")
-            mark_crashed(row.flow_run_id, f"deploy of {row.version} died; {result.message}")
-        messages.append(result.message)
+            message = result.message
+            logger.warning(message)
+            mark_crashed(row.flow_run_id, f"deploy of {row.version} died; {message}")
+        messages.append(message)
     return messages
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from deployflow.manual_rollback import PastDeploy, manual_headline
+from deployflow.reconcile import RecordedRollout
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
 from deployflow.schema import SchemaChangeRecord
@@ -244,6 +245,17 @@ class Ledger:
         with self._session() as s:
             repository.update_deployment(
                 s, deployment_id, status=status, summary=summary, canary_weight=0
+            )
+
+    def recorded_rollout(self, deployment_id: int) -> RecordedRollout:
+        """What the row holds of its rollout (its stages' weights and verdicts, the last weight
+        written), for the next deploy to judge what a dead one had done."""
+        from deployflow.tracking import repository
+
+        with self._read() as s:
+            row = repository.get_deployment(s, deployment_id)
+            return RecordedRollout(
+                tuple((stage.weight, stage.verdict) for stage in row.stages), row.canary_weight
             )
 
     def settled(self, deployment_id: int, summary: str) -> None:

@@ -453,6 +453,57 @@ def test_a_deploy_holding_its_lease_blocks_the_next_and_a_lapsed_one_is_reconcil
     )
 
 
+def _dead_deploy(ledger: Ledger, environment: str, version: str, verdicts: list[str]) -> int:
+    """The row of a deploy of ``version`` that recorded its stages, wrote its promotion, then
+    lost its tracking database (nothing more written) and whose process ended 31 s ago."""
+    from deployflow.analysis import Verdict
+    from deployflow.rollout import StageResult
+
+    row = ledger.start(ReleaseOutcome(service="shop", environment=environment, version=version))
+    now = datetime.now(UTC)
+    for index, (weight, verdict) in enumerate(zip((5, 25, 100), verdicts, strict=False)):
+        ledger.traffic_moving(row, stage=index, weight=weight)
+        ledger.stage_observed(row, StageResult(index, weight, Verdict(verdict), [], None, now, now))
+    ledger.traffic_moving(row, stage=None, weight=100)
+    with ledger._sessions() as s, s.begin():
+        repository.update_deployment(s, row, heartbeat_at=now - timedelta(seconds=31))
+    return row
+
+
+def test_a_deploy_promoted_before_it_lost_its_database_is_recorded_as_succeeded(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    orphan = service.target.start("v9")
+    dead = _dead_deploy(ledger, deploy.environment, "v9", ["promote", "promote", "promote"])
+    service.router.promote(orphan)  # the router was told after the promotion was written
+
+    outcome = deploy("v10")
+    assert outcome.status == "succeeded", outcome.message
+    assert len(outcome.reconciled) == 1
+    assert outcome.reconciled[0].startswith("deploy of v9 recorded as succeeded: v9 passed")
+    row = recorded(ledger, ReleaseOutcome("shop", deploy.environment, "v9", deployment_id=dead))
+    assert row["status"] == "succeeded"
+    assert "Recorded as succeeded by the reconciler of the next deploy" in row["summary"]
+    assert row["canary_weight"] == 0
+    assert serving(service, "v10")
+
+
+def test_a_dead_deploy_with_a_stage_not_passed_stays_failed_though_its_version_serves(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    orphan = service.target.start("v9")
+    dead = _dead_deploy(ledger, deploy.environment, "v9", ["promote", "promote", "rollback"])
+    service.router.promote(orphan)
+
+    outcome = deploy("v10")
+    assert outcome.status == "succeeded", outcome.message
+    row = recorded(ledger, ReleaseOutcome("shop", deploy.environment, "v9", deployment_id=dead))
+    assert row["status"] == "failed"
+    assert row["summary"].startswith("interrupted; v9 had been promoted before the interruption")
+
+
 def test_an_interrupted_run_puts_traffic_back_before_it_exits(deploy, service, ledger):
     """Ctrl-C in the middle of a stage. (SIGTERM takes the same path as Prefect's
     TerminationSignal, but Prefect then re-sends SIGTERM to its process, so it is tested end to
