@@ -70,6 +70,20 @@ class UnfinishedDeploy:
     heartbeat_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class EndedDeploy:
+    """A deploy row with its outcome recorded (``status``), for the next deploy to check that
+    Prefect learnt it too."""
+
+    deployment_id: int
+    version: str
+    flow_run_id: str
+    status: str
+    dry_run: bool
+    finished_at: datetime
+    summary: str
+
+
 def _details(outcome: ReleaseOutcome) -> dict[str, Any]:
     """What the deploy decided and measured beyond its stages, kept for its reports."""
     risk = {k: outcome.strategy_factors.get(k) for k in ("score", "level", "factors")}
@@ -246,6 +260,28 @@ class Ledger:
             repository.update_deployment(
                 s, deployment_id, status=status, summary=summary, canary_weight=0
             )
+
+    def last_ended(
+        self, service: str, environment: str, *, limit: int, except_flow_run: str | None = None
+    ) -> list[EndedDeploy]:
+        """Of the last ``limit`` deploys of this service and environment (by start, newest
+        first), those that ended with a flow run recorded."""
+        from deployflow.tracking import repository
+
+        with self._read() as s:
+            return [
+                EndedDeploy(
+                    r.id,
+                    r.version,
+                    r.flow_run_id,
+                    r.status.value,
+                    r.dry_run,
+                    r.finished_at,
+                    r.summary or "",
+                )
+                for r in repository.history(s, service, environment, limit=limit)
+                if r.finished_at is not None and r.flow_run_id and r.flow_run_id != except_flow_run
+            ]
 
     def recorded_rollout(self, deployment_id: int) -> RecordedRollout:
         """What the row holds of its rollout (its stages' weights and verdicts, the last weight

@@ -186,3 +186,24 @@ def test_a_router_not_serving_the_version_alone_is_no_evidence_of_success() -> N
     result = reconcile(router, target, "v2")
     assert not result.promoted
     assert closing_of_interrupted("v2", result, PASSED_ROLLOUT)[0] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("status", "dry_run", "name", "label"),
+    [
+        ("succeeded", False, "Completed", "succeeded"),
+        ("succeeded", True, "Completed", "dry-run"),
+        ("rolled_back", False, "Failed", "rolled-back"),
+        ("failed", False, "Failed", "failed"),
+        ("aborted", False, "Failed", "aborted"),
+    ],
+)
+def test_a_run_prefect_never_saw_end_gets_the_state_its_recorded_outcome_calls_for(
+    status: str, dry_run: bool, name: str, label: str
+) -> None:
+    from tasks.reconcile import state_afterwards
+
+    got = state_afterwards(status, dry_run, "x" * 3000, by="the next deploy of shop to prod")
+    assert got[:2] == (name, label)
+    assert got[2].startswith(f"{status} (set afterwards by the next deploy of shop to prod, ")
+    assert len(got[2]) == 2000  # a state message is kept short
