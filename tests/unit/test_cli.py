@@ -109,6 +109,19 @@ def test_deploy_of_an_own_service_without_environment_exits_2_naming_it(
     assert started == ["production"]
 
 
+def test_deploy_without_environment_with_json_prints_one_object_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    spec = _own_service_spec(tmp_path, monkeypatch)
+    assert main(["deploy", str(spec), "--version", "v2", "--json"]) == 2
+    value = json.loads(capsys.readouterr().out)
+    assert value["status"] == "bad_input"
+    assert value["started"] is False
+    assert [p["field"] for p in value["problems"]] == ["--environment"]
+
+
 def test_deploy_of_a_sandbox_spec_goes_to_sandbox_unless_told(
     sandbox_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
