@@ -92,7 +92,9 @@ def reconcile(router: Router, target: Target, interrupted_version: str) -> Recon
     """Send all traffic to the stable version and stop the interrupted canary.
 
     If the interrupted version had already been promoted to the stable slot, it keeps serving (it
-    passed every canary stage); only post-deploy verification is missing, which the message says.
+    passed every canary stage); only post-deploy verification is missing, which the message says,
+    and ``promoted`` says whether it has all the traffic (``closing_of_interrupted`` weighs that
+    with what the row recorded).
     """
     stable = find_stable(router, target)
     state = router.state()
