@@ -10,6 +10,7 @@ from uuid import UUID
 from prefect import State, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Completed, Crashed, Failed
 
 from deployflow.figures import duration
@@ -171,7 +172,7 @@ def set_final_state_afterwards(
         if not prefect_only(what, functools.partial(_settle, flow_run_id, state, label, client)):
             return False
     except Exception as exc:
-        logger.info("flow run %s left as it is: %s", flow_run_id, exc)
+        logger.info("flow run %s left as it is: %s: %s", flow_run_id, type(exc).__name__, exc)
         return False
     logger.warning(
         "flow run %s was still unfinished in Prefect; set to %s (outcome:%s) from the tracking "
@@ -190,7 +191,10 @@ def _settle(
     if client is None:
         with get_client(sync_client=True) as own:
             return _settle(flow_run_id, state, label, own)
-    run = client.read_flow_run(UUID(flow_run_id))
+    try:
+        run = client.read_flow_run(UUID(flow_run_id))
+    except ObjectNotFound:  # a run of another Prefect server (or one deleted): not ours to settle
+        return False
     if run.state is None or run.state.is_final():
         return False
     client.set_flow_run_state(run.id, state, force=True)
@@ -212,8 +216,13 @@ def mark_crashed(flow_run_id: str | None, message: str) -> None:
                 return
             client.set_flow_run_state(run.id, Crashed(message=message[:2000]), force=True)
         logger.info("flow run %s of the dead deploy set to Crashed", flow_run_id)
+    except ObjectNotFound:
+        logger.info("flow run %s of the dead deploy is not on this Prefect server", flow_run_id)
     except Exception as exc:
-        logger.info("flow run %s of the dead deploy left as it is: %s", flow_run_id, exc)
+        logger.info(
+            "flow run %s of the dead deploy left as it is: %s: %s",
+            flow_run_id, type(exc).__name__, exc,
+        )  # fmt: skip
 
 
 def _unfinished_actions(
