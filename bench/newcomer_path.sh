@@ -38,7 +38,7 @@ sed -i -e 's/^  window: 60s/  window: 10s/' -e 's/^  baseline_window: 5m/  basel
 $UV run deployflow validate shop.yaml --live
 lap "deployflow validate --live"
 set +e
-$UV run deployflow deploy shop.yaml --version v2
+$UV run deployflow deploy shop.yaml --version v2 --environment sandbox
 CODE=$?
 set -e
 lap "first canary: deploy v2 (exit $CODE)"

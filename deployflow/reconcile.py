@@ -33,28 +33,79 @@ def decide_unfinished(*, dry_run: bool, alive: bool, ended: bool = False) -> Act
 
 @dataclass(frozen=True)
 class ReconcileResult:
-    """What was found and done."""
+    """What was found and done. ``promoted``: the router serves the interrupted version as its
+    stable version with all the traffic (nothing was changed)."""
 
     restored_traffic: bool
     stopped: tuple[str, ...]
     message: str
+    promoted: bool = False
+
+
+# The verdict a stage that passed records (``deployflow.analysis.Verdict.PROMOTE``).
+PASSED = "promote"
+
+
+@dataclass(frozen=True)
+class RecordedRollout:
+    """What a deploy's row holds of its rollout: each recorded stage's weight and verdict, in
+    order, and the weight the deploy wrote before its last router call (the promotion writes 100
+    before the router is told; so does a canary's last stage, which a router serving the version
+    as stable alone tells apart)."""
+
+    stages: tuple[tuple[int, str], ...]
+    weight: int
+
+    @property
+    def promotion_recorded(self) -> bool:
+        """Every recorded stage passed (one at least) and all the traffic was written."""
+        return (
+            bool(self.stages)
+            and all(verdict == PASSED for _, verdict in self.stages)
+            and self.weight == 100
+        )
+
+
+def closing_of_interrupted(
+    version: str, result: ReconcileResult, rollout: RecordedRollout | None
+) -> tuple[str, str]:
+    """The status and summary a dead deploy's row is closed with, after ``reconcile``.
+
+    A deploy that died after its promotion (it lost its tracking database, then its process
+    ended) released its version: when the router serves it as stable with all the traffic and
+    the row shows every stage passed and the promotion written, the row is closed as what
+    happened, ``succeeded``, saying who recorded it. With any of that evidence missing it is
+    ``failed`` as interrupted, as before: a success is never claimed on a guess.
+    """
+    if result.promoted and rollout is not None and rollout.promotion_recorded:
+        weights = ", ".join(f"{weight}%" for weight, _ in rollout.stages)
+        return "succeeded", (
+            f"{version} passed every recorded stage ({weights}) and was promoted; the router "
+            "serves it as the stable version with all the traffic. Recorded as succeeded by the "
+            "reconciler of the next deploy: the deploy could not record its outcome (what it did "
+            "after the promotion, verification included, is not in this record)"
+        )
+    return "failed", f"interrupted; {result.message}"
 
 
 def reconcile(router: Router, target: Target, interrupted_version: str) -> ReconcileResult:
     """Send all traffic to the stable version and stop the interrupted canary.
 
     If the interrupted version had already been promoted to the stable slot, it keeps serving (it
-    passed every canary stage); only post-deploy verification is missing, which the message says.
+    passed every canary stage); only post-deploy verification is missing, which the message says,
+    and ``promoted`` says whether it has all the traffic (``closing_of_interrupted`` weighs that
+    with what the row recorded).
     """
     stable = find_stable(router, target)
+    state = router.state()
     if stable is not None and stable.version == interrupted_version:
         return ReconcileResult(
             False,
             (),
             f"{interrupted_version} had been promoted before the interruption and keeps serving; "
             "its post-deploy verification never ran",
+            promoted=state.canary is None or state.canary_weight == 0,
         )
-    state = router.state()
     restored = False
     if stable is not None and (state.canary is not None or state.canary_weight > 0):
         router.set_split(stable, None, 0)

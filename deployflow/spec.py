@@ -47,6 +47,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "parse_spec_text",
+    "reads_sandbox_variables",
     "spec_from_text",
     "validate_environment",
     "validate_version",
@@ -843,6 +844,32 @@ def read_spec_text(path: Path, source: str | None = None) -> str:
         raise SpecError(
             source, [("(file)", f"not UTF-8 text (invalid byte at offset {exc.start})")]
         ) from None
+
+
+SANDBOX_VARIABLE_PREFIX = "DEPLOYFLOW_SANDBOX_"
+
+
+def reads_sandbox_variables(text: str) -> bool:
+    """Whether a spec's YAML text reads the sandbox's variables (a value holding
+    ``${DEPLOYFLOW_SANDBOX_...}``, which ``deployflow sandbox`` exports): the sandbox examples and
+    copies of them. Such a spec is deployed to the ``sandbox`` environment unless told otherwise;
+    any other spec must be told where it goes. Comments and keys do not count; text that is not a
+    YAML document reads nothing."""
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError):
+        return False
+
+    def reads(node: Any) -> bool:
+        if isinstance(node, dict):
+            return any(reads(v) for v in node.values())
+        if isinstance(node, list):
+            return any(reads(v) for v in node)
+        return isinstance(node, str) and any(
+            m.group(1).startswith(SANDBOX_VARIABLE_PREFIX) for m in _ENV_REF.finditer(node)
+        )
+
+    return reads(data)
 
 
 def load_spec(path: Path | str, env: Mapping[str, str] | None = None) -> ServiceSpec:

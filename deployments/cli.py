@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from deployflow.spec import SpecError, load_spec, validate_environment, validate_version
+from deployflow.spec import (
+    SpecError,
+    describe_spec_path,
+    load_spec,
+    read_spec_text,
+    reads_sandbox_variables,
+    validate_environment,
+    validate_version,
+)
 from deployflow.strategy import STRATEGY_CHOICES
 from deployments import endings
 from deployments.init import add_parser as add_init_parser
@@ -188,11 +196,32 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             return code
 
 
+def deploy_environment(given: str | None, spec_text: str) -> str:
+    """Where a deploy goes: ``--environment`` when given; else ``sandbox`` for a spec that reads
+    the sandbox's variables (the sandbox examples); else none, which is bad input. A spec has no
+    environment of its own (one spec serves several), so a team's deploy without the flag must
+    not be recorded as a sandbox one.
+
+    Raises:
+        BadInput: No ``--environment`` and the spec is not a sandbox spec.
+    """
+    if given is not None:
+        return given
+    if reads_sandbox_variables(spec_text):
+        return "sandbox"
+    raise BadInput(
+        "--environment: required: name where this deploy goes, e.g. --environment production "
+        "(letters, digits, '.', '_', '-'); only a sandbox spec, one that reads the "
+        "DEPLOYFLOW_SANDBOX_* variables, goes to 'sandbox' without it"
+    )
+
+
 def _deploy(args: argparse.Namespace) -> int:
     service: ServiceSpecBlock | None = None
     try:
         validate_version(args.version, "--version")
-        validate_environment(args.environment, "--environment")
+        if args.environment is not None:
+            validate_environment(args.environment, "--environment")
         if (args.spec is None) == (args.service is None):
             raise BadInput(
                 "give the service as a spec file (SPEC) or a saved ServiceSpec block "
@@ -202,8 +231,11 @@ def _deploy(args: argparse.Namespace) -> int:
         if args.service is not None:
             service = _saved_service(args.service)
             service.get_spec()
+            text = service.spec
         else:
             load_spec(args.spec)
+            text = read_spec_text(Path(args.spec), describe_spec_path(Path(args.spec)))
+        environment = deploy_environment(args.environment, text)
     except SpecError as exc:
         _print_problems(exc)
         return EXIT_BAD_INPUT
@@ -212,7 +244,7 @@ def _deploy(args: argparse.Namespace) -> int:
     result = run_deploy(
         str(Path(args.spec).resolve()) if args.spec is not None else None,
         args.version,
-        args.environment,
+        environment,
         args.strategy,
         args.dry_run,
         args.tracking_block,
@@ -646,7 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a ServiceSpec block saved on the Prefect server (PREFECT_API_URL), instead of SPEC",
     )
     p.add_argument("--version", required=True, help="version to release")
-    p.add_argument("--environment", default="sandbox", help="target environment (recorded)")
+    p.add_argument(
+        "--environment",
+        help="target environment (recorded; required, except for a sandbox spec: 'sandbox')",
+    )
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="auto")
     p.add_argument("--dry-run", action="store_true", help="check and plan only")
     p.add_argument(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
+from typing import Any, Literal
 from uuid import UUID
 
-from prefect import get_run_logger, task
+from prefect import State, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.states import Crashed
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Completed, Crashed, Failed
 
 from deployflow.figures import duration
 from deployflow.providers.base import Router, Target
@@ -16,13 +19,16 @@ from deployflow.reconcile import (
     Action,
     LiveVersionLost,
     RestoreResult,
+    closing_of_interrupted,
     decide_unfinished,
     reconcile,
     restore_recorded_live,
 )
 from deployflow.tracking.lease import lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger, UnfinishedDeploy
+from tasks.prefect_api import api_lost, prefect_only
 from tasks.retry_policy import QUICK_CALL, no_retries, retried
+from tasks.run_tags import tag_outcome
 
 
 class DeployInProgress(ConcurrentDeploy):
@@ -43,7 +49,8 @@ def reconcile_interrupted(
     environment: str,
     own_flow_run_id: str | None,
 ) -> list[str]:
-    """Refuse to start beside a live deploy; reconcile traffic left by a dead one.
+    """Refuse to start beside a live deploy; reconcile traffic left by a dead one; give the
+    service's last runs that Prefect never saw end their final state (``settle_prefect_states``).
 
     Whether a deploy is alive is decided by its lease in the tracking database, not by a Prefect
     server: a run killed outright is recognised once its lease lapses (30 s by default).
@@ -60,14 +67,139 @@ def reconcile_interrupted(
             ledger.close(row.deployment_id, "aborted", "dry run interrupted")
             continue
         result = reconcile(router, target, row.version)
-        logger.warning(result.message)
         if row.ended:
+            logger.warning(result.message)
             ledger.settled(row.deployment_id, f"traffic settled by a later run: {result.message}")
+            messages.append(result.message)
+            continue
+        rollout = ledger.recorded_rollout(row.deployment_id) if result.promoted else None
+        status, summary = closing_of_interrupted(row.version, result, rollout)
+        ledger.close(row.deployment_id, status, summary)
+        if status == "succeeded":
+            message = f"deploy of {row.version} recorded as succeeded: {summary}"
+            logger.warning(message)
+            by = f"the reconciler of the next deploy of {service} to {environment}"
+            set_final_state_afterwards(row.flow_run_id, status, row.dry_run, summary, by)
         else:
-            ledger.close(row.deployment_id, "failed", f"interrupted; {result.message}")
-            mark_crashed(row.flow_run_id, f"deploy of {row.version} died; {result.message}")
-        messages.append(result.message)
+            message = result.message
+            logger.warning(message)
+            mark_crashed(row.flow_run_id, f"deploy of {row.version} died; {message}")
+        messages.append(message)
+    settle_prefect_states(ledger, service, environment, own_flow_run_id)
     return messages
+
+
+# How many of the service's last deploys have their Prefect run checked (one read each), and how
+# long after its outcome was recorded a run is left to set its own final state (a deploy whose
+# API answers slowly sets it within Prefect's client retries, about a minute).
+ENDED_RUNS_CHECKED = 5
+OWN_FINAL_STATE_SECONDS = 120.0
+
+
+def state_afterwards(
+    status: str, dry_run: bool, summary: str, *, by: str
+) -> tuple[Literal["Completed", "Failed"], str, str]:
+    """The final state (by name, as ``flows.outcome_state`` ends a deploy: Completed for a
+    release or a dry run, Failed otherwise), the outcome tag's label and the state's message for
+    the run of a deploy whose outcome the tracking database holds but Prefect never learnt."""
+    if status == "succeeded":
+        name: Literal["Completed", "Failed"] = "Completed"
+        label = "dry-run" if dry_run else "succeeded"
+    else:
+        name, label = "Failed", status.replace("_", "-")
+    message = (
+        f"{status} (set afterwards by {by}, from the outcome in the tracking database: Prefect "
+        f"never learnt this run's final state): {summary}"
+    )
+    return name, label, message[:2000]
+
+
+def settle_prefect_states(
+    ledger: Ledger, service: str, environment: str, own_flow_run_id: str | None
+) -> list[str]:
+    """The runs of the service's last deploys that Prefect still shows unfinished (Running)
+    though their outcome is recorded (the deploy lost its Prefect API, finished, recorded and
+    exited) get their final state from the tracking database, saying it was set afterwards. Best
+    effort: a run on another Prefect server, or none, is left as it is. Returns the flow run ids
+    set."""
+    try:
+        ended = ledger.last_ended(
+            service, environment, limit=ENDED_RUNS_CHECKED, except_flow_run=own_flow_run_id
+        )
+    except Exception as exc:
+        get_run_logger().info("the last deploys' Prefect runs were not checked: %s", exc)
+        return []
+    now = datetime.now(UTC)
+    by = f"the next deploy of {service} to {environment}"
+    done: list[str] = []
+    due = [r for r in ended if (now - r.finished_at).total_seconds() >= OWN_FINAL_STATE_SECONDS]
+    # A run that ended more recently is left: its own process may still be setting it.
+    if not due or api_lost():
+        return done
+    try:
+        with get_client(sync_client=True) as client:  # one client for them all
+            for row in due:
+                args = (row.flow_run_id, row.status, row.dry_run, row.summary, by)
+                if set_final_state_afterwards(*args, client=client):
+                    done.append(row.flow_run_id)
+    except Exception as exc:  # never raised: the tracking database holds the truth
+        get_run_logger().info("the last deploys' Prefect runs were not checked: %s", exc)
+    return done
+
+
+def set_final_state_afterwards(
+    flow_run_id: str | None,
+    status: str,
+    dry_run: bool,
+    summary: str,
+    by: str,
+    *,
+    client: SyncPrefectClient | None = None,
+) -> bool:
+    """Give a deploy's run still unfinished in Prefect the final state its recorded outcome
+    calls for (``state_afterwards``), with its outcome tag. Best effort, never raises: skipped
+    while the Prefect API is lost; a run already final, on another server or none is left as it
+    is. Returns whether it was set."""
+    if not flow_run_id:
+        return False
+    logger = get_run_logger()
+    name, label, message = state_afterwards(status, dry_run, summary, by=by)
+    state: State[Any] = (
+        Completed(message=message) if name == "Completed" else Failed(message=message)
+    )
+    what = f"set the final state of flow run {flow_run_id}"
+    try:
+        if not prefect_only(what, functools.partial(_settle, flow_run_id, state, label, client)):
+            return False
+    except Exception as exc:
+        logger.info("flow run %s left as it is: %s: %s", flow_run_id, type(exc).__name__, exc)
+        return False
+    logger.warning(
+        "flow run %s was still unfinished in Prefect; set to %s (outcome:%s) from the tracking "
+        "database",
+        flow_run_id,
+        name,
+        label,
+    )
+    return True
+
+
+def _settle(
+    flow_run_id: str, state: State[Any], label: str, client: SyncPrefectClient | None
+) -> bool:
+    """Set the run's final ``state`` and outcome tag unless it already has a final state."""
+    if client is None:
+        with get_client(sync_client=True) as own:
+            return _settle(flow_run_id, state, label, own)
+    try:
+        run = client.read_flow_run(UUID(flow_run_id))
+    except ObjectNotFound:  # a run of another Prefect server (or one deleted): not ours to settle
+        return False
+    if run.state is None or run.state.is_final():
+        return False
+    client.set_flow_run_state(run.id, state, force=True)
+    tag_outcome(client, run.id, label)
+    return True
 
 
 def mark_crashed(flow_run_id: str | None, message: str) -> None:
@@ -84,8 +216,13 @@ def mark_crashed(flow_run_id: str | None, message: str) -> None:
                 return
             client.set_flow_run_state(run.id, Crashed(message=message[:2000]), force=True)
         logger.info("flow run %s of the dead deploy set to Crashed", flow_run_id)
+    except ObjectNotFound:
+        logger.info("flow run %s of the dead deploy is not on this Prefect server", flow_run_id)
     except Exception as exc:
-        logger.info("flow run %s of the dead deploy left as it is: %s", flow_run_id, exc)
+        logger.info(
+            "flow run %s of the dead deploy left as it is: %s: %s",
+            flow_run_id, type(exc).__name__, exc,
+        )  # fmt: skip
 
 
 def _unfinished_actions(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from deployflow.manual_rollback import PastDeploy, manual_headline
+from deployflow.reconcile import RecordedRollout
 from deployflow.release import ReleaseOutcome
 from deployflow.rollout import StageResult
 from deployflow.schema import SchemaChangeRecord
@@ -67,6 +68,20 @@ class UnfinishedDeploy:
     dry_run: bool
     ended: bool = False
     heartbeat_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EndedDeploy:
+    """A deploy row with its outcome recorded (``status``), for the next deploy to check that
+    Prefect learnt it too."""
+
+    deployment_id: int
+    version: str
+    flow_run_id: str
+    status: str
+    dry_run: bool
+    finished_at: datetime
+    summary: str
 
 
 def _details(outcome: ReleaseOutcome) -> dict[str, Any]:
@@ -244,6 +259,39 @@ class Ledger:
         with self._session() as s:
             repository.update_deployment(
                 s, deployment_id, status=status, summary=summary, canary_weight=0
+            )
+
+    def last_ended(
+        self, service: str, environment: str, *, limit: int, except_flow_run: str | None = None
+    ) -> list[EndedDeploy]:
+        """Of the last ``limit`` deploys of this service and environment (by start, newest
+        first), those that ended with a flow run recorded."""
+        from deployflow.tracking import repository
+
+        with self._read() as s:
+            return [
+                EndedDeploy(
+                    r.id,
+                    r.version,
+                    r.flow_run_id,
+                    r.status.value,
+                    r.dry_run,
+                    r.finished_at,
+                    r.summary or "",
+                )
+                for r in repository.history(s, service, environment, limit=limit)
+                if r.finished_at is not None and r.flow_run_id and r.flow_run_id != except_flow_run
+            ]
+
+    def recorded_rollout(self, deployment_id: int) -> RecordedRollout:
+        """What the row holds of its rollout (its stages' weights and verdicts, the last weight
+        written), for the next deploy to judge what a dead one had done."""
+        from deployflow.tracking import repository
+
+        with self._read() as s:
+            row = repository.get_deployment(s, deployment_id)
+            return RecordedRollout(
+                tuple((stage.weight, stage.verdict) for stage in row.stages), row.canary_weight
             )
 
     def settled(self, deployment_id: int, summary: str) -> None:

@@ -292,6 +292,11 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
     version_input = form_field(page, "version").locator("textarea")
     version_input.fill("v7")
     expect(version_input).to_have_value("v7", timeout=UI_TIMEOUT_MS)
+    # Nor an environment (issue 24): a run without one is refused, so the person names it.
+    form_field(page, "environment").get_by_text("str", exact=True).click()
+    environment_input = form_field(page, "environment").locator("textarea")
+    environment_input.fill("sandbox")
+    expect(environment_input).to_have_value("sandbox", timeout=UI_TIMEOUT_MS)
     dry_run = form_field(page, "dry_run").get_by_role("switch")
     dry_run.click()
     expect(dry_run).to_be_checked(timeout=UI_TIMEOUT_MS)
@@ -351,6 +356,7 @@ def test_the_deploy_form_shows_its_fields_and_a_run_started_from_it_completes(
         assert not isinstance(run, str)
         assert run.parameters["dry_run"] is True
         assert run.parameters["spec_path"] == str(spec)
+        assert run.parameters["environment"] == "sandbox"
 
         def final() -> Any:
             current = client.read_flow_run(run.id)

@@ -99,6 +99,7 @@ def blue_green(name: str, *more: tuple[str | re.Pattern[str], str]):
 
 
 def run(spec_file: Path, version: str, **parameters: object) -> dict:
+    parameters.setdefault("environment", "sandbox")
     state = deploy(spec_path=str(spec_file), version=version, return_state=True, **parameters)
     data = outcome_of(state.result(raise_on_failure=False))
     assert isinstance(data, dict), f"the flow crashed: {data!r}"

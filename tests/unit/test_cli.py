@@ -72,6 +72,84 @@ def test_deploy_needs_exactly_one_service_source_and_exits_2_otherwise(
     assert err.startswith("deployflow: error: ")
 
 
+def _own_service_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The sandbox example rewritten as a team's own service: its values read the team's
+    variables, none of the sandbox's."""
+    spec = tmp_path / "shop.yaml"
+    spec.write_text(EXAMPLE.read_text().replace("DEPLOYFLOW_SANDBOX_", "SHOP_"))
+    for name in ("STATE_DIR", "HAPROXY_SOCKET", "FRONTEND_URL", "PROMETHEUS_URL"):
+        monkeypatch.setenv(f"SHOP_{name}", "http://127.0.0.1:9" if "URL" in name else "/nowhere")
+    return spec
+
+
+def _started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The environments the deploy flow would be run for (the flow itself stands in)."""
+    import deployments.cli
+
+    environments: list[str] = []
+
+    def run_deploy(spec: object, version: str, environment: str, *rest: object, **named: object):
+        environments.append(environment)
+        return {"status": "succeeded", "version": version, "strategy": "canary", "stages": []}
+
+    monkeypatch.setattr(deployments.cli, "run_deploy", run_deploy)
+    return environments
+
+
+def test_deploy_of_an_own_service_without_environment_exits_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _own_service_spec(tmp_path, monkeypatch)
+    started = _started(monkeypatch)
+    assert main(["deploy", str(spec), "--version", "v2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deployflow: error: --environment: required"), err
+    assert started == []  # nothing started, not recorded as a sandbox deploy
+    assert main(["deploy", str(spec), "--version", "v2", "--environment", "production"]) == 0
+    assert started == ["production"]
+
+
+def test_deploy_without_environment_with_json_prints_one_object_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    spec = _own_service_spec(tmp_path, monkeypatch)
+    assert main(["deploy", str(spec), "--version", "v2", "--json"]) == 2
+    value = json.loads(capsys.readouterr().out)
+    assert value["status"] == "bad_input"
+    assert value["started"] is False
+    assert [p["field"] for p in value["problems"]] == ["--environment"]
+
+
+def test_deploy_of_a_sandbox_spec_goes_to_sandbox_unless_told(
+    sandbox_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = _started(monkeypatch)
+    assert main(["deploy", str(EXAMPLE), "--version", "v2"]) == 0
+    assert main(["deploy", str(EXAMPLE), "--version", "v2", "--environment", "staging"]) == 0
+    assert started == ["sandbox", "staging"]
+
+
+@pytest.mark.parametrize(
+    ("text", "sandbox"),
+    [
+        ("router: {admin_socket: '${DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET}'}", True),
+        ("target: {command: ['x', '${DEPLOYFLOW_SANDBOX_STATE_DIR:-/tmp}/a']}", True),
+        ("router: {admin_socket: '${SHOP_HAPROXY_SOCKET}'}", False),
+        ("# made from ${DEPLOYFLOW_SANDBOX_STATE_DIR}\nservice: shop", False),  # a comment
+        ("'${DEPLOYFLOW_SANDBOX_X}': shop", False),  # a key, not a value
+        ("service: [unclosed", False),
+    ],
+)
+def test_a_sandbox_spec_is_one_whose_values_read_the_sandbox_variables(
+    text: str, sandbox: bool
+) -> None:
+    from deployflow.spec import reads_sandbox_variables
+
+    assert reads_sandbox_variables(text) is sandbox
+
+
 def test_unknown_strategy_is_a_usage_error(sandbox_env: None) -> None:
     with pytest.raises(SystemExit) as info:
         main(["deploy", str(EXAMPLE), "--version", "v2", "--strategy", "yolo"])

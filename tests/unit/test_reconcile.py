@@ -6,6 +6,8 @@ from deployflow.fakes.backends import InMemoryRouter, InMemoryTarget
 from deployflow.providers.base import BackendError, RouterState
 from deployflow.reconcile import (
     LiveVersionLost,
+    RecordedRollout,
+    closing_of_interrupted,
     decide_unfinished,
     reconcile,
     restore_recorded_live,
@@ -133,3 +135,75 @@ def test_a_dry_run_restores_nothing_and_says_what_a_deploy_would_do() -> None:
     assert result.instance == target.running["v1"]
     assert router.changes == []
     assert "a real deploy puts it back" in result.message
+
+
+PASSED_ROLLOUT = RecordedRollout(((5, "promote"), (25, "promote"), (100, "promote")), 100)
+
+
+def test_a_promoted_deploy_that_could_not_record_it_is_closed_as_succeeded() -> None:
+    router, target = setup(25)
+    router.promote(target.running["v2"])
+    result = reconcile(router, target, "v2")
+    assert result.promoted
+    status, summary = closing_of_interrupted("v2", result, PASSED_ROLLOUT)
+    assert status == "succeeded"
+    assert summary.startswith("v2 passed every recorded stage (5%, 25%, 100%) and was promoted")
+    assert "Recorded as succeeded by the reconciler of the next deploy" in summary
+    assert "the deploy could not record its outcome" in summary
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [
+        None,  # not read
+        RecordedRollout((), 100),  # no stage recorded: nothing judged it
+        RecordedRollout(((5, "promote"), (100, "rollback")), 100),  # one did not pass
+        RecordedRollout(((5, "promote"), (100, "pause")), 100),
+        RecordedRollout(((5, "promote"), (25, "promote")), 25),  # all the traffic not written
+    ],
+)
+def test_incomplete_evidence_keeps_the_interrupted_failure(rollout: RecordedRollout | None) -> None:
+    router, target = setup(25)
+    router.promote(target.running["v2"])
+    result = reconcile(router, target, "v2")
+    status, summary = closing_of_interrupted("v2", result, rollout)
+    assert status == "failed"
+    assert summary == (
+        "interrupted; v2 had been promoted before the interruption and keeps serving; its "
+        "post-deploy verification never ran"
+    )
+
+
+def test_a_router_not_serving_the_version_alone_is_no_evidence_of_success() -> None:
+    router, target = setup(25)  # v2 is the canary at 25%: not promoted
+    result = reconcile(router, target, "v2")
+    assert not result.promoted
+    assert closing_of_interrupted("v2", result, PASSED_ROLLOUT)[0] == "failed"
+    # Stable is v2 but another canary still takes a share: not all the traffic.
+    router, target = setup(0)
+    router.promote(target.running["v2"])
+    router.set_split(target.running["v2"], target.start("v3"), 10)
+    result = reconcile(router, target, "v2")
+    assert not result.promoted
+    assert closing_of_interrupted("v2", result, PASSED_ROLLOUT)[0] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("status", "dry_run", "name", "label"),
+    [
+        ("succeeded", False, "Completed", "succeeded"),
+        ("succeeded", True, "Completed", "dry-run"),
+        ("rolled_back", False, "Failed", "rolled-back"),
+        ("failed", False, "Failed", "failed"),
+        ("aborted", False, "Failed", "aborted"),
+    ],
+)
+def test_a_run_prefect_never_saw_end_gets_the_state_its_recorded_outcome_calls_for(
+    status: str, dry_run: bool, name: str, label: str
+) -> None:
+    from tasks.reconcile import state_afterwards
+
+    got = state_afterwards(status, dry_run, "x" * 3000, by="the next deploy of shop to prod")
+    assert got[:2] == (name, label)
+    assert got[2].startswith(f"{status} (set afterwards by the next deploy of shop to prod, ")
+    assert len(got[2]) == 2000  # a state message is kept short

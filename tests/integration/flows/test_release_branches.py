@@ -453,6 +453,131 @@ def test_a_deploy_holding_its_lease_blocks_the_next_and_a_lapsed_one_is_reconcil
     )
 
 
+@flow(name="deploy-left-running")
+def _left_running() -> None:
+    """Stands for a deploy's flow run whose process ended without Prefect learning it."""
+
+
+def _running_flow_run() -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        return str(client.create_flow_run(_left_running, state=Running()).id)
+
+
+def _flow_run(flow_run_id: str):
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(flow_run_id))
+
+
+def _dead_deploy(ledger: Ledger, environment: str, version: str, verdicts: list[str]) -> int:
+    """The row of a deploy of ``version`` that recorded its stages, wrote its promotion, then
+    lost its tracking database (nothing more written) and whose process ended 31 s ago; its
+    flow run is still Running in Prefect."""
+    from deployflow.analysis import Verdict
+    from deployflow.rollout import StageResult
+
+    row = ledger.start(
+        ReleaseOutcome(
+            service="shop",
+            environment=environment,
+            version=version,
+            flow_run_id=_running_flow_run(),
+        )
+    )
+    now = datetime.now(UTC)
+    for index, (weight, verdict) in enumerate(zip((5, 25, 100), verdicts, strict=False)):
+        ledger.traffic_moving(row, stage=index, weight=weight)
+        ledger.stage_observed(row, StageResult(index, weight, Verdict(verdict), [], None, now, now))
+    ledger.traffic_moving(row, stage=None, weight=100)
+    with ledger._sessions() as s, s.begin():
+        repository.update_deployment(s, row, heartbeat_at=now - timedelta(seconds=31))
+    return row
+
+
+def test_a_deploy_promoted_before_it_lost_its_database_is_recorded_as_succeeded(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    orphan = service.target.start("v9")
+    dead = _dead_deploy(ledger, deploy.environment, "v9", ["promote", "promote", "promote"])
+    service.router.promote(orphan)  # the router was told after the promotion was written
+
+    outcome = deploy("v10")
+    assert outcome.status == "succeeded", outcome.message
+    assert len(outcome.reconciled) == 1
+    assert outcome.reconciled[0].startswith("deploy of v9 recorded as succeeded: v9 passed")
+    row = recorded(ledger, ReleaseOutcome("shop", deploy.environment, "v9", deployment_id=dead))
+    assert row["status"] == "succeeded"
+    assert "Recorded as succeeded by the reconciler of the next deploy" in row["summary"]
+    assert row["canary_weight"] == 0
+    assert serving(service, "v10")
+    # Its run, left Running in Prefect, ends as the row does: Completed, tagged, said how.
+    run = _flow_run(row["flow_run_id"])
+    assert run.state is not None
+    assert run.state.name == "Completed"
+    assert run.state.message.startswith("succeeded (set afterwards by the reconciler of the next")
+    assert "outcome:succeeded" in run.tags
+
+
+def test_runs_left_running_in_prefect_get_the_final_state_their_outcome_recorded(
+    deploy, service, ledger
+):
+    """Deploys that lost their Prefect API finished, recorded their outcome and exited: the
+    next deploy sets their runs' final state from the tracking database, except a run whose
+    outcome is too recent (its own process may still be setting it)."""
+    service.run_stable("v1")
+    environment = deploy.environment
+    runs = {}
+    for version, status, ago in (("v7", "rolled_back", 300), ("v8", "succeeded", 150)):
+        runs[version] = _running_flow_run()
+        row = ledger.start(ReleaseOutcome("shop", environment, version, flow_run_id=runs[version]))
+        ledger.close(row, status, f"{version} {status} as recorded")
+        with ledger._sessions() as s, s.begin():
+            finished = datetime.now(UTC) - timedelta(seconds=ago)
+            repository.update_deployment(s, row, finished_at=finished)
+    runs["recent"] = _running_flow_run()
+    recent = ledger.start(ReleaseOutcome("shop", environment, "v6", flow_run_id=runs["recent"]))
+    ledger.close(recent, "succeeded", "just now")
+
+    assert deploy("v2").status == "succeeded"
+    rolled_back, succeeded = _flow_run(runs["v7"]), _flow_run(runs["v8"])
+    assert rolled_back.state is not None
+    assert succeeded.state is not None
+    assert rolled_back.state.name == "Failed"
+    assert rolled_back.state.message == (
+        f"rolled_back (set afterwards by the next deploy of shop to {environment}, from the "
+        "outcome in the tracking database: Prefect never learnt this run's final state): v7 "
+        "rolled_back as recorded"
+    )
+    assert "outcome:rolled-back" in rolled_back.tags
+    assert succeeded.state.name == "Completed"
+    assert "outcome:succeeded" in succeeded.tags
+    left = _flow_run(runs["recent"])
+    assert left.state is not None
+    assert left.state.name == "Running"
+
+
+def test_a_dead_deploy_with_a_stage_not_passed_stays_failed_though_its_version_serves(
+    deploy, service, ledger
+):
+    service.run_stable("v1")
+    orphan = service.target.start("v9")
+    dead = _dead_deploy(ledger, deploy.environment, "v9", ["promote", "promote", "rollback"])
+    service.router.promote(orphan)
+
+    outcome = deploy("v10")
+    assert outcome.status == "succeeded", outcome.message
+    row = recorded(ledger, ReleaseOutcome("shop", deploy.environment, "v9", deployment_id=dead))
+    assert row["status"] == "failed"
+    assert row["summary"].startswith("interrupted; v9 had been promoted before the interruption")
+
+
 def test_an_interrupted_run_puts_traffic_back_before_it_exits(deploy, service, ledger):
     """Ctrl-C in the middle of a stage. (SIGTERM takes the same path as Prefect's
     TerminationSignal, but Prefect then re-sends SIGTERM to its process, so it is tested end to

@@ -192,7 +192,9 @@ def test_unreachable_prometheus_is_an_error_sample_not_an_exception():
     started = time.monotonic()
     sample = metrics.sample("v1", 60)
     assert sample.error is not None
-    assert "failed" in sample.error
+    # In words a person can act on, naming the backend (deployflow.error_words).
+    assert "refused the connection" in sample.error
+    assert sample.error.startswith("Prometheus at http://127.0.0.1:")
     assert time.monotonic() - started < 5  # no hidden retries: the analysis owns the policy
     assert metrics.p95("v1", 60).value is None
 
