@@ -13,14 +13,6 @@ pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
 
 
-@pytest.fixture
-def sandbox_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_STATE_DIR", "/nonexistent/state")
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET", "/nonexistent/haproxy.sock")
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_FRONTEND_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_PROMETHEUS_URL", "http://127.0.0.1:9")
-
-
 def test_validate_accepts_the_example(
     sandbox_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,14 +19,6 @@ pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
 
 
-@pytest.fixture
-def sandbox_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_STATE_DIR", "/nonexistent/state")
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_HAPROXY_SOCKET", "/nonexistent/haproxy.sock")
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_FRONTEND_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("DEPLOYFLOW_SANDBOX_PROMETHEUS_URL", "http://127.0.0.1:9")
-
-
 def one_object(out: str) -> dict[str, Any]:
     """stdout holds exactly one JSON object (and nothing else)."""
     lines = [line for line in out.splitlines() if line.strip()]
