@@ -28,6 +28,7 @@ from deployflow.release import ReleaseNotSucceeded, ReleaseOutcome
 from deployflow.spec import SpecError
 from tasks.prefect_api import prefect_only
 from tasks.run_tags import OUTCOME_TAG_PREFIX, tag_outcome
+from tasks.run_tags import outcome_label as tag_label
 
 # The outcomes a person filters by; a dry run is a deploy that succeeded without starting anything.
 OUTCOME_LABELS = ("succeeded", "dry-run", "rolled-back", "aborted", "failed", "rollback-failed")
@@ -39,11 +40,11 @@ _ENGINE_RUN_LOGGER = "prefect.flow_runs"
 
 def outcome_label(outcome: ReleaseOutcome) -> str:
     """The outcome in the words of its tag (one of ``OUTCOME_LABELS``)."""
-    if outcome.status == "succeeded":
-        return "dry-run" if outcome.dry_run else "succeeded"
-    if outcome.rollback is not None and outcome.rollback.error is not None:
-        return "rollback-failed"
-    return outcome.status.replace("_", "-")
+    return tag_label(
+        outcome.status,
+        dry_run=outcome.dry_run,
+        rollback_failed=outcome.rollback is not None and outcome.rollback.error is not None,
+    )
 
 
 def final_state(outcome: ReleaseOutcome) -> State[Any]:

@@ -28,7 +28,7 @@ from deployflow.tracking.lease import lease_alive, lease_seconds
 from deployflow.tracking.ledger import ConcurrentDeploy, Ledger, UnfinishedDeploy
 from tasks.prefect_api import api_lost, prefect_only
 from tasks.retry_policy import QUICK_CALL, no_retries, retried
-from tasks.run_tags import tag_outcome
+from tasks.run_tags import outcome_label, tag_outcome
 
 
 class DeployInProgress(ConcurrentDeploy):
@@ -102,11 +102,8 @@ def state_afterwards(
     """The final state (by name, as ``flows.outcome_state`` ends a deploy: Completed for a
     release or a dry run, Failed otherwise), the outcome tag's label and the state's message for
     the run of a deploy whose outcome the tracking database holds but Prefect never learnt."""
-    if status == "succeeded":
-        name: Literal["Completed", "Failed"] = "Completed"
-        label = "dry-run" if dry_run else "succeeded"
-    else:
-        name, label = "Failed", status.replace("_", "-")
+    name: Literal["Completed", "Failed"] = "Completed" if status == "succeeded" else "Failed"
+    label = outcome_label(status, dry_run=dry_run)
     message = (
         f"{status} (set afterwards by {by}, from the outcome in the tracking database: Prefect "
         f"never learnt this run's final state): {summary}"

@@ -11,6 +11,18 @@ from prefect.client.orchestration import SyncPrefectClient
 OUTCOME_TAG_PREFIX = "outcome:"
 
 
+def outcome_label(status: str, *, dry_run: bool = False, rollback_failed: bool = False) -> str:
+    """A deploy's outcome in the words of its tag: ``dry-run`` or ``succeeded`` for a success,
+    ``rollback-failed`` for a rollback that could not restore traffic, else the status with
+    dashes (``rolled-back``, ``failed``...). One rule for the run's own ending
+    (``flows.outcome_state``) and for a state set afterwards by the reconciler."""
+    if status == "succeeded":
+        return "dry-run" if dry_run else "succeeded"
+    if rollback_failed:
+        return "rollback-failed"
+    return status.replace("_", "-")
+
+
 def tag_outcome(client: SyncPrefectClient, run_id: UUID, label: str) -> None:
     """Tag the run ``outcome:<label>``, replacing an outcome tag set earlier (a rollback whose
     stable version then failed its checks ends ``outcome:failed``)."""
