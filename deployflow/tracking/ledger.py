@@ -235,10 +235,11 @@ class Ledger:
         self, service: str, environment: str, *, except_flow_run: str | None = None
     ) -> list[UnfinishedDeploy]:
         """Deploys of this service and environment still pending or running, and ended ones that
-        left traffic unsettled, oldest first."""
+        left traffic unsettled, oldest first. A read: it takes no write lock, so a deploy
+        stopped inside a write (Ctrl-Z on SQLite) does not keep others from asking."""
         from deployflow.tracking import repository
 
-        with self._session() as s:
+        with self._read() as s:
             running = [
                 UnfinishedDeploy(
                     r.id, r.version, r.flow_run_id, r.dry_run, heartbeat_at=r.heartbeat_at

@@ -41,9 +41,63 @@ def deploy_in_process(spec_file: Path, version: str) -> dict[str, Any]:
     state = deploy(
         environment="sandbox", spec_path=str(spec_file), version=version, return_state=True
     )
-    result = outcome_of(state.result(raise_on_failure=False))
-    assert isinstance(result, dict), f"the flow crashed: {result!r}"
+    raised = state.result(raise_on_failure=False)
+    result = outcome_of(raised)
+    assert isinstance(result, dict), f"the flow crashed ({state.message}): {raised!r}"
     return result
+
+
+def takes_traffic(spec_file: Path, version: str) -> bool:
+    """Whether ``version``'s instance is the router's canary with some traffic (not another
+    version's canary a test before left behind)."""
+    from deployflow.spec import load_spec
+    from tests.backends import build_router, build_target
+
+    spec = load_spec(spec_file)
+    state = build_router(spec).state()
+    if state.canary is None or state.canary_weight <= 0:
+        return False
+    return any(
+        i.version == version and i.address == state.canary for i in build_target(spec).instances()
+    )
+
+
+def _group_stopped(pgid: int) -> bool:
+    """Whether every process of group ``pgid`` is stopped (state T in /proc)."""
+    members = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                members += 1
+                if fields[0] not in ("T", "t"):
+                    return False
+    return members > 0
+
+
+def pause_outside_a_write(process: subprocess.Popen[bytes], database: Path) -> None:
+    """SIGSTOP ``process``'s group at a moment none of it holds the SQLite ``database``'s write
+    lock: a process stopped inside a write keeps every other writer waiting (SQLite's limit,
+    not the fault under test), so a pause that lands in one is undone and tried again."""
+    import sqlite3
+
+    from deployflow.polling import wait_for
+
+    def paused_outside_a_write() -> bool | None:
+        os.killpg(process.pid, signal.SIGSTOP)
+        wait_for(lambda: _group_stopped(process.pid), timeout=10, what="the group to stop")
+        probe = sqlite3.connect(database, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:  # "database is locked": stopped inside a write
+            os.killpg(process.pid, signal.SIGCONT)
+            return None
+        finally:
+            probe.close()
+
+    wait_for(paused_outside_a_write, timeout=30, interval=0.05, what="a pause outside a write")
 
 
 @contextlib.contextmanager
@@ -61,10 +115,7 @@ def deploy_in_its_own_process(
     (continued first, in case a test stopped it). Its output goes to ``log``; with ``stdout``,
     its stdout alone goes there (``--json``'s object) and only its stderr to ``log``."""
     from deployflow.polling import wait_for
-    from deployflow.spec import load_spec
-    from tests.backends import build_router
 
-    router = build_router(load_spec(spec_file))
     env = {
         **os.environ,
         "PREFECT_API_URL": prefect_server,
@@ -82,7 +133,7 @@ def deploy_in_its_own_process(
         )  # fmt: skip
         try:
             wait_for(
-                lambda: router.state().canary_weight > 0 or None,
+                lambda: takes_traffic(spec_file, version),
                 timeout=120,
                 interval=0.25,
                 what=f"the canary {version} to take traffic",

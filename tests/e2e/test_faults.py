@@ -21,6 +21,7 @@ import pytest
 from deployflow.polling import wait_for
 from deployflow.sandbox.supervisor import Sandbox
 from deployflow.spec import load_spec
+from deployflow.tracking.db import database_url
 from deployflow.tracking.ledger import Ledger
 from tasks.concurrency import live_deploy_in
 from tests.backends import build_router, build_target
@@ -29,11 +30,30 @@ from tests.e2e.helpers import (
     UserProbe,
     deploy_in_its_own_process,
     deploy_in_process,
+    pause_outside_a_write,
+    takes_traffic,
     two_stage_spec,
 )
 from tests.integration.prefect.conftest import RestartablePrefectServer
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def router_running_after(sandbox: Sandbox) -> Iterator[None]:
+    """HAProxy running again after every test, whatever the test did to it: a test that stops it
+    and then fails must not fail the tests after it on the shared sandbox."""
+    yield
+    if sandbox.haproxy is not None and sandbox.haproxy.pid is None:
+        sandbox.haproxy.start()
+
+
+def sqlite_file(url: str) -> Path:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    assert database, url
+    return Path(database)
 
 
 def serving(version: str) -> bool:
@@ -95,7 +115,7 @@ def test_a_deploy_paused_past_its_lease_wakes_up_and_touches_no_traffic(
         with deploy_in_its_own_process(
             spec_file, "v10", prefect_server, log, {"DEPLOYFLOW_LEASE_SECONDS": "4"}
         ) as paused:
-            os.killpg(paused.pid, signal.SIGSTOP)
+            pause_outside_a_write(paused, sqlite_file(database_url()))
             wait_for(
                 lambda: not live_deploy_in(Ledger.for_url(), "demo", "sandbox", None) or None,
                 timeout=30,
@@ -151,19 +171,25 @@ def test_a_router_killed_mid_stage_is_noticed_at_the_next_look_and_told(
             if i.address == router.state().stable
         )
 
+        over = threading.Event()  # the deploy ended: a killer still waiting must not kill
+
         def kill_when_v5_takes_traffic() -> None:
             wait_for(
-                lambda: router.state().canary_weight > 0 or None,
+                lambda: over.is_set() or takes_traffic(spec_file, "v5"),
                 timeout=180,
                 interval=0.1,
                 what="v5's canary",
             )
-            haproxy.stop()
-            killed.append(time.monotonic())
+            if not over.is_set():
+                haproxy.stop()
+                killed.append(time.monotonic())
 
         killer = threading.Thread(target=kill_when_v5_takes_traffic, daemon=True)
         killer.start()
-        result = deploy_in_process(spec_file, "v5")
+        try:
+            result = deploy_in_process(spec_file, "v5")
+        finally:
+            over.set()
         ended = time.monotonic()
         killer.join(timeout=10)
         assert killed, "HAProxy was never killed"
