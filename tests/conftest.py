@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,3 +82,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if name in parts:
                 item.add_marker(marker)
                 break
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C handled as in a terminal, whatever started the suite. A shell starts a background
+    job (``make test &``, some CI runners) with SIGINT ignored, and every process the suite
+    starts inherits that: a deploy under test would never see the Ctrl-C a test sends it. Python
+    puts its own handler back here; the children it starts then begin with the default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
