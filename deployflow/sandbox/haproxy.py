@@ -127,6 +127,7 @@ class LocalHAProxy(LocalServer):
         host: str = "127.0.0.1",
         access_log: bool = False,
         exporter: bool = False,
+        health_path: str = "/healthz",
     ) -> None:
         """Prepare paths and a port; nothing runs yet.
 
@@ -140,6 +141,8 @@ class LocalHAProxy(LocalServer):
             access_log: Log each request in the deployflow format to HAProxy's output
                 (``access_log``, the file ``haproxy.log``).
             exporter: Serve HAProxy's Prometheus exporter on ``exporter_url``.
+            health_path: The path HAProxy's health checks ask each slot (the service's own: a
+                service without ``/healthz`` would be marked down and get no traffic).
         """
         self.state_dir = Path(state_dir).resolve()
         self.start_timeout = start_timeout
@@ -149,6 +152,7 @@ class LocalHAProxy(LocalServer):
         self.admin_port = free_port(host) if host != "127.0.0.1" else None
         self.logs_requests = access_log
         self.exporter_port = free_port() if exporter else None
+        self.health_path = health_path
         self.config_file = self.state_dir / "haproxy.cfg"
         self._short_dir: Path | None = None
         socket_path = self.state_dir / "haproxy.sock"
@@ -208,6 +212,7 @@ class LocalHAProxy(LocalServer):
             render_config(
                 self.admin_socket,
                 self.port,
+                self.health_path,
                 health_checks=self.health_checks,
                 host=self.host,
                 admin_port=self.admin_port,

@@ -9,9 +9,34 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+def plain_settings(state: Path, proxy: Any) -> dict[str, str]:
+    """The environment examples/plain-*.yaml (and specs written like them) read, for a
+    ``LocalHAProxy`` or ``LocalNginx`` ``proxy`` with its access log and the service's state
+    under ``state``: a look every 2 s over 20 s, stages observed 4 s and at most 30 s."""
+    from deployflow.sandbox.haproxy import LocalHAProxy
+
+    found = {
+        "SHOP_STATE_DIR": str(state / "apps"),
+        "SHOP_FRONTEND_URL": proxy.frontend_url,
+        "SHOP_ACCESS_LOG": str(proxy.access_log),
+        "SHOP_INTERVAL": "2s",
+        "SHOP_WINDOW": "20s",
+        "DEPLOYFLOW_OBSERVE": "4s",
+        "DEPLOYFLOW_MAX_STAGE": "30s",
+        "DEPLOYFLOW_DATA_DIR": str(state / "data"),
+    }
+    if isinstance(proxy, LocalHAProxy):
+        found["SHOP_HAPROXY_SOCKET"] = str(proxy.admin_socket)
+    else:
+        found["SHOP_NGINX_CONFIG"] = str(proxy.config_file)
+        found["SHOP_NGINX_UPSTREAM_FILE"] = str(proxy.upstream_file)
+        found["SHOP_NGINX_STATE_LISTEN"] = proxy.state_listen
+    return found
 
 
 @contextlib.contextmanager
@@ -165,10 +190,19 @@ def artifact_markdown(flow_run_id: str, key: str) -> str:
     return str(found[0].data)
 
 
+def _version_in_body(response: Any) -> str:
+    """The demo app's version, named in its JSON body; "router" for HAProxy's own pages."""
+    try:
+        return str(response.json().get("version"))
+    except ValueError:
+        return "router"  # HAProxy's own 503 page: no server
+
+
 class UserProbe:
-    """What users get through the router: a thread sending one request every ``interval``
-    seconds and counting the answers by the version that gave them (the demo app names itself
-    in every body) and by status, from a moment the test marks (``mark``) on.
+    """What users get through the router: a thread sending one request to ``path`` every
+    ``interval`` seconds and counting the answers by the version that gave them and by status,
+    from a moment the test marks (``mark``) on. The version is ``version_of(response)``; by
+    default the body's "version" (the demo app names itself in every body).
 
     Example:
         with UserProbe(sandbox.frontend_url) as probe:
@@ -178,12 +212,20 @@ class UserProbe:
         probe.after_mark["v3"]
     """
 
-    def __init__(self, base_url: str, interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        interval: float = 0.1,
+        path: str = "/api/items",
+        version_of: Callable[[Any], str] | None = None,
+    ) -> None:
         import threading
         from collections import Counter
 
         self.base_url = base_url.rstrip("/")
         self.interval = interval
+        self.path = path
+        self.version_of = version_of or _version_in_body
         self.before_mark: Counter[str] = Counter()
         self.after_mark: Counter[str] = Counter()
         self._marked = False
@@ -196,14 +238,10 @@ class UserProbe:
 
         assert isinstance(client, httpx.Client)
         try:
-            response = client.get(f"{self.base_url}/api/items")
+            response = client.get(f"{self.base_url}{self.path}")
         except httpx.HTTPError:
             return "no answer"
-        try:
-            version = str(response.json().get("version"))
-        except ValueError:
-            version = "router"  # HAProxy's own 503 page: no server
-        return f"{version} {response.status_code}"
+        return f"{self.version_of(response)} {response.status_code}"
 
     def _run(self) -> None:
         import httpx

@@ -32,6 +32,7 @@ from deployflow.sandbox.traffic import TrafficGenerator
 from deployflow.spec import load_spec
 from flows.deploy import deploy
 from tests.backends import build_target
+from tests.e2e.helpers import plain_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -50,27 +51,6 @@ class Plain:
     data_dir: Path
 
 
-def settings(state: Path, proxy: LocalHAProxy | LocalNginx) -> dict[str, str]:
-    found = {
-        "SHOP_STATE_DIR": str(state / "apps"),
-        "SHOP_FRONTEND_URL": proxy.frontend_url,
-        "SHOP_ACCESS_LOG": str(proxy.access_log),
-        "SHOP_INTERVAL": "2s",
-        "SHOP_WINDOW": "20s",
-        "DEPLOYFLOW_OBSERVE": "4s",
-        "DEPLOYFLOW_MAX_STAGE": "30s",
-        "DEPLOYFLOW_PLAIN_FAULTS": FAULTS,
-        "DEPLOYFLOW_DATA_DIR": str(state / "data"),
-    }
-    if isinstance(proxy, LocalHAProxy):
-        found["SHOP_HAPROXY_SOCKET"] = str(proxy.admin_socket)
-    else:
-        found["SHOP_NGINX_CONFIG"] = str(proxy.config_file)
-        found["SHOP_NGINX_UPSTREAM_FILE"] = str(proxy.upstream_file)
-        found["SHOP_NGINX_STATE_LISTEN"] = proxy.state_listen
-    return found
-
-
 @pytest.fixture(scope="module", params=["haproxy", "nginx"])
 def plain(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, prefect_server: str
@@ -81,7 +61,8 @@ def plain(
     server = proxy or LocalNginx(state / "nginx")
     saved = dict(os.environ)
     with server:
-        os.environ.update(settings(state, server))
+        os.environ.update(plain_settings(state, server))
+        os.environ["DEPLOYFLOW_PLAIN_FAULTS"] = FAULTS
         os.environ.pop("DEPLOYFLOW_DATABASE_URL", None)
         spec = load_spec(EXAMPLES / f"plain-{kind}.yaml")
         target = build_target(spec)

@@ -165,3 +165,19 @@ def test_the_router_takes_a_canary_failing_every_request_out_by_itself(
         interval=0.1,
         what="the next canary in rotation",
     )
+
+
+@pytest.mark.parametrize(("health_path", "status"), [("/api/items", 200), ("/no-such-path", 503)])
+def test_health_checks_ask_the_path_given(tmp_path: Path, versions, health_path, status):
+    # A service without /healthz (Datasette, say) is checked on a path it has; checked on one
+    # it lacks, its server goes down and users get HAProxy's 503.
+    v1, _ = versions
+    with LocalHAProxy(tmp_path / "haproxy", health_path=health_path) as proxy:
+        proxy.router().set_split(v1, None, 0)
+
+        def answered() -> int | None:
+            found = httpx.get(f"{proxy.frontend_url}/api/items", timeout=5).status_code
+            return found if found == status else None
+
+        wait_for(answered, timeout=10, interval=0.2, what=f"a {status} through the frontend")
+        assert f"option httpchk GET {health_path}\n" in proxy.config_file.read_text()
