@@ -8,8 +8,9 @@ router, put there by hand. At 50 requests/s over three of Datasette's JSON paths
 change: a description, the products table sorted by name) is promoted; v3 sorts the products
 table by ``popularity``, a column the database does not have (the release was written ahead of
 the migration adding it): Datasette answers 500 "Cannot sort table by popularity" on the
-products table and 200 elsewhere, so one path in three fails. A probe on the products table
-counts what users got from v3 once the deploy has rolled it back: nothing.
+products table and 200 elsewhere, so one path in three fails. A probe asking /-/metadata.json
+(each release's answer differs) counts what users got from v3 once the deploy has rolled it
+back: nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ pytestmark = pytest.mark.e2e
 
 SPEC = Path(__file__).parents[2] / "examples" / "datasette-haproxy.yaml"
 PRODUCTS = "/shop/products.json"
+# One path in three fails on v3, so its error rate is beyond doubt at the first look with enough
+# requests, before its P95 is: each of Datasette's 500s also costs about 250 ms of CPU (it prints
+# the traceback, with locals, as rich is installed here) and stalls the process meanwhile.
 PATHS = (PRODUCTS, "/shop/top_products.json", "/shop/orders.json?_size=10")
 RPS = 50.0
 TOP_PRODUCTS = (
@@ -144,11 +148,19 @@ def test_datasette_from_pypi_is_promoted_and_its_misconfigured_release_rolled_ba
             interval=0.2,
             what="20 probe answers after the deploy",
         )
-    assert bad["status"] == "rolled_back", bad["message"]
+    # Seen once in 7 runs here (load 1.5-3): "failed", v2 "NOT healthy after the rollback" on its
+    # P95. The rollback's check of the restored version judges the analysis window ending at the
+    # check, which reaches back into the incident, when v3's 500s slowed the machine. A deployflow
+    # question (what "after the rollback" is measured over), not this test's: see the guide.
+    assert bad["status"] == "rolled_back", (bad["message"], bad.get("rollback"))
     stage = bad["stages"][-1]
     assert stage["verdict"] == "rollback"
-    assert "error rate" in stage["explanation"], stage["explanation"]
-    assert "above the 5.0% limit" in stage["explanation"], stage["explanation"]
+    # v3 fails and stalls: its verdict names the breach shown first, its error rate above the
+    # 5% limit or (when Datasette's slow 500s left fewer requests at the first look) its P95
+    # above twice the stable's; the error rate it measured is far above the limit either way.
+    assert stage["explanation"].startswith(("error rate", "P95")), stage["explanation"]
+    assert "above the" in stage["explanation"], stage["explanation"]
+    assert stage["values"]["error_rate"] > 0.15, stage["values"]
     assert probe.from_version("v3", after_mark=False) > 0, (
         f"the probe never met v3: it proves nothing ({dict(probe.before_mark)}; "
         f"{[(x['weight'], x['started_at'], x['finished_at']) for x in bad['stages']]}, "
@@ -158,6 +170,6 @@ def test_datasette_from_pypi_is_promoted_and_its_misconfigured_release_rolled_ba
     assert set(probe.after_mark) == {"v2 200"}, probe.after_mark
     print(
         f"v2 promoted in {promoted_in:.1f} s: {[s['explanation'] for s in healthy['stages']]}\n"
-        f"v3 rolled back in {rolled_back_in:.1f} s: {stage['explanation']}\n"
+        f"v3 rolled back in {rolled_back_in:.1f} s: {stage['explanation']} {stage['values']}\n"
         f"probe before the end: {dict(probe.before_mark)}; after: {dict(probe.after_mark)}"
     )
