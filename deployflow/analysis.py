@@ -280,14 +280,31 @@ def _judge_latency_baseline(
     thresholds: Thresholds,
     level: float,
     why: str,
+    stable_p95_seconds: float | None = None,
 ) -> _Finding | None:
     """The second guard, when no stable traffic can be compared with: the canary's P95 against
     the stable P95 measured before the deploy, when stable served all the traffic (the load a
     version with all the traffic serves). With a histogram, a breach needs the lower bound of
-    the P95 above the limit, not one point. None when there is no baseline."""
-    if baseline_p95_seconds is None or baseline_p95_seconds <= 0:
+    the P95 above the limit, not one point. None when there is no baseline.
+
+    ``stable_p95_seconds`` is stable's P95 the last time it served beside the canary in this
+    rollout (the 100% stage has no stable traffic of its own). When it is the higher of the two,
+    it is the reference: a service slower than before the deploy whichever version answers (a
+    busier hour, a loaded machine) is not harm the canary did, and a rollback must be for harm.
+    """
+    reference = baseline_p95_seconds if baseline_p95_seconds and baseline_p95_seconds > 0 else None
+    words = (
+        f"the pre-deploy baseline {_ms(reference)}, stable with all the traffic"
+        if reference is not None
+        else ""
+    )
+    if stable_p95_seconds is not None and stable_p95_seconds > (reference or 0.0):
+        before = f" (above its pre-deploy {_ms(reference)})" if reference is not None else ""
+        reference = stable_p95_seconds
+        words = f"stable's {_ms(reference)} in its last window beside the canary{before}"
+    if reference is None:
         return None
-    limit = thresholds.max_p95_ratio * baseline_p95_seconds
+    limit = thresholds.max_p95_ratio * reference
     histogram = Histogram.from_cumulative(list(sample.buckets)) if sample.buckets else None
     p95 = _clean(sample.p95_seconds)
     if p95 is None and histogram is not None:
@@ -299,10 +316,7 @@ def _judge_latency_baseline(
     bounds = histogram.quantile_bounds(0.95, level) if histogram is not None else None
     lowest = bounds[0] if bounds is not None else p95
     shown = f"P95 {_ms(p95)}" + (f" (at least {_ms(lowest)})" if bounds is not None else "")
-    text = (
-        f"{shown} against {thresholds.max_p95_ratio:g}x the pre-deploy baseline "
-        f"{_ms(baseline_p95_seconds)}, stable with all the traffic ({_ms(limit)}; {why})"
-    )
+    text = f"{shown} against {thresholds.max_p95_ratio:g}x {words} ({_ms(limit)}; {why})"
     if lowest > limit:
         reason = f"{text}: above the limit"
         return _Finding("above", reason, False, Breach("p95_latency", p95, limit, reason))
@@ -320,9 +334,11 @@ def evaluate(
     looks: int = 1,
     promotion_looks: int = 1,
     exposure: float = 1.0,
+    stable_p95_seconds: float | None = None,
 ) -> Measurement:
     """Classify one sample of the canary, against the stable version's sample from the same
-    window (``control``) and, when stable had no traffic, the pre-deploy baseline.
+    window (``control``) and, when stable had no traffic, the pre-deploy baseline (or
+    ``stable_p95_seconds``, stable's P95 when it last served beside the canary, when higher).
 
     The error rate fails only when the lower bound of its confidence interval is above the
     maximum (at ``thresholds.confidence``, spent over the stage's ``looks``) and succeeds only
@@ -376,7 +392,9 @@ def evaluate(
             why = "no latency histogram to compare stable with"
         else:
             why = "too few requests in the histograms to compare stable with"
-        latency = _judge_latency_baseline(sample, baseline_p95_seconds, thresholds, level, why)
+        latency = _judge_latency_baseline(
+            sample, baseline_p95_seconds, thresholds, level, why, stable_p95_seconds
+        )
     if latency is not None:
         findings.append(latency)
 

@@ -200,6 +200,24 @@ def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) ->
     return 0.0
 
 
+def stable_p95_beside(stages: Sequence[StageResult], min_requests: float) -> float | None:
+    """Stable's P95 the last time it served beside the canary in this rollout (the latest
+    measurement whose stable sample has at least ``min_requests`` requests): the reference of a
+    stage where stable has no traffic of its own, when it is above the pre-deploy baseline
+    (``deployflow.analysis.evaluate``). None when no measurement saw stable with traffic."""
+    for stage in reversed(stages):
+        for m in reversed(stage.measurements):
+            c = m.control
+            if c is None or c.error is not None or c.p95_seconds is None or c.requests is None:
+                continue
+            if not (math.isfinite(c.p95_seconds) and c.p95_seconds > 0):
+                continue
+            if not (math.isfinite(c.requests) and c.requests >= min_requests):
+                continue
+            return c.p95_seconds
+    return None
+
+
 # A look's metric queries must answer within this share of the interval, and never need to in
 # less than MIN_QUERY_SECONDS (a backend on the other side of a network answers in well under).
 QUERY_SHARE = 0.5
@@ -257,6 +275,7 @@ def observe_stage(
     control_version: str | None = None,
     signals: Sequence[SignalProbe] = (),
     query_seconds: float | None = None,
+    stable_p95_seconds: float | None = None,
 ) -> StageResult:
     """Measure ``version`` every interval until the stage promotes, rolls back or pauses.
 
@@ -317,6 +336,7 @@ def observe_stage(
                     looks=tests,
                     promotion_looks=promotion_looks,
                     exposure=exposure,
+                    stable_p95_seconds=stable_p95_seconds,
                 )
 
             def look(window: float = window) -> tuple[Measurement, float | None]:

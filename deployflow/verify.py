@@ -116,8 +116,12 @@ def check_metrics(
     thresholds: Thresholds,
     required: bool = True,
     evidence_seconds: float | None = None,
+    stable_p95_seconds: float | None = None,
 ) -> VerificationCheck:
     """Error rate and P95 of ``version`` over the window are within the thresholds.
+
+    ``stable_p95_seconds``: stable's P95 when it last served beside the canary; the P95 is held
+    against it instead of the pre-deploy baseline when it is higher (``evaluate``).
 
     ``evidence_seconds``, when longer than the window, is how long the version has served the
     traffic its promotion was judged on (since its last stage began): the check is then judged
@@ -133,17 +137,20 @@ def check_metrics(
     scope = ""  # which window decided, when it was the recent one
     if evidence_seconds is not None and evidence_seconds > window_seconds + 1e-9:
         measurement = evaluate(
-            source.sample(version, evidence_seconds), baseline_p95_seconds, thresholds, looks=2
-        )
+            source.sample(version, evidence_seconds), baseline_p95_seconds, thresholds, looks=2,
+            stable_p95_seconds=stable_p95_seconds,
+        )  # fmt: skip
         recent = evaluate(
-            source.sample(version, window_seconds), baseline_p95_seconds, thresholds, looks=2
-        )
+            source.sample(version, window_seconds), baseline_p95_seconds, thresholds, looks=2,
+            stable_p95_seconds=stable_p95_seconds,
+        )  # fmt: skip
         if recent.outcome is Outcome.FAILED and measurement.outcome is not Outcome.FAILED:
             measurement, scope = recent, f"over the last {duration(window_seconds)}: "
     else:
         measurement = evaluate(
-            source.sample(version, window_seconds), baseline_p95_seconds, thresholds
-        )
+            source.sample(version, window_seconds), baseline_p95_seconds, thresholds,
+            stable_p95_seconds=stable_p95_seconds,
+        )  # fmt: skip
     sample = measurement.sample
     figures = measured(sample.error_rate, sample.p95_seconds, sample.requests, precise=True)
     if measurement.outcome is Outcome.SUCCESSFUL:
@@ -224,6 +231,7 @@ def verify_version(
     dependencies: Sequence[Dependency] = (),
     alerts: AlertSource | None = None,
     evidence_seconds: float | None = None,
+    stable_p95_seconds: float | None = None,
 ) -> VerificationReport:
     """Step 7 (and the rollback's own check): the health endpoint of ``instance``, the smoke
     requests and critical paths through the router, and the metrics of its version.
@@ -258,6 +266,7 @@ def verify_version(
             thresholds=thresholds,
             required=metrics_required,
             evidence_seconds=evidence_seconds,
+            stable_p95_seconds=stable_p95_seconds,
         )
     )
     checks.extend(check_dependency(d) for d in dependencies)

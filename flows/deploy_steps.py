@@ -33,7 +33,7 @@ from deployflow.release import (
     step_failed_trigger,
     verification_trigger,
 )
-from deployflow.rollout import RolloutBroke, stable_error_rate_bound
+from deployflow.rollout import RolloutBroke, stable_error_rate_bound, stable_p95_beside
 from deployflow.schema import SchemaRange, after_rollback, traffic_split_refusal
 from deployflow.spec import ServiceSpec
 from deployflow.story import Announced, Answered, Ended, Paused, SchemaSettled
@@ -402,6 +402,7 @@ def roll_back(
         last,
         stable_error_rate_bound(outcome.stages, spec.analysis.confidence),
         restored_at_once=at_once,
+        stable_p95_seconds=stable_p95_beside(outcome.stages, spec.analysis.min_requests),
     )
     settle_schema(spec, b, outcome, stable)
     if outcome.rollback.error is not None:
@@ -497,6 +498,7 @@ def roll_out_and_verify(
             dependencies=b.dependencies,
             alerts=b.alerts,
             serving_since=outcome.stages[-1].started_at,
+            stable_p95_seconds=stable_p95_beside(outcome.stages, spec.analysis.min_requests),
         )
     except Exception as exc:
         get_run_logger().exception("promotion or verification broke")

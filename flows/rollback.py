@@ -36,6 +36,7 @@ def rollback(
     last_measurements: Sequence[Measurement],
     stable_error_rate: float = 0.0,
     restored_at_once: float | None = None,
+    stable_p95_seconds: float | None = None,
 ) -> RollbackRecord:
     """Put all traffic back on the stable version first and say so at once (the story's
     ``RolledBack``: the run's state, its event and the thread reply); then stop the canary, verify
@@ -60,6 +61,8 @@ def rollback(
         restored_at_once: The seconds the rollout's own restore took, when it already put all
             traffic back the moment the stage's verdict came: the router is read to confirm it is
             still so, and traffic is not restored (nor said to be) a second time.
+        stable_p95_seconds: The stable version's P95 when it last served beside the canary: its
+            P95 is held against this instead of the baseline when it is higher.
     """
     logger = get_run_logger()
     logger.warning("rolling back %s: %s", canary.version, trigger.headline)
@@ -94,6 +97,7 @@ def rollback(
         metrics_required=False,
         expected_error_rate=stable_error_rate,
         dependencies=backends.dependencies,
+        stable_p95_seconds=stable_p95_seconds,
     )
     record = RollbackRecord(
         trigger,

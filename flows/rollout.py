@@ -20,7 +20,7 @@ from deployflow.gates import (
     nobody_decided,
 )
 from deployflow.providers.base import Instance
-from deployflow.rollout import RolloutBroke, StageResult, exposure_after
+from deployflow.rollout import RolloutBroke, StageResult, exposure_after, stable_p95_beside
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.story import Answered, Paused, StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
@@ -94,6 +94,11 @@ def progressive_rollout(
                 exposure=exposure_after(plan.steps, index),
                 probe=probe,
                 transport=backends.http_transport,
+                # At 100% stable has no traffic to compare with: its P95 from the last window
+                # it served beside the canary counts too, when above the pre-deploy baseline.
+                stable_p95_seconds=(
+                    stable_p95_beside(results, analysis.min_requests) if weight == 100 else None
+                ),
             )
             results.append(result)
             if result.verdict is Verdict.PAUSE:

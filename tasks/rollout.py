@@ -87,6 +87,7 @@ def observe_canary_stage(
     exposure: float = 1.0,
     probe: Sequence[SmokeRequest] = (),
     transport: httpx.BaseTransport | None = None,
+    stable_p95_seconds: float | None = None,
 ) -> StageResult:
     """Measure the canary every interval, against ``control_version`` (the stable version) over
     the same window, until the stage promotes, rolls back or (``on_inconclusive: pause``) asks a
@@ -95,7 +96,9 @@ def observe_canary_stage(
     at every look beside the metrics. ``exposure``: the share of traffic (0..1] the canary gets
     if the stage promotes, which sets the confidence the promotion needs. With
     ``analysis.probe_rate``, the ``probe`` requests (the spec's smoke requests) are sent straight
-    to the canary meanwhile, and the stage says how many."""
+    to the canary meanwhile, and the stage says how many. ``stable_p95_seconds``: stable's P95
+    when it last served beside the canary (``stable_p95_beside``), for a stage where it has no
+    traffic."""
     logger = get_run_logger()
     # Bound now, as the stage begins: the logs are read from here on.
     signals = [watch.probe(version) for watch in (logs, alerts) if watch is not None]
@@ -178,6 +181,7 @@ def observe_canary_stage(
             gone=gone,
             control_version=control_version,
             signals=signals,
+            stable_p95_seconds=stable_p95_seconds,
         )
     if traffic is not None:
         tally = traffic.tally

@@ -38,6 +38,7 @@ def verify_instance(
     dependencies: Sequence[Dependency] = (),
     alerts: AlertWatch | None = None,
     serving_since: datetime | None = None,
+    stable_p95_seconds: float | None = None,
 ) -> VerificationReport:
     """Health endpoint, smoke requests and critical paths through the router, metrics, the
     dependencies (each named), and the alerts (when given).
@@ -47,6 +48,8 @@ def verify_instance(
     error rate (an upper bound) the smoke requests' failures are judged against.
     ``serving_since`` is when the version's last stage began: its metrics are judged over all
     the traffic since (and the recent window alone for a fresh fault), not one short window.
+    ``stable_p95_seconds``: stable's P95 when it last served beside the canary, the P95's
+    reference when above the baseline.
     """
     evidence_seconds = None
     if serving_since is not None:
@@ -69,6 +72,7 @@ def verify_instance(
             dependencies=dependencies,
             alerts=alerts.source if alerts is not None else None,
             evidence_seconds=evidence_seconds,
+            stable_p95_seconds=stable_p95_seconds,
         )
     logger = get_run_logger()
     for c in report.checks:

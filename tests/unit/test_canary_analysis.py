@@ -240,6 +240,35 @@ def test_without_stable_traffic_the_baseline_guards_latency() -> None:
     assert "no stable traffic to compare with" in result.note
 
 
+def test_at_100_percent_a_service_slower_for_both_versions_is_not_the_canarys_harm() -> None:
+    # Stable took 4x its pre-deploy P95 in the last window it served beside the canary (a busier
+    # hour, a loaded machine); the canary at 100% is as slow: no breach, and the note says why.
+    idle_stable = MetricSample(error_rate=None, p95_seconds=None, requests=0)
+    canary = with_latency(1000, 0.0, *SLOW_BOTH)
+    before = evaluate(canary, 0.036, T, control=idle_stable)
+    assert before.outcome is Outcome.FAILED  # against the pre-deploy baseline alone
+    result = evaluate(canary, 0.036, T, control=idle_stable, stable_p95_seconds=0.15)
+    assert result.outcome is not Outcome.FAILED
+    assert "stable's 150.0 ms in its last window beside the canary" in result.note
+    assert "above its pre-deploy 36.0 ms" in result.note
+
+
+def test_at_100_percent_a_canary_slower_than_stable_was_beside_it_still_fails() -> None:
+    idle_stable = MetricSample(error_rate=None, p95_seconds=None, requests=0)
+    canary = with_latency(1000, 0.0, *SLOW_BOTH)  # P95 about 4x 36 ms
+    result = evaluate(canary, 0.036, T, control=idle_stable, stable_p95_seconds=0.05)
+    assert result.outcome is Outcome.FAILED
+    assert "2x stable's 50.0 ms in its last window beside the canary" in result.breaches[0].reason
+
+
+def test_a_recent_stable_p95_below_the_baseline_leaves_the_baseline_in_charge() -> None:
+    idle_stable = MetricSample(error_rate=None, p95_seconds=None, requests=0)
+    canary = with_latency(1000, 0.0, *SLOW_BOTH)
+    result = evaluate(canary, 0.036, T, control=idle_stable, stable_p95_seconds=0.01)
+    assert result.outcome is Outcome.FAILED
+    assert "pre-deploy baseline 36.0 ms" in result.breaches[0].reason
+
+
 def test_without_histograms_latency_is_held_against_the_baseline_and_says_why() -> None:
     result = evaluate(MetricSample(0.0, 0.02, 400), BASE, T, control=MetricSample(0.0, 0.02, 400))
     assert result.outcome is Outcome.SUCCESSFUL

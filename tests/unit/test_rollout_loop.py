@@ -6,11 +6,13 @@ import pytest
 
 from deployflow.analysis import MetricSample, Thresholds, Verdict
 from deployflow.rollout import (
+    StageResult,
     exposure_after,
     looks_in_stage,
     observe_stage,
     promotion_times,
     stable_error_rate_bound,
+    stable_p95_beside,
 )
 
 pytestmark = pytest.mark.unit
@@ -196,6 +198,37 @@ def test_the_stable_error_rate_comes_from_the_latest_stage_that_saw_stable_with_
     )
     bound = stable_error_rate_bound([seen, measured], 0.999)
     assert 0.005 < bound < 0.01  # above the 0.5% observed: an upper bound, not the point
+
+
+def test_stables_p95_beside_the_canary_is_the_latest_with_enough_requests() -> None:
+    def stage_with(*stable: MetricSample) -> StageResult:
+        clock = FakeClock()
+        samples: list[MetricSample] = []
+        for s in stable:
+            samples += [HEALTHY, s]
+        return observe_stage(
+            Script(*samples),
+            version="v2",
+            index=1,
+            weight=50,
+            baseline_p95_seconds=0.02,
+            thresholds=Thresholds(min_requests=10),
+            observe_seconds=10.0 * len(stable),
+            interval_seconds=10.0,
+            window_seconds=30.0,
+            clock=clock,
+            sleep=clock.sleep,
+            control_version="v1",
+        )
+
+    busy = MetricSample(error_rate=0.0, p95_seconds=0.06, requests=400)
+    thin = MetricSample(error_rate=0.0, p95_seconds=0.5, requests=3)  # too few to stand for it
+    earlier = stage_with(MetricSample(error_rate=0.0, p95_seconds=0.02, requests=400))
+    later = stage_with(busy, thin)
+    assert stable_p95_beside([earlier, later], 10) == pytest.approx(0.06)
+    assert stable_p95_beside([earlier], 10) == pytest.approx(0.02)
+    alone = observe(Script(HEALTHY), FakeClock(), observe_seconds=10.0)  # no stable measured
+    assert stable_p95_beside([alone], 10) is None
 
 
 def test_a_canary_that_died_after_its_last_measurement_is_not_promoted() -> None:
