@@ -158,10 +158,11 @@ def test_datasette_from_pypi_is_promoted_and_its_misconfigured_release_rolled_ba
     assert stage["verdict"] == "rollback"
     # v3 fails and stalls: its verdict names the breach shown first, its error rate above the
     # 5% limit or (when Datasette's slow 500s left fewer requests at the first look) its P95
-    # above twice the stable's; the error rate it measured is far above the limit either way.
+    # above twice the stable's; the error rate it measured is above the limit either way (13% to
+    # 28% in the runs seen: how many requests of the failing path reach it varies with its stalls).
     assert stage["explanation"].startswith(("error rate", "P95")), stage["explanation"]
     assert "above the" in stage["explanation"], stage["explanation"]
-    assert stage["values"]["error_rate"] > 0.15, stage["values"]
+    assert stage["values"]["error_rate"] > 0.05, stage["values"]
     assert probe.from_version("v3", after_mark=False) > 0, (
         f"the probe never met v3: it proves nothing ({dict(probe.before_mark)}; "
         f"{[(x['weight'], x['started_at'], x['finished_at']) for x in bad['stages']]}, "
