@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -185,18 +185,25 @@ class RolloutBroke(Exception):
         return (type(self), (self.stages, self.error))
 
 
+def _stable_samples(stages: Sequence[StageResult]) -> Iterator[MetricSample]:
+    """Stable's samples beside the canary in this rollout, the latest first (failed queries
+    left out)."""
+    for stage in reversed(stages):
+        for m in reversed(stage.measurements):
+            if m.control is not None and m.control.error is None:
+                yield m.control
+
+
 def stable_error_rate_bound(stages: Sequence[StageResult], confidence: float) -> float:
     """The highest error rate the stable version plausibly has, from the latest measurement that
     saw it with traffic: the upper end of its Wilson interval at ``confidence`` (one-sided).
     0 when no measurement did (a first release, metrics down): then nothing is excused."""
-    for stage in reversed(stages):
-        for m in reversed(stage.measurements):
-            c = m.control
-            if c is None or c.error is not None or c.error_rate is None or not c.requests:
-                continue
-            if not (math.isfinite(c.error_rate) and math.isfinite(c.requests)):
-                continue
-            return wilson_bounds(c.error_rate * c.requests, c.requests, 0.5, confidence).high
+    for c in _stable_samples(stages):
+        if c.error_rate is None or not c.requests:
+            continue
+        if not (math.isfinite(c.error_rate) and math.isfinite(c.requests)):
+            continue
+        return wilson_bounds(c.error_rate * c.requests, c.requests, 0.5, confidence).high
     return 0.0
 
 
@@ -205,16 +212,14 @@ def stable_p95_beside(stages: Sequence[StageResult], min_requests: float) -> flo
     measurement whose stable sample has at least ``min_requests`` requests): the reference of a
     stage where stable has no traffic of its own, when it is above the pre-deploy baseline
     (``deployflow.analysis.evaluate``). None when no measurement saw stable with traffic."""
-    for stage in reversed(stages):
-        for m in reversed(stage.measurements):
-            c = m.control
-            if c is None or c.error is not None or c.p95_seconds is None or c.requests is None:
-                continue
-            if not (math.isfinite(c.p95_seconds) and c.p95_seconds > 0):
-                continue
-            if not (math.isfinite(c.requests) and c.requests >= min_requests):
-                continue
-            return c.p95_seconds
+    for c in _stable_samples(stages):
+        if c.p95_seconds is None or c.requests is None:
+            continue
+        if not (math.isfinite(c.p95_seconds) and c.p95_seconds > 0):
+            continue
+        if not (math.isfinite(c.requests) and c.requests >= min_requests):
+            continue
+        return c.p95_seconds
     return None
 
 
