@@ -39,6 +39,30 @@ def plain_settings(state: Path, proxy: Any) -> dict[str, str]:
     return found
 
 
+def rolled_back_for_its_errors(
+    metric: str, value: float | None, threshold: float | None, reason: str, seen: float | None
+) -> None:
+    """A rollback of the sandbox's v3 (20% of its requests fail) at the seed's 5% first stage,
+    for its errors: ``metric``, ``value``, ``threshold`` and ``reason`` are the trigger's (or the
+    incident row's), ``seen`` the stage's last measured error rate.
+
+    At 5% of the sandbox's ~100 requests/s a 6 s window holds about 30 canary requests, where
+    20% errors sit at the edge of what the judge's 99.9% can show above the 5% limit. So the
+    stage either shows the harm (metric ``error_rate``, its figure above the limit) or runs out
+    of time unproven, and the sandbox's on_inconclusive rule rolls it back because its estimate
+    is above the limit (metric ``inconclusive``). A promotion, or a rollback for anything else,
+    fails both."""
+    if metric == "error_rate":
+        assert threshold == 0.05, (metric, value, threshold)
+        assert value is not None, (metric, value, threshold)
+        assert value > threshold, (metric, value, threshold)
+        return
+    assert metric == "inconclusive", (metric, reason)
+    assert "its estimates are not within the limits" in reason, reason
+    assert seen is not None, reason
+    assert seen > 0.05, (seen, reason)
+
+
 @contextlib.contextmanager
 def two_stage_spec(prefix: str, name: str, extra: str = "") -> Iterator[Path]:
     """The example spec with two stages (50, 100), no step-1 gates (tested elsewhere), and
