@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from deployflow.schema import SchemaChangeRecord, can_run_with_schema
+
+if TYPE_CHECKING:
+    from deployflow.tracking.ledger import Ledger
 
 # The strategy a manual rollback's row is recorded with.
 ROLLBACK_STRATEGY = "rollback"
@@ -162,6 +165,18 @@ def schema_allows(version: str, history: Sequence[SchemaChangeRecord]) -> str:
     """
     verdict = can_run_with_schema(version, history)
     return SCHEMA_OK if verdict.ok is True else verdict.reason
+
+
+def asked_by_a_person(ledger: Ledger, deployment_id: int | None) -> str | None:
+    """The headline of a person's rollback asked of the running deploy ``deployment_id``
+    (``deployflow rollback`` while it runs), or None: none was asked, there is no row yet, or
+    the tracking database does not answer (which is no verdict on the canary)."""
+    if deployment_id is None:
+        return None
+    try:
+        return ledger.rollback_requested(deployment_id)
+    except Exception:
+        return None
 
 
 def manual_headline(requested_by: str, reason: str) -> str:

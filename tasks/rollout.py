@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from deployflow.analysis import Breach, Measurement
 from deployflow.error_words import in_words
 from deployflow.figures import measured
+from deployflow.manual_rollback import MANUAL_METRIC, asked_by_a_person
 from deployflow.probe import ProbeTraffic
 from deployflow.providers.base import BackendError, Instance, Metrics, Router, Target
 from deployflow.rollout import StageResult, observe_stage, plan_evidence, thresholds_from
@@ -113,15 +114,12 @@ def observe_canary_stage(
         if now - asked_at[0] < ROLLBACK_REQUEST_PERIOD:
             return None
         asked_at[0] = now
-        try:
-            return ledger.rollback_requested(deployment_id)
-        except Exception:  # the tracking database failing is not a verdict on the canary
-            return None
+        return asked_by_a_person(ledger, deployment_id)
 
     def gone() -> str | Breach | None:
         asked = rollback_asked()
-        if asked is not None:
-            return asked
+        if asked is not None:  # a person's, not the canary's: named so in every record
+            return Breach(MANUAL_METRIC, None, None, asked)
         silent = ledger.stopped_answering(silence_grace(lease_seconds()))
         if silent is not None:
             # It can neither renew its lease nor record the stage: put traffic back while the

@@ -275,6 +275,8 @@ def test_a_running_deploy_is_asked_to_roll_back_and_waited_for(deploy, undo, ser
     v3 = ended["outcome"]
     assert v3.status == "rolled_back", v3.message  # type: ignore[attr-defined]
     assert "rollback asked by alice: v3 breaks search" in v3.rollback.trigger.reason  # type: ignore[attr-defined]
+    # A person's rollback, named so in the incident and the DORA figures, not a dead canary.
+    assert v3.rollback.trigger.metric == "manual"  # type: ignore[attr-defined]
     assert result.ok, result.outcome.message
     assert result.outcome.deployment_id is None  # the deploy did it; no second rollback
     assert "was asked to roll back and did; v2 serves all the traffic" in result.outcome.message
