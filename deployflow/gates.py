@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from deployflow.analysis import Breach, Measurement, Verdict
 from deployflow.figures import duration
+from deployflow.manual_rollback import MANUAL_METRIC
 from deployflow.notify.story import stage_line
 from deployflow.rollout import StageResult
 
@@ -49,9 +50,12 @@ def failed_while_paused(last: StageResult, look: Measurement) -> StageResult:
     """The stage a pause followed, ended by a look that failed during the wait: it rolls back
     on that look's breach (the metric that tripped, with its figures), whatever the answer."""
     first = look.breaches[0] if look.breaches else Breach("inconclusive", None, None, look.note)
-    breach = dataclasses.replace(
-        first, reason=f"while paused for approval after stage {last.index + 1}: {first.reason}"
+    where = f"while paused for approval after stage {last.index + 1}"
+    # A person's rollback leads with who asked and why: the headline keeps its first words.
+    reason = (
+        f"{first.reason} ({where})" if first.metric == MANUAL_METRIC else f"{where}: {first.reason}"
     )
+    breach = dataclasses.replace(first, reason=reason)
     return dataclasses.replace(
         last,
         verdict=Verdict.ROLLBACK,

@@ -117,7 +117,12 @@ def release_blue_green(
         transport=b.http_transport,
     )  # fmt: skip
     isolated = decide_unproven_stage(
-        b, analysis, [isolated], green.version, f"switching all traffic to {green.version}"
+        b,
+        analysis,
+        [isolated],
+        green.version,
+        f"switching all traffic to {green.version}",
+        deployment_id=deployment_id,
     )
     result.stages.append(isolated)
     b.story.record(StageEnded(isolated))
@@ -155,7 +160,12 @@ def release_blue_green(
     )  # fmt: skip
     kept = replace(kept, label=warm)
     kept = decide_unproven_stage(
-        b, analysis, [*result.stages, kept], green.version, f"retiring {blue.version}"
+        b,
+        analysis,
+        [*result.stages, kept],
+        green.version,
+        f"retiring {blue.version}",
+        deployment_id=deployment_id,
     )
     result.stages.append(kept)
     b.story.record(StageEnded(kept))

@@ -246,7 +246,7 @@ def steps(
         if not tried.passed:
             return ended(outcome, "aborted", f"dry run: {tried.summary()}; nothing was started")
         return ended(outcome, "succeeded", dry_run_plan(spec, b, plan, stable))
-    refusal = on_call_gate(spec, b, req, roster)
+    refusal = on_call_gate(spec, b, req, roster, outcome.deployment_id)
     if refusal is not None:
         return ended(outcome, "aborted", f"{refusal}; nothing was started")
 

@@ -20,6 +20,7 @@ from deployflow.checks import CheckContext, PreCheckReport, planned_checks
 from deployflow.checks.runner import resolve_commit
 from deployflow.error_words import in_words
 from deployflow.fencing import lease_lost
+from deployflow.manual_rollback import asked_by_a_person
 from deployflow.notify.evidence import StorySources, commit_time
 from deployflow.providers.base import BackendConfigError, Instance, OnCallRoster
 from deployflow.providers.grafana import dashboard_link
@@ -633,11 +634,16 @@ def run_url(flow_run_id: str | None) -> str | None:
 
 
 def on_call_gate(
-    spec: ServiceSpec, b: Backends, req: ReleaseRequest, roster: OnCallRoster | None
+    spec: ServiceSpec,
+    b: Backends,
+    req: ReleaseRequest,
+    roster: OnCallRoster | None,
+    deployment_id: int | None = None,
 ) -> str | None:
     """Step 4's people in the loop: where the spec asks for it (``notifications.on_call.confirm``
     for this environment), wait for somebody to confirm being on call. Returns why the deploy must
-    not go on, or None."""
+    not go on, or None: a person's rollback asked meanwhile (``deployflow rollback`` answers the
+    form with a no) is named as that, with its reason."""
     section = spec.notifications.on_call
     if section is None or not section.confirmation_required(req.environment):
         return None
@@ -647,8 +653,13 @@ def on_call_gate(
     answer = confirm_on_call(
         spec.service, req.version, req.environment, roster, section.confirm_timeout
     )
-    b.story.record(Answered(gate, answer.confirmed_by, answer.refusal))
-    return answer.refusal
+    refusal = answer.refusal
+    if refusal is not None:
+        asked = asked_by_a_person(b.ledger, deployment_id)
+        if asked is not None:
+            refusal = f"{asked} (while the deploy waited for its on-call confirmation)"
+    b.story.record(Answered(gate, answer.confirmed_by, refusal))
+    return refusal
 
 
 def interrupted(

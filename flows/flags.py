@@ -85,6 +85,7 @@ def flag_rollout(
             [*result.stages, observed],
             version,
             f"the flag's next step after {step.percent}%",
+            deployment_id=deployment_id,
         )
         result.stages.append(observed)
         b.story.record(StageEnded(observed))
@@ -108,7 +109,12 @@ def flag_rollout(
         )  # fmt: skip
         after = replace(after, label=without)
         after = decide_unproven_stage(
-            b, analysis, [*result.stages, after], version, f"keeping {version} without the flag"
+            b,
+            analysis,
+            [*result.stages, after],
+            version,
+            f"keeping {version} without the flag",
+            deployment_id=deployment_id,
         )
         result.stages.append(after)
         b.story.record(StageEnded(after))

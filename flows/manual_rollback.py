@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
@@ -55,6 +56,7 @@ from flows.deploy_steps import (
     signal_name,
     story_sources,
 )
+from flows.oncall import ConfirmationRefused, refuse
 from flows.outcome_state import one_line, quiet_expected_endings, tag_this_run
 from flows.rollback import rollback
 from tasks.complete import complete
@@ -256,6 +258,8 @@ def ask_running_deploys(
             if asked
             else "it is ending; waiting for it",
         )
+        if asked:
+            answer_its_pause(row, req)
         deployment_id = row.deployment_id
 
         def ended_now(deployment_id: int = deployment_id) -> bool:
@@ -285,12 +289,34 @@ def ask_running_deploys(
     ):
         versions = ", ".join(r.version for r in running)
         outcome = _outcome(spec, req, versions, now.version)
+        statuses = {b.ledger.status_of(r.deployment_id) for r in running}
+        # One that waited for its on-call confirmation ends before any traffic moved.
+        did = "stopped before moving any traffic" if statuses == {"aborted"} else "did"
         message = (
-            f"the deploy of {versions} in progress was asked to roll back and did; "
+            f"the deploy of {versions} in progress was asked to roll back and {did}; "
             f"{now.version} serves all the traffic"
         )
         return RollbackResult(ended(outcome, "succeeded", message))
     return None
+
+
+def answer_its_pause(row: UnfinishedDeploy, req: RollbackRequest) -> None:
+    """A deploy waiting at a pause (a stage's approval, a decision on an unproven stage, the
+    on-call confirmation) looks at no stage: answer its form with a no, in the requester's name,
+    so it rolls back (or ends before any traffic moved) now rather than at the pause's timeout.
+    The request recorded just before names the reason. A deploy not waiting is left to see the
+    request at its next look."""
+    if row.flow_run_id is None:
+        return
+    logger = get_run_logger()
+    try:
+        answered = refuse(UUID(row.flow_run_id), f"{req.requested_by} (deployflow rollback)")
+    except ConfirmationRefused:  # not waiting at a pause: its next look sees the request
+        return
+    except Exception as exc:  # the request stands; the wait below says if it was not heard
+        logger.warning("could not answer the paused deploy's form: %s", in_words(exc))
+        return
+    logger.warning("answered the %s form of %s with a no", answered.form, answered.run_name)
 
 
 def roll_back_from(

@@ -350,6 +350,19 @@ def approve(run_id: UUID, name: str) -> Approval:
     Raises:
         ConfirmationRefused: No such run, it is not waiting for an answer, or its wait ended.
     """
+    return answer_form(run_id, name, yes=True)
+
+
+def refuse(run_id: UUID, name: str) -> Approval:
+    """Answer a paused deploy's form as ``name`` with a no (what a person's ``deployflow
+    rollback`` does to a deploy waiting at a pause): the canary rolls back, or a deploy waiting
+    for its on-call confirmation ends before any traffic moved. Raises as ``approve``."""
+    return answer_form(run_id, name, yes=False)
+
+
+def answer_form(run_id: UUID, name: str, *, yes: bool) -> Approval:
+    """Answer the form the deploy ``run_id`` (or its rollout subflow) waits on, as ``name``:
+    approve or confirm (``yes``), or refuse. Raises as ``approve``."""
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(run_id)
@@ -369,9 +382,9 @@ def approve(run_id: UUID, name: str) -> Approval:
             schema = {}
     stage_form = "approved" in schema.get("properties", {})
     answer = (
-        StageApproval(approved=True, name=name).model_dump(include={"approved", "name"})
+        StageApproval(approved=yes, name=name).model_dump(include={"approved", "name"})
         if stage_form
-        else OnCallConfirmation(watching=True, name=name).model_dump(include={"watching", "name"})
+        else OnCallConfirmation(watching=yes, name=name).model_dump(include={"watching", "name"})
     )
     try:
         # The sync variant also where an event loop runs (a notebook, Playwright's sync API):

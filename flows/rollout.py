@@ -10,7 +10,7 @@ from functools import partial
 
 from prefect import flow, get_run_logger
 
-from deployflow.analysis import Measurement, Verdict
+from deployflow.analysis import Breach, Measurement, Verdict
 from deployflow.backends import Backends
 from deployflow.gates import (
     decided_by_person,
@@ -19,8 +19,15 @@ from deployflow.gates import (
     inconclusive_prompt,
     nobody_decided,
 )
+from deployflow.manual_rollback import MANUAL_METRIC, asked_by_a_person
 from deployflow.providers.base import Instance
-from deployflow.rollout import RolloutBroke, StageResult, exposure_after, stable_p95_beside
+from deployflow.rollout import (
+    RolloutBroke,
+    StageResult,
+    canary_gone,
+    exposure_after,
+    stable_p95_beside,
+)
 from deployflow.spec import AnalysisSpec, SmokeRequest
 from deployflow.story import Answered, Paused, StageBegan, StageEnded
 from deployflow.strategy import StrategyChoice
@@ -113,6 +120,7 @@ def progressive_rollout(
                     next_step,
                     watched,
                     following or 100,
+                    deployment_id,
                 )
                 record_gate_verdict(backends, deployment_id, result)
             backends.story.record(StageEnded(result))
@@ -128,6 +136,7 @@ def progressive_rollout(
                 answer, breach = answer_while_judged(
                     backends, analysis, stable, canary, baseline_p95_seconds, timeout,
                     partial(approve_next_stage, canary.version, results, next_weight, timeout),
+                    deployment_id,
                 )  # fmt: skip
                 backends.story.record(Answered(gate, answer.approved_by, answer.refusal))
                 if breach is not None:  # decides even over an approval given at the same moment
@@ -161,16 +170,34 @@ def answer_while_judged(
     baseline_p95_seconds: float | None,
     timeout: float,
     ask: Callable[[], StageAnswer],
+    deployment_id: int | None = None,
 ) -> tuple[StageAnswer, Measurement | None]:
     """A person's answer (``ask`` pauses the run), with the canary judged against stable while
     the run waits (``PausedCanaryWatch``); the look that failed meanwhile, if any, decides even
-    over an approval given at the same moment."""
+    over an approval given at the same moment. A no that came with a person's rollback request
+    (``deployflow rollback``, of the row ``deployment_id``) decides as that request."""
     if stable is None:
-        return ask(), None
-    watch = PausedCanaryWatch(backends, analysis, stable, canary, baseline_p95_seconds, timeout)
-    with watch:
-        answer = ask()
-    return answer, watch.breach
+        answer, breach = ask(), None
+    else:
+        watch = PausedCanaryWatch(backends, analysis, stable, canary, baseline_p95_seconds, timeout)
+        with watch:
+            answer = ask()
+        breach = watch.breach
+    if breach is None and answer.refusal is not None:
+        breach = person_asked(backends, deployment_id, baseline_p95_seconds)
+    return answer, breach
+
+
+def person_asked(
+    backends: Backends, deployment_id: int | None, baseline_p95_seconds: float | None
+) -> Measurement | None:
+    """A person's rollback asked while the run waited at a pause (``deployflow rollback``
+    records the request, then answers the form with a no): the look that decides, named as the
+    person's rollback with their reason rather than as a refusal of the next stage."""
+    asked = asked_by_a_person(backends.ledger, deployment_id)
+    if asked is None:
+        return None
+    return canary_gone(Breach(MANUAL_METRIC, None, None, asked), baseline_p95_seconds)
 
 
 def decide_unproven_stage(
@@ -181,6 +208,7 @@ def decide_unproven_stage(
     next_step: str,
     watched: tuple[Instance, Instance, float | None] | None = None,
     next_weight: int = 100,
+    deployment_id: int | None = None,
 ) -> StageResult:
     """A stage shown neither healthy nor harmful in its time, where the spec asks a person
     (``on_inconclusive: pause``): the run pauses with a form (promote to ``next_step``, or roll
@@ -205,11 +233,14 @@ def decide_unproven_stage(
         )  # fmt: skip
 
     if watched is None:
-        answer, breach = ask(), None
+        answer = ask()
+        breach = None
+        if answer.refusal is not None:
+            breach = person_asked(backends, deployment_id, None)
     else:
         stable, canary, baseline = watched
         answer, breach = answer_while_judged(
-            backends, analysis, stable, canary, baseline, timeout, ask
+            backends, analysis, stable, canary, baseline, timeout, ask, deployment_id
         )
     backends.story.record(Answered(gate, answer.approved_by, answer.refusal))
     if breach is not None:

@@ -121,3 +121,19 @@ def test_a_look_that_failed_during_the_pause_rolls_back_on_its_own_breach() -> N
     assert trigger.reason == (
         "while paused for approval after stage 2: error rate canary 30.0% over 600 requests"
     )
+
+
+def test_a_persons_rollback_during_the_pause_leads_with_who_asked_and_why() -> None:
+    last = stage(0, 5)
+    asked = Breach("manual", None, None, "rollback asked by alice: search returns nothing")
+    look = Measurement(Outcome.FAILED, MetricSample(None, None, None), 0.02, (asked,))
+
+    trigger = stage_trigger(failed_while_paused(last, look))
+
+    assert trigger is not None
+    assert (trigger.stage, trigger.metric) == (0, "manual")
+    assert trigger.reason == (
+        "rollback asked by alice: search returns nothing (while paused for approval after stage 1)"
+    )
+    # The 13-word headline keeps the person's reason whole.
+    assert trigger.headline.startswith("rollback asked by alice: search returns nothing")

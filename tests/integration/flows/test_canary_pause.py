@@ -6,6 +6,7 @@ notice is a reply in that thread."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -45,6 +46,7 @@ from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
 from flows.deploy import ReleaseRequest, finish, release
 from flows.deploy_steps import interrupted
+from flows.manual_rollback import RollbackRequest, RollbackResult, finish_rollback, roll_back_now
 from tasks.audiences import prefect_audiences
 from tests.integration.flows.helpers import make_spec
 
@@ -53,6 +55,10 @@ pytestmark = pytest.mark.integration
 
 @flow(name="paused-deploy-under-test")
 def deploy_and_finish(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) -> State:
+    from prefect.runtime import flow_run
+
+    # Its row names its run, as the deploy flow's does: a person's rollback answers its form.
+    request = dataclasses.replace(request, flow_run_id=str(flow_run.get_id()))
     return finish(
         release(spec, backends, request),
         backends,
@@ -379,3 +385,74 @@ def test_a_tracking_database_that_stops_taking_writes_while_paused_rolls_the_can
     assert {i.version for i in service.target.instances()} == {"v1"}
     # The disk stayed full: the run says its outcome is not recorded, the next deploy settles it.
     assert "could not be recorded in the tracking database" in data["message"]
+
+
+@flow(name="manual-rollback-of-a-paused-deploy")
+def manual_rollback(spec: ServiceSpec, backends: Backends, request: RollbackRequest) -> object:
+    return finish_rollback(roll_back_now(spec, backends, request), spec, backends)
+
+
+def test_a_persons_rollback_answers_the_pause_and_the_canary_rolls_back_at_once(
+    prefect_server, tmp_path, slack
+):
+    # Nobody approves within the hour: without an answer the canary would keep its 25% that long.
+    service, spec, backends, request = start(tmp_path, slack, "pause-undo", "1h")
+    asked: dict[str, object] = {}
+
+    def roll_back_once_paused() -> None:
+        wait_for(
+            lambda: runs("paused-deploy-under-test", StateType.PAUSED) or None,
+            timeout=120,
+            interval=0.2,
+            what="a deploy paused by its rollout",
+        )
+        asked["weight"] = service.router.state().canary_weight
+        others = Backends(
+            target=service.target,
+            router=service.router,
+            metrics=service.metrics,
+            ledger=Ledger.for_url(f"sqlite:///{tmp_path / 'tracking.db'}"),
+            http_transport=service.transport,
+        )
+        why = RollbackRequest("pause-undo", None, "v2 breaks search", "alice", wait_seconds=60)
+        asked["result"] = manual_rollback(spec, others, why)
+
+    thread = threading.Thread(target=roll_back_once_paused, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    state = deploy_and_finish(spec, backends, request, return_state=True)
+    took = time.monotonic() - started
+    thread.join(timeout=120)
+
+    assert asked["weight"] == 25
+    assert state.name == "Failed", state.message
+    assert took < 120, "the rollout waited for the pause's timeout"
+    data = state.result(raise_on_failure=False).outcome  # ReleaseNotSucceeded
+    # Named as the person's rollback with their reason, not as a refused stage or a dead canary.
+    assert (data["rollback"]["metric"], data["rollback"]["stage"]) == ("manual", 0)
+    assert data["rollback"]["reason"] == (
+        "rollback asked by alice: v2 breaks search (while paused for approval after stage 1)"
+    )
+    # The run's one line (a headline of at most 13 words) keeps who asked and why.
+    assert (state.message or "").startswith(
+        "v2 rolled_back: rolled back to v1: rollback asked by alice: v2 breaks search"
+    )
+    assert max(c.canary_weight for c in service.router.changes) == 25
+    assert service.router.state().canary_weight == 0
+    assert {i.version for i in service.target.instances()} == {"v1"}
+    # The person's rollback was the deploy's own: no second rollback, nothing refused.
+    result = asked["result"]
+    assert isinstance(result, RollbackResult), result
+    assert result.ok, result.outcome.message
+    assert result.outcome.deployment_id is None
+    assert "was asked to roll back and did; v1 serves all the traffic" in result.outcome.message
+    # Who answered the gate, in the deploy's gates table: the requester, through the rollback.
+    with get_client(sync_client=True) as client:
+        [gates] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                key=ArtifactFilterKey(any_=["deploy-gates"]),
+            )
+        )
+    [row] = json.loads(str(gates.data))
+    assert (row["answer"], row["by"]) == ("not approved", "alice (deployflow rollback)")

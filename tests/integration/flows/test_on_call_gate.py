@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from uuid import UUID
@@ -35,6 +36,7 @@ from deployflow.tracking import repository
 from deployflow.tracking.ledger import Ledger
 from deployments.cli import main
 from flows.deploy import ReleaseRequest, finish, release
+from flows.manual_rollback import RollbackRequest, RollbackResult, finish_rollback, roll_back_now
 from flows.oncall import ConfirmationAnswer, confirm_on_call
 from tasks.audiences import prefect_audiences
 from tests.integration.flows.helpers import make_spec
@@ -189,3 +191,81 @@ def test_approve_needs_the_server_the_deploy_runs_on(capsys):
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert main(["approve", "0b5c0bd4-2f06-4b2e-9a59-0e1a9d0b8a11"]) == 2
     assert "PREFECT_API_URL: set it to the Prefect server" in capsys.readouterr().err
+
+
+@flow(name="deploy-under-test-with-its-run")
+def deploy_with_its_run(spec: ServiceSpec, backends: Backends, request: ReleaseRequest) -> State:
+    from prefect.runtime import flow_run
+
+    # Its row names its run, as the deploy flow's does: a person's rollback answers its form.
+    request = dataclasses.replace(request, flow_run_id=str(flow_run.get_id()))
+    return finish(release(spec, backends, request), backends)
+
+
+@flow(name="rollback-while-the-deploy-waits")
+def roll_back(spec: ServiceSpec, backends: Backends, request: RollbackRequest) -> RollbackResult:
+    return finish_rollback(roll_back_now(spec, backends, request), spec, backends)
+
+
+def test_a_persons_rollback_while_the_deploy_waits_for_on_call_ends_it_before_traffic(
+    prefect_server, tmp_path: Path
+):
+    service = FakeService()
+    service.run_stable("v1")
+    database = f"sqlite:///{tmp_path / 'tracking.db'}"
+    spec = make_spec(
+        tmp_path,
+        notifications={
+            "on_call": {"kind": "static", "names": ["@alice"], "confirm": {"undo-gate": True},
+                        "confirm_timeout": "1h"},
+        },
+    )  # fmt: skip
+
+    def backends() -> Backends:
+        return Backends(
+            target=service.target,
+            router=service.router,
+            metrics=service.metrics,
+            ledger=Ledger.for_url(database),
+            on_call=StaticOnCall(["@alice"]),
+            http_transport=service.transport,
+        )
+
+    asked: dict[str, RollbackResult] = {}
+
+    def roll_back_once_paused() -> None:
+        wait_for(paused_deploy, timeout=60, interval=0.2, what="a deploy waiting for on-call")
+        request = RollbackRequest("undo-gate", None, "bad config", "bob", wait_seconds=60)
+        asked["result"] = roll_back(spec, backends(), request)
+
+    thread = threading.Thread(target=roll_back_once_paused, daemon=True)
+    thread.start()
+    state = deploy_with_its_run(
+        spec, backends(), ReleaseRequest("v2", "undo-gate"), return_state=True
+    )
+    thread.join(timeout=60)
+
+    assert state.name == "Failed"
+    assert state.message == (
+        "v2 aborted: rollback asked by bob: bad config (while the deploy waited for its on-call "
+        "confirmation); nothing was started"
+    )
+    assert service.router.changes == []
+    assert {i.version for i in service.target.instances()} == {"v1"}
+    result = asked["result"]
+    assert result.ok, result.outcome.message
+    assert result.outcome.message == (
+        "the deploy of v2 in progress was asked to roll back and stopped before moving any "
+        "traffic; v1 serves all the traffic"
+    )
+
+
+def paused_deploy() -> UUID | None:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["deploy-under-test-with-its-run"])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+        )
+    return runs[0].id if runs else None
