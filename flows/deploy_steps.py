@@ -158,6 +158,7 @@ def begin(
         service=spec.service,
         environment=req.environment,
         own_flow_run_id=req.flow_run_id,
+        keep_previous=spec.keep_previous,
     )
     stable = discover_stable(b.router, b.target)
     if stable is None and restored is not None:

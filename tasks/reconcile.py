@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -48,9 +48,12 @@ def reconcile_interrupted(
     service: str,
     environment: str,
     own_flow_run_id: str | None,
+    keep_previous: float | None = None,
 ) -> list[str]:
     """Refuse to start beside a live deploy; reconcile traffic left by a dead one; give the
     service's last runs that Prefect never saw end their final state (``settle_prefect_states``).
+    A dead deploy closed as succeeded has the version it replaced recorded as kept for the spec's
+    ``keep_previous`` (none: until now), so the retire step stops it.
 
     Whether a deploy is alive is decided by its lease in the tracking database, not by a Prefect
     server: a run killed outright is recognised once its lease lapses (30 s by default).
@@ -78,6 +81,17 @@ def reconcile_interrupted(
         if status == "succeeded":
             message = f"deploy of {row.version} recorded as succeeded: {summary}"
             logger.warning(message)
+            # Its run died before it stopped the version it replaced: that one is retired as a
+            # success retires it (after keep_previous, never while it serves traffic).
+            until = datetime.now(UTC) + timedelta(seconds=keep_previous or 0.0)
+            kept = ledger.keep_previous_until(row.deployment_id, until)
+            if kept is not None:
+                logger.info(
+                    "%s, the version %s replaced, is retired once it serves no traffic%s",
+                    kept,
+                    row.version,
+                    f" and its keep_previous ends ({until:%H:%M:%S} UTC)" if keep_previous else "",
+                )
             by = f"the reconciler of the next deploy of {service} to {environment}"
             set_final_state_afterwards(row.flow_run_id, status, row.dry_run, summary, by)
         else:

@@ -395,6 +395,24 @@ class Ledger:
                     found.append(KeptVersion(row.id, str(kept["version"]), until))
         return found
 
+    def keep_previous_until(self, deployment_id: int, until: datetime) -> str | None:
+        """The version before ``deployment_id`` (its ``previous_version``), recorded as kept
+        until ``until``, as a success with ``keep_previous`` records it: the retire step stops it
+        then unless it serves traffic. For a dead deploy the reconciler closed as succeeded,
+        whose own run never got to stop it. Returns that version, None when the row has none or
+        already records one kept."""
+        from deployflow.tracking import repository
+
+        with self._session() as s:
+            row = repository.get_deployment(s, deployment_id)
+            details = dict(row.details or {})
+            previous = row.previous_version
+            if not previous or previous == row.version or KEPT_PREVIOUS in details:
+                return None
+            details[KEPT_PREVIOUS] = {"version": previous, "until": until.isoformat()}
+            repository.update_deployment(s, deployment_id, details=details)
+            return previous
+
     def kept_version_stopped(self, deployment_id: int, note: str) -> None:
         """The version ``deployment_id`` kept is no longer running (stopped, or live again)."""
         from deployflow.tracking import repository

@@ -487,6 +487,7 @@ def _dead_deploy(ledger: Ledger, environment: str, version: str, verdicts: list[
             service="shop",
             environment=environment,
             version=version,
+            previous_version="v1",
             flow_run_id=_running_flow_run(),
         )
     )
@@ -517,6 +518,8 @@ def test_a_deploy_promoted_before_it_lost_its_database_is_recorded_as_succeeded(
     assert "Recorded as succeeded by the reconciler of the next deploy" in row["summary"]
     assert row["canary_weight"] == 0
     assert serving(service, "v10")
+    # v9's run died before it stopped v1: this deploy's retire step did (v10's success, v9).
+    assert running(service) == {"v10"}
     # Its run, left Running in Prefect, ends as the row does: Completed, tagged, said how.
     run = _flow_run(row["flow_run_id"])
     assert run.state is not None
