@@ -331,6 +331,7 @@ def _rollback(args: argparse.Namespace) -> int:
         endings.emit({**result, "exit_code": code})
     else:
         print_rollback(result)
+    exit_at_once_if_prefect_is_gone(result, code)
     return code
 
 

@@ -121,10 +121,10 @@ def run_deploy(
 
 
 def exit_at_once_if_prefect_is_gone(result: dict[str, Any], code: int) -> None:
-    """A deploy that ended with the Prefect API lost (``prefect_api_lost``) exits now with
-    ``code``, its outcome printed and recorded in the tracking database: at interpreter exit,
-    Prefect's background senders would wait, with no bound, to deliver what they hold to the API
-    that is gone (its events worker spends about 7 s trying per queued event)."""
+    """A deploy or rollback that ended with the Prefect API lost (``prefect_api_lost``) exits
+    now with ``code``, its outcome printed and recorded in the tracking database: at interpreter
+    exit, Prefect's background senders would wait, with no bound, to deliver what they hold to
+    the API that is gone (its events worker spends about 7 s trying per queued event)."""
     if not result.get("prefect_api_lost"):
         return
     sys.stdout.flush()
@@ -180,27 +180,32 @@ def run_rollback(
     """Run the manual-rollback flow in this process; its result as a dict (``refused`` True when
     nothing was started)."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from flows.manual_rollback import manual_rollback
+    from flows.manual_rollback import ROLLBACKS_BEGUN, ROLLBACKS_REACHED, manual_rollback
+    from tasks.prefect_api import prefect_api_watch
 
+    reached_before, begun_before = len(ROLLBACKS_REACHED), len(ROLLBACKS_BEGUN)
+    # Watched from out here too, so that the run's final state is not retried for a minute when
+    # the API is gone (tasks.prefect_api).
+    watch = prefect_api_watch()
     try:
-        state = manual_rollback(
-            environment=environment,
-            service=service,
-            spec_path=spec_path,
-            version=version,
-            reason=reason,
-            requested_by=requested_by,
-            tracking_block=tracking_block,
-            return_state=True,
+        with watch as seen:
+            state = manual_rollback(
+                environment=environment,
+                service=service,
+                spec_path=spec_path,
+                version=version,
+                reason=reason,
+                requested_by=requested_by,
+                tracking_block=tracking_block,
+                return_state=True,
+            )
+    except Exception as exc:  # the flow never ran, or the Prefect API went away meanwhile
+        return _rollback_without_its_state(
+            exc,
+            ROLLBACKS_REACHED[reached_before:],
+            begun=len(ROLLBACKS_BEGUN) > begun_before,
+            lost=seen.lost_at_end,
         )
-    except Exception as exc:  # the flow never ran: no Prefect API, for example
-        return {
-            "status": "failed",
-            "refused": False,
-            "message": f"the rollback flow could not run: {type(exc).__name__}: {exc}"[:2000],
-            "flow_run_id": None,
-            "ui_url": None,
-        }
     from deployflow.release import outcome_of
 
     data = state.result(raise_on_failure=False)
@@ -217,6 +222,44 @@ def run_rollback(
     result["flow_run_id"] = run_id
     result["ui_url"] = ui_url(str(run_id) if run_id else None)
     return result
+
+
+def _rollback_without_its_state(
+    exc: Exception, reached: list[dict[str, Any]], *, begun: bool, lost: bool
+) -> dict[str, Any]:
+    """What to say of a rollback whose flow call failed: what it reached when it reached an
+    outcome (recorded in the tracking database; only Prefect missed its final state), else
+    whether anything can have been done."""
+    from tasks.prefect_api import api_unreachable
+
+    what = f"{type(exc).__name__}: {exc}"
+    if reached:
+        kept = dict(reached[-1])
+        kept["message"] = (
+            f"{kept.get('message') or ''} (its final state could not be recorded in Prefect: "
+            f"{type(exc).__name__})"
+        ).strip()
+        if lost or api_unreachable(exc):
+            kept["prefect_api_lost"] = True
+        return kept
+    if begun:
+        message = (
+            f"the rollback did not reach its outcome: {what}; `deployflow status` says what "
+            "serves now"
+        )
+    else:
+        message = (
+            f"the rollback flow could not run: {what}; nothing was started and no traffic moved "
+            "(the rollback runs as a Prefect flow: start the Prefect server, or set "
+            "PREFECT_API_URL to it, and run it again; `deployflow status` says what serves now)"
+        )
+    return {
+        "status": "failed",
+        "refused": False,
+        "message": message[:2000],
+        "flow_run_id": None,
+        "ui_url": None,
+    }
 
 
 def rollback_exit(result: dict[str, Any]) -> int:
@@ -241,3 +284,8 @@ def print_rollback(result: dict[str, Any]) -> None:
         print(f"  report: deployflow report {result['deployment_id']}")
     if result.get("ui_url"):
         print(f"  Prefect UI: {result['ui_url']}")
+    if result.get("prefect_api_lost"):
+        print(
+            "  the Prefect API did not answer at the end: this rollback is in the tracking "
+            "database (deployflow history), not in Prefect"
+        )

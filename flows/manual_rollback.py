@@ -63,7 +63,7 @@ from tasks.complete import complete
 from tasks.concurrency import deploy_slot
 from tasks.connect import connect_backends, load_service_spec
 from tasks.execute import discover_stable, execute
-from tasks.prefect_api import run_subflow
+from tasks.prefect_api import prefect_api_watch, run_subflow
 from tasks.run_tags import OUTCOME_TAG_PREFIX
 from tasks.story import write_report
 from tasks.tracking import record_start
@@ -75,6 +75,13 @@ DEFAULT_WAIT_SECONDS = 600.0
 # What each rollback this process ran had reached when a signal stopped it (the CLI's --json
 # says it), newest last.
 ROLLBACKS_INTERRUPTED: list[dict[str, Any]] = []
+# The result of every rollback this process finished, newest last: if the Prefect API is gone by
+# then, the run's final state cannot be recorded and the flow call fails, but the caller still
+# reports what the rollback reached (as ``flows.deploy.OUTCOMES_REACHED`` for deploys).
+ROLLBACKS_REACHED: list[dict[str, Any]] = []
+# How many rollbacks this process began (the flow's body ran): a flow call that fails without
+# one began never started anything.
+ROLLBACKS_BEGUN: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,7 @@ def manual_rollback(
         tracking_block: Name of the deployflow tracking database block; empty uses
             DEPLOYFLOW_DATABASE_URL or the local SQLite file of the machine running the flow.
     """
+    ROLLBACKS_BEGUN.append(environment)
     loaded = load_service_spec(spec_path, version or "rollback", service)
     if isinstance(loaded, SpecError):
         return _refused_by_spec(loaded)
@@ -162,8 +170,12 @@ def manual_rollback(
     )
     backends = connect_backends(spec, tracking_block, environment)
     try:
-        result = roll_back_now(spec, backends, request)
-        return final_rollback_state(finish_rollback(result, spec, backends))
+        # A rollback that loses the Prefect API goes on without it, as a deploy does: traffic,
+        # verification and the record are the router's and the tracking database's.
+        with prefect_api_watch():
+            result = finish_rollback(roll_back_now(spec, backends, request), spec, backends)
+            ROLLBACKS_REACHED.append(result.to_dict())
+            return final_rollback_state(result)
     finally:
         backends.close()
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -145,3 +146,67 @@ def test_the_rollback_deployment_run_by_a_worker(
         "rollback", "rolled_back", "v1", "v2",
     )  # fmt: skip
     assert row["flow_run_id"] == str(run.id)
+
+
+def test_a_rollback_that_loses_the_prefect_api_midway_finishes_and_says_so(
+    sandbox: Sandbox, prefect_server: str, tmp_path: Path
+) -> None:
+    """`deployflow rollback --json` against a Prefect server of its own, SIGKILLed the moment the
+    rollback has started the version it returns to (before its switch) and left down: traffic
+    still moves, the restored version is verified, the row says `rolled_back`, and the command
+    exits 0 printing that outcome, saying Prefect could not record its end."""
+    from deployflow.polling import wait_for
+    from deployflow.tracking.ledger import Ledger
+    from tests.integration.prefect.conftest import RestartablePrefectServer
+
+    spec = load_spec(EXAMPLE_SPEC)
+    live = {i.version for i in build_target(spec).instances()}
+    if live != {"v2"}:  # the tests above leave v2 live; alone, this one releases it first
+        with two_stage_spec("manual", "api-lost") as spec_file:
+            released = deploy_in_process(spec_file, "v2")
+        assert released["status"] == "succeeded", released["message"]
+
+    out, log = tmp_path / "rollback.json", tmp_path / "rollback.log"
+    home = tmp_path / "prefect"
+    home.mkdir()
+    with RestartablePrefectServer(home) as server:
+        env = {**os.environ, "PREFECT_API_URL": server.api_url}
+        with out.open("w") as stdout, log.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "deployments.cli", "rollback", "demo", "--spec",
+                 str(EXAMPLE_SPEC), "--environment", "sandbox", "--to", "v1", "--reason",
+                 "checkout is down", "--as", "e2e", "--json"],
+                env=env, cwd=ROOT, stdout=stdout, stderr=stderr,
+            )  # fmt: skip
+            try:
+                wait_for(
+                    lambda: "v1" in {i.version for i in build_target(spec).instances()},
+                    timeout=120,
+                    interval=0.02,
+                    what="the rollback starting v1",
+                )
+                server.kill()
+                killed = time.monotonic()
+                code = process.wait(timeout=120)
+                took = time.monotonic() - killed
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    text = log.read_text()
+    printed = [line for line in out.read_text().splitlines() if line.strip()]
+    assert len(printed) == 1, (printed, text[-6000:])
+    result = json.loads(printed[0])
+    assert code == 0, (result, text[-6000:])
+    assert result["status"] == "rolled_back", result["message"]
+    assert (result["version"], result["rolled_back_to"]) == ("v2", "v1")
+    assert result["rollback"]["verified"] is True
+    assert "its final state could not be recorded in Prefect" in result["message"]
+    assert Ledger.for_url().status_of(result["deployment_id"]) == "rolled_back"
+    versions = {i.version: i for i in build_target(spec).instances()}
+    assert set(versions) == {"v1"}
+    router = build_router(spec).state()
+    assert (router.stable, router.canary_weight) == (versions["v1"].address, 0)
+    # It exits at once with its outcome, not after Prefect's senders gave up (7 s an event).
+    assert result["prefect_api_lost"] is True
+    assert took < 60, text[-6000:]
+    print(f"Prefect API lost mid-rollback: exit 0 {took:.1f} s after the kill")
