@@ -71,17 +71,9 @@ def run_deploy(
     except Exception as exc:  # the flow never ran, or the Prefect API went away meanwhile
         reached = [o for o in OUTCOMES_REACHED[reached_before:] if o.get("version") == version]
         if reached:
-            # The deploy reached its outcome (recorded in the tracking database); only its
-            # final state could not be told to Prefect.
-            kept = dict(reached[-1])
-            kept["message"] = (
-                f"{kept.get('message') or ''} (its final state could not be recorded in "
-                f"Prefect: {type(exc).__name__})"
-            ).strip()
+            kept = without_its_final_state(reached[-1], exc, lost=seen.lost_at_end)
             run_id = kept.get("flow_run_id")
             kept["ui_url"] = ui_url(str(run_id) if run_id else None)
-            if seen.lost_at_end:
-                kept["prefect_api_lost"] = True
             return kept
         return {
             "status": "failed",
@@ -224,6 +216,22 @@ def run_rollback(
     return result
 
 
+def without_its_final_state(
+    reached: dict[str, Any], exc: Exception, *, lost: bool
+) -> dict[str, Any]:
+    """The outcome a deploy or rollback reached (recorded in the tracking database) whose flow
+    call then failed: only its final state could not be told to Prefect, and its message says
+    so; ``lost``: the Prefect API did not answer at the end (``prefect_api_lost``)."""
+    kept = dict(reached)
+    kept["message"] = (
+        f"{kept.get('message') or ''} (its final state could not be recorded in Prefect: "
+        f"{type(exc).__name__})"
+    ).strip()
+    if lost:
+        kept["prefect_api_lost"] = True
+    return kept
+
+
 def _rollback_without_its_state(
     exc: Exception, reached: list[dict[str, Any]], *, begun: bool, lost: bool
 ) -> dict[str, Any]:
@@ -234,14 +242,7 @@ def _rollback_without_its_state(
 
     what = f"{type(exc).__name__}: {exc}"
     if reached:
-        kept = dict(reached[-1])
-        kept["message"] = (
-            f"{kept.get('message') or ''} (its final state could not be recorded in Prefect: "
-            f"{type(exc).__name__})"
-        ).strip()
-        if lost or api_unreachable(exc):
-            kept["prefect_api_lost"] = True
-        return kept
+        return without_its_final_state(reached[-1], exc, lost=lost or api_unreachable(exc))
     if begun:
         message = (
             f"the rollback did not reach its outcome: {what}; `deployflow status` says what "

@@ -84,6 +84,18 @@ def form_text(run: FlowRun) -> str:
         return json.loads(client.read_flow_run_input(run.id, keyset["description"]))
 
 
+def gate_rows(state: State) -> list[dict]:
+    """The rows of the deploy run's ``deploy-gates`` table artifact: who answered what, when."""
+    with get_client(sync_client=True) as client:
+        [gates] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                key=ArtifactFilterKey(any_=["deploy-gates"]),
+            )
+        )
+    return json.loads(str(gates.data))
+
+
 @pytest.fixture
 def slack():
     with FakeSlackAPI(token="xoxb-pause", channels=["deploys"]) as api:
@@ -139,14 +151,7 @@ def test_approve_given_the_deploy_run_lets_the_canary_go_on(prefect_server, tmp_
     assert seen["code"] == 0
     assert seen["rollouts paused"] == 0
     # Who approved which stage, when: a table artifact of the deploy run.
-    with get_client(sync_client=True) as client:
-        [gates] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-                key=ArtifactFilterKey(any_=["deploy-gates"]),
-            )
-        )
-    [row] = json.loads(str(gates.data))
+    [row] = gate_rows(state)
     assert (row["gate"], row["answer"], row["by"]) == (
         "stage 1 (25%) to 100%",
         "approved",
@@ -447,12 +452,5 @@ def test_a_persons_rollback_answers_the_pause_and_the_canary_rolls_back_at_once(
     assert result.outcome.deployment_id is None
     assert "was asked to roll back and did; v1 serves all the traffic" in result.outcome.message
     # Who answered the gate, in the deploy's gates table: the requester, through the rollback.
-    with get_client(sync_client=True) as client:
-        [gates] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-                key=ArtifactFilterKey(any_=["deploy-gates"]),
-            )
-        )
-    [row] = json.loads(str(gates.data))
+    [row] = gate_rows(state)
     assert (row["answer"], row["by"]) == ("not approved", "alice (deployflow rollback)")

@@ -50,10 +50,11 @@ def gate_only() -> ConfirmationAnswer:
     return confirm_on_call("shop", "v2", "production", roster, timeout=10)
 
 
-def paused_run_id() -> UUID | None:
+def paused_run_id(flow_name: str = "on-call-gate-under-test") -> UUID | None:
+    """The id of a paused run of the flow ``flow_name``, None while there is none."""
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["on-call-gate-under-test"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
             ),
@@ -234,7 +235,12 @@ def test_a_persons_rollback_while_the_deploy_waits_for_on_call_ends_it_before_tr
     asked: dict[str, RollbackResult] = {}
 
     def roll_back_once_paused() -> None:
-        wait_for(paused_deploy, timeout=60, interval=0.2, what="a deploy waiting for on-call")
+        wait_for(
+            lambda: paused_run_id("deploy-under-test-with-its-run"),
+            timeout=60,
+            interval=0.2,
+            what="a deploy waiting for on-call",
+        )
         request = RollbackRequest("undo-gate", None, "bad config", "bob", wait_seconds=60)
         asked["result"] = roll_back(spec, backends(), request)
 
@@ -258,14 +264,3 @@ def test_a_persons_rollback_while_the_deploy_waits_for_on_call_ends_it_before_tr
         "the deploy of v2 in progress was asked to roll back and stopped before moving any "
         "traffic; v1 serves all the traffic"
     )
-
-
-def paused_deploy() -> UUID | None:
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["deploy-under-test-with-its-run"])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-            ),
-        )
-    return runs[0].id if runs else None
